@@ -1,0 +1,12 @@
+"""overparam: over-parameterization primitives for PyTorch.
+
+Packages: :mod:`~overparam.factor`, :mod:`~overparam.optim`, :mod:`~overparam.scaling`,
+:mod:`~overparam.prune`, :mod:`~overparam.hessian`, :mod:`~overparam.problems`, all on the
+shared tensor backend :mod:`~overparam.backend`. Importing overparam imports no optional
+extra (matplotlib, triton, tqdm, scikit-learn).
+"""
+
+from . import backend, factor, hessian, optim, problems, prune, scaling, testing
+from ._version import __version__
+
+__all__ = ["backend", "factor", "hessian", "optim", "problems", "prune", "scaling", "testing", "__version__"]

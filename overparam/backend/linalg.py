@@ -1,0 +1,203 @@
+"""Small dense linear algebra shared by the solvers and optimizers.
+
+* :func:`gram_schmidt` / :func:`orthogonalize`: batched (classical) Gram-Schmidt with one
+  re-orthogonalization pass ("twice is enough", CGS2), the kernel of Lanczos with full
+  re-orthogonalization and of block methods.
+* :func:`tridiag_eigh`: eigen-decomposition of a batch of symmetric tridiagonal matrices
+  (the Lanczos projection), eigenvalues ascending.
+* :func:`gram_solve`: ``B (RᵀR + λI)⁻¹`` by Cholesky, the ScaledGD preconditioner, with a
+  clear error when the damped Gram matrix is not positive definite.
+
+All functions accept leading batch dimensions ``...`` and work in the input's dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["orthogonalize", "gram_schmidt", "tridiag_eigh", "tridiag_matrix", "gram_solve", "NotPositiveDefiniteError"]
+
+
+class NotPositiveDefiniteError(ValueError):
+    """A matrix that must be symmetric positive definite is not (numerically)."""
+
+
+def _check_float(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+
+
+def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Tensor]:
+    """Remove from ``v`` its components along the orthonormal columns of ``Q``.
+
+    Classical Gram-Schmidt repeated ``passes`` times (2 = CGS2, which keeps orthogonality to
+    working precision; 1 = plain CGS, which loses it on ill-conditioned input).
+
+    Args:
+        v: ``(..., n)`` one vector or ``(..., n, j)`` several columns.
+        Q: ``(..., n, k)`` with orthonormal columns (``k`` may be 0).
+        passes: number of projection passes, >= 1.
+
+    Returns:
+        ``(w, c)``: ``w`` like ``v`` and orthogonal to ``Q``; ``c`` the accumulated coefficients
+        ``(..., k)`` (or ``(..., k, j)``) so that ``v = w + Q c``.
+
+    Example:
+        >>> Q = torch.eye(3, dtype=torch.float64)[:, :2]
+        >>> orthogonalize(torch.tensor([1., 2., 3.], dtype=torch.float64), Q)[0]
+        tensor([0., 0., 3.], dtype=torch.float64)
+    """
+    _check_float(v, "v")
+    _check_float(Q, "Q")
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    vector = v.ndim == Q.ndim - 1
+    w = v.unsqueeze(-1) if vector else v
+    if w.shape[-2] != Q.shape[-2]:
+        raise ValueError(f"v has length {w.shape[-2]} but Q has {Q.shape[-2]} rows")
+    coef = torch.zeros(*Q.shape[:-2], Q.shape[-1], w.shape[-1], dtype=Q.dtype, device=Q.device)
+    for _ in range(passes):
+        c = Q.mT @ w
+        w = w - Q @ c
+        coef = coef + c
+    if vector:
+        return w.squeeze(-1), coef.squeeze(-1)
+    return w, coef
+
+
+def gram_schmidt(V: Tensor, *, method: str = "cgs2", rtol: float | None = None) -> tuple[Tensor, Tensor]:
+    """Orthonormalize the columns of ``V``: ``V = Q R`` with ``QᵀQ = I``, ``R`` upper triangular.
+
+    Args:
+        V: ``(..., n, k)`` with ``k <= n``.
+        method: ``"cgs2"`` (classical with re-orthogonalization, the default), ``"mgs"``
+            (modified), or ``"cgs"`` (classical, one pass: for comparison only).
+        rtol: a column whose norm after projection falls below ``rtol`` times its original
+            norm is dependent on the previous ones; default ``n * eps``.
+
+    Returns:
+        ``(Q, R)``: ``(..., n, k)`` and ``(..., k, k)``.
+
+    Raises:
+        ValueError: when a column is (numerically) dependent on the previous ones.
+
+    Example:
+        >>> Q, R = gram_schmidt(torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+        >>> torch.allclose(Q.mT @ Q, torch.eye(3, dtype=torch.float64))
+        True
+    """
+    _check_float(V, "V")
+    if V.ndim < 2:
+        raise ValueError(f"V must have shape (..., n, k), got {tuple(V.shape)}")
+    n, k = V.shape[-2:]
+    if k > n:
+        raise ValueError(f"V has more columns ({k}) than rows ({n}); they cannot be orthonormal")
+    if method not in ("cgs2", "cgs", "mgs"):
+        raise ValueError(f"method must be one of 'cgs2', 'cgs', 'mgs', got {method!r}")
+    tol = n * torch.finfo(V.dtype).eps if rtol is None else rtol
+    Q = torch.zeros_like(V)
+    R = torch.zeros(*V.shape[:-2], k, k, dtype=V.dtype, device=V.device)
+    for j in range(k):
+        v = V[..., :, j]
+        v0 = torch.linalg.vector_norm(v, dim=-1)
+        if method == "mgs":
+            w = v
+            for i in range(j):
+                q = Q[..., :, i]
+                c = (q * w).sum(-1)
+                R[..., i, j] = c
+                w = w - c.unsqueeze(-1) * q
+        else:
+            w, c = orthogonalize(v, Q[..., :, :j], passes=2 if method == "cgs2" else 1)
+            R[..., :j, j] = c
+        r = torch.linalg.vector_norm(w, dim=-1)
+        if bool((r <= tol * v0).any()) or bool((v0 == 0).any()):
+            raise ValueError(f"V is rank-deficient: column {j} is dependent on the previous columns")
+        R[..., j, j] = r
+        Q[..., :, j] = w / r.unsqueeze(-1)
+    return Q, R
+
+
+def tridiag_matrix(alpha: Tensor, beta: Tensor) -> Tensor:
+    """Dense symmetric tridiagonal matrix ``(..., k, k)`` from its diagonal ``(..., k)`` and
+    off-diagonal ``(..., k-1)``."""
+    _check_float(alpha, "alpha")
+    _check_float(beta, "beta")
+    k = alpha.shape[-1]
+    if beta.shape[:-1] != alpha.shape[:-1] or beta.shape[-1] != max(k - 1, 0):
+        raise ValueError(f"beta must have shape {(*alpha.shape[:-1], max(k - 1, 0))}, got {tuple(beta.shape)}")
+    T = torch.diag_embed(alpha)
+    if k > 1:
+        T = T + torch.diag_embed(beta, offset=1) + torch.diag_embed(beta, offset=-1)
+    return T
+
+
+def tridiag_eigh(alpha: Tensor, beta: Tensor, *, eigenvectors: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Eigen-decomposition of symmetric tridiagonal matrices.
+
+    Args:
+        alpha: ``(..., k)`` diagonals.
+        beta: ``(..., k-1)`` off-diagonals.
+        eigenvectors: also return the eigenvectors.
+
+    Returns:
+        ``(theta, S)``: eigenvalues ``(..., k)`` ascending and eigenvectors ``(..., k, k)``
+        (columns), so ``T = S diag(theta) Sᵀ``; ``S`` is None when ``eigenvectors=False``.
+        The first row ``S[..., 0, :]`` gives the Gauss quadrature weights ``S[0, i]²`` of SLQ.
+
+    Example:
+        >>> theta, _ = tridiag_eigh(torch.tensor([2., 2.]), torch.tensor([1.]))
+        >>> theta
+        tensor([1., 3.])
+    """
+    T = tridiag_matrix(alpha, beta)
+    if eigenvectors:
+        theta, S = torch.linalg.eigh(T)
+        return theta, S
+    return torch.linalg.eigvalsh(T), None
+
+
+def gram_solve(R: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
+    """Right-multiply by the inverse of a damped Gram matrix: ``B (RᵀR + λI)⁻¹``.
+
+    This is the ScaledGD / ScaledGD(λ) preconditioner: ``∇_L f (RᵀR + λI)⁻¹``.
+
+    Args:
+        R: ``(..., m, r)`` factor whose Gram matrix ``RᵀR`` is ``(..., r, r)``.
+        B: ``(..., n, r)`` right-hand side (e.g. a gradient).
+        damping: ``λ >= 0``.
+
+    Returns:
+        ``(..., n, r)``.
+
+    Raises:
+        NotPositiveDefiniteError: when ``RᵀR + λI`` is not positive definite (``R``
+            rank-deficient and ``λ = 0``); set ``damping > 0``.
+
+    Example:
+        >>> R = torch.eye(3, 2, dtype=torch.float64) * 2
+        >>> gram_solve(R, torch.ones(4, 2, dtype=torch.float64))[0]
+        tensor([0.2500, 0.2500], dtype=torch.float64)
+    """
+    _check_float(R, "R")
+    _check_float(B, "B")
+    if R.ndim < 2 or B.ndim < 2:
+        raise ValueError(f"R and B must be at least 2-D, got {tuple(R.shape)} and {tuple(B.shape)}")
+    if R.shape[-1] != B.shape[-1]:
+        raise ValueError(f"R has rank {R.shape[-1]} but B has {B.shape[-1]} columns")
+    if damping < 0:
+        raise ValueError(f"damping must be >= 0, got {damping}")
+    G = R.mT @ R
+    if damping:
+        G = G + damping * torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+    L, info = torch.linalg.cholesky_ex(G)
+    if bool((info != 0).any()):
+        raise NotPositiveDefiniteError(
+            f"RᵀR + λI (r = {G.shape[-1]}, λ = {damping}) is not positive definite: the factor is "
+            "rank-deficient; use damping > 0 (ScaledGD(λ))"
+        )
+    # B G⁻¹ = (G⁻¹ Bᵀ)ᵀ because G is symmetric.
+    return torch.cholesky_solve(B.mT, L).mT

@@ -1,0 +1,135 @@
+"""Random probes from an explicit generator; the global RNG is never touched.
+
+Every stochastic function in overparam takes a keyword-only ``generator`` that may be a
+``torch.Generator``, an ``int`` seed, or ``None``. ``None`` draws a fresh seed from the
+operating system (``os.urandom``): results then differ run to run, but the global torch
+RNG state is still left exactly as it was.
+
+Numbers are drawn on the generator's device and then moved to the requested device, so a
+CPU generator gives the same probes whether the model lives on the CPU or on a GPU.
+
+Example:
+    >>> from overparam.backend import random as oprandom
+    >>> a = oprandom.rademacher((3,), generator=0)
+    >>> b = oprandom.rademacher((3,), generator=0)
+    >>> bool((a == b).all())
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from . import vec as _vec
+
+__all__ = ["GeneratorLike", "make_generator", "rademacher", "gaussian", "rademacher_like", "gaussian_like", "probes_like"]
+
+GeneratorLike = torch.Generator | int | None
+
+
+def make_generator(generator: GeneratorLike = None, *, device: torch.device | str | None = None) -> torch.Generator:
+    """Turn a generator-like argument into a ``torch.Generator``.
+
+    Args:
+        generator: an existing generator (returned as is), an ``int`` seed, or ``None``
+            (a fresh seed from ``os.urandom``).
+        device: device of a newly created generator (default CPU).
+
+    Example:
+        >>> make_generator(7).initial_seed()
+        7
+    """
+    if isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, bool) or not (generator is None or isinstance(generator, int)):
+        raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+    seed = int.from_bytes(os.urandom(8), "little") >> 1 if generator is None else generator
+    if seed < 0:
+        raise ValueError(f"generator seed must be >= 0, got {seed}")
+    g = torch.Generator(device=device if device is not None else "cpu")
+    g.manual_seed(seed)
+    return g
+
+
+def _draw(kind: str, shape, generator, dtype, device) -> Tensor:
+    g = make_generator(generator)
+    dtype = dtype if dtype is not None else torch.get_default_dtype()
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+    if kind == "rademacher":
+        out = torch.randint(0, 2, tuple(shape), generator=g, device=g.device, dtype=torch.int8)
+        out = (out * 2 - 1).to(dtype)
+    else:
+        out = torch.randn(tuple(shape), generator=g, device=g.device, dtype=dtype)
+    return out if device is None else out.to(device)
+
+
+def rademacher(shape, *, generator: GeneratorLike = None, dtype: torch.dtype | None = None, device=None) -> Tensor:
+    """i.i.d. ±1 entries of the given shape.
+
+    Example:
+        >>> rademacher((2, 2), generator=0).abs().sum()
+        tensor(4.)
+    """
+    return _draw("rademacher", shape, generator, dtype, device)
+
+
+def gaussian(shape, *, generator: GeneratorLike = None, dtype: torch.dtype | None = None, device=None) -> Tensor:
+    """i.i.d. standard normal entries of the given shape.
+
+    Example:
+        >>> gaussian((2,), generator=0, dtype=torch.float64).shape
+        torch.Size([2])
+    """
+    return _draw("gaussian", shape, generator, dtype, device)
+
+
+def probes_like(
+    like: Iterable[Tensor], *, n: int | None = None, kind: str = "rademacher", generator: GeneratorLike = None
+) -> _vec.Vec:
+    """Random parameter-shaped vector(s) with the dtypes and devices of ``like``.
+
+    Args:
+        like: a vector (entries ``shape_i``), e.g. ``model.parameters()``.
+        n: ``None`` for one vector, or the batch size ``B`` (entries ``(B, *shape_i)``).
+        kind: ``"rademacher"`` or ``"gaussian"``.
+        generator: see :func:`make_generator`; pass the same generator on to draw more.
+
+    The draw is one flat block of ``n * numel`` numbers split in parameter order, so it
+    does not depend on how the parameters are chunked into tensors.
+
+    Example:
+        >>> v = probes_like([torch.zeros(2, 3), torch.zeros(4)], n=5, generator=0)
+        >>> [tuple(t.shape) for t in v]
+        [(5, 2, 3), (5, 4)]
+    """
+    if kind not in ("rademacher", "gaussian"):
+        raise ValueError(f"kind must be 'rademacher' or 'gaussian', got {kind!r}")
+    ls = _vec.as_vec(like, name="like")
+    if not ls:
+        raise ValueError("like is an empty vector")
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive int or None, got {n!r}")
+    g = make_generator(generator)
+    total = _vec.numel(ls)
+    rows = 1 if n is None else n
+    # Draw in the widest dtype present, then cast per entry: the same numbers for every dtype layout.
+    wide = torch.float64 if any(t.dtype == torch.float64 for t in ls) else torch.float32
+    flat = _draw(kind, (rows, total), g, wide, None)
+    parts = torch.split(flat, [t.numel() for t in ls], dim=1)
+    out = tuple(p.reshape(rows, *t.shape).to(dtype=t.dtype, device=t.device) for p, t in zip(parts, ls))
+    return tuple(o[0] for o in out) if n is None else out
+
+
+def rademacher_like(like: Iterable[Tensor], *, n: int | None = None, generator: GeneratorLike = None) -> _vec.Vec:
+    """:func:`probes_like` with ``kind="rademacher"``."""
+    return probes_like(like, n=n, kind="rademacher", generator=generator)
+
+
+def gaussian_like(like: Iterable[Tensor], *, n: int | None = None, generator: GeneratorLike = None) -> _vec.Vec:
+    """:func:`probes_like` with ``kind="gaussian"``."""
+    return probes_like(like, n=n, kind="gaussian", generator=generator)

@@ -1,0 +1,74 @@
+"""The ``overparam`` command: list, run and report reproductions of published claims.
+
+    overparam list
+    overparam run NAME [--quick] [--out DIR] [--seed S] [--device cpu|cuda] [--quiet]
+    overparam report [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_OUT = Path("results")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="overparam", description="Reproduce over-parameterization claims.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the experiments")
+    r = sub.add_parser("run", help="run one experiment")
+    r.add_argument("name")
+    r.add_argument("--quick", action="store_true", help="reduced size (under a minute on 2 CPU cores)")
+    r.add_argument("--out", type=Path, default=None, help="output folder (default results/NAME)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    rep = sub.add_parser("report", help="collect every result.json under a folder into REPORT.md")
+    rep.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from . import experiments
+
+    if args.command == "list":
+        for name, exp in experiments.registry().items():
+            print(f"{name:24s} {exp.paper}\n{'':24s}   {exp.claim}")
+        return 0
+    if args.command == "run":
+        from .experiments._runner import run_experiment
+
+        try:
+            exp = experiments.get(args.name)
+        except ValueError as e:
+            print(f"overparam: {e}", file=sys.stderr)
+            return 2
+        out = args.out if args.out is not None else DEFAULT_OUT / exp.name
+        print(f"overparam run {exp.name}{' --quick' if args.quick else ''}: {exp.paper}")
+        print(f"claim: {exp.claim}")
+        res = run_experiment(exp, out=out, quick=args.quick, seed=args.seed, device=args.device, progress=not args.quiet)
+        for line in res["summary"]:
+            print("  " + line)
+        for note in res["notes"]:
+            print("note: " + note)
+        print(f"claim {'REPRODUCED' if res['claim_holds'] else 'NOT reproduced'} in {res['seconds']:.1f} s; "
+              f"wrote {out / 'result.json'}, {out / 'report.md'}" + (f" and {len(res['figures'])} plot(s)" if res["figures"] else ""))
+        return 0 if res["claim_holds"] else 1
+    if args.command == "report":
+        from .experiments._report import load_results, write_report
+
+        found = load_results(args.out)
+        if not found:
+            print(f"overparam: no result.json under {args.out}; run an experiment first", file=sys.stderr)
+            return 2
+        path = write_report([r for _, r in found], args.out / "REPORT.md", root=args.out, folders=[f for f, _ in found])
+        print(f"wrote {path} ({len(found)} experiment(s))")
+        return 0
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

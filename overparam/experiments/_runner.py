@@ -1,0 +1,64 @@
+"""Run a registered experiment and write ``result.json``, its plots and ``report.md``."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._version import __version__
+from . import Context, Experiment
+from ._report import write_report
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return _jsonable(x.tolist())
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if hasattr(x, "item") and callable(x.item):
+        return x.item()
+    return x
+
+
+def run_experiment(exp: Experiment, *, out: Path, quick: bool = False, seed: int = 0, device: str = "cpu",
+                   progress: bool = True) -> dict[str, Any]:
+    """Run ``exp`` and write its artefacts into ``out``; returns the result dict."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = Context(out=out, seed=seed, device=dev, quick=quick, params=exp.params_for(quick), show_progress=progress)
+    t0 = time.perf_counter()
+    measured = exp.run(ctx)
+    seconds = time.perf_counter() - t0
+    if "claim_holds" not in measured or "summary" not in measured:
+        raise RuntimeError(f"experiment {exp.name!r} must return 'claim_holds' and 'summary'")
+    result = {
+        "experiment": exp.name,
+        "paper": exp.paper,
+        "claim": exp.claim,
+        "claim_holds": bool(measured.pop("claim_holds")),
+        "summary": list(measured.pop("summary")),
+        "measured": measured,
+        "params": ctx.params,
+        "quick": quick,
+        "seed": seed,
+        "device": str(dev),
+        "seconds": round(seconds, 3),
+        "figures": ctx.figures,
+        "notes": ctx.notes,
+        "versions": {"overparam": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    (out / "result.json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+    write_report([result], out / "report.md", root=out)
+    return result

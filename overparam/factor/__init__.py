@@ -1,0 +1,1 @@
+"""overparam.factor: not built yet (see the docs page docs/factor.md)."""

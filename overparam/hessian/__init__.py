@@ -1,0 +1,1 @@
+"""overparam.hessian: not built yet (see the docs page docs/hessian.md)."""

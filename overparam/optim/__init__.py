@@ -1,0 +1,1 @@
+"""overparam.optim: not built yet (see the docs page docs/optim.md)."""

@@ -1,0 +1,158 @@
+"""Low-rank matrix sensing with Gaussian measurements.
+
+Observe ``y_i = <A_i, M*>`` for ``i = 1..m`` with ``A_i`` i.i.d. standard Gaussian ``(n1, n2)``
+and a rank-``r`` ground truth ``M*`` with condition number ``κ`` (singular values linearly
+spaced from 1 down to ``1/κ``, as in Tong, Ma & Chi). Losses, as in that literature:
+
+* symmetric (``M* = X* X*ᵀ`` PSD, factor ``X (n, k)``): ``f(X) = 1/(4m) ‖𝒜(XXᵀ) − y‖²``,
+  whose population version is ``¼ ‖XXᵀ − M*‖_F²`` and gradient ≈ ``(XXᵀ − M*) X``;
+* asymmetric (factors ``L (n1, k)``, ``R (n2, k)``): ``f(L, R) = 1/(2m) ‖𝒜(LRᵀ) − y‖²``.
+
+``loss="l1"`` uses the mean absolute residual instead (robust recovery).
+
+Example:
+    >>> import overparam as op
+    >>> P = op.problems.sensing(n=10, r=2, m=200, generator=0)
+    >>> X = P.init("small", rank=4, scale=1e-3, generator=1)
+    >>> P.loss(X).shape, P.relative_error(X) > 0.99
+    (torch.Size([]), True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..backend.random import GeneratorLike, gaussian, make_generator
+
+__all__ = ["MatrixSensing", "sensing", "ground_truth"]
+
+
+def _orthonormal(n: int, r: int, g: torch.Generator, dtype, device) -> Tensor:
+    Q, R = torch.linalg.qr(gaussian((n, r), generator=g, dtype=dtype, device=device))
+    return Q * torch.sign(torch.diagonal(R))
+
+
+def ground_truth(n: int, r: int, *, kappa: float = 1.0, n2: int | None = None, symmetric: bool = True,
+                 generator: GeneratorLike = None, dtype=torch.float64, device=None) -> Tensor:
+    """A rank-``r`` matrix ``(n, n2)`` with singular values ``linspace(1, 1/κ, r)``; PSD when symmetric."""
+    if r < 1 or r > min(n, n2 or n):
+        raise ValueError(f"r must be in [1, min(n, n2)] = [1, {min(n, n2 or n)}], got {r}")
+    if kappa < 1:
+        raise ValueError(f"kappa must be >= 1, got {kappa}")
+    g = make_generator(generator)
+    s = torch.linspace(1.0, 1.0 / kappa, r, dtype=dtype, device=device)
+    U = _orthonormal(n, r, g, dtype, device)
+    if symmetric:
+        return (U * s) @ U.mT
+    V = _orthonormal(n2 or n, r, g, dtype, device)
+    return (U * s) @ V.mT
+
+
+@dataclass
+class MatrixSensing:
+    """A sensing instance. ``A``: ``(m, n1, n2)``; ``y``: ``(m,)``; ``M_star``: ``(n1, n2)``."""
+
+    A: Tensor
+    y: Tensor
+    M_star: Tensor
+    rank: int
+    symmetric: bool = True
+    loss_kind: str = "l2"
+
+    @property
+    def m(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.M_star.shape)
+
+    def measure(self, M: Tensor) -> Tensor:
+        """``𝒜(M) = (<A_i, M>)_i``: ``(n1, n2) -> (m,)``, or batched ``(b, n1, n2) -> (b, m)``."""
+        flat = self.A.reshape(self.m, -1)
+        return M.reshape(*M.shape[:-2], -1) @ flat.mT
+
+    def product(self, X: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+        """The matrix a factorization represents: ``XXᵀ`` or ``LRᵀ``."""
+        if isinstance(X, tuple):
+            L, R = X
+            return L @ R.mT
+        if not self.symmetric:
+            raise TypeError("this problem is asymmetric: pass the factors as a tuple (L, R)")
+        return X @ X.mT
+
+    def residual(self, X) -> Tensor:
+        return self.measure(self.product(X)) - self.y
+
+    def loss(self, X) -> Tensor:
+        """``1/(4m)‖r‖²`` (symmetric) / ``1/(2m)‖r‖²`` (asymmetric), or ``1/m ‖r‖₁`` for ``l1``."""
+        r = self.residual(X)
+        if self.loss_kind == "l1":
+            return r.abs().mean(-1)
+        c = 0.25 if not isinstance(X, tuple) else 0.5
+        return c * r.square().mean(-1)
+
+    def relative_error(self, X) -> Tensor:
+        """``‖product(X) − M*‖_F / ‖M*‖_F``."""
+        D = self.product(X) - self.M_star
+        return torch.linalg.matrix_norm(D) / torch.linalg.matrix_norm(self.M_star)
+
+    def init(self, kind: str = "small", *, rank: int | None = None, scale: float = 1e-3,
+             generator: GeneratorLike = None) -> Tensor | tuple[Tensor, Tensor]:
+        """Initial factor(s) of width ``rank`` (default: the true rank).
+
+        * ``"small"``: ``scale · G / √n`` with ``G`` standard Gaussian (small random init);
+        * ``"spectral"``: top-``rank`` part of ``𝒜*(y) = (1/m) Σ y_i A_i`` (spectral init).
+        """
+        k = self.rank if rank is None else rank
+        n1, n2 = self.shape
+        if k < 1:
+            raise ValueError(f"rank must be >= 1, got {k}")
+        dt, dev = self.M_star.dtype, self.M_star.device
+        if kind == "small":
+            g = make_generator(generator)
+            L = scale * gaussian((n1, k), generator=g, dtype=dt, device=dev) / n1**0.5
+            if self.symmetric:
+                return L
+            return L, scale * gaussian((n2, k), generator=g, dtype=dt, device=dev) / n2**0.5
+        if kind == "spectral":
+            if k > min(n1, n2):
+                raise ValueError(f"rank must be <= min(n1, n2) = {min(n1, n2)} for spectral init, got {k}")
+            Y = torch.einsum("m,mij->ij", self.y, self.A) / self.m
+            if self.symmetric:
+                evals, evecs = torch.linalg.eigh((Y + Y.mT) / 2)
+                top = evals[-k:].clamp_min(0)
+                return evecs[:, -k:] * top.sqrt()
+            U, S, Vh = torch.linalg.svd(Y)
+            return U[:, :k] * S[:k].sqrt(), Vh[:k].mT * S[:k].sqrt()
+        raise ValueError(f"kind must be 'small' or 'spectral', got {kind!r}")
+
+
+def sensing(n: int, r: int, m: int, *, kappa: float = 1.0, n2: int | None = None, symmetric: bool = True,
+            loss: str = "l2", generator: GeneratorLike = None, dtype=torch.float64, device=None) -> MatrixSensing:
+    """Build a Gaussian matrix-sensing problem.
+
+    Args:
+        n, n2: matrix shape ``(n, n2)`` (``n2 = n`` by default; symmetric needs ``n2 = n``).
+        r: true rank. m: number of measurements. kappa: condition number of ``M*``.
+        loss: ``"l2"`` or ``"l1"``.
+        generator: seeds ``M*`` and the ``A_i``.
+
+    Returns:
+        a :class:`MatrixSensing` with ``A (m, n, n2)``, noiseless ``y (m,)``.
+    """
+    if symmetric and n2 not in (None, n):
+        raise ValueError(f"symmetric sensing needs a square matrix, got n={n}, n2={n2}")
+    if m < 1:
+        raise ValueError(f"m must be >= 1, got {m}")
+    if loss not in ("l2", "l1"):
+        raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
+    g = make_generator(generator)
+    M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=symmetric, generator=g, dtype=dtype, device=device)
+    A = gaussian((m, n, n2 or n), generator=g, dtype=dtype, device=device)
+    P = MatrixSensing(A=A, y=torch.zeros(m, dtype=dtype, device=device), M_star=M, rank=r, symmetric=symmetric, loss_kind=loss)
+    P.y = P.measure(M)
+    return P

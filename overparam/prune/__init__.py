@@ -1,0 +1,1 @@
+"""overparam.prune: not built yet (see the docs page docs/prune.md)."""

@@ -1,0 +1,1 @@
+"""overparam.scaling: not built yet (see the docs page docs/scaling.md)."""

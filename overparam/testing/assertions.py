@@ -1,0 +1,64 @@
+"""Assertion helpers with messages that say what went wrong, and by how much."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ..backend import vec
+
+__all__ = ["assert_vec_close", "assert_orthonormal", "assert_no_side_effects", "max_rel_error"]
+
+
+def max_rel_error(actual: Tensor, expected: Tensor) -> float:
+    """``max |a - e| / max(|e|)`` (0 when both are zero)."""
+    scale = expected.abs().max()
+    err = (actual - expected).abs().max()
+    return float(err / scale) if scale > 0 else float(err)
+
+
+def assert_vec_close(actual: Iterable[Tensor], expected: Iterable[Tensor], *, rtol: float, atol: float = 0.0) -> None:
+    """Entry-wise ``torch.testing.assert_close`` over two parameter-shaped vectors."""
+    a, e = vec.as_vec(actual, name="actual"), vec.as_vec(expected, name="expected")
+    assert len(a) == len(e), f"vectors have {len(a)} and {len(e)} entries"
+    for i, (x, y) in enumerate(zip(a, e)):
+        torch.testing.assert_close(x, y, rtol=rtol, atol=atol, msg=lambda m, i=i: f"entry {i}: {m}")
+
+
+def assert_orthonormal(Q: Tensor, *, atol: float) -> None:
+    """``‖QᵀQ − I‖_max <= atol`` for ``Q`` of shape ``(..., n, k)``."""
+    eye = torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device)
+    err = float((Q.mT @ Q - eye).abs().max()) if Q.shape[-1] else 0.0
+    assert err <= atol, f"QᵀQ deviates from I by {err:.3e} > {atol:.1e}"
+
+
+def _modes(model: nn.Module) -> dict[str, bool]:
+    return {name: m.training for name, m in model.named_modules()}
+
+
+@contextlib.contextmanager
+def assert_no_side_effects(model: nn.Module | None = None, *, check_rng: bool = True) -> Iterator[None]:
+    """Check that the body leaves the global CPU (and CUDA) RNG state, the model's train/eval
+    flags and its ``state_dict`` keys exactly as they were.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> with assert_no_side_effects(net):
+        ...     _ = net(torch.zeros(1, 2))
+    """
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    modes = _modes(model) if model is not None else None
+    keys = list(model.state_dict().keys()) if model is not None else None
+    yield
+    if check_rng:
+        assert torch.equal(rng, torch.get_rng_state()), "the global CPU RNG state changed"
+        if cuda_rng is not None:
+            after = torch.cuda.get_rng_state_all()
+            assert all(torch.equal(a, b) for a, b in zip(cuda_rng, after)), "a CUDA RNG state changed"
+    if model is not None:
+        assert _modes(model) == modes, "train/eval flags changed"
+        assert list(model.state_dict().keys()) == keys, "state_dict keys changed"

@@ -1,0 +1,57 @@
+"""Seeded test cases: matrices with a prescribed spectrum and small models, all built from
+an explicit generator so that a failing case can be rebuilt from its seed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..backend.random import GeneratorLike, gaussian, make_generator
+
+__all__ = ["random_orthogonal", "symmetric_with_spectrum", "ill_conditioned", "tanh_mlp"]
+
+
+def random_orthogonal(n: int, *, generator: GeneratorLike = None, dtype=torch.float64) -> Tensor:
+    """A Haar-random orthogonal ``(n, n)`` matrix (QR of a Gaussian with sign correction)."""
+    Q, R = torch.linalg.qr(gaussian((n, n), generator=generator, dtype=dtype))
+    return Q * torch.sign(torch.diagonal(R)).unsqueeze(0)
+
+
+def symmetric_with_spectrum(eigenvalues: Sequence[float] | Tensor, *, generator: GeneratorLike = None,
+                            dtype=torch.float64) -> Tensor:
+    """``Q diag(λ) Qᵀ`` with a random orthogonal ``Q``: a symmetric matrix with known eigenvalues.
+
+    Example:
+        >>> A = symmetric_with_spectrum([3.0, -1.0, 0.5], generator=0)
+        >>> torch.linalg.eigvalsh(A)
+        tensor([-1.0000,  0.5000,  3.0000], dtype=torch.float64)
+    """
+    lam = torch.as_tensor(eigenvalues, dtype=dtype)
+    Q = random_orthogonal(lam.numel(), generator=generator, dtype=dtype)
+    return (Q * lam) @ Q.mT
+
+
+def ill_conditioned(n: int, k: int, cond: float, *, generator: GeneratorLike = None, dtype=torch.float64) -> Tensor:
+    """An ``(n, k)`` matrix with singular values log-spaced from 1 to ``1/cond``."""
+    g = make_generator(generator)
+    U = random_orthogonal(n, generator=g, dtype=dtype)[:, :k]
+    V = random_orthogonal(k, generator=g, dtype=dtype)
+    s = torch.logspace(0, -torch.log10(torch.tensor(float(cond))).item(), k, dtype=dtype)
+    return (U * s) @ V.mT
+
+
+def tanh_mlp(sizes: Sequence[int], *, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Sequential:
+    """A tanh MLP ``Linear → tanh → … → Linear`` with weights drawn from ``generator``."""
+    g = make_generator(generator)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = nn.utils.skip_init(nn.Linear, a, b, dtype=dtype)  # no draw from the global RNG
+        with torch.no_grad():
+            lin.weight.copy_(gaussian((b, a), generator=g, dtype=dtype) / a**0.5)
+            lin.bias.copy_(gaussian((b,), generator=g, dtype=dtype) * 0.1)
+        layers.append(lin)
+        if i < len(sizes) - 2:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
