@@ -237,7 +237,7 @@ def unflatten(flat: Tensor, like: Iterable[Tensor] | Sequence[torch.Size]) -> Ve
     if flat.ndim not in (1, 2) or flat.shape[-1] != n:
         raise ValueError(f"flat must have shape ({n},) or (B, {n}) to match like, got {tuple(flat.shape)}")
     lead = tuple(flat.shape[:-1])
-    return tuple(p.view(*lead, *s) for p, s in zip(torch.split(flat, sizes, dim=-1), shp))
+    return tuple(p.view((*lead, *s)) for p, s in zip(torch.split(flat, sizes, dim=-1), shp))
 
 
 def stack(vectors: Sequence[Iterable[Tensor]]) -> Vec:
@@ -298,5 +298,5 @@ def combine(coeffs: Tensor, batch: Iterable[Tensor]) -> Vec:
     out = []
     for t in bs:
         flat = t.reshape(t.shape[0], -1)
-        out.append((coeffs @ flat).reshape(*coeffs.shape[:-1], *t.shape[1:]))
+        out.append((coeffs @ flat).reshape((*coeffs.shape[:-1], *t.shape[1:])))
     return tuple(out)

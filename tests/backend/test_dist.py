@@ -1,0 +1,88 @@
+"""dist helpers: exact no-ops in one process, and correct in a real 2-process gloo group."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from overparam.backend import dist as opdist
+from overparam.backend import vec
+
+
+def test_single_process_is_identity():
+    x = (torch.ones(2, 3), torch.arange(4.0))
+    out = opdist.all_reduce_vec(x, op="mean")
+    assert out[0] is x[0] and out[1] is x[1] and torch.equal(x[1], torch.arange(4.0))
+    assert not opdist.is_distributed() and opdist.world_size() == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_kth_by_bisection_matches_kthvalue_with_ties_and_signs(dtype):
+    g = torch.Generator().manual_seed(0)
+    vals = torch.randint(-5, 6, (300,), generator=g).to(dtype)  # many ties, both signs, zeros
+    vals[::7] = -0.0
+    ident = lambda t, how: t  # noqa: E731 - one rank: reductions are identities
+    for k in [1, 2, 50, 150, 299, 300]:
+        expected = torch.kthvalue(vals.float(), k).values
+        got = opdist._kth_by_bisection(vals, k, ident)
+        assert got.dtype == dtype and float(got) == float(expected)
+        assert float(opdist.global_kth_value(vals, k)) == float(expected)
+
+
+def test_kth_value_extremes_and_errors():
+    vals = torch.tensor([float("-inf"), 1e-30, 3.0e38, float("inf")])
+    ident = lambda t, how: t  # noqa: E731
+    for k in range(1, 5):
+        assert float(opdist._kth_by_bisection(vals, k, ident)) == float(torch.kthvalue(vals, k).values)
+    with pytest.raises(ValueError, match=r"k must be in \[1, 4\]"):
+        opdist.global_kth_value(vals, 5)
+    with pytest.raises(ValueError, match="NaN"):
+        opdist.global_kth_value(torch.tensor([1.0, float("nan")]), 1)
+    with pytest.raises(TypeError, match="floating-point"):
+        opdist.global_kth_value(torch.tensor([1, 2]), 1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, queue) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        x = (torch.full((2, 2), float(rank + 1), dtype=torch.float64), torch.tensor([rank * 10.0], dtype=torch.float64))
+        summed = opdist.all_reduce_vec(tuple(t.clone() for t in x), op="sum")
+        mean = opdist.all_reduce_vec(tuple(t.clone() for t in x), op="mean")
+        g = torch.Generator().manual_seed(100 + rank)
+        shard = torch.randint(-20, 20, (37 + 11 * rank,), generator=g).to(torch.float32)  # unequal shards, ties
+        kth = {k: float(opdist.global_kth_value(shard, k)) for k in (1, 10, 40, 84)}
+        queue.put((rank, vec.flatten(summed).tolist(), vec.flatten(mean).tolist(), shard.tolist(), kth,
+                   opdist.world_size()))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.dist
+def test_two_process_gloo_group():
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    all_vals = torch.tensor(results[0][3] + results[1][3])
+    for rank, summed, mean, _, kth, ws in results:
+        assert ws == 2
+        assert summed == [3.0] * 4 + [10.0]
+        assert mean == [1.5] * 4 + [5.0]
+        for k, v in kth.items():
+            assert v == float(torch.kthvalue(all_vals, k).values), (rank, k)

@@ -1,0 +1,112 @@
+import hypothesis.strategies as st
+import pytest
+import torch
+from hypothesis import given, settings
+
+from overparam.backend import linalg
+from overparam.testing import assert_orthonormal, ill_conditioned
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.integers(0, 3), st.integers(0, 10_000))
+def test_tridiag_eigh_matches_eigvalsh(k, batch, seed):
+    g = torch.Generator().manual_seed(seed)
+    lead = (batch,) if batch else ()
+    a = torch.randn(*lead, k, generator=g, dtype=torch.float64)
+    b = torch.randn(*lead, k - 1, generator=g, dtype=torch.float64)
+    T = linalg.tridiag_matrix(a, b)
+    theta, S = linalg.tridiag_eigh(a, b)
+    torch.testing.assert_close(theta, torch.linalg.eigvalsh(T), rtol=0, atol=1e-12)
+    torch.testing.assert_close(S @ torch.diag_embed(theta) @ S.mT, T, rtol=0, atol=1e-12)
+    only, none = linalg.tridiag_eigh(a, b, eigenvectors=False)
+    assert none is None
+    torch.testing.assert_close(only, theta, rtol=0, atol=1e-12)
+
+
+def test_tridiag_matrix_structure_and_shape_errors():
+    T = linalg.tridiag_matrix(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([4.0, 5.0]))
+    assert torch.equal(T, torch.tensor([[1.0, 4, 0], [4, 2, 5], [0, 5, 3]]))
+    with pytest.raises(ValueError, match="beta must have shape"):
+        linalg.tridiag_matrix(torch.ones(3), torch.ones(3))
+
+
+def test_cgs2_stays_orthonormal_where_classical_fails():
+    V = ill_conditioned(200, 40, 1e10, generator=0)
+    Q2, R2 = linalg.gram_schmidt(V, method="cgs2")
+    assert_orthonormal(Q2, atol=1e-12)
+    torch.testing.assert_close(Q2 @ R2, V, rtol=0, atol=1e-12)
+    assert torch.all(torch.diagonal(R2) > 0)
+    Q1, _ = linalg.gram_schmidt(V, method="cgs")
+    loss = float((Q1.T @ Q1 - torch.eye(40, dtype=V.dtype)).abs().max())
+    assert loss > 1e-3, f"classical GS unexpectedly stayed orthonormal ({loss:.1e}); the test input is too easy"
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 12), st.integers(0, 3), st.sampled_from(["cgs2", "mgs"]), st.integers(0, 10_000))
+def test_gram_schmidt_batched_qr(k, batch, method, seed):
+    n = k + 5
+    lead = (batch,) if batch else ()
+    V = torch.randn(*lead, n, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    Q, R = linalg.gram_schmidt(V, method=method)
+    assert Q.shape == V.shape and R.shape == (*lead, k, k)
+    assert_orthonormal(Q, atol=1e-12)
+    torch.testing.assert_close(Q @ R, V, rtol=0, atol=1e-11)
+    assert torch.equal(R, torch.triu(R))
+
+
+def test_gram_schmidt_rank_deficient_and_bad_input():
+    V = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    V[:, 2] = V[:, 0] + 2 * V[:, 1]
+    with pytest.raises(ValueError, match="rank-deficient: column 2"):
+        linalg.gram_schmidt(V)
+    with pytest.raises(ValueError, match="more columns"):
+        linalg.gram_schmidt(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="method"):
+        linalg.gram_schmidt(torch.randn(4, 3), method="householder")
+    with pytest.raises(TypeError, match="floating-point"):
+        linalg.gram_schmidt(torch.ones(4, 3, dtype=torch.int64))
+
+
+def test_orthogonalize_vector_and_block():
+    g = torch.Generator().manual_seed(1)
+    Q, _ = torch.linalg.qr(torch.randn(30, 6, generator=g, dtype=torch.float64))
+    v = torch.randn(30, generator=g, dtype=torch.float64)
+    w, c = linalg.orthogonalize(v, Q)
+    assert float((Q.T @ w).abs().max()) < 1e-14
+    torch.testing.assert_close(w + Q @ c, v, rtol=0, atol=1e-13)
+    B = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    W, C = linalg.orthogonalize(B, Q)
+    assert W.shape == (30, 4) and C.shape == (6, 4)
+    assert float((Q.T @ W).abs().max()) < 1e-14
+    w0, c0 = linalg.orthogonalize(v, Q[:, :0])
+    assert torch.equal(w0, v) and c0.shape == (0,)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 10), st.sampled_from([0.0, 1e-3, 1.0]), st.integers(0, 10_000))
+def test_gram_solve_matches_dense_inverse(r, extra, lam, seed):
+    g = torch.Generator().manual_seed(seed)
+    R = torch.randn(r + extra, r, generator=g, dtype=torch.float64)
+    B = torch.randn(7, r, generator=g, dtype=torch.float64)
+    expected = B @ torch.linalg.inv(R.T @ R + lam * torch.eye(r, dtype=R.dtype))
+    torch.testing.assert_close(linalg.gram_solve(R, B, damping=lam), expected, rtol=1e-9, atol=1e-10)
+
+
+def test_gram_solve_batched_and_errors():
+    g = torch.Generator().manual_seed(0)
+    R = torch.randn(3, 8, 2, generator=g, dtype=torch.float64)
+    B = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    out = linalg.gram_solve(R, B)
+    for i in range(3):
+        torch.testing.assert_close(out[i], B[i] @ torch.linalg.inv(R[i].T @ R[i]), rtol=1e-10, atol=1e-12)
+    singular = torch.zeros(6, 3, dtype=torch.float64)
+    singular[:, 0] = 1.0
+    with pytest.raises(linalg.NotPositiveDefiniteError, match="damping > 0"):
+        linalg.gram_solve(singular, torch.ones(4, 3, dtype=torch.float64))
+    assert isinstance(linalg.NotPositiveDefiniteError("x"), ValueError)
+    ok = linalg.gram_solve(singular, torch.ones(4, 3, dtype=torch.float64), damping=1e-3)
+    assert torch.isfinite(ok).all()
+    with pytest.raises(ValueError, match="damping must be >= 0"):
+        linalg.gram_solve(R[0], B[0], damping=-1.0)
+    with pytest.raises(ValueError, match="rank 2 but B has 3"):
+        linalg.gram_solve(R[0], torch.ones(4, 3, dtype=torch.float64))
