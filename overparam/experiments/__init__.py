@@ -41,13 +41,13 @@ class Context:
     notes: list[str] = field(default_factory=list)
 
     def progress(self, iterable: Iterable, *, total: int | None = None, desc: str | None = None) -> Iterator:
-        """Wrap ``iterable`` in a tqdm bar when progress is on and tqdm is installed."""
+        """Wrap ``iterable`` in a tqdm bar when progress is on, tqdm is installed and stderr is a terminal."""
         if self.show_progress:
             try:
                 from tqdm.auto import tqdm
             except ImportError:
                 return iter(iterable)
-            return iter(tqdm(iterable, total=total, desc=desc, leave=False))
+            return iter(tqdm(iterable, total=total, desc=desc, leave=False, disable=None, mininterval=0.5))
         return iter(iterable)
 
     def pyplot(self):
