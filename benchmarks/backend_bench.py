@@ -1,0 +1,48 @@
+"""Backend vector ops on a ResNet-like list of parameters vs the per-tensor Python loop that
+hand-written code uses. Run: python benchmarks/backend_bench.py"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import median_time, table  # noqa: E402
+
+from overparam.backend import vec  # noqa: E402
+
+
+def resnet_like_params(dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    shapes = []
+    for c in (64, 128, 256, 512):
+        for _ in range(4):
+            shapes += [(c, c, 3, 3), (c,), (c,)]  # conv weight, BN weight, BN bias
+    shapes += [(1000, 512), (1000,)]
+    return tuple(torch.randn(s, generator=g, dtype=dtype) for s in shapes)
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    x = resnet_like_params()
+    y = tuple(t.clone() for t in x)
+    n = vec.numel(x)
+    rows = [
+        ("dot", median_time(lambda: vec.dot(x, y), inner=20),
+         median_time(lambda: sum((a * b).sum() for a, b in zip(x, y)), inner=20)),
+        ("norm", median_time(lambda: vec.norm(x), inner=20),
+         median_time(lambda: sum((a * a).sum() for a in x).sqrt(), inner=20)),
+        ("axpy_ (y += 0.1 x)", median_time(lambda: vec.axpy_(0.1, x, y), inner=20),
+         median_time(lambda: [b.add_(a, alpha=0.1) for a, b in zip(x, y)], inner=20)),
+        ("flatten", median_time(lambda: vec.flatten(x), inner=20),
+         median_time(lambda: torch.cat([a.flatten() for a in x]), inner=20)),
+    ]
+    print(f"{len(x)} tensors, {n / 1e6:.1f}M parameters, fp32, torch {torch.__version__}, {platform.machine()}")
+    print(table(rows, ours="overparam.backend.vec", anchor="per-tensor loop"))
+
+
+if __name__ == "__main__":
+    main()
