@@ -107,7 +107,7 @@ class Implementations:
     def get(self, impl: str | None = None, *, device: torch.device | str | None = None) -> Callable:
         """The implementation that a call with ``impl`` on ``device`` would run."""
         name = resolve(impl, available=self.available, device=device)
-        if name == "triton":
+        if name == "triton" and self._triton_loader is not None:
             return self._triton_loader()
         return self._impls[name]
 

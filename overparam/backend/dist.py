@@ -92,9 +92,9 @@ def _kth_by_bisection(values: Tensor, k: int, reduce: Callable[[Tensor, str], Te
     ``reduce(t, how)`` combines a 0-dim int64 tensor over ranks with ``how`` in {"sum", "min", "max"}.
     """
     keys = _ordered_keys(values.reshape(-1))
-    lo = reduce(keys.min() if keys.numel() else torch.tensor(torch.iinfo(torch.int64).max, device=keys.device), "min")
-    hi = reduce(keys.max() if keys.numel() else torch.tensor(torch.iinfo(torch.int64).min, device=keys.device), "max")
-    lo, hi = int(lo), int(hi)
+    big, small = torch.iinfo(torch.int64).max, torch.iinfo(torch.int64).min
+    lo = int(reduce(keys.min() if keys.numel() else torch.tensor(big, device=keys.device), "min"))
+    hi = int(reduce(keys.max() if keys.numel() else torch.tensor(small, device=keys.device), "max"))
     # invariant: count(keys <= hi) >= k, answer in [lo, hi]
     while lo < hi:
         mid = (lo + hi) // 2

@@ -120,30 +120,26 @@ def norm(x: Iterable[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(norms)) if len(norms) > 1 else norms[0]
 
 
-def _is_scalar(a: float | Tensor) -> bool:
-    return not isinstance(a, Tensor)
-
-
 def axpy_(a: float | Tensor, x: Iterable[Tensor], y: Iterable[Tensor]) -> Vec:
     """In place ``y += a * x``; returns ``y``. ``a`` is a Python number or a 0-dim tensor."""
     xs, ys = _pair(x, y)
-    if _is_scalar(a):
-        torch._foreach_add_(ys, xs, alpha=a)
-    else:
+    if isinstance(a, Tensor):
         if a.ndim != 0:
             raise ValueError(f"a must be a number or a 0-dim tensor, got shape {tuple(a.shape)}")
         torch._foreach_add_(ys, torch._foreach_mul(xs, a))
+    else:
+        torch._foreach_add_(ys, xs, alpha=a)
     return ys
 
 
 def axpy(a: float | Tensor, x: Iterable[Tensor], y: Iterable[Tensor]) -> Vec:
     """Return ``a * x + y`` as a new vector."""
     xs, ys = _pair(x, y)
-    if _is_scalar(a):
-        return tuple(torch._foreach_add(ys, xs, alpha=a))
-    if a.ndim != 0:
-        raise ValueError(f"a must be a number or a 0-dim tensor, got shape {tuple(a.shape)}")
-    return tuple(torch._foreach_add(ys, torch._foreach_mul(xs, a)))
+    if isinstance(a, Tensor):
+        if a.ndim != 0:
+            raise ValueError(f"a must be a number or a 0-dim tensor, got shape {tuple(a.shape)}")
+        return tuple(torch._foreach_add(ys, torch._foreach_mul(xs, a)))
+    return tuple(torch._foreach_add(ys, xs, alpha=a))
 
 
 def scale(a: float | Tensor, x: Iterable[Tensor]) -> Vec:
@@ -207,10 +203,9 @@ def flatten(x: Iterable[Tensor], *, batch: bool = False) -> Tensor:
         raise TypeError(f"x has mixed dtypes {sorted(str(d) for d in dtypes)}; cast explicitly before flattening")
     if not batch:
         return torch.cat([t.reshape(-1) for t in xs])
-    bs = {t.shape[0] if t.ndim else None for t in xs}
-    if None in bs or len(bs) != 1:
+    if any(t.ndim == 0 for t in xs) or len({t.shape[0] for t in xs}) != 1:
         raise ValueError(f"batch=True needs every entry to share a leading batch dimension, got shapes {shapes(xs)}")
-    b = bs.pop()
+    b = xs[0].shape[0]
     return torch.cat([t.reshape(b, -1) for t in xs], dim=1)
 
 
@@ -259,7 +254,8 @@ def bdot(x: Iterable[Tensor], y: Iterable[Tensor]) -> Tensor:
     """Row-wise inner products of two batches of vectors: ``(B,)``."""
     xs, ys = _pair(x, y)
     _nonempty(xs, "x")
-    return sum(torch.einsum("bi,bi->b", a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)) for a, b in zip(xs, ys))
+    parts = [torch.einsum("bi,bi->b", a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)) for a, b in zip(xs, ys)]
+    return torch.stack(parts).sum(0)
 
 
 def gram(x: Iterable[Tensor], y: Iterable[Tensor]) -> Tensor:
@@ -271,13 +267,12 @@ def gram(x: Iterable[Tensor], y: Iterable[Tensor]) -> Tensor:
     if len(xs) != len(ys):
         raise ValueError(f"x and y have different numbers of tensors: {len(xs)} != {len(ys)}")
     _nonempty(xs, "x")
-    out = None
+    parts = []
     for a, b in zip(xs, ys):
         if a.shape[1:] != b.shape[1:]:
             raise ValueError(f"entry shapes differ: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
-        g = a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).mT
-        out = g if out is None else out + g
-    return out
+        parts.append(a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).mT)
+    return torch.stack(parts).sum(0)
 
 
 def combine(coeffs: Tensor, batch: Iterable[Tensor]) -> Vec:

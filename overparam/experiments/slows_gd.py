@@ -54,6 +54,7 @@ def run(ctx: Context) -> dict:
     curves = {}
     for k in ranks:
         X0 = P.init("small", rank=k, scale=p["init_scale"], generator=ctx.seed + 1)
+        assert isinstance(X0, torch.Tensor)  # symmetric problem: one factor
         curves[k] = _gd(P, X0, p["lr"], p["steps"], ctx, desc=f"GD k={k}")
     exact = curves[p["r"]]
     rate = _linear_rate(exact)

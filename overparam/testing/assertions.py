@@ -25,7 +25,10 @@ def assert_vec_close(actual: Iterable[Tensor], expected: Iterable[Tensor], *, rt
     a, e = vec.as_vec(actual, name="actual"), vec.as_vec(expected, name="expected")
     assert len(a) == len(e), f"vectors have {len(a)} and {len(e)} entries"
     for i, (x, y) in enumerate(zip(a, e)):
-        torch.testing.assert_close(x, y, rtol=rtol, atol=atol, msg=lambda m, i=i: f"entry {i}: {m}")
+        try:
+            torch.testing.assert_close(x, y, rtol=rtol, atol=atol)
+        except AssertionError as err:
+            raise AssertionError(f"entry {i}: {err}") from None
 
 
 def assert_orthonormal(Q: Tensor, *, atol: float) -> None:
