@@ -82,7 +82,7 @@ class LoRALayer(nn.Module):
     """
 
     def __init__(self, base: nn.Module, rank: int, *, alpha: float | None = None, rslora: bool = False,
-                 dropout: float = 0.0, init: str = "kaiming", svd: str = "svd", niter: int = 2, oversample: int = 16,
+                 dropout: float = 0.0, init: str = "kaiming", svd: str = "svd", niter: int = 4, oversample: int = 8,
                  dora: bool = False, detach_norm: bool = True, generator: GeneratorLike = None) -> None:
         super().__init__()
         _layers.check_supported(base)
@@ -103,12 +103,11 @@ class LoRALayer(nn.Module):
         W = base.weight
         if init == "pissa":
             with torch.no_grad():
-                W2 = W.detach().reshape(rows, cols)
+                W2 = W.detach().view(rows, cols)
                 dec = top_svd(W2, rank, method=svd, niter=niter, oversample=oversample, generator=generator)
                 s = (dec.S / self.scaling).sqrt()
                 up, down = dec.U * s, dec.Vh.mT * s
-                W2 = W2.addmm(up, down.mT, alpha=-self.scaling)
-                W.copy_(W2.reshape(W.shape))
+                W2.addmm_(up, down.mT, alpha=-self.scaling)      # the residual, in place
         else:
             down = _draw_down(init, cols, rank, make_generator(generator), W)
             up = W.new_zeros(rows, rank)
@@ -145,7 +144,8 @@ class LoRALayer(nn.Module):
 
     def _lora_out(self, x: Tensor) -> Tensor:
         if isinstance(self.base, nn.Linear):
-            return F.linear(self.lora_dropout(x) @ self.lora_down, self.lora_up * self.scaling)
+            up = self.lora_up if self.scaling == 1.0 else self.lora_up * self.scaling
+            return F.linear(self.lora_dropout(x) @ self.lora_down, up)
         return _layers.call(self.base, self.lora_dropout(x), self.delta_weight(), None)
 
     def forward(self, x: Tensor) -> Tensor:

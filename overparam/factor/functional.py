@@ -213,7 +213,7 @@ def init_orthogonal(shape: tuple[int, int], rank: int, *, scale: float = 1.0, sy
     return LowRankFactors(L, orth(n2))
 
 
-def randomized_svd(W: Tensor, rank: int, *, niter: int = 2, oversample: int = 16,
+def randomized_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8,
                    generator: GeneratorLike = None) -> SVD:
     """Top-``rank`` SVD of ``W (m, n)`` by a randomized range finder (Halko, Martinsson & Tropp).
 
@@ -237,15 +237,33 @@ def randomized_svd(W: Tensor, rank: int, *, niter: int = 2, oversample: int = 16
     q = min(rank + oversample, *W.shape)
     g = make_generator(generator)
     omega = gaussian((W.shape[1], q), generator=g, dtype=W.dtype, device=W.device)
-    Q = torch.linalg.qr(W @ omega).Q
+    Q = _cholqr(W @ omega)[0]
     for _ in range(niter):
-        Q = torch.linalg.qr(W.mT @ Q).Q
-        Q = torch.linalg.qr(W @ Q).Q
-    Ub, S, Vh = torch.linalg.svd(Q.mT @ W, full_matrices=False)
-    return SVD(Q @ Ub[:, :rank], S[:rank], Vh[:rank])
+        Q = _cholqr(W.mT @ Q)[0]
+        Q = _cholqr(W @ Q)[0]
+    # SVD of the small B = QᵀW (q, n) through Bᵀ = Q_b R_b: B = R_bᵀ Q_bᵀ, SVD of the q×q R_bᵀ.
+    Qb, Rb = _cholqr(W.mT @ Q)
+    Ub, S, Vh_small = torch.linalg.svd(Rb.mT)
+    return SVD(Q @ Ub[:, :rank], S[:rank], (Qb @ Vh_small[:rank].mT).mT)
 
 
-def top_svd(W: Tensor, rank: int, *, method: str = "svd", niter: int = 2, oversample: int = 16,
+def _cholqr(Y: Tensor) -> tuple[Tensor, Tensor]:
+    """Thin QR ``Y = QR`` of a tall ``Y (m, q)`` by Cholesky-QR2 (two passes of ``YᵀY = LLᵀ``,
+    ``Q = Y L⁻ᵀ``): a few small matmuls instead of Householder QR, which is several times slower
+    for tall-skinny blocks. Falls back to Householder QR when the Gram matrix is not numerically
+    positive definite (rank-deficient or very ill-conditioned ``Y``)."""
+    R = None
+    Q = Y
+    for _ in range(2):
+        L, info = torch.linalg.cholesky_ex(Q.mT @ Q)
+        if bool(info.any()):
+            return torch.linalg.qr(Y)
+        Q = torch.linalg.solve_triangular(L, Q.mT, upper=False).mT
+        R = L.mT if R is None else L.mT @ R
+    return Q, R
+
+
+def top_svd(W: Tensor, rank: int, *, method: str = "svd", niter: int = 4, oversample: int = 8,
             generator: GeneratorLike = None) -> SVD:
     """Top-``rank`` SVD of ``W (m, n)``: ``method="svd"`` (exact) or ``"randomized"``.
 
@@ -264,8 +282,8 @@ def top_svd(W: Tensor, rank: int, *, method: str = "svd", niter: int = 2, oversa
     raise ValueError(f"method must be 'svd' or 'randomized', got {method!r}")
 
 
-def init_spectral(W: Tensor, rank: int, *, method: str = "svd", symmetric: bool = False, niter: int = 2,
-                  oversample: int = 16, generator: GeneratorLike = None) -> LowRankFactors:
+def init_spectral(W: Tensor, rank: int, *, method: str = "svd", symmetric: bool = False, niter: int = 4,
+                  oversample: int = 8, generator: GeneratorLike = None) -> LowRankFactors:
     """Factors of the best rank-``rank`` approximation of ``W (n1, n2)``.
 
     ``L = U_k S_k^{1/2}``, ``R = V_k S_k^{1/2}`` (balanced). With ``symmetric=True``, ``W`` must be
