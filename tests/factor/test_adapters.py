@@ -1,6 +1,7 @@
 import copy
 
 import pytest
+from hypothesis import given, settings, strategies as st
 import torch
 from torch import nn
 
@@ -142,3 +143,38 @@ def test_pairs_orientation_and_bad_input():
         LoRALayer(nn.Embedding(5, 4), rank=1, dropout=0.1)
     with pytest.raises(ValueError, match="init"):
         LoRALayer(_linear(), rank=1, init="nope")
+
+
+def test_dropout_applies_to_the_adapter_input_only():
+    base = _linear()
+    layer = LoRALayer(base, rank=2, dropout=0.5, generator=0)
+    with torch.no_grad():
+        layer.lora_up.normal_(generator=torch.Generator().manual_seed(4))
+    x = torch.randn(6, 8, dtype=D)
+    s, A, B = layer.scaling, layer.lora_down.detach(), layer.lora_up.detach()
+    layer.eval()
+    torch.testing.assert_close(layer(x), base(x) + s * x @ A @ B.T, rtol=0, atol=1e-12)
+    layer.train()
+    torch.manual_seed(11)        # training-time dropout draws from the global RNG, as nn.Dropout does
+    out = layer(x)
+    torch.manual_seed(11)
+    xd = torch.nn.functional.dropout(x, 0.5, training=True)
+    torch.testing.assert_close(out, base(x) + s * xd @ A @ B.T, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=15, deadline=None)
+@given(rows=st.integers(1, 9), cols=st.integers(1, 9), rank=st.integers(1, 5), seed=st.integers(0, 99))
+def test_random_shapes_bit_identical_at_init_and_merge_round_trip(rows, cols, rank, seed):
+    base = nn.Linear(cols, rows).double()
+    with torch.no_grad():
+        base.weight.copy_(torch.randn(rows, cols, dtype=D, generator=torch.Generator().manual_seed(seed)))
+    W0 = base.weight.detach().clone()
+    ref = copy.deepcopy(base)
+    layer = LoRALayer(base, rank=rank, generator=seed)
+    x = torch.randn(3, cols, dtype=D)
+    assert torch.equal(layer(x), ref(x))
+    with torch.no_grad():
+        layer.lora_up.normal_(generator=torch.Generator().manual_seed(seed + 1))
+    layer.merge_()
+    layer.unmerge_()
+    torch.testing.assert_close(base.weight.detach(), W0, rtol=0, atol=1e-12)
