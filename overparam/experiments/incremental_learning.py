@@ -76,7 +76,7 @@ def run(ctx: Context) -> dict:
             if cross[i] is not None:
                 ax.axvline(cross[i], color="grey", lw=0.5, ls=":")
         ax.set(xlabel="GD step", ylabel="eigenvalues of $UU^\\top$", title="incremental learning from small init")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="center right")
         ctx.savefig(fig, "singular_values.png")
     every = max(1, p["steps"] // 300)
     return {
