@@ -1,1 +1,42 @@
-"""overparam.factor: not built yet (see the docs page docs/factor.md)."""
+"""overparam.factor: factorized (over-)parameterizations of weights.
+
+Functional core (:mod:`.functional`): ``product``, ``lowrank_product``, ``init_small``,
+``init_balanced``, ``init_orthogonal``, ``init_spectral``, ``randomized_svd``, ``balance``.
+Modules: :class:`LowRank`, :class:`LowRankLinear` (``L Rᵀ`` / ``U Uᵀ``), :class:`DeepLinear`
+(``W_N ⋯ W_1``, balanced), :class:`Hadamard`, :class:`HadamardDifference`,
+:class:`LowRankHadamard` (FedPara/LoHa), :class:`Kronecker` (LoKr), :class:`SparseLowRank`,
+:class:`LiftedSensing`, :class:`LoRALayer` (LoRA, rsLoRA, PiSSA, DoRA).
+In place on a model: :func:`lowrank_`, :func:`hadamard_`, :func:`lora_`, :func:`merge_`,
+:func:`unmerge_`, :func:`parametrize_`, :func:`relora_restart_`, :func:`adapter_state_dict`.
+Optimizer protocol: :func:`pairs`. Diagnostics: :mod:`.diagnostics`. Guide: docs/factor.md.
+"""
+
+from . import diagnostics, functional
+from .adapters import LoRALayer, lora_scaling, relora_restart_
+from .deep import DeepLinear, depth_preconditioner, init_balanced_deep, psd_power
+from .diagnostics import FactorMonitor, FactorStats, balancedness, describe, effective_rank, relative_distance, \
+    singular_values
+from .functional import (SVD, LowRankFactors, balance, init_balanced, init_factors, init_orthogonal, init_small,
+                         init_spectral, lowrank_product, product, randomized_svd, top_svd)
+from .hadamard import Hadamard, HadamardDifference, Kronecker, LowRankHadamard, kron_split
+from .lifting import LiftedSensing
+from .lowrank import LowRank, LowRankLinear
+from .pairs import pairs
+from .sparse_lowrank import SparseLowRank, topk_mask
+from .wrap import (FactorizedLayer, LowRankParametrization, adapter_state_dict, hadamard_, load_adapter_state_dict,
+                   lora_, lowrank_, merge_, parametrize_, select, unmerge_)
+
+__all__ = [
+    "functional", "diagnostics",
+    "SVD", "LowRankFactors", "product", "lowrank_product", "balance", "init_small", "init_balanced",
+    "init_orthogonal", "init_spectral", "init_factors", "randomized_svd", "top_svd",
+    "LowRank", "LowRankLinear", "DeepLinear", "init_balanced_deep", "depth_preconditioner", "psd_power",
+    "Hadamard", "HadamardDifference", "LowRankHadamard", "Kronecker", "kron_split",
+    "SparseLowRank", "topk_mask", "LiftedSensing",
+    "LoRALayer", "lora_scaling", "relora_restart_",
+    "FactorizedLayer", "LowRankParametrization", "select", "lowrank_", "hadamard_", "lora_", "merge_", "unmerge_",
+    "parametrize_", "adapter_state_dict", "load_adapter_state_dict",
+    "pairs",
+    "FactorMonitor", "FactorStats", "singular_values", "effective_rank", "balancedness", "relative_distance",
+    "describe",
+]

@@ -1,0 +1,171 @@
+"""Benchmark overparam.factor against peft (anchor) and a hand-written module.
+
+1. forward + backward of a rank-64 LoRA adapter on a frozen 1024x1024 Linear, batch 256 (fp32):
+   overparam ``LoRALayer`` vs ``peft.tuners.lora.Linear`` vs a hand-written
+   ``base(x) + x @ A.T @ B.T`` module (and dense full-rank training for reference).
+2. PiSSA init of a 4096x4096 weight at rank 64: overparam ``LoRALayer(init="pissa",
+   svd="randomized")`` vs peft ``init_lora_weights="pissa_niter_4"``, with the reconstruction
+   error ``‖W − s·B A‖_F`` of the rank-64 part (lower is better; the optimum is the tail energy).
+
+Ratios are measured in one run, median of 3 repeats. Run with a venv holding peft:
+    PYTHONPATH=<worktree> /work/benchvenv-factor/bin/python benchmarks/factor_bench.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from overparam.factor import LoRALayer
+
+
+def _median_time(fn, *, repeats: int = 3, inner: int = 1) -> float:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        out.append((time.perf_counter() - t0) / inner)
+    return statistics.median(out)
+
+
+class HandLoRA(nn.Module):
+    def __init__(self, base: nn.Linear, r: int):
+        super().__init__()
+        self.base = base
+        self.A = nn.Parameter(torch.randn(r, base.in_features) / base.in_features**0.5)
+        self.B = nn.Parameter(torch.zeros(base.out_features, r))
+
+    def forward(self, x):
+        return self.base(x) + x @ self.A.T @ self.B.T
+
+
+def bench_adapter(n: int = 1024, r: int = 64, batch: int = 256, inner: int = 5, rounds: int = 30) -> dict:
+    from peft import LoraConfig
+    from peft.tuners.lora import Linear as PeftLinear
+
+    torch.manual_seed(0)
+    base = nn.Linear(n, n)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    mods = {
+        "overparam LoRALayer": LoRALayer(copy.deepcopy(base), r, alpha=r, generator=0),
+        "peft lora.Linear": PeftLinear(copy.deepcopy(base), "default", LoraConfig(r=r, lora_alpha=r), r=r,
+                                       lora_alpha=r),
+        "hand-written base(x) + x@A.T@B.T": HandLoRA(copy.deepcopy(base), r),
+    }
+    dense = nn.Linear(n, n)
+    mods["dense full-rank training"] = dense
+    for m in mods.values():                      # non-zero up-projection so no path is trivially zero
+        for k, p in m.named_parameters():
+            if p.requires_grad:
+                with torch.no_grad():
+                    p.normal_(std=0.02)
+    x = torch.randn(batch, n)
+
+    def step(m):
+        def f():
+            out = m(x)
+            out.sum().backward()
+        return f
+
+    for m in mods.values():                      # warm-up
+        for _ in range(3):
+            step(m)()
+    times = {k: [] for k in mods}
+    for _ in range(rounds):                      # interleave the variants; report min and median
+        for k, m in mods.items():
+            times[k].append(_median_time(step(m), repeats=1, inner=inner))
+    return times
+
+
+def _weight(kind: str, n: int, g: torch.Generator) -> torch.Tensor:
+    W = torch.randn(n, n, generator=g) / n**0.5
+    if kind == "spiked":
+        k = 128
+        U = torch.randn(n, k, generator=g) / n**0.5
+        V = torch.randn(n, k, generator=g) / n**0.5
+        s = 4.0 * 0.97 ** torch.arange(k, dtype=torch.float32)
+        W = W + (U * s) @ V.T
+    return W
+
+
+def bench_pissa(n: int = 4096, r: int = 64, niter: int = 4, oversample: int = 8, kinds=("spiked", "gaussian")) -> dict:
+    from peft import LoraConfig
+    from peft.tuners.lora import Linear as PeftLinear
+
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for kind in kinds:
+        W0 = _weight(kind, n, g)
+        base = nn.Linear(n, n, bias=False)
+        results = {}
+
+        def ours():
+            layer = LoRALayer(base, r, alpha=r, init="pissa", svd="randomized", niter=niter, oversample=oversample,
+                              generator=1)
+            return layer.delta_weight()
+
+        def peft():
+            cfg = LoraConfig(r=r, lora_alpha=r, init_lora_weights="pissa_niter_4")
+            layer = PeftLinear(base, "default", cfg, r=r, lora_alpha=r, init_lora_weights="pissa_niter_4")
+            return layer.get_delta_weight("default")
+
+        ts = {"overparam": [], "peft pissa_niter_4": []}
+        deltas = {}
+        for rep in range(6):                      # interleaved; the first round is a warm-up
+            for name, fn in (("overparam", ours), ("peft pissa_niter_4", peft)):
+                with torch.no_grad():
+                    base.weight.copy_(W0)         # restore the weight outside the timed region
+                t0 = time.perf_counter()
+                deltas[name] = fn().detach()
+                if rep:
+                    ts[name].append(time.perf_counter() - t0)
+        for name, delta in deltas.items():
+            err = float(torch.linalg.matrix_norm(W0 - delta))
+            results[name] = {"seconds": statistics.median(ts[name]), "error": err}
+        out[kind] = results
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--niter", type=int, default=4)
+    ap.add_argument("--oversample", type=int, default=8)
+    ap.add_argument("--skip-adapter", action="store_true")
+    ap.add_argument("--skip-pissa", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    if not args.skip_adapter:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)                 # one thread: less exposed to other jobs on a shared machine
+        t = bench_adapter()
+        torch.set_num_threads(threads)
+        stats = {k: (min(v), statistics.median(v)) for k, v in t.items()}
+        pk, hk = "peft lora.Linear", "hand-written base(x) + x@A.T@B.T"
+        print("\n| fwd+bwd, rank-64 adapter, 1024x1024 Linear, batch 256, 1 thread | min ms | median ms "
+              "| vs peft (min / median) | vs hand-written (min / median) |")
+        print("|---|---|---|---|---|")
+        for k, (mn, md) in stats.items():
+            print(f"| {k} | {1e3 * mn:.2f} | {1e3 * md:.2f} | {mn / stats[pk][0]:.3f} / {md / stats[pk][1]:.3f} | "
+                  f"{mn / stats[hk][0]:.3f} / {md / stats[hk][1]:.3f} |")
+    if not args.skip_pissa:
+        res = bench_pissa(niter=args.niter, oversample=args.oversample)
+        print(f"\n| PiSSA init 4096x4096, rank 64 (overparam niter={args.niter}, oversample={args.oversample}) "
+              "| weight | s | time vs peft | ‖W − ΔW‖_F | error vs peft |")
+        print("|---|---|---|---|---|---|")
+        for kind, rr in res.items():
+            p = rr["peft pissa_niter_4"]
+            for name, v in rr.items():
+                print(f"| {name} | {kind} | {v['seconds']:.3f} | {v['seconds'] / p['seconds']:.3f} | "
+                      f"{v['error']:.4f} | {v['error'] / p['error']:.5f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Diagnostics of factorized weights: spectra, effective rank, balancedness, distance to a target.
+
+* :func:`singular_values`: of the represented matrix (a pair, a factor list or a module);
+* :func:`effective_rank`: ``exp(H(p))`` with ``p = σ / Σσ`` (Roy & Vetterli's entropy rank);
+* :func:`balancedness`: ``‖LᵀL − RᵀR‖_F`` for a pair, ``max_j ‖W_{j+1}ᵀW_{j+1} − W_jW_jᵀ‖_F``
+  for a deep product;
+* :func:`relative_distance`: ``‖W − W*‖_F / ‖W*‖_F``;
+* :class:`FactorMonitor`: records all of these for every pair of a model during training.
+
+Example:
+    >>> import torch
+    >>> L = torch.eye(3, 2, dtype=torch.float64)
+    >>> float(effective_rank(singular_values((L, L))))
+    2.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .functional import product
+
+__all__ = ["singular_values", "effective_rank", "balancedness", "relative_distance", "FactorStats", "describe",
+           "FactorMonitor"]
+
+
+def _matrix(x) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, tuple) and len(x) == 2:
+        return x[0] @ x[1].mT
+    if isinstance(x, (list, nn.ParameterList)):
+        return product(list(x))
+    for attr in ("matrix", "weight"):
+        if hasattr(x, attr):
+            v = getattr(x, attr)
+            return v() if callable(v) else v
+    raise TypeError(f"expected a matrix, an (L, R) pair, a factor list or a factorized module, got {type(x).__name__}")
+
+
+@torch.no_grad()
+def singular_values(x) -> Tensor:
+    """Descending singular values of the represented matrix.
+
+    Args:
+        x: a matrix ``(m, n)``; a pair ``(L, R)`` (``L Rᵀ``); a list ``[W_1, ..., W_N]``
+            (``W_N ⋯ W_1``); or a module with ``matrix()`` or ``weight``.
+
+    Example:
+        >>> singular_values(torch.diag(torch.tensor([1., 3.])))
+        tensor([3., 1.])
+    """
+    return torch.linalg.svdvals(_matrix(x).detach())
+
+
+def effective_rank(s: Tensor, *, eps: float = 0.0) -> Tensor:
+    """Entropy effective rank ``exp(−Σ p_i log p_i)``, ``p = s / Σ s`` (``s >= 0``).
+
+    Example:
+        >>> float(effective_rank(torch.tensor([1.0, 1.0, 0.0])))
+        2.0
+    """
+    s = s.clamp_min(0)
+    p = s / s.sum().clamp_min(torch.finfo(s.dtype).tiny)
+    p = p[p > eps]
+    return torch.exp(-(p * p.log()).sum())
+
+
+@torch.no_grad()
+def balancedness(x) -> Tensor:
+    """``‖LᵀL − RᵀR‖_F`` for a pair ``(L, R)``; for a factor list ``[W_1, ..., W_N]``,
+    ``max_j ‖W_{j+1}ᵀ W_{j+1} − W_j W_jᵀ‖_F``.
+
+    Example:
+        >>> round(float(balancedness((torch.eye(2), 2 * torch.eye(2)))), 4)
+        4.2426
+    """
+    if isinstance(x, tuple) and len(x) == 2:
+        L, R = x
+        return torch.linalg.matrix_norm(L.mT @ L - R.mT @ R)
+    fs = list(x)
+    if len(fs) < 2:
+        raise ValueError("balancedness needs a pair or at least two factors")
+    return torch.stack([torch.linalg.matrix_norm(b.mT @ b - a @ a.mT) for a, b in zip(fs[:-1], fs[1:])]).max()
+
+
+@torch.no_grad()
+def relative_distance(x, target: Tensor) -> Tensor:
+    """``‖W − W*‖_F / ‖W*‖_F`` (``W`` as in :func:`singular_values`)."""
+    W = _matrix(x)
+    if W.shape != target.shape:
+        raise ValueError(f"target has shape {tuple(target.shape)}, the matrix {tuple(W.shape)}")
+    return torch.linalg.matrix_norm(W - target) / torch.linalg.matrix_norm(target)
+
+
+@dataclass
+class FactorStats:
+    """Diagnostics of one factorized matrix."""
+
+    singular_values: list[float]
+    effective_rank: float
+    balancedness: float | None
+    distance: float | None = None
+
+
+def describe(x, *, target: Tensor | None = None, top: int | None = None) -> FactorStats:
+    """All diagnostics of ``x`` (a pair, factor list, matrix or module) as :class:`FactorStats`.
+
+    Example:
+        >>> describe((torch.eye(2), torch.eye(2))).effective_rank
+        2.0
+    """
+    s = singular_values(x)
+    bal = float(balancedness(x)) if isinstance(x, (tuple, list, nn.ParameterList)) else None
+    dist = float(relative_distance(x, target)) if target is not None else None
+    return FactorStats([float(v) for v in s[:top]], float(effective_rank(s)), bal, dist)
+
+
+@dataclass
+class FactorMonitor:
+    """Record :func:`describe` for every pair of ``op.factor.pairs(model)`` every ``every`` steps.
+
+    Call :meth:`step` after each optimizer step, or attach it:
+    ``opt.register_step_post_hook(monitor.hook)``. ``history`` holds ``(step, [FactorStats, ...])``;
+    ``callback(step, stats)`` (e.g. a logger) is called on each record.
+
+    Example:
+        >>> from overparam.factor import LowRankLinear
+        >>> mon = FactorMonitor(LowRankLinear(3, 3, rank=2, generator=0), every=1)
+        >>> mon.step(); len(mon.history)
+        1
+    """
+
+    model: nn.Module
+    every: int = 1
+    targets: Sequence[Tensor | None] | None = None
+    top: int | None = None
+    callback: Callable[[int, list[FactorStats]], None] | None = None
+    history: list[tuple[int, list[FactorStats]]] = field(default_factory=list)
+    count: int = 0
+
+    def step(self) -> None:
+        if self.count % self.every == 0:
+            from .pairs import pairs
+
+            ps = list(pairs(self.model))
+            tg = list(self.targets) if self.targets is not None else [None] * len(ps)
+            stats = [describe((L, R), target=t, top=self.top) for (L, R), t in zip(ps, tg)]
+            self.history.append((self.count, stats))
+            if self.callback is not None:
+                self.callback(self.count, stats)
+        self.count += 1
+
+    def hook(self, optimizer, args, kwargs) -> None:
+        """Signature of ``torch.optim.Optimizer.register_step_post_hook``."""
+        self.step()

@@ -1,0 +1,349 @@
+"""The math of factorized weights: products of factors and their initializations.
+
+Everything here is a pure function on tensors; the modules in :mod:`~overparam.factor`
+are thin shells around it.
+
+Orientation (the pair protocol shared with :mod:`overparam.optim`): a low-rank matrix
+``W (n1, n2)`` is held as ``(L, R)`` with ``L (n1, k)`` and ``R (n2, k)`` and
+``W = L @ R.T``; the symmetric ``W = U Uᵀ`` is the pair ``(U, U)``.
+
+Initializations of a pair (all return :class:`LowRankFactors`):
+
+* :func:`init_small`: i.i.d. ``N(0, scale²)`` entries (the incremental-learning regime);
+* :func:`init_balanced`: a random pair re-balanced so that ``LᵀL = RᵀR``;
+* :func:`init_orthogonal`: ``√scale`` times orthonormal columns (balanced, ``LRᵀ`` has all
+  singular values ``scale``);
+* :func:`init_spectral`: the top-``k`` SVD of an existing weight, ``L = U_k S_k^{1/2}``,
+  ``R = V_k S_k^{1/2}``, exact or by :func:`randomized_svd`.
+
+Example:
+    >>> import torch
+    >>> f = init_balanced((5, 4), 3, scale=0.1, generator=0, dtype=torch.float64)
+    >>> bool(torch.allclose(f.left.T @ f.left, f.right.T @ f.right))
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..backend.random import GeneratorLike, gaussian, make_generator
+
+__all__ = [
+    "LowRankFactors", "SVD", "product", "lowrank_product", "check_rank", "balance",
+    "init_small", "init_balanced", "init_orthogonal", "init_spectral", "init_factors",
+    "randomized_svd", "top_svd",
+]
+
+
+@dataclass
+class LowRankFactors:
+    """A factor pair: ``left (n1, k)``, ``right (n2, k)``; the matrix is ``left @ right.T``."""
+
+    left: Tensor
+    right: Tensor
+
+    def product(self) -> Tensor:
+        return self.left @ self.right.mT
+
+
+@dataclass
+class SVD:
+    """A (truncated) SVD ``W ≈ U diag(S) Vh``: ``U (m, k)``, ``S (k,)`` descending, ``Vh (k, n)``."""
+
+    U: Tensor
+    S: Tensor
+    Vh: Tensor
+
+    def product(self) -> Tensor:
+        return (self.U * self.S) @ self.Vh
+
+
+def product(factors: Sequence[Tensor]) -> Tensor:
+    """The end-to-end matrix ``W_L ⋯ W_2 W_1`` of factors given in application order.
+
+    Args:
+        factors: ``[W_1 (d_1, d_0), W_2 (d_2, d_1), ..., W_L (d_L, d_{L-1})]``, the order an
+            input ``x (d_0,)`` meets them (as in ``nn.Sequential``).
+
+    Returns:
+        ``(d_L, d_0)``. A low-rank ``L Rᵀ`` is ``product([R.T, L])``.
+
+    Example:
+        >>> A, B = torch.ones(3, 2), torch.ones(4, 3)
+        >>> product([A, B]).shape
+        torch.Size([4, 2])
+    """
+    fs = list(factors)
+    if not fs:
+        raise ValueError("factors must hold at least one matrix")
+    for j, (a, b) in enumerate(zip(fs[:-1], fs[1:])):
+        if b.shape[-1] != a.shape[-2]:
+            raise ValueError(f"factors[{j + 1}] has {b.shape[-1]} columns but factors[{j}] has {a.shape[-2]} rows")
+    W = fs[0]
+    for f in fs[1:]:
+        W = f @ W
+    return W
+
+
+def lowrank_product(left: Tensor, right: Tensor) -> Tensor:
+    """``left @ right.T``: ``(n1, k), (n2, k) -> (n1, n2)``.
+
+    Example:
+        >>> lowrank_product(torch.ones(3, 2), torch.ones(4, 2)).shape
+        torch.Size([3, 4])
+    """
+    if left.shape[-1] != right.shape[-1]:
+        raise ValueError(f"left has {left.shape[-1]} columns but right has {right.shape[-1]}")
+    return left @ right.mT
+
+
+def check_rank(rank: int, shape: tuple[int, int] | None = None, *, name: str = "rank", at_most_min: bool = False) -> int:
+    """Validate a rank: an ``int >= 1``, and ``<= min(shape)`` when ``at_most_min`` (SVD inits)."""
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        raise TypeError(f"{name} must be an int, got {type(rank).__name__}")
+    if rank <= 0:
+        raise ValueError(f"{name} must be >= 1, got {rank}")
+    if at_most_min and shape is not None and rank > min(shape):
+        raise ValueError(f"{name} must be <= min{tuple(shape)} = {min(shape)} here, got {rank}")
+    return rank
+
+
+def _shape2(shape) -> tuple[int, int]:
+    if len(shape) != 2 or any((not isinstance(s, int)) or s < 1 for s in shape):
+        raise ValueError(f"shape must be two positive ints (n1, n2), got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def _check_scale(scale: float) -> float:
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    return float(scale)
+
+
+def init_small(shape: tuple[int, int], rank: int, *, scale: float = 1e-3, symmetric: bool = False,
+               generator: GeneratorLike = None, dtype: torch.dtype | None = None, device=None) -> LowRankFactors:
+    """Small random init: i.i.d. ``N(0, scale²)`` entries in ``L (n1, k)`` and ``R (n2, k)``.
+
+    With ``symmetric=True`` (needs ``n1 = n2``) both are the same tensor ``U``.
+
+    Example:
+        >>> f = init_small((6, 5), 8, scale=1e-3, generator=0)
+        >>> f.left.shape, f.right.shape
+        (torch.Size([6, 8]), torch.Size([5, 8]))
+    """
+    n1, n2 = _shape2(shape)
+    check_rank(rank)
+    scale = _check_scale(scale)
+    g = make_generator(generator)
+    L = scale * gaussian((n1, rank), generator=g, dtype=dtype, device=device)
+    if symmetric:
+        if n1 != n2:
+            raise ValueError(f"symmetric factors need a square shape, got {shape}")
+        return LowRankFactors(L, L)
+    return LowRankFactors(L, scale * gaussian((n2, rank), generator=g, dtype=dtype, device=device))
+
+
+def balance(left: Tensor, right: Tensor) -> LowRankFactors:
+    """Re-factor ``LRᵀ`` into a balanced pair (``L'ᵀL' = R'ᵀR'``) with the same product.
+
+    ``L = Q₁R₁``, ``R = Q₂R₂`` (QR), ``R₁R₂ᵀ = A S Bᵀ`` (small SVD), then ``L' = Q₁A S^{1/2}``,
+    ``R' = Q₂B S^{1/2}``; zero columns pad the width back to ``k`` when ``k > min(n1, n2)``.
+
+    Example:
+        >>> f = balance(torch.randn(5, 2, dtype=torch.float64), 3 * torch.randn(4, 2, dtype=torch.float64))
+        >>> bool(torch.allclose(f.left.T @ f.left, f.right.T @ f.right))
+        True
+    """
+    k = left.shape[-1]
+    if right.shape[-1] != k:
+        raise ValueError(f"left has {k} columns but right has {right.shape[-1]}")
+    Q1, R1 = torch.linalg.qr(left)
+    Q2, R2 = torch.linalg.qr(right)
+    A, S, Bh = torch.linalg.svd(R1 @ R2.mT, full_matrices=False)
+    s = S.sqrt()
+    L, R = (Q1 @ A) * s, (Q2 @ Bh.mT) * s
+    q = s.shape[-1]
+    if q < k:
+        L = torch.cat([L, L.new_zeros(*L.shape[:-1], k - q)], dim=-1)
+        R = torch.cat([R, R.new_zeros(*R.shape[:-1], k - q)], dim=-1)
+    return LowRankFactors(L, R)
+
+
+def init_balanced(shape: tuple[int, int], rank: int, *, scale: float = 1e-3, generator: GeneratorLike = None,
+                  dtype: torch.dtype | None = None, device=None) -> LowRankFactors:
+    """A random balanced pair: :func:`init_small` followed by :func:`balance` (``LᵀL = RᵀR``).
+
+    Example:
+        >>> f = init_balanced((6, 5), 3, generator=0, dtype=torch.float64)
+        >>> float((f.left.T @ f.left - f.right.T @ f.right).abs().max()) < 1e-12
+        True
+    """
+    f = init_small(shape, rank, scale=scale, generator=generator, dtype=dtype, device=device)
+    return balance(f.left, f.right)
+
+
+def init_orthogonal(shape: tuple[int, int], rank: int, *, scale: float = 1.0, symmetric: bool = False,
+                    generator: GeneratorLike = None, dtype: torch.dtype | None = None, device=None) -> LowRankFactors:
+    """``L = √scale · Q₁``, ``R = √scale · Q₂`` with orthonormal columns (``rank <= min(n1, n2)``).
+
+    Example:
+        >>> f = init_orthogonal((6, 5), 3, generator=0, dtype=torch.float64)
+        >>> torch.linalg.svdvals(f.product())[:4].round(decimals=6)
+        tensor([1., 1., 1., 0.], dtype=torch.float64)
+    """
+    n1, n2 = _shape2(shape)
+    check_rank(rank, (n1, n2), at_most_min=True)
+    scale = _check_scale(scale)
+    g = make_generator(generator)
+
+    def orth(n):
+        Q, Rq = torch.linalg.qr(gaussian((n, rank), generator=g, dtype=dtype, device=device))
+        return Q * torch.sign(torch.diagonal(Rq)) * scale**0.5
+
+    L = orth(n1)
+    if symmetric:
+        if n1 != n2:
+            raise ValueError(f"symmetric factors need a square shape, got {shape}")
+        return LowRankFactors(L, L)
+    return LowRankFactors(L, orth(n2))
+
+
+def randomized_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8,
+                   generator: GeneratorLike = None) -> SVD:
+    """Top-``rank`` SVD of ``W (m, n)`` by a randomized range finder (Halko, Martinsson & Tropp).
+
+    ``Q = orth(W Ω)`` with ``Ω (n, rank + oversample)`` Gaussian, ``niter`` power iterations
+    ``Q ← orth(W orth(WᵀQ))``, then the exact SVD of the small ``QᵀW``.
+
+    Returns:
+        :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.
+
+    Example:
+        >>> W = torch.randn(50, 40, dtype=torch.float64)
+        >>> s = randomized_svd(W, 40, generator=0).S
+        >>> bool(torch.allclose(s, torch.linalg.svdvals(W)))
+        True
+    """
+    if W.ndim != 2:
+        raise ValueError(f"W must be a matrix (m, n), got shape {tuple(W.shape)}")
+    check_rank(rank, tuple(W.shape), at_most_min=True)
+    if niter < 0 or oversample < 0:
+        raise ValueError(f"niter and oversample must be >= 0, got {niter}, {oversample}")
+    q = min(rank + oversample, *W.shape)
+    g = make_generator(generator)
+    omega = gaussian((W.shape[1], q), generator=g, dtype=W.dtype, device=W.device)
+    Q = _cholqr(W @ omega)[0]
+    for _ in range(niter):
+        Q = _cholqr(W.mT @ Q)[0]
+        Q = _cholqr(W @ Q)[0]
+    # SVD of the small B = QᵀW (q, n) through Bᵀ = Q_b R_b: B = R_bᵀ Q_bᵀ, SVD of the q×q R_bᵀ.
+    Qb, Rb = _cholqr(W.mT @ Q)
+    Ub, S, Vh_small = torch.linalg.svd(Rb.mT)
+    return SVD(Q @ Ub[:, :rank], S[:rank], (Qb @ Vh_small[:rank].mT).mT)
+
+
+def _cholqr(Y: Tensor) -> tuple[Tensor, Tensor]:
+    """Thin QR ``Y = QR`` of a tall ``Y (m, q)`` by Cholesky-QR2 (two passes of ``YᵀY = LLᵀ``,
+    ``Q = Y L⁻ᵀ``): a few small matmuls instead of Householder QR, which is several times slower
+    for tall-skinny blocks. Falls back to Householder QR when the Gram matrix is not numerically
+    positive definite (rank-deficient or very ill-conditioned ``Y``)."""
+    R = None
+    Q = Y
+    for _ in range(2):
+        L, info = torch.linalg.cholesky_ex(Q.mT @ Q)
+        if bool(info.any()):
+            return torch.linalg.qr(Y)
+        Q = torch.linalg.solve_triangular(L, Q.mT, upper=False).mT
+        R = L.mT if R is None else L.mT @ R
+    return Q, R
+
+
+def top_svd(W: Tensor, rank: int, *, method: str = "svd", niter: int = 4, oversample: int = 8,
+            generator: GeneratorLike = None) -> SVD:
+    """Top-``rank`` SVD of ``W (m, n)``: ``method="svd"`` (exact) or ``"randomized"``.
+
+    Example:
+        >>> top_svd(torch.eye(4), 2).S
+        tensor([1., 1.])
+    """
+    if W.ndim != 2:
+        raise ValueError(f"W must be a matrix (m, n), got shape {tuple(W.shape)}")
+    check_rank(rank, tuple(W.shape), at_most_min=True)
+    if method == "svd":
+        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        return SVD(U[:, :rank], S[:rank], Vh[:rank])
+    if method == "randomized":
+        return randomized_svd(W, rank, niter=niter, oversample=oversample, generator=generator)
+    raise ValueError(f"method must be 'svd' or 'randomized', got {method!r}")
+
+
+def init_spectral(W: Tensor, rank: int, *, method: str = "svd", symmetric: bool = False, niter: int = 4,
+                  oversample: int = 8, generator: GeneratorLike = None) -> LowRankFactors:
+    """Factors of the best rank-``rank`` approximation of ``W (n1, n2)``.
+
+    ``L = U_k S_k^{1/2}``, ``R = V_k S_k^{1/2}`` (balanced). With ``symmetric=True``, ``W`` must be
+    square and ``U = V_k Λ_k^{1/2}`` from its top eigenpairs (negative eigenvalues clipped to 0).
+
+    Example:
+        >>> W = torch.diag(torch.tensor([3., 2., 1.]))
+        >>> f = init_spectral(W, 2)
+        >>> f.product().diagonal().round(decimals=4).tolist()
+        [3.0, 2.0, 0.0]
+    """
+    if W.ndim != 2:
+        raise ValueError(f"W must be a matrix (n1, n2), got shape {tuple(W.shape)}")
+    check_rank(rank, tuple(W.shape), at_most_min=True)
+    if symmetric:
+        if W.shape[0] != W.shape[1]:
+            raise ValueError(f"symmetric init needs a square W, got {tuple(W.shape)}")
+        evals, evecs = torch.linalg.eigh((W + W.mT) / 2)
+        U = evecs[:, -rank:].flip(-1) * evals[-rank:].flip(-1).clamp_min(0).sqrt()
+        return LowRankFactors(U, U)
+    svd = top_svd(W, rank, method=method, niter=niter, oversample=oversample, generator=generator)
+    s = svd.S.sqrt()
+    return LowRankFactors(svd.U * s, svd.Vh.mT * s)
+
+
+def init_factors(init: str | tuple[Tensor, Tensor], shape: tuple[int, int], rank: int, *, weight: Tensor | None = None,
+                 scale: float = 1e-3, symmetric: bool = False, generator: GeneratorLike = None,
+                 dtype: torch.dtype | None = None, device=None, **svd_kwargs) -> LowRankFactors:
+    """Dispatch on ``init``: ``"small" | "balanced" | "orthogonal" | "spectral"/"svd" |
+    "randomized"`` (spectral by randomized SVD), or a user-supplied ``(L, R)`` pair.
+
+    ``weight (n1, n2)`` is required by the spectral inits.
+
+    Example:
+        >>> init_factors("small", (4, 3), 2, generator=0).left.shape
+        torch.Size([4, 2])
+    """
+    n1, n2 = _shape2(shape)
+    check_rank(rank)
+    if isinstance(init, tuple):
+        L, R = init
+        if tuple(L.shape) != (n1, rank) or tuple(R.shape) != (n2, rank):
+            raise ValueError(f"init pair must have shapes {(n1, rank)} and {(n2, rank)}, "
+                             f"got {tuple(L.shape)} and {tuple(R.shape)}")
+        return LowRankFactors(L.detach().clone(), L.detach().clone() if symmetric else R.detach().clone())
+    if init == "small":
+        return init_small(shape, rank, scale=scale, symmetric=symmetric, generator=generator, dtype=dtype, device=device)
+    if init == "balanced":
+        if symmetric:
+            return init_small(shape, rank, scale=scale, symmetric=True, generator=generator, dtype=dtype, device=device)
+        return init_balanced(shape, rank, scale=scale, generator=generator, dtype=dtype, device=device)
+    if init == "orthogonal":
+        return init_orthogonal(shape, rank, scale=scale, symmetric=symmetric, generator=generator, dtype=dtype,
+                               device=device)
+    if init in ("spectral", "svd", "randomized"):
+        if weight is None:
+            raise ValueError(f"init={init!r} needs the weight to factor (weight=...)")
+        check_rank(rank, (n1, n2), at_most_min=True)
+        method = "randomized" if init == "randomized" else "svd"
+        return init_spectral(weight.detach(), rank, method=method, symmetric=symmetric, generator=generator,
+                             **svd_kwargs)
+    raise ValueError(f"init must be 'small', 'balanced', 'orthogonal', 'spectral', 'svd', 'randomized' or an "
+                     f"(L, R) pair, got {init!r}")

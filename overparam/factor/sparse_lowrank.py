@@ -1,0 +1,106 @@
+"""Sparse plus low-rank: ``W = S ⊙ M + L Rᵀ`` (SLTrain, LOST, DSEE).
+
+The support ``M`` of the sparse part is either fixed (a given mask, or a random support of
+a given density drawn once from a generator, as in SLTrain) or learned: recomputed in each
+forward as the ``density`` fraction of largest ``|S|`` entries (magnitude, as in DSEE).
+
+``state_dict`` keys: ``sparse (m, n)``, ``left (m, k)``, ``right (n, k)``, and the buffer
+``mask (m, n)`` (bool) for a fixed support.
+
+Example:
+    >>> import torch
+    >>> f = SparseLowRank((6, 5), rank=2, density=0.2, generator=0)
+    >>> int(f.mask.sum())
+    6
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..backend.random import GeneratorLike, make_generator
+from .functional import init_factors
+from .lowrank import _PairMixin, _register_pair
+
+__all__ = ["SparseLowRank", "topk_mask"]
+
+
+def topk_mask(scores: Tensor, density: float) -> Tensor:
+    """Boolean mask of the ``round(density · numel)`` largest ``scores`` (ties: lowest index).
+
+    Example:
+        >>> topk_mask(torch.tensor([0.1, -3.0, 2.0]).abs(), 2 / 3)
+        tensor([False,  True,  True])
+    """
+    if not 0 < density <= 1:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+    k = max(1, round(density * scores.numel()))
+    idx = torch.topk(scores.reshape(-1), k, sorted=False).indices
+    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    mask[idx] = True
+    return mask.reshape(scores.shape)
+
+
+class SparseLowRank(_PairMixin, nn.Module):
+    """``W (m, n) = S ⊙ M + L Rᵀ``.
+
+    Args:
+        shape: ``(m, n)``. rank: ``k`` of the low-rank part.
+        mask: a fixed boolean support ``(m, n)``; or None with ``density`` set.
+        density: fraction of entries in the support; with ``learned=False`` a random support
+            drawn from ``generator``, with ``learned=True`` the top-``|S|`` entries each forward.
+        weight: start from this ``(m, n)`` weight: ``L Rᵀ`` its top-``k`` SVD part and
+            ``S`` the residual (exact where the support covers the residual).
+        init, scale: low-rank init without ``weight`` (``S`` then starts at 0).
+
+    Example:
+        >>> W = torch.randn(5, 4, dtype=torch.float64)
+        >>> f = SparseLowRank((5, 4), rank=2, mask=torch.ones(5, 4, dtype=torch.bool), weight=W)
+        >>> bool(torch.allclose(f(), W))
+        True
+    """
+
+    symmetric = False
+
+    def __init__(self, shape: tuple[int, int], rank: int, *, mask: Tensor | None = None, density: float | None = None,
+                 learned: bool = False, weight: Tensor | None = None, init: str = "small", scale: float = 1e-3,
+                 generator: GeneratorLike = None, dtype: torch.dtype | None = None, device=None) -> None:
+        super().__init__()
+        self.shape, self.rank, self.learned = (int(shape[0]), int(shape[1])), rank, learned
+        if (mask is None) == (density is None):
+            raise ValueError("give exactly one of mask (a fixed support) and density")
+        if mask is not None:
+            if learned:
+                raise ValueError("learned=True recomputes the support from density; do not also pass mask")
+            if mask.dtype != torch.bool or tuple(mask.shape) != self.shape:
+                raise ValueError(f"mask must be a bool tensor of shape {self.shape}, got {mask.dtype} {tuple(mask.shape)}")
+        elif not 0 < density <= 1:
+            raise ValueError(f"density must be in (0, 1], got {density}")
+        self.density = density
+        g = make_generator(generator)
+        dtype = dtype if dtype is not None else (weight.dtype if weight is not None else None)
+        if weight is not None:
+            if tuple(weight.shape) != self.shape:
+                raise ValueError(f"weight must have shape {self.shape}, got {tuple(weight.shape)}")
+            f = init_factors("svd", self.shape, rank, weight=weight)
+            S = (weight.detach() - f.product()).clone()
+        else:
+            f = init_factors(init, self.shape, rank, scale=scale, generator=g, dtype=dtype, device=device)
+            S = torch.zeros(self.shape, dtype=f.left.dtype, device=f.left.device)
+        _register_pair(self, f, False)
+        self.sparse = nn.Parameter(S)
+        if not learned:
+            if mask is None:
+                scores = torch.rand(self.shape, generator=g, dtype=torch.float64).to(S.device)
+                mask = topk_mask(scores, density)
+            self.register_buffer("mask", mask.to(S.device))
+        else:
+            self.mask = None
+
+    def support(self) -> Tensor:
+        """The current boolean support ``(m, n)``."""
+        return topk_mask(self.sparse.detach().abs(), self.density) if self.learned else self.mask
+
+    def forward(self) -> Tensor:
+        return self.sparse * self.support() + self.matrix()

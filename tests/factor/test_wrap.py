@@ -1,0 +1,178 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import overparam as op
+from overparam.factor import (FactorizedLayer, LoRALayer, adapter_state_dict, hadamard_, load_adapter_state_dict, lora_,
+                              lowrank_, merge_, pairs, parametrize_, unmerge_)
+from overparam.testing import assert_no_side_effects
+
+D = torch.float64
+
+
+class Net(nn.Module):
+    def __init__(self, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.emb = nn.Embedding(10, 6)
+        self.conv = nn.Conv1d(6, 6, 3, padding=1)
+        self.block = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4))
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+        self.double()
+
+    def forward(self, idx):
+        h = self.emb(idx)                      # (B, T, 6)
+        h = self.conv(h.transpose(1, 2)).transpose(1, 2)
+        return self.block(h)
+
+
+IDX = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 9]])
+ALL = [nn.Linear, nn.Conv1d, nn.Embedding]
+
+
+def _apply(kind, net, **kw):
+    if kind == "lowrank":
+        return lowrank_(net, ALL, rank=4, init="svd", **kw)
+    if kind in ("product", "difference", "loha", "lokr"):
+        return hadamard_(net, ALL, kind=kind, rank=2 if kind in ("loha", "lokr") else None, generator=0, **kw)
+    targets = ALL if kind != "dora" else [nn.Linear, nn.Conv1d]   # DoRA is not defined for Embedding
+    return lora_(net, targets, rank=2, generator=0, dora=kind == "dora", **kw)
+
+
+@pytest.mark.parametrize("kind", ["product", "difference", "loha", "lokr", "lora", "dora"])
+def test_wrapping_keeps_output_and_has_no_side_effects(kind):
+    net = Net()
+    y = net(IDX)
+    net.eval()
+    with assert_no_side_effects():
+        names = _apply(kind, net)
+    assert names == ["emb", "conv", "block.0", "block.2"] or kind == "dora"
+    assert not net.training and all(not m.training for m in net.modules())
+    torch.testing.assert_close(net(IDX), y, rtol=0, atol=1e-12)
+
+
+def test_lowrank_full_rank_svd_is_exact_and_keys_documented():
+    net = Net()
+    y = net(IDX)
+    lowrank_(net, ["block.0"], rank=5, init="svd")
+    lowrank_(net, "conv", rank=6, init="randomized", generator=0)
+    torch.testing.assert_close(net(IDX), y, rtol=0, atol=1e-12)
+    keys = set(net.state_dict())
+    assert {"block.0.base.bias", "block.0.param.left", "block.0.param.right", "conv.base.bias"} <= keys
+    assert "block.0.base.weight" not in keys
+    assert net.block[0].param.left.shape == (5, 5) and net.conv.param.right.shape == (18, 6)
+    assert len(list(pairs(net))) == 2
+
+
+@pytest.mark.parametrize("kind", ["lowrank", "lora", "dora", "loha"])
+def test_state_dict_round_trip_deepcopy_and_compile(kind):
+    net = Net()
+    idx = IDX
+    _apply(kind, net)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01)
+    y = net(idx)
+    other = Net(seed=1)
+    _apply(kind, other)
+    other.load_state_dict(net.state_dict())
+    torch.testing.assert_close(other(idx), y, rtol=0, atol=0)
+    clone = copy.deepcopy(net)
+    torch.testing.assert_close(clone(idx), y, rtol=0, atol=0)
+    torch._dynamo.reset()
+    compiled = torch.compile(net, backend="eager", fullgraph=True)   # fullgraph: a graph break raises
+    torch.testing.assert_close(compiled(idx), y, rtol=0, atol=1e-12)
+
+
+def test_merge_returns_plain_model_with_same_output():
+    for kind in ("lowrank", "lora", "loha", "product"):
+        net = Net()
+        _apply(kind, net)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.01)
+        y = net(IDX)
+        assert merge_(net) == 4
+        assert type(net.block[0]) is nn.Linear and type(net.conv) is nn.Conv1d and type(net.emb) is nn.Embedding
+        torch.testing.assert_close(net(IDX), y, rtol=0, atol=1e-12)
+        assert not any(isinstance(m, (LoRALayer, FactorizedLayer)) for m in net.modules())
+        assert set(net.state_dict()) == set(Net().state_dict())
+
+
+def test_merge_in_place_and_unmerge_round_trip():
+    net = Net()
+    W0 = {k: v.clone() for k, v in net.state_dict().items()}
+    lora_(net, ALL, rank=2, generator=0)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, LoRALayer):
+                m.lora_up.normal_(generator=torch.Generator().manual_seed(0))
+    y = net(IDX)
+    merge_(net, unload=False)
+    torch.testing.assert_close(net(IDX), y, rtol=0, atol=1e-12)
+    assert unmerge_(net) == 4
+    for k, v in W0.items():
+        key = k.replace("weight", "base.weight").replace("bias", "base.bias")
+        torch.testing.assert_close(net.state_dict()[key], v, rtol=0, atol=1e-12)
+
+
+def test_adapter_state_dict_save_and_load():
+    net = Net()
+    lora_(net, ["block.0", "block.2"], rank=2, dora=True, generator=0)
+    with torch.no_grad():
+        for k, p in net.named_parameters():
+            if "lora" in k:
+                p.add_(0.1)
+    sd = adapter_state_dict(net)
+    assert set(sd) == {f"block.{i}.lora_{n}" for i in (0, 2) for n in ("down", "up", "magnitude")}
+    fresh = Net()
+    lora_(fresh, ["block.0", "block.2"], rank=2, dora=True, generator=5)
+    load_adapter_state_dict(fresh, sd)
+    torch.testing.assert_close(fresh(IDX), net(IDX), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="missing"):
+        load_adapter_state_dict(fresh, {k: v for k, v in sd.items() if "up" not in k})
+
+
+def test_target_errors():
+    net = Net()
+    with pytest.raises(ValueError, match="targets"):
+        lora_(net, ["nothing_here"], rank=2)
+    with pytest.raises(ValueError, match="targets"):
+        lora_(net, "block.1", rank=2)          # a Tanh
+    lora_(net, "block.0", rank=2, generator=0)
+    with pytest.raises(ValueError, match="targets.*already wrapped"):
+        lora_(net, "block.0", rank=2)
+    with pytest.raises(ValueError, match="targets.*already wrapped"):
+        lowrank_(net, nn.Linear, rank=2)
+    with pytest.raises(ValueError, match="rank"):
+        lowrank_(Net(), "block.0", rank=7, init="svd")
+    with pytest.raises(ValueError, match="rank"):
+        lora_(Net(), "block.0", rank=0)
+    with pytest.raises(TypeError, match="targets"):
+        lora_(Net(), [3], rank=1)
+
+
+def test_regex_and_suffix_targets():
+    assert lora_(Net(), r"block\.\d", rank=1, generator=0) == ["block.0", "block.2"]
+    assert lowrank_(Net(), "2", rank=2, init="small", generator=0) == ["block.2"]
+
+
+@pytest.mark.parametrize("kind", ["lowrank", "product", "difference"])
+def test_parametrize_route(kind):
+    lin = nn.Linear(5, 4).double()
+    x = torch.randn(3, 5, dtype=D)
+    y = lin(x)
+    parametrize_(lin, "weight", kind=kind, rank=4 if kind == "lowrank" else None)
+    torch.testing.assert_close(lin(x), y, rtol=0, atol=1e-12)
+    assert {"parametrizations.weight.original0", "parametrizations.weight.original1"} <= set(lin.state_dict())
+    with pytest.raises(ValueError, match="already parametrized"):
+        parametrize_(lin, "weight", kind=kind, rank=4)
+    found = list(pairs(lin))
+    assert len(found) == (1 if kind == "lowrank" else 0)
+    if found:
+        (L, R), = found
+        torch.testing.assert_close(L @ R.T, lin.weight)
