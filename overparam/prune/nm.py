@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..backend.dispatch import Implementations
 from .select import Masks, targets
 
-__all__ = ["check_nm", "nm_groups", "nm_mask", "is_nm", "nm", "transposable_nm_mask", "transposable_patterns"]
+__all__ = ["check_nm", "nm_groups", "nm_mask", "is_nm", "nm_masks", "transposable_nm_mask", "transposable_patterns"]
 
 
 def check_nm(n: int, m: int) -> None:
@@ -114,13 +114,13 @@ def is_nm(mask: Tensor, n: int, m: int, *, dim: int = 1, exact: bool = True) -> 
     return bool((cnt == n).all()) if exact else bool((cnt <= n).all())
 
 
-def nm(model: nn.Module, n: int, m: int, *, scores: dict[str, Tensor] | None = None, impl: str | None = None,
+def nm_masks(model: nn.Module, n: int, m: int, *, scores: dict[str, Tensor] | None = None, impl: str | None = None,
        **select) -> Masks:
     """N:M masks for the model's Linear/Conv weights, by magnitude unless ``scores`` are given.
 
     Example:
         >>> net = torch.nn.Conv2d(8, 4, 3)
-        >>> is_nm(nm(net, 2, 4)["weight"], 2, 4)
+        >>> is_nm(nm_masks(net, 2, 4)["weight"], 2, 4)
         True
     """
     params = targets(model, **select)

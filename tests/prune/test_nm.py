@@ -62,10 +62,10 @@ def test_conv_grouped_along_input_channels():
 
 def test_model_level_and_skip():
     net = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8, 4))
-    masks = N.nm(net, 1, 2)
+    masks = N.nm_masks(net, 1, 2)
     assert set(masks) == {"0.weight", "2.weight"}
     assert all(N.is_nm(m, 1, 2) for m in masks.values())
-    assert set(N.nm(net, 1, 2, skip_types=[torch.nn.Linear])) == {"0.weight"}
+    assert set(N.nm_masks(net, 1, 2, skip_types=[torch.nn.Linear])) == {"0.weight"}
 
 
 @pytest.mark.parametrize("n,m", [(2, 2), (0, 4), (5, 4)])
