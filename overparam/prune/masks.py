@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -155,7 +156,7 @@ def unstructured(
         out[name] = prune_smallest(s2, k).reshape(s.shape)
     if pool:
         flats = [_with_previous(n, scores[n], previous).reshape(-1) for n in pool]
-        dt = torch.promote_types(*[f.dtype for f in flats]) if len(flats) > 1 else flats[0].dtype
+        dt = functools.reduce(torch.promote_types, [f.dtype for f in flats])
         flat = torch.cat([f.to(dt) for f in flats])
         total = flat.numel()
         if _dist.is_distributed(group):

@@ -94,3 +94,13 @@ def test_bad_mask_shape():
 def test_bad_scope():
     with pytest.raises(ValueError, match="scope"):
         M.unstructured({"w": torch.ones(3)}, 0.5, scope="local")
+
+
+def test_global_over_many_tensors_mixed_dtypes():
+    g = torch.Generator().manual_seed(0)
+    s = {f"l{i}": torch.randn(5 + i, generator=g).to(dt) for i, dt in enumerate([torch.float16, torch.float32, torch.float64, torch.bfloat16])}
+    m = M.unstructured(s, 0.5)
+    flat = torch.cat([v.double() for v in s.values()])
+    keep = torch.cat([m[k] for k in s])
+    assert int((~keep).sum()) == int(0.5 * flat.numel() + 0.5)
+    assert flat[~keep].max() <= flat[keep].min()
