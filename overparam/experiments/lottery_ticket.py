@@ -154,6 +154,8 @@ def _run(ctx: Context) -> dict:
         for k in curves:
             ax.semilogx(np.array(dens) * 100, mean[k], styles[k], label=labels[k])
         ax.axhline(dense, color="k", lw=0.8, label="dense")
+        ax.set_xticks([d * 100 for d in dens], [f"{d * 100:.3g}" for d in dens])
+        ax.minorticks_off()
         ax.invert_xaxis()
         ax.set(xlabel="weights remaining (%)", ylabel="test accuracy", title="Lottery tickets on digits (MLP)")
         ax.legend(fontsize=8)

@@ -1,11 +1,18 @@
 """Applying masks without rewriting the model.
 
 Masks live beside the model (``dict`` name → bool tensor). :func:`masked` zeroes the pruned
-weights once, then keeps them exactly zero through training with two hooks on the *optimizer*
+weights, their gradients and every optimizer state tensor of the parameter's shape (SGD
+``momentum_buffer``, Adam ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ...) once, then
+keeps them exactly zero through training with hooks on the *optimizer*
 (``register_step_pre_hook`` / ``register_step_post_hook``, the public API; nothing is
-monkey-patched): before each step the gradients are masked, after it the weights and every
-optimizer state tensor of the parameter's shape (SGD ``momentum_buffer``, Adam ``exp_avg``,
-``exp_avg_sq``, ``max_exp_avg_sq``, ...) are masked. The model itself is untouched: its
+monkey-patched). Two policies:
+
+* ``"grads"``: mask only the gradients before each step. Exact for the optimizers in
+  :data:`GRAD_ONLY_EXACT` (SGD with momentum, Nesterov and weight decay; Adam, AdamW,
+  AMSGrad; RMSprop; Adagrad): with zero weight, zero state and zero gradient their update of
+  an entry is exactly zero, so the entry and its state stay exactly zero. One pass per step.
+* ``"full"``: also re-mask the weights and the optimizer state after each step, for any
+  optimizer. ``"auto"`` (default) picks ``"grads"`` for :data:`GRAD_ONLY_EXACT`, else ``"full"``. The model itself is untouched: its
 ``state_dict`` keys, ``deepcopy``, ``pickle`` and ``torch.compile`` behave exactly as without
 masks. Without an optimizer, :meth:`Masked.apply_` re-applies the masks by hand.
 
@@ -36,7 +43,12 @@ from torch.nn.utils import parametrize
 
 from .select import Masks, check_masks
 
-__all__ = ["Masked", "masked", "apply_masks_", "MaskParametrization", "parametrize_", "unparametrize_"]
+__all__ = ["GRAD_ONLY_EXACT", "Masked", "masked", "apply_masks_", "MaskParametrization", "parametrize_", "unparametrize_"]
+
+
+GRAD_ONLY_EXACT: tuple[type[torch.optim.Optimizer], ...] = (
+    torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad)
+"""Optimizers whose step leaves an entry with zero weight, state and gradient exactly zero."""
 
 
 @torch.no_grad()
@@ -65,21 +77,27 @@ class Masked:
     """
 
     def __init__(self, model: nn.Module, masks: Mapping[str, Tensor], optimizer: torch.optim.Optimizer | None = None,
-                 *, state_every_step: bool = True) -> None:
+                 *, policy: str = "auto") -> None:
+        if policy not in ("auto", "grads", "full"):
+            raise ValueError(f"policy must be 'auto', 'grads' or 'full', got {policy!r}")
+        if policy == "auto":
+            policy = "grads" if type(optimizer) in GRAD_ONLY_EXACT else "full"
+        self.policy = policy
         params = dict(model.named_parameters())
         check_masks(masks, params)
         self.model, self.masks, self.optimizer = model, dict(masks), optimizer
         self._params = [params[k] for k in self.masks]
         # masks in each parameter's dtype/device: one foreach multiply per step
         self._fmasks = [m.to(device=p.device, dtype=p.dtype) for m, p in zip(self.masks.values(), self._params)]
-        self._state_every_step = state_every_step
         self._hooks: list = []
         if optimizer is not None:
             ids = {id(p) for g in optimizer.param_groups for p in g["params"]}
             missing = [k for k, p in zip(self.masks, self._params) if id(p) not in ids]
             if missing:
                 raise ValueError(f"optimizer does not hold masked parameters {missing}")
-            self._hooks = [optimizer.register_step_pre_hook(self._pre), optimizer.register_step_post_hook(self._post)]
+            self._hooks = [optimizer.register_step_pre_hook(self._pre)]
+            if policy == "full":
+                self._hooks.append(optimizer.register_step_post_hook(self._post))
         self.apply_(state=True)
 
     @torch.no_grad()
@@ -117,8 +135,7 @@ class Masked:
     @torch.no_grad()
     def _post(self, optimizer, args, kwargs) -> None:
         torch._foreach_mul_(self._params, self._fmasks)
-        if self._state_every_step:
-            self.mask_state_()
+        self.mask_state_()
 
     def remove(self) -> None:
         """Detach the optimizer hooks (weights stay as they are)."""
@@ -135,25 +152,24 @@ class Masked:
     def __repr__(self) -> str:
         kept = sum(int(m.sum()) for m in self.masks.values())
         total = sum(m.numel() for m in self.masks.values())
-        return f"Masked({len(self.masks)} tensors, density {kept / total:.4f}, active={bool(self._hooks)})"
+        return (f"Masked({len(self.masks)} tensors, density {kept / total:.4f}, policy={self.policy!r}, "
+                f"active={bool(self._hooks)})")
 
 
 def masked(model: nn.Module, masks: Mapping[str, Tensor], *, optimizer: torch.optim.Optimizer | None = None,
-           state_every_step: bool = True) -> Masked:
+           policy: str = "auto") -> Masked:
     """Apply ``masks`` to ``model`` now and keep them applied through ``optimizer`` steps.
 
     Args:
         model: any module; not modified beyond zeroing pruned entries.
         masks: name → bool tensor of the parameter's shape (``True`` = kept).
         optimizer: any ``torch.optim.Optimizer`` holding the masked parameters (or ``None``).
-        state_every_step: also re-mask the optimizer state after each step (needed for
-            optimizers whose state can grow where the gradient is zero; SGD and Adam(W) stay
-            exactly zero either way once masked at entry).
+        policy: ``"auto"`` | ``"grads"`` | ``"full"`` (see the module docstring).
 
     Returns:
         a :class:`Masked` handle, usable as a context manager.
     """
-    return Masked(model, masks, optimizer, state_every_step=state_every_step)
+    return Masked(model, masks, optimizer, policy=policy)
 
 
 class MaskParametrization(nn.Module):

@@ -57,6 +57,27 @@ def _as_float(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
+def _kth_smallest(flat: Tensor, k: int) -> Tensor:
+    """Exact k-th smallest of a 1-D tensor: ``torch.kthvalue`` restricted to a bracket found
+    from a strided sample (fewer passes over large inputs); falls back to the full
+    ``torch.kthvalue`` whenever the bracket misses."""
+    n = flat.numel()
+    if n < (1 << 20):
+        return torch.kthvalue(flat, k).values
+    stride = n // 65536
+    ss = torch.sort(flat[::stride]).values
+    ns = ss.numel()
+    margin = 4.0 * math.sqrt(ns) + 8
+    lo = ss[max(0, math.floor(k / n * ns - margin) - 1)]
+    hi = ss[min(ns - 1, math.ceil(k / n * ns + margin) - 1)]
+    n_lo = int(torch.count_nonzero(flat < lo))
+    if n_lo < k:
+        cand = flat[(flat >= lo) & (flat <= hi)]
+        if 0 < k - n_lo <= cand.numel():
+            return torch.kthvalue(cand, k - n_lo).values
+    return torch.kthvalue(flat, k).values
+
+
 def prune_smallest(flat: Tensor, k: int, *, group=None) -> Tensor:
     """Bool keep-mask ``(n,)`` pruning exactly the ``k`` smallest entries of ``flat`` ``(n,)``.
 
@@ -69,14 +90,20 @@ def prune_smallest(flat: Tensor, k: int, *, group=None) -> Tensor:
     """
     flat = _as_float(flat.reshape(-1))
     if k == 0:
+        if bool(torch.isnan(flat).any()):
+            raise ValueError("scores contain NaN")
         return torch.ones_like(flat, dtype=torch.bool)
-    if bool(torch.isnan(flat).any()):
-        raise ValueError("scores contain NaN")
-    t = _dist.global_kth_value(flat, k, group=group)
-    below = flat < t
-    ties = flat == t
     distributed = _dist.is_distributed(group)
-    counts = torch.stack([below.sum(), ties.sum()])
+    if distributed:
+        t = _dist.global_kth_value(flat, k, group=group)
+    else:
+        if not 1 <= k <= flat.numel():
+            raise ValueError(f"cannot prune {k} of {flat.numel()} entries")
+        t = _kth_smallest(flat, k)
+    keep = flat > t
+    counts = torch.stack([torch.count_nonzero(flat < t), torch.count_nonzero(flat == t), torch.count_nonzero(keep)])
+    if int(counts.sum()) != flat.numel():  # NaN compares false with everything
+        raise ValueError("scores contain NaN")
     if distributed:
         world = tdist.get_world_size(group)
         gathered = [torch.zeros_like(counts) for _ in range(world)]
@@ -89,11 +116,10 @@ def prune_smallest(flat: Tensor, k: int, *, group=None) -> Tensor:
     else:
         r = k - int(counts[0])
     if r >= int(counts[1]):
-        return ~(below | ties)
-    if r <= 0:
-        return ~below
-    first = ties & (torch.cumsum(ties, 0, dtype=torch.int64) <= r)
-    return ~(below | first)
+        return keep
+    ties = flat == t
+    pruned_ties = ties & (torch.cumsum(ties, 0, dtype=torch.int64) <= r)
+    return keep | (ties & ~pruned_ties)
 
 
 def _with_previous(name: str, s: Tensor, previous: Mapping[str, Tensor] | None) -> Tensor:

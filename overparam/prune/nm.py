@@ -7,7 +7,7 @@ dimension must be divisible by M: nothing is padded.
 
 Ties are broken deterministically: among equal scores the earlier position in the group is
 kept. Two implementations of one signature (:class:`~overparam.backend.dispatch.Implementations`):
-``"reference"`` (stable sort) and ``"batched"`` (pairwise ranks, the default on CPU), plus
+``"reference"`` (stable sort) and ``"batched"`` (ranks from pairwise comparisons, the default), plus
 ``"triton"`` (``overparam.backend.kernels.nm``) when Triton is usable.
 
 Example:
@@ -65,12 +65,17 @@ def _nm_reference(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
 
 
 def _nm_batched(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
-    g = nm_groups(scores, m, dim)
+    """Ranks from the m(m−1)/2 pairwise comparisons of each group's columns (no sort):
+    ``rank_i = #{j: s_j > s_i} + #{j < i: s_j = s_i}``; keep ``rank_i < n``."""
     if m > 16:
         return _nm_reference(scores, n, m, dim)
-    a, b = g.unsqueeze(2), g.unsqueeze(1)  # a: s_i, b: s_j
-    earlier = torch.ones(m, m, dtype=torch.bool, device=g.device).tril(-1)  # [i, j]: j < i
-    rank = ((b > a) | ((b == a) & earlier)).sum(2)
+    g = nm_groups(scores, m, dim)
+    rank = torch.zeros(g.shape, dtype=torch.int8, device=g.device)
+    for i in range(m):
+        for j in range(i + 1, m):
+            i_wins = g[:, i] >= g[:, j]  # the earlier column wins ties
+            rank[:, j] += i_wins
+            rank[:, i] += ~i_wins
     return _ungroup(rank < n, scores, dim)
 
 

@@ -26,12 +26,31 @@ OPTS = {
     "adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
     "adamw-amsgrad": lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, amsgrad=True),
     "adam-foreach-off": lambda ps: torch.optim.Adam(ps, lr=1e-2, foreach=False),
+    "adam-l2": lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=0.1),
+    "rmsprop": lambda ps: torch.optim.RMSprop(ps, lr=1e-3, momentum=0.9, weight_decay=1e-2, centered=True),
+    "adagrad": lambda ps: torch.optim.Adagrad(ps, lr=1e-2, weight_decay=1e-2),
 }
 
 
+def test_full_policy_for_other_optimizers():
+    # Adamax is not in GRAD_ONLY_EXACT: auto picks "full" (weights and state re-masked after each step)
+    net, x, y = _net()
+    opt = torch.optim.Adamax(net.parameters(), lr=1e-2)
+    masks = magnitude(net, 0.5)
+    with A.masked(net, masks, optimizer=opt) as h:
+        assert h.policy == "full"
+        for _ in range(5):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(net(x), y).backward()
+            opt.step()
+    assert (net[0].weight[~masks["0.weight"]] == 0).all()
+    with pytest.raises(ValueError, match="policy"):
+        A.masked(net, masks, optimizer=opt, policy="bogus")
+
+
 @pytest.mark.parametrize("name", list(OPTS))
-@pytest.mark.parametrize("state_every_step", [True, False])
-def test_pruned_weights_and_state_exactly_zero_after_50_steps(name, state_every_step):
+@pytest.mark.parametrize("policy", ["auto", "grads", "full"])
+def test_pruned_weights_and_state_exactly_zero_after_50_steps(name, policy):
     net, x, y = _net()
     opt = OPTS[name](net.parameters())
     # dense warm-up so that the optimizer state is non-zero everywhere before masking
@@ -42,7 +61,8 @@ def test_pruned_weights_and_state_exactly_zero_after_50_steps(name, state_every_
     masks = magnitude(net, 0.7)
     keys = list(net.state_dict())
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    with A.masked(net, masks, optimizer=opt, state_every_step=state_every_step):
+    with A.masked(net, masks, optimizer=opt, policy=policy) as h:
+        assert h.policy == ("grads" if policy == "auto" else policy)
         for _ in range(50):
             opt.zero_grad()
             torch.nn.functional.mse_loss(net(x), y).backward()

@@ -104,3 +104,27 @@ def test_global_over_many_tensors_mixed_dtypes():
     keep = torch.cat([m[k] for k in s])
     assert int((~keep).sum()) == int(0.5 * flat.numel() + 0.5)
     assert flat[~keep].max() <= flat[keep].min()
+
+
+@pytest.mark.parametrize("kind", ["gauss", "ints", "sorted", "inf"])
+def test_large_input_bracketed_kth_is_exact(kind):
+    # above 2**20 entries the k-th value comes from a sampled bracket: must equal torch.kthvalue
+    g = torch.Generator().manual_seed(0)
+    n = (1 << 20) + 12345
+    x = {"gauss": lambda: torch.randn(n, generator=g),
+         "ints": lambda: torch.randint(0, 5, (n,), generator=g).float(),
+         "sorted": lambda: torch.sort(torch.randn(n, generator=g)).values,  # adversarial for a strided sample
+         "inf": lambda: torch.randn(n, generator=g).masked_fill(torch.rand(n, generator=g) < 0.3, float("-inf"))}[kind]()
+    for s in (0.01, 0.5, 0.93):
+        k = int(s * n + 0.5)
+        keep = M.prune_smallest(x, k)
+        assert int((~keep).sum()) == k
+        t = torch.kthvalue(x, k).values
+        assert (x[~keep] <= t).all() and (x[keep] >= t).all()
+
+
+def test_nan_scores_raise():
+    with pytest.raises(ValueError, match="NaN"):
+        M.unstructured({"w": torch.tensor([1.0, float("nan"), 2.0])}, 0.3)
+    with pytest.raises(ValueError, match="NaN"):
+        M.unstructured({"w": torch.tensor([1.0, float("nan"), 2.0])}, 0.0)
