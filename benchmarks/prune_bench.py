@@ -5,7 +5,7 @@
 2. 2:4 masks (+ applying them) on 8.4M Linear weights vs ``torch.ao.pruning.WeightNormSparsifier``
    ``prepare`` + ``step`` + ``squash_mask``;
 3. one training step (forward, backward, optimizer step) with ``masked(...)`` vs without, SGD
-   with momentum and AdamW.
+   with momentum and AdamW (steps of the two models interleaved; median over 3 × 6 steps each).
 
 Each timing is the median of ``--repeats`` runs; the ratio is ours / anchor.
 Run: ``python benchmarks/prune_bench.py [--repeats 3] [--threads N]``.
@@ -69,40 +69,32 @@ def bench_24(repeats: int) -> tuple[float, float]:
     return median_time(ours, mlp, repeats), median_time(anchor, mlp, repeats)
 
 
-def bench_step(opt_name: str, repeats: int, steps: int = 10) -> tuple[float, float]:
+def bench_step(opt_name: str, repeats: int, steps: int = 6) -> tuple[float, float]:
+    """Median step time of a masked and an unmasked model, their steps interleaved so that
+    the load of a shared machine falls on both alike."""
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(64, 2048, generator=g), torch.randn(64, 2048, generator=g)
     make = {"sgd": lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, weight_decay=1e-4),
             "adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-4, weight_decay=1e-2)}[opt_name]
+    nets = {flag: mlp() for flag in (True, False)}
+    opts = {flag: make(net.parameters()) for flag, net in nets.items()}
+    handle = op.prune.masked(nets[True], op.prune.magnitude(nets[True], 0.8), optimizer=opts[True])
 
-    def run(masked: bool) -> float:
-        net = mlp()
-        opt = make(net.parameters())
-        handle = op.prune.masked(net, op.prune.magnitude(net, 0.8), optimizer=opt) if masked else None
+    def step(flag: bool) -> float:
+        t0 = time.perf_counter()
+        opts[flag].zero_grad()
+        nn.functional.mse_loss(nets[flag](x), y).backward()
+        opts[flag].step()
+        return time.perf_counter() - t0
 
-        def step():
-            opt.zero_grad()
-            nn.functional.mse_loss(net(x), y).backward()
-            opt.step()
-
-        for _ in range(3):
-            step()  # warm-up: optimizer state allocated
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step()
-            ts.append((time.perf_counter() - t0) / steps)
-        if handle is not None:
-            handle.remove()
-        return statistics.median(ts)
-
-    # interleave to share the machine's load fluctuations evenly
-    a, b = [], []
-    for _ in range(3):
-        b.append(run(False))
-        a.append(run(True))
-    return statistics.median(a), statistics.median(b)
+    for _ in range(2):
+        step(True), step(False)  # warm-up: optimizer state allocated
+    times = {True: [], False: []}
+    for i in range(repeats * steps):
+        for flag in ((True, False) if i % 2 else (False, True)):
+            times[flag].append(step(flag))
+    handle.remove()
+    return statistics.median(times[True]), statistics.median(times[False])
 
 
 def main() -> None:

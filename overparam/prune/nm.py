@@ -7,7 +7,8 @@ dimension must be divisible by M: nothing is padded.
 
 Ties are broken deterministically: among equal scores the earlier position in the group is
 kept. Two implementations of one signature (:class:`~overparam.backend.dispatch.Implementations`):
-``"reference"`` (stable sort) and ``"batched"`` (ranks from pairwise comparisons, the default), plus
+``"reference"`` (stable sort) and ``"batched"`` (top-k, stable sort only for groups tied at the
+boundary; the default), plus
 ``"triton"`` (``overparam.backend.kernels.nm``) when Triton is usable.
 
 Example:
@@ -65,18 +66,19 @@ def _nm_reference(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
 
 
 def _nm_batched(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
-    """Ranks from the m(m−1)/2 pairwise comparisons of each group's columns (no sort):
-    ``rank_i = #{j: s_j > s_i} + #{j < i: s_j = s_i}``; keep ``rank_i < n``."""
-    if m > 16:
-        return _nm_reference(scores, n, m, dim)
+    """``torch.topk`` of ``n + 1`` per group; groups whose n-th and (n+1)-th largest are tied
+    (where topk's order is unspecified) are redone with the stable sort of the reference."""
     g = nm_groups(scores, m, dim)
-    rank = torch.zeros(g.shape, dtype=torch.int8, device=g.device)
-    for i in range(m):
-        for j in range(i + 1, m):
-            i_wins = g[:, i] >= g[:, j]  # the earlier column wins ties
-            rank[:, j] += i_wins
-            rank[:, i] += ~i_wins
-    return _ungroup(rank < n, scores, dim)
+    v, idx = torch.topk(g, n + 1, dim=1, sorted=True)
+    if bool(torch.isnan(v[:, 0]).any()):  # topk puts NaN first
+        raise ValueError("scores contain NaN")
+    keep = torch.zeros_like(g, dtype=torch.bool).scatter_(1, idx[:, :n], True)
+    tied = (v[:, n - 1] == v[:, n]).nonzero().squeeze(1)
+    if tied.numel():
+        sub = g[tied]
+        order = torch.sort(sub, dim=1, descending=True, stable=True).indices[:, :n]
+        keep[tied] = torch.zeros_like(sub, dtype=torch.bool).scatter_(1, order, True)
+    return _ungroup(keep, scores, dim)
 
 
 def _load_triton():
@@ -107,9 +109,10 @@ def nm_mask(scores: Tensor, n: int, m: int, *, dim: int = 1, impl: str | None = 
     check_nm(n, m)
     if not isinstance(scores, Tensor) or not scores.is_floating_point():
         raise TypeError("scores must be a floating-point tensor")
-    if bool(torch.isnan(scores).any()):
+    fn = _NM.get(impl, device=scores.device)
+    if fn is not _nm_batched and bool(torch.isnan(scores).any()):  # batched checks on the fly
         raise ValueError("scores contain NaN")
-    return _NM(scores, n, m, dim, impl=impl)
+    return fn(scores, n, m, dim)
 
 
 def is_nm(mask: Tensor, n: int, m: int, *, dim: int = 1, exact: bool = True) -> bool:

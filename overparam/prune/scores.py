@@ -158,8 +158,10 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, batch, *, probes: int | 
         n = sum(p.numel() for p in params)
         diag = []
         for lo in range(0, n, chunk):  # rows lo..hi of H at once: vmapped double backward
-            eye = torch.eye(n, dtype=params[0].dtype, device=params[0].device)[lo:lo + chunk]
-            rows = _batched_hvp(g, params, vec.unflatten(eye, params))
+            b = min(chunk, n - lo)
+            basis = torch.zeros(b, n, dtype=params[0].dtype, device=params[0].device)
+            basis[torch.arange(b), torch.arange(lo, lo + b)] = 1
+            rows = _batched_hvp(g, params, vec.unflatten(basis, params))
             diag.append(vec.flatten(rows, batch=True).diagonal(offset=lo))
         parts = vec.unflatten(torch.cat(diag), params)
     else:

@@ -74,9 +74,10 @@ def test_bad_nm_raises(n, m):
         N.nm_mask(torch.rand(4, 4), n, m)
 
 
-def test_nan_raises():
+@pytest.mark.parametrize("impl", ["reference", "batched"])
+def test_nan_raises(impl):
     with pytest.raises(ValueError, match="NaN"):
-        N.nm_mask(torch.tensor([[float("nan"), 1.0]]), 1, 2)
+        N.nm_mask(torch.tensor([[1.0, 2.0, float("nan"), 1.0]]), 1, 2, impl=impl)
 
 
 def test_transposable_24_64x64_beats_greedy():
