@@ -1,0 +1,124 @@
+"""Pruning benchmarks: overparam.prune against torch's own pruning utilities (same run).
+
+1. global 80% magnitude mask (+ applying it) on an MLP with 8.4M weights vs
+   ``torch.nn.utils.prune.global_unstructured(L1Unstructured)``;
+2. 2:4 masks (+ applying them) on 8.4M Linear weights vs ``torch.ao.pruning.WeightNormSparsifier``
+   ``prepare`` + ``step`` + ``squash_mask``;
+3. one training step (forward, backward, optimizer step) with ``masked(...)`` vs without, SGD
+   with momentum and AdamW (steps of the two models interleaved; median over 3 × 6 steps each).
+
+Each timing is the median of ``--repeats`` runs; the ratio is ours / anchor.
+Run: ``python benchmarks/prune_bench.py [--repeats 3] [--threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as tprune
+
+import overparam as op
+
+
+def mlp(width: int = 2048, seed: int = 0) -> nn.Sequential:
+    g = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(*[nn.utils.skip_init(nn.Linear, width, width) for _ in range(2)])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) / width**0.5)
+    return net
+
+
+def median_time(fn, setup, repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        arg = setup()
+        t0 = time.perf_counter()
+        fn(arg)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def bench_global(repeats: int) -> tuple[float, float]:
+    def ours(net):
+        op.prune.apply_masks_(net, op.prune.magnitude(net, 0.8, scope="global"))
+
+    def anchor(net):
+        params = [(m, "weight") for m in net if isinstance(m, nn.Linear)]
+        tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=0.8)
+
+    return median_time(ours, mlp, repeats), median_time(anchor, mlp, repeats)
+
+
+def bench_24(repeats: int) -> tuple[float, float]:
+    from torch.ao.pruning import WeightNormSparsifier
+
+    def ours(net):
+        op.prune.apply_masks_(net, op.prune.nm_masks(net, 2, 4))
+
+    def anchor(net):
+        sp = WeightNormSparsifier(sparsity_level=1.0, sparse_block_shape=(1, 4), zeros_per_block=2)
+        sp.prepare(net, [{"tensor_fqn": f"{i}.weight"} for i in range(len(net))])
+        sp.step()
+        sp.squash_mask()
+
+    return median_time(ours, mlp, repeats), median_time(anchor, mlp, repeats)
+
+
+def bench_step(opt_name: str, repeats: int, steps: int = 6) -> tuple[float, float]:
+    """Median step time of a masked and an unmasked model, their steps interleaved so that
+    the load of a shared machine falls on both alike."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 2048, generator=g), torch.randn(64, 2048, generator=g)
+    make = {"sgd": lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, weight_decay=1e-4),
+            "adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-4, weight_decay=1e-2)}[opt_name]
+    nets = {flag: mlp() for flag in (True, False)}
+    opts = {flag: make(net.parameters()) for flag, net in nets.items()}
+    handle = op.prune.masked(nets[True], op.prune.magnitude(nets[True], 0.8), optimizer=opts[True])
+
+    def step(flag: bool) -> float:
+        t0 = time.perf_counter()
+        opts[flag].zero_grad()
+        nn.functional.mse_loss(nets[flag](x), y).backward()
+        opts[flag].step()
+        return time.perf_counter() - t0
+
+    for _ in range(2):
+        step(True), step(False)  # warm-up: optimizer state allocated
+    times = {True: [], False: []}
+    for i in range(repeats * steps):
+        for flag in ((True, False) if i % 2 else (False, True)):
+            times[flag].append(step(flag))
+    handle.remove()
+    return statistics.median(times[True]), statistics.median(times[False])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n = sum(p.numel() for m in mlp() for p in [m.weight])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n / 1e6:.2f}M weights, median of {args.repeats}")
+    rows = []
+    o, a = bench_global(args.repeats)
+    rows.append(("global 80% magnitude mask + apply", "torch.nn.utils.prune.global_unstructured", o, a, 0.25))
+    o, a = bench_24(args.repeats)
+    rows.append(("2:4 masks + apply", "torch.ao WeightNormSparsifier prepare+step+squash", o, a, 0.5))
+    for name in ("sgd", "adamw"):
+        o, a = bench_step(name, args.repeats)
+        rows.append((f"training step, {name}, masked", f"same step unmasked ({name})", o, a, 1.15))
+    print("| task | anchor | ours (s) | anchor (s) | ratio | target |")
+    print("|---|---|---|---|---|---|")
+    for task, anchor, o, a, target in rows:
+        print(f"| {task} | {anchor} | {o:.4f} | {a:.4f} | {o / a:.3f} | <= {target} {'ok' if o / a <= target else 'MISSED'} |")
+
+
+if __name__ == "__main__":
+    main()

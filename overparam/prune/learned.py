@@ -1,0 +1,176 @@
+"""Learned masks over frozen weights: edge-popup supermasks and learnable N:M (MaskLLM-style).
+
+* :class:`EdgePopup` (Ramanujan et al. 2020): a score ``s`` per weight; the forward uses the
+  weights ``θ ⊙ top-k(|s|)`` and the straight-through estimator sends the gradient of the
+  masked weight through the hard top-k, ``∂L/∂s = (∂L/∂θ̃) ⊙ θ ⊙ sign(s)``. The weights are
+  never trained: the result is a subnetwork of a random network (a strong lottery ticket).
+* :class:`LearnableNM` (Fang et al. 2024, MaskLLM): every group of M weights has logits over
+  its ``C(M, N)`` candidate patterns; training samples a soft mask by Gumbel-softmax, and
+  :meth:`LearnableNM.masks` decodes the arg-max pattern, so the decoded mask is N:M by
+  construction, whatever the logits.
+
+Both are thin ``nn.Module`` shells holding the user's model (unchanged, its parameters are
+only read) and calling it through ``torch.func.functional_call``. Optimize
+``shell.mask_parameters()``.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Linear(8, 2)
+    >>> ep = EdgePopup(net, 0.5, generator=0)
+    >>> ep(torch.randn(3, 8)).shape, int(ep.masks()["weight"].sum())
+    (torch.Size([3, 2]), 8)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..backend.random import GeneratorLike, make_generator
+from .masks import check_sparsity, unstructured
+from .nm import _ungroup, check_nm, nm_groups
+from .select import Masks, targets
+
+__all__ = ["EdgePopup", "LearnableNM", "nm_patterns"]
+
+
+class EdgePopup(nn.Module):
+    """Supermask training by edge-popup over the frozen weights of ``model``.
+
+    Args:
+        model: the network whose (random) weights are kept fixed.
+        sparsity: fraction pruned (per layer with ``scope="layerwise"``, the paper's choice).
+        scope: ``"layerwise"`` or ``"global"``.
+        generator: initial scores, Kaiming-uniform like the paper.
+        **select: which weights to mask (see :func:`~overparam.prune.select.targets`).
+    """
+
+    def __init__(self, model: nn.Module, sparsity: float, *, scope: str = "layerwise",
+                 generator: GeneratorLike = None, **select) -> None:
+        super().__init__()
+        self.model = model
+        self.sparsity = check_sparsity(sparsity)
+        self.scope = scope
+        g = make_generator(generator)
+        self._names = list(targets(model, **select))
+        params = dict(model.named_parameters())
+        init = []
+        for k in self._names:
+            w = params[k]
+            bound = (6.0 / w[0].numel()) ** 0.5 if w.dim() > 1 else 1.0
+            init.append(nn.Parameter(((torch.rand(w.shape, generator=g, dtype=torch.float64) * 2 - 1) * bound)
+                                     .to(dtype=w.dtype, device=w.device)))
+        self.scores = nn.ParameterList(init)
+
+    def mask_parameters(self) -> Iterator[nn.Parameter]:
+        """The trainable scores."""
+        return iter(self.scores)
+
+    def masks(self) -> Masks:
+        """The current hard masks (top-k of ``|s|``, exact counts)."""
+        return unstructured({k: s.detach().abs() for k, s in zip(self._names, self.scores)}, self.sparsity,
+                            scope=self.scope)
+
+    def forward(self, *args, **kwargs):
+        hard = self.masks()
+        params = dict(self.model.named_parameters())
+        sub = {k: p.detach() for k, p in params.items()}  # nothing of the model is trained
+        for k, s in zip(self._names, self.scores):
+            a = s.abs()
+            ste = hard[k].to(a.dtype) + a - a.detach()  # value: the hard mask; gradient: identity
+            sub[k] = params[k].detach() * ste
+        return torch.func.functional_call(self.model, sub, args, kwargs, strict=False)
+
+
+def nm_patterns(n: int, m: int, *, device=None) -> Tensor:
+    """All ``C(m, n)`` N:M patterns of one group, ``(P, m)`` bool, in lexicographic order.
+
+    Example:
+        >>> nm_patterns(2, 4).shape
+        torch.Size([6, 4])
+    """
+    check_nm(n, m)
+    rows = [[i in c for i in range(m)] for c in itertools.combinations(range(m), n)]
+    return torch.tensor(rows, dtype=torch.bool, device=device)
+
+
+class LearnableNM(nn.Module):
+    """Learnable N:M masks by Gumbel-softmax over each group's candidate patterns.
+
+    Args:
+        model: the network; its weights are used as they are (frozen here).
+        n, m: the pattern (``1 <= n < m``, ``C(m, n) <= 12870``); groups along the input dim.
+        tau: Gumbel-softmax temperature; ``scale``: multiplies the logits (MaskLLM's κ).
+        prior: ``"magnitude"`` initializes logits to ``prior_strength ×`` the standardized kept
+            magnitude of each pattern (MaskLLM's prior), ``None`` to zeros.
+        hard: straight-through hard samples in training (the forward sees an exact N:M mask).
+        generator: the Gumbel noise (kept in the module: the same seed gives the same samples).
+
+    In ``eval()`` mode the forward uses the decoded masks.
+    """
+
+    def __init__(self, model: nn.Module, n: int, m: int, *, tau: float = 1.0, scale: float = 1.0,
+                 prior: str | None = "magnitude", prior_strength: float = 3.0, hard: bool = False,
+                 generator: GeneratorLike = None, **select) -> None:
+        super().__init__()
+        check_nm(n, m)
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        if prior not in ("magnitude", None):
+            raise ValueError(f"prior must be 'magnitude' or None, got {prior!r}")
+        self.model, self.n, self.m, self.tau, self.scale, self.hard = model, n, m, tau, scale, hard
+        self._gen = make_generator(generator)
+        self._names = list(targets(model, **select))
+        params = dict(model.named_parameters())
+        pats = nm_patterns(n, m)
+        if len(pats) > 12870:
+            raise ValueError(f"C({m}, {n}) = {len(pats)} candidate patterns is too many")
+        self.register_buffer("patterns", pats, persistent=False)
+        logits = []
+        for k in self._names:
+            g = nm_groups(params[k].detach(), m)  # (G, m); raises if not divisible
+            if prior == "magnitude":
+                v = g.abs().double() @ pats.double().T
+                v = (v - v.mean(1, keepdim=True)) / (v.std(1, keepdim=True) + 1e-12) * prior_strength
+            else:
+                v = torch.zeros(g.shape[0], len(pats), dtype=torch.float64)
+            logits.append(nn.Parameter(v.to(dtype=torch.float32, device=g.device)))
+        self.logits = nn.ParameterList(logits)
+
+    def mask_parameters(self) -> Iterator[nn.Parameter]:
+        """The trainable logits, one ``(groups, C(m, n))`` tensor per masked weight."""
+        return iter(self.logits)
+
+    def masks(self) -> Masks:
+        """Decoded masks: each group takes its arg-max pattern (valid N:M always)."""
+        params = dict(self.model.named_parameters())
+        out = {}
+        for k, lg in zip(self._names, self.logits):
+            out[k] = _ungroup(self.patterns[lg.detach().argmax(1)], params[k], 1)
+        return out
+
+    def soft_masks(self) -> dict[str, Tensor]:
+        """One Gumbel-softmax sample of the soft masks (differentiable in the logits)."""
+        params = dict(self.model.named_parameters())
+        out = {}
+        pf = self.patterns.float()
+        for k, lg in zip(self._names, self.logits):
+            u = torch.rand(lg.shape, generator=self._gen, device=self._gen.device).to(lg.device)
+            expo = -torch.log(u.clamp_min(1e-20))  # Exp(1) > 0
+            gumbel = -torch.log(expo.clamp_min(1e-20))
+            y = F.softmax((lg * self.scale + gumbel) / self.tau, dim=1)
+            if self.hard:
+                y = F.one_hot(y.argmax(1), y.shape[1]).to(y.dtype) + y - y.detach()
+            out[k] = _ungroup(y @ pf, params[k], 1).to(params[k].dtype)
+        return out
+
+    def forward(self, *args, **kwargs):
+        params = dict(self.model.named_parameters())
+        mk = self.soft_masks() if self.training else {k: v.to(params[k].dtype) for k, v in self.masks().items()}
+        sub = {k: p.detach() for k, p in params.items()}  # the model's parameters are frozen
+        sub.update({k: params[k].detach() * mk[k] for k in self._names})
+        return torch.func.functional_call(self.model, sub, args, kwargs, strict=False)

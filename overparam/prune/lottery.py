@@ -1,0 +1,146 @@
+"""Lottery tickets: iterative magnitude pruning (IMP) with weight rewinding, LR rewinding or
+fine-tuning, around any user training function ``train_fn(model, optimizer, steps)``.
+
+One run (Frankle & Carbin 2019; Frankle et al. 2020; Renda et al. 2020):
+
+1. save ``θ₀``; train ``k = rewind_to`` steps and save ``θ_k`` and the optimizer state;
+2. train the remaining ``steps − k`` steps (round 0, dense);
+3. each round prune ``rate`` of the surviving weights by magnitude (masks only shrink), then
+
+   * ``mode="rewind"``: reset the survivors to ``θ_k`` and the optimizer to its step-k state
+     (``k = 0``: the original lottery ticket, a fresh optimizer) and train ``steps − k`` steps;
+   * ``mode="lr"``: keep the trained weights, rewind only the optimizer (its learning rate
+     and state) to step k, train ``steps − k`` steps;
+   * ``mode="finetune"``: keep the trained weights and the optimizer, train ``finetune_steps``.
+
+Training runs inside :func:`~overparam.prune.apply.masked`, so pruned weights, gradients and
+optimizer state stay exactly zero. ``train_fn`` may return anything (e.g. a test accuracy);
+it is kept in each :class:`Round`.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Linear(10, 1)
+    >>> def train(model, opt, steps):
+    ...     for _ in range(steps):
+    ...         opt.zero_grad(); model(torch.ones(4, 10)).square().mean().backward(); opt.step()
+    >>> t = lottery(net, train, optimizer_fn=lambda p: torch.optim.SGD(p, lr=0.01), steps=5, rounds=2, rate=0.5)
+    >>> [r.density for r in t.rounds]
+    [1.0, 0.5, 0.2]
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .apply import masked
+from .masks import check_sparsity, magnitude
+from .schedules import iterative
+from .select import Masks, density, targets
+
+__all__ = ["Round", "Ticket", "lottery"]
+
+
+@dataclass
+class Round:
+    """One IMP round: its masks (before training), their density, the trained checkpoint and
+    ``train_fn``'s return value."""
+
+    index: int
+    density: float
+    masks: Masks
+    checkpoint: dict[str, Tensor] | None
+    result: Any = None
+
+
+@dataclass
+class Ticket:
+    """The outcome of :func:`lottery`: ``rounds[0]`` is the dense run; ``init`` = ``θ₀`` and
+    ``rewind`` = ``θ_k`` (state_dicts), ``rewind_step`` = k."""
+
+    rounds: list[Round]
+    init: dict[str, Tensor]
+    rewind: dict[str, Tensor]
+    rewind_step: int
+    mode: str
+    optimizer_rewind: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def masks(self) -> Masks:
+        """The last round's masks."""
+        return self.rounds[-1].masks
+
+
+def _clone(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in sd.items()}
+
+
+def lottery(
+    model: nn.Module,
+    train_fn: Callable[[nn.Module, torch.optim.Optimizer, int], Any],
+    *,
+    optimizer_fn: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+    steps: int,
+    rounds: int,
+    rate: float = 0.2,
+    rewind_to: int = 0,
+    mode: str = "rewind",
+    finetune_steps: int | None = None,
+    scope: str = "global",
+    overrides: dict[str, float] | None = None,
+    keep_checkpoints: bool = True,
+    **select,
+) -> Ticket:
+    """Iterative magnitude pruning; the model ends holding the last round's trained, masked weights.
+
+    Args:
+        model: trained in place.
+        train_fn: ``train_fn(model, optimizer, steps)`` runs ``steps`` optimizer steps.
+        optimizer_fn: ``params → optimizer`` (called on ``model.parameters()``).
+        steps: training steps per round (including the ``rewind_to`` first ones).
+        rounds: pruning rounds after the dense run; density after round t is ``(1 − rate)^t``.
+        rate: fraction of the survivors pruned per round, in [0, 1).
+        rewind_to: k, the step whose weights (and optimizer state) are rewound to; ``0 <= k < steps``.
+        mode: ``"rewind"`` | ``"lr"`` | ``"finetune"``.
+        finetune_steps: steps per round for ``"finetune"`` (default ``steps − k``).
+        scope, overrides, **select: as in :func:`~overparam.prune.masks.magnitude`.
+        keep_checkpoints: keep a state_dict copy of each round's trained model.
+    """
+    if mode not in ("rewind", "lr", "finetune"):
+        raise ValueError(f"mode must be 'rewind', 'lr' or 'finetune', got {mode!r}")
+    check_sparsity(rate, "rate")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if not isinstance(rewind_to, int) or not 0 <= rewind_to < steps:
+        raise ValueError(f"rewind_to must be an int in [0, steps), got {rewind_to!r}")
+    sparsities = iterative(rate, rounds)
+    tr = targets(model, **select)
+    init = _clone(model.state_dict())
+    opt = optimizer_fn(model.parameters())
+    if rewind_to > 0:
+        train_fn(model, opt, rewind_to)
+    rewind = _clone(model.state_dict())
+    opt_k = copy.deepcopy(opt.state_dict())
+    res = train_fn(model, opt, steps - rewind_to)
+    full = {k: torch.ones_like(p, dtype=torch.bool) for k, p in tr.items()}
+    out = [Round(0, 1.0, full, _clone(model.state_dict()) if keep_checkpoints else None, res)]
+    masks: Masks | None = None
+    for t, s in enumerate(sparsities, start=1):
+        masks = magnitude(model, s, scope=scope, overrides=overrides, previous=masks, **select)
+        n_steps = steps - rewind_to
+        if mode == "rewind":
+            model.load_state_dict(rewind)
+        if mode in ("rewind", "lr"):
+            opt = optimizer_fn(model.parameters())
+            opt.load_state_dict(copy.deepcopy(opt_k))
+        elif finetune_steps is not None:
+            n_steps = finetune_steps
+        with masked(model, masks, optimizer=opt):
+            res = train_fn(model, opt, n_steps)
+        out.append(Round(t, density(masks), masks, _clone(model.state_dict()) if keep_checkpoints else None, res))
+    return Ticket(out, init, rewind, rewind_to, mode, opt_k)

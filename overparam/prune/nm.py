@@ -1,0 +1,264 @@
+"""N:M masks: in every group of M consecutive weights along the input dimension keep exactly N.
+
+For ``nn.Linear`` weights ``(out, in)`` the groups run along ``in``; for convolution weights
+``(out, in, *kernel)`` along the input channels ``in`` at each (output channel, kernel
+position), the layout sparse tensor cores use after the implicit-GEMM reshape. The input
+dimension must be divisible by M: nothing is padded.
+
+Ties are broken deterministically: among equal scores the earlier position in the group is
+kept. Two implementations of one signature (:class:`~overparam.backend.dispatch.Implementations`):
+``"reference"`` (stable sort) and ``"batched"`` (top-k, stable sort only for groups tied at the
+boundary; the default), plus
+``"triton"`` (``overparam.backend.kernels.nm``) when Triton is usable.
+
+Example:
+    >>> import torch
+    >>> w = torch.tensor([[4., -1., 3., 0.5, 1., 2., -3., 0.]])
+    >>> nm_mask(w.abs(), 2, 4).int().tolist()
+    [[1, 0, 1, 0, 0, 1, 1, 0]]
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import einops
+import torch
+from torch import Tensor, nn
+
+from ..backend.dispatch import Implementations
+from .select import Masks, targets
+
+__all__ = ["check_nm", "nm_groups", "nm_mask", "is_nm", "nm_masks", "transposable_nm_mask", "transposable_patterns"]
+
+
+def check_nm(n: int, m: int) -> None:
+    """Raise unless ``1 <= n < m`` are ints."""
+    for name, v in (("n", n), ("m", m)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if not 1 <= n < m:
+        raise ValueError(f"N:M needs 1 <= N < M, got N={n}, M={m}")
+
+
+def nm_groups(t: Tensor, m: int, dim: int = 1) -> Tensor:
+    """View ``t`` as ``(groups, m)``: dim ``dim`` moved last and split into groups of ``m``."""
+    if t.dim() < 1:
+        raise ValueError("N:M needs a tensor with at least one dimension")
+    d = dim % t.dim() if t.dim() > 1 else 0
+    size = t.shape[d]
+    if size % m:
+        raise ValueError(f"dimension {d} has size {size}, not divisible by M={m} (shape {tuple(t.shape)})")
+    return t.movedim(d, -1).reshape(-1, m)
+
+
+def _ungroup(g: Tensor, like: Tensor, dim: int) -> Tensor:
+    d = dim % like.dim() if like.dim() > 1 else 0
+    moved = like.movedim(d, -1).shape
+    return g.reshape(moved).movedim(-1, d)
+
+
+def _nm_reference(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
+    g = nm_groups(scores, m, dim)
+    order = torch.sort(g, dim=1, descending=True, stable=True).indices[:, :n]
+    keep = torch.zeros_like(g, dtype=torch.bool).scatter_(1, order, True)
+    return _ungroup(keep, scores, dim)
+
+
+def _nm_batched(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
+    """``torch.topk`` of ``n + 1`` per group; groups whose n-th and (n+1)-th largest are tied
+    (where topk's order is unspecified) are redone with the stable sort of the reference."""
+    g = nm_groups(scores, m, dim)
+    v, idx = torch.topk(g, n + 1, dim=1, sorted=True)
+    if bool(torch.isnan(v[:, 0]).any()):  # topk puts NaN first
+        raise ValueError("scores contain NaN")
+    keep = torch.zeros_like(g, dtype=torch.bool).scatter_(1, idx[:, :n], True)
+    tied = (v[:, n - 1] == v[:, n]).nonzero().squeeze(1)
+    if tied.numel():
+        sub = g[tied]
+        order = torch.sort(sub, dim=1, descending=True, stable=True).indices[:, :n]
+        keep[tied] = torch.zeros_like(sub, dtype=torch.bool).scatter_(1, order, True)
+    return _ungroup(keep, scores, dim)
+
+
+def _load_triton():
+    from ..backend.kernels.nm import nm_mask_triton
+
+    return nm_mask_triton
+
+
+_NM = Implementations("nm_mask", reference=_nm_reference, batched=_nm_batched, triton_loader=_load_triton)
+
+
+def nm_mask(scores: Tensor, n: int, m: int, *, dim: int = 1, impl: str | None = None) -> Tensor:
+    """Keep the ``n`` highest scores in every group of ``m`` consecutive entries along ``dim``.
+
+    Args:
+        scores: ``(out, in)`` or ``(out, in, *kernel)`` (or 1-D ``(in,)``); floating point, no NaN.
+        n, m: ``1 <= n < m``; ``scores.shape[dim]`` must be divisible by ``m``.
+        dim: the grouped (input) dimension, 1 for Linear and Conv weights.
+        impl: ``"reference"`` | ``"batched"`` | ``"triton"`` | ``None`` (auto).
+
+    Returns:
+        bool mask of ``scores``' shape with exactly ``n`` kept per group.
+
+    Example:
+        >>> nm_mask(torch.tensor([1., 3., 2., 0.]), 1, 2).tolist()
+        [False, True, True, False]
+    """
+    check_nm(n, m)
+    if not isinstance(scores, Tensor) or not scores.is_floating_point():
+        raise TypeError("scores must be a floating-point tensor")
+    fn = _NM.get(impl, device=scores.device)
+    if fn is not _nm_batched and bool(torch.isnan(scores).any()):  # batched checks on the fly
+        raise ValueError("scores contain NaN")
+    return fn(scores, n, m, dim)
+
+
+def is_nm(mask: Tensor, n: int, m: int, *, dim: int = 1, exact: bool = True) -> bool:
+    """Whether every group of ``m`` along ``dim`` holds exactly (``exact``) or at most ``n`` non-zeros."""
+    check_nm(n, m)
+    cnt = (nm_groups(mask, m, dim) != 0).sum(1)
+    return bool((cnt == n).all()) if exact else bool((cnt <= n).all())
+
+
+def nm_masks(model: nn.Module, n: int, m: int, *, scores: dict[str, Tensor] | None = None, impl: str | None = None,
+       **select) -> Masks:
+    """N:M masks for the model's Linear/Conv weights, by magnitude unless ``scores`` are given.
+
+    Example:
+        >>> net = torch.nn.Conv2d(8, 4, 3)
+        >>> is_nm(nm_masks(net, 2, 4)["weight"], 2, 4)
+        True
+    """
+    params = targets(model, **select)
+    src = scores if scores is not None else {k: p.detach().abs() for k, p in params.items()}
+    return {k: nm_mask(src[k], n, m, impl=impl) for k in params}
+
+
+# ---------------------------------------------------------------- transposable N:M
+def transposable_patterns(n: int, m: int, *, device=None) -> Tensor:
+    """All ``m×m`` 0/1 patterns with exactly ``n`` ones in every row and column, ``(P, m, m)`` bool.
+
+    Example:
+        >>> transposable_patterns(2, 4).shape
+        torch.Size([90, 4, 4])
+    """
+    check_nm(n, m)
+    if m > 5:
+        raise ValueError(f"exhaustive transposable patterns are enumerated for M <= 5 only, got M={m}")
+    rows = [r for r in itertools.product((0, 1), repeat=m) if sum(r) == n]
+    out: list[tuple] = []
+
+    def rec(prefix: list, cols: list[int]) -> None:
+        if len(prefix) == m:
+            if all(c == n for c in cols):
+                out.append(tuple(prefix))
+            return
+        left = m - len(prefix) - 1
+        for r in rows:
+            nc = [c + x for c, x in zip(cols, r)]
+            if all(c <= n and c + left >= n for c in nc):
+                rec(prefix + [r], nc)
+
+    rec([], [0] * m)
+    return torch.tensor(out, dtype=torch.bool, device=device)
+
+
+def _augment(sel: Tensor, n: int) -> None:
+    """Complete a partial N-regular selection of an ``m×m`` block in place by augmenting paths."""
+    m = sel.shape[0]
+    while True:
+        rows = (sel.sum(1) < n).nonzero().flatten().tolist()
+        if not rows:
+            return
+        start = rows[0]
+        # BFS: row -> unselected column -> selected row -> ...
+        prev_col: dict[int, int] = {}
+        prev_row: dict[int, int] = {}
+        frontier, seen_r, end = [start], {start}, None
+        while frontier and end is None:
+            nxt = []
+            for r in frontier:
+                for c in range(m):
+                    if sel[r, c] or c in prev_col:
+                        continue
+                    prev_col[c] = r
+                    if int(sel[:, c].sum()) < n:
+                        end = c
+                        break
+                    for r2 in sel[:, c].nonzero().flatten().tolist():
+                        if r2 not in seen_r:
+                            seen_r.add(r2)
+                            prev_row[r2] = c
+                            nxt.append(r2)
+                if end is not None:
+                    break
+            frontier = nxt
+        if end is None:  # cannot happen for N < M (a regular completion always exists)
+            raise RuntimeError("transposable N:M completion failed")
+        c = end
+        while True:
+            r = prev_col[c]
+            sel[r, c] = True
+            if r == start:
+                break
+            c = prev_row[r]
+            sel[r, c] = False
+
+
+def _greedy_blocks(blocks: Tensor, n: int) -> Tensor:
+    B, m, _ = blocks.shape
+    order = torch.sort(blocks.reshape(B, -1), dim=1, descending=True, stable=True).indices
+    sel = torch.zeros(B, m * m, dtype=torch.bool, device=blocks.device)
+    rc = torch.zeros(B, m, dtype=torch.int64, device=blocks.device)
+    cc = torch.zeros_like(rc)
+    ar = torch.arange(B, device=blocks.device)
+    for t in range(m * m):
+        idx = order[:, t]
+        i, j = idx // m, idx % m
+        ok = (rc[ar, i] < n) & (cc[ar, j] < n)
+        sel[ar, idx] |= ok
+        rc[ar, i] += ok
+        cc[ar, j] += ok
+    sel = sel.reshape(B, m, m)
+    for b in (sel.reshape(B, -1).sum(1) < n * m).nonzero().flatten().tolist():
+        blk = sel[b].cpu()
+        _augment(blk, n)
+        sel[b] = blk.to(sel.device)
+    return sel
+
+
+def transposable_nm_mask(scores: Tensor, n: int, m: int, *, method: str = "auto") -> Tensor:
+    """A mask whose rows and columns are both N:M: every ``m×m`` block has ``n`` per row and column.
+
+    Args:
+        scores: ``(rows, cols)``, both divisible by ``m``; higher = keep.
+        method: ``"exhaustive"`` (best of all patterns per block, ``m <= 5``), ``"greedy"``
+            (largest scores first while row/column budgets allow, then completed by augmenting
+            paths), or ``"auto"`` (exhaustive for ``m <= 4``).
+
+    Returns:
+        bool ``(rows, cols)``; ``mask`` and ``mask.T`` are both N:M along dim 1.
+
+    Example:
+        >>> mk = transposable_nm_mask(torch.rand(8, 8, generator=torch.Generator().manual_seed(0)), 2, 4)
+        >>> is_nm(mk, 2, 4) and is_nm(mk.T, 2, 4)
+        True
+    """
+    check_nm(n, m)
+    if method not in ("auto", "exhaustive", "greedy"):
+        raise ValueError(f"method must be 'auto', 'exhaustive' or 'greedy', got {method!r}")
+    if scores.dim() != 2 or scores.shape[0] % m or scores.shape[1] % m:
+        raise ValueError(f"scores must be 2-D with both sizes divisible by M={m}, got {tuple(scores.shape)}")
+    if bool(torch.isnan(scores).any()):
+        raise ValueError("scores contain NaN")
+    R, C = scores.shape
+    blocks = einops.rearrange(scores, "(a i) (b j) -> (a b) i j", i=m, j=m)
+    if method == "exhaustive" or (method == "auto" and m <= 4):
+        pats = transposable_patterns(n, m, device=scores.device)
+        val = blocks.reshape(blocks.shape[0], -1).double() @ pats.reshape(len(pats), -1).double().T
+        sel = pats[val.argmax(1)]
+    else:
+        sel = _greedy_blocks(blocks, n)
+    return einops.rearrange(sel, "(a b) i j -> (a i) (b j)", a=R // m, b=C // m)

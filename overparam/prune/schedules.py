@@ -1,0 +1,131 @@
+"""Sparsity schedules: one-shot, iterative rounds, exponential, and gradual cubic (Zhu & Gupta).
+
+* :func:`one_shot` ``[s]``; :func:`iterative` ``1 − (1 − p)^t`` for ``t = 1..T`` (prune a
+  fraction ``p`` of the survivors each round); :func:`exponential` the same with the final
+  sparsity reached in ``T`` equal ratios (SynFlow's schedule ``1 − d^{k/T}``);
+* :func:`cubic` ``s_t = s_f + (s_i − s_f)(1 − (t − t₀)/(nΔt))³`` held constant between
+  pruning steps ``t₀, t₀+Δt, …, t₀+nΔt``;
+* :class:`GradualPruner` prunes a model along any schedule during training, masks monotone,
+  through a :class:`~overparam.prune.apply.Masked` handle on the optimizer.
+
+Example:
+    >>> [round(s, 3) for s in iterative(0.5, 3)]
+    [0.5, 0.75, 0.875]
+    >>> cubic(0, final=0.9, begin=0, end=100), cubic(100, final=0.9, begin=0, end=100)
+    (0.0, 0.9)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .apply import Masked
+from .masks import check_sparsity, unstructured
+from .scores import magnitude_scores
+from .select import Masks
+
+__all__ = ["one_shot", "iterative", "exponential", "cubic", "GradualPruner"]
+
+
+def one_shot(sparsity: float) -> list[float]:
+    """``[sparsity]``."""
+    return [check_sparsity(sparsity)]
+
+
+def _rounds(rounds: int) -> int:
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+    return rounds
+
+
+def iterative(rate: float, rounds: int) -> list[float]:
+    """Sparsity after each of ``rounds`` rounds pruning ``rate`` of the survivors: ``1 − (1 − rate)^t``."""
+    check_sparsity(rate, "rate")
+    return [1.0 - (1.0 - rate) ** t for t in range(1, _rounds(rounds) + 1)]
+
+
+def exponential(final: float, rounds: int) -> list[float]:
+    """``1 − (1 − final)^{t/T}``, ``t = 1..T``: equal density ratios ending at ``final``.
+
+    Example:
+        >>> [round(s, 2) for s in exponential(0.99, 2)]
+        [0.9, 0.99]
+    """
+    check_sparsity(final, "final")
+    T = _rounds(rounds)
+    return [1.0 - (1.0 - final) ** (t / T) for t in range(1, T + 1)]
+
+
+def cubic(step: int, *, final: float, begin: int, end: int, initial: float = 0.0, every: int = 1) -> float:
+    """Zhu & Gupta's gradual sparsity at training step ``step``.
+
+    Args:
+        final, initial: ``s_f`` and ``s_i`` in [0, 1).
+        begin, end: ``t₀`` and ``t₀ + nΔt``; before ``begin`` the sparsity is ``initial``, after ``end`` ``final``.
+        every: ``Δt``; the sparsity changes only at ``begin + kΔt``.
+    """
+    check_sparsity(final, "final")
+    check_sparsity(initial, "initial")
+    if not (isinstance(every, int) and every >= 1 and isinstance(begin, int) and isinstance(end, int) and end > begin):
+        raise ValueError(f"need ints end > begin and every >= 1, got begin={begin}, end={end}, every={every}")
+    if step < begin:
+        return initial
+    t = min(begin + ((step - begin) // every) * every, end)
+    if t == begin or t == end:  # the end points exactly
+        return initial if t == begin else final
+    return final + (initial - final) * (1.0 - (t - begin) / (end - begin)) ** 3
+
+
+@dataclass
+class GradualPruner:
+    """Prune ``model`` to ``schedule(step)`` during training; masks only ever shrink.
+
+    Args:
+        model, optimizer: the model and the optimizer that trains it.
+        schedule: step → sparsity (e.g. ``functools.partial(cubic, final=0.9, begin=0, end=1000, every=100)``).
+        scorer: model → scores (default :func:`~overparam.prune.scores.magnitude_scores`).
+        scope: ``"global"`` or ``"layerwise"``.
+
+    Call :meth:`step` once per training step (after ``optimizer.step()``); it re-prunes when
+    the scheduled sparsity grew. ``masks`` holds the current masks, ``history`` ``(step, sparsity)``.
+
+    Example:
+        >>> net = torch.nn.Linear(10, 10)
+        >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        >>> gp = GradualPruner(net, opt, lambda t: cubic(t, final=0.5, begin=0, end=4, every=2))
+        >>> for t in range(6): _ = gp.step(t)
+        >>> int((net.weight == 0).sum())
+        50
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None
+    schedule: Callable[[int], float]
+    scorer: Callable[[nn.Module], dict[str, Tensor]] = magnitude_scores
+    scope: str = "global"
+    masks: Masks | None = None
+    history: list[tuple[int, float]] = field(default_factory=list)
+    _handle: Masked | None = None
+
+    def step(self, step: int) -> Masks | None:
+        s = check_sparsity(self.schedule(step), "schedule(step)")
+        if self.history and s <= self.history[-1][1]:
+            return self.masks
+        if not self.history and s == 0.0:
+            return self.masks
+        self.masks = unstructured(self.scorer(self.model), s, scope=self.scope, previous=self.masks)
+        if self._handle is not None:
+            self._handle.remove()
+        self._handle = Masked(self.model, self.masks, self.optimizer)
+        self.history.append((step, s))
+        return self.masks
+
+    def remove(self) -> None:
+        """Detach the optimizer hooks."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None

@@ -1,0 +1,210 @@
+"""Importance scores for pruning: higher = more important (kept), except GraSP (see below).
+
+All functions return ``dict`` name → score tensor shaped like the parameter, for the
+parameters selected by :func:`~overparam.prune.select.targets` (``**select``). A batch is
+``(inputs, targets)`` and ``loss_fn(model(inputs), targets)`` is the loss. None of them
+changes the model (values, ``.grad``, train/eval mode) or the global RNG.
+
+* :func:`magnitude_scores` ``|θ|``; :func:`random_scores` i.i.d. uniform from a generator.
+* :func:`snip_scores` ``|∂L/∂c|`` at ``c = 1`` for the multiplicative mask ``θ ⊙ c``: ``|θ ⊙ g|``.
+* :func:`grasp_scores` the GraSP score ``S = −θ ⊙ Hg`` (Wang et al. 2020). GraSP *removes the
+  largest* ``S``, so a mask keeps the highest ``−S``; :func:`~overparam.prune.init.prune_at_init`
+  does this. ``Hg`` is a double backward here (to move to ``overparam.hessian`` products).
+* :func:`synflow_scores` ``|θ ⊙ ∂R/∂θ|`` with ``R = 1ᵀ f_{|θ|}(1)``, in float64 on a copy.
+* :func:`hessian_diagonal` and :func:`obd_scores` ``½ H_ii θ_i²`` (Optimal Brain Damage).
+* :func:`movement_scores` ``−θ ⊙ g`` and :class:`Movement`, its sum over steps (Sanh et al. 2020).
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Linear(3, 1)
+    >>> s = snip_scores(net, torch.nn.functional.mse_loss, (torch.randn(4, 3), torch.randn(4, 1)))
+    >>> list(s), s["weight"].shape
+    (['weight'], torch.Size([1, 3]))
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..backend import vec
+from ..backend.random import GeneratorLike, make_generator, rademacher_like
+from .select import targets
+
+__all__ = [
+    "magnitude_scores", "random_scores", "snip_scores", "grasp_scores", "synflow_scores",
+    "hessian_diagonal", "obd_scores", "movement_scores", "Movement",
+]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def magnitude_scores(model: nn.Module, **select) -> dict[str, Tensor]:
+    """``|θ|`` for each selected parameter.
+
+    Example:
+        >>> magnitude_scores(torch.nn.Linear(2, 2))["weight"].min() >= 0
+        tensor(True)
+    """
+    return {k: p.detach().abs() for k, p in targets(model, **select).items()}
+
+
+def random_scores(model: nn.Module, *, generator: GeneratorLike = None, **select) -> dict[str, Tensor]:
+    """i.i.d. uniform [0, 1) scores (random pruning), drawn from ``generator`` in parameter order.
+
+    Example:
+        >>> a = random_scores(torch.nn.Linear(2, 2), generator=0)["weight"]
+        >>> torch.equal(a, random_scores(torch.nn.Linear(2, 2), generator=0)["weight"])
+        True
+    """
+    g = make_generator(generator)
+    out = {}
+    for k, p in targets(model, **select).items():
+        out[k] = torch.rand(p.shape, generator=g, device=g.device, dtype=torch.float64).to(p.device)
+    return out
+
+
+def _loss_grads(model: nn.Module, loss_fn: LossFn, batch, params: Sequence[Tensor], create_graph: bool = False):
+    inputs, tgt = batch
+    loss = loss_fn(model(inputs), tgt)
+    return torch.autograd.grad(loss, params, create_graph=create_graph)
+
+
+def snip_scores(model: nn.Module, loss_fn: LossFn, batch, **select) -> dict[str, Tensor]:
+    """SNIP connection sensitivity ``|∂L(θ ⊙ c)/∂c|`` at ``c = 1``, i.e. ``|θ ⊙ ∂L/∂θ|``.
+
+    Args:
+        batch: ``(inputs, targets)``; ``loss_fn(model(inputs), targets)`` is a scalar.
+    """
+    ps = targets(model, **select)
+    gs = _loss_grads(model, loss_fn, batch, list(ps.values()))
+    return {k: (p.detach() * g).abs() for (k, p), g in zip(ps.items(), gs)}
+
+
+def _hvp(model, loss_fn, batch, params, v, *, grads=None):
+    """``(H v, g)`` for the loss Hessian w.r.t. ``params`` (double backward)."""
+    g = _loss_grads(model, loss_fn, batch, params, create_graph=True) if grads is None else grads
+    hv = torch.autograd.grad(vec.dot(g, v), params, retain_graph=True)
+    return hv, g
+
+
+def grasp_scores(model: nn.Module, loss_fn: LossFn, batch, **select) -> dict[str, Tensor]:
+    """GraSP ``S = −θ ⊙ H g`` with ``g = ∇L`` and ``H = ∇²L`` over the selected parameters.
+
+    GraSP prunes the weights with the *largest* ``S`` (their removal least reduces the
+    gradient norm), so pass ``−S`` to :func:`~overparam.prune.masks.unstructured`.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+        >>> S = grasp_scores(net, torch.nn.functional.mse_loss, (torch.randn(8, 3), torch.randn(8, 1)))
+        >>> S["0.weight"].shape
+        torch.Size([4, 3])
+    """
+    ps = targets(model, **select)
+    params = list(ps.values())
+    g = _loss_grads(model, loss_fn, batch, params, create_graph=True)
+    hg, _ = _hvp(model, loss_fn, batch, params, tuple(t.detach() for t in g), grads=g)
+    return {k: -(p.detach() * h) for (k, p), h in zip(ps.items(), hg)}
+
+
+def synflow_scores(model: nn.Module, input_shape: Sequence[int], *, masks: dict[str, Tensor] | None = None,
+                   **select) -> dict[str, Tensor]:
+    """SynFlow ``|θ ⊙ ∂R/∂θ|``, ``R = Σ f(1)`` of a float64 copy with ``|θ|`` (masked by ``masks``).
+
+    Args:
+        input_shape: one input's shape without batch, e.g. ``(3, 32, 32)``; the input is all ones.
+        masks: current masks (for the iterative schedule of :func:`~overparam.prune.init.synflow`).
+
+    The copy is put in eval mode (BatchNorm uses running statistics); the model is untouched.
+    Scores are float64: in float32 ``R`` overflows or loses the small scores of deep nets.
+    """
+    names = list(targets(model, **select))
+    twin = copy.deepcopy(model).double().eval()
+    params = dict(twin.named_parameters())
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.abs_()
+        for k, m in (masks or {}).items():
+            params[k].mul_(m)
+    x = torch.ones(1, *input_shape, dtype=torch.float64, device=next(model.parameters()).device)
+    R = twin(x).sum()
+    gs = torch.autograd.grad(R, [params[k] for k in names])
+    return {k: (params[k].detach() * g).abs() for k, g in zip(names, gs)}
+
+
+def _batched_hvp(g, params, V):
+    """``H v`` for a batch of vectors ``V`` (entries ``(B, *shape)``) from graph-carrying grads ``g``."""
+    return torch.autograd.grad(g, params, grad_outputs=V, retain_graph=True, is_grads_batched=True)
+
+
+def hessian_diagonal(model: nn.Module, loss_fn: LossFn, batch, *, probes: int | None = None,
+                     generator: GeneratorLike = None, chunk: int = 256, **select) -> dict[str, Tensor]:
+    """Diagonal of the loss Hessian over the selected parameters.
+
+    Args:
+        probes: ``None`` for the exact diagonal (one Hessian-vector product per entry: small
+            models only), or the number of Rademacher probes of the Hutchinson estimate
+            ``E[z ⊙ Hz]`` (unbiased), all probes in one vmapped double backward.
+        chunk: rows of the exact diagonal computed per vmapped double backward.
+    """
+    ps = targets(model, **select)
+    params = list(ps.values())
+    g = _loss_grads(model, loss_fn, batch, params, create_graph=True)
+    if probes is None:
+        n = sum(p.numel() for p in params)
+        diag = []
+        for lo in range(0, n, chunk):  # rows lo..hi of H at once: vmapped double backward
+            b = min(chunk, n - lo)
+            basis = torch.zeros(b, n, dtype=params[0].dtype, device=params[0].device)
+            basis[torch.arange(b), torch.arange(lo, lo + b)] = 1
+            rows = _batched_hvp(g, params, vec.unflatten(basis, params))
+            diag.append(vec.flatten(rows, batch=True).diagonal(offset=lo))
+        parts = vec.unflatten(torch.cat(diag), params)
+    else:
+        if not isinstance(probes, int) or probes < 1:
+            raise ValueError(f"probes must be a positive int or None, got {probes!r}")
+        z = rademacher_like(params, n=probes, generator=make_generator(generator))
+        hz = _batched_hvp(g, params, z)
+        parts = tuple((a * b).mean(0) for a, b in zip(z, hz))
+    return {k: d.detach() for k, d in zip(ps, parts)}
+
+
+def obd_scores(model: nn.Module, loss_fn: LossFn, batch, *, probes: int | None = None,
+               generator: GeneratorLike = None, **select) -> dict[str, Tensor]:
+    """Optimal Brain Damage saliency ``½ H_ii θ_i²`` (exact diagonal, or Hutchinson with ``probes``)."""
+    diag = hessian_diagonal(model, loss_fn, batch, probes=probes, generator=generator, **select)
+    ps = targets(model, **select)
+    return {k: 0.5 * diag[k] * ps[k].detach().square() for k in ps}
+
+
+def movement_scores(model: nn.Module, **select) -> dict[str, Tensor]:
+    """First-order movement ``−θ ⊙ ∂L/∂θ`` from the current ``.grad`` (zero where there is none)."""
+    out = {}
+    for k, p in targets(model, **select).items():
+        out[k] = -(p.detach() * p.grad) if p.grad is not None else torch.zeros_like(p.detach())
+    return out
+
+
+@dataclass
+class Movement:
+    """Accumulated movement scores ``S = −Σ_t θ_t ⊙ g_t`` (call :meth:`update` after each backward).
+
+    Example:
+        >>> net = torch.nn.Linear(2, 1)
+        >>> mv = Movement()
+        >>> net(torch.ones(1, 2)).sum().backward()
+        >>> mv.update(net); sorted(mv.scores)
+        ['weight']
+    """
+
+    scores: dict[str, Tensor] = field(default_factory=dict)
+    steps: int = 0
+
+    def update(self, model: nn.Module, **select) -> None:
+        for k, s in movement_scores(model, **select).items():
+            self.scores[k] = self.scores[k] + s if k in self.scores else s.clone()
+        self.steps += 1

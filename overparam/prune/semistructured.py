@@ -1,0 +1,119 @@
+"""The 2:4 (and fp32 1:2) semi-structured format: validation, pure-torch compress/decompress,
+and the hand-off to ``torch.sparse.to_sparse_semi_structured`` on CUDA.
+
+``to_sparse_semi_structured`` silently corrupts a tensor that is not 2:4, so
+:func:`to_semi_structured` validates first and refuses otherwise. Along the last dimension,
+every quad of 4 entries may hold at most 2 non-zeros; for float32 the hardware pattern is
+1:2 (at most one non-zero in every pair), which is also a valid 2:4 pattern.
+
+The CPU format of :func:`compress` is ``values (rows, cols/2)`` (the two kept entries of each
+quad, in order) and ``meta (rows, cols/16)`` int16, four 4-bit quad codes per int16, each code
+holding the two 2-bit positions (low bits = first). It is the layout of NVIDIA's sparse
+metadata before the CUTLASS interleave. A quad with fewer than 2 non-zeros stores zeros at
+its first free positions; :func:`decompress` is the bit-exact inverse on validated input
+(a ``-0.0`` at a position that is not stored comes back as ``+0.0``).
+
+Example:
+    >>> import torch
+    >>> w = torch.tensor([[0., 1.5, 0., -2., 3., 0., 0., 0.] * 2])
+    >>> values, meta = compress(w)
+    >>> values.tolist()
+    [[1.5, -2.0, 3.0, 0.0, 1.5, -2.0, 3.0, 0.0]]
+    >>> torch.equal(decompress(values, meta, w.shape[1]), w)
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["pattern_for", "validate", "is_semi_structured", "compress", "decompress", "to_semi_structured"]
+
+
+def pattern_for(dtype: torch.dtype) -> tuple[int, int]:
+    """``(1, 2)`` for float32, ``(2, 4)`` otherwise."""
+    return (1, 2) if dtype == torch.float32 else (2, 4)
+
+
+def _violations(w: Tensor, n: int, m: int) -> Tensor:
+    if w.dim() != 2:
+        raise ValueError(f"semi-structured tensors are 2-D, got shape {tuple(w.shape)}")
+    if w.shape[1] % m:
+        raise ValueError(f"the last dimension ({w.shape[1]}) must be divisible by {m}")
+    return ((w.reshape(w.shape[0], -1, m) != 0).sum(-1) > n)
+
+
+def is_semi_structured(w: Tensor, *, pattern: tuple[int, int] | None = None) -> bool:
+    """Whether every group along the last dim of 2-D ``w`` has at most ``n`` non-zeros (NaN counts).
+
+    Example:
+        >>> is_semi_structured(torch.tensor([[1., 1., 0., 0.]], dtype=torch.float16))
+        True
+    """
+    n, m = pattern or pattern_for(w.dtype)
+    return not bool(_violations(w, n, m).any())
+
+
+def validate(w: Tensor, *, pattern: tuple[int, int] | None = None) -> None:
+    """Raise ``ValueError`` naming the first offending group unless ``w`` is semi-structured."""
+    n, m = pattern or pattern_for(w.dtype)
+    bad = _violations(w, n, m)
+    if bool(bad.any()):
+        r, g = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"not {n}:{m} sparse: row {r}, columns {g * m}..{g * m + m - 1} hold "
+            f"{int((w[r, g * m:(g + 1) * m] != 0).sum())} non-zeros ({int(bad.sum())} bad groups in all)"
+        )
+
+
+def compress(w: Tensor) -> tuple[Tensor, Tensor]:
+    """2:4 compress a validated 2-D ``(rows, cols)`` tensor, ``cols % 16 == 0``.
+
+    Returns:
+        ``values (rows, cols/2)`` with ``w``'s dtype and ``meta (rows, cols/16)`` int16.
+    """
+    validate(w, pattern=(2, 4))
+    rows, cols = w.shape
+    if cols % 16:
+        raise ValueError(f"compress needs cols divisible by 16, got {cols}")
+    q = w.reshape(rows, cols // 4, 4)
+    nz = q != 0
+    # positions of the 2 kept entries: non-zeros first, then the earliest zeros, in position order
+    key = (~nz).to(torch.int64) * 4 + torch.arange(4, device=w.device)
+    idx = torch.sort(torch.topk(key, 2, dim=-1, largest=False).indices, dim=-1).values  # (rows, cols/4, 2)
+    values = torch.gather(q, -1, idx).reshape(rows, cols // 2)
+    code = (idx[..., 0] | (idx[..., 1] << 2)).reshape(rows, cols // 16, 4)
+    packed = code[..., 0] | (code[..., 1] << 4) | (code[..., 2] << 8) | (code[..., 3] << 12)
+    meta = torch.where(packed >= 2**15, packed - 2**16, packed).to(torch.int16)  # the same 16 bits, signed
+    return values, meta
+
+
+def decompress(values: Tensor, meta: Tensor, cols: int) -> Tensor:
+    """Inverse of :func:`compress`: the dense ``(rows, cols)`` tensor."""
+    rows = values.shape[0]
+    if values.shape != (rows, cols // 2) or meta.shape != (rows, cols // 16) or meta.dtype != torch.int16:
+        raise ValueError(f"values must be (rows, {cols // 2}) and meta int16 (rows, {cols // 16})")
+    packed = meta.to(torch.int64) & 0xFFFF
+    shifts = torch.tensor([0, 4, 8, 12], device=meta.device)
+    code = ((packed.unsqueeze(-1) >> shifts) & 0xF).reshape(rows, cols // 4)
+    idx = torch.stack([code & 3, (code >> 2) & 3], -1)
+    out = torch.zeros(rows, cols // 4, 4, dtype=values.dtype, device=values.device)
+    out.scatter_(-1, idx, values.reshape(rows, cols // 4, 2))
+    return out.reshape(rows, cols)
+
+
+def to_semi_structured(w: Tensor):
+    """Validate ``w`` (2:4, or 1:2 for float32) and convert it with
+    ``torch.sparse.to_sparse_semi_structured``; CUDA only (the format needs sparse tensor cores).
+
+    Raises:
+        ValueError: ``w`` is not semi-structured (nothing is converted).
+        RuntimeError: ``w`` is not on a CUDA device.
+    """
+    validate(w)
+    if w.device.type != "cuda":
+        raise RuntimeError("to_sparse_semi_structured needs a CUDA tensor; use compress()/decompress() on CPU")
+    from torch.sparse import to_sparse_semi_structured
+
+    return to_sparse_semi_structured(w)

@@ -1,0 +1,125 @@
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from overparam.prune import nm as N
+
+
+def _exhaustive_best(g: torch.Tensor, n: int) -> torch.Tensor:
+    """Best kept magnitude per group over all C(m, n) patterns."""
+    m = g.shape[1]
+    pats = torch.tensor([[i in c for i in range(m)] for c in itertools.combinations(range(m), n)], dtype=g.dtype)
+    return (g @ pats.T).max(1).values
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.sampled_from([2, 4, 8, 16]), data=st.data(), rows=st.integers(1, 5), groups=st.integers(1, 4),
+       dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]), impl=st.sampled_from(["reference", "batched"]),
+       ties=st.booleans(), seed=st.integers(0, 2**16))
+def test_nm_exact_count_and_optimal(m, data, rows, groups, dtype, impl, ties, seed):
+    n = data.draw(st.integers(1, m - 1))
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, groups * m, generator=g)
+    if ties:
+        w = torch.randint(-2, 3, w.shape, generator=g).float()
+    w = w.to(dtype)
+    mask = N.nm_mask(w.abs(), n, m, impl=impl)
+    assert mask.dtype == torch.bool and mask.shape == w.shape
+    assert N.is_nm(mask, n, m)
+    kept = (N.nm_groups(w.abs().double(), m) * N.nm_groups(mask, m)).sum(1)
+    best = _exhaustive_best(N.nm_groups(w.abs().double(), m), n)
+    assert torch.equal(kept, best)
+    # both implementations agree exactly, ties included (earlier index kept)
+    other = N.nm_mask(w.abs(), n, m, impl="reference" if impl == "batched" else "batched")
+    assert torch.equal(mask, other)
+
+
+def test_tie_break_keeps_earlier():
+    assert N.nm_mask(torch.ones(1, 4), 2, 4).tolist() == [[True, True, False, False]]
+
+
+def test_m4_equals_best_of_six_patterns():
+    w = torch.randn(32, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    mask = N.nm_mask(w.abs(), 2, 4)
+    groups = N.nm_groups(w.abs(), 4)
+    pats = [c for c in itertools.combinations(range(4), 2)]
+    assert len(pats) == 6
+    best = torch.stack([groups[:, list(p)].sum(1) for p in pats], 1).max(1).values
+    assert torch.allclose((groups * N.nm_groups(mask, 4)).sum(1), best, rtol=0, atol=0)
+
+
+def test_conv_grouped_along_input_channels():
+    w = torch.randn(3, 8, 3, 3, generator=torch.Generator().manual_seed(0))
+    mask = N.nm_mask(w.abs(), 2, 4)
+    # at every (out, kh, kw), each block of 4 input channels keeps 2
+    blocks = mask.permute(0, 2, 3, 1).reshape(3, 3, 3, 2, 4)
+    assert (blocks.sum(-1) == 2).all()
+    with pytest.raises(ValueError, match="not divisible by M=4"):
+        N.nm_mask(torch.randn(3, 6, 3, 3), 2, 4)
+
+
+def test_model_level_and_skip():
+    net = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8, 4))
+    masks = N.nm_masks(net, 1, 2)
+    assert set(masks) == {"0.weight", "2.weight"}
+    assert all(N.is_nm(m, 1, 2) for m in masks.values())
+    assert set(N.nm_masks(net, 1, 2, skip_types=[torch.nn.Linear])) == {"0.weight"}
+
+
+@pytest.mark.parametrize("n,m", [(2, 2), (0, 4), (5, 4)])
+def test_bad_nm_raises(n, m):
+    with pytest.raises(ValueError, match="1 <= N < M"):
+        N.nm_mask(torch.rand(4, 4), n, m)
+
+
+@pytest.mark.parametrize("impl", ["reference", "batched"])
+def test_nan_raises(impl):
+    with pytest.raises(ValueError, match="NaN"):
+        N.nm_mask(torch.tensor([[1.0, 2.0, float("nan"), 1.0]]), 1, 2, impl=impl)
+
+
+def test_transposable_24_64x64_beats_greedy():
+    w = torch.randn(64, 64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    ex = N.transposable_nm_mask(w.abs(), 2, 4)
+    gr = N.transposable_nm_mask(w.abs(), 2, 4, method="greedy")
+    for mk in (ex, gr):
+        assert N.is_nm(mk, 2, 4) and N.is_nm(mk.T, 2, 4)
+    assert (w.abs() * ex).sum() >= (w.abs() * gr).sum()
+    # exhaustive is the exact optimum: no block improves by any of the 90 patterns
+    pats = N.transposable_patterns(2, 4)
+    assert len(pats) == 90
+    blocks = w.abs().reshape(16, 4, 16, 4).permute(0, 2, 1, 3).reshape(-1, 16)
+    best = (blocks @ pats.reshape(90, 16).double().T).max(1).values
+    kept = (blocks * ex.reshape(16, 4, 16, 4).permute(0, 2, 1, 3).reshape(-1, 16)).sum(1)
+    assert torch.allclose(kept, best, rtol=1e-12)
+
+
+@settings(max_examples=15, deadline=None)
+@given(m=st.sampled_from([3, 5, 6, 8]), data=st.data(), seed=st.integers(0, 999), ties=st.booleans())
+def test_transposable_greedy_always_valid(m, data, seed, ties):
+    n = data.draw(st.integers(1, m - 1))
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randint(0, 3, (2 * m, 2 * m), generator=g).float() if ties else torch.rand(2 * m, 2 * m, generator=g)
+    mk = N.transposable_nm_mask(s, n, m, method="greedy")
+    assert N.is_nm(mk, n, m) and N.is_nm(mk.T, n, m)
+
+
+def test_augment_completes_stuck_greedy():
+    # a partial 2-regular selection in a 4x4 block where row 3 / column 3 are stuck
+    sel = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 0]], dtype=torch.bool)
+    N._augment(sel, 2)
+    assert (sel.sum(0) == 2).all() and (sel.sum(1) == 2).all()
+    sel = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    N._augment(sel, 2)
+    assert (sel.sum(0) == 2).all() and (sel.sum(1) == 2).all()
+    sel = torch.tensor([[1, 1, 0], [1, 0, 1], [0, 0, 0]], dtype=torch.bool)  # n=2, m=3: row 2 needs cols 1 and 2
+    sel2 = sel.clone()
+    N._augment(sel2, 2)
+    assert (sel2.sum(0) == 2).all() and (sel2.sum(1) == 2).all()
+
+
+def test_transposable_bad_shape():
+    with pytest.raises(ValueError, match="divisible"):
+        N.transposable_nm_mask(torch.rand(8, 6), 2, 4)
