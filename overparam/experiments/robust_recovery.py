@@ -85,6 +85,6 @@ EXPERIMENT = Experiment(
           "outliers, while GD on the l2 loss from the same init does not",
     run=run,
     params={"n": 20, "r": 2, "k": 5, "m": 2000, "outlier_fractions": [0.2, 0.4], "noise_models": ["sparse", "gaussian"],
-            "init_scale": 1e-10, "lr0": 0.3, "decay": 0.99, "l2_lr": 0.1, "steps": 2500, "tol": 1e-6},
-    quick={"n": 10, "m": 800, "noise_models": ["sparse"], "init_scale": 1e-6, "steps": 1500},
+            "init_scale": 1e-7, "lr0": 0.5, "decay": 0.99, "l2_lr": 0.1, "steps": 2500, "tol": 1e-6},
+    quick={"n": 10, "m": 800, "noise_models": ["sparse"], "init_scale": 1e-6, "lr0": 0.3, "steps": 1500},
 )
