@@ -60,7 +60,9 @@ class ScaledSM(PairOptimizer):
         needs = any(g["step"].needs_loss for g in self.param_groups)
         ret, f = loss_value(closure, loss, needed=needs, who="ScaledSM")
         steps = [self._pair_steps(g, g["damping"]) for g in self.param_groups]
-        sq = float(sum((ps.scaled_sq_norm() for s in steps for ps in s), torch.zeros(())))
+        sq = 0.0
+        if any(g["step"].needs_grad_norm for g in self.param_groups):
+            sq = float(sum((ps.scaled_sq_norm() for s in steps for ps in s), torch.zeros(())))
         for group, s in zip(self.param_groups, steps):
             st = self.state[group["params"][0]]
             t = st.get("step", 0)

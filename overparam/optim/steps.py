@@ -36,9 +36,11 @@ class StepInfo:
 
 
 class StepRule:
-    """Base class of step rules; ``needs_loss`` says whether ``step()`` must get a loss."""
+    """Base class of step rules; ``needs_loss`` says whether ``step()`` must get a loss and
+    ``needs_grad_norm`` whether the optimizer must compute ``‖g‖²`` (a device sync)."""
 
     needs_loss: bool = False
+    needs_grad_norm: bool = False
 
     def __call__(self, info: StepInfo) -> float:  # pragma: no cover - interface
         raise NotImplementedError
@@ -76,6 +78,7 @@ class Polyak(StepRule):
     decay: float = 0.9
     max_lr: float = math.inf
     needs_loss = True
+    needs_grad_norm = True
 
     def __post_init__(self):
         _check("gamma0", self.gamma0)

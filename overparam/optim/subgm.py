@@ -63,7 +63,8 @@ class SubGM(Optimizer):
         allg = tuple(p.grad for ps in grads for p in ps)
         if any(g.is_sparse for g in allg):
             raise TypeError("SubGM does not support sparse gradients")
-        sq = float(vec.dot(allg, allg)) if allg else 0.0
+        need_sq = any(g["step"].needs_grad_norm or g["normalize"] for g in self.param_groups)
+        sq = float(vec.dot(allg, allg)) if (allg and need_sq) else 0.0
         for group, ps in zip(self.param_groups, grads):
             if not group["params"]:
                 continue

@@ -60,7 +60,7 @@ def test_converges_on_ill_conditioned_completion_and_state_dict():
         opt.zero_grad()
         P.loss((L, R), entries=P.minibatch(64, generator=g)).backward()
         opt.step()
-    assert float(P.relative_error((L, R))) < 1e-8
+    assert float(P.relative_error((L, R)).detach()) < 1e-8
     sd = copy.deepcopy(opt.state_dict())
     L2, R2 = L.detach().clone().requires_grad_(), R.detach().clone().requires_grad_()
     opt2 = ScaledSGD([(L2, R2)])

@@ -56,7 +56,7 @@ def test_condition_number_free_robust_recovery():
             f = P.loss((L, R))
             f.backward()
             opt.step(loss=f)
-            if float(P.relative_error((L, R))) < 1e-8:
+            if float(P.relative_error((L, R)).detach()) < 1e-8:
                 break
         iters[kappa] = t
     assert max(iters.values()) < 299

@@ -96,4 +96,4 @@ def test_recovers_with_outliers_small_init_overparameterized():
         opt.zero_grad()
         P.loss(U).backward()
         opt.step()
-    assert float(P.relative_error(U)) < 1e-5
+    assert float(P.relative_error(U).detach()) < 1e-5
