@@ -189,3 +189,15 @@ def test_cuda_matches_cpu():
         opt.step()
         out.append(L.detach().cpu())
     torch.testing.assert_close(out[0], out[1], rtol=1e-10, atol=1e-12)
+
+
+def test_groups_given_as_params_and_added_later():
+    X, Y = _rand(4, 2, seed=1).requires_grad_(), _rand(5, 2, seed=2).requires_grad_()
+    L, R = _rand(3, 2, seed=3).requires_grad_(), _rand(6, 2, seed=4).requires_grad_()
+    opt = ScaledGD([{"params": [(X, Y)], "lr": 0.1}])
+    opt.add_param_group({"pairs": [(L, R)], "damping": 0.2})
+    assert opt.param_groups[1]["pair_index"] == [(0, 1)] and opt.param_groups[1]["lr"] == 0.5
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        opt.add_param_group({"pairs": [X]})
+    with pytest.raises(ValueError, match="not both"):
+        ScaledGD([{"pairs": [X], "params": [Y]}])
