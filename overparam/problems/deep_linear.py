@@ -81,9 +81,11 @@ class DeepLinear:
                 raise ValueError(f"rank must be <= min(d_in, d_out) = {min(d_in, d_out)} for spectral init, got {k}")
             W_ls = torch.linalg.lstsq(self.X, self.Y).solution.mT
             U, S, Vh = torch.linalg.svd(W_ls)
+            if self.depth == 1:
+                return [(U[:, :k] * S[:k]) @ Vh[:k]]
             s = S[:k] ** (1.0 / self.depth)
             mids = [torch.diag(s) for _ in range(self.depth - 2)]
-            return [s[:, None] * Vh[:k], *mids, U[:, :k] * s] if self.depth > 1 else [W_ls]
+            return [s[:, None] * Vh[:k], *mids, U[:, :k] * s]
         raise ValueError(f"kind must be 'small' or 'spectral', got {kind!r}")
 
 

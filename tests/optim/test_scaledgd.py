@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 import overparam as op
 from overparam.backend.linalg import NotPositiveDefiniteError
 from overparam.optim import ScaledGD
+from overparam.testing.optim_oracles import damped_precondition as _pre, scaledgd_step
 
 D = torch.float64
 
@@ -19,10 +20,6 @@ def _loss_LR(L, R, M):
     return 0.5 * (L @ R.T - M).square().sum() + (L @ R.T).pow(3).sum() * 1e-2
 
 
-def _inv(G, lam):
-    return torch.linalg.inv(G + lam * torch.eye(G.shape[0], dtype=G.dtype))
-
-
 @pytest.mark.parametrize("lam", [0.0, 0.3])
 def test_asymmetric_step_equals_formula(lam):
     L0, R0, M = _rand(7, 3, seed=1), _rand(5, 3, seed=2), _rand(7, 5, seed=3)
@@ -31,8 +28,9 @@ def test_asymmetric_step_equals_formula(lam):
     _loss_LR(L, R, M).backward()
     gL, gR = L.grad.clone(), R.grad.clone()
     opt.step()
-    torch.testing.assert_close(L.detach(), L0 - 0.3 * gL @ _inv(R0.T @ R0, lam), rtol=0, atol=1e-12)
-    torch.testing.assert_close(R.detach(), R0 - 0.3 * gR @ _inv(L0.T @ L0, lam), rtol=0, atol=1e-12)
+    eL, eR = scaledgd_step(L0, R0, gL, gR, 0.3, lam)
+    torch.testing.assert_close(L.detach(), eL, rtol=0, atol=1e-12)
+    torch.testing.assert_close(R.detach(), eR, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("as_tuple", [False, True])
@@ -43,7 +41,7 @@ def test_symmetric_step_equals_formula(as_tuple):
     (0.25 * (X @ X.T - M).square().sum()).backward()
     g = X.grad.clone()
     opt.step()
-    torch.testing.assert_close(X.detach(), X0 - 0.5 * g @ _inv(X0.T @ X0, 0.1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(X.detach(), scaledgd_step(X0, None, g, None, 0.5, 0.1)[0], rtol=0, atol=1e-12)
     assert opt.param_groups[0]["pair_index"] == [(0, 0)] and len(opt.param_groups[0]["params"]) == 1
 
 
@@ -56,8 +54,9 @@ def test_step_formula_shapes(n1, n2, k, lam):
     _loss_LR(L, R, M).backward()
     gL, gR = L.grad.clone(), R.grad.clone()
     opt.step()
-    torch.testing.assert_close(L.detach(), L0 - 0.2 * gL @ _inv(R0.T @ R0, lam), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(R.detach(), R0 - 0.2 * gR @ _inv(L0.T @ L0, lam), rtol=1e-10, atol=1e-12)
+    eL, eR = scaledgd_step(L0, R0, gL, gR, 0.2, lam)
+    torch.testing.assert_close(L.detach(), eL, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(R.detach(), eR, rtol=1e-10, atol=1e-12)
 
 
 def _run(opt_cls, L0, R0, M, steps, **kw):
@@ -92,8 +91,8 @@ def test_param_groups_have_their_own_hyperparameters():
     for t in (X, L, R):
         t.grad = torch.ones_like(t)
     opt.step()
-    torch.testing.assert_close(X.detach(), X0 - 0.1 * torch.ones_like(X0) @ _inv(X0.T @ X0, 0), rtol=0, atol=1e-12)
-    torch.testing.assert_close(L.detach(), L0 - 0.4 * torch.ones_like(L0) @ _inv(R0.T @ R0, 0.5), rtol=0, atol=1e-12)
+    torch.testing.assert_close(X.detach(), X0 - 0.1 * _pre(torch.ones_like(X0), X0, 0.0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(L.detach(), L0 - 0.4 * _pre(torch.ones_like(L0), R0, 0.5), rtol=0, atol=1e-12)
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.4]
 
 

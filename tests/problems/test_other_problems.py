@@ -35,6 +35,9 @@ def test_deep_linear_spectral_init_is_balanced_and_exact():
     assert float(P.relative_error(Ws)) < 1e-12  # noiseless, full column rank X
     for a, b in zip(Ws[:-1], Ws[1:]):
         torch.testing.assert_close(b.T @ b, a @ a.T, rtol=0, atol=1e-12)  # balancedness
+    one = deep_linear(d_in=5, d_out=4, r=2, depth=1, samples=50, generator=0)
+    (W,) = one.init("spectral", rank=2)
+    assert W.shape == (4, 5) and float(one.relative_error([W])) < 1e-12
     with pytest.raises(ValueError, match="factors"):
         P.product(Ws[:2])
     with pytest.raises(ValueError, match="depth"):
