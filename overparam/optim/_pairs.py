@@ -12,7 +12,6 @@ work as for any torch optimizer) and the pairs as index tuples ``group["pair_ind
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._pairs import PairOptimizer, check_nonnegative
+from ._pairs import PairOptimizer
 from .steps import loss_value
 
 __all__ = ["PrecGD"]

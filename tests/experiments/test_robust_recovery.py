@@ -7,7 +7,7 @@ from overparam.experiments._runner import run_experiment
 def test_robust_recovery_reduced(tmp_path):
     exp = get("robust-recovery")
     small = replace(exp, quick={"n": 10, "m": 800, "noise_models": ["gaussian"], "init_scale": 1e-6, "lr0": 0.3,
-                                "steps": 1200})
+                                "steps": 1600})
     res = run_experiment(small, out=tmp_path, quick=True, progress=False)
     assert res["claim_holds"], res["summary"]
     for key, v in res["measured"]["final_relative_error"].items():

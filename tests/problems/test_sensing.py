@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-import overparam as op
 from overparam.problems import sensing
 
 
