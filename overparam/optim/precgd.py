@@ -46,7 +46,7 @@ class PrecGD(PairOptimizer):
         >>> opt = op.optim.PrecGD([X], lr=0.5, c=1.0, min_damping=1e-14)
         >>> for _ in range(200):
         ...     opt.zero_grad(); f = P.loss(X); f.backward(); opt.step(loss=f)
-        >>> float(P.relative_error(X)) < 1e-6
+        >>> float(P.relative_error(X.detach())) < 1e-6
         True
     """
 

@@ -42,7 +42,7 @@ class ScaledGD(PairOptimizer):
         >>> opt = op.optim.ScaledGD([X], lr=0.5)
         >>> for _ in range(30):
         ...     opt.zero_grad(); P.loss(X).backward(); opt.step()
-        >>> float(P.relative_error(X)) < 1e-6
+        >>> float(P.relative_error(X.detach())) < 1e-6
         True
     """
 

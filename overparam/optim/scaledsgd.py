@@ -56,7 +56,7 @@ class ScaledSGD(PairOptimizer):
         >>> g = torch.Generator().manual_seed(0)
         >>> for _ in range(600):
         ...     opt.zero_grad(); P.loss((L, R), entries=P.minibatch(40, generator=g)).backward(); opt.step()
-        >>> float(P.relative_error((L, R))) < 1e-6
+        >>> float(P.relative_error((L.detach(), R.detach()))) < 1e-6
         True
     """
 

@@ -43,7 +43,7 @@ class ScaledSM(PairOptimizer):
         >>> opt = op.optim.ScaledSM([(L, R)], step=op.optim.polyak(0.0))
         >>> for _ in range(100):
         ...     opt.zero_grad(); f = P.loss((L, R)); f.backward(); opt.step(loss=f)
-        >>> float(P.relative_error((L, R))) < 1e-6
+        >>> float(P.relative_error((L.detach(), R.detach()))) < 1e-6
         True
     """
 

@@ -42,7 +42,7 @@ class SubGM(Optimizer):
         >>> opt = op.optim.SubGM([U], step=op.optim.geometric(lr0=0.5, decay=0.97))
         >>> for _ in range(400):
         ...     opt.zero_grad(); P.loss(U).backward(); opt.step()
-        >>> float(P.relative_error(U)) < 1e-3
+        >>> float(P.relative_error(U.detach())) < 1e-3
         True
     """
 
