@@ -1,1 +1,30 @@
-"""overparam.optim: not built yet (see the docs page docs/optim.md)."""
+"""overparam.optim: optimizers for factorized models.
+
+All are ``torch.optim.Optimizer`` subclasses (closures, ``state_dict``, param groups, any
+dtype/device). The pair optimizers take factor pairs ``(L, R)`` (``L @ R.T``) or symmetric
+factors ``X`` (``X @ X.T``), e.g. from ``op.factor.pairs(model)``:
+
+* :class:`ScaledGD` (``damping=0``) and ScaledGD(λ) (``damping > 0``);
+* :class:`PrecGD`: damping ``λ_t = c·√f(X_t)`` from a loss value or closure;
+* :class:`ScaledSM`: scaled subgradient method with Polyak / geometric steps;
+* :class:`ScaledSGD`: minibatch ScaledGD with incrementally maintained Gram matrices;
+* :func:`rpca_scaledgd`: robust PCA by ScaledGD with hard-thresholded outliers.
+
+:class:`SubGM` is the plain subgradient method over any parameters. Step rules:
+:func:`constant`, :func:`geometric`, :func:`polyak`. See docs/optim.md.
+"""
+
+from ._pairs import PairOptimizer, as_pair
+from .precgd import PrecGD
+from .rpca import RPCAResult, hard_threshold, rpca_scaledgd, sparsify
+from .scaledgd import ScaledGD
+from .scaledsgd import ScaledSGD
+from .scaledsm import ScaledSM
+from .steps import Constant, Geometric, Polyak, StepInfo, StepRule, as_rule, constant, geometric, polyak
+from .subgm import SubGM
+
+__all__ = [
+    "ScaledGD", "PrecGD", "ScaledSM", "ScaledSGD", "SubGM", "rpca_scaledgd", "RPCAResult", "sparsify",
+    "hard_threshold", "PairOptimizer", "as_pair", "StepRule", "StepInfo", "Constant", "Geometric", "Polyak",
+    "constant", "geometric", "polyak", "as_rule",
+]

@@ -14,7 +14,7 @@ Example:
     >>> import overparam as op
     >>> P = op.problems.sensing(n=10, r=2, m=200, generator=0)
     >>> X = P.init("small", rank=4, scale=1e-3, generator=1)
-    >>> P.loss(X).shape, P.relative_error(X) > 0.99
+    >>> P.loss(X).shape, bool(P.relative_error(X) > 0.99)
     (torch.Size([]), True)
 """
 
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..backend.random import GeneratorLike, gaussian, make_generator
 
-__all__ = ["MatrixSensing", "sensing", "ground_truth"]
+__all__ = ["MatrixSensing", "sensing", "ground_truth", "small_factors", "spectral_factors"]
 
 
 def _orthonormal(n: int, r: int, g: torch.Generator, dtype, device) -> Tensor:
@@ -61,6 +61,7 @@ class MatrixSensing:
     rank: int
     symmetric: bool = True
     loss_kind: str = "l2"
+    outlier_mask: Tensor | None = None
 
     @property
     def m(self) -> int:
@@ -108,38 +109,57 @@ class MatrixSensing:
         * ``"spectral"``: top-``rank`` part of ``𝒜*(y) = (1/m) Σ y_i A_i`` (spectral init).
         """
         k = self.rank if rank is None else rank
-        n1, n2 = self.shape
-        if k < 1:
-            raise ValueError(f"rank must be >= 1, got {k}")
-        dt, dev = self.M_star.dtype, self.M_star.device
         if kind == "small":
-            g = make_generator(generator)
-            L = scale * gaussian((n1, k), generator=g, dtype=dt, device=dev) / n1**0.5
-            if self.symmetric:
-                return L
-            return L, scale * gaussian((n2, k), generator=g, dtype=dt, device=dev) / n2**0.5
+            return small_factors(self.shape, k, scale, self.symmetric, generator, self.M_star)
         if kind == "spectral":
-            if k > min(n1, n2):
-                raise ValueError(f"rank must be <= min(n1, n2) = {min(n1, n2)} for spectral init, got {k}")
             Y = torch.einsum("m,mij->ij", self.y, self.A) / self.m
-            if self.symmetric:
-                evals, evecs = torch.linalg.eigh((Y + Y.mT) / 2)
-                top = evals[-k:].clamp_min(0)
-                return evecs[:, -k:] * top.sqrt()
-            U, S, Vh = torch.linalg.svd(Y)
-            return U[:, :k] * S[:k].sqrt(), Vh[:k].mT * S[:k].sqrt()
+            return spectral_factors(Y, k, self.symmetric)
         raise ValueError(f"kind must be 'small' or 'spectral', got {kind!r}")
 
 
+def small_factors(shape: tuple[int, int], k: int, scale: float, symmetric: bool, generator: GeneratorLike,
+                  like: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+    """``scale · G / √n`` with ``G`` standard Gaussian: ``X (n, k)`` or ``(L (n1, k), R (n2, k))``."""
+    n1, n2 = shape
+    if k < 1:
+        raise ValueError(f"rank must be >= 1, got {k}")
+    if scale < 0:
+        raise ValueError(f"scale must be >= 0, got {scale}")
+    dt, dev = like.dtype, like.device
+    g = make_generator(generator)
+    L = scale * gaussian((n1, k), generator=g, dtype=dt, device=dev) / n1**0.5
+    if symmetric:
+        return L
+    return L, scale * gaussian((n2, k), generator=g, dtype=dt, device=dev) / n2**0.5
+
+
+def spectral_factors(Y: Tensor, k: int, symmetric: bool) -> Tensor | tuple[Tensor, Tensor]:
+    """Top-``k`` factors of a surrogate ``Y (n1, n2)`` of ``M*``: ``V√λ₊`` (symmetric) or ``(U√Σ, V√Σ)``."""
+    n1, n2 = Y.shape
+    if not 1 <= k <= min(n1, n2):
+        raise ValueError(f"rank must be in [1, min(n1, n2)] = [1, {min(n1, n2)}] for spectral init, got {k}")
+    if symmetric:
+        evals, evecs = torch.linalg.eigh((Y + Y.mT) / 2)
+        top = evals[-k:].clamp_min(0)
+        return evecs[:, -k:] * top.sqrt()
+    U, S, Vh = torch.linalg.svd(Y)
+    return U[:, :k] * S[:k].sqrt(), Vh[:k].mT * S[:k].sqrt()
+
+
 def sensing(n: int, r: int, m: int, *, kappa: float = 1.0, n2: int | None = None, symmetric: bool = True,
-            loss: str = "l2", generator: GeneratorLike = None, dtype=torch.float64, device=None) -> MatrixSensing:
+            loss: str = "l2", outliers: float = 0.0, noise: str = "sparse", outlier_scale: float = 10.0,
+            generator: GeneratorLike = None, dtype=torch.float64, device=None) -> MatrixSensing:
     """Build a Gaussian matrix-sensing problem.
 
     Args:
         n, n2: matrix shape ``(n, n2)`` (``n2 = n`` by default; symmetric needs ``n2 = n``).
         r: true rank. m: number of measurements. kappa: condition number of ``M*``.
         loss: ``"l2"`` or ``"l1"``.
-        generator: seeds ``M*`` and the ``A_i``.
+        outliers: fraction ``p ∈ [0, 1)`` of corrupted measurements (each independently with
+            probability ``p``; the set is ``outlier_mask``), ``y_i = <A_i, M*> + s_i`` with
+            ``noise="sparse"``: arbitrary large ``s_i = outlier_scale · std(y) · u_i``, ``u_i ~ U[-1, 1]``;
+            ``noise="gaussian"``: ``s_i ~ N(0, (outlier_scale · std(y))²)``.
+        generator: seeds ``M*``, the ``A_i`` and the outliers.
 
     Returns:
         a :class:`MatrixSensing` with ``A (m, n, n2)``, noiseless ``y (m,)``.
@@ -150,9 +170,24 @@ def sensing(n: int, r: int, m: int, *, kappa: float = 1.0, n2: int | None = None
         raise ValueError(f"m must be >= 1, got {m}")
     if loss not in ("l2", "l1"):
         raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
+    if not 0 <= outliers < 1:
+        raise ValueError(f"outliers must be a fraction in [0, 1), got {outliers}")
+    if noise not in ("sparse", "gaussian"):
+        raise ValueError(f"noise must be 'sparse' or 'gaussian', got {noise!r}")
+    if outlier_scale < 0:
+        raise ValueError(f"outlier_scale must be >= 0, got {outlier_scale}")
     g = make_generator(generator)
     M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=symmetric, generator=g, dtype=dtype, device=device)
     A = gaussian((m, n, n2 or n), generator=g, dtype=dtype, device=device)
     P = MatrixSensing(A=A, y=torch.zeros(m, dtype=dtype, device=device), M_star=M, rank=r, symmetric=symmetric, loss_kind=loss)
     P.y = P.measure(M)
+    if outliers:
+        sc = outlier_scale * float(P.y.std())
+        mask = torch.rand(m, generator=g, dtype=dtype).to(device) < outliers
+        if noise == "sparse":
+            s = sc * (2 * torch.rand(m, generator=g, dtype=dtype) - 1).to(device)
+        else:
+            s = sc * gaussian((m,), generator=g, dtype=dtype, device=device)
+        P.y = P.y + torch.where(mask, s, torch.zeros_like(s))
+        P.outlier_mask = mask
     return P

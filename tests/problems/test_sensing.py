@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import overparam as op
+from overparam.problems import sensing
 
 
 def test_ground_truth_rank_spectrum_and_symmetry():
@@ -47,5 +48,61 @@ def test_bad_input():
     P = op.problems.sensing(n=4, r=1, m=10, generator=0)
     with pytest.raises(ValueError, match="kind"):
         P.init("orthogonal")
-    with pytest.raises(ValueError, match="rank must be <="):
+    with pytest.raises(ValueError, match=r"rank must be in \[1, min"):
         P.init("spectral", rank=5)
+
+
+def test_loss_conventions_against_explicit_sums():
+    P = sensing(n=5, r=2, m=40, generator=0)
+    X = P.init("small", rank=3, scale=0.5, generator=1)
+    res = torch.stack([(P.A[i] * (X @ X.T)).sum() - P.y[i] for i in range(P.m)])
+    torch.testing.assert_close(P.loss(X), res.square().sum() / (4 * P.m), rtol=1e-12, atol=0)
+    Q = sensing(n=5, r=2, m=40, n2=4, symmetric=False, generator=0)
+    L, R = Q.init("small", rank=3, scale=0.5, generator=1)
+    res = torch.stack([(Q.A[i] * (L @ R.T)).sum() - Q.y[i] for i in range(Q.m)])
+    torch.testing.assert_close(Q.loss((L, R)), res.square().sum() / (2 * Q.m), rtol=1e-12, atol=0)
+    Q1 = sensing(n=5, r=2, m=40, n2=4, symmetric=False, loss="l1", generator=0)
+    torch.testing.assert_close(Q1.loss((L, R)), res.abs().mean(), rtol=1e-12, atol=0)
+
+
+def test_truth_has_zero_loss_and_error_and_spectrum():
+    P = sensing(n=8, r=3, m=100, kappa=10, generator=0)
+    ev, V = torch.linalg.eigh(P.M_star)
+    torch.testing.assert_close(ev[-3:], torch.tensor([0.1, 0.55, 1.0], dtype=torch.float64), rtol=0, atol=1e-12)
+    Xs = V[:, -3:] * ev[-3:].sqrt()
+    assert float(P.loss(Xs)) < 1e-28 and float(P.relative_error(Xs)) < 1e-14
+
+
+@pytest.mark.parametrize("noise", ["sparse", "gaussian"])
+def test_outliers(noise):
+    P = sensing(n=6, r=2, m=4000, outliers=0.3, noise=noise, generator=0)
+    clean = sensing(n=6, r=2, m=4000, generator=0)
+    assert torch.equal(P.M_star, clean.M_star) and torch.equal(P.A, clean.A)
+    frac = float(P.outlier_mask.double().mean())
+    assert abs(frac - 0.3) < 0.03
+    diff = P.y - clean.y
+    assert bool((diff[~P.outlier_mask] == 0).all())
+    assert float(diff[P.outlier_mask].abs().mean()) > 2 * float(clean.y.std())
+    # seeded: same generator, same outliers
+    assert torch.equal(P.y, sensing(n=6, r=2, m=4000, outliers=0.3, noise=noise, generator=0).y)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="outliers"):
+        sensing(n=4, r=1, m=10, outliers=1.0)
+    with pytest.raises(ValueError, match="noise"):
+        sensing(n=4, r=1, m=10, outliers=0.1, noise="cauchy")
+    with pytest.raises(ValueError, match="kind"):
+        sensing(n=4, r=1, m=10).init("zeros")
+    with pytest.raises(ValueError, match="rank"):
+        sensing(n=4, r=1, m=10).init("spectral", rank=5)
+    with pytest.raises(ValueError, match="scale"):
+        sensing(n=4, r=1, m=10).init("small", scale=-1.0)
+
+
+def test_spectral_init_is_close_with_many_measurements():
+    P = sensing(n=6, r=2, m=3000, generator=0)
+    assert float(P.relative_error(P.init("spectral"))) < 0.3
+    Q = sensing(n=6, r=2, m=3000, symmetric=False, generator=0)
+    L, R = Q.init("spectral", rank=4)
+    assert L.shape == (6, 4) and float(Q.relative_error((L, R))) < 0.3

@@ -1,0 +1,184 @@
+"""Factor pairs -> optimizer param groups, and the pair-preconditioned optimizer base class.
+
+THE PAIR PROTOCOL: a factor pair is a 2-tuple ``(L, R)`` of tensors with ``L (n1, k)`` and
+``R (n2, k)`` representing ``L @ R.T``; the symmetric case ``X Xᵀ`` is ``(X, X)`` (the same
+object twice) or a lone 2-D tensor ``X``. ``op.factor.pairs(model)`` yields such tuples.
+
+A pair optimizer takes an iterable of pairs, or of param-group dicts whose ``"pairs"`` (or
+``"params"``) entry is such an iterable, plus per-group hyperparameters. Internally each group
+stores its distinct tensors in ``group["params"]`` (so ``state_dict``/``load_state_dict``
+work as for any torch optimizer) and the pairs as index tuples ``group["pair_index"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ..backend.linalg import NotPositiveDefiniteError, gram_solve
+
+__all__ = ["as_pair", "PairOptimizer", "PairStep", "check_nonnegative"]
+
+
+def check_nonnegative(group: dict, *names: str) -> None:
+    """Raise a ValueError naming the hyperparameter when one in ``names`` is negative."""
+    for name in names:
+        v = group.get(name)
+        if v is None:
+            continue
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+        if v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+
+
+def as_pair(item: Any, where: str = "pairs") -> tuple[Tensor, Tensor]:
+    """Validate one factor pair: ``(L, R)`` with matching rank, or a lone ``X`` -> ``(X, X)``.
+
+    Example:
+        >>> L, R = torch.zeros(5, 2), torch.zeros(3, 2)
+        >>> as_pair((L, R))[1].shape
+        torch.Size([3, 2])
+    """
+    if isinstance(item, Tensor):
+        if item.ndim != 2:
+            raise ValueError(
+                f"{where}: got a lone tensor of shape {tuple(item.shape)}, which is not part of a factor pair; "
+                "pass (L, R) tuples, or a 2-D tensor X for the symmetric factorization X Xᵀ"
+            )
+        return item, item
+    if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(t, Tensor) for t in item)):
+        raise TypeError(f"{where}: a factor pair must be a 2-tuple (L, R) of tensors or a 2-D tensor, got {item!r:.80}")
+    L, R = item
+    if L.ndim != 2 or R.ndim != 2:
+        raise ValueError(f"{where}: factors must be 2-D (n1, k) and (n2, k), got {tuple(L.shape)} and {tuple(R.shape)}")
+    if L.shape[1] != R.shape[1]:
+        raise ValueError(f"{where}: factors of mismatched rank: L {tuple(L.shape)} has k = {L.shape[1]} "
+                         f"but R {tuple(R.shape)} has k = {R.shape[1]}")
+    if L.dtype != R.dtype or L.device != R.device:
+        raise ValueError(f"{where}: L and R must share dtype and device, got {L.dtype}/{L.device} and {R.dtype}/{R.device}")
+    return L, R
+
+
+def _normalize(params: Any) -> list[dict]:
+    if isinstance(params, Tensor):
+        params = [params]
+    elif isinstance(params, tuple) and len(params) == 2 and all(isinstance(t, Tensor) for t in params):
+        raise TypeError("params is a bare 2-tuple of tensors, which is ambiguous: pass [(L, R)] for one factor "
+                        "pair or [X1, X2] for two symmetric factors")
+    if isinstance(params, dict):
+        params = [params]
+    items = list(params)
+    if not items:
+        raise ValueError("optimizer got an empty list of factor pairs")
+    groups, loose = [], []
+    for it in items:
+        (groups if isinstance(it, dict) else loose).append(it)
+    if loose:
+        groups.insert(0, {"pairs": loose})
+    return groups
+
+
+@dataclass
+class PairStep:
+    """One pair's factors, gradients and preconditioned directions (``dR is None`` when symmetric)."""
+
+    L: Tensor
+    R: Tensor
+    gL: Tensor
+    gR: Tensor | None
+    dL: Tensor
+    dR: Tensor | None
+
+    @property
+    def symmetric(self) -> bool:
+        return self.dR is None
+
+    def scaled_sq_norm(self) -> Tensor:
+        """``<g, g P⁻¹>`` summed over the factors: the squared gradient norm in the scaled metric."""
+        s = (self.gL * self.dL).sum()
+        if self.dR is not None:
+            s = s + (self.gR * self.dR).sum()
+        return s
+
+    def apply_(self, lr: float | Tensor) -> None:
+        """``L -= lr·dL``, ``R -= lr·dR`` (in place, both from the old factors)."""
+        self.L.sub_(lr * self.dL)
+        if self.dR is not None:
+            self.R.sub_(lr * self.dR)
+
+
+class PairOptimizer(Optimizer):
+    """Base class: parses factor pairs and computes the preconditioned directions
+    ``dL = ∇_L f (RᵀR + λI)⁻¹``, ``dR = ∇_R f (LᵀL + λI)⁻¹`` (symmetric: ``∇f (XᵀX + λI)⁻¹``)."""
+
+    _nonnegative: tuple[str, ...] = ("lr", "damping")
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        check_nonnegative(defaults, *self._nonnegative)
+        super().__init__(_normalize(params), defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        group = dict(param_group)
+        if "pairs" in group and "params" in group:
+            raise ValueError("a param group must give its factors as 'pairs' or 'params', not both")
+        raw = group.pop("pairs") if "pairs" in group else group.pop("params", None)
+        if raw is None:
+            raise ValueError("a param group needs a 'pairs' entry: an iterable of (L, R) factor pairs")
+        raw = [raw] if isinstance(raw, Tensor) else list(raw)
+        tensors: list[Tensor] = []
+        index: dict[int, int] = {}
+        pair_index = []
+        for n, item in enumerate(raw):
+            L, R = as_pair(item, where=f"pairs[{n}]")
+            ij = []
+            for t in (L, R) if L is not R else (L,):
+                if id(t) in index:
+                    raise ValueError(f"pairs[{n}]: a tensor of shape {tuple(t.shape)} appears in more than one factor pair")
+                index[id(t)] = len(tensors)
+                tensors.append(t)
+                ij.append(index[id(t)])
+            pair_index.append((ij[0], ij[-1]))
+        group["params"] = tensors
+        group["pair_index"] = pair_index
+        for k, v in self.defaults.items():
+            group.setdefault(k, v)
+        check_nonnegative(group, *self._nonnegative)
+        self._check_group(group)
+        super().add_param_group(group)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Subclass hook for extra per-group validation."""
+
+    @torch.no_grad()
+    def _pair_steps(self, group: dict[str, Any], damping: float) -> list[PairStep]:
+        out = []
+        ps = group["params"]
+        for n, (i, j) in enumerate(group["pair_index"]):
+            L, R = ps[i], ps[j]
+            if L.grad is None and R.grad is None:
+                continue
+            if L.grad is not None and L.grad.is_sparse or R.grad is not None and R.grad.is_sparse:
+                raise TypeError(f"{type(self).__name__} does not support sparse gradients")
+            gL = L.grad if L.grad is not None else torch.zeros_like(L)
+            try:
+                if i == j:
+                    out.append(PairStep(L, L, gL, None, gram_solve(L, gL, damping=damping), None))
+                    continue
+                gR = R.grad if R.grad is not None else torch.zeros_like(R)
+                out.append(PairStep(L, R, gL, gR, gram_solve(R, gL, damping=damping), gram_solve(L, gR, damping=damping)))
+            except NotPositiveDefiniteError as e:
+                raise NotPositiveDefiniteError(
+                    f"{type(self).__name__}: factor pair {n} (shapes {tuple(L.shape)}, {tuple(R.shape)}): {e}") from None
+        return out
+
+    @staticmethod
+    def _closure_loss(closure) -> Tensor | None:
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()

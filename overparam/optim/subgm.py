@@ -1,0 +1,82 @@
+"""SubGM: the subgradient method with geometric, Polyak or constant steps, for any parameters.
+
+Ma & Fattahi (2023), "Global Convergence of Sub-gradient Method for Robust Matrix Recovery:
+Small Initialization, Noisy Measurements, and Over-parameterization": minimize the ℓ1 loss
+``(1/m) Σ |<A_i, UUᵀ> − y_i|`` from a small init ``U₀ = α·N(0, I)`` with an over-estimated
+rank, ``U ← U − η_t g`` with ``g ∈ ∂f(U)`` (whatever autograd returns) and ``η_t = η₀ ρᵗ``.
+With ``normalize=True`` the step is ``η_t g / ‖g‖`` (the norm over all parameters).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ..backend import vec
+from .steps import StepInfo, StepRule, as_rule, loss_value
+
+__all__ = ["SubGM"]
+
+
+class SubGM(Optimizer):
+    """Subgradient method ``x ← x − η_t g`` over ordinary parameters.
+
+    Args:
+        params: parameters or param-group dicts, as for any torch optimizer.
+        step: step rule (:func:`~overparam.optim.geometric`, :func:`~overparam.optim.polyak`,
+            :func:`~overparam.optim.constant`) or a number (constant); per group.
+        normalize: divide the step by the global subgradient norm ``‖g‖``.
+
+    ``step(closure)`` or ``step(loss=value)`` gives ``f(x_t)`` for the Polyak rule; the
+    Polyak denominator is ``Σ‖g‖²`` over all groups (``‖g‖`` with ``normalize=True``).
+
+    Example:
+        >>> import torch, overparam as op
+        >>> P = op.problems.sensing(n=10, r=2, m=400, loss="l1", generator=0)
+        >>> U = P.init("small", rank=4, scale=1e-3, generator=1).requires_grad_()
+        >>> opt = op.optim.SubGM([U], step=op.optim.geometric(lr0=0.5, decay=0.97))
+        >>> for _ in range(400):
+        ...     opt.zero_grad(); P.loss(U).backward(); opt.step()
+        >>> float(P.relative_error(U.detach())) < 1e-3
+        True
+    """
+
+    def __init__(self, params: Iterable[Any], step: StepRule | float, normalize: bool = False) -> None:
+        super().__init__(params, dict(step=as_rule(step), normalize=bool(normalize)))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        param_group = dict(param_group)
+        if "step" in param_group:
+            param_group["step"] = as_rule(param_group["step"])
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None, *, loss: float | Tensor | None = None):
+        needs = any(g["step"].needs_loss for g in self.param_groups)
+        ret, f = loss_value(closure, loss, needed=needs, who="SubGM")
+        grads = [[p for p in g["params"] if p.grad is not None] for g in self.param_groups]
+        allg = tuple(p.grad for ps in grads for p in ps)
+        if any(g.is_sparse for g in allg):
+            raise TypeError("SubGM does not support sparse gradients")
+        need_sq = any(g["step"].needs_grad_norm or g["normalize"] for g in self.param_groups)
+        sq = float(vec.dot(allg, allg)) if (allg and need_sq) else 0.0
+        for group, ps in zip(self.param_groups, grads):
+            if not group["params"]:
+                continue
+            st = self.state[group["params"][0]]
+            t, best = st.get("step", 0), st.get("best_loss")
+            norm_sq = math.sqrt(sq) if group["normalize"] else sq
+            lr = group["step"](StepInfo(step=t, loss=f, grad_sq_norm=norm_sq, best_loss=best))
+            if group["normalize"] and sq > 0:
+                lr = lr / math.sqrt(sq)
+            if ps:
+                vec.axpy_(-lr, tuple(p.grad for p in ps), tuple(ps))
+            st["step"] = t + 1
+            if f is not None:
+                st["best_loss"] = f if best is None else min(best, f)
+        return ret

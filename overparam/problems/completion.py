@@ -1,0 +1,134 @@
+"""Low-rank matrix completion with Bernoulli sampling.
+
+Each entry of a rank-``r`` ground truth ``M*`` (from :func:`~overparam.problems.ground_truth`)
+is observed independently with probability ``p`` (symmetric: the upper triangle is sampled and
+mirrored). Losses on the observed set ``Ω``, scaled like the sensing losses so that their
+population version is ``½‖LRᵀ − M*‖_F²`` (asymmetric) / ``¼‖XXᵀ − M*‖_F²`` (symmetric)::
+
+    f = 1/(2p) Σ_{(i,j)∈Ω} (LRᵀ − M*)_ij²        (symmetric: 1/(4p) Σ_Ω (XXᵀ − M*)_ij²)
+
+``loss="l1"`` is the mean absolute residual over ``Ω``. ``loss(X, entries=idx)`` evaluates an
+unbiased minibatch estimate on the observed entries ``idx`` (indices into ``rows``/``cols``,
+e.g. from :meth:`MatrixCompletion.minibatch`), touching only their rows and columns.
+
+Example:
+    >>> import overparam as op
+    >>> P = op.problems.completion(n=20, r=2, p=0.5, generator=0)
+    >>> X = P.init("spectral", rank=2)
+    >>> float(P.relative_error(X)) < 1.0
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..backend.random import GeneratorLike, make_generator
+from .sensing import ground_truth, small_factors, spectral_factors
+
+__all__ = ["MatrixCompletion", "completion"]
+
+
+@dataclass
+class MatrixCompletion:
+    """``M_star (n1, n2)``; observed entries ``rows, cols (N,)`` (long), ``values (N,)``; ``p``."""
+
+    M_star: Tensor
+    rows: Tensor
+    cols: Tensor
+    values: Tensor
+    p: float
+    rank: int
+    symmetric: bool = False
+    loss_kind: str = "l2"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.M_star.shape)
+
+    @property
+    def num_observed(self) -> int:
+        return self.rows.shape[0]
+
+    @property
+    def mask(self) -> Tensor:
+        """Boolean ``(n1, n2)`` indicator of ``Ω``."""
+        m = torch.zeros(self.shape, dtype=torch.bool, device=self.M_star.device)
+        m[self.rows, self.cols] = True
+        return m
+
+    def product(self, X) -> Tensor:
+        """``XXᵀ`` or ``LRᵀ`` (dense ``(n1, n2)``)."""
+        if isinstance(X, tuple):
+            return X[0] @ X[1].mT
+        if not self.symmetric:
+            raise TypeError("this problem is asymmetric: pass the factors as a tuple (L, R)")
+        return X @ X.mT
+
+    def residual(self, X, entries: Tensor | None = None) -> Tensor:
+        """``(LRᵀ − M*)`` on the observed entries (all, or the subset ``entries``), ``(N,)``."""
+        L, R = X if isinstance(X, tuple) else (X, X)
+        i, j, v = self.rows, self.cols, self.values
+        if entries is not None:
+            i, j, v = i[entries], j[entries], v[entries]
+        return (L[i] * R[j]).sum(-1) - v
+
+    def loss(self, X, entries: Tensor | None = None) -> Tensor:
+        """The completion loss (see the module docstring); with ``entries`` an unbiased estimate."""
+        r = self.residual(X, entries)
+        if self.loss_kind == "l1":
+            return r.abs().mean()
+        c = 0.5 if isinstance(X, tuple) else 0.25
+        return c * r.square().mean() * (self.num_observed / self.p)
+
+    def minibatch(self, size: int, *, generator: GeneratorLike = None) -> Tensor:
+        """``size`` observed-entry indices drawn uniformly with replacement, ``(size,)`` long."""
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        g = make_generator(generator)
+        return torch.randint(0, self.num_observed, (size,), generator=g).to(self.rows.device)
+
+    def relative_error(self, X) -> Tensor:
+        """``‖product(X) − M*‖_F / ‖M*‖_F``."""
+        return torch.linalg.matrix_norm(self.product(X) - self.M_star) / torch.linalg.matrix_norm(self.M_star)
+
+    def init(self, kind: str = "small", *, rank: int | None = None, scale: float = 1e-3,
+             generator: GeneratorLike = None):
+        """``"small"``: ``scale·G/√n``; ``"spectral"``: top-``rank`` factors of ``P_Ω(M*)/p``."""
+        k = self.rank if rank is None else rank
+        if kind == "small":
+            return small_factors(self.shape, k, scale, self.symmetric, generator, self.M_star)
+        if kind == "spectral":
+            Y = torch.zeros_like(self.M_star)
+            Y[self.rows, self.cols] = self.values
+            return spectral_factors(Y / self.p, k, self.symmetric)
+        raise ValueError(f"kind must be 'small' or 'spectral', got {kind!r}")
+
+
+def completion(n: int, r: int, p: float, *, kappa: float = 1.0, n2: int | None = None, symmetric: bool = False,
+               loss: str = "l2", generator: GeneratorLike = None, dtype=torch.float64, device=None) -> MatrixCompletion:
+    """Build a matrix-completion problem: entries of ``M* (n, n2)`` observed with probability ``p``.
+
+    Args:
+        n, n2: shape (``n2 = n`` by default). r: rank. p: sampling probability in (0, 1].
+        kappa: condition number of ``M*``. symmetric: PSD ``M*`` and symmetric ``Ω``.
+        loss: ``"l2"`` or ``"l1"``. generator: seeds ``M*`` and ``Ω``.
+    """
+    if not 0 < p <= 1:
+        raise ValueError(f"p must be in (0, 1], got {p}")
+    if loss not in ("l2", "l1"):
+        raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
+    if symmetric and n2 not in (None, n):
+        raise ValueError(f"symmetric completion needs a square matrix, got n={n}, n2={n2}")
+    g = make_generator(generator)
+    M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=symmetric, generator=g, dtype=dtype, device=device)
+    keep = torch.rand(M.shape, generator=g) < p
+    if symmetric:
+        keep = torch.triu(keep)
+        keep = keep | keep.mT
+    rows, cols = torch.nonzero(keep.to(M.device), as_tuple=True)
+    return MatrixCompletion(M_star=M, rows=rows, cols=cols, values=M[rows, cols], p=p, rank=r,
+                            symmetric=symmetric, loss_kind=loss)

@@ -1,0 +1,68 @@
+"""Robust PCA instances: ``Y = M* + S*`` with ``M*`` rank ``r`` and ``S*`` sparse.
+
+``S*`` has each entry nonzero independently with probability ``alpha``, with value
+``s_ij = magnitude · max|M*| · u_ij``, ``u_ij ~ U[-1, 1]`` (large corruptions of arbitrary
+sign, as in Tong, Ma & Chi's experiments).
+
+Example:
+    >>> import overparam as op
+    >>> P = op.problems.robust_pca(n=30, r=2, alpha=0.1, generator=0)
+    >>> P.Y.shape, bool((P.S_star != 0).any())
+    (torch.Size([30, 30]), True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..backend.random import GeneratorLike, make_generator
+from .sensing import ground_truth, small_factors, spectral_factors
+
+__all__ = ["RobustPCA", "robust_pca"]
+
+
+@dataclass
+class RobustPCA:
+    """``Y = M_star + S_star``, all ``(n1, n2)``; ``rank`` of ``M_star``."""
+
+    Y: Tensor
+    M_star: Tensor
+    S_star: Tensor
+    rank: int
+
+    def loss(self, X: tuple[Tensor, Tensor], S: Tensor | None = None) -> Tensor:
+        """``½‖LRᵀ + S − Y‖_F²`` (``S = 0`` by default)."""
+        D = X[0] @ X[1].mT - self.Y
+        return 0.5 * (D if S is None else D + S).square().sum()
+
+    def relative_error(self, X: tuple[Tensor, Tensor]) -> Tensor:
+        """``‖LRᵀ − M*‖_F / ‖M*‖_F``."""
+        return torch.linalg.matrix_norm(X[0] @ X[1].mT - self.M_star) / torch.linalg.matrix_norm(self.M_star)
+
+    def init(self, kind: str = "spectral", *, rank: int | None = None, scale: float = 1e-3,
+             generator: GeneratorLike = None) -> tuple[Tensor, Tensor]:
+        """``"small"`` (``scale·G/√n``) or ``"spectral"`` (top-``rank`` factors of ``Y``)."""
+        k = self.rank if rank is None else rank
+        if kind == "small":
+            return small_factors(tuple(self.Y.shape), k, scale, False, generator, self.Y)
+        if kind == "spectral":
+            return spectral_factors(self.Y, k, False)
+        raise ValueError(f"kind must be 'small' or 'spectral', got {kind!r}")
+
+
+def robust_pca(n: int, r: int, alpha: float, *, kappa: float = 1.0, n2: int | None = None, magnitude: float = 10.0,
+               generator: GeneratorLike = None, dtype=torch.float64, device=None) -> RobustPCA:
+    """A robust-PCA instance with outlier fraction ``alpha ∈ [0, 1)`` (see the module docstring)."""
+    if not 0 <= alpha < 1:
+        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+    if magnitude < 0:
+        raise ValueError(f"magnitude must be >= 0, got {magnitude}")
+    g = make_generator(generator)
+    M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=False, generator=g, dtype=dtype, device=device)
+    keep = (torch.rand(M.shape, generator=g) < alpha).to(M.device)
+    u = (2 * torch.rand(M.shape, generator=g, dtype=dtype) - 1).to(M.device)
+    S = torch.where(keep, magnitude * M.abs().max() * u, torch.zeros_like(M))
+    return RobustPCA(Y=M + S, M_star=M, S_star=S, rank=r)

@@ -1,0 +1,60 @@
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import overparam as op
+from overparam.optim import hard_threshold, rpca_scaledgd, sparsify
+
+
+def _sparsify_oracle(M, alpha):
+    n1, n2 = M.shape
+    kr, kc = math.ceil(alpha * n2), math.ceil(alpha * n1)
+    out = torch.zeros_like(M)
+    A = M.abs()
+    for i in range(n1):
+        for j in range(n2):
+            rank_row = int((A[i] > A[i, j]).sum())  # entries strictly larger in the row
+            rank_col = int((A[:, j] > A[i, j]).sum())
+            if rank_row < kr and rank_col < kc and A[i, j] > 0:
+                out[i, j] = M[i, j]
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(n1=st.integers(1, 7), n2=st.integers(1, 7), alpha=st.sampled_from([0.0, 0.1, 0.3, 0.5, 1.0]),
+       seed=st.integers(0, 100), ties=st.booleans())
+def test_sparsify_matches_oracle(n1, n2, alpha, seed, ties):
+    M = torch.randn(n1, n2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    if ties:
+        M = M.round()
+    assert torch.equal(sparsify(M, alpha), _sparsify_oracle(M, alpha))
+
+
+def test_hard_threshold_and_errors():
+    assert torch.equal(hard_threshold(torch.tensor([3.0, -0.5, -2.0]), 1.0), torch.tensor([3.0, 0.0, -2.0]))
+    with pytest.raises(ValueError, match="alpha"):
+        sparsify(torch.zeros(2, 2), 1.5)
+    with pytest.raises(ValueError, match="zeta"):
+        hard_threshold(torch.zeros(2), -1.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        rpca_scaledgd(torch.zeros(4, 4, dtype=torch.float64), 1)
+    with pytest.raises(ValueError, match="rank"):
+        rpca_scaledgd(torch.zeros(4, 4, dtype=torch.float64), 5, alpha=0.1)
+
+
+@pytest.mark.parametrize("kappa", [1, 5])
+def test_recovers_low_rank_plus_sparse(kappa):
+    P = op.problems.robust_pca(n=60, r=2, alpha=0.05, kappa=kappa, generator=0)
+    res = rpca_scaledgd(P.Y, 2, alpha=0.15, lr=0.8, iters=200)
+    assert float(P.relative_error((res.L, res.R))) < 1e-8
+    assert res.converged
+    # outliers found: support of the estimate covers the true outliers
+    assert bool(((P.S_star != 0) <= (res.S != 0)).all())
+    if kappa > 1:
+        return
+    # threshold schedule variant (a decaying level; needs a well-conditioned M* here)
+    z0 = float(P.M_star.abs().max())
+    res2 = rpca_scaledgd(P.Y, 2, threshold=lambda t: 2 * z0 * 0.8**t, iters=200)
+    assert float(P.relative_error((res2.L, res2.R))) < 1e-8
