@@ -22,9 +22,10 @@ from .hadamard import Hadamard, HadamardDifference, Kronecker, LowRankHadamard, 
 from .lifting import LiftedSensing
 from .lowrank import LowRank, LowRankLinear
 from .pairs import pairs
+from .parametrize import LowRankParametrization, parametrize_
 from .sparse_lowrank import SparseLowRank, topk_mask
-from .wrap import (FactorizedLayer, LowRankParametrization, adapter_state_dict, hadamard_, load_adapter_state_dict,
-                   lora_, lowrank_, merge_, parametrize_, select, unmerge_)
+from .wrap import (FactorizedLayer, adapter_state_dict, hadamard_, load_adapter_state_dict, lora_, lowrank_, merge_,
+                   select, unmerge_)
 
 __all__ = [
     "functional", "diagnostics",

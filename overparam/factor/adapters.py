@@ -47,7 +47,32 @@ def lora_scaling(alpha: float, rank: int, *, rslora: bool = False) -> float:
         >>> lora_scaling(16, 4), lora_scaling(16, 4, rslora=True)
         (4.0, 8.0)
     """
+    check_rank(rank)
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
     return alpha / math.sqrt(rank) if rslora else alpha / rank
+
+
+INITS = ("gaussian", "kaiming", "pissa")
+
+
+def check_lora_args(base: nn.Module, rank: int, *, alpha: float | None = None, dropout: float = 0.0,
+                    init: str = "kaiming", svd: str = "svd", dora: bool = False) -> None:
+    """Validate :class:`LoRALayer` arguments without touching ``base`` (raises ValueError/TypeError)."""
+    _layers.check_supported(base)
+    check_rank(rank, _layers.matrix_shape(base), at_most_min=init == "pissa")
+    if init not in INITS:
+        raise ValueError(f"init must be 'gaussian', 'kaiming' or 'pissa', got {init!r}")
+    if init == "pissa" and svd not in ("svd", "randomized"):
+        raise ValueError(f"svd must be 'svd' or 'randomized', got {svd!r}")
+    if alpha is not None and not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if isinstance(base, nn.Embedding) and (dropout > 0 or dora):
+        raise ValueError("dropout and dora are not defined for an nn.Embedding base")
+    if not base.weight.is_floating_point():
+        raise TypeError(f"base.weight must have a floating-point dtype, got {base.weight.dtype}")
 
 
 def _draw_down(kind: str, cols: int, rank: int, g: torch.Generator, like: Tensor) -> Tensor:
@@ -85,13 +110,8 @@ class LoRALayer(nn.Module):
                  dropout: float = 0.0, init: str = "kaiming", svd: str = "svd", niter: int = 4, oversample: int = 8,
                  dora: bool = False, detach_norm: bool = True, generator: GeneratorLike = None) -> None:
         super().__init__()
-        _layers.check_supported(base)
+        check_lora_args(base, rank, alpha=alpha, dropout=dropout, init=init, svd=svd, dora=dora)  # before any change
         rows, cols = _layers.matrix_shape(base)
-        check_rank(rank, (rows, cols), at_most_min=init == "pissa")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if isinstance(base, nn.Embedding) and (dropout > 0 or dora):
-            raise ValueError("dropout and dora are not defined for an nn.Embedding base")
         self.base, self.rank, self.rslora, self.dora, self.detach_norm = base, rank, rslora, dora, detach_norm
         self.alpha = float(rank if alpha is None else alpha)
         self.scaling = lora_scaling(self.alpha, rank, rslora=rslora)
@@ -196,8 +216,7 @@ class LoRALayer(nn.Module):
     @torch.no_grad()
     def restart_(self, *, init: str = "kaiming", generator: GeneratorLike = None) -> None:
         """ReLoRA: ``W ← W + ΔW``, then ``down`` re-drawn and ``up = 0`` (the output is unchanged)."""
-        if self.dora or self.merged:
-            raise ValueError("ReLoRA restarts need a plain, unmerged LoRA layer (dora=False)")
+        _check_restart(self, init)
         self.base.weight.add_(self.delta_weight())
         rows, cols = _layers.matrix_shape(self.base)
         self.lora_down.copy_(_draw_down(init, cols, self.rank, make_generator(generator), self.lora_down))
@@ -206,6 +225,13 @@ class LoRALayer(nn.Module):
     def extra_repr(self) -> str:
         return (f"rank={self.rank}, alpha={self.alpha}, scaling={self.scaling:g}, init={self.init_kind!r}, "
                 f"dora={self.dora}, merged={self.merged}")
+
+
+def _check_restart(layer: LoRALayer, init: str) -> None:
+    if init not in ("gaussian", "kaiming"):
+        raise ValueError(f"init must be 'gaussian' or 'kaiming' for a restart, got {init!r}")
+    if layer.dora or layer.merged:
+        raise ValueError("ReLoRA restarts need a plain, unmerged LoRA layer (dora=False)")
 
 
 def relora_restart_(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, init: str = "kaiming",
@@ -225,15 +251,15 @@ def relora_restart_(model: nn.Module, optimizer: torch.optim.Optimizer | None = 
         >>> relora_restart_(net, generator=1)
         1
     """
-    g = make_generator(generator)
-    count = 0
-    for m in model.modules():
-        if isinstance(m, LoRALayer):
-            m.restart_(init=init, generator=g)
-            if optimizer is not None:
-                for p in (m.lora_down, m.lora_up):
-                    optimizer.state.pop(p, None)
-            count += 1
-    if count == 0:
+    layers = [m for m in model.modules() if isinstance(m, LoRALayer)]
+    if not layers:
         raise ValueError("model holds no LoRALayer to restart")
-    return count
+    for m in layers:                      # all checked before any layer changes
+        _check_restart(m, init)
+    g = make_generator(generator)
+    for m in layers:
+        m.restart_(init=init, generator=g)
+        if optimizer is not None:
+            for p in (m.lora_down, m.lora_up):
+                optimizer.state.pop(p, None)
+    return len(layers)

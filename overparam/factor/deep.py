@@ -128,6 +128,8 @@ def psd_power(M: Tensor, p: float) -> Tensor:
         tensor([[2., 0.],
                 [0., 3.]])
     """
+    if M.ndim != 2 or M.shape[0] != M.shape[1]:
+        raise ValueError(f"M must be a square matrix (n, n), got shape {tuple(M.shape)}")
     if p == 0:
         return torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)
     evals, evecs = torch.linalg.eigh((M + M.mT) / 2)

@@ -64,6 +64,8 @@ def effective_rank(s: Tensor, *, eps: float = 0.0) -> Tensor:
         >>> float(effective_rank(torch.tensor([1.0, 1.0, 0.0])))
         2.0
     """
+    if s.ndim != 1:
+        raise ValueError(f"s must be a vector of singular values (k,), got shape {tuple(s.shape)}")
     s = s.clamp_min(0)
     p = s / s.sum().clamp_min(torch.finfo(s.dtype).tiny)
     p = p[p > eps]
@@ -90,7 +92,12 @@ def balancedness(x) -> Tensor:
 
 @torch.no_grad()
 def relative_distance(x, target: Tensor) -> Tensor:
-    """``‖W − W*‖_F / ‖W*‖_F`` (``W`` as in :func:`singular_values`)."""
+    """``‖W − W*‖_F / ‖W*‖_F`` (``W`` as in :func:`singular_values`; ``target`` of its shape).
+
+    Example:
+        >>> float(relative_distance((torch.eye(2), torch.eye(2)), 2 * torch.eye(2)))
+        0.5
+    """
     W = _matrix(x)
     if W.shape != target.shape:
         raise ValueError(f"target has shape {tuple(target.shape)}, the matrix {tuple(W.shape)}")
@@ -99,7 +106,9 @@ def relative_distance(x, target: Tensor) -> Tensor:
 
 @dataclass
 class FactorStats:
-    """Diagnostics of one factorized matrix."""
+    """Diagnostics of one factorized matrix (see :func:`describe`): descending singular values
+    (the ``top`` largest), entropy effective rank, balancedness (None for a matrix or module),
+    relative distance to a target (None without one)."""
 
     singular_values: list[float]
     effective_rank: float
@@ -142,6 +151,10 @@ class FactorMonitor:
     callback: Callable[[int, list[FactorStats]], None] | None = None
     history: list[tuple[int, list[FactorStats]]] = field(default_factory=list)
     count: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"every must be an int >= 1, got {self.every!r}")
 
     def step(self) -> None:
         if self.count % self.every == 0:

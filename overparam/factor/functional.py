@@ -42,7 +42,12 @@ __all__ = [
 
 @dataclass
 class LowRankFactors:
-    """A factor pair: ``left (n1, k)``, ``right (n2, k)``; the matrix is ``left @ right.T``."""
+    """A factor pair: ``left (n1, k)``, ``right (n2, k)``; the matrix is ``left @ right.T``.
+
+    Example:
+        >>> LowRankFactors(torch.ones(3, 1), torch.ones(2, 1)).product().shape
+        torch.Size([3, 2])
+    """
 
     left: Tensor
     right: Tensor
@@ -53,7 +58,14 @@ class LowRankFactors:
 
 @dataclass
 class SVD:
-    """A (truncated) SVD ``W ≈ U diag(S) Vh``: ``U (m, k)``, ``S (k,)`` descending, ``Vh (k, n)``."""
+    """A (truncated) SVD ``W ≈ U diag(S) Vh``: ``U (m, k)``, ``S (k,)`` descending, ``Vh (k, n)``.
+
+    Example:
+        >>> SVD(torch.eye(3, 1), torch.tensor([2.0]), torch.eye(1, 2)).product()
+        tensor([[2., 0.],
+                [0., 0.],
+                [0., 0.]])
+    """
 
     U: Tensor
     S: Tensor
@@ -117,6 +129,13 @@ def _shape2(shape) -> tuple[int, int]:
     if len(shape) != 2 or any((not isinstance(s, int)) or s < 1 for s in shape):
         raise ValueError(f"shape must be two positive ints (n1, n2), got {shape!r}")
     return int(shape[0]), int(shape[1])
+
+
+def _check_float(W: Tensor, name: str = "W") -> None:
+    if not isinstance(W, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(W).__name__}")
+    if not W.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype, got {W.dtype}")
 
 
 def _check_scale(scale: float) -> float:
@@ -229,6 +248,7 @@ def randomized_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8,
         >>> bool(torch.allclose(s, torch.linalg.svdvals(W)))
         True
     """
+    _check_float(W)
     if W.ndim != 2:
         raise ValueError(f"W must be a matrix (m, n), got shape {tuple(W.shape)}")
     check_rank(rank, tuple(W.shape), at_most_min=True)
@@ -267,10 +287,14 @@ def top_svd(W: Tensor, rank: int, *, method: str = "svd", niter: int = 4, oversa
             generator: GeneratorLike = None) -> SVD:
     """Top-``rank`` SVD of ``W (m, n)``: ``method="svd"`` (exact) or ``"randomized"``.
 
+    Returns:
+        :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.
+
     Example:
         >>> top_svd(torch.eye(4), 2).S
         tensor([1., 1.])
     """
+    _check_float(W)
     if W.ndim != 2:
         raise ValueError(f"W must be a matrix (m, n), got shape {tuple(W.shape)}")
     check_rank(rank, tuple(W.shape), at_most_min=True)
@@ -295,6 +319,7 @@ def init_spectral(W: Tensor, rank: int, *, method: str = "svd", symmetric: bool 
         >>> f.product().diagonal().round(decimals=4).tolist()
         [3.0, 2.0, 0.0]
     """
+    _check_float(W)
     if W.ndim != 2:
         raise ValueError(f"W must be a matrix (n1, n2), got shape {tuple(W.shape)}")
     check_rank(rank, tuple(W.shape), at_most_min=True)
@@ -341,6 +366,8 @@ def init_factors(init: str | tuple[Tensor, Tensor], shape: tuple[int, int], rank
     if init in ("spectral", "svd", "randomized"):
         if weight is None:
             raise ValueError(f"init={init!r} needs the weight to factor (weight=...)")
+        if tuple(weight.shape) != (n1, n2):
+            raise ValueError(f"weight must have shape {(n1, n2)}, got {tuple(weight.shape)}")
         check_rank(rank, (n1, n2), at_most_min=True)
         method = "randomized" if init == "randomized" else "svd"
         return init_spectral(weight.detach(), rank, method=method, symmetric=symmetric, generator=generator,

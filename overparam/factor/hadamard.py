@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backend.random import GeneratorLike, gaussian, make_generator
-from .functional import check_rank
+from .functional import _check_scale, _shape2, check_rank
 
 __all__ = ["Hadamard", "HadamardDifference", "LowRankHadamard", "Kronecker", "kron_split"]
 
@@ -64,6 +64,8 @@ class Hadamard(nn.Module):
         super().__init__()
         self.shape, self.depth = tuple(shape), _check_depth(depth)
         _check_weight(weight, self.shape)
+        if weight is None:
+            _check_scale(scale)       # scale 0 would start every factor at 0, a point GD never leaves
         if weight is not None:
             root = weight.detach().abs() ** (1.0 / depth)
             fs = [torch.sign(weight.detach()) * root] + [root.clone() for _ in range(depth - 1)]
@@ -132,7 +134,8 @@ class LowRankHadamard(nn.Module):
     def __init__(self, shape: tuple[int, int], rank: int, *, scale: float = 1e-1, zero_init: bool = False,
                  generator: GeneratorLike = None, dtype: torch.dtype | None = None, device=None) -> None:
         super().__init__()
-        self.shape, self.rank = (int(shape[0]), int(shape[1])), check_rank(rank)
+        self.shape, self.rank = _shape2(tuple(shape)), check_rank(rank)
+        _check_scale(scale)
         g = make_generator(generator)
         m, n = self.shape
 
@@ -155,8 +158,8 @@ def kron_split(n: int, factor: int = -1) -> tuple[int, int]:
         >>> kron_split(12), kron_split(12, factor=2)
         ((3, 4), (2, 6))
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
     cap = math.isqrt(n) if factor is None or factor <= 0 else min(factor, n)
     a = max(d for d in range(1, cap + 1) if n % d == 0)
     return a, n // a
@@ -179,7 +182,8 @@ class Kronecker(nn.Module):
                  zero_init: bool = False, generator: GeneratorLike = None, dtype: torch.dtype | None = None,
                  device=None) -> None:
         super().__init__()
-        self.shape, self.rank = (int(shape[0]), int(shape[1])), check_rank(rank)
+        self.shape, self.rank = _shape2(tuple(shape)), check_rank(rank)
+        _check_scale(scale)
         (a1, b1), (a2, b2) = kron_split(self.shape[0], factor), kron_split(self.shape[1], factor)
         g = make_generator(generator)
         self.kron = nn.Parameter(scale * gaussian((a1, a2), generator=g, dtype=dtype, device=device))

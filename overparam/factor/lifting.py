@@ -1,19 +1,31 @@
 """Over-parameterization by lifting the Burer-Monteiro matrix-sensing problem to tensors
-(Ma, Molybog, Lavaei & Sojoudi 2023, "Over-parametrization via Lifting for Low-rank Matrix
-Sensing: Conversion of Spurious Solutions to Strict Saddle Points").
+(Ziye Ma, Igor Molybog, Javad Lavaei & Somayeh Sojoudi, ICML 2023, arXiv:2302.07828,
+"Over-parametrization via Lifting for Low-rank Matrix Sensing: Conversion of Spurious
+Solutions to Strict Saddle Points"; the gradient-descent view over the full tensor space is
+Ma, Lavaei & Sojoudi, NeurIPS 2023, arXiv:2310.15549).
 
 Write the symmetric BM problem ``min_X 1/(4m) Σ_i (⟨A_i, XXᵀ⟩ − y_i)²`` over ``w = vec(X)``
-(``X (n, r)`` flattened row-major, ``d = n·r``) as ``⟨𝐀_i, wwᵀ⟩`` with ``𝐀_i = A_i ⊗ I_r``. The
-order-``l`` lift replaces ``w`` by a tensor ``𝐰 ∈ R^{d^l}`` (``𝐰 = w^{⊗l}`` on the original
-problem's image) and the measurements by all ``m^l`` products:
+(``X (n, r)`` flattened row-major, ``d = n·r``) as ``⟨𝐀_i, wwᵀ⟩`` with ``𝐀_i = A_i ⊗ I_r`` (the
+rank-``r`` problem as a rank-one problem in dimension ``nr``). The order-``l`` lift replaces
+``w`` by a tensor ``𝐰 ∈ R^{d^l}`` (``𝐰 = w^{⊗l}`` on the original problem's image) and the
+measurements by all ``m^l`` products:
 
     h(𝐰) = 1/(4 m^l) Σ_{i_1..i_l} (⟨𝐰, (𝐀_{i_1} ⊗ ⋯ ⊗ 𝐀_{i_l}) 𝐰⟩ − y_{i_1} ⋯ y_{i_l})².
 
 On rank-one tensors ``h(w^{⊗l})`` is a function of ``XXᵀ`` only and vanishes exactly at the
-solutions; over all of ``R^{d^l}`` the search space is larger than the original one (the
-paper shows spurious local minima become strict saddles). :meth:`LiftedSensing.unlift`
-maps a tensor back to ``X`` by its best symmetric rank-one part. Sizes grow as ``d^l`` and
-``m^l``: this is for small ``n`` (``d^l m^l`` up to a few million entries).
+solutions; the variable here ranges over all of ``R^{d^l}`` (not only symmetric or rank-one
+tensors), the search space in which the papers show that spurious solutions of the original
+problem become strict saddles. :meth:`LiftedSensing.unlift` maps a tensor back to ``X`` by a
+symmetric rank-one approximation (leading left singular vector of the mode-1 unfolding, i.e. a
+truncated HOSVD: exact on ``lift(X)``, quasi-optimal, not the best rank-one part, in general).
+
+Differences from the papers (this is a reading of their setting, not their code): the
+``1/(4 m^l)`` normalization is ours (it makes ``order=1`` the problem's own loss; the papers use
+an unnormalized squared norm, which changes no stationary point); the lifted variable is one
+tensor, i.e. lifted search rank one (the ICML paper also combines the lift with a larger
+Burer-Monteiro search rank on the lifted variable, not implemented here); only symmetric sensing
+(``M* = X* X*ᵀ``, as in the papers). Sizes grow as ``d^l`` and ``m^l``: this is for small ``n``
+(``d^l m^l`` up to a few million entries).
 
 Example:
     >>> import torch, overparam as op
@@ -44,9 +56,22 @@ __all__ = ["LiftedSensing"]
 class LiftedSensing:
     """The order-``order`` lift of symmetric sensing ``problem`` with factor width ``rank``.
 
+    Args:
+        problem: a symmetric :class:`~overparam.problems.sensing.MatrixSensing` (``A (m, n, n)``).
+        rank: ``r >= 1``, the width of ``X (n, r)`` (may exceed the true rank).
+        order: ``l`` in ``1..6``; ``order=1`` is the original problem.
+
     Attributes:
         lifted_A: ``(m, d, d)``, the ``A_i ⊗ I_r``; ``d = n · rank``.
         shape: the tensor variable's shape ``(d,) * order``.
+
+    Example:
+        >>> import overparam as op
+        >>> P = op.problems.sensing(n=3, r=1, m=8, generator=0)
+        >>> lifted = LiftedSensing(P, rank=2, order=2)
+        >>> T = lifted.init(scale=0.1, generator=0)
+        >>> T.shape, lifted.measure(T).shape, lifted.unlift(T).shape
+        (torch.Size([6, 6]), torch.Size([8, 8]), torch.Size([3, 2]))
     """
 
     problem: MatrixSensing
@@ -55,6 +80,8 @@ class LiftedSensing:
     lifted_A: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.problem, MatrixSensing):
+            raise TypeError(f"problem must be an overparam.problems.MatrixSensing, got {type(self.problem).__name__}")
         if not self.problem.symmetric:
             raise ValueError("problem: lifting is defined here for symmetric sensing (M* = X* X*ᵀ)")
         check_rank(self.rank)
@@ -111,9 +138,12 @@ class LiftedSensing:
         return 0.25 * r.square().mean()
 
     def unlift(self, T: Tensor) -> Tensor:
-        """``X (n, rank)`` from the best symmetric rank-one part ``c · u^{⊗l}`` of ``T``:
-        ``u`` the top left singular vector of the mode-1 unfolding, ``w = |c|^{1/l} u`` (times
-        ``sign c`` for odd ``l``). Exact on ``T = lift(X)`` up to the sign of ``X``."""
+        """``X (n, rank)`` from a symmetric rank-one approximation ``c · u^{⊗l}`` of ``T (d,)*l``:
+        ``u`` the top left singular vector of the mode-1 unfolding, ``c = T(u, …, u)``,
+        ``w = |c|^{1/l} u`` (times ``sign c`` for odd ``l``). Exact on ``T = lift(X)`` up to the
+        sign of ``X``; for other tensors a truncated-HOSVD approximation, not the best one."""
+        if tuple(T.shape) != self.shape:
+            raise ValueError(f"T must have shape {self.shape}, got {tuple(T.shape)}")
         M = T.reshape(self.d, -1)
         u = torch.linalg.svd(M, full_matrices=False).U[:, 0]
         c = T

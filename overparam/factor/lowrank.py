@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backend.random import GeneratorLike
-from .functional import LowRankFactors, init_factors
+from .functional import LowRankFactors, _shape2, init_factors
 
 __all__ = ["LowRank", "LowRankLinear"]
 
@@ -69,7 +69,7 @@ class LowRank(_PairMixin, nn.Module):
                  weight: Tensor | None = None, generator: GeneratorLike = None, dtype: torch.dtype | None = None,
                  device=None, **svd_kwargs) -> None:
         super().__init__()
-        self.shape = (int(shape[0]), int(shape[1]))
+        self.shape = _shape2(tuple(shape))
         self.rank = rank
         self.symmetric = symmetric
         dtype = dtype if dtype is not None else (weight.dtype if weight is not None else None)

@@ -26,13 +26,21 @@ from collections.abc import Iterator
 from torch import nn
 from torch.nn.utils.parametrize import ParametrizationList
 
-from .wrap import LowRankParametrization
+from .parametrize import LowRankParametrization
 
 __all__ = ["pairs"]
 
 
 def pairs(model: nn.Module) -> Iterator[tuple[nn.Parameter, nn.Parameter]]:
-    """Yield every ``(L, R)`` factor pair in ``model`` once, in module order."""
+    """Yield every ``(L, R)`` factor pair in ``model`` once, in module order.
+
+    Example:
+        >>> from overparam.factor import LowRankLinear
+        >>> [tuple(p.shape) for p in next(pairs(LowRankLinear(5, 3, rank=2, generator=0)))]
+        [(3, 2), (5, 2)]
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     seen: set[tuple[int, int]] = set()
     for m in model.modules():
         if isinstance(m, ParametrizationList):

@@ -5,7 +5,8 @@
 * :func:`lora_`: replace each targeted layer by a :class:`~overparam.factor.adapters.LoRALayer`;
 * :func:`merge_`: replace every wrapper by its base layer carrying the dense weight
   (``unload=False``: fold LoRA updates in place, reversible by :func:`unmerge_`);
-* :func:`parametrize_`: the ``torch.nn.utils.parametrize`` route for a raw parameter;
+* :func:`~overparam.factor.parametrize.parametrize_` (in :mod:`.parametrize`): the
+  ``torch.nn.utils.parametrize`` route for a raw parameter;
 * :func:`adapter_state_dict` / :func:`load_adapter_state_dict`: just the adapter weights.
 
 Targets: a module name (exact, or a dotted suffix: ``"fc"`` matches ``"block.0.fc"``), a regular
@@ -38,17 +39,16 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrize as _P
 
 from ..backend.random import GeneratorLike, make_generator
 from . import _layers
-from .adapters import LoRALayer
-from .functional import check_rank, init_factors
+from .adapters import LoRALayer, check_lora_args
+from .functional import check_rank
 from .hadamard import Hadamard, HadamardDifference, Kronecker, LowRankHadamard
 from .lowrank import LowRank
 
-__all__ = ["FactorizedLayer", "select", "lowrank_", "hadamard_", "lora_", "merge_", "unmerge_", "parametrize_",
-           "LowRankParametrization", "adapter_state_dict", "load_adapter_state_dict"]
+__all__ = ["FactorizedLayer", "select", "lowrank_", "hadamard_", "lora_", "merge_", "unmerge_", "adapter_state_dict",
+           "load_adapter_state_dict"]
 
 WRAPPERS = (LoRALayer,)
 
@@ -103,6 +103,13 @@ class FactorizedLayer(nn.Module):
         return self.base
 
 
+def _fullmatch(pattern: str, name: str) -> bool:
+    try:
+        return re.fullmatch(pattern, name) is not None
+    except re.error as e:
+        raise ValueError(f"targets: {pattern!r} is neither a module name nor a valid regular expression ({e})") from None
+
+
 def _matches(name: str, module: nn.Module, targets) -> bool:
     items = targets if isinstance(targets, (list, tuple)) and not isinstance(targets, type) else [targets]
     for t in items:
@@ -110,7 +117,7 @@ def _matches(name: str, module: nn.Module, targets) -> bool:
             if isinstance(module, t):
                 return True
         elif isinstance(t, str):
-            if name == t or name.endswith("." + t) or re.fullmatch(t, name):
+            if name == t or name.endswith("." + t) or _fullmatch(t, name):
                 return True
         else:
             raise TypeError(f"targets must be names, regular expressions or module types, got {type(t).__name__}")
@@ -153,10 +160,15 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def _wrap_each(model: nn.Module, targets, make: Callable[[str, nn.Module], nn.Module]) -> list[str]:
+def _wrap_each(model: nn.Module, targets, prepare: Callable[[str, nn.Module], object],
+               make: Callable[[nn.Module, object], nn.Module]) -> list[str]:
+    """All-or-nothing: ``prepare(name, base)`` runs for every selected layer first and must not
+    change it (it validates and builds what can be built aside); only when all succeed does
+    ``make(base, prepared)`` build each wrapper, which replaces its layer."""
     chosen = select(model, targets)
-    for name, base in chosen:
-        new = make(name, base)
+    prepared = [prepare(name, base) for name, base in chosen]
+    for (name, base), prep in zip(chosen, prepared):
+        new = make(base, prep)
         new.train(base.training)          # a new wrapper takes the mode of the layer it replaces
         _replace(model, name, new)
     return [n for n, _ in chosen]
@@ -179,14 +191,17 @@ def lowrank_(model: nn.Module, targets, rank: int, *, init="svd", scale: float =
     check_rank(rank)
     g = make_generator(generator)
 
-    def make(name, base):
+    def prepare(name, base):
         rows, cols = _layers.matrix_shape(base)
         W = base.weight.detach().reshape(rows, cols)
-        p = LowRank((rows, cols), rank, init=init, scale=scale, symmetric=symmetric, weight=W, generator=g,
-                    dtype=W.dtype, device=W.device, **svd_kwargs)
-        return FactorizedLayer(base, p)
+        if symmetric and rows != cols:
+            raise ValueError(f"symmetric: layer {name!r} has a non-square weight ({rows}, {cols})")
+        if isinstance(init, str) and init in ("spectral", "svd", "randomized"):
+            check_rank(rank, (rows, cols), name=f"rank (layer {name!r})", at_most_min=True)
+        return LowRank((rows, cols), rank, init=init, scale=scale, symmetric=symmetric, weight=W, generator=g,
+                       dtype=W.dtype, device=W.device, **svd_kwargs)
 
-    return _wrap_each(model, targets, make)
+    return _wrap_each(model, targets, prepare, FactorizedLayer)
 
 
 def hadamard_(model: nn.Module, targets, *, kind: str = "product", depth: int = 2, rank: int | None = None,
@@ -213,18 +228,18 @@ def hadamard_(model: nn.Module, targets, *, kind: str = "product", depth: int = 
     elif kind not in ("product", "difference"):
         raise ValueError(f"kind must be 'product', 'difference', 'loha' or 'lokr', got {kind!r}")
 
-    def make(name, base):
+    def prepare(name, base):
         W = base.weight.detach()
         kw = dict(dtype=W.dtype, device=W.device)
         if kind == "product":
-            return FactorizedLayer(base, Hadamard(W.shape, depth=depth, weight=W))
+            return Hadamard(W.shape, depth=depth, weight=W)
         if kind == "difference":
-            return FactorizedLayer(base, HadamardDifference(W.shape, depth=depth, weight=W, scale=scale))
-        shape = _layers.matrix_shape(base)
+            return HadamardDifference(W.shape, depth=depth, weight=W, scale=scale)
         cls = LowRankHadamard if kind == "loha" else Kronecker
-        return FactorizedLayer(base, cls(shape, rank, scale=scale, zero_init=True, generator=g, **kw), residual=True)
+        return cls(_layers.matrix_shape(base), rank, scale=scale, zero_init=True, generator=g, **kw)
 
-    return _wrap_each(model, targets, make)
+    residual = kind in ("loha", "lokr")
+    return _wrap_each(model, targets, prepare, lambda base, p: FactorizedLayer(base, p, residual=residual))
 
 
 def lora_(model: nn.Module, targets, rank: int, *, generator: GeneratorLike = None, **kwargs) -> list[str]:
@@ -240,7 +255,13 @@ def lora_(model: nn.Module, targets, rank: int, *, generator: GeneratorLike = No
     """
     check_rank(rank)
     g = make_generator(generator)
-    return _wrap_each(model, targets, lambda name, base: LoRALayer(base, rank, generator=g, **kwargs))
+    check_kw = {k: kwargs[k] for k in ("alpha", "dropout", "init", "svd", "dora") if k in kwargs}
+
+    def prepare(name, base):
+        check_lora_args(base, rank, **check_kw)      # every layer checked before PiSSA rewrites any weight
+        return None
+
+    return _wrap_each(model, targets, prepare, lambda base, _: LoRALayer(base, rank, generator=g, **kwargs))
 
 
 def merge_(model: nn.Module, *, unload: bool = True) -> int:
@@ -278,80 +299,18 @@ def merge_(model: nn.Module, *, unload: bool = True) -> int:
 
 
 def unmerge_(model: nn.Module) -> int:
-    """Undo ``merge_(model, unload=False)``; returns the number of layers unmerged."""
+    """Undo ``merge_(model, unload=False)``; returns the number of layers unmerged.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
+        >>> _ = lora_(net, "0", rank=1, generator=0)
+        >>> merge_(net, unload=False), unmerge_(net)
+        (1, 1)
+    """
     layers = [m for m in model.modules() if isinstance(m, LoRALayer) and m.merged]
     for m in layers:
         m.unmerge_()
     return len(layers)
-
-
-class LowRankParametrization(nn.Module):
-    """``W = (original0 @ original1ᵀ).reshape(shape)`` for ``torch.nn.utils.parametrize``.
-
-    ``right_inverse(W)`` returns the initial ``(L, R)``, e.g. the top-``rank`` SVD of ``W``.
-    """
-
-    def __init__(self, rank: int, *, init="svd", scale: float = 1e-3, generator: GeneratorLike = None,
-                 **svd_kwargs) -> None:
-        super().__init__()
-        self.rank, self.init, self.scale, self.svd_kwargs = check_rank(rank), init, scale, svd_kwargs
-        self._generator = make_generator(generator)
-        self.shape: tuple[int, ...] | None = None
-
-    def forward(self, left: Tensor, right: Tensor) -> Tensor:
-        return (left @ right.mT).reshape(self.shape)
-
-    def right_inverse(self, W: Tensor) -> tuple[Tensor, Tensor]:
-        self.shape = tuple(W.shape)
-        M = W.detach().reshape(W.shape[0], -1)
-        f = init_factors(self.init, tuple(M.shape), self.rank, weight=M, scale=self.scale, generator=self._generator,
-                         dtype=M.dtype, device=M.device, **self.svd_kwargs)
-        return f.left, f.right
-
-
-class _HadamardParametrization(nn.Module):
-    def __init__(self, kind: str, scale: float) -> None:
-        super().__init__()
-        self.kind, self.scale = kind, scale
-
-    def forward(self, u: Tensor, v: Tensor) -> Tensor:
-        return u * v if self.kind == "product" else u * u - v * v
-
-    def right_inverse(self, w: Tensor) -> tuple[Tensor, Tensor]:
-        mod = Hadamard(w.shape, weight=w) if self.kind == "product" else HadamardDifference(w.shape, weight=w,
-                                                                                            scale=self.scale)
-        a, b = (mod.factors[0], mod.factors[1]) if self.kind == "product" else (mod.u, mod.v)
-        return a.detach(), b.detach()
-
-
-def parametrize_(module: nn.Module, name: str = "weight", *, kind: str = "lowrank", rank: int | None = None,
-                 **kwargs) -> nn.Module:
-    """Factor the raw parameter ``module.<name>`` with ``torch.nn.utils.parametrize``.
-
-    ``kind="lowrank"`` (``W = original0 @ original1ᵀ``, ``rank`` required, inits as in
-    :func:`lowrank_`), ``"product"`` (``u ⊙ v``) or ``"difference"`` (``u⊙u − v⊙v``). Keys:
-    ``parametrizations.<name>.original0`` / ``original1``. Returns the parametrization module.
-
-    Example:
-        >>> lin = torch.nn.Linear(4, 3)
-        >>> _ = parametrize_(lin, "weight", kind="lowrank", rank=3)
-        >>> sorted(k for k in lin.state_dict() if "original" in k)
-        ['parametrizations.weight.original0', 'parametrizations.weight.original1']
-    """
-    if not isinstance(getattr(module, name, None), Tensor):
-        raise ValueError(f"name: module has no tensor attribute {name!r}")
-    if _P.is_parametrized(module, name):
-        raise ValueError(f"name: {name!r} is already parametrized; remove it before factoring again")
-    if kind == "lowrank":
-        if rank is None:
-            raise ValueError("kind='lowrank' needs rank=")
-        P = LowRankParametrization(rank, **kwargs)
-    elif kind in ("product", "difference"):
-        P = _HadamardParametrization(kind, kwargs.get("scale", 1e-2))
-    else:
-        raise ValueError(f"kind must be 'lowrank', 'product' or 'difference', got {kind!r}")
-    _P.register_parametrization(module, name, P, unsafe=True)
-    return P
 
 
 def _adapter_params(model: nn.Module) -> OrderedDict[str, nn.Parameter]:
@@ -386,9 +345,18 @@ def adapter_state_dict(model: nn.Module) -> OrderedDict[str, Tensor]:
 def load_adapter_state_dict(model: nn.Module, state: dict[str, Tensor], *, strict: bool = True) -> None:
     """Copy adapter weights saved by :func:`adapter_state_dict` into a model wrapped the same way.
 
-    ``strict=True``: the keys must be exactly the model's adapter keys.
+    ``strict=True``: the keys must be exactly the model's adapter keys; shapes must match.
+
+    Example:
+        >>> a, b = torch.nn.Sequential(torch.nn.Linear(4, 4)), torch.nn.Sequential(torch.nn.Linear(4, 4))
+        >>> _ = lora_(a, "0", rank=2, generator=0); _ = lora_(b, "0", rank=2, generator=1)
+        >>> load_adapter_state_dict(b, adapter_state_dict(a))
+        >>> bool(torch.equal(a[0].lora_down, b[0].lora_down))
+        True
     """
     params = _adapter_params(model)
+    if not params:
+        raise ValueError("model holds no adapter to load into")
     missing, unexpected = set(params) - set(state), set(state) - set(params)
     if strict and (missing or unexpected):
         raise ValueError(f"state: missing adapter keys {sorted(missing)}, unexpected {sorted(unexpected)}")

@@ -178,3 +178,36 @@ def test_random_shapes_bit_identical_at_init_and_merge_round_trip(rows, cols, ra
     layer.merge_()
     layer.unmerge_()
     torch.testing.assert_close(base.weight.detach(), W0, rtol=0, atol=1e-12)
+
+
+def test_failed_construction_and_restart_change_nothing():
+    base = _linear()
+    with pytest.raises(ValueError, match="init"):
+        LoRALayer(base, rank=2, init="nope")
+    with pytest.raises(ValueError, match="svd"):
+        LoRALayer(base, rank=2, init="pissa", svd="nope")
+    with pytest.raises(ValueError, match="alpha"):
+        LoRALayer(base, rank=2, alpha=0, init="pissa")      # would divide by s = 0
+    assert all(p.requires_grad for p in base.parameters())
+    layer = LoRALayer(base, rank=2, generator=0)
+    with torch.no_grad():
+        layer.lora_up.normal_(generator=torch.Generator().manual_seed(5))
+    W = base.weight.detach().clone()
+    with pytest.raises(ValueError, match="init"):
+        relora_restart_(nn.Sequential(layer), init="pissa")
+    assert torch.equal(base.weight, W) and float(layer.lora_up.detach().abs().max()) > 0
+
+
+def test_dora_on_conv_matches_dense_oracle():
+    conv = nn.Conv1d(3, 4, 3, padding=1).double()
+    layer = LoRALayer(conv, rank=2, dora=True, generator=0)
+    with torch.no_grad():
+        layer.lora_up.normal_(generator=torch.Generator().manual_seed(6))
+        layer.lora_magnitude.mul_(0.7)
+    V = conv.weight.detach().reshape(4, 9) + layer.scaling * layer.lora_up.detach() @ layer.lora_down.detach().T
+    Wd = (layer.lora_magnitude.detach()[:, None] * V / V.norm(dim=1, keepdim=True)).reshape(4, 3, 3)
+    x = torch.randn(2, 3, 7, dtype=D)
+    expect = torch.nn.functional.conv1d(x, Wd, conv.bias, padding=1)
+    torch.testing.assert_close(layer(x), expect, rtol=0, atol=1e-12)
+    layer.merge_()
+    torch.testing.assert_close(conv.weight.detach(), Wd, rtol=0, atol=1e-12)

@@ -70,3 +70,8 @@ def test_balancedness_diagnostic_on_deep_factors():
     assert float(balancedness(Ws)) < 1e-10
     Ws[1] = Ws[1] * 2
     assert float(balancedness(Ws)) > 1e-2
+
+
+def test_psd_power_needs_a_square_matrix():
+    with pytest.raises(ValueError, match="M"):
+        psd_power(torch.ones(3, 2, dtype=D), 0.5)

@@ -49,3 +49,10 @@ def test_monitor_records_every_k_steps_and_as_optimizer_hook():
         opt.step()
     assert [s for s, _ in mon.history] == [0, 2, 4] == seen
     assert len(mon.history[0][1]) == 1 and len(mon.history[0][1][0].singular_values) == 3
+
+
+def test_diagnostics_bad_input():
+    with pytest.raises(ValueError, match="s must"):
+        effective_rank(torch.ones(2, 2))
+    with pytest.raises(ValueError, match="every"):
+        FactorMonitor(LowRankLinear(2, 2, rank=1, generator=0), every=0)

@@ -90,3 +90,15 @@ def test_user_supplied_pair_is_validated_and_copied():
     assert torch.equal(f.product(), L @ R.T) and f.left is not L
     with pytest.raises(ValueError, match="init pair"):
         Fn.init_factors((L, R), (4, 3), 3)
+
+
+def test_dtype_and_shape_errors_name_the_argument():
+    with pytest.raises(TypeError, match="W"):
+        Fn.top_svd(torch.ones(3, 3, dtype=torch.long), 2)
+    with pytest.raises(TypeError, match="W"):
+        Fn.init_spectral(torch.ones(3, 3, dtype=torch.long), 2, symmetric=True)
+    with pytest.raises(ValueError, match="weight"):
+        Fn.init_factors("svd", (3, 4), 2, weight=torch.ones(4, 3))
+    from overparam.factor import LowRank
+    with pytest.raises(ValueError, match="shape"):
+        LowRank((3.5, 4), 2)

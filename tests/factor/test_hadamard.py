@@ -70,3 +70,14 @@ def test_bad_input():
         Hadamard((2,), weight=torch.ones(3))
     with pytest.raises(ValueError, match="rank"):
         LowRankHadamard((3, 3), 0)
+
+
+def test_shape_and_scale_errors():
+    with pytest.raises(ValueError, match="shape"):
+        LowRankHadamard((0, 3), 2)
+    with pytest.raises(ValueError, match="shape"):
+        Kronecker((4, -1), 1)
+    for make in (lambda: Hadamard((2,), scale=0.0), lambda: LowRankHadamard((3, 3), 1, scale=0.0),
+                 lambda: Kronecker((4, 4), 1, scale=0.0)):
+        with pytest.raises(ValueError, match="scale"):
+            make()

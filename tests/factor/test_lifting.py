@@ -55,3 +55,13 @@ def test_lifted_loss_vanishes_at_ground_truth_and_is_larger_elsewhere(problem):
         LiftedSensing(problem, rank=1, order=0)
     with pytest.raises(ValueError, match="problem"):
         LiftedSensing(sensing(n=3, r=1, m=5, symmetric=False, generator=0), rank=1)
+
+
+def test_bad_input_names_the_argument(problem):
+    with pytest.raises(TypeError, match="problem"):
+        LiftedSensing("not a problem", rank=1)
+    lifted = LiftedSensing(problem, rank=1, order=2)
+    with pytest.raises(ValueError, match="T must"):
+        lifted.unlift(torch.ones(3, 2, dtype=D))
+    with pytest.raises(ValueError, match="X must"):
+        lifted.lift(torch.ones(3, 2, dtype=D))

@@ -6,7 +6,7 @@ from torch import nn
 
 import overparam as op
 from overparam.factor import (FactorizedLayer, LoRALayer, adapter_state_dict, hadamard_, load_adapter_state_dict, lora_,
-                              lowrank_, merge_, pairs, parametrize_, unmerge_)
+                              lowrank_, merge_, pairs, unmerge_)
 from overparam.testing import assert_no_side_effects
 
 D = torch.float64
@@ -161,18 +161,46 @@ def test_regex_and_suffix_targets():
     assert lowrank_(Net(), "2", rank=2, init="small", generator=0) == ["block.2"]
 
 
-@pytest.mark.parametrize("kind", ["lowrank", "product", "difference"])
-def test_parametrize_route(kind):
-    lin = nn.Linear(5, 4).double()
+def _snapshot(net):
+    return ([type(m) for m in net.modules()], {k: v.clone() for k, v in net.state_dict().items()},
+            {k: p.requires_grad for k, p in net.named_parameters()})
+
+
+@pytest.mark.parametrize("apply", [
+    lambda net: lora_(net, ALL, rank=5, init="pissa"),                 # block.2 is (4, 5): rank 5 too large
+    lambda net: lowrank_(net, ALL, rank=5, init="svd"),
+    lambda net: lora_(net, ALL, rank=2, dropout=0.1),                  # dropout is not defined for emb
+    lambda net: lowrank_(net, ALL, rank=2, init="small", symmetric=True),   # non-square weights
+])
+def test_failed_application_leaves_the_model_untouched(apply):
+    net = Net()
+    before = _snapshot(net)
+    with pytest.raises(ValueError, match="rank|dropout|symmetric"):
+        apply(net)
+    types, sd, flags = _snapshot(net)
+    assert types == before[0] and flags == before[2] and sd.keys() == before[1].keys()
+    assert all(torch.equal(sd[k], v) for k, v in before[1].items())
+
+
+def test_symmetric_lowrank_wrapper_matches_dense_oracle():
+    lin = nn.Linear(5, 5).double()
+    net = nn.Sequential(lin)
+    lowrank_(net, "0", rank=7, init="small", scale=0.5, symmetric=True, generator=0)
+    U = net[0].param.left.detach()
     x = torch.randn(3, 5, dtype=D)
-    y = lin(x)
-    parametrize_(lin, "weight", kind=kind, rank=4 if kind == "lowrank" else None)
-    torch.testing.assert_close(lin(x), y, rtol=0, atol=1e-12)
-    assert {"parametrizations.weight.original0", "parametrizations.weight.original1"} <= set(lin.state_dict())
-    with pytest.raises(ValueError, match="already parametrized"):
-        parametrize_(lin, "weight", kind=kind, rank=4)
-    found = list(pairs(lin))
-    assert len(found) == (1 if kind == "lowrank" else 0)
-    if found:
-        (L, R), = found
-        torch.testing.assert_close(L @ R.T, lin.weight)
+    torch.testing.assert_close(net(x), x @ (U @ U.T).T + lin.bias, rtol=0, atol=1e-12)
+    (L, R), = pairs(net)
+    assert L is R
+
+
+def test_bad_regex_and_adapter_loading_errors():
+    with pytest.raises(ValueError, match="targets"):
+        lora_(Net(), "block[", rank=1)
+    with pytest.raises(ValueError, match="adapter"):
+        load_adapter_state_dict(Net(), {})
+    net = Net()
+    lora_(net, "block.0", rank=2, generator=0)
+    sd = adapter_state_dict(net)
+    sd["block.0.lora_up"] = torch.zeros(5, 3, dtype=D)
+    with pytest.raises(ValueError, match="shape"):
+        load_adapter_state_dict(net, sd)
