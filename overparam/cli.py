@@ -1,7 +1,7 @@
 """The ``overparam`` command: list, run and report reproductions of published claims.
 
     overparam list
-    overparam run NAME [--quick] [--out DIR] [--seed S] [--device cpu|cuda] [--quiet]
+    overparam run NAME [--quick] [--out DIR] [--seed S] [--device cpu|cuda] [--quiet] [--threads N]
     overparam report [--out DIR]
 """
 
@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--threads", type=int, default=1, help="torch intra-op CPU threads (default 1: small tensors)")
     rep = sub.add_parser("report", help="collect every result.json under a folder into REPORT.md")
     rep.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return p
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out if args.out is not None else DEFAULT_OUT / exp.name
         print(f"overparam run {exp.name}{' --quick' if args.quick else ''}: {exp.paper}")
         print(f"claim: {exp.claim}")
-        res = run_experiment(exp, out=out, quick=args.quick, seed=args.seed, device=args.device, progress=not args.quiet)
+        res = run_experiment(exp, out=out, quick=args.quick, seed=args.seed, device=args.device, progress=not args.quiet,
+                             threads=args.threads)
         for line in res["summary"]:
             print("  " + line)
         for note in res["notes"]:

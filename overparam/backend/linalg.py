@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["orthogonalize", "gram_schmidt", "tridiag_eigh", "tridiag_matrix", "gram_solve", "NotPositiveDefiniteError"]
+__all__ = ["orthogonalize", "gram_schmidt", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve",
+           "NotPositiveDefiniteError"]
 
 
 class NotPositiveDefiniteError(ValueError):
@@ -188,9 +189,38 @@ def gram_solve(R: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         raise ValueError(f"R and B must be at least 2-D, got {tuple(R.shape)} and {tuple(B.shape)}")
     if R.shape[-1] != B.shape[-1]:
         raise ValueError(f"R has rank {R.shape[-1]} but B has {B.shape[-1]} columns")
+    return spd_solve(R.mT @ R, B, damping=damping)
+
+
+def spd_solve(G: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
+    """``B (G + λI)⁻¹`` for a symmetric positive (semi-)definite ``G`` by Cholesky.
+
+    The kernel of :func:`gram_solve`, for callers that maintain the Gram matrix ``G = RᵀR``
+    themselves (e.g. incrementally, as ScaledSGD does).
+
+    Args:
+        G: ``(..., r, r)`` symmetric.
+        B: ``(..., n, r)``.
+        damping: ``λ >= 0``.
+
+    Returns:
+        ``(..., n, r)``.
+
+    Raises:
+        NotPositiveDefiniteError: when ``G + λI`` is not positive definite; set ``damping > 0``.
+
+    Example:
+        >>> spd_solve(4 * torch.eye(2, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64))[0]
+        tensor([0.2500, 0.2500], dtype=torch.float64)
+    """
+    _check_float(G, "G")
+    _check_float(B, "B")
+    if G.ndim < 2 or G.shape[-1] != G.shape[-2]:
+        raise ValueError(f"G must be square (..., r, r), got {tuple(G.shape)}")
+    if B.ndim < 2 or B.shape[-1] != G.shape[-1]:
+        raise ValueError(f"B must have shape (..., n, {G.shape[-1]}) to match G, got {tuple(B.shape)}")
     if damping < 0:
         raise ValueError(f"damping must be >= 0, got {damping}")
-    G = R.mT @ R
     if damping:
         G = G + damping * torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
     L, info = torch.linalg.cholesky_ex(G)

@@ -31,16 +31,28 @@ def _jsonable(x: Any) -> Any:
 
 
 def run_experiment(exp: Experiment, *, out: Path, quick: bool = False, seed: int = 0, device: str = "cpu",
-                   progress: bool = True) -> dict[str, Any]:
-    """Run ``exp`` and write its artefacts into ``out``; returns the result dict."""
+                   progress: bool = True, threads: int | None = None) -> dict[str, Any]:
+    """Run ``exp`` and write its artefacts into ``out``; returns the result dict.
+
+    ``threads`` sets torch's intra-op threads for the run (restored afterwards); the
+    experiments' tensors are small, where one thread is fastest on a shared CPU.
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(out=out, seed=seed, device=dev, quick=quick, params=exp.params_for(quick), show_progress=progress)
-    t0 = time.perf_counter()
-    measured = exp.run(ctx)
-    seconds = time.perf_counter() - t0
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        t0 = time.perf_counter()
+        measured = exp.run(ctx)
+        seconds = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(before)
     if "claim_holds" not in measured or "summary" not in measured:
         raise RuntimeError(f"experiment {exp.name!r} must return 'claim_holds' and 'summary'")
     result = {

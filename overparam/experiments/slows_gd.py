@@ -23,7 +23,6 @@ For both we fit the per-iteration contraction factor and count the iterations to
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch

@@ -22,21 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..backend.linalg import NotPositiveDefiniteError
+from ..backend.linalg import spd_solve
 from ._pairs import PairOptimizer
 
 __all__ = ["ScaledSGD"]
-
-
-def _solve(G: Tensor, B: Tensor, damping: float) -> Tensor:
-    """``B (G + λI)⁻¹`` for a stored Gram matrix ``G`` (r, r)."""
-    if damping:
-        G = G + damping * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
-    C, info = torch.linalg.cholesky_ex(G)
-    if int(info) != 0:
-        raise NotPositiveDefiniteError(f"ScaledSGD: the Gram matrix (r = {G.shape[0]}, λ = {damping}) is not "
-                                       "positive definite (rank-deficient factor); use damping > 0")
-    return torch.cholesky_solve(B.mT, C).mT
 
 
 class ScaledSGD(PairOptimizer):
@@ -93,9 +82,9 @@ class ScaledSGD(PairOptimizer):
                 rl, rr = self._rows(L.grad), (None if i == j else self._rows(R.grad))
                 upd = []
                 if rl is not None:
-                    upd.append((L, rl, _solve(GR, L.grad[rl], lam), "gram_L"))
+                    upd.append((L, rl, spd_solve(GR, L.grad[rl], damping=lam), "gram_L"))
                 if rr is not None:
-                    upd.append((R, rr, _solve(GL, R.grad[rr], lam), "gram_R"))
+                    upd.append((R, rr, spd_solve(GL, R.grad[rr], damping=lam), "gram_R"))
                 for T, rows, d, key in upd:
                     old = T[rows]
                     new = old - lr * d

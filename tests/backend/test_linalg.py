@@ -110,3 +110,17 @@ def test_gram_solve_batched_and_errors():
         linalg.gram_solve(R[0], B[0], damping=-1.0)
     with pytest.raises(ValueError, match="rank 2 but B has 3"):
         linalg.gram_solve(R[0], torch.ones(4, 3, dtype=torch.float64))
+
+
+def test_spd_solve_is_gram_solve_kernel_and_checks_shapes():
+    g = torch.Generator().manual_seed(3)
+    R = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    B = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(linalg.spd_solve(R.T @ R, B, damping=0.5), linalg.gram_solve(R, B, damping=0.5),
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match="G must be square"):
+        linalg.spd_solve(torch.ones(3, 2, dtype=torch.float64), B)
+    with pytest.raises(ValueError, match=r"B must have shape \(..., n, 3\)"):
+        linalg.spd_solve(R.T @ R, torch.ones(4, 2, dtype=torch.float64))
+    with pytest.raises(linalg.NotPositiveDefiniteError):
+        linalg.spd_solve(-torch.eye(3, dtype=torch.float64), B)
