@@ -177,7 +177,9 @@ def check_deterministic(first: Callable[[vec.Vec], vec.Vec], second: Callable[[v
         b = second(v)
     diff, ref = vec.norm(vec.sub(a, b)), vec.norm(a)
     tol = 1e3 * torch.finfo(obj.theta[0].dtype).eps * (ref + 1e-30)
-    if not bool(torch.isfinite(ref)) or bool(diff > tol):
+    if not bool(torch.isfinite(ref)):
+        raise ValueError(f"the {what} product is not finite: the parameters, the data or the loss contain NaN/inf")
+    if bool(diff > tol):
         raise NonDeterministicModelError(
             f"two {what} products with the same vector differ (relative difference "
             f"{float(diff / (ref + 1e-30)):.2e}): the model is stochastic or stateful under probing "

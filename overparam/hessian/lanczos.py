@@ -150,7 +150,17 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, ncv:
     Vr = torch.zeros(m, n, dtype=op.dtype, device=op.device)  # basis as rows
     H = torch.zeros(m, m, dtype=op.dtype, device=op.device)
     start, count, anorm, beta = 0, 0, 0.0, torch.zeros((), dtype=op.dtype, device=op.device)
+
+    def ritz(size: int):
+        theta, Y = torch.linalg.eigh(H[:size, :size])
+        sel = _order(theta, which)
+        res = (beta * Y[size - 1, sel]).abs()
+        floor = eps**0.5 * max(anorm, float(theta.abs().max()))
+        ok = bool((res[:k] <= tol * torch.clamp(theta[sel[:k]].abs(), min=floor)).all()) or (size == n and float(beta) == 0)
+        return theta, Y, sel, res, floor, ok
+
     while True:
+        size = m
         for i in range(start, m):
             Vr[i] = v
             w = op.matvec(v)
@@ -166,14 +176,12 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, ncv:
                     v = _random_orth(Vr[: i + 1].mT, g)
             else:
                 v = w / beta
-        theta, Y = torch.linalg.eigh(H)
-        sel = _order(theta, which)
-        res = (beta * Y[m - 1, sel]).abs()
-        floor = eps**0.5 * max(anorm, float(theta.abs().max()))
-        ok = res[:k] <= tol * torch.clamp(theta[sel[:k]].abs(), min=floor)
-        done = bool(ok.all()) or m == n and float(beta) == 0
+            if k < i + 1 < m and ritz(i + 1)[-1]:  # converged early (cheap: a small eigh per step)
+                size = i + 1
+                break
+        theta, Y, sel, res, floor, ok = ritz(size)
         p = min(k + (m - k) // 2, m - 1)
-        if done or count + (m - p) > budget:
+        if ok or count + (m - p) > budget:
             break
         keep = sel[:p]
         Vr[:p] = Y[:, keep].mT @ Vr
@@ -181,8 +189,8 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, ncv:
         H[:p, :p] = torch.diag(theta[keep])
         start = p
     keep = sel[:k]
-    X = Y[:, keep].mT @ Vr  # (k, n)
-    converged = bool(ok.all()) or (m == n and float(beta) == 0)
+    X = Y[:, keep].mT @ Vr[:size]  # (k, n)
+    converged = ok
     if not converged:
         warnings.warn(f"lanczos did not converge in {count} products (max residual/|θ| "
                       f"{float((res[:k] / theta[keep].abs().clamp(min=floor)).max()):.2e} > tol {tol:.1e}); "
