@@ -30,6 +30,7 @@ from .. import hessian as oh
 from ..backend.random import gaussian
 from ..testing.hessian_oracles import init_from_generator_
 from . import Context, Experiment
+from .hessian_outliers import one_cpu_thread
 
 F = nn.functional
 
@@ -85,15 +86,8 @@ def _digits(n: int, device):
 
 
 def run(ctx: Context) -> dict:
-    # Small dense problems: on a CPU, intra-op threads only contend (4x slower on a loaded 2-core
-    # machine); use one thread while this experiment runs and restore the setting afterwards.
-    threads = torch.get_num_threads()
-    if ctx.device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
+    with one_cpu_thread(ctx.device):
         return _run(ctx)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(ctx: Context) -> dict:

@@ -18,6 +18,7 @@ width doubles. The SLQ density of the wider model shows the bulk.
 
 from __future__ import annotations
 
+import contextlib
 import numpy as np
 import torch
 from torch import nn
@@ -66,16 +67,22 @@ def _count_outliers(values: np.ndarray) -> tuple[int, float]:
     return i + 1, float(ratios[i])
 
 
-def run(ctx: Context) -> dict:
-    # Small dense problems: on a CPU, intra-op threads only contend (4x slower on a loaded 2-core
-    # machine); use one thread while this experiment runs and restore the setting afterwards.
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device):
+    """Small dense problems: on a CPU, intra-op threads only contend (4x slower measured on a
+    loaded 2-core machine); use one thread inside the block and restore the setting after."""
     threads = torch.get_num_threads()
-    if ctx.device.type == "cpu":
+    if device.type == "cpu":
         torch.set_num_threads(1)
     try:
-        return _run(ctx)
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def run(ctx: Context) -> dict:
+    with one_cpu_thread(ctx.device):
+        return _run(ctx)
 
 
 def _run(ctx: Context) -> dict:
