@@ -1,1 +1,43 @@
-"""overparam.hessian: not built yet (see the docs page docs/hessian.md)."""
+"""overparam.hessian: curvature of a model's loss as linear operators, and the solvers that probe it.
+
+* operators: :func:`hessian` (HVP backends ``double_backward`` / ``jvp`` / ``finite_difference``),
+  :func:`ggn` (Gauss-Newton for MSE and cross-entropy), restriction to parameters by name pattern,
+  sums/scales/shifts, ``to_dense()``; any dense tensor or object with ``@`` also works.
+* eigenvalues: :func:`lanczos` (thick restart, full re-orthogonalization, LA/SA/LM, warm start),
+  :func:`power_iteration` (deflated baseline).
+* trace and diagonal: :func:`hutchinson`, :func:`hutchpp`, :func:`xtrace`, :func:`trace`, :func:`diagonal`.
+* density: :func:`slq`, :func:`density`, :func:`plot_density`.
+* sharpness: :func:`lambda_max` (vs. ``2/η``), :func:`epsilon_sharpness` / :func:`ball_sharpness`.
+
+Example:
+    >>> import torch
+    >>> import overparam as op
+    >>> net = op.testing.tanh_mlp([4, 8, 1], generator=0)
+    >>> x, y = torch.randn(32, 4, dtype=torch.float64), torch.randn(32, 1, dtype=torch.float64)
+    >>> H = op.hessian.hessian(net, torch.nn.functional.mse_loss, (x, y))
+    >>> eig = op.hessian.lanczos(H, k=3, generator=0)
+    >>> eig.values.shape, eig.vectors[0].shape
+    (torch.Size([3]), torch.Size([3, 8, 4]))
+"""
+
+from ._model import NonDeterministicModelError, ParamSpec, select_parameters
+from .density import Density, Quadrature, density, plot_density, slq
+from .diagonal import diagonal
+from .ggn import GGNOperator, ggn
+from .hvp import BACKENDS, HessianOperator, blocks, hessian
+from .lanczos import Eigen, lanczos
+from .operators import (DenseOperator, FunctionOperator, IdentityOperator, Operator, ScaledOperator, SumOperator,
+                        as_operator)
+from .power import power_iteration
+from .sharpness import EoS, Sharpness, ball_sharpness, eos_threshold, epsilon_sharpness, lambda_max
+from .trace import Estimate, hutchinson, hutchpp, trace, xtrace
+
+__all__ = [
+    "NonDeterministicModelError", "ParamSpec", "select_parameters",
+    "Operator", "DenseOperator", "FunctionOperator", "IdentityOperator", "ScaledOperator", "SumOperator",
+    "as_operator", "HessianOperator", "hessian", "BACKENDS", "GGNOperator", "ggn", "blocks",
+    "Eigen", "lanczos", "power_iteration",
+    "Estimate", "hutchinson", "hutchpp", "xtrace", "trace", "diagonal",
+    "Quadrature", "Density", "slq", "density", "plot_density",
+    "EoS", "Sharpness", "lambda_max", "eos_threshold", "ball_sharpness", "epsilon_sharpness",
+]

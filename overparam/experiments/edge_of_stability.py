@@ -1,0 +1,143 @@
+"""Progressive sharpening to the edge of stability under full-batch gradient descent.
+
+Cohen, Kaur, Li, Kolter & Talwalkar (2021), "Gradient Descent on Neural Networks Typically
+Occurs at the Edge of Stability", and Agarwala, Pedregosa & Pennington (2022), "Second-order
+regression models exhibit progressive sharpening to the edge of stability": under GD with step
+``η`` the top Hessian eigenvalue ``λ_max`` first rises (progressive sharpening) and then stops
+rising and hovers near ``2/η``, the threshold beyond which GD is unstable on a quadratic,
+while the loss keeps (non-monotonically) decreasing.
+
+Two models, both trained with full-batch GD on the MSE loss and ``λ_max`` tracked every few
+steps by Lanczos warm-started from the previous eigenvector (a handful of Hessian-vector
+products per estimate):
+
+* a quadratic-in-parameters model: the two-layer linear network ``f(x) = aᵀWx`` (outputs are
+  quadratic in θ = (W, a)) regressing a linear teacher from a small initialization;
+* a tanh MLP (64-64-64-10) on 500 images of scikit-learn's digits with one-hot targets
+  (without scikit-learn this part is skipped and reported as such).
+
+The claim holds for a model when ``λ_max·η/2`` starts below 0.75, reaches at least 0.95, and
+over the last 40% of training has median in [0.9, 1.2] and maximum below 1.4.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import hessian as oh
+from ..backend.random import gaussian
+from ..testing.hessian_oracles import init_from_generator_
+from . import Context, Experiment
+from .hessian_outliers import one_cpu_thread
+
+F = nn.functional
+
+
+def _linear2(d: int, h: int, std: float, seed: int, device) -> nn.Module:
+    with torch.device("meta"):
+        net = nn.Sequential(nn.Linear(d, h, bias=False), nn.Linear(h, 1, bias=False))
+    return init_from_generator_(net.to_empty(device=device).to(torch.float64), generator=seed, std=std)
+
+
+def _mlp(seed: int, out_scale: float, device) -> nn.Module:
+    with torch.device("meta"):
+        net = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    net = init_from_generator_(net.to_empty(device=device).to(torch.float64), generator=seed)
+    with torch.no_grad():
+        net[-1].weight.mul_(out_scale)
+        net[-1].bias.zero_()
+    return net
+
+
+def _track(net: nn.Module, X, Y, lr: float, steps: int, every: int, ctx: Context, desc: str, seed: int) -> dict:
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    prev, ts, lams, losses, mvs = None, [], [], [], []
+    for t in ctx.progress(range(steps + 1), total=steps + 1, desc=desc):
+        if t % every == 0:
+            H = oh.hessian(net, F.mse_loss, (X, Y))
+            prev = oh.lambda_max(H, lr=lr, v0=prev, tol=1e-3, generator=seed)
+            ts.append(t)
+            lams.append(prev.lambda_max)
+            mvs.append(prev.eigen.n_matvecs)
+        opt.zero_grad()
+        loss = F.mse_loss(net(X), Y)
+        losses.append(float(loss.detach()))
+        if t < steps:
+            loss.backward()
+            opt.step()
+    ratio = np.array(lams) * lr / 2
+    late = ratio[int(0.6 * len(ratio)):]  # the last 40% of the run
+    holds = bool(ratio[0] < 0.75 and ratio.max() >= 0.95 and 0.9 <= np.median(late) <= 1.2 and late.max() < 1.4)
+    return {"lr": lr, "threshold": 2 / lr, "steps": ts, "lambda_max": lams, "ratio": ratio.tolist(), "loss": losses,
+            "matvecs": mvs, "initial_ratio": float(ratio[0]), "peak_ratio": float(ratio.max()),
+            "late_median_ratio": float(np.median(late)), "late_max_ratio": float(late.max()), "holds": holds}
+
+
+def _digits(n: int, device):
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        return None
+    X, y = load_digits(return_X_y=True)
+    X = torch.tensor(X[:n] / 16.0, dtype=torch.float64, device=device)
+    return X, F.one_hot(torch.tensor(y[:n], device=device), 10).to(torch.float64)
+
+
+def run(ctx: Context) -> dict:
+    with one_cpu_thread(ctx.device):
+        return _run(ctx)
+
+
+def _run(ctx: Context) -> dict:
+    p = ctx.params
+    runs, summary = {}, []
+    q = p["quadratic"]
+    X = gaussian((q["n"], q["d"]), generator=ctx.seed + 1, dtype=torch.float64, device=ctx.device)
+    Y = X @ gaussian((q["d"], 1), generator=ctx.seed + 2, dtype=torch.float64, device=ctx.device) * q["target_scale"]
+    net = _linear2(q["d"], q["h"], q["init_std"], ctx.seed, ctx.device)
+    runs["quadratic"] = _track(net, X, Y, q["lr"], q["steps"], p["every"], ctx, "GD, f = a^T W x", ctx.seed)
+    m = p["mlp"]
+    data = _digits(m["n"], ctx.device)
+    if data is None:
+        ctx.notes.append("scikit-learn is not installed: the MLP-on-digits part was skipped (pip install 'overparam[digits]')")
+        summary.append("MLP on digits: SKIPPED, scikit-learn is not installed (pip install 'overparam[digits]')")
+    else:
+        runs["mlp"] = _track(_mlp(ctx.seed, m["out_scale"], ctx.device), *data, m["lr"], m["steps"], p["every"], ctx,
+                             "GD, tanh MLP on digits", ctx.seed)
+    names = {"quadratic": "two-layer linear a^T W x (quadratic in params)", "mlp": f"tanh MLP on {m['n']} digits"}
+    for k, r in runs.items():
+        warm = np.mean(r["matvecs"][1:]) if len(r["matvecs"]) > 1 else float("nan")
+        summary.append(f"{names[k]}: eta = {r['lr']}, 2/eta = {r['threshold']:.3g}; lambda_max*eta/2 starts at "
+                       f"{r['initial_ratio']:.2f}, peaks at {r['peak_ratio']:.2f}, last-40% median "
+                       f"{r['late_median_ratio']:.2f} (max {r['late_max_ratio']:.2f}); loss {r['loss'][0]:.3g} -> "
+                       f"{r['loss'][-1]:.3g}; {warm:.1f} HVPs per warm-started estimate (cold: {r['matvecs'][0]})")
+    holds = bool(runs) and all(r["holds"] for r in runs.values()) and "mlp" in runs
+    plt = ctx.pyplot()
+    if plt is not None:
+        fig, axes = plt.subplots(2, len(runs), figsize=(5 * len(runs), 6), squeeze=False)
+        for j, (k, r) in enumerate(runs.items()):
+            axes[0, j].plot(r["steps"], r["lambda_max"], label=r"$\lambda_{max}$")
+            axes[0, j].axhline(r["threshold"], color="k", ls="--", lw=0.8, label=r"$2/\eta$")
+            axes[0, j].set(title=names[k], ylabel="sharpness")
+            axes[0, j].legend()
+            axes[1, j].semilogy(r["loss"])
+            axes[1, j].set(xlabel="GD step", ylabel="train loss")
+        ctx.savefig(fig, "sharpness.png")
+    return {"claim_holds": holds, "summary": summary, "runs": runs}
+
+
+EXPERIMENT = Experiment(
+    name="edge-of-stability",
+    paper="Cohen et al. 2021, Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability; "
+          "Agarwala et al. 2022, Second-order regression models exhibit progressive sharpening to the edge of stability",
+    claim="under full-batch GD the top Hessian eigenvalue rises (progressive sharpening) and then hovers near 2/eta, "
+          "on a quadratic-in-parameters model and on an MLP",
+    run=run,
+    params={"every": 5,
+            "quadratic": {"n": 40, "d": 10, "h": 20, "init_std": 0.1, "target_scale": 5.0, "lr": 0.05, "steps": 400},
+            "mlp": {"n": 500, "out_scale": 0.01, "lr": 1.0, "steps": 600}},
+    quick={"quadratic": {"n": 40, "d": 10, "h": 20, "init_std": 0.1, "target_scale": 5.0, "lr": 0.05, "steps": 200},
+           "mlp": {"n": 500, "out_scale": 0.01, "lr": 1.0, "steps": 300}},
+)

@@ -1,0 +1,187 @@
+"""What every model-based operator shares: the data (one batch or a loader), the selected
+parameters (by name pattern), the per-sample weighting of the loss across ragged batches, and
+the guard that refuses models which are not deterministic under probing.
+
+Nothing here changes a module's train/eval flags, its parameters or buffers, or the global RNG:
+every forward pass goes through :func:`torch.func.functional_call` on cloned parameters.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..backend import vec
+
+__all__ = ["NonDeterministicModelError", "select_parameters", "Objective", "ParamSpec", "check_deterministic", "rng_guard"]
+
+ParamSpec = None | str | Sequence[str] | Callable[[str, nn.Parameter], bool]
+"""Which parameters an operator acts on: None (all trainable), a glob pattern such as
+``"layer1.*"``, a list of patterns/names, or a predicate ``(name, param) -> bool``."""
+
+
+class NonDeterministicModelError(ValueError):
+    """The model gives different curvature products for the same vector (active dropout,
+    train-mode BatchNorm, or another stochastic/stateful module)."""
+
+
+def select_parameters(model: nn.Module, params: ParamSpec = None) -> list[str]:
+    """Names of the parameters selected by ``params`` (in ``named_parameters`` order).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+        >>> select_parameters(net, "0.*")
+        ['0.weight', '0.bias']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    named = list(model.named_parameters())
+    if params is None:
+        names = [k for k, p in named if p.requires_grad]
+    elif callable(params):
+        names = [k for k, p in named if params(k, p)]
+    else:
+        pats = [params] if isinstance(params, str) else list(params)
+        if not all(isinstance(p, str) for p in pats):
+            raise TypeError("params must be None, a pattern string, a list of pattern strings or a predicate")
+        names = [k for k, _ in named if any(fnmatch.fnmatchcase(k, pat) for pat in pats)]
+        unmatched = [pat for pat in pats if not any(fnmatch.fnmatchcase(k, pat) for k, _ in named)]
+        if unmatched:
+            raise ValueError(f"params patterns {unmatched} match no parameter; names are {[k for k, _ in named]}")
+    if not names:
+        raise ValueError(f"params={params!r} selects no parameter of the model")
+    return names
+
+
+def _is_batch(data) -> bool:
+    # (inputs, targets) with inputs a tensor, or a tuple of tensors followed by a tensor of targets.
+    return isinstance(data, (tuple, list)) and len(data) == 2 and (
+        isinstance(data[0], Tensor) or (isinstance(data[0], tuple) and isinstance(data[1], Tensor)))
+
+
+def _batch_size(inputs) -> int:
+    first = inputs if isinstance(inputs, Tensor) else inputs[0]
+    if not isinstance(first, Tensor) or first.ndim == 0:
+        raise ValueError("each batch must be (inputs, targets) with inputs a tensor (or tuple of tensors) of shape (N, ...)")
+    return int(first.shape[0])
+
+
+def _stochastic_modules(model: nn.Module) -> list[str]:
+    bad = []
+    for name, m in model.named_modules():
+        if not m.training:
+            continue
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            bad.append(f"{name or '<root>'} ({type(m).__name__} p={m.p}, in train mode)")
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            bad.append(f"{name or '<root>'} ({type(m).__name__} in train mode: batch statistics and running-stat updates)")
+    return bad
+
+
+@dataclass
+class Objective:
+    """The loss ``L(θ) = Σ_b (n_b / N) loss_fn(model(x_b; θ), y_b)`` over the data, as a
+    function of the selected parameters θ (cloned at construction: the operator is the
+    curvature at the parameters the model had then).
+
+    With ``reduction="sum"`` the losses are added instead (``loss_fn`` returns sums).
+    """
+
+    model: nn.Module
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    batches: list
+    weights: list[float]
+    names: list[str]
+    theta: tuple[Tensor, ...]
+    reduction: str = "mean"
+
+    @classmethod
+    def build(cls, model: nn.Module, loss_fn, data, params: ParamSpec = None, *, reduction: str = "mean") -> Objective:
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        bad = _stochastic_modules(model)
+        if bad:
+            raise NonDeterministicModelError(
+                "the model is not deterministic under probing: " + "; ".join(bad)
+                + ". Call model.eval() (or disable these modules) before building a curvature operator; "
+                "overparam never changes train/eval flags itself."
+            )
+        if _is_batch(data):
+            batches = [tuple(data)]
+        elif isinstance(data, Iterable) and not isinstance(data, (Tensor, str)):
+            batches = [tuple(b) for b in data]
+            if not batches or not all(_is_batch(b) for b in batches):
+                raise ValueError("data must be one (inputs, targets) batch or an iterable of such batches (e.g. a DataLoader)")
+        else:
+            raise TypeError(f"data must be an (inputs, targets) batch or a DataLoader, got {type(data).__name__}")
+        sizes = [_batch_size(b[0]) for b in batches]
+        total = sum(sizes)
+        if total == 0:
+            raise ValueError("data holds no samples")
+        weights = [s / total for s in sizes] if reduction == "mean" else [1.0] * len(sizes)
+        names = select_parameters(model, params)
+        pd = dict(model.named_parameters())
+        theta = tuple(pd[k].detach().clone() for k in names)
+        dtypes = {t.dtype for t in theta}
+        if len(dtypes) > 1:
+            raise TypeError(f"selected parameters have mixed dtypes {sorted(map(str, dtypes))}; cast the model first")
+        return cls(model, loss_fn, batches, weights, names, theta, reduction)
+
+    @property
+    def n(self) -> int:
+        return vec.numel(self.theta)
+
+    def outputs(self, theta: Sequence[Tensor], batch) -> Tensor:
+        """``model(x_b)`` with the selected parameters replaced by ``theta`` (``functional_call``)."""
+        inputs = batch[0] if isinstance(batch[0], tuple) else (batch[0],)
+        return torch.func.functional_call(self.model, dict(zip(self.names, theta)), inputs, strict=False)
+
+    def loss(self, theta: Sequence[Tensor], i: int) -> Tensor:
+        """Weighted loss of batch ``i`` at ``theta``."""
+        b = self.batches[i]
+        return self.loss_fn(self.outputs(theta, b), b[1]) * self.weights[i]
+
+    def total_loss(self, theta: Sequence[Tensor]) -> Tensor:
+        return sum(self.loss(theta, i) for i in range(len(self.batches)))
+
+    def leaves(self) -> tuple[Tensor, ...]:
+        """Fresh leaf copies of θ that require grad (the model's own tensors are never touched)."""
+        return tuple(t.detach().clone().requires_grad_(True) for t in self.theta)
+
+
+def rng_guard(device: torch.device):
+    """Context manager restoring the global RNG (CPU, and ``device`` if CUDA) on exit."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
+
+
+def check_deterministic(first: Callable[[vec.Vec], vec.Vec], second: Callable[[vec.Vec], vec.Vec], obj: Objective, *,
+                        what: str) -> None:
+    """Apply two independently built product functions (fresh forward passes) to one fixed
+    probe and raise when the results differ.
+
+    The probe comes from a private generator and the global RNG state is restored afterwards,
+    so a custom stochastic module cannot leave a trace either.
+    """
+    from ..backend.random import probes_like
+
+    v = probes_like(obj.theta, generator=12345)
+    with rng_guard(obj.theta[0].device):
+        a = first(v)
+        b = second(v)
+    diff, ref = vec.norm(vec.sub(a, b)), vec.norm(a)
+    tol = 1e3 * torch.finfo(obj.theta[0].dtype).eps * (ref + 1e-30)
+    if not bool(torch.isfinite(ref)):
+        raise ValueError(f"the {what} product is not finite: the parameters, the data or the loss contain NaN/inf")
+    if bool(diff > tol):
+        raise NonDeterministicModelError(
+            f"two {what} products with the same vector differ (relative difference "
+            f"{float(diff / (ref + 1e-30)):.2e}): the model is stochastic or stateful under probing "
+            "(dropout, train-mode BatchNorm, random augmentation?). Call model.eval() first."
+        )

@@ -1,0 +1,189 @@
+"""Spectral density by stochastic Lanczos quadrature (SLQ; Golub & Meurant, Ubaru et al. 2017,
+Ghorbani et al. 2019).
+
+For each unit probe ``v``, ``m`` Lanczos steps (full re-orthogonalization) give a tridiagonal
+``T = S diag(θ) Sᵀ``; the Gauss quadrature ``Σ_i τ_i δ(t − θ_i)`` with ``τ_i = S[0, i]²``
+matches ``vᵀ δ(t − A) v`` on every polynomial of degree ``≤ 2m − 1``. The density estimate is
+the probe average, smoothed by a Gaussian kernel of width ``sigma`` onto a grid.
+
+Example:
+    >>> import torch
+    >>> A = torch.diag(torch.tensor([-1., 0., 2.], dtype=torch.float64))
+    >>> q = slq(A, probes=2, steps=3, generator=0)
+    >>> q.nodes[0].round(decimals=8).tolist(), q.weights.sum(dim=1).round(decimals=8).tolist()
+    ([-1.0, 0.0, 2.0], [1.0, 1.0])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..backend import linalg
+from ..backend.random import GeneratorLike, gaussian, make_generator, rademacher
+from .operators import Operator, as_operator
+
+__all__ = ["Quadrature", "Density", "slq", "density", "plot_density"]
+
+
+@dataclass
+class Quadrature:
+    """Gauss quadrature rules, one per probe: ``nodes (P, m)`` and ``weights (P, m)`` (rows sum to 1)."""
+
+    nodes: Tensor
+    weights: Tensor
+    n_matvecs: int
+
+
+@dataclass
+class Density:
+    """A smoothed spectral density ``values`` on ``grid`` (both ``(G,)``), from ``nodes``/``weights``.
+
+    With ``scale="log"`` the grid is ``log10|λ|`` and the density is that of ``log10|λ|``.
+    """
+
+    grid: Tensor
+    values: Tensor
+    nodes: Tensor
+    weights: Tensor
+    sigma: float
+    scale: str
+    n_matvecs: int
+
+
+def _lanczos_block(op: Operator, V0: Tensor, steps: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Independent Lanczos runs from the unit rows of ``V0 (B, n)``; returns ``alpha (B, m)``, ``beta (B, m-1)``."""
+    B, n = V0.shape
+    basis = torch.zeros(B, steps, n, dtype=op.dtype, device=op.device)
+    alpha = torch.zeros(B, steps, dtype=op.dtype, device=op.device)
+    beta = torch.zeros(B, max(steps - 1, 0), dtype=op.dtype, device=op.device)
+    v = V0
+    eps = torch.finfo(op.dtype).eps
+    for j in range(steps):
+        basis[:, j] = v
+        w = op.matmat(v.mT).mT
+        alpha[:, j] = (w * v).sum(dim=1)
+        if j == steps - 1:
+            break
+        scale = torch.linalg.vector_norm(w, dim=1)
+        w, _ = linalg.orthogonalize(w, basis[:, : j + 1].mT)  # full re-orthogonalization (CGS2)
+        b = torch.linalg.vector_norm(w, dim=1)
+        dead = b <= 100 * eps * scale.clamp(min=1e-300)
+        if bool(dead.any()):  # invariant subspace: continue with a fresh orthogonal vector, coupling 0
+            r = gaussian((B, n), generator=g, dtype=op.dtype, device=op.device)
+            r, _ = linalg.orthogonalize(r, basis[:, : j + 1].mT)
+            r = r / torch.linalg.vector_norm(r, dim=1, keepdim=True)
+            b = torch.where(dead, torch.zeros_like(b), b)
+            v = torch.where(dead.unsqueeze(1), r, w / b.clamp(min=1e-300).unsqueeze(1))
+        else:
+            v = w / b.unsqueeze(1)
+        beta[:, j] = b
+    return alpha, beta
+
+
+def slq(A, probes: int | Tensor = 10, steps: int = 80, *, kind: str = "rademacher", block: int | None = None,
+        generator: GeneratorLike = None) -> Quadrature:
+    """Stochastic Lanczos quadrature rules.
+
+    Args:
+        A: symmetric operator / dense tensor (see :func:`~overparam.hessian.as_operator`).
+        probes: number of random probes, or explicit probes ``(P, n)`` (normalized here).
+        steps: Lanczos steps ``m`` per probe (``1 <= m <= n``).
+        kind: ``"rademacher"`` or ``"gaussian"`` random probes.
+        block: probes run together through ``matmat`` (default: all when the bases fit in
+            256 MiB, else 1).
+        generator: for the probes.
+
+    Returns:
+        :class:`Quadrature` with ``nodes``/``weights`` ``(P, m)``.
+    """
+    op = as_operator(A)
+    n = op.n
+    if not isinstance(steps, int) or not 1 <= steps <= n:
+        raise ValueError(f"steps must be an int in [1, n={n}], got {steps!r}")
+    g = make_generator(generator)
+    if isinstance(probes, Tensor):
+        if probes.ndim != 2 or probes.shape[1] != n:
+            raise ValueError(f"explicit probes must have shape (P, {n}), got {tuple(probes.shape)}")
+        V = probes.to(dtype=op.dtype, device=op.device)
+    elif isinstance(probes, int) and probes >= 1:
+        if kind not in ("rademacher", "gaussian"):
+            raise ValueError(f"kind must be 'rademacher' or 'gaussian', got {kind!r}")
+        draw = rademacher if kind == "rademacher" else gaussian
+        V = draw((probes, n), generator=g, dtype=op.dtype, device=op.device)
+    else:
+        raise ValueError(f"probes must be a positive int or a (P, n) tensor, got {probes!r}")
+    norms = torch.linalg.vector_norm(V, dim=1, keepdim=True)
+    if bool((norms == 0).any()):
+        raise ValueError("a probe is zero")
+    V = V / norms
+    P = V.shape[0]
+    if block is None:
+        block = P if P * steps * n * V.element_size() <= 256 * 2**20 else 1
+    alphas, betas = [], []
+    for s in range(0, P, block):
+        a, b = _lanczos_block(op, V[s: s + block], steps, g)
+        alphas.append(a)
+        betas.append(b)
+    theta, S = linalg.tridiag_eigh(torch.cat(alphas), torch.cat(betas))
+    return Quadrature(theta, S[:, 0, :].square(), P * steps)
+
+
+def density(A, probes: int | Tensor = 10, steps: int = 80, *, sigma: float | None = None, grid: Tensor | int = 1000,
+            scale: str = "linear", floor: float = 1e-12, generator: GeneratorLike = None, **kwargs) -> Density:
+    """Smoothed spectral density ``ρ(t) = mean_p Σ_i τ_pi N(t; θ_pi, σ²)``.
+
+    Args:
+        A, probes, steps, generator, kwargs: as in :func:`slq`.
+        sigma: kernel width (default 1% of the node range, in the variable of ``scale``).
+        grid: a ``(G,)`` tensor of points, or the number of points of a grid spanning the nodes
+            ± 6σ (then the density integrates to 1 up to the trapezoid rule's error).
+        scale: ``"linear"`` (density of λ) or ``"log"`` (density of ``log10(|λ| + floor)``).
+
+    Example:
+        >>> A = torch.diag(torch.linspace(0, 1, 50, dtype=torch.float64))
+        >>> rho = density(A, probes=4, steps=20, generator=0)
+        >>> round(float(torch.trapezoid(rho.values, rho.grid)), 6)
+        1.0
+    """
+    if scale not in ("linear", "log"):
+        raise ValueError(f"scale must be 'linear' or 'log', got {scale!r}")
+    q = slq(A, probes, steps, generator=generator, **kwargs)
+    x = q.nodes if scale == "linear" else torch.log10(q.nodes.abs() + floor)
+    lo, hi = float(x.min()), float(x.max())
+    if sigma is None:
+        sigma = max(0.01 * (hi - lo), 1e-3 * max(abs(lo), abs(hi)), 1e-12)
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    if isinstance(grid, int):
+        if grid < 2:
+            raise ValueError(f"grid must have at least 2 points, got {grid}")
+        grid = torch.linspace(lo - 6 * sigma, hi + 6 * sigma, grid, dtype=x.dtype, device=x.device)
+    elif not isinstance(grid, Tensor) or grid.ndim != 1:
+        raise ValueError("grid must be an int or a 1-D tensor")
+    t = grid.to(dtype=x.dtype, device=x.device)
+    kern = torch.exp(-0.5 * ((t[:, None, None] - x[None]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+    values = (kern * q.weights[None]).sum(dim=2).mean(dim=1)
+    return Density(t, values, q.nodes, q.weights, float(sigma), scale, q.n_matvecs)
+
+
+def plot_density(rho: Density, ax=None, *, logy: bool = True, **kwargs):
+    """Plot a :class:`Density` (matplotlib is imported here, only when called); returns the axes."""
+    if ax is None:
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("plot_density needs matplotlib: pip install 'overparam[plot]'") from e
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    y = rho.values.detach().cpu()
+    if logy:
+        y = y.clamp(min=1e-12)
+        ax.semilogy(rho.grid.detach().cpu(), y, **kwargs)
+    else:
+        ax.plot(rho.grid.detach().cpu(), y, **kwargs)
+    ax.set_xlabel("eigenvalue" if rho.scale == "linear" else r"$\log_{10}|\lambda|$")
+    ax.set_ylabel("density")
+    return ax

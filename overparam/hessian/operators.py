@@ -1,0 +1,263 @@
+"""Symmetric linear operators on parameter-shaped vectors, and their sums, multiples and shifts.
+
+An :class:`Operator` knows the shapes of the vectors it acts on (``like``) and applies itself
+to
+
+* a flat vector ``(n,)`` -> ``(n,)``, or a parameter-shaped vector (tuple) -> tuple: :meth:`matvec`;
+* a block ``(n, B)`` -> ``(n, B)``, or a batched tuple (entries ``(B, *shape_i)``): :meth:`matmat`.
+
+``A @ x`` dispatches on ``x``. Every solver in :mod:`overparam.hessian` accepts an Operator,
+a dense symmetric tensor ``(n, n)``, or any object with ``.matvec`` / ``@`` and ``.shape``
+(see :func:`as_operator`).
+
+Example:
+    >>> import torch
+    >>> A = as_operator(torch.diag(torch.tensor([1., 2., 3.])))
+    >>> (2 * A + A.shift(1.0)) @ torch.ones(3)
+    tensor([ 4.,  7., 10.])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..backend import vec
+
+__all__ = ["Operator", "DenseOperator", "FunctionOperator", "SumOperator", "ScaledOperator", "IdentityOperator",
+           "as_operator"]
+
+
+class Operator:
+    """Base class: subclasses set ``like`` (entry shapes), ``dtype``, ``device`` and implement
+    ``_mv(v: Vec) -> Vec``; ``_mm`` (batched tuples) defaults to a loop over ``_mv``."""
+
+    like: tuple[torch.Size, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    # -- to implement -------------------------------------------------------------------------
+    def _mv(self, v: vec.Vec) -> vec.Vec:
+        raise NotImplementedError
+
+    def _mm(self, V: vec.Vec) -> vec.Vec:
+        return vec.stack([self._mv(v) for v in vec.unstack(V)])
+
+    # -- public ---------------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return sum(s.numel() for s in self.like)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+    def _check_vec(self, v: vec.Vec, batched: bool) -> None:
+        if len(v) != len(self.like):
+            raise ValueError(f"vector has {len(v)} entries but the operator acts on {len(self.like)} parameters")
+        for i, (t, s) in enumerate(zip(v, self.like)):
+            got = t.shape[1:] if batched else t.shape
+            if got != s:
+                raise ValueError(f"entry {i} has shape {tuple(t.shape)}, expected {'(B, ) + ' if batched else ''}{tuple(s)}")
+
+    def matvec(self, v: Tensor | Sequence[Tensor]) -> Tensor | vec.Vec:
+        """``A v`` for a flat ``(n,)`` tensor (returns ``(n,)``) or a parameter-shaped tuple (returns a tuple)."""
+        if isinstance(v, Tensor):
+            if v.shape != (self.n,):
+                raise ValueError(f"flat vector must have shape ({self.n},), got {tuple(v.shape)}")
+            return vec.flatten(self._mv(vec.unflatten(v, self.like)))
+        vs = vec.as_vec(v, name="v")
+        self._check_vec(vs, batched=False)
+        return self._mv(vs)
+
+    def matmat(self, V: Tensor | Sequence[Tensor]) -> Tensor | vec.Vec:
+        """``A V`` for a block ``(n, B)`` (returns ``(n, B)``) or a batched tuple (entries ``(B, *shape_i)``)."""
+        if isinstance(V, Tensor):
+            if V.ndim != 2 or V.shape[0] != self.n:
+                raise ValueError(f"block must have shape ({self.n}, B), got {tuple(V.shape)}")
+            out = self._mm(vec.unflatten(V.mT.contiguous(), self.like))
+            return vec.flatten(out, batch=True).mT
+        Vs = vec.as_vec(V, name="V")
+        self._check_vec(Vs, batched=True)
+        return self._mm(Vs)
+
+    def __matmul__(self, x):
+        if isinstance(x, Tensor) and x.ndim == 2:
+            return self.matmat(x)
+        return self.matvec(x)
+
+    def to_dense(self, *, chunk: int = 64) -> Tensor:
+        """The ``(n, n)`` matrix, built ``chunk`` columns at a time (for small problems)."""
+        n = self.n
+        cols = []
+        for s in range(0, n, chunk):
+            E = torch.zeros(n, min(chunk, n - s), dtype=self.dtype, device=self.device)
+            E[torch.arange(s, s + E.shape[1]), torch.arange(E.shape[1])] = 1
+            cols.append(self.matmat(E))
+        return torch.cat(cols, dim=1)
+
+    def shift(self, sigma: float) -> Operator:
+        """``A + σ I``."""
+        return SumOperator([self, ScaledOperator(IdentityOperator.like_op(self), sigma)])
+
+    def __add__(self, other):
+        if not isinstance(other, Operator):
+            return NotImplemented
+        return SumOperator([self, other])
+
+    def __sub__(self, other):
+        if not isinstance(other, Operator):
+            return NotImplemented
+        return SumOperator([self, ScaledOperator(other, -1.0)])
+
+    def __mul__(self, a):
+        if isinstance(a, (int, float)) and not isinstance(a, bool):
+            return ScaledOperator(self, float(a))
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return ScaledOperator(self, -1.0)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n={self.n}, dtype={self.dtype})"
+
+
+def _check_compatible(ops: Sequence[Operator]) -> None:
+    first = ops[0]
+    for o in ops[1:]:
+        if tuple(o.like) != tuple(first.like):
+            raise ValueError(f"operators act on different parameter shapes: {first.like} vs {o.like}")
+
+
+class SumOperator(Operator):
+    """``A_1 + … + A_k`` of operators on the same parameter shapes."""
+
+    def __init__(self, ops: Sequence[Operator]):
+        ops = list(ops)
+        if not ops or not all(isinstance(o, Operator) for o in ops):
+            raise TypeError("ops must be a non-empty list of Operators")
+        _check_compatible(ops)
+        self.ops, self.like, self.dtype, self.device = ops, ops[0].like, ops[0].dtype, ops[0].device
+
+    def _mv(self, v):
+        out = self.ops[0]._mv(v)
+        for o in self.ops[1:]:
+            out = vec.add(out, o._mv(v))
+        return out
+
+    def _mm(self, V):
+        out = self.ops[0]._mm(V)
+        for o in self.ops[1:]:
+            out = vec.add(out, o._mm(V))
+        return out
+
+
+class ScaledOperator(Operator):
+    """``a · A`` for a Python number ``a``."""
+
+    def __init__(self, op: Operator, a: float):
+        if not isinstance(op, Operator):
+            raise TypeError(f"op must be an Operator, got {type(op).__name__}")
+        self.op, self.a, self.like, self.dtype, self.device = op, float(a), op.like, op.dtype, op.device
+
+    def _mv(self, v):
+        return vec.scale(self.a, self.op._mv(v))
+
+    def _mm(self, V):
+        return vec.scale(self.a, self.op._mm(V))
+
+
+class IdentityOperator(Operator):
+    """The identity on vectors shaped like ``like``."""
+
+    def __init__(self, like: Sequence[torch.Size], *, dtype=torch.float64, device=None):
+        self.like = tuple(torch.Size(s) for s in like)
+        self.dtype, self.device = dtype, torch.device(device) if device is not None else torch.device("cpu")
+
+    @classmethod
+    def like_op(cls, op: Operator) -> IdentityOperator:
+        return cls(op.like, dtype=op.dtype, device=op.device)
+
+    def _mv(self, v):
+        return tuple(t.clone() for t in v)
+
+    def _mm(self, V):
+        return tuple(t.clone() for t in V)
+
+
+class DenseOperator(Operator):
+    """A dense symmetric ``(n, n)`` tensor as an operator on flat vectors (symmetry is checked
+    to ``1e3·eps`` relative, since every solver here assumes it)."""
+
+    def __init__(self, A: Tensor):
+        if not isinstance(A, Tensor) or A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"A must be a square 2-D tensor, got {getattr(A, 'shape', type(A).__name__)}")
+        if not A.is_floating_point():
+            raise TypeError(f"A must be floating point, got {A.dtype}")
+        scale = A.abs().max()
+        if bool((A - A.mT).abs().max() > 1e3 * torch.finfo(A.dtype).eps * scale):
+            raise ValueError("A is not symmetric; the solvers in overparam.hessian need a symmetric operator")
+        self.A, self.like, self.dtype, self.device = A, (torch.Size([A.shape[0]]),), A.dtype, A.device
+
+    def _mv(self, v):
+        return (self.A @ v[0],)
+
+    def _mm(self, V):
+        return ((self.A @ V[0].mT).mT,)
+
+    def to_dense(self, *, chunk: int = 64) -> Tensor:
+        return self.A
+
+
+class FunctionOperator(Operator):
+    """Wraps a function on flat vectors ``(n,) -> (n,)`` (or any object with ``.matvec`` or ``@``)."""
+
+    def __init__(self, fn, n: int, *, dtype=torch.float64, device=None):
+        if not callable(fn):
+            raise TypeError("fn must be callable")
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        self.fn, self.like = fn, (torch.Size([n]),)
+        self.dtype, self.device = dtype, torch.device(device) if device is not None else torch.device("cpu")
+
+    def _mv(self, v):
+        return (self.fn(v[0]),)
+
+
+def as_operator(A, *, n: int | None = None, dtype: torch.dtype | None = None) -> Operator:
+    """Turn ``A`` into an :class:`Operator`.
+
+    Args:
+        A: an Operator (returned as is), a dense symmetric tensor ``(n, n)``, or an object with
+            ``.matvec(v)`` or ``A @ v`` on flat ``(n,)`` tensors (then ``n`` comes from ``A.shape``
+            or the ``n`` argument), or a plain function ``v -> A v``.
+        n: the dimension when ``A`` has no ``shape``.
+        dtype: the dtype of probe vectors for function-like ``A`` (default float64).
+
+    Example:
+        >>> as_operator(lambda v: 2 * v, n=3).matvec(torch.ones(3, dtype=torch.float64))
+        tensor([2., 2., 2.], dtype=torch.float64)
+    """
+    if isinstance(A, Operator):
+        return A
+    if isinstance(A, Tensor):
+        return DenseOperator(A)
+    if hasattr(A, "matvec"):
+        fn = A.matvec
+    elif hasattr(A, "__matmul__") and not callable(A):
+        fn = A.__matmul__
+    elif callable(A):
+        fn = A
+    else:
+        raise TypeError(f"A must be an Operator, a tensor, or have .matvec / @; got {type(A).__name__}")
+    if n is None:
+        shape = getattr(A, "shape", None)
+        if shape is None:
+            raise ValueError("n is required when A has no .shape")
+        n = int(shape[0])
+    return FunctionOperator(fn, n, dtype=dtype or getattr(A, "dtype", None) or torch.float64,
+                            device=getattr(A, "device", None))

@@ -1,0 +1,167 @@
+"""Sharpness measures: the top Hessian eigenvalue against the edge-of-stability reference
+``2/η`` (Cohen et al. 2021), and ε-sharpness / adaptive sharpness as used by SAM (Foret et al.
+2021; Keskar et al. 2017) and ASAM (Kwon et al. 2021):
+
+* ε-sharpness ``max_{‖δ‖≤ρ} L(θ + δ) − L(θ)``;
+* adaptive sharpness ``max_{‖T_θ⁻¹δ‖≤ρ} L(θ + δ) − L(θ)`` with ``T_θ = diag(|θ| + η)``,
+  invariant to the layer-wise rescalings that leave a ReLU network's function unchanged (η = 0).
+
+The inner maximization is projected gradient ascent on the ball (``δ = T u``, ``‖u‖ = ρ``):
+``u ← ρ · normalize(u + ρ ∇_u/‖∇_u‖)``, starting from the gradient direction (or a random one
+when the gradient vanishes) and keeping the best value seen. SAM's one-step perturbation is
+``steps=1``; on a quadratic ``½θᵀAθ`` at ``θ = 0`` the iteration is a shifted power
+iteration and the value converges to ``½ρ²λ_max(A)``.
+
+Example:
+    >>> import torch
+    >>> A = torch.diag(torch.tensor([3., 1., -2.], dtype=torch.float64))
+    >>> f = lambda th: 0.5 * th[0] @ A @ th[0]
+    >>> s = ball_sharpness(f, (torch.zeros(3, dtype=torch.float64),), rho=0.1, steps=100, generator=0)
+    >>> round(float(s.value), 6)  # ½ ρ² λmax = 0.015
+    0.015
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..backend import vec
+from ..backend.random import GeneratorLike, probes_like
+from ._model import Objective, ParamSpec
+from .lanczos import Eigen, lanczos
+
+__all__ = ["Sharpness", "ball_sharpness", "epsilon_sharpness", "lambda_max", "eos_threshold", "EoS"]
+
+
+def eos_threshold(lr: float) -> float:
+    """The edge-of-stability reference ``2/η`` of full-batch GD with step ``lr``."""
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    return 2.0 / lr
+
+
+@dataclass
+class EoS:
+    """``λ_max`` of the Hessian next to the GD stability threshold ``2/η``: ``ratio = λ_max·η/2``."""
+
+    lambda_max: float
+    threshold: float
+    ratio: float
+    eigen: Eigen
+
+
+def lambda_max(H, *, lr: float | None = None, v0=None, tol: float = 1e-4, generator: GeneratorLike = None,
+               **kwargs) -> EoS | Eigen:
+    """Top eigenvalue of ``H`` by Lanczos (warm-startable with ``v0``, e.g. the previous result's
+    ``eigen``). With ``lr`` returns an :class:`EoS` comparing it to ``2/lr``; else the :class:`Eigen`.
+
+    Example:
+        >>> A = torch.diag(torch.tensor([1., 4., 2.], dtype=torch.float64))
+        >>> lambda_max(A, lr=0.25, generator=0).ratio
+        0.5
+    """
+    if isinstance(v0, EoS):
+        v0 = v0.eigen
+    eig = lanczos(H, k=1, which="LA", tol=tol, v0=v0, generator=generator, **kwargs)
+    if lr is None:
+        return eig
+    lam, thr = float(eig.values[0]), eos_threshold(lr)
+    return EoS(lam, thr, lam / thr, eig)
+
+
+@dataclass
+class Sharpness:
+    """Result of an ε-/adaptive-sharpness maximization.
+
+    Attributes:
+        value: ``L(θ + δ) − L(θ)`` at the best perturbation found (0-dim tensor).
+        loss: ``L(θ)``; perturbed_loss: ``L(θ + δ)``.
+        delta: the perturbation ``δ`` (parameter-shaped).
+        n_grads: gradient evaluations used.
+    """
+
+    value: Tensor
+    loss: Tensor
+    perturbed_loss: Tensor
+    delta: vec.Vec
+    n_grads: int
+
+
+def _grad_at(f: Callable[[vec.Vec], Tensor], theta: vec.Vec) -> tuple[Tensor, vec.Vec]:
+    leaves = tuple(t.detach().requires_grad_(True) for t in theta)
+    val = f(leaves)
+    g = torch.autograd.grad(val, leaves, allow_unused=True, materialize_grads=True)
+    return val.detach(), tuple(g)
+
+
+def ball_sharpness(f: Callable[[vec.Vec], Tensor], theta, rho: float, *, steps: int = 20, adaptive: bool = False,
+                   eta: float = 0.01, generator: GeneratorLike = None) -> Sharpness:
+    """ε-sharpness (``adaptive=False``) or adaptive sharpness of a scalar function ``f(θ)``.
+
+    Args:
+        f: maps a parameter-shaped vector to a scalar loss.
+        theta: the point, a parameter-shaped vector (tuple of tensors; not modified).
+        rho: radius ``ρ > 0`` (in the scaled coordinates ``u = T⁻¹δ`` when adaptive).
+        steps: ascent steps (1 = SAM's first-order perturbation ``ρ T²∇L/‖T∇L‖``).
+        adaptive: use ``T = diag(|θ| + eta)`` (ASAM) instead of ``T = I``.
+        eta: ASAM's offset ``η >= 0``.
+        generator: for the random start when the gradient at θ is zero.
+    """
+    th = vec.as_vec(theta, name="theta")
+    if not rho > 0:
+        raise ValueError(f"rho must be > 0, got {rho}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    T = tuple(t.abs() + eta for t in th) if adaptive else None
+
+    def perturb(u):
+        return vec.add(th, tuple(torch._foreach_mul(u, T)) if T is not None else u)
+
+    def ascent_dir(g):  # gradient in u coordinates, T ∇L
+        return tuple(torch._foreach_mul(g, T)) if T is not None else g
+
+    base, g0 = _grad_at(f, th)
+    d = ascent_dir(g0)
+    if float(vec.norm(d)) == 0:
+        d = probes_like(th, kind="gaussian", generator=generator)
+    u = vec.scale(rho / vec.norm(d), d)
+    best_val, best_u, count = None, u, 1
+    for _ in range(steps):
+        val, g = _grad_at(f, perturb(u))
+        count += 1
+        if best_val is None or bool(val > best_val):
+            best_val, best_u = val, u
+        d = ascent_dir(g)
+        dn = vec.norm(d)
+        if float(dn) == 0:
+            break
+        w = vec.axpy(rho / dn, d, u)
+        u = vec.scale(rho / vec.norm(w), w)
+    val = f(tuple(t.detach() for t in perturb(u))).detach()
+    if bool(val > best_val):
+        best_val, best_u = val, u
+    delta = vec.sub(perturb(best_u), th)
+    return Sharpness(best_val - base, base, best_val, delta, count)
+
+
+def epsilon_sharpness(model: nn.Module, loss_fn: Callable, data, rho: float, *, params: ParamSpec = None,
+                      steps: int = 20, adaptive: bool = False, eta: float = 0.01, reduction: str = "mean",
+                      generator: GeneratorLike = None) -> Sharpness:
+    """:func:`ball_sharpness` of a model's loss over ``data`` (one batch or a loader, per-sample
+    mean), w.r.t. the selected parameters. The model itself is never modified.
+
+    Example:
+        >>> net = torch.nn.Linear(3, 1).double().eval()
+        >>> x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64)
+        >>> s = epsilon_sharpness(net, torch.nn.functional.mse_loss, (x, y), rho=0.05, generator=0)
+        >>> bool(s.value >= 0)
+        True
+    """
+    obj = Objective.build(model, loss_fn, data, params, reduction=reduction)
+    return ball_sharpness(obj.total_loss, obj.theta, rho, steps=steps, adaptive=adaptive, eta=eta, generator=generator)

@@ -1,0 +1,47 @@
+import pytest
+import torch
+from torch import nn
+
+import overparam.hessian as oh
+from overparam.backend.random import gaussian, make_generator
+from overparam.testing import assert_no_side_effects, dense_hessian, max_rel_error, tanh_mlp
+from overparam.testing.hessian_oracles import dense_ggn, small_cnn
+
+F = nn.functional
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_ggn_matches_dense_jacobian_oracle(loss):
+    g = make_generator(0)
+    net = tanh_mlp([4, 6, 3], generator=1)
+    x = gaussian((10, 4), generator=g, dtype=torch.float64)
+    y = gaussian((10, 3), generator=g, dtype=torch.float64) if loss == "mse" else torch.randint(0, 3, (10,), generator=g)
+    Gd = dense_ggn(net, (x, y), loss)
+    with assert_no_side_effects(net):
+        G = oh.ggn(net, (x, y), loss=loss)
+        dense = G.to_dense()
+    assert max_rel_error(dense, Gd) < 1e-12
+    assert float(torch.linalg.eigvalsh(dense).min()) > -1e-12 * float(dense.abs().max())  # PSD
+
+
+def test_ggn_loader_and_cnn():
+    g = make_generator(2)
+    net = small_cnn(generator=3)
+    x = gaussian((9, 1, 8, 8), generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (9,), generator=g)
+    G = oh.ggn(net, [(x[:5], y[:5]), (x[5:], y[5:])], loss="cross_entropy")
+    assert max_rel_error(G.to_dense(), dense_ggn(net, (x, y), "cross_entropy")) < 1e-12
+
+
+def test_ggn_equals_hessian_for_linear_model_mse():
+    g = make_generator(4)
+    lin = tanh_mlp([5, 2], generator=5)  # a single Linear layer: outputs linear in θ
+    x, y = gaussian((12, 5), generator=g, dtype=torch.float64), gaussian((12, 2), generator=g, dtype=torch.float64)
+    G = oh.ggn(lin, (x, y), loss="mse").to_dense()
+    assert max_rel_error(G, dense_hessian(lin, F.mse_loss, (x, y))) < 1e-12
+
+
+def test_ggn_bad_loss():
+    lin = tanh_mlp([2, 1], generator=0)
+    with pytest.raises(ValueError, match="loss"):
+        oh.ggn(lin, (torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64)), loss="l1")

@@ -1,0 +1,83 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import overparam.hessian as oh
+from overparam.backend.random import gaussian, make_generator
+from overparam.testing import assert_no_side_effects, assert_orthonormal, dense_hessian, symmetric_with_spectrum, tanh_mlp
+
+F = torch.nn.functional
+
+
+@pytest.fixture(scope="module")
+def mlp_4k():
+    g = make_generator(0)
+    net = tanh_mlp([20, 60, 40, 10], generator=1)  # 1260 + 2440 + 410 = 4110 parameters
+    x = gaussian((64, 20), generator=g, dtype=torch.float64)
+    y = torch.randint(0, 10, (64,), generator=g)
+    return net, (x, y)
+
+
+@pytest.mark.slow
+def test_top10_matches_eigvalsh_on_4k_mlp(mlp_4k):
+    net, batch = mlp_4k
+    H = oh.hessian(net, F.cross_entropy, batch)
+    assert H.n > 4000
+    exact = torch.linalg.eigvalsh(dense_hessian(net, F.cross_entropy, batch)).flip(0)[:10]
+    with assert_no_side_effects(net):
+        eig = oh.lanczos(H, k=10, which="LA", tol=1e-9, generator=0)
+    assert eig.converged
+    assert float(((eig.values - exact).abs() / exact.abs()).max()) < 1e-8
+    X = eig.matrix()
+    true_res = torch.linalg.vector_norm(H @ X - X * eig.values, dim=0)
+    assert bool((true_res <= 1e-8 * eig.values.abs()).all()), true_res
+    assert bool((eig.residuals <= 1e-8 * eig.values.abs()).all())
+    assert_orthonormal(X, atol=1e-10)
+    assert eig.vectors[0].shape == (10, 60, 20)  # parameter-shaped
+    # warm start from the previous vectors: far fewer products
+    again = oh.lanczos(H, k=10, tol=1e-9, v0=eig, generator=1)
+    assert again.n_matvecs < eig.n_matvecs
+    torch.testing.assert_close(again.values, eig.values, rtol=1e-8, atol=0)
+
+
+def test_which_with_dominant_negative_eigenvalue():
+    lam = torch.cat([torch.tensor([-50.0, 9.0, 8.5]), torch.linspace(-5, 5, 197)])
+    A = symmetric_with_spectrum(lam, generator=3)
+    srt = torch.sort(lam).values.double()
+    cases = {"LA": srt.flip(0)[:4], "SA": srt[:4], "LM": srt[torch.argsort(srt.abs(), descending=True)][:4]}
+    for which, expect in cases.items():
+        eig = oh.lanczos(A, k=4, which=which, tol=1e-10, generator=0)
+        torch.testing.assert_close(eig.values, expect, rtol=1e-9, atol=1e-9)
+        X = eig.matrix()
+        assert float(torch.linalg.vector_norm(A @ X - X * eig.values, dim=0).max()) < 1e-8 * 50
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(2, 40), k=st.integers(1, 5), seed=st.integers(0, 2**16), which=st.sampled_from(["LA", "SA", "LM"]))
+def test_random_spectra(n, k, seed, which):
+    k = min(k, n)
+    lam = torch.linspace(-1, 2, n, dtype=torch.float64) + gaussian((n,), generator=seed, dtype=torch.float64) * 0.01
+    A = symmetric_with_spectrum(lam, generator=seed + 1)
+    ev = torch.linalg.eigvalsh(A)
+    key = {"LA": -ev, "SA": ev, "LM": -ev.abs()}[which]
+    expect = ev[torch.argsort(key, stable=True)][:k]
+    eig = oh.lanczos(A, k=k, which=which, tol=1e-10, generator=seed)
+    torch.testing.assert_close(eig.values, expect, rtol=1e-8, atol=1e-8)
+    assert_orthonormal(eig.matrix(), atol=1e-10)
+
+
+def test_low_rank_and_errors():
+    A = symmetric_with_spectrum([3.0, 2.0] + [0.0] * 28, generator=0)  # invariant subspace of size 2
+    eig = oh.lanczos(A, k=2, generator=0)
+    torch.testing.assert_close(eig.values, torch.tensor([3.0, 2.0], dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="which"):
+        oh.lanczos(A, k=2, which="BE")
+    with pytest.raises(ValueError, match="k must"):
+        oh.lanczos(A, k=31)
+    with pytest.raises(ValueError, match="v0"):
+        oh.lanczos(A, k=2, v0=torch.zeros(30, dtype=torch.float64))
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        out = oh.lanczos(symmetric_with_spectrum(torch.linspace(0, 1, 200), generator=1), k=5, ncv=8, max_matvecs=20,
+                         tol=1e-12, generator=0)
+    assert not out.converged

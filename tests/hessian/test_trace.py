@@ -1,0 +1,61 @@
+import statistics
+
+import pytest
+import torch
+
+import overparam.hessian as oh
+from overparam.backend.random import gaussian
+from overparam.testing import symmetric_with_spectrum
+from overparam.testing.hessian_oracles import xtrace_naive
+
+
+def test_hutchinson_exact_per_rademacher_probe_on_diagonal():
+    d = gaussian((50,), generator=0, dtype=torch.float64)
+    est = oh.hutchinson(torch.diag(d), probes=7, generator=1)
+    torch.testing.assert_close(est.samples, d.sum().expand(7), rtol=1e-14, atol=1e-13)
+    assert est.n_matvecs == 7
+
+
+def test_hutchinson_10000_probes_within_3_stderr():
+    A = symmetric_with_spectrum(torch.linspace(-1, 3, 40), generator=2)
+    est = oh.hutchinson(A, probes=10_000, block=2_000, generator=3)
+    assert abs(float(est.mean - torch.trace(A))) < 3 * float(est.stderr)
+    assert 0 < float(est.stderr) < 0.2
+
+
+def test_hutchpp_beats_hutchinson_on_low_rank_plus_noise():
+    n = 200
+    lam = torch.cat([torch.linspace(50, 20, 10), 0.05 * torch.ones(n - 10)])
+    A = symmetric_with_spectrum(lam, generator=4)
+    exact = float(lam.sum())
+    errs = {"hutchinson": [], "hutch++": [], "xtrace": []}
+    for seed in range(20):
+        for method in errs:
+            errs[method].append(abs(float(oh.trace(A, probes=60, method=method, generator=seed).mean) - exact))
+    med = {k: statistics.median(v) for k, v in errs.items()}
+    assert med["hutch++"] < 0.2 * med["hutchinson"], med
+    assert med["xtrace"] < med["hutchinson"], med
+
+
+def test_xtrace_equals_leave_one_out_definition_and_is_exact_on_low_rank():
+    n = 40
+    A = symmetric_with_spectrum(torch.rand(n, generator=torch.Generator().manual_seed(0)) ** 3, generator=5)
+    est = oh.xtrace(A, probes=16, generator=6)
+    Om = gaussian((8, n), generator=6, dtype=torch.float64).mT  # the same draws
+    torch.testing.assert_close(est.samples, xtrace_naive(A, Om), rtol=1e-10, atol=1e-10)
+    low = symmetric_with_spectrum([5.0, -2.0, 1.0] + [0.0] * 37, generator=7)
+    est = oh.xtrace(low, probes=10, generator=8)
+    assert abs(float(est.mean) - 4.0) < 1e-10 and float(est.stderr) < 1e-10
+
+
+def test_estimators_reproducible_and_errors():
+    A = symmetric_with_spectrum(torch.linspace(0, 1, 20), generator=0)
+    a = oh.hutchpp(A, probes=9, generator=1)
+    b = oh.hutchpp(A, probes=9, generator=1)
+    assert torch.equal(a.mean, b.mean)
+    with pytest.raises(ValueError, match="probes"):
+        oh.hutchpp(A, probes=2)
+    with pytest.raises(ValueError, match="method"):
+        oh.trace(A, method="magic")
+    with pytest.raises(ValueError, match="kind"):
+        oh.hutchinson(A, probes=3, kind="uniform")
