@@ -31,11 +31,11 @@ def _jsonable(x: Any) -> Any:
 
 
 def run_experiment(exp: Experiment, *, out: Path, quick: bool = False, seed: int = 0, device: str = "cpu",
-                   progress: bool = True, threads: int | None = None) -> dict[str, Any]:
+                   progress: bool = True, threads: int | None = 1) -> dict[str, Any]:
     """Run ``exp`` and write its artefacts into ``out``; returns the result dict.
 
-    ``threads`` sets torch's intra-op threads for the run (restored afterwards); the
-    experiments' tensors are small, where one thread is fastest on a shared CPU.
+    ``threads`` sets torch's intra-op threads for the run (restored afterwards; None keeps
+    the current setting). The experiments' tensors are small, where one thread is fastest.
     """
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")

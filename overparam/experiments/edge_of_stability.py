@@ -30,7 +30,6 @@ from .. import hessian as oh
 from ..backend.random import gaussian
 from ..testing.hessian_oracles import init_from_generator_
 from . import Context, Experiment
-from .hessian_outliers import one_cpu_thread
 
 F = nn.functional
 
@@ -86,11 +85,6 @@ def _digits(n: int, device):
 
 
 def run(ctx: Context) -> dict:
-    with one_cpu_thread(ctx.device):
-        return _run(ctx)
-
-
-def _run(ctx: Context) -> dict:
     p = ctx.params
     runs, summary = {}, []
     q = p["quadratic"]

@@ -18,7 +18,6 @@ width doubles. The SLQ density of the wider model shows the bulk.
 
 from __future__ import annotations
 
-import contextlib
 import numpy as np
 import torch
 from torch import nn
@@ -67,25 +66,7 @@ def _count_outliers(values: np.ndarray) -> tuple[int, float]:
     return i + 1, float(ratios[i])
 
 
-@contextlib.contextmanager
-def one_cpu_thread(device: torch.device):
-    """Small dense problems: on a CPU, intra-op threads only contend (4x slower measured on a
-    loaded 2-core machine); use one thread inside the block and restore the setting after."""
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def run(ctx: Context) -> dict:
-    with one_cpu_thread(ctx.device):
-        return _run(ctx)
-
-
-def _run(ctx: Context) -> dict:
     p = ctx.params
     X, y = _digits(ctx.device)
     widths = [p["width"], 2 * p["width"]]

@@ -26,13 +26,3 @@ def model_case(request):
     if request.param == "cnn":
         return small_cnn(generator=3), F.cross_entropy, _data((1, 8, 8), None, 4, classes=3)
     return bn_net(generator=5), F.mse_loss, _data((4,), 1, 6)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests use tiny matrices: on a loaded 2-core machine intra-op threads only spin
-    (measured 40x slower). Restored after each test so other packages are unaffected."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
