@@ -5,7 +5,8 @@
 2. 2:4 masks (+ applying them) on 8.4M Linear weights vs ``torch.ao.pruning.WeightNormSparsifier``
    ``prepare`` + ``step`` + ``squash_mask``;
 3. one training step (forward, backward, optimizer step) with ``masked(...)`` vs without, SGD
-   with momentum and AdamW (steps of the two models interleaved; median over 3 × 6 steps each).
+   with momentum, AdamW (default foreach path) and AdamW(fused=True) (steps of the two models
+   interleaved; median over 3 × 6 steps each).
 
 Each timing is the median of ``--repeats`` runs; the ratio is ours / anchor.
 Run: ``python benchmarks/prune_bench.py [--repeats 3] [--threads N]``.
@@ -75,7 +76,8 @@ def bench_step(opt_name: str, repeats: int, steps: int = 6) -> tuple[float, floa
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(64, 2048, generator=g), torch.randn(64, 2048, generator=g)
     make = {"sgd": lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, weight_decay=1e-4),
-            "adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-4, weight_decay=1e-2)}[opt_name]
+            "adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-4, weight_decay=1e-2),
+            "adamw-fused": lambda ps: torch.optim.AdamW(ps, lr=1e-4, weight_decay=1e-2, fused=True)}[opt_name]
     nets = {flag: mlp() for flag in (True, False)}
     opts = {flag: make(net.parameters()) for flag, net in nets.items()}
     handle = op.prune.masked(nets[True], op.prune.magnitude(nets[True], 0.8), optimizer=opts[True])
@@ -111,7 +113,7 @@ def main() -> None:
     rows.append(("global 80% magnitude mask + apply", "torch.nn.utils.prune.global_unstructured", o, a, 0.25))
     o, a = bench_24(args.repeats)
     rows.append(("2:4 masks + apply", "torch.ao WeightNormSparsifier prepare+step+squash", o, a, 0.5))
-    for name in ("sgd", "adamw"):
+    for name in ("sgd", "adamw", "adamw-fused"):
         o, a = bench_step(name, args.repeats)
         rows.append((f"training step, {name}, masked", f"same step unmasked ({name})", o, a, 1.15))
     print("| task | anchor | ours (s) | anchor (s) | ratio | target |")

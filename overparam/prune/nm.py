@@ -7,8 +7,8 @@ dimension must be divisible by M: nothing is padded.
 
 Ties are broken deterministically: among equal scores the earlier position in the group is
 kept. Two implementations of one signature (:class:`~overparam.backend.dispatch.Implementations`):
-``"reference"`` (stable sort) and ``"batched"`` (top-k, stable sort only for groups tied at the
-boundary; the default), plus
+``"reference"`` (stable sort) and ``"batched"`` (the default: sort-free pairwise ranks for
+M <= 8, top-k beyond with a stable sort only for groups tied at the boundary), plus
 ``"triton"`` (``overparam.backend.kernels.nm``) when Triton is usable.
 
 Example:
@@ -65,7 +65,44 @@ def _nm_reference(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
     return _ungroup(keep, scores, dim)
 
 
+def _has_nan(t: Tensor) -> bool:
+    """NaN anywhere in ``t``: ``amax`` propagates NaN and is a reduction (no bool copy of ``t``)."""
+    return t.numel() > 0 and bool(torch.isnan(t.amax()))
+
+
 def _nm_batched(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
+    """Sort-free pairwise ranks for ``m <= 8`` (:func:`_nm_pairwise`), top-k beyond (:func:`_nm_topk`)."""
+    if m <= _PAIRWISE_MAX_M:
+        if _has_nan(scores):
+            raise ValueError("scores contain NaN")
+        return _nm_pairwise(scores, n, m, dim)
+    return _nm_topk(scores, n, m, dim)
+
+
+_PAIRWISE_MAX_M = 8
+
+
+def _nm_pairwise(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
+    """``keep_i = rank_i < n`` with ``rank_i = #{j : s_j > s_i} + #{j < i : s_j = s_i}`` (the stable
+    descending sort's position), from the ``m(m − 1)/2`` comparisons ``s_i >= s_j``, ``i < j``,
+    of the columns of the ``(groups, m)`` view: one compare and two integer updates per pair on
+    vectors of length ``groups``, no sort. NaN-free scores (the caller checks)."""
+    g = nm_groups(scores, m, dim)
+    cols = g.unbind(1)
+    # rank_i = #{j > i : not s_i >= s_j} + #{j < i : s_j >= s_i} = (m − 1 − i) − Σ_{j>i} b_ij + Σ_{j<i} b_ji
+    rank = [torch.full((g.shape[0],), m - 1 - i, dtype=torch.int8, device=g.device) for i in range(m)]
+    for i in range(m):
+        for j in range(i + 1, m):
+            b = torch.ge(cols[i], cols[j])  # i is ranked before j
+            rank[i].add_(b, alpha=-1)
+            rank[j] += b
+    keep = torch.empty(g.shape, dtype=torch.bool, device=g.device)
+    for i in range(m):
+        torch.lt(rank[i], n, out=keep[:, i])
+    return _ungroup(keep, scores, dim)
+
+
+def _nm_topk(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
     """``torch.topk`` of ``n + 1`` per group; groups whose n-th and (n+1)-th largest are tied
     (where topk's order is unspecified) are redone with the stable sort of the reference."""
     g = nm_groups(scores, m, dim)
@@ -110,7 +147,7 @@ def nm_mask(scores: Tensor, n: int, m: int, *, dim: int = 1, impl: str | None = 
     if not isinstance(scores, Tensor) or not scores.is_floating_point():
         raise TypeError("scores must be a floating-point tensor")
     fn = _NM.get(impl, device=scores.device)
-    if fn is not _nm_batched and bool(torch.isnan(scores).any()):  # batched checks on the fly
+    if fn is not _nm_batched and _has_nan(scores):  # batched checks on its own
         raise ValueError("scores contain NaN")
     return fn(scores, n, m, dim)
 

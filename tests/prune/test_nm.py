@@ -123,3 +123,26 @@ def test_augment_completes_stuck_greedy():
 def test_transposable_bad_shape():
     with pytest.raises(ValueError, match="divisible"):
         N.transposable_nm_mask(torch.rand(8, 6), 2, 4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(2, 8), data=st.data(), seed=st.integers(0, 2**16), dtype=st.sampled_from([torch.float32, torch.float16]))
+def test_pairwise_and_topk_equal_reference_with_infinities(m, data, seed, dtype):
+    """Both batched paths (pairwise ranks for M <= 8, top-k beyond) against the stable sort,
+    on scores with heavy ties and ±inf, for every M (not only powers of two)."""
+    n = data.draw(st.integers(1, m - 1))
+    g = torch.Generator().manual_seed(seed)
+    vals = torch.tensor([-float("inf"), -1.0, 0.0, 0.0, 2.0, float("inf")])
+    w = vals[torch.randint(0, len(vals), (3, 4 * m), generator=g)].to(dtype)
+    ref = N._nm_reference(w, n, m)
+    assert torch.equal(N._nm_pairwise(w, n, m), ref)
+    assert torch.equal(N._nm_topk(w, n, m), ref)
+    assert torch.equal(N.nm_mask(w, n, m, impl="batched"), ref)
+
+
+def test_nan_raises_on_both_batched_paths():
+    for m in (4, 16):
+        w = torch.rand(2, m)
+        w[1, m - 1] = float("nan")
+        with pytest.raises(ValueError, match="NaN"):
+            N.nm_mask(w, 2, m, impl="batched")
