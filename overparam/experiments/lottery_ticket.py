@@ -17,8 +17,6 @@ The claim holds when (a) at every density ≥ ``hold_density`` the ticket is wit
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -74,23 +72,6 @@ def _trainer(train, test, p, seed: int):
     return train_fn
 
 
-def single_threaded(fn: Callable[[Context], dict]) -> Callable[[Context], dict]:
-    """Run ``fn(ctx)`` with one intra-op thread (restored after): the experiments' matmuls are
-    tiny, and more threads only contend (10-40x slower on a loaded machine)."""
-
-    @functools.wraps(fn)
-    def run(ctx: Context) -> dict:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return fn(ctx)
-        finally:
-            torch.set_num_threads(threads)
-
-    return run
-
-
-@single_threaded
 def run(ctx: Context) -> dict:
     p = ctx.params
     dev = ctx.device

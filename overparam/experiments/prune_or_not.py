@@ -36,7 +36,6 @@ from torch.nn import functional as F
 from ..backend.random import make_generator
 from ..prune import GradualPruner, cubic, magnitude_scores, synflow_scores
 from . import Context, Experiment
-from .lottery_ticket import single_threaded
 
 
 def _teacher(p, seed: int, device):
@@ -100,7 +99,6 @@ def _train(model, train, test, p, seed: int, sparsity: float | None) -> float:
         return float(F.mse_loss(model(test[0]).squeeze(1), test[1]))
 
 
-@single_threaded
 def run(ctx: Context) -> dict:
     p = ctx.params
     if p["scorer"] not in ("path", "magnitude"):
