@@ -25,12 +25,18 @@ def resnet_like_params(dtype=torch.float32):
     return tuple(torch.randn(s, generator=g, dtype=dtype) for s in shapes)
 
 
-def main() -> None:
-    torch.set_num_threads(2)
-    x = resnet_like_params()
+def many_small_params(dtype=torch.float32):
+    """A transformer-like list: 24 blocks x (4 projections 256x256, 2 norms, 4 biases) = 240 tensors."""
+    g = torch.Generator().manual_seed(1)
+    shapes = []
+    for _ in range(24):
+        shapes += [(256, 256)] * 4 + [(256,)] * 6
+    return tuple(torch.randn(s, generator=g, dtype=dtype) for s in shapes)
+
+
+def bench(x) -> list[tuple[str, float, float]]:
     y = tuple(t.clone() for t in x)
-    n = vec.numel(x)
-    rows = [
+    return [
         ("dot", median_time(lambda: vec.dot(x, y), inner=20),
          median_time(lambda: sum((a * b).sum() for a, b in zip(x, y)), inner=20)),
         ("norm", median_time(lambda: vec.norm(x), inner=20),
@@ -40,8 +46,14 @@ def main() -> None:
         ("flatten", median_time(lambda: vec.flatten(x), inner=20),
          median_time(lambda: torch.cat([a.flatten() for a in x]), inner=20)),
     ]
-    print(f"{len(x)} tensors, {n / 1e6:.1f}M parameters, fp32, torch {torch.__version__}, {platform.machine()}")
-    print(table(rows, ours="overparam.backend.vec", anchor="per-tensor loop"))
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    for x in (resnet_like_params(), many_small_params()):
+        print(f"\n{len(x)} tensors, {vec.numel(x) / 1e6:.1f}M parameters, fp32, 1 thread, torch {torch.__version__}, "
+              f"{platform.machine()}")
+        print(table(bench(x), ours="overparam.backend.vec", anchor="per-tensor loop"))
 
 
 if __name__ == "__main__":
