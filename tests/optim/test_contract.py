@@ -134,3 +134,22 @@ def test_precgd_damping_is_a_floor_not_an_offset():
 
     torch.testing.assert_close(X.detach(), scaledgd_step(X0, None, torch.ones_like(X0), None, 0.5, 1.0)[0],
                                rtol=0, atol=1e-12)
+
+
+def test_non_finite_and_non_float_arguments_are_rejected():
+    import math
+
+    X = torch.zeros(3, 2, requires_grad=True)
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="lr"):
+            ScaledGD([X], lr=bad)
+        with pytest.raises(ValueError, match="damping"):
+            ScaledSM([X], damping=bad)
+        with pytest.raises(ValueError, match="f_star"):
+            polyak(bad)
+    with pytest.raises(TypeError, match="floating-point"):
+        ScaledGD([torch.zeros(3, 2, dtype=torch.long)])
+    with pytest.raises(TypeError, match="normalize"):
+        SubGM([X], step=0.1, normalize="yes")
+    with pytest.raises(ValueError, match="kappa"):
+        op.problems.sensing(n=4, r=1, m=10, kappa=math.nan)
