@@ -7,7 +7,11 @@ factors, so the preconditioners ``(RᵀR + λI)⁻¹`` / ``(LᵀL + λI)⁻¹`` 
 ``L``, adds ``L_Iᵀ L_I`` (new) − ``L_Iᵀ L_I`` (old). A step costs ``O(b r² + r³)`` for a batch
 touching ``b`` rows instead of ``O(n r²)``. Every ``refresh`` steps the Grams are recomputed
 exactly (so round-off does not accumulate, and edits made to the factors outside the
-optimizer are picked up at the next refresh).
+optimizer are picked up at the next refresh). The paper's algorithm keeps the *inverses*
+``(XᵀX)⁻¹`` up to date by Sherman–Morrison rank-one updates (``O(r²)`` per sampled entry);
+keeping the Gram matrices and solving by Cholesky costs an extra ``O(r³)`` per step but does
+not lose positive definiteness to round-off. Damping ``λ`` is not in the paper (``λ = 0``
+there); it is the ScaledGD(λ) option for rank-deficient or over-parameterized factors.
 
 The rows touched are the rows with a nonzero gradient: compute the loss on a minibatch of
 entries (e.g. :meth:`overparam.problems.MatrixCompletion.loss` with ``entries=``), call
