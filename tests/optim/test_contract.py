@@ -153,3 +153,28 @@ def test_non_finite_and_non_float_arguments_are_rejected():
         SubGM([X], step=0.1, normalize="yes")
     with pytest.raises(ValueError, match="kappa"):
         op.problems.sensing(n=4, r=1, m=10, kappa=math.nan)
+
+
+def test_pairs_from_a_model_step_equals_formula_without_side_effects():
+    from overparam.testing import assert_no_side_effects
+    from overparam.testing.optim_oracles import scaledgd_step
+
+    net = torch.nn.Sequential(op.factor.LowRankLinear(5, 3, rank=2, generator=0, dtype=torch.float64),
+                              op.factor.LowRankLinear(3, 3, rank=2, symmetric=True, generator=1, dtype=torch.float64))
+    net.eval()
+    prs = list(op.factor.pairs(net))
+    assert len(prs) == 2 and prs[1][0] is prs[1][1]
+    before = [(L.detach().clone(), R.detach().clone()) for L, R in prs]
+    x = torch.randn(7, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with assert_no_side_effects(net):
+        opt = ScaledGD([{"pairs": prs[:1], "damping": 0.1}, {"pairs": prs[1:], "lr": 0.2}], lr=0.3)
+        net(x).square().sum().backward()
+        grads = [(L.grad.clone(), R.grad.clone()) for L, R in prs]
+        opt.step()
+    (L0, R0), (X0, _) = before
+    eL, eR = scaledgd_step(L0, R0, *grads[0], 0.3, 0.1)
+    torch.testing.assert_close(prs[0][0].detach(), eL, rtol=0, atol=1e-12)
+    torch.testing.assert_close(prs[0][1].detach(), eR, rtol=0, atol=1e-12)
+    torch.testing.assert_close(prs[1][0].detach(), scaledgd_step(X0, None, grads[1][0], None, 0.2)[0], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="not part of a factor pair"):
+        ScaledGD([*prs, net[0].bias])
