@@ -11,6 +11,10 @@ Gradient Descent", Sec. robust PCA. Alternate
 
 from the spectral init ``S_0 = 𝒯(Y)``, ``L_0 R_0ᵀ`` = best rank-``r`` approximation of
 ``Y − S_0`` (balanced factors ``U√Σ``, ``V√Σ``).
+
+The authors' MATLAB code (``matrix/RPCA.m`` in Titan-Tong/ScaledGD) thresholds with ``α`` at
+the init and with ``2α`` in the iterations (the ``γα``, ``γ > 1`` of the analysis); to do the
+same pass ``alpha=2 * a, init_alpha=a``. By default both use ``alpha``.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ class RPCAResult:
     history: list[float] = field(default_factory=list)
 
 
-def rpca_scaledgd(Y: Tensor, rank: int, *, alpha: float | None = None,
+def rpca_scaledgd(Y: Tensor, rank: int, *, alpha: float | None = None, init_alpha: float | None = None,
                   threshold: float | Callable[[int], float] | None = None, lr: float = 0.5, damping: float = 0.0,
                   iters: int = 200, tol: float = 1e-12,
                   callback: Callable[[int, Tensor, Tensor, Tensor], None] | None = None) -> RPCAResult:
@@ -79,6 +83,7 @@ def rpca_scaledgd(Y: Tensor, rank: int, *, alpha: float | None = None,
         Y: ``(n1, n2)`` observed matrix.
         rank: ``r``, the width of ``L``, ``R``.
         alpha: outlier fraction for :func:`sparsify` (give this or ``threshold``).
+        init_alpha: the fraction used for the initial ``S_0 = 𝒯(Y)`` (default ``alpha``; needs ``alpha``).
         threshold: level ``ζ`` or schedule ``t -> ζ_t`` for :func:`hard_threshold`.
         lr, damping: the ScaledGD step size and damping.
         iters: maximum number of steps; ``tol``: stop when the relative residual is below it.
@@ -93,6 +98,8 @@ def rpca_scaledgd(Y: Tensor, rank: int, *, alpha: float | None = None,
     """
     if (alpha is None) == (threshold is None):
         raise ValueError("give exactly one of alpha (sparsify) and threshold (hard_threshold)")
+    if init_alpha is not None and alpha is None:
+        raise ValueError("init_alpha needs alpha (it is the sparsify fraction of the initial outlier estimate)")
     if Y.ndim != 2 or not Y.is_floating_point():
         raise ValueError(f"Y must be a 2-D floating-point tensor, got {tuple(Y.shape)} {Y.dtype}")
     if not 1 <= rank <= min(Y.shape):
@@ -107,7 +114,7 @@ def rpca_scaledgd(Y: Tensor, rank: int, *, alpha: float | None = None,
         return hard_threshold(D, z)
 
     ny = torch.linalg.matrix_norm(Y)
-    S = outliers(Y, 0)
+    S = sparsify(Y, init_alpha) if init_alpha is not None else outliers(Y, 0)
     U, s, Vh = torch.linalg.svd(Y - S, full_matrices=False)
     L = (U[:, :rank] * s[:rank].sqrt()).clone()
     R = (Vh[:rank].mT * s[:rank].sqrt()).clone()

@@ -1,13 +1,18 @@
 """ScaledSGD: minibatch preconditioned SGD for large (sparse) matrix completion.
 
-Zhang, Chiu, Fattahi & Zhang (2023), "Accelerating SGD for Highly Ill-Conditioned Huge-Scale
-Online Matrix Completion": each minibatch of observed entries touches only a few rows of the
-factors, so the preconditioners ``(RᵀR + λI)⁻¹`` / ``(LᵀL + λI)⁻¹`` are kept up to date
+G. Zhang, H.-M. Chiu & R. Y. Zhang (NeurIPS 2022), "Accelerating SGD for Highly
+Ill-Conditioned Huge-Scale Online Matrix Completion": each minibatch of observed entries
+touches only a few rows of the factors, so the preconditioners ``(RᵀR + λI)⁻¹`` / ``(LᵀL + λI)⁻¹`` are kept up to date
 *incrementally*: the optimizer stores the Gram matrices and, after updating the rows ``I`` of
 ``L``, adds ``L_Iᵀ L_I`` (new) − ``L_Iᵀ L_I`` (old). A step costs ``O(b r² + r³)`` for a batch
 touching ``b`` rows instead of ``O(n r²)``. Every ``refresh`` steps the Grams are recomputed
 exactly (so round-off does not accumulate, and edits made to the factors outside the
-optimizer are picked up at the next refresh).
+optimizer are picked up at the next refresh). The authors' code (Hong-Ming/ScaledSGD,
+``scaledsgd.m``: one sampled entry per step) instead keeps the *inverse* ``(XᵀX)⁻¹`` up to date
+by Sherman–Morrison rank-one updates (``O(r²)`` per entry); keeping the Gram matrices and
+solving by Cholesky costs an extra ``O(r³)`` per step but never accumulates round-off in an
+explicit inverse (and a Gram that stops being PD raises instead of giving a wrong step). Damping ``λ`` is not in the paper (``λ = 0`` there); it is the ScaledGD(λ)
+option for rank-deficient or over-parameterized factors.
 
 The rows touched are the rows with a nonzero gradient: compute the loss on a minibatch of
 entries (e.g. :meth:`overparam.problems.MatrixCompletion.loss` with ``entries=``), call

@@ -8,7 +8,11 @@ loss with outliers)::
 
 with ``g`` a subgradient (whatever autograd returns). The Polyak step uses the norm of the
 scaled metric, ``η_t = (f − f*) / (‖g_L (RᵀR)^{-1/2}‖² + ‖g_R (LᵀL)^{-1/2}‖²)``, summed over
-all pairs of all groups; the geometric step is ``η_t = η₀ ρᵗ``.
+all pairs of all groups; the geometric step is ``η_t = η₀ ρᵗ``. The Polyak step is invariant
+to rescaling the loss, so the sum and the mean of the absolute residuals give the same
+iterates. The authors' MATLAB code (``matrix_l1/MS_l1_outlier.m`` in Titan-Tong/ScaledGD)
+uses exactly this step with ``f*`` = the loss at the ground truth (the outliers' ℓ1 norm),
+an oracle value; without it use ``polyak(None)`` (estimated optimum) or a geometric step.
 """
 
 from __future__ import annotations

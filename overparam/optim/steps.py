@@ -81,6 +81,8 @@ class Polyak(StepRule):
     needs_grad_norm = True
 
     def __post_init__(self):
+        if self.f_star is not None and not (isinstance(self.f_star, (int, float)) and math.isfinite(self.f_star)):
+            raise ValueError(f"f_star must be a finite number or None, got {self.f_star!r}")
         _check("gamma0", self.gamma0)
         _check("max_lr", self.max_lr)
         if not 0 < self.decay <= 1:

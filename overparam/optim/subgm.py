@@ -47,7 +47,9 @@ class SubGM(Optimizer):
     """
 
     def __init__(self, params: Iterable[Any], step: StepRule | float, normalize: bool = False) -> None:
-        super().__init__(params, dict(step=as_rule(step), normalize=bool(normalize)))
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+        super().__init__(params, dict(step=as_rule(step), normalize=normalize))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         param_group = dict(param_group)

@@ -40,7 +40,7 @@ def ground_truth(n: int, r: int, *, kappa: float = 1.0, n2: int | None = None, s
     """A rank-``r`` matrix ``(n, n2)`` with singular values ``linspace(1, 1/κ, r)``; PSD when symmetric."""
     if r < 1 or r > min(n, n2 or n):
         raise ValueError(f"r must be in [1, min(n, n2)] = [1, {min(n, n2 or n)}], got {r}")
-    if kappa < 1:
+    if not kappa >= 1:
         raise ValueError(f"kappa must be >= 1, got {kappa}")
     g = make_generator(generator)
     s = torch.linspace(1.0, 1.0 / kappa, r, dtype=dtype, device=device)
