@@ -73,3 +73,20 @@ def test_model_sharpness_leaves_model_untouched():
         s = oh.epsilon_sharpness(net, nn.functional.mse_loss, batch, rho=0.05, steps=10, generator=0)
     assert float(s.value) > 0
     assert all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
+
+
+def test_epsilon_sharpness_away_from_minimum_matches_brute_force_on_circle():
+    # L(θ) = ½θᵀAθ + bᵀθ at θ0 ≠ 0 (nonzero loss and gradient): the maximum of L(θ0+δ) − L(θ0)
+    # over ‖δ‖ ≤ ρ lies on the circle (A has a positive eigenvalue); dense search over angles.
+    A = torch.tensor([[3.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+    b = torch.tensor([0.5, -0.2], dtype=torch.float64)
+    f = lambda th: 0.5 * th[0] @ A @ th[0] + b @ th[0]  # noqa: E731
+    th0 = torch.tensor([0.7, -0.4], dtype=torch.float64)
+    rho = 0.3
+    ang = torch.linspace(0, 2 * torch.pi, 200_001, dtype=torch.float64)
+    D = rho * torch.stack([ang.cos(), ang.sin()], dim=1)
+    vals = 0.5 * ((th0 + D) @ A * (th0 + D)).sum(1) + (th0 + D) @ b - f((th0,))
+    s = oh.ball_sharpness(f, (th0,), rho=rho, steps=200, generator=0)
+    assert abs(float(s.value - vals.max())) < 1e-9
+    assert abs(float(s.loss - f((th0,)))) < 1e-15 and abs(float(s.perturbed_loss - f((th0 + s.delta[0],)))) < 1e-15
+    assert abs(float(s.value - (s.perturbed_loss - s.loss))) < 1e-15
