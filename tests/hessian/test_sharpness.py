@@ -90,3 +90,15 @@ def test_epsilon_sharpness_away_from_minimum_matches_brute_force_on_circle():
     assert abs(float(s.value - vals.max())) < 1e-9
     assert abs(float(s.loss - f((th0,)))) < 1e-15 and abs(float(s.perturbed_loss - f((th0 + s.delta[0],)))) < 1e-15
     assert abs(float(s.value - (s.perturbed_loss - s.loss))) < 1e-15
+
+
+def test_warm_start_from_previous_result_saves_products():
+    lam = torch.cat([torch.linspace(10, 5, 10), torch.linspace(-1, 1, 190)])
+    A = symmetric_with_spectrum(lam, generator=2)
+    cold = oh.lambda_max(A, lr=0.1, tol=1e-10, generator=0)
+    warm = oh.lambda_max(A, lr=0.1, tol=1e-10, v0=cold, generator=1)
+    assert cold.eigen.n_matvecs > 10 and warm.eigen.n_matvecs <= 3 and abs(warm.lambda_max - 10) < 1e-9
+    cold = oh.lanczos(A, k=10, tol=1e-10, generator=0)
+    warm = oh.lanczos(A, k=10, tol=1e-10, v0=cold, generator=1)
+    assert warm.n_matvecs < 0.7 * cold.n_matvecs
+    torch.testing.assert_close(warm.values, lam[:10].double(), rtol=1e-9, atol=0)
