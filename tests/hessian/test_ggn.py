@@ -45,3 +45,12 @@ def test_ggn_bad_loss():
     lin = tanh_mlp([2, 1], generator=0)
     with pytest.raises(ValueError, match="loss"):
         oh.ggn(lin, (torch.zeros(2, 2, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64)), loss="l1")
+
+
+def test_ggn_mse_on_ragged_loader_is_per_sample_mean():
+    g = make_generator(6)
+    net = tanh_mlp([4, 5, 3], generator=7)
+    x, y = gaussian((11, 4), generator=g, dtype=torch.float64), gaussian((11, 3), generator=g, dtype=torch.float64)
+    loader = [(x[:4], y[:4]), (x[4:8], y[4:8]), (x[8:], y[8:])]  # sizes 4, 4, 3
+    G = oh.ggn(net, loader, loss="mse")
+    assert max_rel_error(G.to_dense(), dense_ggn(net, (x, y), "mse")) < 1e-12

@@ -144,3 +144,17 @@ def test_nondeterministic_models_raise_and_flags_unchanged():
             oh.hessian(noisy, F.mse_loss, batch)
     drop.eval()
     oh.hessian(drop, F.mse_loss, batch)  # eval mode is fine
+
+
+def test_real_dataloader_with_ragged_last_batch():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = tanh_mlp([3, 4, 1], generator=0)
+    x, y = gaussian((11, 3), generator=1, dtype=torch.float64), gaussian((11, 1), generator=2, dtype=torch.float64)
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)  # sizes 4, 4, 3
+    Hd = dense_hessian(model, F.mse_loss, (x, y))
+    v = gaussian((Hd.shape[0],), generator=3, dtype=torch.float64)
+    assert max_rel_error(oh.hessian(model, F.mse_loss, loader) @ v, Hd @ v) < 1e-12
+    full = oh.epsilon_sharpness(model, F.mse_loss, (x, y), rho=0.05, steps=5, generator=0)
+    loaded = oh.epsilon_sharpness(model, F.mse_loss, loader, rho=0.05, steps=5, generator=0)
+    assert abs(float(full.value - loaded.value)) < 1e-12 * float(full.value)

@@ -73,3 +73,32 @@ def test_model_sharpness_leaves_model_untouched():
         s = oh.epsilon_sharpness(net, nn.functional.mse_loss, batch, rho=0.05, steps=10, generator=0)
     assert float(s.value) > 0
     assert all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
+
+
+def test_epsilon_sharpness_away_from_minimum_matches_brute_force_on_circle():
+    # L(θ) = ½θᵀAθ + bᵀθ at θ0 ≠ 0 (nonzero loss and gradient): the maximum of L(θ0+δ) − L(θ0)
+    # over ‖δ‖ ≤ ρ lies on the circle (A has a positive eigenvalue); dense search over angles.
+    A = torch.tensor([[3.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+    b = torch.tensor([0.5, -0.2], dtype=torch.float64)
+    f = lambda th: 0.5 * th[0] @ A @ th[0] + b @ th[0]  # noqa: E731
+    th0 = torch.tensor([0.7, -0.4], dtype=torch.float64)
+    rho = 0.3
+    ang = torch.linspace(0, 2 * torch.pi, 200_001, dtype=torch.float64)
+    D = rho * torch.stack([ang.cos(), ang.sin()], dim=1)
+    vals = 0.5 * ((th0 + D) @ A * (th0 + D)).sum(1) + (th0 + D) @ b - f((th0,))
+    s = oh.ball_sharpness(f, (th0,), rho=rho, steps=200, generator=0)
+    assert abs(float(s.value - vals.max())) < 1e-9
+    assert abs(float(s.loss - f((th0,)))) < 1e-15 and abs(float(s.perturbed_loss - f((th0 + s.delta[0],)))) < 1e-15
+    assert abs(float(s.value - (s.perturbed_loss - s.loss))) < 1e-15
+
+
+def test_warm_start_from_previous_result_saves_products():
+    lam = torch.cat([torch.linspace(10, 5, 10), torch.linspace(-1, 1, 190)])
+    A = symmetric_with_spectrum(lam, generator=2)
+    cold = oh.lambda_max(A, lr=0.1, tol=1e-10, generator=0)
+    warm = oh.lambda_max(A, lr=0.1, tol=1e-10, v0=cold, generator=1)
+    assert cold.eigen.n_matvecs > 10 and warm.eigen.n_matvecs <= 3 and abs(warm.lambda_max - 10) < 1e-9
+    cold = oh.lanczos(A, k=10, tol=1e-10, generator=0)
+    warm = oh.lanczos(A, k=10, tol=1e-10, v0=cold, generator=1)
+    assert warm.n_matvecs < 0.7 * cold.n_matvecs
+    torch.testing.assert_close(warm.values, lam[:10].double(), rtol=1e-9, atol=0)

@@ -59,3 +59,44 @@ def test_estimators_reproducible_and_errors():
         oh.trace(A, method="magic")
     with pytest.raises(ValueError, match="kind"):
         oh.hutchinson(A, probes=3, kind="uniform")
+
+
+class _Counting:
+    """A dense operator that counts the columns it is applied to."""
+
+    def __init__(self, A):
+        self.A, self.shape, self.dtype, self.cols = A, A.shape, A.dtype, 0
+
+    def matvec(self, v):
+        self.cols += 1
+        return self.A @ v
+
+
+def test_hutchpp_split_and_product_count_match_definition():
+    # Hutch++ (Meyer et al. Alg. 1) with m products: S has m/3 columns, A Q costs m/3, the
+    # remaining m - 2m/3 probes go to Hutchinson on the deflated matrix. Same draws, dense oracle.
+    from overparam.backend.random import make_generator
+    from overparam.hessian.trace import probe_block
+
+    A = symmetric_with_spectrum(torch.cat([torch.linspace(9, 3, 6), 0.1 * torch.ones(44)]), generator=9)
+    for probes in (9, 10, 14):
+        counting = _Counting(A)
+        est = oh.hutchpp(counting, probes=probes, generator=11)
+        assert counting.cols == probes == est.n_matvecs
+        op, g, s = oh.as_operator(A), make_generator(11), probes // 3
+        S = probe_block(op, s, "rademacher", g)
+        Q, _ = torch.linalg.qr(A @ S)
+        G = probe_block(op, probes - 2 * s, "rademacher", g)
+        P = torch.eye(50, dtype=torch.float64) - Q @ Q.mT
+        ref = torch.trace(Q.mT @ A @ Q) + torch.trace(G.mT @ P @ A @ P @ G) / G.shape[1]
+        torch.testing.assert_close(est.mean, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_standard_error_is_sample_std_over_sqrt_probes_and_calibrated():
+    A = symmetric_with_spectrum(torch.linspace(-1, 3, 30), generator=12)
+    est = oh.hutchinson(A, probes=4000, block=1000, generator=13)
+    torch.testing.assert_close(est.stderr, est.samples.std(correction=1) / 4000**0.5, rtol=1e-12, atol=0)
+    var = 2 * (A.square().sum() - torch.diagonal(A).square().sum())  # exact Rademacher variance of vᵀAv
+    assert abs(float(est.stderr**2 * 4000 / var) - 1) < 0.1
+    small = oh.hutchinson(A, probes=5, generator=14)
+    torch.testing.assert_close(small.stderr, small.samples.std(correction=1) / 5**0.5, rtol=1e-12, atol=0)
