@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
+from pathlib import Path
 import statistics
 import time
 
@@ -23,15 +25,12 @@ from torch import nn
 
 from overparam.factor import LoRALayer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import median_time  # noqa: E402
+
 
 def _median_time(fn, *, repeats: int = 3, inner: int = 1) -> float:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        out.append((time.perf_counter() - t0) / inner)
-    return statistics.median(out)
+    return median_time(fn, repeats=repeats, warmup=0, inner=inner)
 
 
 class HandLoRA(nn.Module):
