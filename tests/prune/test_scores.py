@@ -151,3 +151,19 @@ def test_synflow_copy_in_eval_mode_with_batchnorm():
     with assert_no_side_effects(net):
         sc = S.synflow_scores(net, (4,))  # a train-mode BatchNorm on one all-ones input would raise
     assert net.training and all(torch.isfinite(v).all() and v.dtype == torch.float64 for v in sc.values())
+
+
+def test_second_order_scores_refuse_train_mode_batchnorm():
+    from overparam.hessian import NonDeterministicModelError
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Tanh(), torch.nn.Linear(6, 1)).double()
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randn(8, 1, generator=g, dtype=torch.float64))
+    rm = net[1].running_mean.clone()
+    for fn in (S.grasp_scores, S.hessian_diagonal):
+        with pytest.raises(NonDeterministicModelError, match="eval"):
+            fn(net, F.mse_loss, batch)
+    assert torch.equal(rm, net[1].running_mean)  # running statistics untouched
+    net.eval()
+    with assert_no_side_effects(net):
+        assert set(S.grasp_scores(net, F.mse_loss, batch)) == {"0.weight", "3.weight"}
