@@ -9,7 +9,7 @@ changes the model (values, ``.grad``, train/eval mode) or the global RNG.
 * :func:`snip_scores` ``|∂L/∂c|`` at ``c = 1`` for the multiplicative mask ``θ ⊙ c``: ``|θ ⊙ g|``.
 * :func:`grasp_scores` the GraSP score ``S = −θ ⊙ Hg`` (Wang et al. 2020). GraSP *removes the
   largest* ``S``, so a mask keeps the highest ``−S``; :func:`~overparam.prune.init.prune_at_init`
-  does this. ``Hg`` is a double backward here (to move to ``overparam.hessian`` products).
+  does this. ``Hg`` is an :func:`overparam.hessian.hessian` product.
 * :func:`synflow_scores` ``|θ ⊙ ∂R/∂θ|`` with ``R = 1ᵀ f_{|θ|}(1)``, in float64 on a copy.
 * :func:`hessian_diagonal` and :func:`obd_scores` ``½ H_ii θ_i²`` (Optimal Brain Damage).
 * :func:`movement_scores` ``−θ ⊙ g`` and :class:`Movement`, its sum over steps (Sanh et al. 2020).
@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from .. import hessian
 from ..backend import vec
-from ..backend.random import GeneratorLike, make_generator, rademacher_like
+from ..backend.random import GeneratorLike, make_generator
 from .select import targets
 
 __all__ = [
@@ -85,18 +86,13 @@ def snip_scores(model: nn.Module, loss_fn: LossFn, batch, **select) -> dict[str,
     return {k: (p.detach() * g).abs() for (k, p), g in zip(ps.items(), gs)}
 
 
-def _hvp(model, loss_fn, batch, params, v, *, grads=None):
-    """``(H v, g)`` for the loss Hessian w.r.t. ``params`` (double backward)."""
-    g = _loss_grads(model, loss_fn, batch, params, create_graph=True) if grads is None else grads
-    hv = torch.autograd.grad(vec.dot(g, v), params, retain_graph=True)
-    return hv, g
-
-
 def grasp_scores(model: nn.Module, loss_fn: LossFn, batch, **select) -> dict[str, Tensor]:
     """GraSP ``S = −θ ⊙ H g`` with ``g = ∇L`` and ``H = ∇²L`` over the selected parameters.
 
     GraSP prunes the weights with the *largest* ``S`` (their removal least reduces the
-    gradient norm), so pass ``−S`` to :func:`~overparam.prune.masks.unstructured`.
+    gradient norm), so pass ``−S`` to :func:`~overparam.prune.masks.unstructured`. ``H g`` is a
+    product of :func:`overparam.hessian.hessian`, which refuses (``NonDeterministicModelError``)
+    a model with train-mode dropout or BatchNorm: call ``model.eval()`` first.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
@@ -105,9 +101,8 @@ def grasp_scores(model: nn.Module, loss_fn: LossFn, batch, **select) -> dict[str
         torch.Size([4, 3])
     """
     ps = targets(model, **select)
-    params = list(ps.values())
-    g = _loss_grads(model, loss_fn, batch, params, create_graph=True)
-    hg, _ = _hvp(model, loss_fn, batch, params, tuple(t.detach() for t in g), grads=g)
+    H = hessian.hessian(model, loss_fn, tuple(batch), params=list(ps))  # refuses before any forward
+    hg = H @ _loss_grads(model, loss_fn, batch, list(ps.values()))
     return {k: -(p.detach() * h) for (k, p), h in zip(ps.items(), hg)}
 
 
@@ -136,11 +131,6 @@ def synflow_scores(model: nn.Module, input_shape: Sequence[int], *, masks: dict[
     return {k: (params[k].detach() * g).abs() for k, g in zip(names, gs)}
 
 
-def _batched_hvp(g, params, V):
-    """``H v`` for a batch of vectors ``V`` (entries ``(B, *shape)``) from graph-carrying grads ``g``."""
-    return torch.autograd.grad(g, params, grad_outputs=V, retain_graph=True, is_grads_batched=True)
-
-
 def hessian_diagonal(model: nn.Module, loss_fn: LossFn, batch, *, probes: int | None = None,
                      generator: GeneratorLike = None, chunk: int = 256, **select) -> dict[str, Tensor]:
     """Diagonal of the loss Hessian over the selected parameters.
@@ -148,28 +138,27 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, batch, *, probes: int | 
     Args:
         probes: ``None`` for the exact diagonal (one Hessian-vector product per entry: small
             models only), or the number of Rademacher probes of the Hutchinson estimate
-            ``E[z ⊙ Hz]`` (unbiased), all probes in one vmapped double backward.
-        chunk: rows of the exact diagonal computed per vmapped double backward.
+            ``E[z ⊙ Hz]`` (unbiased) by :func:`overparam.hessian.diagonal`.
+        chunk: rows of the exact diagonal computed per batched product ``H.matmat``.
+
+    ``H`` is :func:`overparam.hessian.hessian`, which refuses (``NonDeterministicModelError``)
+    a model with train-mode dropout or BatchNorm: call ``model.eval()`` first.
     """
     ps = targets(model, **select)
-    params = list(ps.values())
-    g = _loss_grads(model, loss_fn, batch, params, create_graph=True)
+    if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
+        raise ValueError(f"probes must be a positive int or None, got {probes!r}")
+    H = hessian.hessian(model, loss_fn, tuple(batch), params=list(ps))
     if probes is None:
-        n = sum(p.numel() for p in params)
+        n, like = H.n, list(ps.values())
         diag = []
-        for lo in range(0, n, chunk):  # rows lo..hi of H at once: vmapped double backward
+        for lo in range(0, n, chunk):  # rows lo..hi of H at once: one batched product
             b = min(chunk, n - lo)
-            basis = torch.zeros(b, n, dtype=params[0].dtype, device=params[0].device)
+            basis = torch.zeros(b, n, dtype=like[0].dtype, device=like[0].device)
             basis[torch.arange(b), torch.arange(lo, lo + b)] = 1
-            rows = _batched_hvp(g, params, vec.unflatten(basis, params))
-            diag.append(vec.flatten(rows, batch=True).diagonal(offset=lo))
-        parts = vec.unflatten(torch.cat(diag), params)
+            diag.append(H.matmat(basis.T).diagonal(offset=-lo))  # (n, b): column i is row lo+i of H
+        parts = vec.unflatten(torch.cat(diag), like)
     else:
-        if not isinstance(probes, int) or probes < 1:
-            raise ValueError(f"probes must be a positive int or None, got {probes!r}")
-        z = rademacher_like(params, n=probes, generator=make_generator(generator))
-        hz = _batched_hvp(g, params, z)
-        parts = tuple((a * b).mean(0) for a, b in zip(z, hz))
+        parts = hessian.diagonal(H, probes, generator=generator).mean
     return {k: d.detach() for k, d in zip(ps, parts)}
 
 

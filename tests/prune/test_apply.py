@@ -32,22 +32,6 @@ OPTS = {
 }
 
 
-def test_full_policy_for_other_optimizers():
-    # Adamax is not in GRAD_ONLY_EXACT: auto picks "full" (weights and state re-masked after each step)
-    net, x, y = _net()
-    opt = torch.optim.Adamax(net.parameters(), lr=1e-2)
-    masks = magnitude(net, 0.5)
-    with A.masked(net, masks, optimizer=opt) as h:
-        assert h.policy == "full"
-        for _ in range(5):
-            opt.zero_grad()
-            torch.nn.functional.mse_loss(net(x), y).backward()
-            opt.step()
-    assert (net[0].weight[~masks["0.weight"]] == 0).all()
-    with pytest.raises(ValueError, match="policy"):
-        A.masked(net, masks, optimizer=opt, policy="bogus")
-
-
 @pytest.mark.parametrize("name", list(OPTS))
 @pytest.mark.parametrize("policy", ["auto", "grads", "full"])
 def test_pruned_weights_and_state_exactly_zero_after_50_steps(name, policy):
@@ -139,3 +123,42 @@ def test_parametrize_route_matches_masked():
     A.unparametrize_(net)
     assert sorted(net.state_dict()) == sorted(twin.state_dict())  # parametrize reorders, names are back
     assert torch.equal(net(x), twin(x))
+
+
+class _DriftSGD(torch.optim.Optimizer):
+    """A user optimizer whose update moves zero entries (a constant drift and a growing state)."""
+
+    def __init__(self, params, lr=0.01):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                st["buf"] = st.get("buf", torch.zeros_like(p)) + 1.0
+                p.add_(p.grad + 1e-3 * st["buf"], alpha=-g["lr"])
+
+
+@pytest.mark.parametrize("make", [lambda ps: torch.optim.Adamax(ps, lr=1e-2), _DriftSGD])
+def test_full_policy_remasks_weights_and_state_of_any_optimizer(make):
+    # not in GRAD_ONLY_EXACT: auto picks "full" (weights and state re-masked after each step);
+    # _DriftSGD moves zero entries, so only the post-step re-mask keeps them at zero
+    net, x, y = _net()
+    opt = make(net.parameters())
+    masks = magnitude(net, 0.5)
+    with A.masked(net, masks, optimizer=opt) as h:
+        assert h.policy == "full"
+        for _ in range(5):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(net(x), y).backward()
+            opt.step()
+    ps = dict(net.named_parameters())
+    for k, m in masks.items():
+        assert (ps[k][~m] == 0).all()
+        if isinstance(opt, _DriftSGD):
+            assert (opt.state[ps[k]]["buf"][~m] == 0).all() and (opt.state[ps[k]]["buf"][m] == 5).all()
+    with pytest.raises(ValueError, match="policy"):
+        A.masked(net, masks, optimizer=opt, policy="bogus")

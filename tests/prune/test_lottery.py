@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -90,3 +92,21 @@ def test_bad_arguments():
         lottery(net, tr, optimizer_fn=OPTS["sgd"], steps=5, rounds=1, rewind_to=5)
     with pytest.raises(ValueError, match="rate"):
         lottery(net, tr, optimizer_fn=OPTS["sgd"], steps=5, rounds=1, rate=1.0)
+
+
+def test_rewind_restores_optimizer_state_of_step_k():
+    net, x, y = _problem(2)
+    states = []
+
+    def train(model, opt, steps):
+        states.append(copy.deepcopy(opt.state_dict()["state"]))
+        return _recording_train(x, y, [])(model, opt, steps)
+
+    t = lottery(net, train, optimizer_fn=OPTS["sgd"], steps=12, rewind_to=4, rounds=2, rate=0.5)
+    names = [n for n, _ in net.named_parameters()]
+    ref = t.optimizer_rewind["state"]
+    assert ref  # momentum buffers exist at step k
+    for rnd, st in zip(t.rounds[1:], states[2:]):
+        for i, name in enumerate(names):
+            m = rnd.masks.get(name, torch.ones_like(ref[i]["momentum_buffer"], dtype=torch.bool))
+            assert torch.equal(st[i]["momentum_buffer"], ref[i]["momentum_buffer"] * m)

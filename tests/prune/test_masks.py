@@ -128,3 +128,16 @@ def test_nan_scores_raise():
         M.unstructured({"w": torch.tensor([1.0, float("nan"), 2.0])}, 0.3)
     with pytest.raises(ValueError, match="NaN"):
         M.unstructured({"w": torch.tensor([1.0, float("nan"), 2.0])}, 0.0)
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+def test_previous_keeps_pruned_entries_pruned_even_with_high_scores(scope):
+    # entries pruned in an earlier round now have the *highest* scores: they must stay pruned
+    s = {"a": torch.arange(10.0), "b": torch.arange(10.0, 20.0)}
+    prev = {"a": torch.arange(10) >= 2, "b": torch.arange(10) >= 2}
+    hi = {k: v.masked_fill(~prev[k], 100.0) for k, v in s.items()}
+    m = M.unstructured(hi, 0.5, scope=scope, previous=prev)
+    for k in m:
+        assert not m[k][~prev[k]].any()
+        assert bool((m[k] <= prev[k]).all())
+    assert sum(int((~v).sum()) for v in m.values()) == 10

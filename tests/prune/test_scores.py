@@ -130,3 +130,40 @@ def test_prune_at_init_bad_input():
         prune_at_init(net, "snip", 0.5)
     with pytest.raises(ValueError, match="input_shape"):
         prune_at_init(net, "synflow", 0.5)
+
+
+def test_prune_at_init_grasp_removes_largest_S():
+    net, batch = _setup()
+    S_ = S.grasp_scores(net, F.mse_loss, batch)
+    m = prune_at_init(net, "grasp", 0.5, loss_fn=F.mse_loss, batch=batch)
+    flat_s = torch.cat([S_[k].reshape(-1) for k in m])
+    flat_m = torch.cat([m[k].reshape(-1) for k in m])
+    assert flat_s[~flat_m].min() >= flat_s[flat_m].max()  # GraSP prunes the largest −θ⊙Hg
+
+
+def test_synflow_copy_in_eval_mode_with_batchnorm():
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    net.train()
+    with assert_no_side_effects(net):
+        sc = S.synflow_scores(net, (4,))  # a train-mode BatchNorm on one all-ones input would raise
+    assert net.training and all(torch.isfinite(v).all() and v.dtype == torch.float64 for v in sc.values())
+
+
+def test_second_order_scores_refuse_train_mode_batchnorm():
+    from overparam.hessian import NonDeterministicModelError
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Tanh(), torch.nn.Linear(6, 1)).double()
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randn(8, 1, generator=g, dtype=torch.float64))
+    rm = net[1].running_mean.clone()
+    for fn in (S.grasp_scores, S.hessian_diagonal):
+        with pytest.raises(NonDeterministicModelError, match="eval"):
+            fn(net, F.mse_loss, batch)
+    assert torch.equal(rm, net[1].running_mean)  # running statistics untouched
+    net.eval()
+    with assert_no_side_effects(net):
+        assert set(S.grasp_scores(net, F.mse_loss, batch)) == {"0.weight", "3.weight"}
