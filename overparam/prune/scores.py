@@ -70,8 +70,15 @@ def random_scores(model: nn.Module, *, generator: GeneratorLike = None, **select
 
 
 def _loss_grads(model: nn.Module, loss_fn: LossFn, batch, params: Sequence[Tensor], create_graph: bool = False):
+    """Gradients of ``loss_fn(model(inputs), targets)`` w.r.t. ``params`` without side effects:
+    the forward runs on copies of the buffers (train-mode BatchNorm updates the copies, not the
+    model's running statistics) inside a forked RNG (train-mode dropout leaves the global RNG
+    state as it was)."""
     inputs, tgt = batch
-    loss = loss_fn(model(inputs), tgt)
+    state = {**dict(model.named_parameters()), **{k: b.clone() for k, b in model.named_buffers()}}
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
+        loss = loss_fn(torch.func.functional_call(model, state, (inputs,)), tgt)
     return torch.autograd.grad(loss, params, create_graph=create_graph)
 
 

@@ -167,3 +167,15 @@ def test_second_order_scores_refuse_train_mode_batchnorm():
     net.eval()
     with assert_no_side_effects(net):
         assert set(S.grasp_scores(net, F.mse_loss, batch)) == {"0.weight", "3.weight"}
+
+
+def test_snip_on_train_mode_batchnorm_and_dropout_has_no_side_effects():
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Dropout(0.5), torch.nn.Linear(6, 2))
+    net.train()
+    x, y = torch.randn(16, 4, generator=g), torch.randn(16, 2, generator=g)
+    before = {k: b.clone() for k, b in net.named_buffers()}
+    with assert_no_side_effects(net):
+        s = S.snip_scores(net, torch.nn.functional.mse_loss, (x, y))
+    assert all(torch.equal(before[k], b) for k, b in net.named_buffers()), "running statistics changed"
+    assert set(s) == {"0.weight", "3.weight"} and all(torch.isfinite(v).all() for v in s.values())
