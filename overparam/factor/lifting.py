@@ -5,27 +5,34 @@ Solutions to Strict Saddle Points"; the gradient-descent view over the full tens
 Ma, Lavaei & Sojoudi, NeurIPS 2023, arXiv:2310.15549).
 
 Write the symmetric BM problem ``min_X 1/(4m) Σ_i (⟨A_i, XXᵀ⟩ − y_i)²`` over ``w = vec(X)``
-(``X (n, r)`` flattened row-major, ``d = n·r``) as ``⟨𝐀_i, wwᵀ⟩`` with ``𝐀_i = A_i ⊗ I_r`` (the
+(``X (n, r)`` flattened row-major, ``d = n·r``) as ``⟨𝐀_i, wwᵀ⟩`` with ``𝐀_i = sym(A_i) ⊗ I_r`` (the
 rank-``r`` problem as a rank-one problem in dimension ``nr``). The order-``l`` lift replaces
 ``w`` by a tensor ``𝐰 ∈ R^{d^l}`` (``𝐰 = w^{⊗l}`` on the original problem's image) and the
 measurements by all ``m^l`` products:
 
     h(𝐰) = 1/(4 m^l) Σ_{i_1..i_l} (⟨𝐰, (𝐀_{i_1} ⊗ ⋯ ⊗ 𝐀_{i_l}) 𝐰⟩ − y_{i_1} ⋯ y_{i_l})².
 
+With lifted search rank ``s > 1`` the variable is ``s`` such tensors ``𝐰_1..𝐰_s`` (a Burer-Monteiro
+factor of the lifted PSD matrix ``𝐖 = Σ_j 𝐰_j 𝐰_jᵀ`` of size ``d^l``, so the search rank is no
+longer bounded by ``n``) and each measurement becomes ``Σ_j ⟨𝐰_j, (𝐀_{i_1} ⊗ ⋯ ⊗ 𝐀_{i_l}) 𝐰_j⟩``.
+
 On rank-one tensors ``h(w^{⊗l})`` is a function of ``XXᵀ`` only and vanishes exactly at the
 solutions; the variable here ranges over all of ``R^{d^l}`` (not only symmetric or rank-one
 tensors), the search space in which the papers show that spurious solutions of the original
-problem become strict saddles. :meth:`LiftedSensing.unlift` maps a tensor back to ``X`` by a
-symmetric rank-one approximation (leading left singular vector of the mode-1 unfolding, i.e. a
-truncated HOSVD: exact on ``lift(X)``, quasi-optimal, not the best rank-one part, in general).
+problem become strict saddles. :meth:`LiftedSensing.unlift` maps a tensor back to ``X`` by the
+partial trace of the lifted matrix: ``G = Σ_j unfold₁(𝐰_j) unfold₁(𝐰_j)ᵀ`` (``d × d``) equals
+``‖w‖^{2(l−1)} wwᵀ`` on ``lift(X)``, so ``wwᵀ ≈ G / tr(G)^{(l−1)/l}`` and ``w`` is its scaled leading
+eigenvector (exact on ``lift(X)`` up to the sign of ``X``; a truncated-HOSVD approximation, not the
+best rank-one part, in general).
 
 Differences from the papers (this is a reading of their setting, not their code): the
 ``1/(4 m^l)`` normalization is ours (it makes ``order=1`` the problem's own loss; the papers use
-an unnormalized squared norm, which changes no stationary point); the lifted variable is one
-tensor, i.e. lifted search rank one (the ICML paper also combines the lift with a larger
-Burer-Monteiro search rank on the lifted variable, not implemented here); only symmetric sensing
-(``M* = X* X*ᵀ``, as in the papers). Sizes grow as ``d^l`` and ``m^l``: this is for small ``n``
-(``d^l m^l`` up to a few million entries).
+an unnormalized squared norm, which changes no stationary point); only symmetric sensing
+(``M* = X* X*ᵀ``, as in the papers). Only the abstracts and introductions of the papers could be
+read when this was written: the lifted search rank ``s`` is our reading of "an infinite hierarchy
+of non-convex problems via the lifting technique and the Burer-Monteiro factorization [whose]
+search rank [is not] limited by the dimension of the matrix". Sizes grow as ``s·d^l`` and ``m^l``:
+this is for small ``n`` (``s d^l m^l`` up to a few million entries).
 
 Example:
     >>> import torch, overparam as op
@@ -60,10 +67,12 @@ class LiftedSensing:
         problem: a symmetric :class:`~overparam.problems.sensing.MatrixSensing` (``A (m, n, n)``).
         rank: ``r >= 1``, the width of ``X (n, r)`` (may exceed the true rank).
         order: ``l`` in ``1..6``; ``order=1`` is the original problem.
+        search_rank: ``s >= 1``, the number of lifted tensors (Burer-Monteiro rank of the lifted
+            matrix); ``1`` gives one tensor of shape ``(d,) * order``.
 
     Attributes:
-        lifted_A: ``(m, d, d)``, the ``A_i ⊗ I_r``; ``d = n · rank``.
-        shape: the tensor variable's shape ``(d,) * order``.
+        lifted_A: ``(m, d, d)``, the ``sym(A_i) ⊗ I_r`` (``sym A = (A + Aᵀ)/2``); ``d = n · rank``.
+        shape: the variable's shape, ``(d,) * order`` (``s = 1``) or ``(d,) * order + (s,)``.
 
     Example:
         >>> import overparam as op
@@ -77,6 +86,7 @@ class LiftedSensing:
     problem: MatrixSensing
     rank: int
     order: int = 2
+    search_rank: int = 1
     lifted_A: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -87,8 +97,11 @@ class LiftedSensing:
         check_rank(self.rank)
         if isinstance(self.order, bool) or not isinstance(self.order, int) or not 1 <= self.order <= 6:
             raise ValueError(f"order must be an int in [1, 6], got {self.order!r}")
+        if isinstance(self.search_rank, bool) or not isinstance(self.search_rank, int) or self.search_rank < 1:
+            raise ValueError(f"search_rank must be an int >= 1, got {self.search_rank!r}")
         A = self.problem.A
-        eye = torch.eye(self.rank, dtype=A.dtype, device=A.device)
+        A = (A + A.mT) / 2  # ⟨A, XXᵀ⟩ = ⟨sym A, XXᵀ⟩; the lift needs symmetric A_i (else a stationary X
+        eye = torch.eye(self.rank, dtype=A.dtype, device=A.device)  # of the original is not one of the lift)
         self.lifted_A = torch.stack([torch.kron(a, eye) for a in A])
 
     @property
@@ -101,27 +114,36 @@ class LiftedSensing:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (self.d,) * self.order
+        return (self.d,) * self.order + ((self.search_rank,) if self.search_rank > 1 else ())
+
+    def _columns(self, T: Tensor) -> Tensor:
+        """``T`` with a trailing search-rank axis ``(d,)*order + (s,)`` (a view)."""
+        if tuple(T.shape) != self.shape:
+            raise ValueError(f"T must have shape {self.shape}, got {tuple(T.shape)}")
+        return T if self.search_rank > 1 else T.unsqueeze(-1)
 
     def lift(self, X: Tensor) -> Tensor:
-        """``vec(X)^{⊗l}``: ``X (n, rank) -> (d,) * order``."""
+        """``vec(X)^{⊗l}``: ``X (n, rank) -> shape`` (for ``s > 1`` in the first of the ``s``
+        tensors, the others zero: the same point of the lifted matrix space)."""
         if tuple(X.shape) != (self.n, self.rank):
             raise ValueError(f"X must have shape {(self.n, self.rank)}, got {tuple(X.shape)}")
         w = X.reshape(-1)
         T = w
         for _ in range(self.order - 1):
             T = T.unsqueeze(-1) * w
-        return T
+        if self.search_rank == 1:
+            return T
+        return torch.cat([T.unsqueeze(-1), T.new_zeros(T.shape + (self.search_rank - 1,))], dim=-1)
 
     def measure(self, T: Tensor) -> Tensor:
-        """``⟨𝐰, (𝐀_{i_1} ⊗ ⋯ ⊗ 𝐀_{i_l}) 𝐰⟩`` for all index tuples: ``(d,)*l -> (m,)*l``."""
-        if tuple(T.shape) != self.shape:
-            raise ValueError(f"T must have shape {self.shape}, got {tuple(T.shape)}")
+        """``Σ_j ⟨𝐰_j, (𝐀_{i_1} ⊗ ⋯ ⊗ 𝐀_{i_l}) 𝐰_j⟩`` for all index tuples: ``shape -> (m,)*l``."""
+        T = self._columns(T)
         letters = iter(string.ascii_letters)
         a = [next(letters) for _ in range(self.order)]
         c = [next(letters) for _ in range(self.order)]
         i = [next(letters) for _ in range(self.order)]
-        spec = ",".join(["".join(a)] + [i[k] + a[k] + c[k] for k in range(self.order)] + ["".join(c)])
+        j = next(letters)
+        spec = ",".join(["".join(a) + j] + [i[k] + a[k] + c[k] for k in range(self.order)] + ["".join(c) + j])
         return torch.einsum(f"{spec}->{''.join(i)}", T, *([self.lifted_A] * self.order), T)
 
     def targets(self) -> Tensor:
@@ -138,19 +160,14 @@ class LiftedSensing:
         return 0.25 * r.square().mean()
 
     def unlift(self, T: Tensor) -> Tensor:
-        """``X (n, rank)`` from a symmetric rank-one approximation ``c · u^{⊗l}`` of ``T (d,)*l``:
-        ``u`` the top left singular vector of the mode-1 unfolding, ``c = T(u, …, u)``,
-        ``w = |c|^{1/l} u`` (times ``sign c`` for odd ``l``). Exact on ``T = lift(X)`` up to the
-        sign of ``X``; for other tensors a truncated-HOSVD approximation, not the best one."""
-        if tuple(T.shape) != self.shape:
-            raise ValueError(f"T must have shape {self.shape}, got {tuple(T.shape)}")
-        M = T.reshape(self.d, -1)
-        u = torch.linalg.svd(M, full_matrices=False).U[:, 0]
-        c = T
-        for _ in range(self.order):
-            c = c @ u
-        mag = c.abs() ** (1.0 / self.order)
-        w = mag * u * (torch.sign(c) if self.order % 2 == 1 else 1.0)
+        """``X (n, rank)`` by the partial trace of the lifted matrix: ``G = M Mᵀ`` for the mode-1
+        unfolding ``M (d, d^{l-1}·s)`` of ``T``, ``wwᵀ ≈ G / tr(G)^{(l−1)/l}``, ``w`` its scaled
+        leading eigenvector. Exact on ``T = lift(X)`` up to the sign of ``X``."""
+        M = self._columns(T).reshape(self.d, -1)
+        G = M @ M.mT
+        evals, evecs = torch.linalg.eigh(G)
+        tr = torch.clamp(torch.trace(G), min=torch.finfo(G.dtype).tiny)
+        w = evecs[:, -1] * (torch.clamp(evals[-1], min=0) / tr ** ((self.order - 1) / self.order)).sqrt()
         return w.reshape(self.n, self.rank)
 
     def product(self, T: Tensor) -> Tensor:
@@ -159,6 +176,6 @@ class LiftedSensing:
         return X @ X.mT
 
     def init(self, *, scale: float = 1e-2, generator: GeneratorLike = None) -> Tensor:
-        """A small Gaussian tensor ``(d,) * order`` (entries ``N(0, scale²)``)."""
+        """A small Gaussian variable of :attr:`shape` (entries ``N(0, scale²)``)."""
         A = self.lifted_A
         return scale * gaussian(self.shape, generator=generator, dtype=A.dtype, device=A.device)

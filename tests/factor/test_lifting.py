@@ -23,7 +23,7 @@ def test_measure_matches_dense_kronecker_oracle(problem):
     T = torch.randn(lifted.shape, dtype=D)
     q = lifted.measure(T)
     eye = torch.eye(2, dtype=D)
-    Ab = [torch.kron(a, eye) for a in problem.A]
+    Ab = [torch.kron((a + a.T) / 2, eye) for a in problem.A]  # ⟨A, XXᵀ⟩ sees only sym(A)
     t = T.reshape(-1)
     for i in (0, 3, 9):
         for j in (0, 5):
@@ -46,7 +46,6 @@ def test_lift_of_factor_gives_product_loss_and_unlift_inverts(problem, order):
 
 def test_lifted_loss_vanishes_at_ground_truth_and_is_larger_elsewhere(problem):
     lifted = LiftedSensing(problem, rank=1, order=2)
-    X = problem.init("spectral", rank=1)
     evals, evecs = torch.linalg.eigh(problem.M_star)
     Xs = evecs[:, -1:] * evals[-1].sqrt()
     assert float(lifted.loss(lifted.lift(Xs))) < 1e-20
@@ -65,3 +64,61 @@ def test_bad_input_names_the_argument(problem):
         lifted.unlift(torch.ones(3, 2, dtype=D))
     with pytest.raises(ValueError, match="X must"):
         lifted.lift(torch.ones(3, 2, dtype=D))
+
+
+def _spurious_local_min():
+    """A spurious second-order critical point of a small symmetric sensing instance (n=3, m=5),
+    polished by Newton from a point GD reached; the premises are checked, not assumed."""
+    P = sensing(n=3, r=1, m=5, generator=5)
+
+    def f(x):
+        return P.loss(x.reshape(3, 1))
+    x = torch.tensor([-0.2474, -0.2180, 0.9988], dtype=D)
+    for _ in range(30):
+        x = x - torch.linalg.solve(torch.func.hessian(f)(x), torch.func.grad(f)(x))
+    assert float(torch.func.grad(f)(x).norm()) < 1e-13
+    assert float(torch.linalg.eigvalsh(torch.func.hessian(f)(x))[0]) > 0.1  # a strict local minimum
+    assert float(f(x)) > 1e-2 and float(P.relative_error(x.reshape(3, 1))) > 0.1  # ... and not a solution
+    return P, x.reshape(3, 1)
+
+
+def _grad_and_min_curvature(lifted, X):
+    def h(t):
+        return lifted.loss(t.reshape(lifted.shape))
+    t = lifted.lift(X).reshape(-1)
+    return float(torch.func.grad(h)(t).norm()), float(torch.linalg.eigvalsh(torch.func.hessian(h)(t))[0])
+
+
+@pytest.mark.parametrize("order,search_rank", [(2, 1), (3, 1), (2, 2), (3, 2)])
+def test_spurious_minimum_stays_stationary_and_becomes_strict_saddle(order, search_rank):
+    # Ma, Molybog, Lavaei & Sojoudi (ICML 2023): stationary through the hierarchy, negative curvature once lifted
+    P, X = _spurious_local_min()
+    g, lam_min = _grad_and_min_curvature(LiftedSensing(P, rank=1, order=order, search_rank=search_rank), X)
+    assert g < 1e-12
+    assert lam_min < -1e-2
+
+
+def test_search_rank_measure_is_a_sum_over_tensors_and_unlift_inverts(problem):
+    lifted = LiftedSensing(problem, rank=2, order=2, search_rank=3)
+    assert lifted.shape == (6, 6, 3)
+    T = torch.randn(lifted.shape, dtype=D)
+    single = LiftedSensing(problem, rank=2, order=2)
+    torch.testing.assert_close(lifted.measure(T), sum(single.measure(T[..., j]) for j in range(3)), rtol=1e-12, atol=1e-12)
+    X = torch.randn(3, 2, dtype=D)
+    torch.testing.assert_close(lifted.loss(lifted.lift(X)), single.loss(single.lift(X)), rtol=1e-12, atol=0)
+    torch.testing.assert_close(lifted.product(lifted.lift(X)), X @ X.T, rtol=1e-9, atol=1e-10)
+    # the lifted matrix Σ_j 𝐰_j𝐰_jᵀ is what is measured: an orthogonal mix of the s tensors changes nothing
+    Q = torch.linalg.qr(torch.randn(3, 3, dtype=D)).Q
+    torch.testing.assert_close(lifted.measure(T @ Q), lifted.measure(T), rtol=1e-10, atol=1e-10)
+    assert lifted.init(scale=0.1, generator=0).shape == (6, 6, 3)
+    with pytest.raises(ValueError, match="search_rank"):
+        LiftedSensing(problem, rank=1, search_rank=0)
+    with pytest.raises(ValueError, match="T must"):
+        lifted.measure(torch.ones(6, 6, dtype=D))
+
+
+def test_lift_uses_symmetric_sensing_matrices(problem):
+    # the problem's A_i are not symmetric; ⟨A_i, XXᵀ⟩ only sees sym(A_i), and so must the lift
+    assert float((problem.A - problem.A.mT).abs().max()) > 0.1
+    lifted = LiftedSensing(problem, rank=1, order=2)
+    torch.testing.assert_close(lifted.lifted_A, lifted.lifted_A.mT, rtol=0, atol=0)
