@@ -81,3 +81,25 @@ def test_low_rank_and_errors():
         out = oh.lanczos(symmetric_with_spectrum(torch.linspace(0, 1, 200), generator=1), k=5, ncv=8, max_matvecs=20,
                          tol=1e-12, generator=0)
     assert not out.converged
+
+
+@pytest.mark.parametrize("which", ["LA", "SA"])
+@pytest.mark.parametrize("tol", [1e-4, 1e-8])
+def test_value_criterion_meets_eigenvalue_tolerance_with_fewer_products(which, tol):
+    # outliers plus a bulk, like a trained network's Hessian; eigenvalue errors are what is asked for
+    lam = torch.cat([torch.tensor([40.0, 25.0, 18.0, 12.0, 9.0, 7.5]), torch.linspace(-1.0, 3.0, 394)])
+    lam = lam if which == "LA" else -lam
+    A = symmetric_with_spectrum(lam, generator=5)
+    srt = torch.sort(lam.double(), descending=which == "LA").values[:6]
+    by_value = oh.lanczos(A, k=6, which=which, tol=tol, criterion="value", generator=0)
+    by_res = oh.lanczos(A, k=6, which=which, tol=tol, generator=0)
+    assert by_value.converged and by_res.converged
+    err = ((by_value.values - srt).abs() / srt.abs()).max()
+    assert float(err) <= tol, (float(err), tol)
+    assert by_value.n_matvecs < by_res.n_matvecs
+    # the reported residuals stay true residuals
+    X = by_value.matrix()
+    torch.testing.assert_close(torch.linalg.vector_norm(A @ X - X * by_value.values, dim=0), by_value.residuals,
+                               rtol=1e-6, atol=1e-10)
+    with pytest.raises(ValueError, match="criterion"):
+        oh.lanczos(A, k=2, criterion="values")
