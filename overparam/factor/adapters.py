@@ -173,6 +173,11 @@ class LoRALayer(nn.Module):
         if self.merged:
             return y
         if not self.dora:
+            if isinstance(self.base, nn.Linear):  # fused: y + s·(x A) Bᵀ in one addmm, no extra pass over y
+                h = self.lora_dropout(x) @ self.lora_down
+                out = torch.addmm(y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), self.lora_up.mT,
+                                  alpha=self.scaling)
+                return out.reshape(y.shape)
             return y + self._lora_out(x)
         scale = self._dora_scale()
         bias = getattr(self.base, "bias", None)

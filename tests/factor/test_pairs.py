@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from overparam.factor import LoRALayer, LowRank, LowRankLinear, SparseLowRank, lora_, lowrank_, pairs
+from overparam.factor import LowRank, LowRankLinear, SparseLowRank, lora_, lowrank_, pairs
 
 
 def test_pair_protocol_shapes_and_products():

@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 
-import overparam as op
 from overparam.factor import (FactorizedLayer, LoRALayer, adapter_state_dict, hadamard_, load_adapter_state_dict, lora_,
                               lowrank_, merge_, pairs, unmerge_)
 from overparam.testing import assert_no_side_effects

@@ -21,7 +21,6 @@ def _l1(ps):
 
 def test_geometric_steps_follow_the_formula():
     ps = _params()
-    x0 = [p.detach().clone() for p in ps]
     opt = SubGM(ps, step=geometric(0.1, 0.5))
     for t in range(3):
         opt.zero_grad()
