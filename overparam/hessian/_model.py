@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from ..backend import vec
 
-__all__ = ["NonDeterministicModelError", "select_parameters", "Objective", "ParamSpec", "check_deterministic", "rng_guard"]
+__all__ = ["NonDeterministicModelError", "select_parameters", "Objective", "ParamSpec", "check_agree", "check_deterministic",
+           "rng_guard"]
 
 ParamSpec = None | str | Sequence[str] | Callable[[str, nn.Parameter], bool]
 """Which parameters an operator acts on: None (all trainable), a glob pattern such as
@@ -175,13 +176,20 @@ def check_deterministic(first: Callable[[vec.Vec], vec.Vec], second: Callable[[v
     with rng_guard(obj.theta[0].device):
         a = first(v)
         b = second(v)
-    diff, ref = vec.norm(vec.sub(a, b)), vec.norm(a)
+    check_agree(a, b, obj, what=f"{what} products with the same vector")
+
+
+def check_agree(a: vec.Vec, b: vec.Vec, obj: Objective, *, what: str) -> None:
+    """Raise :class:`NonDeterministicModelError` unless two evaluations ``a`` and ``b`` (of one
+    quantity, from two fresh forward passes) agree to ``1e3·eps`` relative."""
+    with torch.no_grad():
+        diff, ref = vec.norm(vec.sub(a, b)), vec.norm(a)
     tol = 1e3 * torch.finfo(obj.theta[0].dtype).eps * (ref + 1e-30)
     if not bool(torch.isfinite(ref)):
-        raise ValueError(f"the {what} product is not finite: the parameters, the data or the loss contain NaN/inf")
+        raise ValueError(f"the {what} are not finite: the parameters, the data or the loss contain NaN/inf")
     if bool(diff > tol):
         raise NonDeterministicModelError(
-            f"two {what} products with the same vector differ (relative difference "
+            f"two {what} differ (relative difference "
             f"{float(diff / (ref + 1e-30)):.2e}): the model is stochastic or stateful under probing "
             "(dropout, train-mode BatchNorm, random augmentation?). Call model.eval() first."
         )

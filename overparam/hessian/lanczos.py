@@ -169,7 +169,8 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
         if criterion == "value" and size > 1:  # ‖r‖²/δ, δ = gap to the nearest other Ritz value
             dist = (theta[sel[:k], None] - theta[None, :]).abs()
             dist[torch.arange(len(err)), sel[:k]] = float("inf")
-            err = torch.minimum(err, err**2 / dist.min(dim=1).values)
+            gap = dist.min(dim=1).values  # a repeated Ritz value (gap 0) falls back to the residual
+            err = torch.minimum(err, torch.where(gap > 0, err**2 / gap, err))
         ok = bool((err <= tol * torch.clamp(theta[sel[:k]].abs(), min=floor)).all()) or (size == n and float(beta) == 0)
         return theta, Y, sel, res, err, floor, ok
 

@@ -158,3 +158,18 @@ def test_real_dataloader_with_ragged_last_batch():
     full = oh.epsilon_sharpness(model, F.mse_loss, (x, y), rho=0.05, steps=5, generator=0)
     loaded = oh.epsilon_sharpness(model, F.mse_loss, loader, rho=0.05, steps=5, generator=0)
     assert abs(float(full.value - loaded.value)) < 1e-12 * float(full.value)
+
+
+@pytest.mark.parametrize("backend", ["double_backward", "jvp"])
+def test_construction_check_rejects_non_finite_and_catches_a_stochastic_forward(backend):
+    batch = (gaussian((6, 3), generator=1, dtype=torch.float64), gaussian((6, 2), generator=2, dtype=torch.float64))
+    net = tanh_mlp([3, 4, 2], generator=0)  # (a NaN in a linear model's weight leaves its MSE Hessian finite)
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        oh.hessian(net, F.mse_loss, batch, backend=backend)
+    noisy = _Noisy()
+    with assert_no_side_effects(noisy):
+        with pytest.raises(oh.NonDeterministicModelError, match="differ|random numbers"):
+            oh.hessian(noisy, F.mse_loss, batch, backend=backend)
+        oh.hessian(noisy, F.mse_loss, batch, backend=backend, check=False)  # opted out: no error
