@@ -26,3 +26,16 @@ def table(rows: list[tuple[str, float, float]], *, ours: str = "overparam", anch
     for case, a, b in rows:
         out.append(f"| {case} | {a * 1e3:.3f} ms | {b * 1e3:.3f} ms | {a / b:.2f}× |")
     return "\n".join(out)
+
+
+def interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 3) -> dict[str, tuple[list[float], list]]:
+    """Run every function once per round, ``repeats`` rounds, so that a change of machine load
+    hits all variants alike. Returns ``{name: (seconds per round, results per round)}``."""
+    out: dict[str, tuple[list[float], list]] = {k: ([], []) for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            res = fn()
+            out[k][0].append(time.perf_counter() - t0)
+            out[k][1].append(res)
+    return out

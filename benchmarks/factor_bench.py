@@ -44,7 +44,8 @@ class HandLoRA(nn.Module):
         return self.base(x) + x @ self.A.T @ self.B.T
 
 
-def bench_adapter(n: int = 1024, r: int = 64, batch: int = 256, inner: int = 5, rounds: int = 30) -> dict:
+def bench_adapter(n: int = 1024, r: int = 64, batch: int = 256, inner: int = 5, rounds: int = 60,
+                  only: tuple[str, ...] | None = None) -> dict:
     from peft import LoraConfig
     from peft.tuners.lora import Linear as PeftLinear
 
@@ -73,13 +74,14 @@ def bench_adapter(n: int = 1024, r: int = 64, batch: int = 256, inner: int = 5, 
             out.sum().backward()
         return f
 
-    for m in mods.values():                      # warm-up
+    names = [k for k in mods if only is None or k in only]
+    for k in names:                              # warm-up
         for _ in range(3):
-            step(m)()
-    times = {k: [] for k in mods}
-    for _ in range(rounds):                      # interleave the variants; report min and median
-        for k, m in mods.items():
-            times[k].append(_median_time(step(m), repeats=1, inner=inner))
+            step(mods[k])()
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for i in range(rounds):                      # interleave the variants, rotating their order each round
+        for k in names[i % len(names):] + names[:i % len(names)]:  # (what follows the dense step pays for its
+            times[k].append(_median_time(step(mods[k]), repeats=1, inner=inner))  # cache traffic)
     return times
 
 
@@ -138,6 +140,7 @@ def main() -> None:
     ap.add_argument("--oversample", type=int, default=8)
     ap.add_argument("--skip-adapter", action="store_true")
     ap.add_argument("--skip-pissa", action="store_true")
+    ap.add_argument("--ab-hand", action="store_true", help="also a two-way A/B of our layer vs the hand-written one")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -154,6 +157,16 @@ def main() -> None:
         for k, (mn, md) in stats.items():
             print(f"| {k} | {1e3 * mn:.2f} | {1e3 * md:.2f} | {mn / stats[pk][0]:.3f} / {md / stats[pk][1]:.3f} | "
                   f"{mn / stats[hk][0]:.3f} / {md / stats[hk][1]:.3f} |")
+    if args.ab_hand:                             # the two alone, alternating: the tightest comparison
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        ours, hand = "overparam LoRALayer", "hand-written base(x) + x@A.T@B.T"
+        t = bench_adapter(rounds=120, only=(ours, hand))
+        torch.set_num_threads(threads)
+        pair = statistics.median(a / b for a, b in zip(t[ours], t[hand]))
+        print(f"\nA/B, 120 alternating rounds, 1 thread: overparam / hand-written = "
+              f"{statistics.median(t[ours]) / statistics.median(t[hand]):.3f} (medians), {pair:.3f} (median of "
+              f"per-round ratios), {min(t[ours]) / min(t[hand]):.3f} (minima)")
     if not args.skip_pissa:
         res = bench_pissa(niter=args.niter, oversample=args.oversample)
         print(f"\n| PiSSA init 4096x4096, rank 64 (overparam niter={args.niter}, oversample={args.oversample}) "

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
 import statistics
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
 from torch import nn
 
 import overparam.hessian as oh
+from _timing import interleaved
 from overparam.backend.random import gaussian, make_generator
 from overparam.testing.hessian_oracles import init_from_generator_
 
@@ -62,9 +63,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timings per measurement (median); 1 on a loaded machine")
     ap.add_argument("--probes", type=int, default=100, help="Hutchinson probes")
     ap.add_argument("--slq", type=int, nargs=2, default=(10, 80), metavar=("PROBES", "STEPS"))
+    ap.add_argument("--ph-repeats", type=int, default=3, help="runs of PyHessian's slow top-10 (median)")
     ap.add_argument("--ref-fp64", action="store_true", help="float64 reference (slow on CPU: ~13x per HVP)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--skip-pyhessian-top10", action="store_true", help="skip PyHessian's slow top-10 (implies --no-write)")
+    ap.add_argument("--skip-trace", action="store_true", help="skip Hutchinson and SLQ (implies --no-write)")
     args = ap.parse_args()
+    load0 = os.getloadavg()[0]
     g = make_generator(0)
     model = cnn()
     x = gaussian((256, 3, 32, 32), generator=g)
@@ -86,16 +91,15 @@ def main() -> None:
     print(f"reference top-10 ({ref_kind} Lanczos tol {ref_tol:g}, {ref_eig.n_matvecs} HVPs, {t_ref:.1f}s): "
           f"{ref.tolist()}", flush=True)
 
-    # --- one HVP ----------------------------------------------------------------------------
+    # --- one HVP (interleaved with PyHessian's, after one warm-up round) ----------------------------
     H = oh.hessian(model, F.cross_entropy, (x, y))  # double_backward (CPU default)
     v = gaussian((n,), generator=2)
-    t_ours, _ = timed(lambda: [H @ v for _ in range(5)], repeats=3)
-    t_ours /= 5
     Hj = oh.hessian(model, F.cross_entropy, (x, y), backend="jvp", block=8)
     V8 = gaussian((n, 8), generator=3)
     t_jvp, _ = timed(lambda: Hj @ V8, repeats=1)
     t_jvp /= 8
     t_build, _ = timed(lambda: oh.hessian(model, F.cross_entropy, (x, y), check=False))
+    hvp_fns = {"ours": lambda: [H @ v for _ in range(5)]}
     ph_hvp = None
     try:
         from pyhessian import hessian as PyHessian
@@ -103,12 +107,17 @@ def main() -> None:
 
         phm = PyHessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
         vs = [torch.randn(p.shape, generator=g) for p in phm.params]
-        ph_hvp, _ = timed(lambda: [hessian_vector_product(phm.gradsH, phm.params, vs) for _ in range(5)], repeats=3)
-        ph_hvp /= 5
-        rows.append(("one HVP (retained graph)", f"{t_ours * 1e3:.1f} ms", f"PyHessian {ph_hvp * 1e3:.1f} ms: "
-                     f"**{t_ours / ph_hvp:.2f}×** (target ≤ 1.1×)"))
+        hvp_fns["pyhessian"] = lambda: [hessian_vector_product(phm.gradsH, phm.params, vs) for _ in range(5)]
     except Exception as e:  # pragma: no cover - depends on the anchor install
         notes.append(f"PyHessian HVP failed: {e!r}")
+    interleaved(hvp_fns, repeats=1)  # warm-up
+    hvp_runs = interleaved(hvp_fns, repeats=3)
+    t_ours = statistics.median(hvp_runs["ours"][0]) / 5
+    if "pyhessian" in hvp_runs:
+        ph_hvp = statistics.median(hvp_runs["pyhessian"][0]) / 5
+        rows.append(("one HVP (retained graph), interleaved", f"{t_ours * 1e3:.1f} ms", f"PyHessian {ph_hvp * 1e3:.1f} "
+                     f"ms: **{t_ours / ph_hvp:.2f}×** (target ≤ 1.1×)"))
+    else:
         rows.append(("one HVP (retained graph)", f"{t_ours * 1e3:.1f} ms", "PyHessian unavailable"))
     rows.append(("one HVP, jvp backend (vmap over 8)", f"{t_jvp * 1e3:.1f} ms per product",
                  f"double_backward / jvp = {t_ours / t_jvp:.2f}"))
@@ -116,62 +125,94 @@ def main() -> None:
     print(rows[-3:], flush=True)
 
     # --- top-10 eigenvalues -------------------------------------------------------------------
+    # "Equal accuracy": each side at the loosest setting whose eigenvalues are within 1e-4 of the
+    # reference in every round. overparam asks for that directly (criterion="value", tol=1e-4);
+    # eigsh only has a residual tolerance, so it is swept and its cheapest passing tol is used.
     def ours_top10():
-        return oh.lanczos(oh.hessian(model, F.cross_entropy, (x, y)), k=10, tol=1e-3, generator=4)
+        e = oh.lanczos(oh.hessian(model, F.cross_entropy, (x, y)), k=10, tol=1e-4, criterion="value", generator=4)
+        return e.values, e.n_matvecs
 
-    t_lz, eig = timed(ours_top10, repeats=R)
-    err_lz = rel_err(eig.values, ref)
-    rows.append(("top-10 eigenvalues: overparam lanczos (tol 1e-3, fp32)", f"{t_lz:.2f} s, {eig.n_matvecs} HVPs",
-                 f"max rel. error {err_lz:.1e}"))
-    print(rows[-1], flush=True)
-    if ph_hvp is not None:
-        try:
-            t_ph, (ph_vals, _) = timed(lambda: PyHessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
-                                       .eigenvalues(top_n=10), repeats=R)
-            rows.append(("top-10: PyHessian eigenvalues(top_n=10) (defaults maxIter=100, tol=1e-3)", f"{t_ph:.2f} s",
-                         f"max rel. error {rel_err(ph_vals, ref):.1e}; overparam/PyHessian = **{t_lz / t_ph:.2f}×** "
-                         "(target ≤ 0.35×)"))
-        except Exception as e:  # pragma: no cover
-            notes.append(f"PyHessian eigenvalues failed: {e!r}")
-        print(rows[-1], flush=True)
+    fns = {"ours": ours_top10}
+    cl_tols = (1e-2, 3e-3, 1e-3, 1e-4)
     try:
         from curvlinops import HessianLinearOperator
-        from scipy.sparse.linalg import eigsh
+        from scipy.sparse.linalg import LinearOperator, eigsh
 
         def cl_top10(tol):
             params = [p for p in model.parameters() if p.requires_grad]
             op = HessianLinearOperator(model, nn.CrossEntropyLoss(), params, [(x, y)])
             op = op.to_scipy() if hasattr(op, "to_scipy") else op
-            vals = eigsh(op, k=10, which="LA", tol=tol, return_eigenvectors=False)
-            return vals
+            count = [0]
 
-        for tol in (1e-4, 1e-5):
-            t_cl, cl_vals = timed(lambda: cl_top10(tol), repeats=R)
-            err_cl = rel_err(cl_vals, ref)
-            rows.append((f"top-10: curvlinops HessianLinearOperator + scipy eigsh(tol={tol:g})", f"{t_cl:.2f} s",
-                         f"max rel. error {err_cl:.1e}; overparam/curvlinops = **{t_lz / t_cl:.2f}×** (target ≤ 0.5×)"))
-            print(rows[-1], flush=True)
-            if err_cl <= max(err_lz, 1e-4):
-                break
-    except Exception as e:  # pragma: no cover
-        notes.append(f"curvlinops + eigsh failed: {e!r}")
-        traceback.print_exc()
+            def mv(v):
+                count[0] += 1
+                return op @ v
+            vals = eigsh(LinearOperator(op.shape, matvec=mv, dtype=op.dtype), k=10, which="LA", tol=tol,
+                         return_eigenvectors=False)
+            return vals, count[0]
 
-    # --- Hutchinson and SLQ against bare HVPs ---------------------------------------------------
-    probes, (slq_p, slq_m) = args.probes, args.slq
-    Hd = oh.hessian(model, F.cross_entropy, (x, y))
-    Vp = gaussian((n, probes), generator=5)
-    t_hvps, _ = timed(lambda: [Hd @ Vp[:, i] for i in range(probes)], repeats=R)
-    t_hut, est = timed(lambda: oh.hutchinson(Hd, probes=probes, generator=6), repeats=R)
-    rows.append((f"Hutchinson, {probes} probes", f"{t_hut:.2f} s (tr ≈ {float(est.mean):.3g} ± {float(est.stderr):.2g})",
-                 f"vs {probes} bare HVPs {t_hvps:.2f} s: **{t_hut / t_hvps:.2f}×** (target ≤ 1.1×)"))
-    print(rows[-1], flush=True)
-    Vs = gaussian((n, slq_p * slq_m), generator=7)
-    t_bare, _ = timed(lambda: [Hd @ Vs[:, i] for i in range(slq_p * slq_m)], repeats=R)
-    t_slq, _ = timed(lambda: oh.density(Hd, probes=slq_p, steps=slq_m, generator=8), repeats=R)
-    rows.append((f"SLQ density, {slq_p} probes × {slq_m} steps", f"{t_slq:.2f} s",
-                 f"vs {slq_p * slq_m} bare HVPs {t_bare:.2f} s: **{t_slq / t_bare:.2f}×** (target ≤ 1.2×)"))
-    print(rows[-1], flush=True)
+        for tol in cl_tols:
+            fns[f"eigsh {tol:g}"] = lambda tol=tol: cl_top10(tol)
+    except Exception as e:  # pragma: no cover - depends on the anchor install
+        notes.append(f"curvlinops + eigsh unavailable: {e!r}")
+    runs = interleaved(fns, repeats=R)
+
+    def summary(name):
+        times, res = runs[name]
+        errs = [rel_err(v, ref) for v, _ in res]
+        return statistics.median(times), max(errs), [c for _, c in res]
+
+    t_lz, err_lz, hv_lz = summary("ours")
+    rows.append(("top-10 eigenvalues: overparam lanczos (criterion='value', tol 1e-4, fp32)",
+                 f"{t_lz:.2f} s, HVPs {hv_lz}", f"max rel. error {err_lz:.1e}"))
+    passing = []
+    for tol in cl_tols:
+        if f"eigsh {tol:g}" not in runs:
+            continue
+        t_cl, err_cl, mv_cl = summary(f"eigsh {tol:g}")
+        rows.append((f"top-10: curvlinops HessianLinearOperator + scipy eigsh(tol={tol:g})",
+                     f"{t_cl:.2f} s, matvecs {mv_cl}",
+                     f"max rel. error {err_cl:.1e}; overparam/this = {t_lz / t_cl:.2f}×"))
+        if err_cl <= 1e-4:
+            passing.append((t_cl, tol))
+    if passing:
+        t_cl, tol = min(passing)
+        rows.append(("top-10 at equal accuracy (≤ 1e-4): overparam vs the fastest passing eigsh "
+                     f"(tol={tol:g})", f"{t_lz:.2f} s", f"**{t_lz / t_cl:.2f}×** (target ≤ 0.5×)"))
+    print(*rows[-len(cl_tols) - 2:], sep="\n", flush=True)
+    if ph_hvp is not None and not args.skip_pyhessian_top10:
+        try:
+            t_ph, (ph_vals, _) = timed(lambda: PyHessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
+                                       .eigenvalues(top_n=10), repeats=args.ph_repeats)
+            rows.append(("top-10: PyHessian eigenvalues(top_n=10) (defaults maxIter=100, tol=1e-3)",
+                         f"{t_ph:.2f} s ({args.ph_repeats} run(s))",
+                         f"max rel. error {rel_err(ph_vals, ref):.1e}; overparam/PyHessian = **{t_lz / t_ph:.2f}×** "
+                         "(target ≤ 0.35×)"))
+        except Exception as e:  # pragma: no cover
+            notes.append(f"PyHessian eigenvalues failed: {e!r}")
+        print(rows[-1], flush=True)
+
+    # --- Hutchinson and SLQ against bare HVPs (interleaved rounds) --------------------------------
+    if not args.skip_trace:
+        probes, (slq_p, slq_m) = args.probes, args.slq
+        Hd = oh.hessian(model, F.cross_entropy, (x, y))
+        Vp = gaussian((n, probes), generator=5)
+        Vs = gaussian((n, slq_p * slq_m), generator=7)
+        runs = interleaved({
+            "bare probes": lambda: [Hd @ Vp[:, i] for i in range(probes)],
+            "hutchinson": lambda: oh.hutchinson(Hd, probes=probes, generator=6),
+            "bare slq": lambda: [Hd @ Vs[:, i] for i in range(slq_p * slq_m)],
+            "slq": lambda: oh.density(Hd, probes=slq_p, steps=slq_m, generator=8),
+        }, repeats=R)
+        med = {k: statistics.median(v[0]) for k, v in runs.items()}
+        est = runs["hutchinson"][1][-1]
+        rows.append((f"Hutchinson, {probes} probes", f"{med['hutchinson']:.2f} s (tr ≈ {float(est.mean):.3g} ± "
+                     f"{float(est.stderr):.2g})", f"vs {probes} bare HVPs {med['bare probes']:.2f} s: "
+                     f"**{med['hutchinson'] / med['bare probes']:.2f}×** (target ≤ 1.1×)"))
+        rows.append((f"SLQ density, {slq_p} probes × {slq_m} steps", f"{med['slq']:.2f} s",
+                     f"vs {slq_p * slq_m} bare HVPs {med['bare slq']:.2f} s: **{med['slq'] / med['bare slq']:.2f}×** "
+                     "(target ≤ 1.2×)"))
+        print(*rows[-2:], sep="\n", flush=True)
     if ph_hvp is not None:
         try:
             PyHessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False).density(iter=5, n_v=1)
@@ -187,9 +228,9 @@ def main() -> None:
         f"CNN with {n:,} parameters (conv 3→32→64, linear 4096→64→10), fixed batch of 256 CIFAR-shaped inputs, "
         f"float32, cross-entropy, CPU, {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
         f"Python {platform.python_version()}. One-HVP timings are the median of 3 runs of 5 products; every other "
-        f"timing is the median of {R} run(s); ratios compare timings from the same process. **The machine was a "
-        "shared, heavily loaded 2-core VM** (load average ≈ 9 from other jobs), so absolute times are noisy; "
-        "ratios are the meaningful numbers.",
+        f"timing is the median of {R} interleaved round(s) (PyHessian's top-10: {args.ph_repeats}); ratios compare "
+        f"timings from the same process. Load average (1 min) at start / end: {load0:.2f} / {os.getloadavg()[0]:.2f} "
+        "(2-core VM, possibly shared with other jobs).",
         "",
         f"Reference: top-10 eigenvalues by overparam Lanczos ({ref_kind}, residual tol {ref_tol:g}, "
         f"{ref_eig.n_matvecs} HVPs): "
@@ -204,7 +245,7 @@ def main() -> None:
         "",
     ])
     print(text)
-    if not args.no_write:
+    if not (args.no_write or args.skip_trace or args.skip_pyhessian_top10):
         out = Path(__file__).parent / "results" / "hessian.md"
         out.parent.mkdir(exist_ok=True)
         out.write_text(text)

@@ -99,13 +99,39 @@ def bench_step(opt_name: str, repeats: int, steps: int = 6) -> tuple[float, floa
     return statistics.median(times[True]), statistics.median(times[False])
 
 
+def sqrt_probe(n: int = 8_400_000, pruned: float = 0.8) -> None:
+    """Why a masked foreach-AdamW step is slower: elementwise kernels on a tensor whose pruned
+    entries are exactly 0 (as a masked ``exp_avg_sq`` is) vs tiny non-zeros vs none."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(n, generator=g) * 1e-3 + 1e-6
+    where = torch.rand(n, generator=g) < pruned
+    ops = {"sqrt": torch.sqrt, "rsqrt": torch.rsqrt, "_foreach_sqrt": lambda t: torch._foreach_sqrt([t]),
+           "div": lambda t: t / 0.3, "addcdiv": lambda t: torch.addcdiv(t, t, t + 1e-8)}
+    fills = {"none": None, "0.0": 0.0, "-0.0": -0.0, "1e-30": 1e-30, "1e-20": 1e-20, "1e-40 (denormal)": 1e-40}
+    print(f"| op ({n / 1e6:.1f}M floats, {pruned:.0%} filled, {torch.get_num_threads()} threads) | "
+          + " | ".join(fills) + " |")
+    print("|---" * (len(fills) + 1) + "|")
+    for name, fn in ops.items():
+        row = []
+        for v in fills.values():
+            t = base.clone()
+            if v is not None:
+                t[where] = v
+            row.append(median_time(lambda _, t=t: fn(t), lambda: None, repeats=7) * 1e3)
+        print(f"| {name} | " + " | ".join(f"{x:.1f} ms" for x in row) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--sqrt-probe", action="store_true", help="only the sqrt-on-zeros microbenchmark")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.sqrt_probe:
+        sqrt_probe()
+        return
     n = sum(p.numel() for m in mlp() for p in [m.weight])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n / 1e6:.2f}M weights, median of {args.repeats}")
     rows = []
