@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backend import vec
-from ._model import Objective, ParamSpec, check_deterministic, rng_guard
+from ._model import Objective, ParamSpec, check_agree, rng_guard
 from .hvp import _grad
 from .operators import Operator
 
@@ -55,7 +55,8 @@ class GGNOperator(Operator):
         data: one ``(inputs, targets)`` batch or an iterable of batches; per-sample mean.
         loss: ``"mse"`` or ``"cross_entropy"`` (both with ``reduction="mean"``).
         params: which parameters (see :data:`~overparam.hessian.ParamSpec`).
-        check: verify at construction that two products with one vector agree.
+        check: verify at construction that a fresh forward pass reproduces the kept outputs
+            (a stochastic or stateful forward raises :class:`NonDeterministicModelError`).
     """
 
     def __init__(self, model: nn.Module, data, *, loss: str = "mse", params: ParamSpec = None, check: bool = True):
@@ -68,8 +69,11 @@ class GGNOperator(Operator):
         self._total = sum(int((b[0] if isinstance(b[0], Tensor) else b[0][0]).shape[0]) for b in obj.batches)
         with rng_guard(self.device):
             self._graphs = self._build()
-            if check:  # the kept graphs against freshly built ones
-                check_deterministic(self._mv, lambda v: self._product(self._build(), v), obj, what="GGN-vector")
+            if check:  # the kept outputs against a fresh forward pass: every product reuses the kept graphs,
+                with torch.no_grad():  # which depend on the model only through them (one forward, no products)
+                    fresh = tuple(obj.outputs(obj.theta, b) for b in obj.batches)
+                check_agree(tuple(g[1].detach() for g in self._graphs), fresh, obj,
+                            what="network outputs of fresh forward passes")
 
     def _build(self) -> list:
         graphs = []

@@ -173,3 +173,16 @@ def test_construction_check_rejects_non_finite_and_catches_a_stochastic_forward(
         with pytest.raises(oh.NonDeterministicModelError, match="differ|random numbers"):
             oh.hessian(noisy, F.mse_loss, batch, backend=backend)
         oh.hessian(noisy, F.mse_loss, batch, backend=backend, check=False)  # opted out: no error
+
+
+def test_ggn_construction_check_compares_fresh_outputs():
+    batch = (gaussian((6, 3), generator=1, dtype=torch.float64), gaussian((6, 2), generator=2, dtype=torch.float64))
+    noisy = _Noisy()
+    with assert_no_side_effects(noisy):
+        with pytest.raises(oh.NonDeterministicModelError, match="differ"):
+            oh.ggn(noisy, batch)
+    net = tanh_mlp([3, 4, 2], generator=0)
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        oh.ggn(net, batch)
