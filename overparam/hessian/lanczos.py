@@ -122,7 +122,11 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
             nearest other Ritz value (the Kato–Temple / Saad estimate, asymptotically sharp).
             Eigenvalues converge quadratically in the residual, so ``"value"`` needs fewer products
             when only the eigenvalues are wanted (``tol=1e-4``: values to ~1e-4 relative, vectors
-            to only ~``√(tol·|θ|/δ)``).
+            to only ~``√(tol·|θ|/δ)``). ``δ`` is only an estimate: an eigenvalue closer to a wanted
+            one than ~``√(tol·|θ|·δ)`` that no Ritz value has resolved yet is not seen, and the
+            value returned can mix the two (top pair ``1, 1 − 10⁻³``, ``k=1``, ``tol=1e-6``:
+            error ~10⁻³). Ask for ``k`` past a cluster of close wanted eigenvalues, or use
+            ``"residual"``.
         ncv: Krylov basis size (default ``max(2k + 1, k + 20)``, at most ``n``).
         max_matvecs: product budget (default ``max(50·ncv, 1000)``); a RuntimeWarning is
             issued and ``converged=False`` returned when it runs out.

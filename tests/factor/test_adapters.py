@@ -211,3 +211,40 @@ def test_dora_on_conv_matches_dense_oracle():
     torch.testing.assert_close(layer(x), expect, rtol=0, atol=1e-12)
     layer.merge_()
     torch.testing.assert_close(conv.weight.detach(), Wd, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 8), (2, 3, 4, 8), (8,), (0, 8), "noncontiguous"])
+def test_fused_forward_on_batched_1d_and_strided_inputs_matches_dense_oracle(shape):
+    # the nn.Linear path flattens the leading axes into one addmm: every input layout must give x Wᵀ + b
+    base = _linear()
+    layer = LoRALayer(base, rank=3, alpha=5, generator=0)
+    with torch.no_grad():
+        layer.lora_up.normal_(generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 2, 8, dtype=D, generator=g).transpose(0, 1) if shape == "noncontiguous" else \
+        torch.randn(shape, dtype=D, generator=g)
+    up, down = (p.detach().clone().requires_grad_() for p in (layer.lora_up, layer.lora_down))
+    expect = x @ (base.weight.detach() + layer.scaling * up @ down.T).T + base.bias.detach()
+    out = layer(x)
+    assert out.shape == expect.shape
+    torch.testing.assert_close(out, expect, rtol=0, atol=1e-12)
+    w = torch.randn(expect.shape, dtype=D, generator=g)
+    (out * w).sum().backward()
+    (expect * w).sum().backward()
+    torch.testing.assert_close(layer.lora_up.grad, up.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer.lora_down.grad, down.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_fused_forward_in_low_precision_on_cpu(dtype):
+    base = _linear()
+    layer = LoRALayer(base, rank=3, alpha=5, generator=0)
+    with torch.no_grad():
+        layer.lora_up.normal_(generator=torch.Generator().manual_seed(1))
+    W = base.weight.detach() + layer.scaling * layer.lora_up.detach() @ layer.lora_down.detach().T
+    layer.to(dtype)
+    x = torch.randn(2, 5, 8, dtype=D, generator=torch.Generator().manual_seed(2))
+    out = layer(x.to(dtype))
+    assert out.dtype == dtype
+    expect = x @ W.T + base.bias.detach().double()
+    torch.testing.assert_close(out.double(), expect, rtol=0, atol=30 * torch.finfo(dtype).eps * float(expect.abs().max()))

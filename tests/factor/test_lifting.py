@@ -122,3 +122,47 @@ def test_lift_uses_symmetric_sensing_matrices(problem):
     assert float((problem.A - problem.A.mT).abs().max()) > 0.1
     lifted = LiftedSensing(problem, rank=1, order=2)
     torch.testing.assert_close(lifted.lifted_A, lifted.lifted_A.mT, rtol=0, atol=0)
+
+
+def _partial_trace_oracle(lifted, T):
+    """``G = tr_{2..l}(Σ_j 𝐰_j 𝐰_jᵀ)`` from the dense ``d^l × d^l`` lifted matrix."""
+    d, l = lifted.d, lifted.order
+    cols = T.reshape(d**l, -1)
+    W = cols @ cols.T
+    return torch.einsum("aibi->ab", W.reshape(d, d ** (l - 1), d, d ** (l - 1)))
+
+
+@pytest.mark.parametrize("order,search_rank", [(1, 3), (2, 1), (2, 3), (3, 2)])
+def test_unlift_is_the_scaled_leading_eigenvector_of_the_partial_trace(problem, order, search_rank):
+    # rank 2: vec(X) has d = 6 entries; every one of the s tensors counts, normalized by tr(G)^{(l-1)/l}
+    lifted = LiftedSensing(problem, rank=2, order=order, search_rank=search_rank)
+    T = torch.randn(lifted.shape, dtype=D, generator=torch.Generator().manual_seed(order + search_rank))
+    G = _partial_trace_oracle(lifted, T)
+    evals, evecs = torch.linalg.eigh(G)
+    expect = evals[-1] * torch.outer(evecs[:, -1], evecs[:, -1]) / torch.trace(G) ** ((order - 1) / order)
+    w = lifted.unlift(T).reshape(-1)
+    torch.testing.assert_close(torch.outer(w, w), expect, rtol=1e-10, atol=1e-12)
+    assert lifted.unlift(torch.zeros(lifted.shape, dtype=D)).abs().max() == 0  # no NaN at 0
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_search_rank_lift_is_one_tensor_and_unlift_sees_all_tensors(problem, order):
+    lifted = LiftedSensing(problem, rank=2, order=order, search_rank=3)
+    single = LiftedSensing(problem, rank=2, order=order)
+    X = torch.randn(3, 2, dtype=D, generator=torch.Generator().manual_seed(7))
+    T = lifted.lift(X)
+    torch.testing.assert_close(T[..., 0], single.lift(X), rtol=0, atol=0)  # documented: first tensor, rest 0
+    assert T[..., 1:].abs().max() == 0
+    # an orthogonal mix of the s tensors is the same lifted matrix: same measurements, same X X^T
+    Q = torch.linalg.qr(torch.randn(3, 3, dtype=D, generator=torch.Generator().manual_seed(8))).Q
+    torch.testing.assert_close(lifted.measure(T @ Q), single.measure(single.lift(X)), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(lifted.product(T @ Q), X @ X.T, rtol=1e-9, atol=1e-10)
+
+
+def test_order_one_with_search_rank_is_the_wider_factorization(problem):
+    # l = 1, rank 1, s columns: the variable is X (n, s) of the original problem, unlift its best rank-one part
+    lifted = LiftedSensing(problem, rank=1, order=1, search_rank=2)
+    T = torch.randn(3, 2, dtype=D, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(lifted.loss(T), problem.loss(T), rtol=1e-12, atol=0)
+    U, S, _ = torch.linalg.svd(T)
+    torch.testing.assert_close(lifted.product(T), S[0] ** 2 * torch.outer(U[:, 0], U[:, 0]), rtol=1e-10, atol=1e-12)

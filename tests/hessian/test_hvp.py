@@ -186,3 +186,27 @@ def test_ggn_construction_check_compares_fresh_outputs():
         net[0].weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="not finite"):
         oh.ggn(net, batch)
+
+
+class _WarmUp(nn.Module):
+    """Deterministic, but its first forward differs (a cache filled on the first call, say)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = tanh_mlp([3, 2], generator=0)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x) * (1.5 if self.calls == 1 else 1.0)
+
+
+def test_kept_graph_is_checked_against_a_fresh_forward():
+    # every product of the double-backward backend reuses the graph of the first forward: the check
+    # must compare that graph (not two later forwards, which agree here) with a fresh pass
+    batch = (gaussian((6, 3), generator=1, dtype=torch.float64), gaussian((6, 2), generator=2, dtype=torch.float64))
+    with pytest.raises(oh.NonDeterministicModelError, match="differ"):
+        oh.hessian(_WarmUp(), F.mse_loss, batch, backend="double_backward")
+    warm = _WarmUp()
+    warm(batch[0])
+    oh.hessian(warm, F.mse_loss, batch, backend="double_backward")  # past the first call: consistent
