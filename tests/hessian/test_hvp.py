@@ -210,3 +210,19 @@ def test_kept_graph_is_checked_against_a_fresh_forward():
     warm = _WarmUp()
     warm(batch[0])
     oh.hessian(warm, F.mse_loss, batch, backend="double_backward")  # past the first call: consistent
+
+
+def test_product_check_used_where_reductions_are_not_exact(monkeypatch):
+    # on GPUs the kept graph is checked with two Hessian-vector products (kept vs fresh graph) instead of gradients
+    import overparam.hessian.hvp as hvp_mod
+
+    monkeypatch.setattr(hvp_mod, "_exact_reductions", lambda device: False)
+    batch = (gaussian((6, 3), generator=1, dtype=torch.float64), gaussian((6, 2), generator=2, dtype=torch.float64))
+    calls = []
+    monkeypatch.setattr(hvp_mod.HessianOperator, "_full_grad", lambda self, theta: calls.append(1))
+    with pytest.raises(oh.NonDeterministicModelError, match="Hessian-vector products"):
+        oh.hessian(_WarmUp(), F.mse_loss, batch, backend="double_backward")
+    with pytest.raises(oh.NonDeterministicModelError, match="Hessian-vector products"):
+        oh.hessian(_Noisy(), F.mse_loss, batch, backend="double_backward")
+    oh.hessian(tanh_mlp([3, 4, 2], generator=0), F.mse_loss, batch, backend="double_backward")
+    assert not calls  # no gradient comparison on this path
