@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -99,6 +99,8 @@ class Objective:
     names: list[str]
     theta: tuple[Tensor, ...]
     reduction: str = "mean"
+    buffers: dict[str, Tensor] = field(default_factory=dict)  # private copies: a stateful forward
+    # (e.g. spectral_norm's power iteration in train mode) updates these, never the model's own
 
     @classmethod
     def build(cls, model: nn.Module, loss_fn, data, params: ParamSpec = None, *, reduction: str = "mean") -> Objective:
@@ -132,7 +134,8 @@ class Objective:
         dtypes = {t.dtype for t in theta}
         if len(dtypes) > 1:
             raise TypeError(f"selected parameters have mixed dtypes {sorted(map(str, dtypes))}; cast the model first")
-        return cls(model, loss_fn, batches, weights, names, theta, reduction)
+        buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
+        return cls(model, loss_fn, batches, weights, names, theta, reduction, buffers)
 
     @property
     def n(self) -> int:
@@ -141,7 +144,8 @@ class Objective:
     def outputs(self, theta: Sequence[Tensor], batch) -> Tensor:
         """``model(x_b)`` with the selected parameters replaced by ``theta`` (``functional_call``)."""
         inputs = batch[0] if isinstance(batch[0], tuple) else (batch[0],)
-        return torch.func.functional_call(self.model, dict(zip(self.names, theta)), inputs, strict=False)
+        return torch.func.functional_call(self.model, {**self.buffers, **dict(zip(self.names, theta))}, inputs,
+                                          strict=False)
 
     def loss(self, theta: Sequence[Tensor], i: int) -> Tensor:
         """Weighted loss of batch ``i`` at ``theta``."""

@@ -1,3 +1,4 @@
+import pytest
 """No public call changes the model's train/eval flags, its state_dict keys or the global RNG,
 even with ``generator=None`` (a fresh OS seed, never the global RNG)."""
 
@@ -36,3 +37,21 @@ def test_every_entry_point_leaves_flags_and_global_rng_alone():
         oh.epsilon_sharpness(net, F.mse_loss, batch, rho=0.05, steps=3)
         oh.epsilon_sharpness(net, F.mse_loss, batch, rho=0.05, steps=3, adaptive=True)
     assert net.training and not bn.training
+
+
+def test_stateful_forward_never_touches_the_models_buffers():
+    # spectral_norm's power iteration updates its `_u` buffer in every train-mode forward: the operator's
+    # forwards run on private buffer copies, so the refusal leaves the model exactly as it was
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    net = nn.Sequential(spectral_norm(nn.Linear(3, 4)), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64)
+    with assert_no_side_effects(net):
+        with pytest.raises(oh.NonDeterministicModelError):
+            oh.hessian(net, F.mse_loss, (x, y))
+        with pytest.raises(oh.NonDeterministicModelError):
+            oh.ggn(net, (x, y))
+    net.eval()
+    with assert_no_side_effects(net):
+        H = oh.hessian(net, F.mse_loss, (x, y))
+        H @ torch.ones(H.n, dtype=torch.float64)
