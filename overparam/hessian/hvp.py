@@ -119,6 +119,16 @@ class HessianOperator(Operator):
         """Names of the parameters the operator acts on, in order."""
         return list(self.obj.names)
 
+    def gradient(self) -> Tensor:
+        """The loss gradient ``∇L(θ)`` at the operator's parameters, flat ``(n,)`` (free with a
+        kept double-backward graph, one forward/backward otherwise)."""
+        if self._graph is not None:
+            g = tuple(t.detach() for t in self._graph[1])
+        else:
+            with rng_guard(self.device):
+                g = self._full_grad(self.obj.theta)
+        return vec.flatten(g)
+
     # -- double backward --------------------------------------------------------------------------
     def _mv_double_backward(self, v: vec.Vec) -> vec.Vec:
         if self._graph is not None:

@@ -146,3 +146,31 @@ def test_value_criterion_close_pair_resolved_when_k_covers_it():
     eig = oh.lanczos(A, k=2, tol=1e-6, criterion="value", generator=0)
     assert eig.converged
     assert float(((eig.values - lam[:2].double()).abs() / lam[:2]).max()) <= 1e-6
+
+
+def test_gradient_start_vector():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = make_generator(0)
+    net = tanh_mlp([6, 12, 4], generator=1)
+    x, y = gaussian((40, 6), generator=g, dtype=torch.float64), torch.randint(0, 4, (40,), generator=g)
+    H = oh.hessian(net, F.cross_entropy, (x, y))
+    params = dict(net.named_parameters())
+    expect = torch.cat([t.flatten() for t in torch.autograd.grad(F.cross_entropy(net(x), y), list(params.values()))])
+    torch.testing.assert_close(H.gradient(), expect, rtol=1e-12, atol=1e-14)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)  # ragged, no kept graph: computed on demand
+    torch.testing.assert_close(oh.hessian(net, F.cross_entropy, loader, retain_graph=False).gradient(), expect,
+                               rtol=1e-12, atol=1e-14)
+    exact = torch.linalg.eigvalsh(dense_hessian(net, F.cross_entropy, (x, y))).flip(0)[:4]
+    with assert_no_side_effects(net):
+        eig = oh.lanczos(H, k=4, tol=1e-10, v0="gradient", generator=0)
+    torch.testing.assert_close(eig.values, exact, rtol=1e-8, atol=1e-10)
+    from overparam.hessian.lanczos import start_vector
+
+    r = gaussian((H.n,), generator=make_generator(0), dtype=torch.float64)
+    v = r / r.norm() + expect / expect.norm()
+    torch.testing.assert_close(start_vector(H, "gradient", 0), v / v.norm(), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="v0"):
+        oh.lanczos(H, k=2, v0="grad")
+    with pytest.raises(TypeError, match="gradient"):
+        oh.lanczos(torch.eye(5, dtype=torch.float64), k=2, v0="gradient")
