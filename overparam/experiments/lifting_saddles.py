@@ -25,13 +25,16 @@ from ..problems import sensing
 from . import Context, Experiment
 
 
-def _derivatives(S: torch.Tensor, y: torch.Tensor, x: torch.Tensor):
-    """Closed-form f, ∇f and ∇²f of f(x) = 1/(4m) Σ (xᵀS_i x − y_i)² for a batch ``x (K, n)``."""
+def _derivatives(S: torch.Tensor, y: torch.Tensor, x: torch.Tensor, *, hessian: bool = True):
+    """Closed-form f, ∇f and (unless ``hessian=False``: None) ∇²f of
+    f(x) = 1/(4m) Σ (xᵀS_i x − y_i)² for a batch ``x (K, n)``."""
     Sx = torch.einsum("mij,kj->kmi", S, x)                      # (K, m, n)
     r = torch.einsum("kmi,ki->km", Sx, x) - y                    # (K, m)
     m = S.shape[0]
     f = 0.25 * r.square().mean(-1)
     g = torch.einsum("km,kmi->ki", r, Sx) / m
+    if not hessian:
+        return f, g, None
     H = (torch.einsum("km,mij->kij", r, S) + 2 * torch.einsum("kmi,kmj->kij", Sx, Sx)) / m
     return f, g, H
 
@@ -41,7 +44,7 @@ def _spurious_points(P, p: dict, seed: int) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(p["starts"], P.shape[0], generator=gen, dtype=S.dtype)
     for _ in range(p["gd_steps"]):
-        x = x - p["lr"] * _derivatives(S, P.y, x)[1]
+        x = x - p["lr"] * _derivatives(S, P.y, x, hessian=False)[1]
     x = x[torch.isfinite(x).all(dim=1)]  # a start far out may diverge at this step size: dropped
     for _ in range(p["newton_steps"]):
         _, g, H = _derivatives(S, P.y, x)

@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from ..backend import vec
-from ._model import NonDeterministicModelError, Objective, ParamSpec, check_agree, check_deterministic, rng_guard, select_parameters
+from ._model import (NonDeterministicModelError, Objective, ParamSpec, check_agree, check_deterministic, rng_guard,
+                     select_parameters)
 from .operators import Operator
 
 __all__ = ["HessianOperator", "hessian", "blocks", "BACKENDS"]
@@ -108,8 +109,7 @@ class HessianOperator(Operator):
                 # the kept graph's gradient against a fresh forward/backward: a stochastic or stateful
                 # forward changes the gradient as surely as the products (all later products reuse
                 # this one graph), at a sixth of the cost of two Hessian-vector products
-                check_agree(tuple(t.detach() for t in self._graph[1]), self._full_grad(obj.theta), obj,
-                            what="gradients of fresh forward passes")
+                check_agree(self._gradient(), self._full_grad(obj.theta), obj, what="gradients of fresh forward passes")
             elif check:  # a product from the kept graph against one from a fresh graph; the other
                 second = self._mv_fresh if self._graph is not None else self._mv  # backends re-run the forward
                 check_deterministic(self._mv, second, obj, what="Hessian-vector")
@@ -122,12 +122,13 @@ class HessianOperator(Operator):
     def gradient(self) -> Tensor:
         """The loss gradient ``∇L(θ)`` at the operator's parameters, flat ``(n,)`` (free with a
         kept double-backward graph, one forward/backward otherwise)."""
+        return vec.flatten(self._gradient())
+
+    def _gradient(self) -> vec.Vec:
         if self._graph is not None:
-            g = tuple(t.detach() for t in self._graph[1])
-        else:
-            with rng_guard(self.device):
-                g = self._full_grad(self.obj.theta)
-        return vec.flatten(g)
+            return tuple(t.detach() for t in self._graph[1])
+        with rng_guard(self.device):
+            return self._full_grad(self.obj.theta)
 
     # -- double backward --------------------------------------------------------------------------
     def _mv_double_backward(self, v: vec.Vec) -> vec.Vec:

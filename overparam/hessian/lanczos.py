@@ -61,19 +61,18 @@ def start_vector(op: Operator, v0, generator: GeneratorLike) -> Tensor:
     with a ``gradient()`` method, e.g. :class:`~overparam.hessian.HessianOperator`: the unit
     loss gradient plus a unit Gaussian draw), or a Gaussian draw."""
     n = op.n
-    if isinstance(v0, str):
-        if v0 != "gradient":
-            raise ValueError(f"v0 must be a vector, previous vectors, an Eigen or 'gradient', got {v0!r}")
-        if not hasattr(op, "gradient"):
-            raise TypeError(f"v0='gradient' needs an operator with a gradient() method, got {type(op).__name__}")
+    if isinstance(v0, str) and v0 != "gradient":
+        raise ValueError(f"v0 must be a vector, previous vectors, an Eigen or 'gradient', got {v0!r}")
+    if isinstance(v0, str) and not hasattr(op, "gradient"):
+        raise TypeError(f"v0='gradient' needs an operator with a gradient() method, got {type(op).__name__}")
+    if v0 is None or isinstance(v0, str):
         v = gaussian((n,), generator=make_generator(generator), dtype=op.dtype, device=op.device)
-        v = v / torch.linalg.vector_norm(v)
-        gr = op.gradient().to(dtype=op.dtype, device=op.device)
-        gn = torch.linalg.vector_norm(gr)
-        if bool(torch.isfinite(gn)) and float(gn) > 0:  # at a stationary point: the random part alone
-            v = v + gr / gn
-    elif v0 is None:
-        v = gaussian((n,), generator=make_generator(generator), dtype=op.dtype, device=op.device)
+        if v0 == "gradient":
+            v = v / torch.linalg.vector_norm(v)
+            gr = op.gradient().to(dtype=op.dtype, device=op.device)
+            gn = torch.linalg.vector_norm(gr)
+            if bool(torch.isfinite(gn)) and float(gn) > 0:  # at a stationary point: the random part alone
+                v = v + gr / gn
     elif isinstance(v0, Eigen):
         v = v0.matrix().sum(dim=1)
     elif isinstance(v0, Tensor):
