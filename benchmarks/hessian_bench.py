@@ -125,20 +125,27 @@ def main() -> None:
     print(rows[-3:], flush=True)
 
     # --- top-10 eigenvalues -------------------------------------------------------------------
-    # "Equal accuracy": each side at the loosest setting whose eigenvalues are within 1e-4 of the
-    # reference in every round. overparam asks for that directly (criterion="value", tol=1e-4);
-    # eigsh only has a residual tolerance, so it is swept and its cheapest passing tol is used.
-    def ours_top10():
-        e = oh.lanczos(oh.hessian(model, F.cross_entropy, (x, y)), k=10, tol=1e-4, criterion="value", generator=4)
-        return e.values, e.n_matvecs
-
-    def ours_top10_grad():
-        e = oh.lanczos(oh.hessian(model, F.cross_entropy, (x, y)), k=10, tol=1e-4, criterion="value", v0="gradient",
-                       generator=4)
-        return e.values, e.n_matvecs
-
-    fns = {"ours": ours_top10, "ours gradient start": ours_top10_grad}
+    # "Equal accuracy": each side at its cheapest setting whose eigenvalues are within 1e-4 of the
+    # reference in every round. Neither tolerance is the eigenvalue error itself (eigsh's is a
+    # residual bound, ours an error estimate that is ~10x conservative here), so both are swept.
+    # Every round draws a new random start on both sides (ARPACK draws one per call; ours gets
+    # generator 100 + round), so a setting cannot pass on one lucky start.
+    our_tols = (1e-4, 3e-4, 1e-3)
     cl_tols = (1e-2, 3e-3, 1e-3, 1e-4)
+
+    def ours_top10(tol, v0):
+        rounds = iter(range(100, 10**6))
+
+        def run():
+            e = oh.lanczos(oh.hessian(model, F.cross_entropy, (x, y)), k=10, tol=tol, criterion="value", v0=v0,
+                           generator=next(rounds))
+            return e.values, e.n_matvecs
+        return run
+
+    fns = {}
+    for v0 in (None, "gradient"):
+        for tol in our_tols:
+            fns[f"ours {v0} {tol:g}"] = ours_top10(tol, v0)
     try:
         from curvlinops import HessianLinearOperator
         from scipy.sparse.linalg import LinearOperator, eigsh
@@ -167,28 +174,35 @@ def main() -> None:
         errs = [rel_err(v, ref) for v, _ in res]
         return statistics.median(times), max(errs), [c for _, c in res]
 
-    t_lz, err_lz, hv_lz = summary("ours")
-    rows.append(("top-10 eigenvalues: overparam lanczos (criterion='value', tol 1e-4, fp32)",
-                 f"{t_lz:.2f} s, HVPs {hv_lz}", f"max rel. error {err_lz:.1e}"))
-    t_lg, err_lg, hv_lg = summary("ours gradient start")
-    rows.append(("same, v0='gradient' (gradient + random start)", f"{t_lg:.2f} s, HVPs {hv_lg}",
-                 f"max rel. error {err_lg:.1e}"))
-    passing = []
+    def cheapest(names):  # (seconds, name) of the fastest setting within 1e-4 in every round
+        passing = [(summary(k)[0], k) for k in names if k in runs and summary(k)[1] <= 1e-4]
+        return min(passing) if passing else None
+
+    n_top = len(rows)
+    best = {}
+    for v0, label in ((None, "random start"), ("gradient", "v0='gradient'")):
+        for tol in our_tols:
+            t, err, hv = summary(f"ours {v0} {tol:g}")
+            rows.append((f"top-10: overparam lanczos ({label}, criterion='value', tol={tol:g}, fp32)",
+                         f"{t:.2f} s, HVPs {hv}", f"max rel. error {err:.1e}"))
+        best[label] = cheapest([f"ours {v0} {tol:g}" for tol in our_tols])
     for tol in cl_tols:
         if f"eigsh {tol:g}" not in runs:
             continue
         t_cl, err_cl, mv_cl = summary(f"eigsh {tol:g}")
         rows.append((f"top-10: curvlinops HessianLinearOperator + scipy eigsh(tol={tol:g})",
-                     f"{t_cl:.2f} s, matvecs {mv_cl}",
-                     f"max rel. error {err_cl:.1e}; overparam/this = {t_lz / t_cl:.2f}×"))
-        if err_cl <= 1e-4:
-            passing.append((t_cl, tol))
-    if passing:
-        t_cl, tol = min(passing)
-        rows.append(("top-10 at equal accuracy (≤ 1e-4): overparam (random start) vs the fastest passing eigsh "
-                     f"(tol={tol:g})", f"{t_lz:.2f} s", f"**{t_lz / t_cl:.2f}×** (target ≤ 0.5×)"))
-        rows.append(("same, overparam with v0='gradient'", f"{t_lg:.2f} s", f"**{t_lg / t_cl:.2f}×** (target ≤ 0.5×)"))
-    print(*rows[-len(cl_tols) - 4:], sep="\n", flush=True)
+                     f"{t_cl:.2f} s, matvecs {mv_cl}", f"max rel. error {err_cl:.1e}"))
+    cl_best = cheapest([f"eigsh {tol:g}" for tol in cl_tols])
+    t_lz = best["random start"][0] if best["random start"] else float("nan")
+    for label, b in best.items():
+        if b and cl_best:
+            rows.append((f"top-10 at equal accuracy (≤ 1e-4, every round): overparam {label} "
+                         f"(tol={b[1].split()[-1]}) vs eigsh (tol={cl_best[1].split()[-1]})", f"{b[0]:.2f} s vs "
+                         f"{cl_best[0]:.2f} s", f"**{b[0] / cl_best[0]:.2f}×** (target ≤ 0.5×)"))
+        else:
+            rows.append((f"top-10 at equal accuracy: overparam {label}", "no passing setting" if not b else "",
+                         "no passing eigsh setting" if not cl_best else ""))
+    print(*rows[n_top:], sep="\n", flush=True)
     if ph_hvp is not None and not args.skip_pyhessian_top10:
         try:
             t_ph, (ph_vals, _) = timed(lambda: PyHessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
