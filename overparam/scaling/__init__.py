@@ -1,1 +1,23 @@
-"""overparam.scaling: not built yet (see the docs page docs/scaling.md)."""
+"""overparam.scaling: width and depth parameterizations (SP, μP, depth-μP) as data, for any
+torch optimizer, and coordinate checks. See docs/scaling.md for the guide.
+
+A :class:`Plan` holds a per-tensor init std and learning-rate scale relative to a base model;
+:meth:`Plan.init_` and :meth:`Plan.param_groups` apply it without touching the model's modules,
+forward pass or ``state_dict`` keys (multipliers are absorbed into init and learning rate).
+
+Example:
+    >>> import torch, overparam as op
+    >>> mlp = lambda w: torch.nn.Sequential(torch.nn.Linear(4, w), torch.nn.ReLU(), torch.nn.Linear(w, 3))
+    >>> model = mlp(512)
+    >>> p = op.scaling.plan(model, "mup", base=mlp(128))
+    >>> [r.shape.role for r in p.rules.values()]
+    ['input', 'input', 'output', 'fixed']
+"""
+
+from . import coord, shapes
+from .coord import CoordCheck, coord_check, plot_coord_check
+from .plan import PARAMETERIZATIONS, Plan, Rule, plan
+from .shapes import ROLES, TensorShape, fans, infer_shapes
+
+__all__ = ["coord", "shapes", "CoordCheck", "coord_check", "plot_coord_check", "PARAMETERIZATIONS", "Plan", "Rule",
+           "plan", "ROLES", "TensorShape", "fans", "infer_shapes"]

@@ -1,0 +1,186 @@
+"""Coordinate checks: do activations and their updates stay Θ(1) as the width grows?
+
+The standard test of a width parameterization (Yang et al., Tensor Programs V, Fig. 5): train
+models of several widths for a few steps from the plan's init, and record, for every layer,
+the RMS of its output (``rms``) and of the output's change since step 0 (``delta``). Under μP
+both are flat in width at every step (log-log slope ≈ 0); under SP with a width-independent
+learning rate the change of the hidden and read-out outputs grows with width (slope ≈ 1 for
+Adam), the signature of a parameterization that blows up or must shrink its learning rate.
+
+Example:
+    >>> import torch
+    >>> mlp = lambda w: torch.nn.Sequential(torch.nn.Linear(8, w), torch.nn.ReLU(), torch.nn.Linear(w, w),
+    ...                                     torch.nn.ReLU(), torch.nn.Linear(w, 4))
+    >>> x, y = torch.randn(64, 8, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 4
+    >>> cc = coord_check(mlp, [64, 128, 256], (x, y), torch.nn.functional.cross_entropy, lr=1e-2, steps=3)
+    >>> abs(cc.slopes()["4"]) < 0.4  # μP: the read-out's change is about flat in width
+    True
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..backend.random import GeneratorLike, make_generator
+from .plan import plan
+
+__all__ = ["CoordCheck", "coord_check", "plot_coord_check"]
+
+
+@dataclass
+class CoordCheck:
+    """Result of :func:`coord_check`.
+
+    Attributes:
+        widths: ``W`` widths, ascending.
+        modules: ``M`` module names that were recorded.
+        rms: ``(W, T + 1, M)`` RMS of each module's output before step ``t`` (``t = T``: after the last).
+        delta: ``(W, T + 1, M)`` RMS of the change of that output since step 0.
+        losses: ``(W, T + 1)`` training loss at each recorded point.
+        parameterization: the plan used.
+    """
+
+    widths: list[int]
+    modules: list[str]
+    rms: Tensor
+    delta: Tensor
+    losses: Tensor
+    parameterization: str
+
+    def slopes(self, which: str = "delta", step: int = -1) -> dict[str, float]:
+        """Least-squares slope of ``log(value)`` against ``log(width)`` per module at ``step``
+        (0 is flat in width; 1 grows like the width)."""
+        if which not in ("rms", "delta"):
+            raise ValueError(f"which must be 'rms' or 'delta', got {which!r}")
+        v = getattr(self, which)[:, step, :].double()
+        lw = torch.log(torch.tensor(self.widths, dtype=torch.float64))
+        lw = lw - lw.mean()
+        lv = torch.log(v.clamp(min=1e-300))
+        s = (lw[:, None] * (lv - lv.mean(dim=0))).sum(dim=0) / (lw * lw).sum()
+        return dict(zip(self.modules, s.tolist()))
+
+    def __str__(self) -> str:
+        head = f"{'module':<20}" + "".join(f"{w:>10}" for w in self.widths) + f"{'slope':>8}"
+        out = [f"coord check ({self.parameterization}): RMS change of each module's output after "
+               f"{self.rms.shape[1] - 1} steps", head]
+        sl = self.slopes()
+        for j, m in enumerate(self.modules):
+            out.append(f"{m:<20}" + "".join(f"{float(self.delta[i, -1, j]):>10.3g}" for i in range(len(self.widths)))
+                       + f"{sl[m]:>8.2f}")
+        return "\n".join(out)
+
+
+def _first(out):  # modules returning tuples (e.g. attention): record the first tensor
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _leaf_modules(model: nn.Module, patterns) -> list[str]:
+    names = [k for k, m in model.named_modules() if k and next(m.parameters(recurse=False), None) is not None]
+    if patterns is not None:
+        names = [k for k in names if any(fnmatch.fnmatchcase(k, p) for p in patterns)]
+    if not names:
+        raise ValueError(f"no module with parameters matches modules={patterns!r}")
+    return names
+
+
+def coord_check(make_model: Callable[[int], nn.Module], widths, data, loss_fn: Callable, *,
+                parameterization: str = "mup", base_width: int | None = None, lr: float = 1e-3, steps: int = 5,
+                optimizer: str = "adam", modules: list[str] | None = None, plan_kwargs: dict | None = None,
+                generator: GeneratorLike = 0) -> CoordCheck:
+    """Train ``make_model(w)`` for each width under a plan and record per-layer output scales.
+
+    Args:
+        make_model: ``width -> nn.Module`` (called inside a forked RNG, so the global RNG is untouched).
+        widths: at least two distinct positive ints.
+        data: one batch ``(inputs, targets)``; full-batch steps on it.
+        loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.
+        parameterization: ``"sp"`` | ``"mup"`` | ``"depth-mup"`` (see :func:`~overparam.scaling.plan`).
+        base_width: width of the base model (default the smallest width).
+        lr: the base learning rate.
+        steps: optimizer steps ``T``.
+        optimizer: ``"adam"`` (``torch.optim.Adam``) or ``"sgd"`` (``torch.optim.SGD``).
+        modules: name patterns of the modules to record (default: every module owning parameters).
+        plan_kwargs: extra arguments for :func:`~overparam.scaling.plan` (e.g. ``roles=``).
+        generator: seeds the init of every width (the same seed for each).
+
+    Returns:
+        :class:`CoordCheck` (print it for a table; :func:`plot_coord_check` draws it).
+    """
+    widths = sorted(widths)
+    if len(set(widths)) < 2 or not all(isinstance(w, int) and w > 0 for w in widths):
+        raise ValueError(f"widths must hold at least two distinct positive ints, got {widths!r}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    base_width = widths[0] if base_width is None else base_width
+    other = next(w for w in widths if w != base_width)
+    seed = int(make_generator(generator).initial_seed())
+    x, y = data
+    rms, delta, losses, names = [], [], [], None
+
+    def build(w):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return make_model(w)
+
+    base, delta_model = build(base_width), build(other)
+    for w in widths:
+        model = build(w)
+        names = _leaf_modules(model, modules) if names is None else names
+        p = plan(model, parameterization, base=base, delta=delta_model, optimizer=optimizer, **(plan_kwargs or {}))
+        p.init_(model, generator=seed)
+        groups = p.param_groups(model, lr=lr)
+        opt = torch.optim.Adam(groups) if optimizer == "adam" else torch.optim.SGD(groups)
+        seen: dict[str, Tensor] = {}
+        mods = dict(model.named_modules())
+        hooks = [mods[k].register_forward_hook(lambda m, a, o, k=k: seen.__setitem__(k, _first(o).detach())) for k in names]
+        try:
+            first, r_w, d_w, l_w = None, [], [], []
+            for t in range(steps + 1):
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                outs = [seen[k].double() for k in names]
+                first = outs if first is None else first
+                r_w.append(torch.stack([o.pow(2).mean().sqrt() for o in outs]))
+                d_w.append(torch.stack([(o - f).pow(2).mean().sqrt() for o, f in zip(outs, first)]))
+                l_w.append(float(loss.detach()))
+                if t < steps:
+                    loss.backward()
+                    opt.step()
+        finally:
+            for h in hooks:
+                h.remove()
+        rms.append(torch.stack(r_w))
+        delta.append(torch.stack(d_w))
+        losses.append(torch.tensor(l_w, dtype=torch.float64))
+    return CoordCheck(widths, names, torch.stack(rms), torch.stack(delta), torch.stack(losses), parameterization)
+
+
+def plot_coord_check(cc: CoordCheck, axes=None, *, which: str = "delta"):
+    """One panel per recorded step: ``which`` ("delta" or "rms") against width per module, log-log.
+    matplotlib is imported only here; returns the axes."""
+    if which not in ("rms", "delta"):
+        raise ValueError(f"which must be 'rms' or 'delta', got {which!r}")
+    v = getattr(cc, which)
+    steps = v.shape[1]
+    if axes is None:
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("plot_coord_check needs matplotlib: pip install 'overparam[plot]'") from e
+        _, axes = plt.subplots(1, steps, figsize=(3 * steps, 3), sharey=True, squeeze=False)
+        axes = axes[0]
+    for t, ax in enumerate(axes[:steps]):
+        for j, m in enumerate(cc.modules):
+            ax.loglog(cc.widths, v[:, t, j].clamp(min=1e-300).tolist(), marker="o", label=m)
+        ax.set_title(f"step {t}")
+        ax.set_xlabel("width")
+    axes[0].set_ylabel(f"{which} RMS ({cc.parameterization})")
+    axes[0].legend(fontsize="small")
+    return axes

@@ -1,0 +1,271 @@
+"""Parameterizations as data: per-tensor init std and learning-rate scale for any torch optimizer.
+
+A :class:`Plan` says, for every trainable tensor, how to initialize it and how to scale the
+learning rate (and weight decay) relative to a *base* model whose hyperparameters were tuned.
+It is applied with :meth:`Plan.init_` and :meth:`Plan.param_groups`; the model's modules,
+forward pass and ``state_dict`` keys are never changed. Output and residual-branch multipliers
+are *absorbed* into the init and learning rate (the abc-symmetry of Tensor Programs V: a
+multiplier ``c`` on ``W`` is the same network as ``W' = cW`` with init ``c·σ`` and learning rate
+``c·η`` under Adam, ``c²·η`` under SGD), so the rules need no special read-out module.
+
+Rules, with ``m_in``/``m_out`` the fan-in/fan-out width multipliers and ``σ₀`` the base init std
+(Tensor Programs V, Table 3; MuAdam/MuSGD for non-square growth):
+
+=========  ==============  ================  ==================
+role       init std        Adam LR scale     SGD LR scale
+=========  ==============  ================  ==================
+input      σ₀              1                 m_out
+hidden     σ₀/√m_in        1/m_in            m_out/m_in
+output     σ₀/m_in (or 0)  1/m_in            1/m_in
+fixed      σ₀              1                 1
+=========  ==============  ================  ==================
+
+SP keeps ``σ₀/√m_in`` for every weight and one learning rate. ``"depth-mup"`` adds, for a
+residual network ``x + f_l(x)`` with ``L`` blocks (base ``L₀``, ``d = L/L₀``), the branch
+multiplier ``1/√L`` of depth-μP (Yang, Yu, Zhu & Hayou 2023; Bordelon et al. 2023): every
+branch parameter gets Adam LR ``×d^{-1/2}`` (SGD ×1), and the branch's output layer absorbs the
+multiplier (init and kept biases ``×d^{-1/2}``, LR a further ``×d^{-1/2}`` under Adam, ``×d^{-1}``
+under SGD). Vectors (1-D tensors: biases, norm gains) keep the model's own init.
+
+Example:
+    >>> import torch
+    >>> mlp = lambda w: torch.nn.Sequential(torch.nn.Linear(4, w), torch.nn.ReLU(), torch.nn.Linear(w, w),
+    ...                                     torch.nn.ReLU(), torch.nn.Linear(w, 3))
+    >>> model = mlp(256)
+    >>> p = plan(model, "mup", base=mlp(64))
+    >>> p.init_(model, generator=0)
+    >>> opt = torch.optim.Adam(p.param_groups(model, lr=1e-3))
+    >>> sorted({g["lr"] for g in opt.param_groups})
+    [0.00025, 0.001]
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..backend.random import GeneratorLike, gaussian, make_generator
+from .shapes import TensorShape, infer_shapes
+
+__all__ = ["PARAMETERIZATIONS", "Rule", "Plan", "plan"]
+
+PARAMETERIZATIONS = ("sp", "mup", "depth-mup")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one tensor is initialized and trained.
+
+    Attributes:
+        shape: the tensor's width information (role, fans, multipliers).
+        init_std: std of a fresh ``N(0, init_std²)`` draw, or None to keep the model's own values.
+        init_scale: factor applied to kept values (``init_std`` None), e.g. an absorbed multiplier.
+        lr_scale: factor on the base learning rate (weight decay: see :meth:`Plan.param_groups`).
+        size: the tensor's shape, checked when the plan is applied.
+    """
+
+    shape: TensorShape
+    init_std: float | None
+    init_scale: float
+    lr_scale: float
+    size: tuple[int, ...]
+
+
+def _matches(name: str, patterns) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _width_rule(s: TensorShape, parameterization: str, optimizer: str, sigma0: float | None,
+                zero_output: bool) -> tuple[float | None, float]:
+    """(init std or None, lr scale) from the width multipliers alone."""
+    if parameterization == "sp":
+        return (None if sigma0 is None else sigma0 / math.sqrt(s.m_in)), 1.0
+    adam = optimizer == "adam"
+    if s.role == "input":
+        std, lr = sigma0, (1.0 if adam else s.m_out)
+    elif s.role == "hidden":
+        std, lr = (None if sigma0 is None else sigma0 / math.sqrt(s.m_in)), (1 / s.m_in if adam else s.m_out / s.m_in)
+    elif s.role == "output":
+        std = 0.0 if zero_output and sigma0 is not None else (None if sigma0 is None else sigma0 / s.m_in)
+        lr = 1 / s.m_in
+    else:
+        std, lr = sigma0, 1.0
+    return std, lr
+
+
+@dataclass
+class Plan:
+    """A parameterization of one model: ``{name: Rule}`` plus how it was made.
+
+    Print it for a table. Apply it with :meth:`init_` (once, before training) and
+    :meth:`param_groups` (to build any ``torch.optim`` optimizer).
+    """
+
+    parameterization: str
+    optimizer: str
+    rules: dict[str, Rule]
+
+    def __str__(self) -> str:
+        head = f"{'name':<28} {'role':<7} {'fan_in':>7} {'fan_out':>7} {'m_in':>6} {'m_out':>6} {'init std':>10} {'lr ×':>9}"
+        lines = [f"Plan({self.parameterization!r}, optimizer={self.optimizer!r})", head]
+        for k, r in self.rules.items():
+            init = "keep" if r.init_std is None else f"{r.init_std:.4g}"
+            if r.init_std is None and r.init_scale != 1:
+                init = f"keep×{r.init_scale:.3g}"
+            s = r.shape
+            lines.append(f"{k:<28} {s.role:<7} {s.fan_in:>7} {s.fan_out:>7} {s.m_in:>6.3g} {s.m_out:>6.3g} {init:>10} "
+                         f"{r.lr_scale:>9.4g}")
+        return "\n".join(lines)
+
+    def _check(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        params = dict(model.named_parameters())
+        missing = [k for k in self.rules if k not in params]
+        if missing:
+            raise ValueError(f"model has no parameters {missing}: the plan was made for another architecture")
+        wrong = [f"{k}: {tuple(params[k].shape)} vs {r.size}" for k, r in self.rules.items() if tuple(params[k].shape) != r.size]
+        if wrong:
+            raise ValueError(f"model parameter shapes differ from the plan's: {wrong}")
+        return params
+
+    @torch.no_grad()
+    def init_(self, model: nn.Module, *, generator: GeneratorLike = None) -> None:
+        """Initialize ``model`` in place: a Gaussian draw of std ``init_std`` for every tensor
+        that has one, kept values times ``init_scale`` for the others (parameters in
+        ``named_parameters`` order, one generator; the global RNG is not touched)."""
+        params = self._check(model)
+        g = make_generator(generator)
+        for k, r in self.rules.items():
+            p = params[k]
+            if r.init_std is not None:
+                p.copy_(gaussian(tuple(p.shape), generator=g, dtype=torch.float64).mul_(r.init_std))
+            elif r.init_scale != 1:
+                p.mul_(r.init_scale)
+
+    def lr_scales(self) -> dict[str, float]:
+        """``{name: learning-rate factor}``."""
+        return {k: r.lr_scale for k, r in self.rules.items()}
+
+    def param_groups(self, model: nn.Module, *, lr: float, weight_decay: float = 0.0, decay: str = "coupled",
+                     vector_decay: bool = True, **extra) -> list[dict]:
+        """Parameter groups for any ``torch.optim`` optimizer: tensors with equal learning rate
+        and weight decay share a group (so foreach/fused kernels stay batched).
+
+        Args:
+            lr: the base model's learning rate; each group gets ``lr · lr_scale``.
+            weight_decay: the base weight decay.
+            decay: ``"coupled"`` (every group keeps ``weight_decay``; with AdamW, whose decay is
+                multiplied by the group's lr, the decay rate then scales like the lr, as in
+                Microsoft's ``mup``) or ``"independent"`` (``weight_decay / lr_scale``: the product
+                ``lr · weight_decay`` stays that of the base model, the AdamW rule of Wortsman et
+                al. 2023 and of the weight-decay scaling paper for width-growing matrices).
+            vector_decay: whether 1-D tensors (biases, norm gains) are decayed.
+            extra: other per-group options copied into every group (e.g. ``betas``).
+
+        Returns:
+            ``[{"params": [...], "lr": ..., "weight_decay": ..., **extra}, ...]`` covering every
+            parameter of the plan exactly once.
+        """
+        if decay not in ("coupled", "independent"):
+            raise ValueError(f"decay must be 'coupled' or 'independent', got {decay!r}")
+        if not (isinstance(lr, (int, float)) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        params = self._check(model)
+        groups: dict[tuple[float, float], dict] = {}
+        for k, r in self.rules.items():
+            wd = weight_decay if (vector_decay or params[k].ndim > 1) else 0.0
+            if decay == "independent":
+                wd = wd / r.lr_scale
+            key = (lr * r.lr_scale, wd)
+            groups.setdefault(key, {"params": [], "lr": key[0], "weight_decay": key[1], **extra})["params"].append(params[k])
+        return list(groups.values())
+
+
+def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, delta: nn.Module | None = None,
+         optimizer: str = "adam", init_std: float | Callable[[str, TensorShape], float | None] | None = "lecun",
+         zero_output: bool = False, roles: dict[str, str] | None = None, depth: tuple[int, int] | None = None,
+         branches: list[str] | None = None, branch_outputs: list[str] | None = None) -> Plan:
+    """The per-tensor rules of a parameterization for ``model``, relative to ``base``.
+
+    Args:
+        model: the model to train (any architecture; the rules see only parameter shapes and
+            owning module types, see :func:`~overparam.scaling.infer_shapes`).
+        parameterization: ``"sp"``, ``"mup"`` or ``"depth-mup"`` (μP in width plus the depth rules).
+        base: the same architecture at the width whose hyperparameters were tuned, with the same
+            parameter names (for ``"depth-mup"`` build it at the model's depth: the base depth is
+            given by ``depth=``). Only shapes are read: build it on the meta device.
+        delta: a third width, when ``model`` equals ``base`` in some growing dimension.
+        optimizer: ``"adam"`` (also AdamW, Adagrad-like sign-invariant methods) or ``"sgd"``.
+        init_std: the base std σ₀ of weight matrices: ``"lecun"`` (``1/√fan_in`` of the base),
+            a number, a function ``(name, TensorShape) -> σ₀`` (None keeps that tensor's init), or
+            None (keep every init; only the learning rates are planned).
+        zero_output: initialize read-out weights at zero (a μP variant that transfers well).
+        roles: role overrides by name pattern (see :func:`~overparam.scaling.infer_shapes`).
+        depth: ``(L, L_base)``: the number of residual blocks of ``model`` and of ``base``
+            (``"depth-mup"`` only).
+        branches: name patterns of every parameter inside a residual branch (``"depth-mup"``).
+        branch_outputs: name patterns of each branch's last layer (weight and bias), which
+            absorbs the ``1/√L`` multiplier; your forward stays ``x + f(x)``.
+
+    Returns:
+        a :class:`Plan`.
+
+    Raises:
+        ValueError: unknown parameterization/optimizer, depth rules without ``depth``/patterns,
+            patterns that match nothing, or a non-positive σ₀.
+    """
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
+                         " (u-μP needs unit-scaled operations in the forward pass and is not a re-initialization)")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    shapes = infer_shapes(model, base=base, delta=delta, roles=roles)
+    is_depth = parameterization == "depth-mup"
+    if is_depth:
+        if depth is None or len(depth) != 2 or not all(isinstance(d, int) and d > 0 for d in depth):
+            raise ValueError(f"depth must be (L, L_base) with positive ints for 'depth-mup', got {depth!r}")
+        if not branches or not branch_outputs:
+            raise ValueError("'depth-mup' needs branches= and branch_outputs= name patterns")
+        for arg, pats in (("branches", branches), ("branch_outputs", branch_outputs)):
+            unmatched = [p for p in pats if not any(fnmatch.fnmatchcase(k, p) for k in shapes)]
+            if unmatched:
+                raise ValueError(f"{arg} patterns {unmatched} match no trainable parameter")
+    elif depth is not None or branches or branch_outputs:
+        raise ValueError("depth=, branches= and branch_outputs= apply to parameterization='depth-mup' only")
+    rules = {}
+    params = dict(model.named_parameters())
+    for k, s in shapes.items():
+        ndim = params[k].ndim
+        if ndim < 2:
+            sigma0 = None
+        elif init_std == "lecun":
+            sigma0 = 1 / math.sqrt(s.fan_in / s.m_in)
+        elif callable(init_std):
+            sigma0 = init_std(k, s)
+        elif isinstance(init_std, str):
+            raise ValueError(f"init_std must be 'lecun', a number, a function or None, got {init_std!r}")
+        else:
+            sigma0 = init_std
+        if sigma0 is not None and not sigma0 > 0:
+            raise ValueError(f"init_std must be > 0, got {sigma0} for {k!r}")
+        std, lr = _width_rule(s, "sp" if parameterization == "sp" else "mup", optimizer, sigma0, zero_output)
+        scale = 1.0
+        if is_depth and (_matches(k, branches) or _matches(k, branch_outputs)):
+            d = depth[0] / depth[1]
+            if optimizer == "adam":
+                lr /= math.sqrt(d)
+            if _matches(k, branch_outputs):  # the absorbed multiplier c = d^{-1/2}
+                c = 1 / math.sqrt(d)
+                std, scale = (None, c) if std is None else (std * c, 1.0)
+                lr *= c if optimizer == "adam" else c * c
+        rules[k] = Rule(s, std, scale, lr, tuple(params[k].shape))
+    return Plan(parameterization, optimizer, rules)

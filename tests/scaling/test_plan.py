@@ -1,0 +1,204 @@
+"""Plans against closed forms and against an independent multiplier-form implementation."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from overparam.scaling import plan
+
+F = nn.functional
+
+
+def mlp(w, d_in=6, d_out=3):
+    return nn.Sequential(nn.Linear(d_in, w), nn.Tanh(), nn.Linear(w, w), nn.Tanh(), nn.Linear(w, d_out)).double()
+
+
+def test_mup_table_adam_and_sgd():
+    m = mlp(128)
+    adam = plan(m, "mup", base=mlp(32))
+    sgd = plan(m, "mup", base=mlp(32), optimizer="sgd")
+    lr_adam = {k: r.lr_scale for k, r in adam.rules.items()}
+    lr_sgd = {k: r.lr_scale for k, r in sgd.rules.items()}
+    assert lr_adam == {"0.weight": 1, "0.bias": 1, "2.weight": 0.25, "2.bias": 1, "4.weight": 0.25, "4.bias": 1}
+    assert lr_sgd == {"0.weight": 4, "0.bias": 4, "2.weight": 1, "2.bias": 4, "4.weight": 0.25, "4.bias": 1}
+    std = {k: r.init_std for k, r in adam.rules.items()}
+    # σ0 = 1/√(base fan_in): input 1/√6, hidden 1/√32 / √4 = 1/√128, output 1/√32 / 4
+    assert std["0.weight"] == pytest.approx(1 / math.sqrt(6))
+    assert std["2.weight"] == pytest.approx(1 / math.sqrt(128))
+    assert std["4.weight"] == pytest.approx(1 / math.sqrt(32) / 4)
+    assert std["0.bias"] is None and std["4.bias"] is None
+    sp = plan(m, "sp", base=mlp(32))
+    assert {r.lr_scale for r in sp.rules.values()} == {1.0}
+    assert sp.rules["4.weight"].init_std == pytest.approx(1 / math.sqrt(128))
+    assert plan(m, "mup", base=mlp(32), zero_output=True).rules["4.weight"].init_std == 0.0
+    assert plan(m, "mup", base=mlp(32), init_std=0.02).rules["2.weight"].init_std == pytest.approx(0.01)
+    keep = plan(m, "mup", base=mlp(32), init_std=None)
+    assert all(r.init_std is None for r in keep.rules.values())
+    assert "hidden" in str(adam) and "2.weight" in str(adam)
+
+
+def test_at_base_width_every_rule_is_the_base():
+    p = plan(mlp(32), "mup", base=mlp(32), delta=mlp(64))
+    assert {r.lr_scale for r in p.rules.values()} == {1.0}
+    assert p.rules["4.weight"].init_std == pytest.approx(1 / math.sqrt(32))
+
+
+def _train_side_by_side(a, groups_a, b, groups_b, optimizer, loss_fn, x, y, *, steps):
+    """Train two parameterizations of one network and require the same outputs after every step
+    (Adam's ε, which does not scale with a multiplier, is made negligible)."""
+    make = (lambda g: torch.optim.Adam(g, eps=1e-30)) if optimizer == "adam" else torch.optim.SGD
+    opt_a, opt_b = make(groups_a), make(groups_b)
+    for _ in range(steps):
+        for net, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            loss_fn(net(x), y).backward()
+            opt.step()
+        torch.testing.assert_close(a(x), b(x), rtol=1e-10, atol=1e-12)
+
+
+class Readout(nn.Module):
+    """Microsoft mup's MuReadout semantics: y = W (x / m) + b."""
+
+    def __init__(self, lin, m):
+        super().__init__()
+        self.lin, self.m = lin, m
+
+    def forward(self, x):
+        return self.lin(x / self.m)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_absorbed_multiplier_equals_explicit_readout_multiplier(optimizer):
+    """The plan (multiplier absorbed into init and LR) trains the same function as the
+    multiplier form with mup's rules (read-out LR ×1 under Adam, ×m under SGD)."""
+    torch.manual_seed(0)
+    w, base_w = 64, 16
+    mult = w / base_w
+    a = mlp(w)
+    p = plan(a, "mup", base=mlp(base_w), optimizer=optimizer)
+    p.init_(a, generator=3)
+    b = mlp(w)
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        b[4].weight.mul_(mult)  # W = m · W_eff
+    b[4] = Readout(b[4], mult)
+    lr = 1e-2 if optimizer == "adam" else 0.5
+    scale_b = {"0.weight": 1, "0.bias": 1, "2.weight": 1 / mult, "2.bias": 1, "4.lin.weight": 1, "4.lin.bias": 1}
+    if optimizer == "sgd":
+        scale_b = {"0.weight": mult, "0.bias": mult, "2.weight": 1, "2.bias": mult, "4.lin.weight": mult, "4.lin.bias": 1}
+    groups_b = [{"params": [q], "lr": lr * scale_b[k]} for k, q in b.named_parameters()]
+    x, y = torch.randn(40, 6, dtype=torch.float64), torch.randint(0, 3, (40,))
+    _train_side_by_side(a, p.param_groups(a, lr=lr), b, groups_b, optimizer, F.cross_entropy, x, y, steps=6)
+    assert not torch.allclose(a(x), mlp(w)(x))  # it trained
+
+
+class Res(nn.Module):
+    def __init__(self, w, blocks, mult=1.0):
+        super().__init__()
+        self.inp, self.out, self.mult = nn.Linear(4, w), nn.Linear(w, 2), mult
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(w, w), nn.Tanh(), nn.Linear(w, w)) for _ in range(blocks))
+
+    def forward(self, x):
+        h = self.inp(x)
+        for blk in self.blocks:
+            h = h + self.mult * blk(h)
+        return self.out(h)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_depth_mup_absorbed_equals_branch_multiplier(optimizer):
+    """Depth-μP: x + f(x) with the 1/√L multiplier absorbed equals x + f(x)/√d (d = L/L0) with the
+    depth-μP learning rates (Adam: branch LR / √d; SGD: unchanged)."""
+    torch.manual_seed(1)
+    L, L0, w = 8, 2, 12
+    d = L / L0
+    a = Res(w, L).double()
+    # the base is built at the model's depth (same parameter names); its depth is given by depth=
+    kw = dict(base=Res(w, L).double(), delta=Res(2 * w, L).double(), optimizer=optimizer, depth=(L, L0),
+              branches=["blocks.*"], branch_outputs=["blocks.*.2.*"])
+    p = plan(a, "depth-mup", **kw)
+    before = {k: v.clone() for k, v in a.state_dict().items()}
+    p.init_(a, generator=5)
+    torch.testing.assert_close(a.blocks[0][2].bias, before["blocks.0.2.bias"] / math.sqrt(d))  # kept bias ×d^-1/2
+    b = Res(w, L, mult=1 / math.sqrt(d)).double()
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        for blk in b.blocks:
+            blk[2].weight.mul_(math.sqrt(d))
+            blk[2].bias.mul_(math.sqrt(d))
+    lr = 1e-2 if optimizer == "adam" else 0.1
+    branch_lr = lr / math.sqrt(d) if optimizer == "adam" else lr
+    groups_b = [{"params": [q], "lr": branch_lr if k.startswith("blocks") else lr} for k, q in b.named_parameters()]
+    x, y = torch.randn(30, 4, dtype=torch.float64), torch.randn(30, 2, dtype=torch.float64)
+    _train_side_by_side(a, p.param_groups(a, lr=lr), b, groups_b, optimizer, F.mse_loss, x, y, steps=5)
+
+
+def test_init_statistics_determinism_and_no_side_effects():
+    m = mlp(1024).train()
+    p = plan(m, "mup", base=mlp(64))
+    keys, state = list(m.state_dict()), torch.random.get_rng_state()
+    bias = m[0].bias.clone()
+    p.init_(m, generator=0)
+    assert torch.equal(torch.random.get_rng_state(), state) and list(m.state_dict()) == keys and m.training
+    assert torch.equal(m[0].bias, bias)  # vectors keep the model's own init
+    assert float(m[2].weight.detach().std()) == pytest.approx(1 / math.sqrt(1024), rel=0.01)
+    assert float(m[4].weight.detach().std()) == pytest.approx(1 / math.sqrt(64) / 16, rel=0.05)
+    w = m[2].weight.clone()
+    p.init_(m, generator=0)
+    assert torch.equal(m[2].weight, w)
+    p.init_(m, generator=1)
+    assert not torch.equal(m[2].weight, w)
+
+
+def test_param_groups_cover_once_and_weight_decay_rules():
+    m = mlp(128)
+    p = plan(m, "mup", base=mlp(32))
+    groups = p.param_groups(m, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
+    ids = [id(q) for g in groups for q in g["params"]]
+    assert sorted(ids) == sorted(id(q) for q in m.parameters()) and len(groups) == 2
+    assert all(g["weight_decay"] == 0.1 and g["betas"] == (0.9, 0.95) for g in groups)
+    ind = p.param_groups(m, lr=1e-3, weight_decay=0.1, decay="independent")
+    assert {round(g["lr"] * g["weight_decay"], 12) for g in ind} == {1e-4}
+    nov = p.param_groups(m, lr=1e-3, weight_decay=0.1, vector_decay=False)
+    for g in nov:
+        assert all(q.ndim > 1 for q in g["params"]) if g["weight_decay"] else all(q.ndim == 1 for q in g["params"])
+    torch.optim.AdamW(groups)  # accepted by torch optimizers
+    torch.optim.SGD(p.param_groups(m, lr=0.1, momentum=0.9))
+
+
+def test_bad_input():
+    m = mlp(16)
+    with pytest.raises(ValueError, match="parameterization"):
+        plan(m, "umup", base=mlp(8))
+    with pytest.raises(ValueError, match="optimizer"):
+        plan(m, base=mlp(8), optimizer="lion")
+    with pytest.raises(ValueError, match="depth"):
+        plan(m, "depth-mup", base=mlp(8))
+    with pytest.raises(ValueError, match="depth-mup"):
+        plan(m, "mup", base=mlp(8), depth=(4, 2))
+    with pytest.raises(ValueError, match="branches"):
+        plan(m, "depth-mup", base=mlp(8), depth=(4, 2), branches=["x.*"], branch_outputs=["2.*"])
+    with pytest.raises(ValueError, match="init_std"):
+        plan(m, base=mlp(8), init_std=-1.0)
+    with pytest.raises(ValueError, match="init_std"):
+        plan(m, base=mlp(8), init_std="xavier")
+    p = plan(m, base=mlp(8))
+    with pytest.raises(ValueError, match="shapes differ"):
+        p.init_(mlp(32))
+    with pytest.raises(ValueError, match="no parameters"):
+        p.param_groups(nn.Linear(2, 2), lr=1e-3)
+    with pytest.raises(ValueError, match="decay"):
+        p.param_groups(m, lr=1e-3, decay="both")
+    with pytest.raises(ValueError, match="lr"):
+        p.param_groups(m, lr=0)
+    with pytest.raises(TypeError, match="model"):
+        p.init_("net")
+
+
+def test_base_on_the_meta_device_costs_nothing():
+    with torch.device("meta"):
+        base = mlp(1 << 14)  # a 16k-wide base: shapes only, no memory
+    p = plan(mlp(64), "mup", base=base)
+    assert p.rules["2.weight"].lr_scale == pytest.approx(256.0)  # m_in = 64 / 16384
