@@ -96,8 +96,9 @@ def test_tied_embedding_readout_needs_an_explicit_role(head_first):
     """A tensor shared by an Embedding (input role) and a read-out Linear (output role) cannot take
     both rules; whichever registers first must not silently decide."""
     first = "head.weight" if head_first else "emb.weight"
-    with pytest.raises(ValueError, match="shared by modules"):
+    with pytest.raises(ValueError, match="shared by modules") as e:
         infer_shapes(_TiedLM(64, head_first), base=_TiedLM(16, head_first))
+    assert "'emb.weight': 'input'" in str(e.value) and "'head.weight': 'output'" in str(e.value)
     for name in ("emb.weight", "head.weight"):  # an override may name either alias
         s = infer_shapes(_TiedLM(64, head_first), base=_TiedLM(16, head_first), roles={name: "input"})
         assert list(s) == [first, "mid.weight", "mid.bias"] and s[first].role == "input"
