@@ -48,7 +48,8 @@ def test_at_base_width_every_rule_is_the_base():
 def _train_side_by_side(a, groups_a, b, groups_b, optimizer, loss_fn, x, y, *, steps):
     """Train two parameterizations of one network and require the same outputs after every step
     (Adam's ε, which does not scale with a multiplier, is made negligible)."""
-    make = (lambda g: torch.optim.Adam(g, eps=1e-30)) if optimizer == "adam" else torch.optim.SGD
+    make = {"adam": lambda g: torch.optim.Adam(g, eps=1e-30), "adamw": lambda g: torch.optim.AdamW(g, eps=1e-30),
+            "sgd": torch.optim.SGD}[optimizer]
     opt_a, opt_b = make(groups_a), make(groups_b)
     for _ in range(steps):
         for net, opt in ((a, opt_a), (b, opt_b)):
@@ -69,28 +70,30 @@ class Readout(nn.Module):
         return self.lin(x / self.m)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_absorbed_multiplier_equals_explicit_readout_multiplier(optimizer):
+@pytest.mark.parametrize("optimizer,wd", [("adam", 0.0), ("sgd", 0.0), ("adamw", 0.1), ("sgd", 0.1)])
+def test_absorbed_multiplier_equals_explicit_readout_multiplier(optimizer, wd):
     """The plan (multiplier absorbed into init and LR) trains the same function as the
-    multiplier form with mup's rules (read-out LR ×1 under Adam, ×m under SGD)."""
+    multiplier form with mup's rules (read-out LR ×1 under Adam, ×m under SGD; weight decay
+    divided by mup's lr factor), which is the plan's decay="independent"."""
     torch.manual_seed(0)
     w, base_w = 64, 16
     mult = w / base_w
     a = mlp(w)
-    p = plan(a, "mup", base=mlp(base_w), optimizer=optimizer)
+    p = plan(a, "mup", base=mlp(base_w), optimizer="sgd" if optimizer == "sgd" else "adam")
     p.init_(a, generator=3)
     b = mlp(w)
     b.load_state_dict(a.state_dict())
     with torch.no_grad():
         b[4].weight.mul_(mult)  # W = m · W_eff
     b[4] = Readout(b[4], mult)
-    lr = 1e-2 if optimizer == "adam" else 0.5
+    lr = 0.5 if optimizer == "sgd" else 1e-2
     scale_b = {"0.weight": 1, "0.bias": 1, "2.weight": 1 / mult, "2.bias": 1, "4.lin.weight": 1, "4.lin.bias": 1}
     if optimizer == "sgd":
         scale_b = {"0.weight": mult, "0.bias": mult, "2.weight": 1, "2.bias": mult, "4.lin.weight": mult, "4.lin.bias": 1}
-    groups_b = [{"params": [q], "lr": lr * scale_b[k]} for k, q in b.named_parameters()]
+    groups_b = [{"params": [q], "lr": lr * scale_b[k], "weight_decay": wd / scale_b[k]} for k, q in b.named_parameters()]
     x, y = torch.randn(40, 6, dtype=torch.float64), torch.randint(0, 3, (40,))
-    _train_side_by_side(a, p.param_groups(a, lr=lr), b, groups_b, optimizer, F.cross_entropy, x, y, steps=6)
+    groups_a = p.param_groups(a, lr=lr, weight_decay=wd, decay="independent")
+    _train_side_by_side(a, groups_a, b, groups_b, optimizer, F.cross_entropy, x, y, steps=6)
     assert not torch.allclose(a(x), mlp(w)(x))  # it trained
 
 
