@@ -96,7 +96,7 @@ def coord_check(make_model: Callable[[int], nn.Module], widths, data, loss_fn: C
 
     Args:
         make_model: ``width -> nn.Module`` (called inside a forked RNG, so the global RNG is untouched).
-        widths: at least two distinct positive ints.
+        widths: at least two distinct positive ints (any order; the result is sorted).
         data: one batch ``(inputs, targets)``; full-batch steps on it.
         loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.
         parameterization: ``"sp"`` | ``"mup"`` | ``"depth-mup"`` (see :func:`~overparam.scaling.plan`).
@@ -110,10 +110,30 @@ def coord_check(make_model: Callable[[int], nn.Module], widths, data, loss_fn: C
 
     Returns:
         :class:`CoordCheck` (print it for a table; :func:`plot_coord_check` draws it).
+
+    Raises:
+        ValueError: fewer than two widths, duplicate or non-positive widths, a bad
+            ``base_width``, ``steps``, ``optimizer`` or ``data``, patterns that match no module.
+        TypeError: ``make_model``/``loss_fn`` not callable, ``widths``/``modules`` not lists.
     """
+    if not callable(make_model):
+        raise TypeError(f"make_model must be a callable width -> nn.Module, got {type(make_model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
+        raise TypeError(f"widths must be a list of ints, got {type(widths).__name__}")
+    widths = list(widths)
+    if (len(widths) < 2 or len(set(widths)) != len(widths)
+            or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
+        raise ValueError(f"widths must hold at least two distinct positive ints (no duplicates), got {widths!r}")
     widths = sorted(widths)
-    if len(set(widths)) < 2 or not all(isinstance(w, int) and w > 0 for w in widths):
-        raise ValueError(f"widths must hold at least two distinct positive ints, got {widths!r}")
+    if base_width is not None and not (isinstance(base_width, int) and not isinstance(base_width, bool)
+                                       and base_width > 0):
+        raise ValueError(f"base_width must be a positive int, got {base_width!r}")
+    if modules is not None and (isinstance(modules, str) or not all(isinstance(m, str) for m in modules)):
+        raise TypeError(f"modules must be a list of name patterns, got {modules!r}")
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError(f"data must be one batch (inputs, targets), got {type(data).__name__}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if optimizer not in ("adam", "sgd"):

@@ -81,6 +81,10 @@ def _matches(name: str, patterns) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _width_rule(s: TensorShape, parameterization: str, optimizer: str, sigma0: float | None,
                 zero_output: bool) -> tuple[float | None, float]:
     """(init std or None, lr scale) from the width multipliers alone."""
@@ -139,7 +143,10 @@ class Plan:
     def init_(self, model: nn.Module, *, generator: GeneratorLike = None) -> None:
         """Initialize ``model`` in place: a Gaussian draw of std ``init_std`` for every tensor
         that has one, kept values times ``init_scale`` for the others (parameters in
-        ``named_parameters`` order, one generator; the global RNG is not touched)."""
+        ``named_parameters`` order, one generator; the global RNG is not touched).
+
+        Not idempotent where a rule keeps the model's values (``init_std`` None) with an
+        ``init_scale`` other than 1 (depth-μP branch-output biases): call it once per model."""
         params = self._check(model)
         g = make_generator(generator)
         for k, r in self.rules.items():
@@ -162,24 +169,35 @@ class Plan:
             lr: the base model's learning rate; each group gets ``lr · lr_scale``.
             weight_decay: the base weight decay.
             decay: ``"coupled"`` (every group keeps ``weight_decay``; with AdamW, whose decay is
-                multiplied by the group's lr, the decay rate then scales like the lr, as in
-                Microsoft's ``mup``) or ``"independent"`` (``weight_decay / lr_scale``: the product
-                ``lr · weight_decay`` stays that of the base model, the AdamW rule of Wortsman et
-                al. 2023 and of the weight-decay scaling paper for width-growing matrices).
+                multiplied by the group's lr, the decay rate then scales like the lr) or
+                ``"independent"`` (``weight_decay / lr_scale``: the product ``lr · weight_decay``
+                stays that of the base model; what Microsoft's ``mup`` MuAdam/MuSGD do (they divide
+                the weight decay by their lr factor), the AdamW rule of Wortsman et al. 2023 and of
+                the weight-decay scaling paper for width-growing matrices).
             vector_decay: whether 1-D tensors (biases, norm gains) are decayed.
             extra: other per-group options copied into every group (e.g. ``betas``).
 
         Returns:
             ``[{"params": [...], "lr": ..., "weight_decay": ..., **extra}, ...]`` covering every
             parameter of the plan exactly once.
+
+        Raises:
+            ValueError: a non-finite or non-positive ``lr``, a negative or non-finite
+                ``weight_decay``, an unknown ``decay``, or a trainable parameter of ``model``
+                that the plan does not cover.
         """
         if decay not in ("coupled", "independent"):
             raise ValueError(f"decay must be 'coupled' or 'independent', got {decay!r}")
-        if not (isinstance(lr, (int, float)) and lr > 0):
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if not (_is_real(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite positive number, got {lr!r}")
+        if not (_is_real(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         params = self._check(model)
+        planned = {id(params[k]) for k in self.rules}
+        uncovered = [k for k, q in params.items() if q.requires_grad and id(q) not in planned]
+        if uncovered:
+            raise ValueError(f"model has trainable parameters {uncovered} that the plan does not cover "
+                             "(unfrozen or added after plan() was called): make a new plan")
         groups: dict[tuple[float, float], dict] = {}
         for k, r in self.rules.items():
             wd = weight_decay if (vector_decay or params[k].ndim > 1) else 0.0
@@ -221,17 +239,24 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
 
     Raises:
         ValueError: unknown parameterization/optimizer, depth rules without ``depth``/patterns,
-            patterns that match nothing, or a non-positive σ₀.
+            patterns that match nothing, a non-positive or non-finite σ₀, or ``zero_output``
+            with ``init_std=None``.
+        TypeError: ``branches``/``branch_outputs`` that are not lists of strings.
     """
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
                          " (u-μP needs unit-scaled operations in the forward pass and is not a re-initialization)")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if init_std is None and zero_output:
+        raise ValueError("zero_output=True needs an init_std (init_std=None keeps every init)")
+    for arg, pats in (("branches", branches), ("branch_outputs", branch_outputs)):
+        if pats is not None and (isinstance(pats, str) or not all(isinstance(p, str) for p in pats)):
+            raise TypeError(f"{arg} must be a list of name patterns, got {pats!r}")
     shapes = infer_shapes(model, base=base, delta=delta, roles=roles)
     is_depth = parameterization == "depth-mup"
     if is_depth:
-        if depth is None or len(depth) != 2 or not all(isinstance(d, int) and d > 0 for d in depth):
+        if depth is None or len(depth) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in depth):
             raise ValueError(f"depth must be (L, L_base) with positive ints for 'depth-mup', got {depth!r}")
         if not branches or not branch_outputs:
             raise ValueError("'depth-mup' needs branches= and branch_outputs= name patterns")
@@ -255,8 +280,8 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
             raise ValueError(f"init_std must be 'lecun', a number, a function or None, got {init_std!r}")
         else:
             sigma0 = init_std
-        if sigma0 is not None and not sigma0 > 0:
-            raise ValueError(f"init_std must be > 0, got {sigma0} for {k!r}")
+        if sigma0 is not None and not (_is_real(sigma0) and sigma0 > 0):
+            raise ValueError(f"init_std must be a finite number > 0, got {sigma0!r} for {k!r}")
         std, lr = _width_rule(s, "sp" if parameterization == "sp" else "mup", optimizer, sigma0, zero_output)
         scale = 1.0
         if is_depth and (_matches(k, branches) or _matches(k, branch_outputs)):

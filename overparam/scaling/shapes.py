@@ -43,6 +43,7 @@ __all__ = ["ROLES", "TensorShape", "fans", "infer_shapes"]
 ROLES = ("input", "hidden", "output", "fixed")
 
 _CONV = (nn.modules.conv._ConvNd,)
+_ROLE = {(True, True): "hidden", (True, False): "output", (False, True): "input", (False, False): "fixed"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,17 @@ def _differs(a: int, b: int, c: int | None) -> bool:
     return a != b or (c is not None and b != c)
 
 
+def _aliases(model: nn.Module) -> dict[int, list[str]]:
+    """``{id(parameter): every name it has}``: a tied parameter has one per owning module."""
+    out: dict[int, list[str]] = {}
+    for mod_name, mod in model.named_modules(remove_duplicate=False):
+        for p_name, p in mod.named_parameters(recurse=False):
+            name = f"{mod_name}.{p_name}" if mod_name else p_name
+            if name not in out.setdefault(id(p), []):
+                out[id(p)].append(name)
+    return out
+
+
 def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None = None,
                  roles: dict[str, str] | None = None) -> dict[str, TensorShape]:
     """Width information for every trainable parameter of ``model``.
@@ -103,18 +115,27 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
         delta: optional third width; a dimension also counts as growing when ``base`` and
             ``delta`` differ there (for a target that equals the base in some dimension, e.g.
             ``model`` is the base itself: then every multiplier is 1 but the roles are right).
-        roles: overrides by name pattern, e.g. ``{"head.weight": "output"}`` (any of :data:`ROLES`).
+        roles: overrides by name pattern, e.g. ``{"head.weight": "output"}`` (any of :data:`ROLES`);
+            a pattern may name any of a tied parameter's names (the last matching pattern wins).
 
     Returns:
         ``{name: TensorShape}`` in ``named_parameters`` order.
 
+    Tied parameters (one tensor owned by several modules) appear once, under their first name
+    in ``named_parameters``; if their owners imply different roles (an embedding tied to a
+    read-out) a ``roles`` override naming the tensor is required.
+
     Raises:
-        ValueError: names or numbers of dimensions that differ from ``base``/``delta``, or an
-            unknown role.
+        ValueError: names or numbers of dimensions that differ from ``base``/``delta``, an
+            unknown role, a pattern that matches nothing, or a tied parameter whose owners
+            disagree on its role without an override.
+        TypeError: ``model``/``base``/``delta`` not modules, ``roles`` not a dict.
     """
     for arg, m in (("model", model), ("base", base), ("delta", delta)):
         if m is not None and not isinstance(m, nn.Module):
             raise TypeError(f"{arg} must be an nn.Module, got {type(m).__name__}")
+    if roles is not None and not isinstance(roles, dict):
+        raise TypeError(f"roles must be a dict {{name pattern: role}}, got {type(roles).__name__}")
     roles = dict(roles or {})
     bad = {k: v for k, v in roles.items() if v not in ROLES}
     if bad:
@@ -122,7 +143,7 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
     params = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
     bshapes = {k: tuple(p.shape) for k, p in base.named_parameters()}
     dshapes = {k: tuple(p.shape) for k, p in delta.named_parameters()} if delta is not None else None
-    owners, bowners = _owners(model), _owners(base)
+    owners, bowners, aliases = _owners(model), _owners(base), _aliases(model)
     downers = _owners(delta) if delta is not None else {}
     out: dict[str, TensorShape] = {}
     for name, p in params:
@@ -131,17 +152,29 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
         shape, bshape = tuple(p.shape), bshapes[name]
         if len(shape) != len(bshape) or (dshapes is not None and len(dshapes[name]) != len(shape)):
             raise ValueError(f"parameter {name!r} has shape {shape} but {bshape} in base: the number of dimensions differs")
+        names = aliases.get(id(p), [name])
+        by_owner = {}
+        for a in names:  # a tied parameter: the role implied by each owning module
+            fi, fo = fans(shape, owners.get(a))
+            bfi, bfo = fans(bshape, bowners.get(a, bowners.get(name)))
+            dfi, dfo = fans(dshapes[name], downers.get(a, downers.get(name))) if dshapes is not None else (None, None)
+            by_owner[a] = _ROLE[(_differs(fi, bfi, dfi), _differs(fo, bfo, dfo))]
         fi, fo = fans(shape, owners.get(name))
         bfi, bfo = fans(bshape, bowners.get(name))
-        dfi, dfo = fans(dshapes[name], downers.get(name)) if dshapes is not None else (None, None)
-        grow_in, grow_out = _differs(fi, bfi, dfi), _differs(fo, bfo, dfo)
-        role = {(True, True): "hidden", (True, False): "output", (False, True): "input", (False, False): "fixed"}[
-            (grow_in, grow_out)]
+        role = by_owner[name]
+        overridden = False
         for pat, r in roles.items():
-            if fnmatch.fnmatchcase(name, pat):
-                role = r
+            if any(fnmatch.fnmatchcase(a, pat) for a in names):
+                role, overridden = r, True
+        if len(set(by_owner.values())) > 1 and not overridden:
+            raise ValueError(
+                f"parameter {name!r} is shared by modules that give it different roles {by_owner}: "
+                "μP for a tied embedding/read-out needs the read-out multiplier 1/m_in in your forward "
+                f"(mup's MuSharedReadout); keep the tensor's role with roles={{{name!r}: 'input'}} and "
+                "write logits = h @ E.T / m_in, or untie the weights")
         out[name] = TensorShape(role, fi, fo, fi / bfi, fo / bfo)
-    unmatched = [pat for pat in roles if not any(fnmatch.fnmatchcase(k, pat) for k in out)]
+    every = [a for k, p in params for a in aliases.get(id(p), [k])]
+    unmatched = [pat for pat in roles if not any(fnmatch.fnmatchcase(k, pat) for k in every)]
     if unmatched:
         raise ValueError(f"roles patterns {unmatched} match no trainable parameter of model")
     return out

@@ -59,3 +59,43 @@ def test_plot(data, tmp_path):
     assert len(axes) == 3
     plt.savefig(tmp_path / "cc.png")
     plt.close("all")
+
+
+def test_order_seed_hooks_and_step0_oracle(data):
+    """Widths in any order give the sorted result; the seed matters; the hooks are removed from
+    the user's modules; step 0 equals the plan-initialized model evaluated directly."""
+    built = {}
+
+    def make(w):
+        built[w] = mlp(w)
+        return built[w]
+    a = coord_check(make, [32, 16], data, F.cross_entropy, steps=1, generator=4)
+    assert a.widths == [16, 32] and all(not m._forward_hooks for net in built.values() for m in net.modules())
+    b = coord_check(mlp, [16, 32], data, F.cross_entropy, steps=1, generator=4)
+    assert torch.equal(a.delta, b.delta) and torch.equal(a.rms, b.rms)
+    c = coord_check(mlp, [16, 32], data, F.cross_entropy, steps=1, generator=5)
+    assert not torch.equal(c.rms[:, 0], b.rms[:, 0])
+    from overparam.scaling import plan
+    with torch.random.fork_rng():
+        torch.manual_seed(4)
+        net = mlp(32)
+    p = plan(net, base=mlp(16), delta=mlp(32))
+    p.init_(net, generator=4)
+    x, y = data
+    with torch.no_grad():
+        out = net(x)
+    torch.testing.assert_close(b.rms[1, 0, 2], out.double().pow(2).mean().sqrt())
+    torch.testing.assert_close(b.losses[1, 0], F.cross_entropy(out, y).double())
+
+
+@pytest.mark.parametrize("kw,err,match", [
+    (dict(widths=[16, 16, 32]), ValueError, "widths"), (dict(widths=16), TypeError, "widths"),
+    (dict(widths=[16, 32.0]), ValueError, "widths"), (dict(base_width=0), ValueError, "base_width"),
+    (dict(modules="4"), TypeError, "modules"), (dict(make_model="mlp"), TypeError, "make_model"),
+    (dict(data="xy"), ValueError, "data"), (dict(loss_fn=None), TypeError, "loss_fn"),
+    (dict(lr=-1.0), ValueError, "lr"), (dict(optimizer="lion"), ValueError, "optimizer"),
+])
+def test_bad_input(data, kw, err, match):
+    args = dict(make_model=mlp, widths=[16, 32], data=data, loss_fn=F.cross_entropy) | kw
+    with pytest.raises(err, match=match):
+        coord_check(args.pop("make_model"), args.pop("widths"), args.pop("data"), args.pop("loss_fn"), steps=1, **args)

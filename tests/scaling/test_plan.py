@@ -48,7 +48,8 @@ def test_at_base_width_every_rule_is_the_base():
 def _train_side_by_side(a, groups_a, b, groups_b, optimizer, loss_fn, x, y, *, steps):
     """Train two parameterizations of one network and require the same outputs after every step
     (Adam's ε, which does not scale with a multiplier, is made negligible)."""
-    make = (lambda g: torch.optim.Adam(g, eps=1e-30)) if optimizer == "adam" else torch.optim.SGD
+    make = {"adam": lambda g: torch.optim.Adam(g, eps=1e-30), "adamw": lambda g: torch.optim.AdamW(g, eps=1e-30),
+            "sgd": torch.optim.SGD}[optimizer]
     opt_a, opt_b = make(groups_a), make(groups_b)
     for _ in range(steps):
         for net, opt in ((a, opt_a), (b, opt_b)):
@@ -69,28 +70,30 @@ class Readout(nn.Module):
         return self.lin(x / self.m)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_absorbed_multiplier_equals_explicit_readout_multiplier(optimizer):
+@pytest.mark.parametrize("optimizer,wd", [("adam", 0.0), ("sgd", 0.0), ("adamw", 0.1), ("sgd", 0.1)])
+def test_absorbed_multiplier_equals_explicit_readout_multiplier(optimizer, wd):
     """The plan (multiplier absorbed into init and LR) trains the same function as the
-    multiplier form with mup's rules (read-out LR ×1 under Adam, ×m under SGD)."""
+    multiplier form with mup's rules (read-out LR ×1 under Adam, ×m under SGD; weight decay
+    divided by mup's lr factor), which is the plan's decay="independent"."""
     torch.manual_seed(0)
     w, base_w = 64, 16
     mult = w / base_w
     a = mlp(w)
-    p = plan(a, "mup", base=mlp(base_w), optimizer=optimizer)
+    p = plan(a, "mup", base=mlp(base_w), optimizer="sgd" if optimizer == "sgd" else "adam")
     p.init_(a, generator=3)
     b = mlp(w)
     b.load_state_dict(a.state_dict())
     with torch.no_grad():
         b[4].weight.mul_(mult)  # W = m · W_eff
     b[4] = Readout(b[4], mult)
-    lr = 1e-2 if optimizer == "adam" else 0.5
+    lr = 0.5 if optimizer == "sgd" else 1e-2
     scale_b = {"0.weight": 1, "0.bias": 1, "2.weight": 1 / mult, "2.bias": 1, "4.lin.weight": 1, "4.lin.bias": 1}
     if optimizer == "sgd":
         scale_b = {"0.weight": mult, "0.bias": mult, "2.weight": 1, "2.bias": mult, "4.lin.weight": mult, "4.lin.bias": 1}
-    groups_b = [{"params": [q], "lr": lr * scale_b[k]} for k, q in b.named_parameters()]
+    groups_b = [{"params": [q], "lr": lr * scale_b[k], "weight_decay": wd / scale_b[k]} for k, q in b.named_parameters()]
     x, y = torch.randn(40, 6, dtype=torch.float64), torch.randint(0, 3, (40,))
-    _train_side_by_side(a, p.param_groups(a, lr=lr), b, groups_b, optimizer, F.cross_entropy, x, y, steps=6)
+    groups_a = p.param_groups(a, lr=lr, weight_decay=wd, decay="independent")
+    _train_side_by_side(a, groups_a, b, groups_b, optimizer, F.cross_entropy, x, y, steps=6)
     assert not torch.allclose(a(x), mlp(w)(x))  # it trained
 
 
@@ -202,3 +205,123 @@ def test_base_on_the_meta_device_costs_nothing():
         base = mlp(1 << 14)  # a 16k-wide base: shapes only, no memory
     p = plan(mlp(64), "mup", base=base)
     assert p.rules["2.weight"].lr_scale == pytest.approx(256.0)  # m_in = 64 / 16384
+
+
+def _mup_oracle(shape, base_shape, optimizer, readout):
+    """Microsoft mup's rules, written from its InfShape semantics (a dimension that differs from
+    the base is infinite; ``width_mult`` is that of the last infinite dimension), with MuReadout's
+    multiplier c = 1/m absorbed (LR ×c under Adam, ×c² under SGD). Returns (lr factor, multiplier)."""
+    mult = [s / b for s, b in zip(shape, base_shape)]
+    inf = [i for i, (s, b) in enumerate(zip(shape, base_shape)) if s != b]
+    if not inf:
+        return 1.0, 1.0
+    width_mult = mult[inf[-1]]
+    if len(inf) == 2:  # matrix-like: MuAdam lr / fan-in mult; MuSGD lr / (fan-in mult / fan-out mult)
+        return (1 / width_mult if optimizer == "adam" else mult[0] / mult[1]), 1.0
+    lr = 1.0 if optimizer == "adam" else width_mult  # vector-like
+    if not readout:
+        return lr, 1.0
+    c = 1 / width_mult
+    return lr * (c if optimizer == "adam" else c * c), c
+
+
+def _uneven(w1, w2):
+    return nn.Sequential(nn.Linear(5, w1), nn.ReLU(), nn.Linear(w1, w2), nn.LayerNorm(w2), nn.Linear(w2, 3))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_non_square_growth_matches_mup_oracle(optimizer):
+    """Fan-in and fan-out growing by different factors (2 and 4): every lr factor and init std."""
+    model, base = _uneven(64, 128), _uneven(32, 32)
+    p = plan(model, "mup", base=base, optimizer=optimizer)
+    bshapes = {k: tuple(q.shape) for k, q in base.named_parameters()}
+    for k, q in model.named_parameters():
+        lr, c = _mup_oracle(tuple(q.shape), bshapes[k], optimizer, readout=k == "4.weight")
+        assert p.rules[k].lr_scale == pytest.approx(lr, rel=1e-12), k
+        if q.ndim == 2:  # σ0 = 1/√(base fan-in); SP-style 1/√fan_in init times the absorbed multiplier
+            sigma0, fan_in = 1 / math.sqrt(bshapes[k][1]), q.shape[1]
+            want = (sigma0 if k == "0.weight" else 1 / math.sqrt(fan_in)) if c == 1 else sigma0 * c
+            assert p.rules[k].init_std == pytest.approx(want, rel=1e-12), k
+    assert p.rules["2.weight"].lr_scale == (0.5 if optimizer == "adam" else 2.0)  # m_in = 2, m_out = 4
+    # a "fixed" override of a growing tensor gets the base rules: lr ×1, init σ0
+    f = plan(model, "mup", base=base, optimizer=optimizer, roles={"2.weight": "fixed"}).rules["2.weight"]
+    assert (f.lr_scale, f.init_std) == (1.0, pytest.approx(1 / math.sqrt(32)))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_depth_mup_closed_form(optimizer):
+    """Width ×2 and depth ×4 (d = 4): branch LR ×d^-1/2 (Adam), branch-output init ×d^-1/2 and LR
+    a further ×d^-1/2 (Adam) / ×d^-1 (SGD); parameters outside the branches are plain μP."""
+    L, L0, d = 8, 2, 4.0
+    p = plan(Res(24, L), "depth-mup", base=Res(12, L), optimizer=optimizer, depth=(L, L0), branches=["blocks.*"],
+             branch_outputs=["blocks.*.2.*"])
+    adam = optimizer == "adam"
+    hidden_lr, bias_lr = (0.5, 1.0) if adam else (1.0, 2.0)
+    depth = 1 / math.sqrt(d) if adam else 1.0
+    absorbed = 1 / math.sqrt(d) if adam else 1 / d
+    want = {"inp.weight": (1.0 if adam else 2.0, 0.5), "inp.bias": (1.0 if adam else 2.0, None),
+            "out.weight": (0.5, 1 / math.sqrt(12) / 2), "out.bias": (1.0, None),
+            "blocks.3.0.weight": (hidden_lr * depth, 1 / math.sqrt(24)), "blocks.3.0.bias": (bias_lr * depth, None),
+            "blocks.3.2.weight": (hidden_lr * depth * absorbed, 1 / math.sqrt(24) / math.sqrt(d)),
+            "blocks.3.2.bias": (bias_lr * depth * absorbed, None)}
+    for k, (lr, std) in want.items():
+        r = p.rules[k]
+        assert r.lr_scale == pytest.approx(lr, rel=1e-12) and r.init_std == (std and pytest.approx(std, rel=1e-12)), k
+        assert r.init_scale == (1 / math.sqrt(d) if k == "blocks.3.2.bias" else 1.0), k
+
+
+def test_init_is_sequential_float64_draws_of_one_generator():
+    """init_ = N(0, 1) float64 draws in rule order from one generator, times init_std (any model dtype)."""
+    from overparam.backend.random import gaussian
+    m = mlp(16)
+    p = plan(m, "mup", base=mlp(8))
+    p.init_(m, generator=7)
+    g = torch.Generator().manual_seed(7)
+    for k, r in p.rules.items():
+        if r.init_std is not None:
+            want = gaussian(r.size, generator=g, dtype=torch.float64) * r.init_std
+            torch.testing.assert_close(dict(m.named_parameters())[k].detach(), want, rtol=0, atol=0)
+    m32 = mlp(16).float()
+    p.init_(m32, generator=7)
+    torch.testing.assert_close(m32[2].weight.double(), m[2].weight, rtol=1e-7, atol=0)
+
+
+def test_library_calls_have_no_side_effects():
+    from overparam.testing import assert_no_side_effects
+    base, delta = mlp(8), mlp(12)
+    m = mlp(16).eval()
+    m[2].train()  # mixed modes must survive too
+    with assert_no_side_effects(m):
+        p = plan(m, "mup", base=base, delta=delta)
+        p.init_(m, generator=0)
+        p.param_groups(m, lr=1e-3, weight_decay=0.1)
+        str(p)
+
+
+def test_more_bad_input():
+    m, base = mlp(16), mlp(8)
+    p = plan(m, base=base)
+    for kw in (dict(weight_decay=-0.1), dict(weight_decay=float("nan")), dict(weight_decay="0.1")):
+        with pytest.raises(ValueError, match="weight_decay"):
+            p.param_groups(m, lr=1e-3, **kw)
+    for lr in (True, float("inf"), float("nan"), -1e-3):
+        with pytest.raises(ValueError, match="lr"):
+            p.param_groups(m, lr=lr)
+    for std in (True, float("inf"), 0.0):
+        with pytest.raises(ValueError, match="init_std"):
+            plan(m, base=base, init_std=std)
+    with pytest.raises(ValueError, match="zero_output"):
+        plan(m, base=base, init_std=None, zero_output=True)
+    with pytest.raises(TypeError, match="branches"):
+        plan(m, "depth-mup", base=base, depth=(4, 2), branches="2.*", branch_outputs=["2.*"])
+    with pytest.raises(ValueError, match="depth"):
+        plan(m, "depth-mup", base=base, depth=(True, 1), branches=["2.*"], branch_outputs=["2.*"])
+    with pytest.raises(TypeError, match="model"):
+        plan("net", base=base)
+    frozen = mlp(16)
+    frozen[0].weight.requires_grad_(False)
+    q = plan(frozen, base=base)
+    assert "0.weight" not in q.rules and len(q.param_groups(frozen, lr=1e-3)[0]["params"]) >= 1
+    frozen[0].weight.requires_grad_(True)  # unfrozen after planning: never silently left out of the optimizer
+    with pytest.raises(ValueError, match="does not cover"):
+        q.param_groups(frozen, lr=1e-3)

@@ -77,3 +77,46 @@ def test_multipliers_are_ratios_of_fans(w, b):
     s = infer_shapes(mlp(w), base=mlp(b), delta=mlp(b + 1))
     assert s["2.weight"].m_in == pytest.approx(w / b) and s["2.weight"].m_out == pytest.approx(w / b)
     assert s["2.weight"].role == "hidden" and s["0.weight"].role == "input" and s["5.weight"].role == "output"
+
+
+class _TiedLM(nn.Module):
+    def __init__(self, w, head_first=False):
+        super().__init__()
+        emb, head = nn.Embedding(50, w), nn.Linear(w, 50, bias=False)
+        if head_first:
+            self.head, self.emb, self.mid = head, emb, nn.Linear(w, w)
+            emb.weight = head.weight
+        else:
+            self.emb, self.head, self.mid = emb, head, nn.Linear(w, w)
+            head.weight = emb.weight
+
+
+@pytest.mark.parametrize("head_first", [False, True])
+def test_tied_embedding_readout_needs_an_explicit_role(head_first):
+    """A tensor shared by an Embedding (input role) and a read-out Linear (output role) cannot take
+    both rules; whichever registers first must not silently decide."""
+    first = "head.weight" if head_first else "emb.weight"
+    with pytest.raises(ValueError, match="shared by modules") as e:
+        infer_shapes(_TiedLM(64, head_first), base=_TiedLM(16, head_first))
+    assert "'emb.weight': 'input'" in str(e.value) and "'head.weight': 'output'" in str(e.value)
+    for name in ("emb.weight", "head.weight"):  # an override may name either alias
+        s = infer_shapes(_TiedLM(64, head_first), base=_TiedLM(16, head_first), roles={name: "input"})
+        assert list(s) == [first, "mid.weight", "mid.bias"] and s[first].role == "input"
+    shared = nn.Linear(8, 8)  # one module registered twice: same role from both, no error
+    s = infer_shapes(nn.Sequential(shared, nn.ReLU(), shared), base=nn.Sequential(nn.Linear(4, 4)))
+    assert list(s) == ["0.weight", "0.bias"] and s["0.weight"].role == "hidden"
+
+
+def test_attention_and_depthwise_conv():
+    def net(w):
+        return nn.ModuleDict({"att": nn.MultiheadAttention(w, 4), "dw": nn.Conv1d(w, w, 5, groups=w)})
+    s = infer_shapes(net(64), base=net(16))
+    got = {k: (v.role, v.fan_in, v.fan_out, v.m_in, v.m_out) for k, v in s.items()}
+    # packed (3w, w) q/k/v projection: a hidden matrix with m_in = m_out = 4
+    assert got["att.in_proj_weight"] == ("hidden", 64, 192, 4.0, 4.0)
+    assert got["att.in_proj_bias"] == ("input", 1, 192, 1.0, 4.0)
+    assert got["att.out_proj.weight"] == ("hidden", 64, 64, 4.0, 4.0)
+    # depthwise conv (out=w, in/groups=1, k): only the fan-out grows, a vector-like tensor
+    assert got["dw.weight"] == ("input", 5, 320, 1.0, 4.0)
+    with pytest.raises(TypeError, match="roles"):
+        infer_shapes(net(64), base=net(16), roles=[("dw.weight", "hidden")])
