@@ -160,7 +160,7 @@ class Plan:
         """``{name: learning-rate factor}``."""
         return {k: r.lr_scale for k, r in self.rules.items()}
 
-    def param_groups(self, model: nn.Module, *, lr: float, weight_decay: float = 0.0, decay: str = "coupled",
+    def param_groups(self, model: nn.Module, *, lr: float, weight_decay: float = 0.0, decay: str = "independent",
                      vector_decay: bool = True, **extra) -> list[dict]:
         """Parameter groups for any ``torch.optim`` optimizer: tensors with equal learning rate
         and weight decay share a group (so foreach/fused kernels stay batched).
@@ -168,12 +168,12 @@ class Plan:
         Args:
             lr: the base model's learning rate; each group gets ``lr · lr_scale``.
             weight_decay: the base weight decay.
-            decay: ``"coupled"`` (every group keeps ``weight_decay``; with AdamW, whose decay is
-                multiplied by the group's lr, the decay rate then scales like the lr) or
-                ``"independent"`` (``weight_decay / lr_scale``: the product ``lr · weight_decay``
-                stays that of the base model; what Microsoft's ``mup`` MuAdam/MuSGD do (they divide
-                the weight decay by their lr factor), the AdamW rule of Wortsman et al. 2023 and of
-                the weight-decay scaling paper for width-growing matrices).
+            decay: ``"independent"`` (default: ``weight_decay / lr_scale``, so the product
+                ``lr · weight_decay`` stays that of the base model; what Microsoft's ``mup``
+                MuAdam/MuSGD do (they divide the weight decay by their lr factor), the AdamW rule of
+                Wortsman et al. 2023 and of the weight-decay scaling paper for width-growing
+                matrices) or ``"coupled"`` (every group keeps ``weight_decay``; with AdamW, whose
+                decay is multiplied by the group's lr, the decay rate then scales like the lr).
             vector_decay: whether 1-D tensors (biases, norm gains) are decayed.
             extra: other per-group options copied into every group (e.g. ``betas``).
 

@@ -158,13 +158,13 @@ def test_init_statistics_determinism_and_no_side_effects():
 def test_param_groups_cover_once_and_weight_decay_rules():
     m = mlp(128)
     p = plan(m, "mup", base=mlp(32))
-    groups = p.param_groups(m, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
+    groups = p.param_groups(m, lr=1e-3, weight_decay=0.1, decay="coupled", betas=(0.9, 0.95))
     ids = [id(q) for g in groups for q in g["params"]]
     assert sorted(ids) == sorted(id(q) for q in m.parameters()) and len(groups) == 2
     assert all(g["weight_decay"] == 0.1 and g["betas"] == (0.9, 0.95) for g in groups)
-    ind = p.param_groups(m, lr=1e-3, weight_decay=0.1, decay="independent")
+    ind = p.param_groups(m, lr=1e-3, weight_decay=0.1)  # default: "independent", as mup
     assert {round(g["lr"] * g["weight_decay"], 12) for g in ind} == {1e-4}
-    nov = p.param_groups(m, lr=1e-3, weight_decay=0.1, vector_decay=False)
+    nov = p.param_groups(m, lr=1e-3, weight_decay=0.1, decay="coupled", vector_decay=False)
     for g in nov:
         assert all(q.ndim > 1 for q in g["params"]) if g["weight_decay"] else all(q.ndim == 1 for q in g["params"])
     torch.optim.AdamW(groups)  # accepted by torch optimizers
