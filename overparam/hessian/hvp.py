@@ -6,9 +6,10 @@
   ``retain_graph=True`` (default for up to 8 batches), otherwise rebuilt at each product.
 * ``"jvp"`` (the GPU default): forward-over-reverse ``jvp(grad(L))`` from ``torch.func``,
   ``vmap``-ed over a block of probe vectors in :meth:`~overparam.hessian.Operator.matmat`.
-  Where torch has no forward-mode rule for a backward op (``F.mse_loss`` with mean reduction
-  raises "ZeroTensors are immutable" in torch 2.13) it switches to a ``vmap``-ed
-  reverse-over-reverse ``vjp(grad(L))`` and records that in ``jvp_mode``.
+  Where torch has no forward-mode rule (``F.mse_loss`` with mean reduction raises "ZeroTensors
+  are immutable" in torch 2.13; out= ops such as spectral_norm's train-mode power iteration
+  raise "forward AD ... not supported") it switches to a ``vmap``-ed reverse-over-reverse
+  ``vjp(grad(L))`` and records that in ``jvp_mode``.
 * ``"finite_difference"``: central differences ``(∇L(θ+hv) − ∇L(θ−hv)) / 2h`` (second-order
   accurate; for checking, and for models without double-backward support).
 
@@ -159,12 +160,14 @@ class HessianOperator(Operator):
                 try:
                     hv = torch.func.vmap(lambda v, gf=gf: torch.func.jvp(gf, (theta,), (v,))[1],
                                          chunk_size=self.block)(V)
-                except RuntimeError as e:  # torch 2.x: F.mse_loss(reduction="mean") has no forward-mode
+                except (RuntimeError, NotImplementedError) as e:
                     if "randomness" in str(e):
                         raise NonDeterministicModelError(
                             "the model draws random numbers in its forward pass (seen by vmap): dropout or "
                             "another stochastic layer is active; call model.eval() first") from e
-                    if "ZeroTensor" not in str(e):  # derivative of its backward ("ZeroTensors are immutable")
+                    # no forward-mode rule: F.mse_loss(reduction="mean")'s backward ("ZeroTensors are
+                    # immutable"), or an out= op such as spectral_norm's power iteration ("forward AD")
+                    if "ZeroTensor" not in str(e) and "forward AD" not in str(e):
                         raise
                     self.jvp_mode = "reverse-over-reverse"
             if self.jvp_mode == "reverse-over-reverse":

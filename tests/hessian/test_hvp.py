@@ -226,3 +226,29 @@ def test_product_check_used_where_reductions_are_not_exact(monkeypatch):
         oh.hessian(_Noisy(), F.mse_loss, batch, backend="double_backward")
     oh.hessian(tanh_mlp([3, 4, 2], generator=0), F.mse_loss, batch, backend="double_backward")
     assert not calls  # no gradient comparison on this path
+
+
+def _spectral_net():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.utils.parametrizations.spectral_norm(nn.Linear(3, 4)), nn.Tanh(), nn.Linear(4, 1)).double()
+
+
+@pytest.mark.parametrize("backend", ["jvp", "double_backward"])
+def test_stateful_forward_without_forward_ad_rule(backend):
+    """spectral_norm's power iteration runs in train mode (an out= op with no forward-mode rule,
+    and an in-place buffer update): both backends refuse it with the same clear error; with the
+    check off the jvp backend falls back to reverse-over-reverse instead of crashing, and the
+    model's own buffers are never touched."""
+    x, y = gaussian((8, 3), generator=1, dtype=torch.float64), gaussian((8, 1), generator=2, dtype=torch.float64)
+    net = _spectral_net()
+    bufs = {k: b.clone() for k, b in net.named_buffers()}
+    with pytest.raises(oh.NonDeterministicModelError, match="stateful"):
+        oh.hessian(net, nn.functional.mse_loss, (x, y), backend=backend)
+    H = oh.hessian(net, nn.functional.mse_loss, (x, y), backend="jvp", check=False)
+    v = gaussian((H.n,), generator=0, dtype=torch.float64)
+    hv = H @ v
+    assert H.jvp_mode == "reverse-over-reverse"
+    ref = oh.hessian(net.eval(), nn.functional.mse_loss, (x, y)) @ v  # the power iteration has about converged:
+    torch.testing.assert_close(hv, ref, rtol=1e-3, atol=1e-6)  # the same operator up to its last update
+    assert all(torch.equal(b, bufs[k]) for k, b in net.named_buffers())
