@@ -28,7 +28,7 @@ from torch import nn
 import overparam.hessian as oh
 from _timing import interleaved
 from overparam.backend.random import gaussian, make_generator
-from overparam.testing.hessian_oracles import init_from_generator_
+from overparam.backend.random import fan_in_normal_
 
 F = nn.functional
 
@@ -39,7 +39,7 @@ def cnn() -> nn.Module:
             nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(64 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 10))
-    return init_from_generator_(net.to_empty(device="cpu"), generator=0).eval()
+    return fan_in_normal_(net.to_empty(device="cpu"), generator=0).eval()
 
 
 def timed(fn, repeats: int = 3):

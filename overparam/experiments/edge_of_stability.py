@@ -28,7 +28,7 @@ from torch import nn
 
 from .. import hessian as oh
 from ..backend.random import gaussian
-from ..testing.hessian_oracles import init_from_generator_
+from ..backend.random import fan_in_normal_
 from . import Context, Experiment
 
 F = nn.functional
@@ -37,13 +37,13 @@ F = nn.functional
 def _linear2(d: int, h: int, std: float, seed: int, device) -> nn.Module:
     with torch.device("meta"):
         net = nn.Sequential(nn.Linear(d, h, bias=False), nn.Linear(h, 1, bias=False))
-    return init_from_generator_(net.to_empty(device=device).to(torch.float64), generator=seed, std=std)
+    return fan_in_normal_(net.to_empty(device=device).to(torch.float64), generator=seed, std=std)
 
 
 def _mlp(seed: int, out_scale: float, device) -> nn.Module:
     with torch.device("meta"):
         net = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
-    net = init_from_generator_(net.to_empty(device=device).to(torch.float64), generator=seed)
+    net = fan_in_normal_(net.to_empty(device=device).to(torch.float64), generator=seed)
     with torch.no_grad():
         net[-1].weight.mul_(out_scale)
         net[-1].bias.zero_()

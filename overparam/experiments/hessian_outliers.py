@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .. import hessian as oh
-from ..testing.hessian_oracles import init_from_generator_
+from ..backend.random import fan_in_normal_
 from . import Context, Experiment
 
 F = nn.functional
@@ -45,7 +45,7 @@ def _mlp(width: int, seed: int, device: torch.device) -> nn.Module:
     with torch.device("meta"):
         net = nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
     net = net.to_empty(device=device).to(torch.float64)
-    return init_from_generator_(net, generator=seed)
+    return fan_in_normal_(net, generator=seed)
 
 
 def _train(net: nn.Module, loss: str, X, y, lr: float, steps: int, ctx: Context, desc: str) -> float:

@@ -9,23 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from ..backend import vec
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, fan_in_normal_, gaussian, make_generator
 from .oracles import flat_params
 
-__all__ = ["small_cnn", "bn_net", "init_from_generator_", "dense_ggn", "xtrace_naive", "moments",
+__all__ = ["small_cnn", "bn_net", "dense_ggn", "xtrace_naive", "moments",
            "loss_hessian_closed_forms"]
-
-
-def init_from_generator_(model: nn.Module, *, generator: GeneratorLike = None, std: float = 1.0) -> nn.Module:
-    """Overwrite every parameter with ``std · N(0, 1) / sqrt(fan_in)`` drawn from ``generator``
-    (biases: ``0.1 · N(0, 1)``); the global RNG is not used. Returns ``model``."""
-    g = make_generator(generator)
-    with torch.no_grad():
-        for p in model.parameters():
-            fan_in = p[0].numel() if p.ndim > 1 else 1
-            scale = std / fan_in**0.5 if p.ndim > 1 else 0.1
-            p.copy_(gaussian(p.shape, generator=g, dtype=p.dtype) * scale)
-    return model
 
 
 def small_cnn(*, channels: int = 3, classes: int = 3, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Module:
@@ -34,7 +22,7 @@ def small_cnn(*, channels: int = 3, classes: int = 3, generator: GeneratorLike =
         net = nn.Sequential(nn.Conv2d(1, channels, 3), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
                             nn.Linear(channels * 9, classes))
     net = net.to_empty(device="cpu").to(dtype)
-    return init_from_generator_(net, generator=generator)
+    return fan_in_normal_(net, generator=generator)
 
 
 def bn_net(*, width: int = 6, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Module:
@@ -42,7 +30,7 @@ def bn_net(*, width: int = 6, generator: GeneratorLike = None, dtype=torch.float
     with torch.device("meta"):
         net = nn.Sequential(nn.Linear(4, width), nn.BatchNorm1d(width), nn.Tanh(), nn.Linear(width, 1))
     net = net.to_empty(device="cpu").to(dtype)
-    init_from_generator_(net, generator=generator)
+    fan_in_normal_(net, generator=generator)
     g = make_generator(generator)
     with torch.no_grad():
         bn = net[1]
