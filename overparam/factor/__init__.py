@@ -5,7 +5,8 @@ Functional core (:mod:`.functional`): ``product``, ``lowrank_product``, ``init_s
 Modules: :class:`LowRank`, :class:`LowRankLinear` (``L Rᵀ`` / ``U Uᵀ``), :class:`DeepLinear`
 (``W_N ⋯ W_1``, balanced), :class:`Hadamard`, :class:`HadamardDifference`,
 :class:`LowRankHadamard` (FedPara/LoHa), :class:`Kronecker` (LoKr), :class:`SparseLowRank`,
-:class:`LiftedSensing`, :class:`LoRALayer` (LoRA, rsLoRA, PiSSA, DoRA).
+:class:`LiftedSensing`. Wrappers (one hierarchy, :class:`LayerWrapper`): :class:`FactorizedLayer`,
+:class:`LoRALayer` (LoRA, rsLoRA, PiSSA, DoRA).
 In place on a model: :func:`lowrank_`, :func:`hadamard_`, :func:`lora_`, :func:`merge_`,
 :func:`unmerge_`, :func:`parametrize_`, :func:`relora_restart_`, :func:`adapter_state_dict`.
 Optimizer protocol: :func:`pairs`. Diagnostics: :mod:`.diagnostics`. Guide: docs/factor.md.
@@ -24,8 +25,8 @@ from .lowrank import LowRank, LowRankLinear
 from .pairs import pairs
 from .parametrize import LowRankParametrization, parametrize_
 from .sparse_lowrank import SparseLowRank, topk_mask
-from .wrap import (FactorizedLayer, adapter_state_dict, hadamard_, load_adapter_state_dict, lora_, lowrank_, merge_,
-                   select, unmerge_)
+from .layer import FactorizedLayer, LayerWrapper
+from .wrap import adapter_state_dict, hadamard_, load_adapter_state_dict, lora_, lowrank_, merge_, unmerge_
 
 __all__ = [
     "functional", "diagnostics",
@@ -35,7 +36,7 @@ __all__ = [
     "Hadamard", "HadamardDifference", "LowRankHadamard", "Kronecker", "kron_split",
     "SparseLowRank", "topk_mask", "LiftedSensing",
     "LoRALayer", "lora_scaling", "relora_restart_",
-    "FactorizedLayer", "LowRankParametrization", "select", "lowrank_", "hadamard_", "lora_", "merge_", "unmerge_",
+    "LayerWrapper", "FactorizedLayer", "LowRankParametrization", "lowrank_", "hadamard_", "lora_", "merge_", "unmerge_",
     "parametrize_", "adapter_state_dict", "load_adapter_state_dict",
     "pairs",
     "FactorMonitor", "FactorStats", "singular_values", "effective_rank", "balancedness", "relative_distance",

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +37,13 @@ from torch import Tensor, nn
 from ..backend.random import GeneratorLike, gaussian, make_generator
 from . import _layers
 from .functional import check_rank, top_svd
+from .layer import LayerWrapper
 
 __all__ = ["LoRALayer", "relora_restart_", "lora_scaling"]
+
+
+def _scaling(alpha: float, rank: int, rslora: bool) -> float:
+    return alpha / math.sqrt(rank) if rslora else alpha / rank
 
 
 def lora_scaling(alpha: float, rank: int, *, rslora: bool = False) -> float:
@@ -50,29 +56,48 @@ def lora_scaling(alpha: float, rank: int, *, rslora: bool = False) -> float:
     check_rank(rank)
     if not alpha > 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    return alpha / math.sqrt(rank) if rslora else alpha / rank
+    return _scaling(alpha, rank, rslora)
 
 
 INITS = ("gaussian", "kaiming", "pissa")
 
 
-def check_lora_args(base: nn.Module, rank: int, *, alpha: float | None = None, dropout: float = 0.0,
-                    init: str = "kaiming", svd: str = "svd", dora: bool = False) -> None:
-    """Validate :class:`LoRALayer` arguments without touching ``base`` (raises ValueError/TypeError)."""
-    _layers.check_supported(base)
-    check_rank(rank, _layers.matrix_shape(base), at_most_min=init == "pissa")
-    if init not in INITS:
-        raise ValueError(f"init must be 'gaussian', 'kaiming' or 'pissa', got {init!r}")
-    if init == "pissa" and svd not in ("svd", "randomized"):
-        raise ValueError(f"svd must be 'svd' or 'randomized', got {svd!r}")
-    if alpha is not None and not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    if isinstance(base, nn.Embedding) and (dropout > 0 or dora):
-        raise ValueError("dropout and dora are not defined for an nn.Embedding base")
-    if not base.weight.is_floating_point():
-        raise TypeError(f"base.weight must have a floating-point dtype, got {base.weight.dtype}")
+@dataclass(frozen=True)
+class _Options:
+    """:class:`LoRALayer`'s arguments, validated once on construction (``check(base)`` adds the
+    per-layer checks), so that :func:`~overparam.factor.lora_` validates them once for all layers."""
+
+    rank: int
+    alpha: float | None = None
+    rslora: bool = False
+    dropout: float = 0.0
+    init: str = "kaiming"
+    svd: str = "svd"
+    niter: int = 4
+    oversample: int = 8
+    dora: bool = False
+    detach_norm: bool = True
+
+    def __post_init__(self) -> None:
+        check_rank(self.rank)
+        if self.init not in INITS:
+            raise ValueError(f"init must be 'gaussian', 'kaiming' or 'pissa', got {self.init!r}")
+        if self.init == "pissa" and self.svd not in ("svd", "randomized"):
+            raise ValueError(f"svd must be 'svd' or 'randomized', got {self.svd!r}")
+        if self.alpha is not None and not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def check(self, base: nn.Module) -> None:
+        """The checks that depend on the layer (raises ValueError/TypeError, changes nothing)."""
+        _layers.check_supported(base)
+        if self.init == "pissa":
+            check_rank(self.rank, _layers.matrix_shape(base), at_most_min=True)
+        if isinstance(base, nn.Embedding) and (self.dropout > 0 or self.dora):
+            raise ValueError("dropout and dora are not defined for an nn.Embedding base")
+        if not base.weight.is_floating_point():
+            raise TypeError(f"base.weight must have a floating-point dtype, got {base.weight.dtype}")
 
 
 def _draw_down(kind: str, cols: int, rank: int, g: torch.Generator, like: Tensor) -> Tensor:
@@ -84,7 +109,7 @@ def _draw_down(kind: str, cols: int, rank: int, g: torch.Generator, like: Tensor
     raise ValueError(f"init must be 'gaussian', 'kaiming' or 'pissa', got {kind!r}")
 
 
-class LoRALayer(nn.Module):
+class LoRALayer(LayerWrapper):
     """A frozen ``base`` layer plus a trainable low-rank (LoRA / PiSSA / DoRA) update.
 
     Args:
@@ -109,31 +134,43 @@ class LoRALayer(nn.Module):
     def __init__(self, base: nn.Module, rank: int, *, alpha: float | None = None, rslora: bool = False,
                  dropout: float = 0.0, init: str = "kaiming", svd: str = "svd", niter: int = 4, oversample: int = 8,
                  dora: bool = False, detach_norm: bool = True, generator: GeneratorLike = None) -> None:
-        super().__init__()
-        check_lora_args(base, rank, alpha=alpha, dropout=dropout, init=init, svd=svd, dora=dora)  # before any change
+        opts = _Options(rank, alpha=alpha, rslora=rslora, dropout=dropout, init=init, svd=svd, niter=niter,
+                        oversample=oversample, dora=dora, detach_norm=detach_norm)
+        opts.check(base)                                   # before any change to base
+        self._setup(base, opts, generator)
+
+    @classmethod
+    def _build(cls, base: nn.Module, opts: _Options, generator: GeneratorLike) -> LoRALayer:
+        """Construct from options already checked against ``base`` (by :func:`lora_`)."""
+        self = cls.__new__(cls)
+        self._setup(base, opts, generator)
+        return self
+
+    def _setup(self, base: nn.Module, opts: _Options, generator: GeneratorLike) -> None:
+        super().__init__(base, residual=True)
         rows, cols = _layers.matrix_shape(base)
-        self.base, self.rank, self.rslora, self.dora, self.detach_norm = base, rank, rslora, dora, detach_norm
-        self.alpha = float(rank if alpha is None else alpha)
-        self.scaling = lora_scaling(self.alpha, rank, rslora=rslora)
-        self.init_kind, self.merged = init, False
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self._base_requires_grad = {k: p.requires_grad for k, p in base.named_parameters()}
+        self.rank, self.rslora, self.dora, self.detach_norm = opts.rank, opts.rslora, opts.dora, opts.detach_norm
+        self.alpha = float(opts.rank if opts.alpha is None else opts.alpha)
+        self.scaling = _scaling(self.alpha, opts.rank, opts.rslora)
+        self.init_kind = opts.init
+        self.lora_dropout = nn.Dropout(opts.dropout) if opts.dropout > 0 else nn.Identity()
         for p in base.parameters():
             p.requires_grad_(False)
         W = base.weight
-        if init == "pissa":
+        if opts.init == "pissa":
             with torch.no_grad():
                 W2 = W.detach().view(rows, cols)
-                dec = top_svd(W2, rank, method=svd, niter=niter, oversample=oversample, generator=generator)
+                dec = top_svd(W2, opts.rank, method=opts.svd, niter=opts.niter, oversample=opts.oversample,
+                              generator=generator)
                 s = (dec.S / self.scaling).sqrt()
                 up, down = dec.U * s, dec.Vh.mT * s
                 W2.addmm_(up, down.mT, alpha=-self.scaling)      # the residual, in place
         else:
-            down = _draw_down(init, cols, rank, make_generator(generator), W)
-            up = W.new_zeros(rows, rank)
+            down = _draw_down(opts.init, cols, opts.rank, make_generator(generator), W)
+            up = W.new_zeros(rows, opts.rank)
         self.lora_down = nn.Parameter(down.contiguous())
         self.lora_up = nn.Parameter(up.contiguous())
-        if dora:
+        if opts.dora:
             self.lora_magnitude = nn.Parameter(self._row_norm(W.detach().reshape(rows, cols)))
         self.register_buffer("_merged_norm", None, persistent=False)
 
@@ -146,13 +183,11 @@ class LoRALayer(nn.Module):
         """``s · up @ downᵀ`` in the base weight's shape."""
         return (self.scaling * (self.lora_up @ self.lora_down.mT)).reshape(self.base.weight.shape)
 
+    def update(self) -> Tensor:
+        return self.delta_weight()
+
     def factor_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
         return [(self.lora_up, self.lora_down)]
-
-    def adapter_parameters(self) -> dict[str, nn.Parameter]:
-        """The trainable adapter parameters by their ``state_dict`` key (relative to this layer)."""
-        names = ["lora_down", "lora_up"] + (["lora_magnitude"] if self.dora else [])
-        return {k: getattr(self, k) for k in names}
 
     def _dora_scale(self) -> Tensor:
         rows, cols = _layers.matrix_shape(self.base)
@@ -184,39 +219,35 @@ class LoRALayer(nn.Module):
         plain = y if bias is None else y - bias.reshape(_layers.bias_shape(self.base))
         return y + (scale - 1) * plain + scale * self._lora_out(x)
 
-    # ---------------------------------------------------------- merge
-    @torch.no_grad()
-    def merge_(self) -> LoRALayer:
-        """Fold the update into ``base.weight`` in place (forward then runs the base only)."""
-        if self.merged:
-            raise ValueError("this adapter is already merged")
-        W = self.base.weight
-        if self.dora:
-            rows, cols = _layers.matrix_shape(self.base)
-            V = W.reshape(rows, cols) + self.delta_weight().reshape(rows, cols)
-            norm = self._row_norm(V)
-            self._merged_norm = norm
-            W.copy_((V * (self.lora_magnitude / norm)[:, None]).reshape(W.shape))
-        else:
-            W.add_(self.delta_weight())
-        self.merged = True
-        return self
+    # ---------------------------------------------------------- merge (DoRA's is not additive)
+    def _dora_parts(self) -> tuple[Tensor, Tensor]:
+        """``V = W + ΔW`` as ``(rows, cols)`` and its row norms."""
+        rows, cols = _layers.matrix_shape(self.base)
+        V = self.base.weight.reshape(rows, cols) + self.delta_weight().reshape(rows, cols)
+        return V, self._row_norm(V)
 
-    @torch.no_grad()
-    def unmerge_(self) -> LoRALayer:
-        """Undo :meth:`merge_`."""
-        if not self.merged:
-            raise ValueError("this adapter is not merged")
-        W = self.base.weight
-        if self.dora:
-            rows, cols = _layers.matrix_shape(self.base)
-            V = W.reshape(rows, cols) * (self._merged_norm / self.lora_magnitude)[:, None]
-            W.copy_(V.reshape(W.shape) - self.delta_weight())
-            self._merged_norm = None
-        else:
-            W.sub_(self.delta_weight())
-        self.merged = False
-        return self
+    @property
+    def weight(self) -> Tensor:
+        """The dense weight in the base layer's shape (DoRA: ``m ⊙ V/‖V‖_row``)."""
+        if self.merged or not self.dora:
+            return super().weight
+        V, norm = self._dora_parts()
+        return (V * (self.lora_magnitude / norm)[:, None]).reshape(self.weight_shape)
+
+    def _merged_weight(self) -> Tensor:
+        if not self.dora:
+            return super()._merged_weight()
+        V, norm = self._dora_parts()
+        self._merged_norm = norm
+        return (V * (self.lora_magnitude / norm)[:, None]).reshape(self.weight_shape)
+
+    def _unmerged_weight(self) -> Tensor:
+        if not self.dora:
+            return super()._unmerged_weight()
+        rows, cols = _layers.matrix_shape(self.base)
+        V = self.base.weight.reshape(rows, cols) * (self._merged_norm / self.lora_magnitude)[:, None]
+        self._merged_norm = None
+        return V.reshape(self.weight_shape) - self.delta_weight()
 
     @torch.no_grad()
     def restart_(self, *, init: str = "kaiming", generator: GeneratorLike = None) -> None:

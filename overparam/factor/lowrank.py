@@ -80,6 +80,11 @@ class LowRank(_PairMixin, nn.Module):
     def forward(self) -> Tensor:
         return self.matrix()
 
+    def linear(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``x Wᵀ + b`` computed as ``(x R) Lᵀ + b``, never forming ``W``: ``x (..., n2)`` → ``(..., n1)``."""
+        right = self.left if self.symmetric else self.right
+        return F.linear(x @ right, self.left, bias)
+
     def extra_repr(self) -> str:
         return f"shape={self.shape}, rank={self.rank}, symmetric={self.symmetric}"
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from overparam.factor import (FactorizedLayer, LoRALayer, adapter_state_dict, hadamard_, load_adapter_state_dict, lora_,
-                              lowrank_, merge_, pairs, unmerge_)
+from overparam.factor import (FactorizedLayer, LayerWrapper, LoRALayer, SparseLowRank, adapter_state_dict, hadamard_,
+                              load_adapter_state_dict, lora_, lowrank_, merge_, pairs, unmerge_)
 from overparam.testing import assert_no_side_effects
 
 D = torch.float64
@@ -155,9 +155,125 @@ def test_target_errors():
         lora_(Net(), [3], rank=1)
 
 
-def test_regex_and_suffix_targets():
-    assert lora_(Net(), r"block\.\d", rank=1, generator=0) == ["block.0", "block.2"]
-    assert lowrank_(Net(), "2", rank=2, init="small", generator=0) == ["block.2"]
+def test_targets_are_selection_specs():
+    assert lora_(Net(), "block.*", rank=1, generator=0) == ["block.0", "block.2"]       # glob
+    assert lora_(Net(), "block", rank=1, generator=0) == ["block.0", "block.2"]         # a container
+    assert lowrank_(Net(), "2", rank=2, init="small", generator=0) == ["block.2"]       # dotted suffix
+    assert lora_(Net(), rank=1, generator=0) == ["emb", "conv", "block.0", "block.2"]   # None: every layer
+    assert lora_(Net(), exclude=["emb", "block.2"], rank=1, generator=0) == ["conv", "block.0"]
+    assert hadamard_(Net(), lambda n, m: n.endswith("0"), generator=0) == ["block.0"]  # a predicate
+    assert lora_(Net(), nn.Linear, exclude="block.0", rank=1, generator=0) == ["block.2"]
+
+
+def test_an_item_selecting_no_supported_layer_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="targets: 'block.1' matches no Linear, ConvNd or Embedding"):
+        lora_(Net(), ["block.0", "block.1"], rank=1)
+    with pytest.raises(ValueError, match="targets: 'blok.*'"):
+        lowrank_(Net(), "blok.*", rank=1)
+    with pytest.raises(ValueError, match="exclude: 'nope'"):
+        lora_(Net(), exclude="nope", rank=1)
+    net = nn.Linear(3, 3)
+    with pytest.raises(ValueError, match="targets: the model itself"):
+        lora_(net, nn.Linear, rank=1)
+    assert type(net) is nn.Linear and "weight" in dict(net.named_parameters())
+
+
+KINDS = ["lowrank", "product", "difference", "loha", "lokr", "lora", "dora", "pissa"]
+
+
+def _apply_any(kind, net):
+    if kind == "pissa":
+        return lora_(net, ALL, rank=2, init="pissa")
+    return _apply(kind, net)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wrap_and_merge_restore_parameter_order_and_optimizer_state(kind):
+    net = Net()
+    net.block[2].bias.requires_grad_(False)
+    names, keys = [n for n, _ in net.named_parameters()], list(net.state_dict())
+    flags = {n: p.requires_grad for n, p in net.named_parameters()}
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(IDX).square().sum().backward()
+    opt.step()
+    saved = {n: opt.state[p]["exp_avg"].clone() for n, p in net.named_parameters() if p in opt.state}
+    sd = opt.state_dict()
+    _apply_any(kind, net)
+    merge_(net)
+    assert [n for n, _ in net.named_parameters()] == names
+    assert list(net.state_dict()) == keys
+    assert {n: p.requires_grad for n, p in net.named_parameters()} == flags
+    fresh = torch.optim.Adam(net.parameters(), lr=1e-3)
+    fresh.load_state_dict(sd)
+    for n, p in net.named_parameters():
+        if n in saved:
+            torch.testing.assert_close(fresh.state[p]["exp_avg"], saved[n], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["lora", "dora", "loha", "lokr"])
+def test_merge_in_place_round_trip_keeps_parameter_order(kind):
+    net = Net()
+    _apply(kind, net)
+    names = [n for n, _ in net.named_parameters()]
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if "base" not in n:
+                p.add_(0.05)
+    y = net(IDX)
+    merge_(net, unload=False)
+    torch.testing.assert_close(net(IDX), y, rtol=0, atol=1e-10)
+    unmerge_(net)
+    torch.testing.assert_close(net(IDX), y, rtol=0, atol=1e-10)
+    assert [n for n, _ in net.named_parameters()] == names
+
+
+def test_lora_validates_its_arguments_once(monkeypatch):
+    import overparam.factor.adapters as adapters
+    calls = []
+    real = adapters.check_rank
+    monkeypatch.setattr(adapters, "check_rank", lambda *a, **k: calls.append(a) or real(*a, **k))
+    lora_(Net(), ALL, rank=2, alpha=4, generator=0)
+    assert len(calls) == 1
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['ranks'\\]"):
+        lora_(Net(), ALL, rank=2, ranks=3)
+
+
+class _Scaled(LayerWrapper):
+    """A wrapper the library has never seen: ``W = base.weight + c · 1``."""
+
+    def __init__(self, base):
+        super().__init__(base, residual=True)
+        base.weight.requires_grad_(False)
+        self.c = nn.Parameter(torch.tensor(0.5, dtype=base.weight.dtype))
+
+    def update(self):
+        return self.c * torch.ones(self.weight_shape, dtype=self.c.dtype)
+
+
+def test_the_wrapper_protocol_is_all_that_merge_and_adapter_io_use():
+    net = Net()
+    y0 = net(IDX)
+    net.block[0] = _Scaled(net.block[0])
+    y = net(IDX)
+    assert list(adapter_state_dict(net)) == ["block.0.c"]
+    assert merge_(net, unload=False) == 1
+    torch.testing.assert_close(net(IDX), y, rtol=0, atol=1e-12)
+    assert unmerge_(net) == 1 and merge_(net) == 1
+    torch.testing.assert_close(net(IDX), y, rtol=0, atol=1e-12)
+    assert type(net.block[0]) is nn.Linear and list(net.state_dict()) == list(Net().state_dict())
+    assert not torch.allclose(net(IDX), y0)
+
+
+def test_sparse_lowrank_wrapper_is_exact_and_unwraps_in_order():
+    lin = nn.Linear(5, 4).double()
+    W = lin.weight.detach().clone()
+    layer = FactorizedLayer(lin, SparseLowRank((4, 5), 2, mask=torch.ones(4, 5, dtype=torch.bool), weight=W))
+    x = torch.randn(3, 5, dtype=D)
+    torch.testing.assert_close(layer(x), x @ W.T + lin.bias, rtol=0, atol=1e-12)
+    assert len(list(pairs(layer))) == 1
+    base = layer.unwrap()
+    assert [n for n, _ in base.named_parameters()] == ["weight", "bias"]
+    torch.testing.assert_close(base.weight, W, rtol=0, atol=1e-12)
 
 
 def _snapshot(net):
@@ -170,6 +286,7 @@ def _snapshot(net):
     lambda net: lowrank_(net, ALL, rank=5, init="svd"),
     lambda net: lora_(net, ALL, rank=2, dropout=0.1),                  # dropout is not defined for emb
     lambda net: lowrank_(net, ALL, rank=2, init="small", symmetric=True),   # non-square weights
+    lambda net: hadamard_(net, ALL, kind="product", rank=2),               # no rank for an element-wise kind
 ])
 def test_failed_application_leaves_the_model_untouched(apply):
     net = Net()
@@ -192,9 +309,7 @@ def test_symmetric_lowrank_wrapper_matches_dense_oracle():
     assert L is R
 
 
-def test_bad_regex_and_adapter_loading_errors():
-    with pytest.raises(ValueError, match="targets"):
-        lora_(Net(), "block[", rank=1)
+def test_adapter_loading_errors():
     with pytest.raises(ValueError, match="adapter"):
         load_adapter_state_dict(Net(), {})
     net = Net()

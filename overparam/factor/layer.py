@@ -1,0 +1,181 @@
+"""The one wrapper hierarchy: a held base layer whose weight is re-parameterized or adapted.
+
+:class:`LayerWrapper` is the base of every in-place wrapper (:class:`FactorizedLayer` for
+low-rank, Hadamard, LoHa/LoKr and sparse+low-rank weight modules;
+:class:`~overparam.factor.adapters.LoRALayer` for LoRA/rsLoRA/PiSSA/DoRA/ReLoRA). Its protocol,
+which :mod:`~overparam.factor.wrap` and :func:`~overparam.factor.pairs` rely on and nothing else:
+
+* ``base``: the wrapped ``nn.Linear``/``ConvNd``/``Embedding``; ``residual``: ``False`` for a
+  re-parameterization (``W = update()``, ``base.weight`` removed), ``True`` for an adapter
+  (``W = base.weight + update()``, ``base.weight`` kept and frozen);
+* :meth:`~LayerWrapper.update` (the one method a subclass must define) and the dense ``weight``;
+* :meth:`~LayerWrapper.merge_` / :meth:`~LayerWrapper.unmerge_` (adapters only): fold the
+  update into ``base.weight`` in place and back; ``merged`` says which;
+* :meth:`~LayerWrapper.unwrap`: the base layer with the dense weight, its parameters in their
+  original registration order with their original ``requires_grad`` flags (so ``state_dict``
+  keys, ``parameters()`` order and a saved optimizer state survive a wrap + unwrap round trip);
+* :meth:`~LayerWrapper.factor_pairs` (the pair protocol) and
+  :meth:`~LayerWrapper.adapter_parameters` (what :func:`adapter_state_dict` saves).
+
+``state_dict`` keys of a :class:`FactorizedLayer` at ``name``: ``name.base.*`` (the base layer
+without ``weight`` for a re-parameterization, with the frozen ``weight`` for an adapter) and
+``name.param.*`` (the weight module's keys, e.g. ``left``/``right`` for :class:`LowRank`).
+
+Example:
+    >>> import torch
+    >>> from overparam.factor import LowRank
+    >>> base = torch.nn.Linear(4, 3)
+    >>> layer = FactorizedLayer(base, LowRank((3, 4), 2, generator=0))
+    >>> layer(torch.zeros(1, 4)).shape, [k for k, _ in layer.unwrap().named_parameters()]
+    (torch.Size([1, 3]), ['weight', 'bias'])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import _layers
+
+__all__ = ["LayerWrapper", "FactorizedLayer"]
+
+
+class LayerWrapper(nn.Module):
+    """Base of every wrapper: holds ``base`` and defines the merge/unmerge/unwrap/pairs protocol.
+
+    A subclass calls ``super().__init__(base, residual=...)`` with a supported base layer it has
+    already validated, then freezes what it freezes, and defines :meth:`update`.
+
+    Args:
+        base: an ``nn.Linear``, ``nn.Conv1d/2d/3d`` or ``nn.Embedding``.
+        residual: ``False``: the wrapper replaces ``base.weight`` (which is removed);
+            ``True``: it adds an update to ``base.weight`` (kept, frozen by the subclass).
+    """
+
+    def __init__(self, base: nn.Module, *, residual: bool) -> None:
+        super().__init__()
+        self.weight_shape = tuple(base.weight.shape)
+        self.residual, self.merged = residual, False
+        self._base_order = list(base._parameters)
+        self._base_requires_grad = {k: p.requires_grad for k, p in base.named_parameters()}
+        if not residual:
+            del base.weight
+        self.base = base
+
+    def update(self) -> Tensor:
+        """The re-parameterized weight (``residual=False``) or the additive update ``ΔW``
+        (``residual=True``), as a ``(rows, cols)`` matrix or in the weight's own shape."""
+        raise NotImplementedError
+
+    @property
+    def weight(self) -> Tensor:
+        """The dense weight in the base layer's shape."""
+        if not self.residual:
+            return self.update().reshape(self.weight_shape)
+        if self.merged:
+            return self.base.weight
+        return self.base.weight + self.update().reshape(self.weight_shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.merged:
+            return self.base(x)
+        return _layers.call(self.base, x, self.weight, getattr(self.base, "bias", None))
+
+    # ------------------------------------------------------------- merge protocol
+    def _merged_weight(self) -> Tensor:
+        return self.base.weight + self.update().reshape(self.weight_shape)
+
+    def _unmerged_weight(self) -> Tensor:
+        return self.base.weight - self.update().reshape(self.weight_shape)
+
+    @torch.no_grad()
+    def merge_(self) -> LayerWrapper:
+        """Fold the update into ``base.weight`` in place (forward then runs the base only)."""
+        if not self.residual:
+            raise ValueError("only adapters (residual wrappers) merge in place; merge_(model) unloads the others")
+        if self.merged:
+            raise ValueError("this adapter is already merged")
+        self.base.weight.copy_(self._merged_weight())
+        self.merged = True
+        return self
+
+    @torch.no_grad()
+    def unmerge_(self) -> LayerWrapper:
+        """Undo :meth:`merge_`."""
+        if not self.merged:
+            raise ValueError("this adapter is not merged")
+        self.base.weight.copy_(self._unmerged_weight())
+        self.merged = False
+        return self
+
+    @torch.no_grad()
+    def unwrap(self) -> nn.Module:
+        """The base layer with the dense weight as an ordinary parameter: parameters in their
+        original registration order, with their original ``requires_grad`` flags. An adapter
+        keeps its ``base.weight`` tensor (the update is merged into it)."""
+        base = self.base
+        if self.residual:
+            if not self.merged:
+                self.merge_()
+        else:
+            base.weight = nn.Parameter(self.weight.detach().clone())
+        params = base._parameters
+        ordered = [(k, params.pop(k)) for k in self._base_order if k in params]
+        rest = list(params.items())
+        params.clear()
+        params.update(ordered + rest)
+        for k, p in base.named_parameters():
+            p.requires_grad_(self._base_requires_grad.get(k, True))
+        return base
+
+    # ------------------------------------------------------------- pair / adapter protocol
+    def factor_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """The ``(L, R)`` pairs this wrapper owns directly (its submodules yield their own)."""
+        return []
+
+    def adapter_parameters(self) -> dict[str, nn.Parameter]:
+        """An adapter's own parameters (all but ``base.*``) by their key relative to this layer;
+        empty for a re-parameterization (its parameters are the model's weights)."""
+        if not self.residual:
+            return {}
+        return {k: p for k, p in self.named_parameters() if not k.startswith("base.")}
+
+
+class FactorizedLayer(LayerWrapper):
+    """A base layer whose weight is produced by a weight module ``param`` (``param()``).
+
+    Args:
+        base: Linear, ConvNd or Embedding.
+        param: a module whose ``forward()`` returns the weight as a ``(rows, cols)`` matrix or
+            in the weight's own shape (:class:`~overparam.factor.LowRank`,
+            :class:`~overparam.factor.Hadamard`, :class:`~overparam.factor.SparseLowRank`, ...).
+            A ``param`` with a ``linear(x, bias)`` method computes a Linear base's output itself
+            (:class:`~overparam.factor.LowRank`: ``(x R) Lᵀ``, never forming ``W``).
+        residual: ``False``: ``W = param()`` and ``base.weight`` is removed from the base layer;
+            ``True``: ``W = base.weight + param()`` with ``base.weight`` kept and frozen (adapter).
+
+    Example:
+        >>> from overparam.factor import SparseLowRank
+        >>> base = torch.nn.Linear(4, 3).double()
+        >>> W = base.weight.detach().clone()
+        >>> layer = FactorizedLayer(base, SparseLowRank((3, 4), 1, mask=torch.ones(3, 4, dtype=torch.bool), weight=W))
+        >>> bool(torch.allclose(layer.weight, W))
+        True
+    """
+
+    def __init__(self, base: nn.Module, param: nn.Module, *, residual: bool = False) -> None:
+        _layers.check_supported(base)
+        if not isinstance(param, nn.Module):
+            raise TypeError(f"param must be an nn.Module whose forward() returns the weight, got {type(param).__name__}")
+        super().__init__(base, residual=residual)
+        if residual:
+            base.weight.requires_grad_(False)
+        self.param = param
+
+    def update(self) -> Tensor:
+        return self.param()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.residual and isinstance(self.base, nn.Linear) and hasattr(self.param, "linear"):
+            return self.param.linear(x, self.base.bias)
+        return super().forward(x)
