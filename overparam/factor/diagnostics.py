@@ -58,16 +58,25 @@ def singular_values(x) -> Tensor:
 
 
 def effective_rank(s: Tensor, *, eps: float = 0.0) -> Tensor:
-    """Entropy effective rank ``exp(−Σ p_i log p_i)``, ``p = s / Σ s`` (``s >= 0``).
+    """Entropy effective rank ``exp(−Σ p_i log p_i)``, ``p = s / Σ s``, of singular values ``s (k,)``.
+
+    ``s`` must be a non-empty, finite, non-negative floating-point vector with a positive entry
+    (singular values, e.g. from :func:`singular_values`); entries ``p_i <= eps`` are dropped.
 
     Example:
         >>> float(effective_rank(torch.tensor([1.0, 1.0, 0.0])))
         2.0
     """
-    if s.ndim != 1:
-        raise ValueError(f"s must be a vector of singular values (k,), got shape {tuple(s.shape)}")
-    s = s.clamp_min(0)
-    p = s / s.sum().clamp_min(torch.finfo(s.dtype).tiny)
+    if not isinstance(s, Tensor) or s.ndim != 1 or not s.is_floating_point():
+        raise ValueError(f"s must be a floating-point vector of singular values (k,), got "
+                         f"{tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__}")
+    if s.numel() == 0:
+        raise ValueError("s is empty: the effective rank of no singular values is undefined")
+    if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
+        raise ValueError("s must hold singular values: finite and >= 0")
+    if not bool((s > 0).any()):
+        raise ValueError("s is all zeros: the effective rank of a zero matrix is undefined")
+    p = s / s.sum()
     p = p[p > eps]
     return torch.exp(-(p * p.log()).sum())
 
@@ -107,7 +116,8 @@ def relative_distance(x, target: Tensor) -> Tensor:
 @dataclass
 class FactorStats:
     """Diagnostics of one factorized matrix (see :func:`describe`): descending singular values
-    (the ``top`` largest), entropy effective rank, balancedness (None for a matrix or module),
+    (the ``top`` largest), entropy effective rank (``0.0`` for a zero matrix, e.g. a LoRA update
+    at init), balancedness (None for a matrix or module),
     relative distance to a target (None without one)."""
 
     singular_values: list[float]
@@ -126,7 +136,8 @@ def describe(x, *, target: Tensor | None = None, top: int | None = None) -> Fact
     s = singular_values(x)
     bal = float(balancedness(x)) if isinstance(x, (tuple, list, nn.ParameterList)) else None
     dist = float(relative_distance(x, target)) if target is not None else None
-    return FactorStats([float(v) for v in s[:top]], float(effective_rank(s)), bal, dist)
+    erank = float(effective_rank(s)) if bool((s > 0).any()) else 0.0
+    return FactorStats([float(v) for v in s[:top]], erank, bal, dist)
 
 
 @dataclass

@@ -152,15 +152,18 @@ class LowRankHadamard(nn.Module):
 
 
 def kron_split(n: int, factor: int = -1) -> tuple[int, int]:
-    """Split ``n = a · b`` with ``a <= b``: ``a`` the largest divisor ``<= √n`` (or ``<= factor``).
+    """Split ``n = a · b`` with ``a <= b``: ``a`` the largest divisor of ``n`` that is ``<= √n``
+    (and ``<= factor`` when ``factor >= 1``; ``factor <= 0`` means no cap).
 
     Example:
-        >>> kron_split(12), kron_split(12, factor=2)
-        ((3, 4), (2, 6))
+        >>> kron_split(12), kron_split(12, factor=2), kron_split(12, factor=5)
+        ((3, 4), (2, 6), (3, 4))
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
-    cap = math.isqrt(n) if factor is None or factor <= 0 else min(factor, n)
+    if isinstance(factor, bool) or not isinstance(factor, int):
+        raise ValueError(f"factor must be an int (<= 0: no cap), got {factor!r}")
+    cap = math.isqrt(n) if factor <= 0 else min(factor, math.isqrt(n))
     a = max(d for d in range(1, cap + 1) if n % d == 0)
     return a, n // a
 

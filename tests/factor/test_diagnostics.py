@@ -27,6 +27,24 @@ def test_effective_rank_closed_forms():
     assert math.isclose(float(effective_rank(p)), math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
 
 
+@pytest.mark.parametrize("s, match", [
+    (torch.zeros(0, dtype=D), "empty"),
+    (torch.tensor([1.0, -0.5], dtype=D), "singular values"),
+    (torch.tensor([1.0, float("nan")], dtype=D), "singular values"),
+    (torch.zeros(3, dtype=D), "zeros"),
+    (torch.ones(2, 2, dtype=D), "vector"),
+    (torch.tensor([1, 2]), "floating"),
+])
+def test_effective_rank_refuses_what_are_not_singular_values(s, match):
+    with pytest.raises(ValueError, match=f"^s .*{match}|^s must .*{match}"):
+        effective_rank(s)
+
+
+def test_describe_of_a_zero_update_has_effective_rank_zero():
+    L, R = torch.zeros(4, 2, dtype=D), torch.randn(3, 2, dtype=D)      # a LoRA pair at init
+    assert describe((L, R)).effective_rank == 0.0
+
+
 def test_balancedness_and_distance():
     L, R = torch.eye(3, 2, dtype=D), 2 * torch.eye(3, 2, dtype=D)
     assert math.isclose(float(balancedness((L, R))), math.sqrt(2) * 3, rel_tol=1e-12)

@@ -52,6 +52,14 @@ def test_low_rank_hadamard_reaches_rank_r_squared_and_grads():
     assert float(LowRankHadamard((6, 5), 2, zero_init=True, generator=0)().abs().max()) == 0.0
 
 
+@pytest.mark.parametrize("n", range(1, 50))
+@pytest.mark.parametrize("factor", [-1, 0, 1, 2, 3, 5, 7, 100])
+def test_kron_split_against_exhaustive_search(n, factor):
+    cap = n if factor <= 0 else factor
+    best = max(a for a in range(1, n + 1) if n % a == 0 and a * a <= n and a <= cap)
+    assert kron_split(n, factor) == (best, n // best)
+
+
 def test_kronecker_forward_and_grads():
     assert kron_split(12) == (3, 4) and kron_split(7) == (1, 7) and kron_split(12, factor=2) == (2, 6)
     m = Kronecker((12, 8), rank=2, scale=1.0, generator=0, dtype=D)
