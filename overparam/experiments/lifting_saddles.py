@@ -10,7 +10,7 @@ We collect spurious second-order critical points of small symmetric sensing inst
 (``n = 3``, rank 1, few Gaussian measurements, where they are common): gradient descent from
 many random starts, Newton polishing, then keep points with ``‖∇f‖ ≈ 0``, ``∇²f ≻ 0`` and
 ``f > 0`` away from ``M*``. At each one we lift to order ``l`` (and lifted search rank ``s``)
-with :class:`overparam.factor.LiftedSensing` and compute, in float64 and exactly (dense
+with :class:`overparam.problems.LiftedSensing` and compute, in float64 and exactly (dense
 ``torch.func`` derivatives), the lifted gradient norm and the smallest eigenvalue of the lifted
 Hessian at ``lift(X)``.
 """
@@ -20,8 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..factor import LiftedSensing
-from ..problems import sensing
+from ..problems import LiftedSensing, sensing
 from . import Context, Experiment
 
 

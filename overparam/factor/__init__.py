@@ -4,8 +4,8 @@ Functional core (:mod:`.functional`): ``product``, ``lowrank_product``, ``init_s
 ``init_balanced``, ``init_orthogonal``, ``init_spectral``, ``randomized_svd``, ``balance``.
 Modules: :class:`LowRank`, :class:`LowRankLinear` (``L Rᵀ`` / ``U Uᵀ``), :class:`DeepLinear`
 (``W_N ⋯ W_1``, balanced), :class:`Hadamard`, :class:`HadamardDifference`,
-:class:`LowRankHadamard` (FedPara/LoHa), :class:`Kronecker` (LoKr), :class:`SparseLowRank`,
-:class:`LiftedSensing`. Wrappers (one hierarchy, :class:`LayerWrapper`): :class:`FactorizedLayer`,
+:class:`LowRankHadamard` (FedPara/LoHa), :class:`Kronecker` (LoKr), :class:`SparseLowRank`.
+Wrappers (one hierarchy, :class:`LayerWrapper`): :class:`FactorizedLayer`,
 :class:`LoRALayer` (LoRA, rsLoRA, PiSSA, DoRA).
 In place on a model: :func:`lowrank_`, :func:`hadamard_`, :func:`lora_`, :func:`merge_`,
 :func:`unmerge_`, :func:`parametrize_`, :func:`relora_restart_`, :func:`adapter_state_dict`.
@@ -20,7 +20,6 @@ from .diagnostics import FactorMonitor, FactorStats, balancedness, describe, eff
 from .functional import (SVD, LowRankFactors, balance, init_balanced, init_factors, init_orthogonal, init_small,
                          init_spectral, lowrank_product, product, randomized_svd, top_svd)
 from .hadamard import Hadamard, HadamardDifference, Kronecker, LowRankHadamard, kron_split
-from .lifting import LiftedSensing
 from .lowrank import LowRank, LowRankLinear
 from .pairs import pairs
 from .parametrize import LowRankParametrization, parametrize_
@@ -34,7 +33,7 @@ __all__ = [
     "init_orthogonal", "init_spectral", "init_factors", "randomized_svd", "top_svd",
     "LowRank", "LowRankLinear", "DeepLinear", "init_balanced_deep", "depth_preconditioner", "psd_power",
     "Hadamard", "HadamardDifference", "LowRankHadamard", "Kronecker", "kron_split",
-    "SparseLowRank", "topk_mask", "LiftedSensing",
+    "SparseLowRank", "topk_mask",
     "LoRALayer", "lora_scaling", "relora_restart_",
     "LayerWrapper", "FactorizedLayer", "LowRankParametrization", "lowrank_", "hadamard_", "lora_", "merge_", "unmerge_",
     "parametrize_", "adapter_state_dict", "load_adapter_state_dict",

@@ -5,20 +5,23 @@
 * :func:`completion`: matrix completion with Bernoulli sampling (minibatches for ScaledSGD);
 * :func:`robust_pca`: low rank plus sparse outliers;
 * :func:`deep_linear`: deep linear (ℓ_p) regression;
-* :func:`teacher_student`: a two-layer teacher-student network.
+* :func:`teacher_student`: a two-layer teacher-student network;
+* :class:`LiftedSensing`: symmetric sensing lifted to tensors (Ma et al. 2023).
 
 Each has ``loss``, ``relative_error``, its ground truth and ``init(kind, scale=, rank=)``
 (``"small"`` random or ``"spectral"``).
 """
 
 from .completion import MatrixCompletion, completion
-from .deep_linear import DeepLinear, deep_linear
+from .deep_linear import DeepLinearRegression, deep_linear
+from .lifted import LiftedSensing
 from .robust_pca import RobustPCA, robust_pca
 from .sensing import MatrixSensing, ground_truth, sensing, small_factors, spectral_factors
 from .teacher_student import TeacherStudent, teacher_student
 
 __all__ = [
     "MatrixSensing", "ground_truth", "sensing", "small_factors", "spectral_factors",
-    "MatrixCompletion", "completion", "RobustPCA", "robust_pca", "DeepLinear", "deep_linear",
+    "MatrixCompletion", "completion", "RobustPCA", "robust_pca", "DeepLinearRegression", "deep_linear",
+    "LiftedSensing",
     "TeacherStudent", "teacher_student",
 ]

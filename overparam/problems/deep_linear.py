@@ -26,11 +26,11 @@ from torch import Tensor
 from ..backend.random import GeneratorLike, gaussian, make_generator
 from .sensing import ground_truth
 
-__all__ = ["DeepLinear", "deep_linear"]
+__all__ = ["DeepLinearRegression", "deep_linear"]
 
 
 @dataclass
-class DeepLinear:
+class DeepLinearRegression:
     """``X (N, d_in)``, ``Y (N, d_out)``, ``W_star (d_out, d_in)``, ``depth`` factors, ℓ_p exponent ``p``."""
 
     X: Tensor
@@ -90,7 +90,7 @@ class DeepLinear:
 
 
 def deep_linear(d_in: int, d_out: int, r: int, depth: int, samples: int, *, kappa: float = 1.0, p: float = 2.0,
-                generator: GeneratorLike = None, dtype=torch.float64, device=None) -> DeepLinear:
+                generator: GeneratorLike = None, dtype=torch.float64, device=None) -> DeepLinearRegression:
     """Build a deep-linear regression problem (see the module docstring).
 
     Args:
@@ -106,4 +106,4 @@ def deep_linear(d_in: int, d_out: int, r: int, depth: int, samples: int, *, kapp
     g = make_generator(generator)
     W = ground_truth(d_out, r, kappa=kappa, n2=d_in, symmetric=False, generator=g, dtype=dtype, device=device)
     X = gaussian((samples, d_in), generator=g, dtype=dtype, device=device)
-    return DeepLinear(X=X, Y=X @ W.mT, W_star=W, depth=depth, rank=r, p=p)
+    return DeepLinearRegression(X=X, Y=X @ W.mT, W_star=W, depth=depth, rank=r, p=p)

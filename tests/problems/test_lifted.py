@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from overparam.factor import LiftedSensing
-from overparam.problems import sensing
+from overparam.problems import LiftedSensing, sensing
 
 D = torch.float64
 

@@ -53,8 +53,7 @@ import torch
 from torch import Tensor
 
 from ..backend.random import GeneratorLike, gaussian
-from ..problems.sensing import MatrixSensing
-from .functional import check_rank
+from .sensing import MatrixSensing
 
 __all__ = ["LiftedSensing"]
 
@@ -94,11 +93,12 @@ class LiftedSensing:
             raise TypeError(f"problem must be an overparam.problems.MatrixSensing, got {type(self.problem).__name__}")
         if not self.problem.symmetric:
             raise ValueError("problem: lifting is defined here for symmetric sensing (M* = X* X*ᵀ)")
-        check_rank(self.rank)
+        for name in ("rank", "search_rank"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         if isinstance(self.order, bool) or not isinstance(self.order, int) or not 1 <= self.order <= 6:
             raise ValueError(f"order must be an int in [1, 6], got {self.order!r}")
-        if isinstance(self.search_rank, bool) or not isinstance(self.search_rank, int) or self.search_rank < 1:
-            raise ValueError(f"search_rank must be an int >= 1, got {self.search_rank!r}")
         A = self.problem.A
         A = (A + A.mT) / 2  # ⟨A, XXᵀ⟩ = ⟨sym A, XXᵀ⟩; the lift needs symmetric A_i (else a stationary X
         eye = torch.eye(self.rank, dtype=A.dtype, device=A.device)  # of the original is not one of the lift)
