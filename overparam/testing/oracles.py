@@ -99,6 +99,18 @@ def _grad(y: Tensor, x: Tensor, seed: Tensor | None = None, *, create_graph: boo
                                materialize_grads=True)[0]
 
 
+def _callable(f) -> None:
+    if not callable(f):
+        raise TypeError(f"f must be callable, got {type(f).__name__}")
+
+
+def _rows(y: Tensor, x: Tensor) -> Tensor:
+    """``(m, n)`` with row ``i`` = ``∇_x y_i`` (one backward pass each), ``m = y.numel()``."""
+    y = y.reshape(-1)
+    eye = torch.eye(y.numel(), dtype=y.dtype, device=y.device)
+    return torch.stack([_grad(y, x, e) for e in eye] or [x.new_zeros((0, x.numel()))]).detach().reshape(-1, x.numel())
+
+
 def hessian_of(f: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """Dense Hessian ``(n, n)`` of a scalar function ``f`` of a flat vector ``x (n,)``:
     ``H[j, k] = ∂²f / ∂x_j ∂x_k``, row ``j`` from one autograd double-backward pass ``∇(∇f)_j``.
@@ -108,13 +120,10 @@ def hessian_of(f: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         tensor([[8., 8.],
                 [8., 2.]], dtype=torch.float64)
     """
-    if not callable(f):
-        raise TypeError(f"f must be callable, got {type(f).__name__}")
+    _callable(f)
     x = _flat_point(x)
     with torch.enable_grad():
-        g = _grad(_scalar(f(x)), x, create_graph=True)
-        eye = torch.eye(x.numel(), dtype=x.dtype, device=x.device)
-        return torch.stack([_grad(g, x, eye[j]) for j in range(x.numel())]).detach()
+        return _rows(_grad(_scalar(f(x)), x, create_graph=True), x)
 
 
 def jacobian_of(f: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
@@ -126,16 +135,13 @@ def jacobian_of(f: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         tensor([[2., 0.],
                 [0., 6.]], dtype=torch.float64)
     """
-    if not callable(f):
-        raise TypeError(f"f must be callable, got {type(f).__name__}")
+    _callable(f)
     x = _flat_point(x)
     with torch.enable_grad():
         y = f(x)
         if not isinstance(y, Tensor):
             raise ValueError(f"f(x) must return a tensor, got {type(y).__name__}")
-        y = y.reshape(-1)
-        eye = torch.eye(y.numel(), dtype=y.dtype, device=y.device)
-        return torch.stack([_grad(y, x, eye[i]) for i in range(y.numel())]).detach().reshape(y.numel(), x.numel())
+        return _rows(y, x)
 
 
 def fd_hessian_of(f: Callable[[Tensor], Tensor], x: Tensor, *, step: float = 1e-5) -> Tensor:
@@ -151,8 +157,7 @@ def fd_hessian_of(f: Callable[[Tensor], Tensor], x: Tensor, *, step: float = 1e-
         >>> torch.allclose(H, torch.tensor([[8.0, 8.0], [8.0, 2.0]], dtype=torch.float64), atol=1e-8)
         True
     """
-    if not callable(f):
-        raise TypeError(f"f must be callable, got {type(f).__name__}")
+    _callable(f)
     if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < float("inf"):
         raise ValueError(f"step must be a finite number > 0, got {step!r}")
     x = _flat_point(x).detach()
