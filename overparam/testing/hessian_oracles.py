@@ -5,15 +5,62 @@ All of them are slow and obviously correct: use them in float64 on small problem
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
+from einops import rearrange
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..backend import vec
 from ..backend.random import GeneratorLike, fan_in_normal_, gaussian, make_generator
-from .oracles import flat_params
+from .cases import tanh_mlp
+from .oracles import hessian_of, jacobian_of, outputs_of_flat
 
-__all__ = ["small_cnn", "bn_net", "dense_ggn", "xtrace_naive", "moments",
-           "loss_hessian_closed_forms"]
+__all__ = ["small_cnn", "bn_net", "ln_gelu_mlp", "attention_net", "embedding_net", "CurvatureCase", "CURVATURE_MODELS",
+           "curvature_case", "dense_ggn", "xtrace_naive", "moments", "loss_hessian_closed_forms"]
+
+_LOSSES = {"mse": nn.functional.mse_loss, "cross_entropy": nn.functional.cross_entropy}
+
+
+class _Residual(nn.Module):
+    """``x + body(x)``."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class _SelfAttention(nn.Module):
+    """Multi-head causal self-attention on ``(N, L, width)`` through
+    ``F.scaled_dot_product_attention`` in its math backend (twice differentiable on any device)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
+        with sdpa_kernel(SDPBackend.MATH):
+            a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(rearrange(a, "n h l d -> n l (h d)"))
+
+
+def _seeded(net: nn.Module, dtype, generator: GeneratorLike) -> nn.Module:
+    """Materialise a meta-device model in ``dtype`` and draw it with ``fan_in_normal_``; LayerNorm
+    gains become ``1 + 0.1·N(0, 1)``."""
+    net = net.to_empty(device="cpu").to(dtype)
+    fan_in_normal_(net, generator=generator)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.LayerNorm) and m.weight is not None:
+                m.weight.add_(1.0)
+    return net
 
 
 def small_cnn(*, channels: int = 3, classes: int = 3, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Module:
@@ -21,16 +68,14 @@ def small_cnn(*, channels: int = 3, classes: int = 3, generator: GeneratorLike =
     with torch.device("meta"):
         net = nn.Sequential(nn.Conv2d(1, channels, 3), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
                             nn.Linear(channels * 9, classes))
-    net = net.to_empty(device="cpu").to(dtype)
-    return fan_in_normal_(net, generator=generator)
+    return _seeded(net, dtype, generator)
 
 
 def bn_net(*, width: int = 6, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Module:
     """Linear(4→w) → BatchNorm1d(w) → tanh → Linear(w→1) in **eval** mode, with non-trivial running stats."""
     with torch.device("meta"):
         net = nn.Sequential(nn.Linear(4, width), nn.BatchNorm1d(width), nn.Tanh(), nn.Linear(width, 1))
-    net = net.to_empty(device="cpu").to(dtype)
-    fan_in_normal_(net, generator=generator)
+    net = _seeded(net, dtype, generator)
     g = make_generator(generator)
     with torch.no_grad():
         bn = net[1]
@@ -40,20 +85,125 @@ def bn_net(*, width: int = 6, generator: GeneratorLike = None, dtype=torch.float
     return net.eval()
 
 
+def ln_gelu_mlp(*, d_in: int = 3, width: int = 4, hidden: int = 6, d_out: int = 2, generator: GeneratorLike = None,
+                dtype=torch.float64) -> nn.Module:
+    """A pre-norm residual MLP for inputs ``(N, d_in)`` → outputs ``(N, d_out)``:
+    ``Linear(d_in→w)`` → ``z + Linear(GELU(Linear(LayerNorm(z))))`` (hidden width ``hidden``) →
+    ``LayerNorm(w)`` → ``Linear(w→d_out)``. ``torch.func.hessian`` is wrong on it in torch 2.13.
+
+    Example:
+        >>> ln_gelu_mlp(generator=0)(torch.zeros(5, 3, dtype=torch.float64)).shape
+        torch.Size([5, 2])
+    """
+    with torch.device("meta"):
+        block = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+        net = nn.Sequential(nn.Linear(d_in, width), _Residual(block), nn.LayerNorm(width), nn.Linear(width, d_out))
+    return _seeded(net, dtype, generator)
+
+
+def attention_net(*, d_in: int = 3, seq: int = 4, width: int = 4, heads: int = 2, classes: int = 3,
+                  generator: GeneratorLike = None, dtype=torch.float64) -> nn.Module:
+    """A one-block causal transformer without norms for inputs ``(N, seq, d_in)`` → logits
+    ``(N, classes)``: ``Linear(d_in→w)`` → ``z + SelfAttention(z)`` (``heads`` heads, through
+    ``F.scaled_dot_product_attention``) → ``GELU`` → ``Flatten`` → ``Linear(seq·w→classes)``.
+
+    Example:
+        >>> attention_net(generator=0)(torch.zeros(2, 4, 3, dtype=torch.float64)).shape
+        torch.Size([2, 3])
+    """
+    if width % heads:
+        raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
+    with torch.device("meta"):
+        net = nn.Sequential(nn.Linear(d_in, width), _Residual(_SelfAttention(width, heads)), nn.GELU(), nn.Flatten(),
+                            nn.Linear(seq * width, classes))
+    return _seeded(net, dtype, generator)
+
+
+def embedding_net(*, vocab: int = 7, seq: int = 3, dim: int = 4, classes: int = 3, generator: GeneratorLike = None,
+                  dtype=torch.float64) -> nn.Module:
+    """Token ids ``(N, seq)`` (int64 in ``[0, vocab)``) → ``Embedding(vocab, dim)`` → tanh →
+    ``Flatten`` → ``Linear(seq·dim→classes)`` logits ``(N, classes)``.
+
+    Example:
+        >>> embedding_net(generator=0)(torch.zeros(2, 3, dtype=torch.long)).shape
+        torch.Size([2, 3])
+    """
+    with torch.device("meta"):
+        net = nn.Sequential(nn.Embedding(vocab, dim), nn.Tanh(), nn.Flatten(), nn.Linear(seq * dim, classes))
+    return _seeded(net, dtype, generator)
+
+
+@dataclass(frozen=True)
+class CurvatureCase:
+    """A seeded model with a batch for it: ``loss_fn(model(batch[0]), batch[1])`` is the loss,
+    ``loss`` its name for :func:`dense_ggn` and ``overparam.hessian.ggn``."""
+
+    model: nn.Module
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    batch: tuple[Tensor, Tensor]
+    loss: str
+
+
+CURVATURE_MODELS = ("tanh_mlp", "small_cnn", "bn_net", "ln_gelu_mlp", "attention_net", "embedding_net")
+"""The names :func:`curvature_case` builds: Linear+tanh, Conv+AvgPool, eval-mode BatchNorm,
+residual LayerNorm+GELU, causal self-attention and an embedding model."""
+
+
+def curvature_case(name: str, *, batch_size: int = 8, generator: GeneratorLike = None) -> CurvatureCase:
+    """The fp64 model ``name`` (one of :data:`CURVATURE_MODELS`, default sizes) and a batch of
+    ``batch_size`` samples, all drawn from ``generator`` (model first, then inputs, then targets).
+
+    Example:
+        >>> case = curvature_case("embedding_net", batch_size=5, generator=0)
+        >>> case.batch[0].shape, case.loss
+        (torch.Size([5, 3]), 'cross_entropy')
+    """
+    if name not in CURVATURE_MODELS:
+        raise ValueError(f"name must be one of {CURVATURE_MODELS}, got {name!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    g, f64, N = make_generator(generator), torch.float64, batch_size
+    if name == "tanh_mlp":
+        model, x = tanh_mlp([3, 5, 4, 2], generator=g), gaussian((N, 3), generator=g, dtype=f64)
+    elif name == "small_cnn":
+        model, x = small_cnn(generator=g), gaussian((N, 1, 8, 8), generator=g, dtype=f64)
+    elif name == "bn_net":
+        model, x = bn_net(generator=g), gaussian((N, 4), generator=g, dtype=f64)
+    elif name == "ln_gelu_mlp":
+        model, x = ln_gelu_mlp(generator=g), gaussian((N, 3), generator=g, dtype=f64)
+    elif name == "attention_net":
+        model, x = attention_net(generator=g), gaussian((N, 4, 3), generator=g, dtype=f64)
+    else:
+        model, x = embedding_net(generator=g), torch.randint(0, 7, (N, 3), generator=g)
+    with torch.no_grad():
+        out = model(x)
+    if name in ("small_cnn", "ln_gelu_mlp", "attention_net", "embedding_net"):
+        y = torch.randint(0, out.shape[-1], (N,), generator=g)
+        return CurvatureCase(model, nn.functional.cross_entropy, (x, y), "cross_entropy")
+    return CurvatureCase(model, nn.functional.mse_loss, (x, gaussian(out.shape, generator=g, dtype=f64)), "mse")
+
+
 def dense_ggn(model: nn.Module, batch, loss: str) -> Tensor:
-    """Dense GGN ``Jᵀ ∇²ℓ J`` ``(n, n)`` with ``J`` from ``torch.func.jacrev`` and ``∇²ℓ`` from
-    ``torch.func.hessian`` of the loss w.r.t. the outputs (``"mse"`` or ``"cross_entropy"``, means)."""
-    names, theta = flat_params(model)
-    like = [p for k, p in model.named_parameters() if k in set(names)]
+    """Dense GGN ``Jᵀ ∇²ℓ J`` ``(n, n)`` of ``loss`` (``"mse"`` or ``"cross_entropy"``, means)
+    on ``batch = (inputs, targets)``: the output Jacobian ``J (m, n)`` by :func:`~overparam.testing.
+    oracles.jacobian_of` and the loss Hessian w.r.t. the ``m`` outputs by
+    :func:`~overparam.testing.oracles.hessian_of` (plain autograd, one pass per row).
+
+    Example:
+        >>> net = torch.nn.Linear(3, 2).double()
+        >>> x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+        >>> dense_ggn(net, (x, y), "mse").shape
+        torch.Size([8, 8])
+    """
+    if loss not in _LOSSES:
+        raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {loss!r}")
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise ValueError("batch must be an (inputs, targets) pair")
     x, y = batch
-    fn = {"mse": nn.functional.mse_loss, "cross_entropy": nn.functional.cross_entropy}[loss]
-
-    def out_of(flat):
-        return torch.func.functional_call(model, dict(zip(names, vec.unflatten(flat, like))), (x,))
-
+    out_of, theta = outputs_of_flat(model, x)
     out = out_of(theta).detach()
-    J = torch.func.jacrev(out_of)(theta).reshape(out.numel(), -1)
-    HL = torch.func.hessian(lambda o: fn(o.reshape(out.shape), y))(out.reshape(-1))
+    J = jacobian_of(out_of, theta)
+    HL = hessian_of(lambda o: _LOSSES[loss](o.reshape(out.shape), y), out.reshape(-1))
     return J.mT @ HL @ J
 
 
