@@ -114,13 +114,13 @@ def test_parametrize_route_matches_masked():
     net, x, y = _net()
     twin = copy.deepcopy(net)
     masks = magnitude(net, 0.6)
-    A.parametrize_(net, masks)
+    A.parametrize_masks_(net, masks)
     A.apply_masks_(twin, masks)
     assert torch.equal(net(x), twin(x))
     torch.nn.functional.mse_loss(net(x), y).backward()
     g = net[0].parametrizations.weight.original.grad
     assert (g[~masks["0.weight"]] == 0).all()  # the gradient of the pruned entries is zero
-    A.unparametrize_(net)
+    A.unparametrize_masks_(net)
     assert sorted(net.state_dict()) == sorted(twin.state_dict())  # parametrize reorders, names are back
     assert torch.equal(net(x), twin(x))
 

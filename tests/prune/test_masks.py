@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from overparam.prune import masks as M
-from overparam.prune.select import density, targets
+from overparam.prune.targets import kept_fraction, targets
 
 
 def _int_mlp(seed=0):
@@ -59,7 +59,7 @@ def test_iterative_rounds_monotone_density():
         if prev is not None:
             assert all(bool((new[k] <= prev[k]).all()) for k in new)  # monotone
         prev = new
-    assert abs(density(prev) - (1 - p) ** T) <= 1 / n
+    assert abs(kept_fraction(prev) - (1 - p) ** T) <= 1 / n
 
 
 def test_overrides_and_skip():
@@ -67,7 +67,7 @@ def test_overrides_and_skip():
     m = M.magnitude(net, 0.5, overrides={"1": 0.9})
     assert int((~m["1.weight"]).sum()) == 90
     assert int((~m["0.weight"]).sum()) == 50
-    assert set(M.magnitude(net, 0.5, skip_names=["0"])) == {"1.weight"}
+    assert set(M.magnitude(net, 0.5, exclude="0")) == {"1.weight"}
 
 
 def test_previous_cannot_revive():

@@ -65,7 +65,7 @@ def test_model_level_and_skip():
     masks = N.nm_masks(net, 1, 2)
     assert set(masks) == {"0.weight", "2.weight"}
     assert all(N.is_nm(m, 1, 2) for m in masks.values())
-    assert set(N.nm_masks(net, 1, 2, skip_types=[torch.nn.Linear])) == {"0.weight"}
+    assert set(N.nm_masks(net, 1, 2, exclude=torch.nn.Linear)) == {"0.weight"}
 
 
 @pytest.mark.parametrize("n,m", [(2, 2), (0, 4), (5, 4)])
