@@ -141,3 +141,30 @@ def test_previous_keeps_pruned_entries_pruned_even_with_high_scores(scope):
         assert not m[k][~prev[k]].any()
         assert bool((m[k] <= prev[k]).all())
     assert sum(int((~v).sum()) for v in m.values()) == 10
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), scope=st.sampled_from(["global", "layerwise"]), s=st.floats(0.3, 0.9))
+def test_previous_pruned_stays_pruned_with_signed_scores(seed, scope, s):
+    """Signed scores (movement, GraSP): a previously pruned entry whose new score is positive must
+    stay pruned. Filling pruned entries with 0 instead of -inf revives it (a mutant the suite missed)."""
+    g = torch.Generator().manual_seed(seed)
+    sc = {"a": torch.randn(6, 5, generator=g) - 2.0, "b": torch.randn(7, generator=g) - 2.0}  # mostly negative
+    prev = {}
+    for k, v in sc.items():
+        keep = torch.ones(v.numel(), dtype=torch.bool)
+        keep[torch.randperm(v.numel(), generator=g)[: max(1, int(0.2 * v.numel()))]] = False
+        prev[k] = keep.reshape(v.shape)
+        v[~prev[k]] = 5.0  # previously pruned, now scored above everything
+    m = M.unstructured(sc, s, scope=scope, previous=prev)
+    for k in sc:
+        assert not bool((m[k] & ~prev[k]).any()), k
+        if scope == "layerwise":
+            assert int((~m[k]).sum()) == int(s * sc[k].numel() + 0.5)
+
+
+def test_previous_pruned_stays_pruned_small_case():
+    s = torch.tensor([-5.0, -3.0, 2.0, 4.0])
+    prev = torch.tensor([True, True, False, True])
+    m = M.unstructured({"w": s}, 0.5, previous={"w": prev})["w"]
+    assert m.tolist() == [False, True, False, True]  # the 0-fill mutant gives [False, False, True, True]

@@ -179,3 +179,11 @@ def test_snip_on_train_mode_batchnorm_and_dropout_has_no_side_effects():
         s = S.snip_scores(net, torch.nn.functional.mse_loss, (x, y))
     assert all(torch.equal(before[k], b) for k, b in net.named_buffers()), "running statistics changed"
     assert set(s) == {"0.weight", "3.weight"} and all(torch.isfinite(v).all() for v in s.values())
+
+
+@pytest.mark.parametrize("fn", [S.snip_scores, S.grasp_scores, S.hessian_diagonal, S.obd_scores])
+def test_data_that_is_not_a_batch_is_named(fn):
+    """Issue 20: snip_scores(net, loss, (x,)) said 'not enough values to unpack'."""
+    net, batch = _setup()
+    with pytest.raises(ValueError, match=r"data must be one \(inputs, targets\) batch, got a tuple of length 1"):
+        fn(net, F.mse_loss, (batch[0],))
