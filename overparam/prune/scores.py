@@ -56,7 +56,8 @@ def magnitude_scores(model: nn.Module, *, targets: Spec = None, exclude: Spec = 
     return {k: p.detach().abs() for k, p in _targets(model, targets, exclude=exclude).items()}
 
 
-def random_scores(model: nn.Module, *, targets: Spec = None, exclude: Spec = None, generator: GeneratorLike = None) -> dict[str, Tensor]:
+def random_scores(model: nn.Module, *, targets: Spec = None, exclude: Spec = None,
+                  generator: GeneratorLike = None) -> dict[str, Tensor]:
     """i.i.d. uniform [0, 1) scores (random pruning), drawn from ``generator`` in parameter order.
 
     Example:
@@ -93,7 +94,8 @@ def _loss_grads(model: nn.Module, loss_fn: LossFn, batch, params: Sequence[Tenso
     return torch.autograd.grad(loss, params, create_graph=create_graph)
 
 
-def snip_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None, exclude: Spec = None) -> dict[str, Tensor]:
+def snip_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None,
+                exclude: Spec = None) -> dict[str, Tensor]:
     """SNIP connection sensitivity ``|∂L(θ ⊙ c)/∂c|`` at ``c = 1``, i.e. ``|θ ⊙ ∂L/∂θ|``.
 
     Args:
@@ -104,7 +106,8 @@ def snip_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None
     return {k: (p.detach() * g).abs() for (k, p), g in zip(ps.items(), gs)}
 
 
-def grasp_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None, exclude: Spec = None) -> dict[str, Tensor]:
+def grasp_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None,
+                 exclude: Spec = None) -> dict[str, Tensor]:
     """GraSP ``S = −θ ⊙ H g`` with ``g = ∇L`` and ``H = ∇²L`` over the selected parameters.
 
     GraSP prunes the weights with the *largest* ``S`` (their removal least reduces the

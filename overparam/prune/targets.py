@@ -179,7 +179,8 @@ def check_masks(masks: Mapping[str, Tensor], params: Mapping[str, Tensor], argna
         if not isinstance(m, Tensor) or m.dtype != torch.bool:
             raise TypeError(f"{argname}[{k!r}] must be a bool tensor, got {getattr(m, 'dtype', type(m).__name__)}")
         if m.shape != params[k].shape:
-            raise ValueError(f"{argname}[{k!r}] has shape {tuple(m.shape)} but the parameter has {tuple(params[k].shape)}")
+            raise ValueError(f"{argname}[{k!r}] has shape {tuple(m.shape)} but the parameter has "
+                             f"{tuple(params[k].shape)}")
 
 
 def kept_fraction(masks: Mapping[str, Tensor]) -> float:
