@@ -81,6 +81,13 @@ def _batch(data):
     return data
 
 
+def _exactly(names) -> Callable[[str, object], bool]:
+    """A ``params=`` predicate selecting exactly ``names`` (a plain name would also select every
+    dotted suffix match in a nested model: ``"0.weight"`` names ``"1.0.weight"`` too)."""
+    chosen = frozenset(names)
+    return lambda name, obj: name in chosen
+
+
 def _loss_grads(model: nn.Module, loss_fn: LossFn, batch, params: Sequence[Tensor], create_graph: bool = False):
     """Gradients of ``loss_fn(model(inputs), targets)`` w.r.t. ``params`` without side effects:
     the forward runs on copies of the buffers (train-mode BatchNorm updates the copies, not the
@@ -122,7 +129,7 @@ def grasp_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = Non
         torch.Size([4, 3])
     """
     ps = _targets(model, targets, exclude=exclude)
-    H = hessian.hessian(model, loss_fn, tuple(_batch(data)), params=list(ps))  # refuses before any forward
+    H = hessian.hessian(model, loss_fn, tuple(_batch(data)), params=_exactly(ps))  # refuses before any forward
     hg = H @ _loss_grads(model, loss_fn, data, list(ps.values()))
     return {k: -(p.detach() * h) for (k, p), h in zip(ps.items(), hg)}
 
@@ -168,7 +175,7 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec =
     ps = _targets(model, targets, exclude=exclude)
     if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
         raise ValueError(f"probes must be a positive int or None, got {probes!r}")
-    H = hessian.hessian(model, loss_fn, tuple(_batch(data)), params=list(ps))
+    H = hessian.hessian(model, loss_fn, tuple(_batch(data)), params=_exactly(ps))
     if probes is None:
         n, like = H.n, list(ps.values())
         diag = []

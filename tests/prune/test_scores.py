@@ -187,3 +187,4 @@ def test_data_that_is_not_a_batch_is_named(fn):
     net, batch = _setup()
     with pytest.raises(ValueError, match=r"data must be one \(inputs, targets\) batch, got a tuple of length 1"):
         fn(net, F.mse_loss, (batch[0],))
+
