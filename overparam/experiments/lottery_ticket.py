@@ -114,7 +114,7 @@ def run(ctx: Context) -> dict:
                 rows["oneshot"].append(from_scratch(oneshot))
             if "snip" in curves:
                 rows["snip"].append(from_scratch(prune_at_init(init, "snip", sparsity, loss_fn=F.cross_entropy,
-                                                               batch=batch)))
+                                                               data=batch)))
             if "synflow" in curves:
                 rows["synflow"].append(from_scratch(prune_at_init(init, "synflow", sparsity, input_shape=(p["sizes"][0],),
                                                                   iterations=p["synflow_iters"])))

@@ -8,12 +8,14 @@ Example:
     >>> import torch, overparam as op
     >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
     >>> masks = op.prune.magnitude(net, 0.75)
-    >>> round(op.prune.density(masks), 2)
+    >>> round(op.prune.kept_fraction(masks), 2)
     0.25
+    >>> list(op.prune.magnitude(net, 0.5, targets="2"))
+    ['2.weight']
 """
 
-from . import apply, init, learned, masks, nm, schedules, scores, select, semistructured, structured
-from .apply import Masked, MaskParametrization, apply_masks_, masked, parametrize_, unparametrize_
+from . import apply, init, learned, masks, nm, schedules, scores, semistructured, structured
+from .apply import Masked, MaskParametrization, apply_masks_, masked, parametrize_masks_, unparametrize_masks_
 from .init import prune_at_init, synflow
 from .learned import EdgePopup, LearnableNM, nm_patterns
 from .lottery import Round, Ticket, lottery  # the function shadows the module name (import from .lottery)
@@ -22,19 +24,19 @@ from .nm import is_nm, nm_mask, nm_masks, transposable_nm_mask
 from .schedules import GradualPruner, cubic, exponential, iterative, one_shot
 from .scores import (Movement, grasp_scores, hessian_diagonal, magnitude_scores, movement_scores, obd_scores,
                      random_scores, snip_scores, synflow_scores)
-from .select import Masks, density, targets
+from .targets import Masks, kept_fraction, targets  # the function shadows the module name
 from .semistructured import compress, decompress, is_semi_structured, to_semi_structured, validate
 from .structured import block_mask, ln_structured
 
 __all__ = [
-    "apply", "init", "learned", "masks", "nm", "schedules", "scores", "select", "semistructured", "structured",
-    "Masked", "MaskParametrization", "apply_masks_", "masked", "parametrize_", "unparametrize_",
+    "apply", "init", "learned", "masks", "nm", "schedules", "scores", "semistructured", "structured",
+    "Masked", "MaskParametrization", "apply_masks_", "masked", "parametrize_masks_", "unparametrize_masks_",
     "prune_at_init", "synflow", "EdgePopup", "LearnableNM", "nm_patterns", "Round", "Ticket", "lottery",
     "magnitude", "n_pruned", "prune_smallest", "unstructured",
     "is_nm", "nm_mask", "nm_masks", "transposable_nm_mask",
     "GradualPruner", "cubic", "exponential", "iterative", "one_shot",
     "Movement", "grasp_scores", "hessian_diagonal", "magnitude_scores", "movement_scores", "obd_scores",
     "random_scores", "snip_scores", "synflow_scores",
-    "Masks", "density", "targets", "compress", "decompress", "is_semi_structured", "to_semi_structured", "validate",
+    "Masks", "kept_fraction", "targets", "compress", "decompress", "is_semi_structured", "to_semi_structured", "validate",
     "block_mask", "ln_structured",
 ]

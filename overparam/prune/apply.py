@@ -16,10 +16,13 @@ monkey-patched). Two policies:
 ``state_dict`` keys, ``deepcopy``, ``pickle`` and ``torch.compile`` behave exactly as without
 masks. Without an optimizer, :meth:`Masked.apply_` re-applies the masks by hand.
 
-For users who want the mask *inside* the module, :func:`parametrize_` registers a
+For users who want the mask *inside* the module, :func:`parametrize_masks_` registers a
 ``torch.nn.utils.parametrize`` parametrization (this route does rename ``state_dict`` keys,
 ``weight`` → ``parametrizations.weight.original``, as parametrize always does);
-:func:`unparametrize_` removes it and leaves the masked weights.
+:func:`unparametrize_masks_` removes it and leaves the masked weights in the same
+``Parameter`` objects, registered in their original order (``state_dict`` keys and
+``model.parameters()`` come back exactly as before, so an optimizer ``state_dict`` saved before
+the round trip loads onto the same tensors).
 
 Example:
     >>> import torch
@@ -41,9 +44,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .select import Masks, check_masks
+from .targets import Masks, check_masks
 
-__all__ = ["GRAD_ONLY_EXACT", "Masked", "masked", "apply_masks_", "MaskParametrization", "parametrize_", "unparametrize_"]
+__all__ = ["GRAD_ONLY_EXACT", "Masked", "masked", "apply_masks_", "MaskParametrization", "parametrize_masks_",
+           "unparametrize_masks_"]
 
 
 GRAD_ONLY_EXACT: tuple[type[torch.optim.Optimizer], ...] = (
@@ -173,40 +177,68 @@ def masked(model: nn.Module, masks: Mapping[str, Tensor], *, optimizer: torch.op
 
 
 class MaskParametrization(nn.Module):
-    """``weight = original * mask`` as a ``torch.nn.utils.parametrize`` parametrization (mask is a buffer)."""
+    """``weight = original * mask`` as a ``torch.nn.utils.parametrize`` parametrization (mask is a buffer).
 
-    def __init__(self, mask: Tensor) -> None:
+    ``order`` is the owning module's parameter names as they were registered before any mask
+    parametrization; :func:`unparametrize_masks_` restores that order.
+    """
+
+    def __init__(self, mask: Tensor, order: list[str] | None = None) -> None:
         super().__init__()
-        if mask.dtype != torch.bool:
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
             raise TypeError("mask must be a bool tensor")
         self.register_buffer("mask", mask)
+        self.order = list(order or [])
 
     def forward(self, w: Tensor) -> Tensor:
         return w * self.mask
 
 
-def parametrize_(model: nn.Module, masks: Masks) -> nn.Module:
+def _mask_parametrizations(mod: nn.Module) -> list[MaskParametrization]:
+    if not parametrize.is_parametrized(mod):
+        return []
+    return [p for plist in mod.parametrizations.values() for p in plist if isinstance(p, MaskParametrization)]
+
+
+def parametrize_masks_(model: nn.Module, masks: Masks) -> nn.Module:
     """Register a :class:`MaskParametrization` on every masked parameter; returns ``model``.
+
+    Undo with :func:`unparametrize_masks_` (the round trip restores parameter and ``state_dict``
+    order exactly).
 
     Example:
         >>> net = torch.nn.Linear(2, 1)
-        >>> _ = parametrize_(net, {"weight": torch.tensor([[True, False]])})
+        >>> _ = parametrize_masks_(net, {"weight": torch.tensor([[True, False]])})
         >>> bool(net.weight[0, 1] == 0), "parametrizations.weight.original" in net.state_dict()
         (True, True)
+        >>> list(unparametrize_masks_(net).state_dict())
+        ['weight', 'bias']
     """
     check_masks(masks, dict(model.named_parameters()))
     for k, m in masks.items():
         mod_name, _, pname = k.rpartition(".")
         mod = model.get_submodule(mod_name)
-        parametrize.register_parametrization(mod, pname, MaskParametrization(m.to(getattr(mod, pname).device)))
+        earlier = _mask_parametrizations(mod)
+        order = earlier[0].order if earlier else list(mod._parameters)
+        parametrize.register_parametrization(mod, pname, MaskParametrization(m.to(getattr(mod, pname).device), order))
     return model
 
 
-def unparametrize_(model: nn.Module) -> nn.Module:
-    """Remove every :class:`MaskParametrization`, leaving the masked values as plain parameters."""
+def unparametrize_masks_(model: nn.Module) -> nn.Module:
+    """Remove every :class:`MaskParametrization`, leaving the masked values in the original
+    ``Parameter`` objects, re-registered in the module's original order; returns ``model``."""
     for mod in list(model.modules()):
-        if parametrize.is_parametrized(mod):
-            for pname in list(mod.parametrizations.keys()):
-                if any(isinstance(p, MaskParametrization) for p in mod.parametrizations[pname]):
-                    parametrize.remove_parametrizations(mod, pname, leave_parametrized=True)
+        ours = _mask_parametrizations(mod)
+        if not ours:
+            continue
+        order = ours[0].order
+        for pname in list(mod.parametrizations.keys()):
+            if any(isinstance(p, MaskParametrization) for p in mod.parametrizations[pname]):
+                parametrize.remove_parametrizations(mod, pname, leave_parametrized=True)
+        present = [n for n in order if n in mod._parameters]
+        rest = [n for n in mod._parameters if n not in present]
+        for n in present + rest:  # re-register in the original order (remove appends at the end)
+            p = mod._parameters[n]
+            delattr(mod, n)
+            mod.register_parameter(n, p)
     return model

@@ -20,9 +20,11 @@ from torch import nn
 
 from ..backend.random import GeneratorLike
 from . import scores as S
-from .masks import check_sparsity, unstructured
+from ..backend.select import Spec
+from .masks import _unstructured, check_sparsity
 from .schedules import exponential
-from .select import Masks
+from .targets import Masks, resolve_overrides
+from .targets import targets as _targets
 
 __all__ = ["METHODS", "synflow", "prune_at_init"]
 
@@ -30,36 +32,52 @@ METHODS = ("magnitude", "random", "snip", "grasp", "synflow", "obd")
 
 
 def synflow(model: nn.Module, sparsity: float, *, input_shape: Sequence[int], iterations: int = 100,
-            scope: str = "global", **select) -> Masks:
-    """Iterative SynFlow masks (Tanaka et al. 2020) at ``sparsity`` after ``iterations`` rounds."""
+            targets: Spec = None, exclude: Spec = None, scope: str = "global", overrides: dict | None = None) -> Masks:
+    """Iterative SynFlow masks (Tanaka et al. 2020) at ``sparsity`` after ``iterations`` rounds.
+
+    ``targets``, ``exclude``, ``scope`` and ``overrides`` as in :func:`~overparam.prune.masks.magnitude`
+    (an override's sparsity is reached along the same exponential schedule).
+    """
+    names = list(_targets(model, targets, exclude=exclude))
+    own = resolve_overrides(overrides, names, model=model)
+    final = check_sparsity(sparsity)
     masks = None
-    for s in exponential(check_sparsity(sparsity), iterations):
-        sc = S.synflow_scores(model, input_shape, masks=masks, **select)
-        masks = unstructured(sc, s, scope=scope, previous=masks)
+    for t, s in enumerate(exponential(final, iterations), start=1):
+        sc = S.synflow_scores(model, input_shape, masks=masks, targets=targets, exclude=exclude)
+        step_own = {k: 1.0 - (1.0 - v) ** (t / iterations) for k, v in own.items()}
+        masks = _unstructured(sc, s, scope, step_own, masks, None)
     return masks
 
 
-def prune_at_init(model: nn.Module, method: str, sparsity: float, *, loss_fn=None, batch=None,
-                  input_shape: Sequence[int] | None = None, iterations: int = 100, scope: str = "global",
-                  generator: GeneratorLike = None, **select) -> Masks:
-    """Masks by ``method`` in :data:`METHODS` (``loss_fn``/``batch`` for snip, grasp, obd; ``input_shape``
-    for synflow; ``generator`` for random)."""
+def prune_at_init(model: nn.Module, method: str, sparsity: float, *, loss_fn=None, data=None,
+                  input_shape: Sequence[int] | None = None, iterations: int = 100, targets: Spec = None,
+                  exclude: Spec = None, scope: str = "global", overrides: dict | None = None,
+                  generator: GeneratorLike = None) -> Masks:
+    """Masks by ``method`` in :data:`METHODS` at ``sparsity`` (the pruned fraction).
+
+    Args:
+        loss_fn, data: for snip, grasp, obd (``data`` one ``(inputs, targets)`` batch).
+        input_shape, iterations: for synflow. generator: for random and obd's probes.
+        targets, exclude, scope, overrides: as in :func:`~overparam.prune.masks.magnitude`.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method in ("snip", "grasp", "obd") and (loss_fn is None or batch is None):
-        raise ValueError(f"method {method!r} needs loss_fn and batch")
+    if method in ("snip", "grasp", "obd") and (loss_fn is None or data is None):
+        raise ValueError(f"method {method!r} needs loss_fn and data")
+    sel = {"targets": targets, "exclude": exclude}
     if method == "synflow":
         if input_shape is None:
             raise ValueError("method 'synflow' needs input_shape")
-        return synflow(model, sparsity, input_shape=input_shape, iterations=iterations, scope=scope, **select)
+        return synflow(model, sparsity, input_shape=input_shape, iterations=iterations, scope=scope,
+                       overrides=overrides, **sel)
     if method == "magnitude":
-        sc = S.magnitude_scores(model, **select)
+        sc = S.magnitude_scores(model, **sel)
     elif method == "random":
-        sc = S.random_scores(model, generator=generator, **select)
+        sc = S.random_scores(model, generator=generator, **sel)
     elif method == "snip":
-        sc = S.snip_scores(model, loss_fn, batch, **select)
+        sc = S.snip_scores(model, loss_fn, data, **sel)
     elif method == "grasp":
-        sc = {k: -v for k, v in S.grasp_scores(model, loss_fn, batch, **select).items()}
+        sc = {k: -v for k, v in S.grasp_scores(model, loss_fn, data, **sel).items()}
     else:
-        sc = S.obd_scores(model, loss_fn, batch, probes=8, generator=generator, **select)
-    return unstructured(sc, sparsity, scope=scope)
+        sc = S.obd_scores(model, loss_fn, data, probes=8, generator=generator, **sel)
+    return _unstructured(sc, sparsity, scope, resolve_overrides(overrides, sc, model=model), None, None)

@@ -33,7 +33,9 @@ from torch.nn import functional as F
 from ..backend.random import GeneratorLike, make_generator
 from .masks import check_sparsity, unstructured
 from .nm import _ungroup, check_nm, nm_groups
-from .select import Masks, targets
+from ..backend.select import Spec
+from .targets import Masks
+from .targets import targets as _targets
 
 __all__ = ["EdgePopup", "LearnableNM", "nm_patterns"]
 
@@ -45,18 +47,18 @@ class EdgePopup(nn.Module):
         model: the network whose (random) weights are kept fixed.
         sparsity: fraction pruned (per layer with ``scope="layerwise"``, the paper's choice).
         scope: ``"layerwise"`` or ``"global"``.
+        targets, exclude: which weights to mask (see :func:`~overparam.prune.targets.targets`).
         generator: initial scores, Kaiming-uniform like the paper.
-        **select: which weights to mask (see :func:`~overparam.prune.select.targets`).
     """
 
-    def __init__(self, model: nn.Module, sparsity: float, *, scope: str = "layerwise",
-                 generator: GeneratorLike = None, **select) -> None:
+    def __init__(self, model: nn.Module, sparsity: float, *, targets: Spec = None, exclude: Spec = None,
+                 scope: str = "layerwise", generator: GeneratorLike = None) -> None:
         super().__init__()
         self.model = model
         self.sparsity = check_sparsity(sparsity)
         self.scope = scope
         g = make_generator(generator)
-        self._names = list(targets(model, **select))
+        self._names = list(_targets(model, targets, exclude=exclude))
         params = dict(model.named_parameters())
         init = []
         for k in self._names:
@@ -109,13 +111,14 @@ class LearnableNM(nn.Module):
             magnitude of each pattern (MaskLLM's prior), ``None`` to zeros.
         hard: straight-through hard samples in training (the forward sees an exact N:M mask).
         generator: the Gumbel noise (kept in the module: the same seed gives the same samples).
+        targets, exclude: which weights to mask (see :func:`~overparam.prune.targets.targets`).
 
     In ``eval()`` mode the forward uses the decoded masks.
     """
 
     def __init__(self, model: nn.Module, n: int, m: int, *, tau: float = 1.0, scale: float = 1.0,
                  prior: str | None = "magnitude", prior_strength: float = 3.0, hard: bool = False,
-                 generator: GeneratorLike = None, **select) -> None:
+                 generator: GeneratorLike = None, targets: Spec = None, exclude: Spec = None) -> None:
         super().__init__()
         check_nm(n, m)
         if tau <= 0:
@@ -124,7 +127,7 @@ class LearnableNM(nn.Module):
             raise ValueError(f"prior must be 'magnitude' or None, got {prior!r}")
         self.model, self.n, self.m, self.tau, self.scale, self.hard = model, n, m, tau, scale, hard
         self._gen = make_generator(generator)
-        self._names = list(targets(model, **select))
+        self._names = list(_targets(model, targets, exclude=exclude))
         params = dict(model.named_parameters())
         pats = nm_patterns(n, m)
         if len(pats) > 12870:

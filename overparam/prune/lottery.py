@@ -41,7 +41,9 @@ from torch import Tensor, nn
 from .apply import masked
 from .masks import check_sparsity, magnitude
 from .schedules import iterative
-from .select import Masks, density, targets
+from ..backend.select import Spec
+from .targets import Masks, kept_fraction, resolve_overrides
+from .targets import targets as _targets
 
 __all__ = ["Round", "Ticket", "lottery"]
 
@@ -91,10 +93,11 @@ def lottery(
     rewind_to: int = 0,
     mode: str = "rewind",
     finetune_steps: int | None = None,
+    targets: Spec = None,
+    exclude: Spec = None,
     scope: str = "global",
-    overrides: dict[str, float] | None = None,
+    overrides: dict | None = None,
     keep_checkpoints: bool = True,
-    **select,
 ) -> Ticket:
     """Iterative magnitude pruning; the model ends holding the last round's trained, masked weights.
 
@@ -108,7 +111,7 @@ def lottery(
         rewind_to: k, the step whose weights (and optimizer state) are rewound to; ``0 <= k < steps``.
         mode: ``"rewind"`` | ``"lr"`` | ``"finetune"``.
         finetune_steps: steps per round for ``"finetune"`` (default ``steps − k``).
-        scope, overrides, **select: as in :func:`~overparam.prune.masks.magnitude`.
+        targets, exclude, scope, overrides: as in :func:`~overparam.prune.masks.magnitude`.
         keep_checkpoints: keep a state_dict copy of each round's trained model.
     """
     if mode not in ("rewind", "lr", "finetune"):
@@ -119,7 +122,8 @@ def lottery(
     if not isinstance(rewind_to, int) or not 0 <= rewind_to < steps:
         raise ValueError(f"rewind_to must be an int in [0, steps), got {rewind_to!r}")
     sparsities = iterative(rate, rounds)
-    tr = targets(model, **select)
+    tr = _targets(model, targets, exclude=exclude)
+    resolve_overrides(overrides, tr, model=model)  # a bad key fails before any training
     init = _clone(model.state_dict())
     opt = optimizer_fn(model.parameters())
     if rewind_to > 0:
@@ -131,7 +135,7 @@ def lottery(
     out = [Round(0, 1.0, full, _clone(model.state_dict()) if keep_checkpoints else None, res)]
     masks: Masks | None = None
     for t, s in enumerate(sparsities, start=1):
-        masks = magnitude(model, s, scope=scope, overrides=overrides, previous=masks, **select)
+        masks = magnitude(model, s, targets=targets, exclude=exclude, scope=scope, overrides=overrides, previous=masks)
         n_steps = steps - rewind_to
         if mode == "rewind":
             model.load_state_dict(rewind)
@@ -142,5 +146,5 @@ def lottery(
             n_steps = finetune_steps
         with masked(model, masks, optimizer=opt):
             res = train_fn(model, opt, n_steps)
-        out.append(Round(t, density(masks), masks, _clone(model.state_dict()) if keep_checkpoints else None, res))
+        out.append(Round(t, kept_fraction(masks), masks, _clone(model.state_dict()) if keep_checkpoints else None, res))
     return Ticket(out, init, rewind, rewind_to, mode, opt_k)

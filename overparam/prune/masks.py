@@ -27,7 +27,9 @@ import torch.distributed as tdist
 from torch import Tensor, nn
 
 from ..backend import dist as _dist
-from .select import Masks, check_masks, match_override, targets
+from ..backend.select import Spec
+from .targets import Masks, check_masks, resolve_overrides
+from .targets import targets as _targets
 
 __all__ = ["n_pruned", "check_sparsity", "prune_smallest", "unstructured", "magnitude"]
 
@@ -144,8 +146,10 @@ def unstructured(
         scores: name → score tensor (any shape, floating point); higher = more important.
         sparsity: fraction pruned, in [0, 1).
         scope: ``"global"`` (one threshold over all tensors not overridden) or ``"layerwise"``.
-        overrides: ``{pattern: sparsity}``; a tensor whose name (or module name) matches an
-            ``fnmatch`` pattern is pruned on its own at that sparsity, outside the global pool.
+        overrides: ``{name or glob: sparsity}``; the tensors a key selects (by name, or by the
+            name of a module containing them: ``"fc"`` selects ``"fc.weight"``) are pruned on
+            their own at that sparsity, outside the global pool. A key that selects no tensor
+            raises ``ValueError``. (Model-level functions take any selection spec as a key.)
         previous: masks of an earlier round: entries already pruned stay pruned (monotone masks);
             raises if the new sparsity would revive some.
         group: process group when each rank holds a shard of the scores (global scope only).
@@ -158,20 +162,25 @@ def unstructured(
         >>> int((~m["w"]).sum())
         3
     """
+    if not isinstance(scores, Mapping) or not scores:
+        raise ValueError("scores must be a non-empty dict name -> score tensor")
+    return _unstructured(scores, sparsity, scope, resolve_overrides(overrides, scores), previous, group)
+
+
+def _unstructured(scores: Mapping[str, Tensor], sparsity: float, scope: str, own_sparsity: dict[str, float],
+                  previous: Mapping[str, Tensor] | None, group) -> Masks:
+    """:func:`unstructured` with ``overrides`` already resolved to ``{name: sparsity}``."""
     if scope not in ("global", "layerwise"):
         raise ValueError(f"scope must be 'global' or 'layerwise', got {scope!r}")
     check_sparsity(sparsity)
     if not scores:
         raise ValueError("scores is empty")
-    overrides = dict(overrides or {})
-    for v in overrides.values():
-        check_sparsity(v, "overrides value")
     out: Masks = {}
     pool: list[str] = []
     for name, s in scores.items():
         if previous is not None and name in previous and previous[name].shape != s.shape:
             raise ValueError(f"previous[{name!r}] has shape {tuple(previous[name].shape)}, scores {tuple(s.shape)}")
-        own = match_override(name, overrides)
+        own = own_sparsity.get(name)
         if own is None and scope == "global":
             pool.append(name)
             continue
@@ -211,15 +220,25 @@ def magnitude(
     model: nn.Module,
     sparsity: float,
     *,
+    targets: Spec = None,
+    exclude: Spec = None,
     scope: str = "global",
-    overrides: Mapping[str, float] | None = None,
+    overrides: Mapping | None = None,
     previous: Mapping[str, Tensor] | None = None,
     group=None,
-    **select,
 ) -> Masks:
-    """Magnitude masks ``|θ|`` for the model's prunable weights (see :func:`.select.targets`).
+    """Magnitude masks ``|θ|`` for the model's prunable weights.
 
-    ``**select`` goes to :func:`~overparam.prune.select.targets` (``types``, ``skip_types``, ``skip_names``).
+    Args:
+        model: any module.
+        sparsity: fraction pruned, in [0, 1).
+        targets, exclude: which weights (:func:`~overparam.prune.targets.targets`; default the
+            weight of every Linear/Conv).
+        scope: ``"global"`` or ``"layerwise"`` (see :func:`unstructured`).
+        overrides: ``{spec: sparsity}``; the targets a key selects (any selection spec,
+            resolved by :func:`overparam.backend.select.matches`) are pruned on their own.
+            Every key must select a target.
+        previous: masks of an earlier round (monotone masks); group: process group.
 
     Example:
         >>> net = torch.nn.Linear(10, 10)
@@ -227,8 +246,9 @@ def magnitude(
         >>> int(m["weight"].sum())
         20
     """
-    params = targets(model, **select)
+    params = _targets(model, targets, exclude=exclude)
     if previous is not None:
-        check_masks(previous, params)
+        check_masks(previous, params, "previous")
     scores = {k: p.detach().abs() for k, p in params.items()}
-    return unstructured(scores, sparsity, scope=scope, overrides=overrides, previous=previous, group=group)
+    own = resolve_overrides(overrides, params, model=model)
+    return _unstructured(scores, sparsity, scope, own, previous, group)

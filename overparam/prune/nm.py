@@ -27,9 +27,11 @@ import torch
 from torch import Tensor, nn
 
 from ..backend.dispatch import Implementations
-from .select import Masks, targets
+from ..backend.select import Spec
+from .targets import Masks
+from .targets import targets as _targets
 
-__all__ = ["check_nm", "nm_groups", "nm_mask", "is_nm", "nm_masks", "transposable_nm_mask", "transposable_patterns"]
+__all__ = ["check_nm", "check_dim", "nm_groups", "nm_mask", "is_nm", "nm_masks", "transposable_nm_mask", "transposable_patterns"]
 
 
 def check_nm(n: int, m: int) -> None:
@@ -39,6 +41,23 @@ def check_nm(n: int, m: int) -> None:
             raise TypeError(f"{name} must be an int, got {type(v).__name__}")
     if not 1 <= n < m:
         raise ValueError(f"N:M needs 1 <= N < M, got N={n}, M={m}")
+
+
+def check_dim(dim: int | None, ndim: int, *, default: int | None = None, argname: str = "dim") -> int:
+    """``dim`` as an index in ``[0, ndim)``; ``None`` gives ``default``. Refuses (``ValueError``
+    naming ``argname``) a dim outside ``[-ndim, ndim)`` instead of wrapping it modulo ``ndim``.
+
+    Example:
+        >>> check_dim(-1, 3), check_dim(None, 1, default=0)
+        (2, 0)
+    """
+    if dim is None:
+        dim = default
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"{argname} must be an int, got {type(dim).__name__}")
+    if not -ndim <= dim < ndim:
+        raise ValueError(f"{argname}={dim} is out of range for a tensor with {ndim} dimension(s)")
+    return dim % ndim
 
 
 def nm_groups(t: Tensor, m: int, dim: int = 1) -> Tensor:
@@ -127,13 +146,14 @@ def _load_triton():
 _NM = Implementations("nm_mask", reference=_nm_reference, batched=_nm_batched, triton_loader=_load_triton)
 
 
-def nm_mask(scores: Tensor, n: int, m: int, *, dim: int = 1, impl: str | None = None) -> Tensor:
+def nm_mask(scores: Tensor, n: int, m: int, *, dim: int | None = None, impl: str | None = None) -> Tensor:
     """Keep the ``n`` highest scores in every group of ``m`` consecutive entries along ``dim``.
 
     Args:
         scores: ``(out, in)`` or ``(out, in, *kernel)`` (or 1-D ``(in,)``); floating point, no NaN.
         n, m: ``1 <= n < m``; ``scores.shape[dim]`` must be divisible by ``m``.
-        dim: the grouped (input) dimension, 1 for Linear and Conv weights.
+        dim: the grouped (input) dimension; default 1 (Linear and Conv weights), 0 for a 1-D
+            ``scores``. A dim outside ``[-ndim, ndim)`` raises ``ValueError``.
         impl: ``"reference"`` | ``"batched"`` | ``"triton"`` | ``None`` (auto).
 
     Returns:
@@ -146,30 +166,52 @@ def nm_mask(scores: Tensor, n: int, m: int, *, dim: int = 1, impl: str | None = 
     check_nm(n, m)
     if not isinstance(scores, Tensor) or not scores.is_floating_point():
         raise TypeError("scores must be a floating-point tensor")
+    dim = _input_dim(scores, dim)
     fn = _NM.get(impl, device=scores.device)
     if fn is not _nm_batched and _has_nan(scores):  # batched checks on its own
         raise ValueError("scores contain NaN")
     return fn(scores, n, m, dim)
 
 
-def is_nm(mask: Tensor, n: int, m: int, *, dim: int = 1, exact: bool = True) -> bool:
-    """Whether every group of ``m`` along ``dim`` holds exactly (``exact``) or at most ``n`` non-zeros."""
+def _input_dim(t: Tensor, dim: int | None) -> int:
+    if t.dim() < 1:
+        raise ValueError("N:M needs a tensor with at least one dimension")
+    return check_dim(dim, t.dim(), default=1 if t.dim() > 1 else 0)
+
+
+def is_nm(mask: Tensor, n: int, m: int, *, dim: int | None = None, exact: bool = True) -> bool:
+    """Whether every group of ``m`` along ``dim`` (default as in :func:`nm_mask`) holds exactly
+    (``exact``) or at most ``n`` non-zeros."""
     check_nm(n, m)
-    cnt = (nm_groups(mask, m, dim) != 0).sum(1)
+    cnt = (nm_groups(mask, m, _input_dim(mask, dim)) != 0).sum(1)
     return bool((cnt == n).all()) if exact else bool((cnt <= n).all())
 
 
-def nm_masks(model: nn.Module, n: int, m: int, *, scores: dict[str, Tensor] | None = None, impl: str | None = None,
-       **select) -> Masks:
-    """N:M masks for the model's Linear/Conv weights, by magnitude unless ``scores`` are given.
+def nm_masks(model: nn.Module, n: int, m: int, *, targets: Spec = None, exclude: Spec = None,
+             scores: dict[str, Tensor] | None = None, impl: str | None = None) -> Masks:
+    """N:M masks for the model's prunable weights (``targets``/``exclude`` as in
+    :func:`~overparam.prune.targets.targets`), by magnitude unless ``scores`` are given.
+
+    Args:
+        scores: name → score tensor for exactly the selected weights (a missing or an extra
+            name raises ``ValueError`` naming ``scores``).
 
     Example:
         >>> net = torch.nn.Conv2d(8, 4, 3)
         >>> is_nm(nm_masks(net, 2, 4)["weight"], 2, 4)
         True
     """
-    params = targets(model, **select)
-    src = scores if scores is not None else {k: p.detach().abs() for k, p in params.items()}
+    params = _targets(model, targets, exclude=exclude)
+    if scores is None:
+        src = {k: p.detach().abs() for k, p in params.items()}
+    else:
+        if not isinstance(scores, dict):
+            raise TypeError(f"scores must be a dict name -> tensor, got {type(scores).__name__}")
+        extra, missing = sorted(set(scores) - set(params)), [k for k in params if k not in scores]
+        if extra or missing:
+            raise ValueError(f"scores must hold exactly the selected weights {list(params)}: "
+                             f"unknown {extra}, missing {missing}")
+        src = scores
     return {k: nm_mask(src[k], n, m, impl=impl) for k in params}
 
 

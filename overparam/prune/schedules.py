@@ -24,9 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from .apply import Masked
-from .masks import check_sparsity, unstructured
-from .scores import magnitude_scores
-from .select import Masks
+from ..backend.select import Spec
+from .masks import _unstructured, check_sparsity
+from .targets import Masks
+from .targets import targets as _targets
 
 __all__ = ["one_shot", "iterative", "exponential", "cubic", "GradualPruner"]
 
@@ -87,7 +88,10 @@ class GradualPruner:
     Args:
         model, optimizer: the model and the optimizer that trains it.
         schedule: step → sparsity (e.g. ``functools.partial(cubic, final=0.9, begin=0, end=1000, every=100)``).
-        scorer: model → scores (default :func:`~overparam.prune.scores.magnitude_scores`).
+        scorer: model → scores (default: ``|θ|`` of the targets); its scores must include
+            every selected target (other entries are ignored).
+        targets, exclude: which weights (:func:`~overparam.prune.targets.targets`; default the
+            weight of every Linear/Conv), checked at construction.
         scope: ``"global"`` or ``"layerwise"``.
 
     Call :meth:`step` once per training step (after ``optimizer.step()``); it re-prunes when
@@ -105,11 +109,16 @@ class GradualPruner:
     model: nn.Module
     optimizer: torch.optim.Optimizer | None
     schedule: Callable[[int], float]
-    scorer: Callable[[nn.Module], dict[str, Tensor]] = magnitude_scores
+    scorer: Callable[[nn.Module], dict[str, Tensor]] | None = None
+    targets: Spec = None
+    exclude: Spec = None
     scope: str = "global"
     masks: Masks | None = None
     history: list[tuple[int, float]] = field(default_factory=list)
     _handle: Masked | None = None
+
+    def __post_init__(self) -> None:
+        _targets(self.model, self.targets, exclude=self.exclude)  # a bad spec fails here, not mid-training
 
     def step(self, step: int) -> Masks | None:
         s = check_sparsity(self.schedule(step), "schedule(step)")
@@ -117,7 +126,16 @@ class GradualPruner:
             return self.masks
         if not self.history and s == 0.0:
             return self.masks
-        self.masks = unstructured(self.scorer(self.model), s, scope=self.scope, previous=self.masks)
+        params = _targets(self.model, self.targets, exclude=self.exclude)
+        if self.scorer is None:
+            scores = {k: p.detach().abs() for k, p in params.items()}
+        else:
+            got = self.scorer(self.model)
+            missing = [k for k in params if k not in got]
+            if missing:
+                raise ValueError(f"scorer returned no scores for the targets {missing}")
+            scores = {k: got[k] for k in params}
+        self.masks = _unstructured(scores, s, self.scope, {}, self.masks, None)
         if self._handle is not None:
             self._handle.remove()
         self._handle = Masked(self.model, self.masks, self.optimizer)

@@ -1,8 +1,9 @@
 """Importance scores for pruning: higher = more important (kept), except GraSP (see below).
 
 All functions return ``dict`` name → score tensor shaped like the parameter, for the
-parameters selected by :func:`~overparam.prune.select.targets` (``**select``). A batch is
-``(inputs, targets)`` and ``loss_fn(model(inputs), targets)`` is the loss. None of them
+parameters selected by ``targets=`` / ``exclude=`` (:func:`~overparam.prune.targets.targets`;
+default the weight of every Linear/Conv). Model-level scores take ``(model, loss_fn, data)``
+with ``data`` one batch ``(inputs, targets)``; ``loss_fn(model(inputs), targets)`` is the loss. None of them
 changes the model (values, ``.grad``, train/eval mode) or the global RNG.
 
 * :func:`magnitude_scores` ``|θ|``; :func:`random_scores` i.i.d. uniform from a generator.
@@ -34,7 +35,8 @@ from torch import Tensor, nn
 from .. import hessian
 from ..backend import vec
 from ..backend.random import GeneratorLike, make_generator
-from .select import targets
+from ..backend.select import Spec
+from .targets import targets as _targets
 
 __all__ = [
     "magnitude_scores", "random_scores", "snip_scores", "grasp_scores", "synflow_scores",
@@ -44,17 +46,18 @@ __all__ = [
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def magnitude_scores(model: nn.Module, **select) -> dict[str, Tensor]:
+def magnitude_scores(model: nn.Module, *, targets: Spec = None, exclude: Spec = None) -> dict[str, Tensor]:
     """``|θ|`` for each selected parameter.
 
     Example:
         >>> magnitude_scores(torch.nn.Linear(2, 2))["weight"].min() >= 0
         tensor(True)
     """
-    return {k: p.detach().abs() for k, p in targets(model, **select).items()}
+    return {k: p.detach().abs() for k, p in _targets(model, targets, exclude=exclude).items()}
 
 
-def random_scores(model: nn.Module, *, generator: GeneratorLike = None, **select) -> dict[str, Tensor]:
+def random_scores(model: nn.Module, *, targets: Spec = None, exclude: Spec = None,
+                  generator: GeneratorLike = None) -> dict[str, Tensor]:
     """i.i.d. uniform [0, 1) scores (random pruning), drawn from ``generator`` in parameter order.
 
     Example:
@@ -64,9 +67,25 @@ def random_scores(model: nn.Module, *, generator: GeneratorLike = None, **select
     """
     g = make_generator(generator)
     out = {}
-    for k, p in targets(model, **select).items():
+    for k, p in _targets(model, targets, exclude=exclude).items():
         out[k] = torch.rand(p.shape, generator=g, device=g.device, dtype=torch.float64).to(p.device)
     return out
+
+
+def _batch(data):
+    """``data`` checked to be one ``(inputs, targets)`` batch."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError("data must be one (inputs, targets) batch, got "
+                         + (f"a {type(data).__name__} of length {len(data)}" if isinstance(data, (tuple, list))
+                            else type(data).__name__))
+    return data
+
+
+def _exactly(names) -> Callable[[str, object], bool]:
+    """A ``params=`` predicate selecting exactly ``names`` (a plain name would also select every
+    dotted suffix match in a nested model: ``"0.weight"`` names ``"1.0.weight"`` too)."""
+    chosen = frozenset(names)
+    return lambda name, obj: name in chosen
 
 
 def _loss_grads(model: nn.Module, loss_fn: LossFn, batch, params: Sequence[Tensor], create_graph: bool = False):
@@ -82,18 +101,20 @@ def _loss_grads(model: nn.Module, loss_fn: LossFn, batch, params: Sequence[Tenso
     return torch.autograd.grad(loss, params, create_graph=create_graph)
 
 
-def snip_scores(model: nn.Module, loss_fn: LossFn, batch, **select) -> dict[str, Tensor]:
+def snip_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None,
+                exclude: Spec = None) -> dict[str, Tensor]:
     """SNIP connection sensitivity ``|∂L(θ ⊙ c)/∂c|`` at ``c = 1``, i.e. ``|θ ⊙ ∂L/∂θ|``.
 
     Args:
-        batch: ``(inputs, targets)``; ``loss_fn(model(inputs), targets)`` is a scalar.
+        data: one batch ``(inputs, targets)``; ``loss_fn(model(inputs), targets)`` is a scalar.
     """
-    ps = targets(model, **select)
-    gs = _loss_grads(model, loss_fn, batch, list(ps.values()))
+    ps = _targets(model, targets, exclude=exclude)
+    gs = _loss_grads(model, loss_fn, _batch(data), list(ps.values()))
     return {k: (p.detach() * g).abs() for (k, p), g in zip(ps.items(), gs)}
 
 
-def grasp_scores(model: nn.Module, loss_fn: LossFn, batch, **select) -> dict[str, Tensor]:
+def grasp_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None,
+                 exclude: Spec = None) -> dict[str, Tensor]:
     """GraSP ``S = −θ ⊙ H g`` with ``g = ∇L`` and ``H = ∇²L`` over the selected parameters.
 
     GraSP prunes the weights with the *largest* ``S`` (their removal least reduces the
@@ -107,14 +128,14 @@ def grasp_scores(model: nn.Module, loss_fn: LossFn, batch, **select) -> dict[str
         >>> S["0.weight"].shape
         torch.Size([4, 3])
     """
-    ps = targets(model, **select)
-    H = hessian.hessian(model, loss_fn, tuple(batch), params=list(ps))  # refuses before any forward
-    hg = H @ _loss_grads(model, loss_fn, batch, list(ps.values()))
+    ps = _targets(model, targets, exclude=exclude)
+    H = hessian.hessian(model, loss_fn, tuple(_batch(data)), params=_exactly(ps))  # refuses before any forward
+    hg = H @ _loss_grads(model, loss_fn, data, list(ps.values()))
     return {k: -(p.detach() * h) for (k, p), h in zip(ps.items(), hg)}
 
 
 def synflow_scores(model: nn.Module, input_shape: Sequence[int], *, masks: dict[str, Tensor] | None = None,
-                   **select) -> dict[str, Tensor]:
+                   targets: Spec = None, exclude: Spec = None) -> dict[str, Tensor]:
     """SynFlow ``|θ ⊙ ∂R/∂θ|``, ``R = Σ f(1)`` of a float64 copy with ``|θ|`` (masked by ``masks``).
 
     Args:
@@ -124,7 +145,7 @@ def synflow_scores(model: nn.Module, input_shape: Sequence[int], *, masks: dict[
     The copy is put in eval mode (BatchNorm uses running statistics); the model is untouched.
     Scores are float64: in float32 ``R`` overflows or loses the small scores of deep nets.
     """
-    names = list(targets(model, **select))
+    names = list(_targets(model, targets, exclude=exclude))
     twin = copy.deepcopy(model).double().eval()
     params = dict(twin.named_parameters())
     with torch.no_grad():
@@ -138,8 +159,8 @@ def synflow_scores(model: nn.Module, input_shape: Sequence[int], *, masks: dict[
     return {k: (params[k].detach() * g).abs() for k, g in zip(names, gs)}
 
 
-def hessian_diagonal(model: nn.Module, loss_fn: LossFn, batch, *, probes: int | None = None,
-                     generator: GeneratorLike = None, chunk: int = 256, **select) -> dict[str, Tensor]:
+def hessian_diagonal(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None, exclude: Spec = None,
+                     probes: int | None = None, generator: GeneratorLike = None, chunk: int = 256) -> dict[str, Tensor]:
     """Diagonal of the loss Hessian over the selected parameters.
 
     Args:
@@ -151,10 +172,10 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, batch, *, probes: int | 
     ``H`` is :func:`overparam.hessian.hessian`, which refuses (``NonDeterministicModelError``)
     a model with train-mode dropout or BatchNorm: call ``model.eval()`` first.
     """
-    ps = targets(model, **select)
+    ps = _targets(model, targets, exclude=exclude)
     if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
         raise ValueError(f"probes must be a positive int or None, got {probes!r}")
-    H = hessian.hessian(model, loss_fn, tuple(batch), params=list(ps))
+    H = hessian.hessian(model, loss_fn, tuple(_batch(data)), params=_exactly(ps))
     if probes is None:
         n, like = H.n, list(ps.values())
         diag = []
@@ -169,18 +190,18 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, batch, *, probes: int | 
     return {k: d.detach() for k, d in zip(ps, parts)}
 
 
-def obd_scores(model: nn.Module, loss_fn: LossFn, batch, *, probes: int | None = None,
-               generator: GeneratorLike = None, **select) -> dict[str, Tensor]:
+def obd_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None, exclude: Spec = None,
+               probes: int | None = None, generator: GeneratorLike = None) -> dict[str, Tensor]:
     """Optimal Brain Damage saliency ``½ H_ii θ_i²`` (exact diagonal, or Hutchinson with ``probes``)."""
-    diag = hessian_diagonal(model, loss_fn, batch, probes=probes, generator=generator, **select)
-    ps = targets(model, **select)
+    diag = hessian_diagonal(model, loss_fn, data, targets=targets, exclude=exclude, probes=probes, generator=generator)
+    ps = _targets(model, targets, exclude=exclude)
     return {k: 0.5 * diag[k] * ps[k].detach().square() for k in ps}
 
 
-def movement_scores(model: nn.Module, **select) -> dict[str, Tensor]:
+def movement_scores(model: nn.Module, *, targets: Spec = None, exclude: Spec = None) -> dict[str, Tensor]:
     """First-order movement ``−θ ⊙ ∂L/∂θ`` from the current ``.grad`` (zero where there is none)."""
     out = {}
-    for k, p in targets(model, **select).items():
+    for k, p in _targets(model, targets, exclude=exclude).items():
         out[k] = -(p.detach() * p.grad) if p.grad is not None else torch.zeros_like(p.detach())
     return out
 
@@ -200,7 +221,8 @@ class Movement:
     scores: dict[str, Tensor] = field(default_factory=dict)
     steps: int = 0
 
-    def update(self, model: nn.Module, **select) -> None:
-        for k, s in movement_scores(model, **select).items():
+    def update(self, model: nn.Module, *, targets: Spec = None, exclude: Spec = None) -> None:
+        """Add ``movement_scores(model, targets=, exclude=)`` (the same selection every call)."""
+        for k, s in movement_scores(model, targets=targets, exclude=exclude).items():
             self.scores[k] = self.scores[k] + s if k in self.scores else s.clone()
         self.steps += 1

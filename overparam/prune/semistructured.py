@@ -36,6 +36,17 @@ def pattern_for(dtype: torch.dtype) -> tuple[int, int]:
     return (1, 2) if dtype == torch.float32 else (2, 4)
 
 
+def _pattern(w: Tensor, pattern) -> tuple[int, int]:
+    """``pattern`` (default :func:`pattern_for`) checked: a pair of ints ``1 <= n < m``."""
+    if pattern is None:
+        return pattern_for(w.dtype)
+    ok = isinstance(pattern, tuple) and len(pattern) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in pattern)
+    if not ok or not 1 <= pattern[0] < pattern[1]:
+        raise ValueError(f"pattern must be a pair of ints (n, m) with 1 <= n < m, got {pattern!r}")
+    return pattern
+
+
 def _violations(w: Tensor, n: int, m: int) -> Tensor:
     if w.dim() != 2:
         raise ValueError(f"semi-structured tensors are 2-D, got shape {tuple(w.shape)}")
@@ -51,13 +62,13 @@ def is_semi_structured(w: Tensor, *, pattern: tuple[int, int] | None = None) -> 
         >>> is_semi_structured(torch.tensor([[1., 1., 0., 0.]], dtype=torch.float16))
         True
     """
-    n, m = pattern or pattern_for(w.dtype)
+    n, m = _pattern(w, pattern)
     return not bool(_violations(w, n, m).any())
 
 
 def validate(w: Tensor, *, pattern: tuple[int, int] | None = None) -> None:
     """Raise ``ValueError`` naming the first offending group unless ``w`` is semi-structured."""
-    n, m = pattern or pattern_for(w.dtype)
+    n, m = _pattern(w, pattern)
     bad = _violations(w, n, m)
     if bool(bad.any()):
         r, g = (int(i) for i in bad.nonzero()[0])
@@ -90,10 +101,23 @@ def compress(w: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def decompress(values: Tensor, meta: Tensor, cols: int) -> Tensor:
-    """Inverse of :func:`compress`: the dense ``(rows, cols)`` tensor."""
+    """Inverse of :func:`compress`: the dense ``(rows, cols)`` tensor.
+
+    Args:
+        values: ``(rows, cols/2)``; meta: ``(rows, cols/16)`` int16; cols: the dense width, a
+            positive multiple of 16 that must agree with both shapes.
+    """
+    if isinstance(cols, bool) or not isinstance(cols, int) or cols < 16 or cols % 16:
+        raise ValueError(f"cols must be a positive multiple of 16, got {cols!r}")
+    if values.dim() != 2 or meta.dim() != 2:
+        raise ValueError(f"values and meta must be 2-D, got {tuple(values.shape)} and {tuple(meta.shape)}")
     rows = values.shape[0]
-    if values.shape != (rows, cols // 2) or meta.shape != (rows, cols // 16) or meta.dtype != torch.int16:
-        raise ValueError(f"values must be (rows, {cols // 2}) and meta int16 (rows, {cols // 16})")
+    if meta.dtype != torch.int16:
+        raise TypeError(f"meta must be int16, got {meta.dtype}")
+    if values.shape[1] != cols // 2 or meta.shape != (rows, cols // 16):
+        raise ValueError(f"cols={cols} does not match values {tuple(values.shape)} and meta {tuple(meta.shape)}: "
+                         f"cols = 2 × values.shape[1] = {2 * values.shape[1]} and 16 × meta.shape[1] = "
+                         f"{16 * meta.shape[1]}")
     packed = meta.to(torch.int64) & 0xFFFF
     shifts = torch.tensor([0, 4, 8, 12], device=meta.device)
     code = ((packed.unsqueeze(-1) >> shifts) & 0xF).reshape(rows, cols // 4)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .masks import check_sparsity, n_pruned, prune_smallest
+from .nm import check_dim
 
 __all__ = ["slice_norms", "ln_structured", "block_mask"]
 
@@ -34,7 +35,7 @@ def slice_norms(w: Tensor, dim: int, *, p: float = 2.0, groups: int | None = Non
     """
     if w.dim() < 1:
         raise ValueError("w must have at least one dimension")
-    d = dim % w.dim()
+    d = check_dim(dim, w.dim())
     moved = w.movedim(d, 0).reshape(w.shape[d], -1)
     if groups is not None:
         if not isinstance(groups, int) or groups < 1 or w.shape[d] % groups:
@@ -49,7 +50,7 @@ def ln_structured(w: Tensor, sparsity: float, *, dim: int, p: float = 2.0, group
     Args:
         w: weight (e.g. Conv ``(out, in, kh, kw)``: ``dim=0`` filters, ``dim=1`` channels).
         sparsity: fraction of slices (or slice groups) pruned, in [0, 1).
-        dim: the dimension whose indices are pruned.
+        dim: the dimension whose indices are pruned, in ``[-w.dim(), w.dim())``.
         p: the norm order (1, 2, ``float('inf')``, ...).
         groups: prune groups of ``size // groups`` consecutive indices together (heads).
 
@@ -61,7 +62,7 @@ def ln_structured(w: Tensor, sparsity: float, *, dim: int, p: float = 2.0, group
     check_sparsity(sparsity)
     norms = slice_norms(w, dim, p=p, groups=groups)
     keep = prune_smallest(norms, n_pruned(sparsity, norms.numel()))
-    d = dim % w.dim()
+    d = check_dim(dim, w.dim())
     keep = keep.repeat_interleave(w.shape[d] // norms.numel())
     shape = [1] * w.dim()
     shape[d] = w.shape[d]

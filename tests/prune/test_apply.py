@@ -114,13 +114,13 @@ def test_parametrize_route_matches_masked():
     net, x, y = _net()
     twin = copy.deepcopy(net)
     masks = magnitude(net, 0.6)
-    A.parametrize_(net, masks)
+    A.parametrize_masks_(net, masks)
     A.apply_masks_(twin, masks)
     assert torch.equal(net(x), twin(x))
     torch.nn.functional.mse_loss(net(x), y).backward()
     g = net[0].parametrizations.weight.original.grad
     assert (g[~masks["0.weight"]] == 0).all()  # the gradient of the pruned entries is zero
-    A.unparametrize_(net)
+    A.unparametrize_masks_(net)
     assert sorted(net.state_dict()) == sorted(twin.state_dict())  # parametrize reorders, names are back
     assert torch.equal(net(x), twin(x))
 
@@ -162,3 +162,35 @@ def test_full_policy_remasks_weights_and_state_of_any_optimizer(make):
             assert (opt.state[ps[k]]["buf"][~m] == 0).all() and (opt.state[ps[k]]["buf"][m] == 5).all()
     with pytest.raises(ValueError, match="policy"):
         A.masked(net, masks, optimizer=opt, policy="bogus")
+
+
+def test_parametrize_round_trip_keeps_order_and_optimizer_state():
+    """Issue 20: the round trip used to re-register weight after bias, so an Adam state_dict saved
+    before it loaded the (16, 6) exp_avg onto the (16,) bias without error."""
+    net, x, y = _net()
+    net[0].register_buffer("extra", torch.ones(2))
+    names, ids = [k for k, _ in net.named_parameters()], [id(p) for p in net.parameters()]
+    keys = list(net.state_dict())
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    torch.nn.functional.mse_loss(net(x), y).backward()
+    opt.step()
+    saved = copy.deepcopy(opt.state_dict())
+    masks = magnitude(net, 0.5, targets=["0", "2"])
+    masks["0.bias"] = torch.rand(16, generator=torch.Generator().manual_seed(0)) > 0.5  # two on one module
+    A.unparametrize_masks_(A.parametrize_masks_(net, masks))
+    assert [k for k, _ in net.named_parameters()] == names
+    assert [id(p) for p in net.parameters()] == ids  # the same Parameter objects
+    assert list(net.state_dict()) == keys
+    opt2 = torch.optim.Adam(net.parameters(), lr=1e-2)
+    opt2.load_state_dict(saved)
+    for p, q in zip(net.parameters(), opt.param_groups[0]["params"]):
+        assert opt2.state[p]["exp_avg"].shape == p.shape
+        assert torch.equal(opt2.state[p]["exp_avg"], opt.state[q]["exp_avg"])
+    assert torch.equal(net[0].weight[~masks["0.weight"]], torch.zeros(int((~masks["0.weight"]).sum())))
+
+
+def test_empty_masks_refused_naming_masks():
+    net, _, _ = _net()
+    for fn in (lambda: A.masked(net, {}), lambda: A.apply_masks_(net, {}), lambda: A.parametrize_masks_(net, {})):
+        with pytest.raises(ValueError, match="masks is empty"):
+            fn()

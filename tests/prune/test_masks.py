@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from overparam.prune import masks as M
-from overparam.prune.select import density, targets
+from overparam.prune.targets import kept_fraction, targets
 
 
 def _int_mlp(seed=0):
@@ -59,7 +59,7 @@ def test_iterative_rounds_monotone_density():
         if prev is not None:
             assert all(bool((new[k] <= prev[k]).all()) for k in new)  # monotone
         prev = new
-    assert abs(density(prev) - (1 - p) ** T) <= 1 / n
+    assert abs(kept_fraction(prev) - (1 - p) ** T) <= 1 / n
 
 
 def test_overrides_and_skip():
@@ -67,7 +67,7 @@ def test_overrides_and_skip():
     m = M.magnitude(net, 0.5, overrides={"1": 0.9})
     assert int((~m["1.weight"]).sum()) == 90
     assert int((~m["0.weight"]).sum()) == 50
-    assert set(M.magnitude(net, 0.5, skip_names=["0"])) == {"1.weight"}
+    assert set(M.magnitude(net, 0.5, exclude="0")) == {"1.weight"}
 
 
 def test_previous_cannot_revive():
@@ -141,3 +141,30 @@ def test_previous_keeps_pruned_entries_pruned_even_with_high_scores(scope):
         assert not m[k][~prev[k]].any()
         assert bool((m[k] <= prev[k]).all())
     assert sum(int((~v).sum()) for v in m.values()) == 10
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), scope=st.sampled_from(["global", "layerwise"]), s=st.floats(0.3, 0.9))
+def test_previous_pruned_stays_pruned_with_signed_scores(seed, scope, s):
+    """Signed scores (movement, GraSP): a previously pruned entry whose new score is positive must
+    stay pruned. Filling pruned entries with 0 instead of -inf revives it (a mutant the suite missed)."""
+    g = torch.Generator().manual_seed(seed)
+    sc = {"a": torch.randn(6, 5, generator=g) - 2.0, "b": torch.randn(7, generator=g) - 2.0}  # mostly negative
+    prev = {}
+    for k, v in sc.items():
+        keep = torch.ones(v.numel(), dtype=torch.bool)
+        keep[torch.randperm(v.numel(), generator=g)[: max(1, int(0.2 * v.numel()))]] = False
+        prev[k] = keep.reshape(v.shape)
+        v[~prev[k]] = 5.0  # previously pruned, now scored above everything
+    m = M.unstructured(sc, s, scope=scope, previous=prev)
+    for k in sc:
+        assert not bool((m[k] & ~prev[k]).any()), k
+        if scope == "layerwise":
+            assert int((~m[k]).sum()) == int(s * sc[k].numel() + 0.5)
+
+
+def test_previous_pruned_stays_pruned_small_case():
+    s = torch.tensor([-5.0, -3.0, 2.0, 4.0])
+    prev = torch.tensor([True, True, False, True])
+    m = M.unstructured({"w": s}, 0.5, previous={"w": prev})["w"]
+    assert m.tolist() == [False, True, False, True]  # the 0-fill mutant gives [False, False, True, True]

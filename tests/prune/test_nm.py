@@ -65,7 +65,7 @@ def test_model_level_and_skip():
     masks = N.nm_masks(net, 1, 2)
     assert set(masks) == {"0.weight", "2.weight"}
     assert all(N.is_nm(m, 1, 2) for m in masks.values())
-    assert set(N.nm_masks(net, 1, 2, skip_types=[torch.nn.Linear])) == {"0.weight"}
+    assert set(N.nm_masks(net, 1, 2, exclude=torch.nn.Linear)) == {"0.weight"}
 
 
 @pytest.mark.parametrize("n,m", [(2, 2), (0, 4), (5, 4)])
@@ -146,3 +146,33 @@ def test_nan_raises_on_both_batched_paths():
         w[1, m - 1] = float("nan")
         with pytest.raises(ValueError, match="NaN"):
             N.nm_mask(w, 2, m, impl="batched")
+
+
+@pytest.mark.parametrize("shape,dim", [((4, 8), 2), ((4, 8), 5), ((4, 8), -3), ((2, 4, 8, 8), -7), ((8,), 1)])
+def test_out_of_range_dim_refused(shape, dim):
+    """Issue 20: dim used to wrap modulo ndim (dim=5 on a 2-D tensor grouped dim 1)."""
+    w = torch.rand(shape)
+    with pytest.raises(ValueError, match=f"dim={dim} is out of range"):
+        N.nm_mask(w, 2, 4, dim=dim)
+    with pytest.raises(ValueError, match=f"dim={dim} is out of range"):
+        N.is_nm(w > 0.5, 2, 4, dim=dim)
+
+
+def test_negative_and_default_dims():
+    w = torch.rand(8, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(N.nm_mask(w, 2, 4, dim=-1), N.nm_mask(w, 2, 4, dim=1))
+    assert torch.equal(N.nm_mask(w, 2, 4, dim=-2), N.nm_mask(w.T, 2, 4).T)
+    v = torch.rand(8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(N.nm_mask(v, 2, 4), N.nm_mask(v, 2, 4, dim=0))  # 1-D: the only dim
+
+
+def test_nm_masks_scores_must_name_the_targets():
+    """Issue 20: an unknown key gave KeyError: '0.weight'."""
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+    t = torch.rand(8, 8)
+    with pytest.raises(ValueError, match=r"scores must hold exactly .*unknown \['bogus'\]"):
+        N.nm_masks(net, 2, 4, scores={"bogus": t})
+    with pytest.raises(ValueError, match=r"missing \['1.weight'\]"):
+        N.nm_masks(net, 2, 4, scores={"0.weight": t})
+    got = N.nm_masks(net, 2, 4, targets="0", scores={"0.weight": t})
+    assert torch.equal(got["0.weight"], N.nm_mask(t, 2, 4))

@@ -59,7 +59,7 @@ def test_hessian_diagonal_exact_and_hutchinson():
     offs = torch.tensor([0] + sizes).cumsum(0).tolist()
     dg = torch.diagonal(H)
     expect = {k: dg[offs[i]:offs[i + 1]].reshape(p.shape) for i, (k, p) in enumerate(net.named_parameters()) if k.endswith("weight")}
-    exact = S.hessian_diagonal(net, F.mse_loss, batch, skip_names=["0"], chunk=37)  # several uneven chunks
+    exact = S.hessian_diagonal(net, F.mse_loss, batch, exclude="0", chunk=37)  # several uneven chunks
     assert set(exact) == {"2.weight", "4.weight"}
     for k in exact:
         torch.testing.assert_close(exact[k], expect[k], rtol=1e-10, atol=1e-14)
@@ -117,7 +117,7 @@ def test_movement_and_random():
 @pytest.mark.parametrize("method", ["magnitude", "random", "snip", "grasp", "synflow", "obd"])
 def test_prune_at_init_exact_count(method):
     net, batch = _setup()
-    m = prune_at_init(net, method, 0.8, loss_fn=F.mse_loss, batch=batch, input_shape=(6,), iterations=5, generator=0)
+    m = prune_at_init(net, method, 0.8, loss_fn=F.mse_loss, data=batch, input_shape=(6,), iterations=5, generator=0)
     total = sum(v.numel() for v in m.values())
     assert sum(int((~v).sum()) for v in m.values()) == int(0.8 * total + 0.5)
 
@@ -135,7 +135,7 @@ def test_prune_at_init_bad_input():
 def test_prune_at_init_grasp_removes_largest_S():
     net, batch = _setup()
     S_ = S.grasp_scores(net, F.mse_loss, batch)
-    m = prune_at_init(net, "grasp", 0.5, loss_fn=F.mse_loss, batch=batch)
+    m = prune_at_init(net, "grasp", 0.5, loss_fn=F.mse_loss, data=batch)
     flat_s = torch.cat([S_[k].reshape(-1) for k in m])
     flat_m = torch.cat([m[k].reshape(-1) for k in m])
     assert flat_s[~flat_m].min() >= flat_s[flat_m].max()  # GraSP prunes the largest −θ⊙Hg
@@ -179,3 +179,12 @@ def test_snip_on_train_mode_batchnorm_and_dropout_has_no_side_effects():
         s = S.snip_scores(net, torch.nn.functional.mse_loss, (x, y))
     assert all(torch.equal(before[k], b) for k, b in net.named_buffers()), "running statistics changed"
     assert set(s) == {"0.weight", "3.weight"} and all(torch.isfinite(v).all() for v in s.values())
+
+
+@pytest.mark.parametrize("fn", [S.snip_scores, S.grasp_scores, S.hessian_diagonal, S.obd_scores])
+def test_data_that_is_not_a_batch_is_named(fn):
+    """Issue 20: snip_scores(net, loss, (x,)) said 'not enough values to unpack'."""
+    net, batch = _setup()
+    with pytest.raises(ValueError, match=r"data must be one \(inputs, targets\) batch, got a tuple of length 1"):
+        fn(net, F.mse_loss, (batch[0],))
+

@@ -72,3 +72,25 @@ def test_cuda_handoff_matches_dense():
     sp = SS.to_semi_structured(w)
     x = torch.randn(64, 32, dtype=torch.float16, device="cuda")
     torch.testing.assert_close(sp @ x, w @ x)
+
+
+@pytest.mark.parametrize("pattern", [(4, 2), (2, 2), (0, 4), (2,), [2, 4], (2.0, 4), (True, 4)])
+def test_bad_pattern_refused(pattern):
+    """Issue 20: N > M was accepted (and answered True)."""
+    w = torch.zeros(2, 8)
+    with pytest.raises(ValueError, match="pattern"):
+        SS.validate(w, pattern=pattern)
+    with pytest.raises(ValueError, match="pattern"):
+        SS.is_semi_structured(w, pattern=pattern)
+
+
+def test_decompress_names_cols():
+    """Issue 20: a wrong cols never mentioned cols."""
+    w = torch.tensor([[0., 1., 0., 2.] * 4] * 3)
+    values, meta = SS.compress(w)
+    for cols in (12, 32, 0, -16, 16.0):
+        with pytest.raises(ValueError, match="cols"):
+            SS.decompress(values, meta, cols)
+    with pytest.raises(TypeError, match="meta must be int16"):
+        SS.decompress(values, meta.to(torch.int32), 16)
+    assert torch.equal(SS.decompress(values, meta, 16), w)

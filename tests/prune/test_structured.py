@@ -44,3 +44,14 @@ def test_block_mask_oracle():
         S.block_mask(w, 0.5, block=(3, 3))
     with pytest.raises(ValueError, match="sparsity"):
         S.block_mask(w, 1.0, block=(2, 3))
+
+
+@pytest.mark.parametrize("dim", [2, 3, -3])
+def test_out_of_range_dim_refused(dim):
+    """Issue 20: ln_structured(w, .5, dim=3) on a 2-D weight used to prune dim 1."""
+    w = torch.rand(4, 6)
+    with pytest.raises(ValueError, match=f"dim={dim} is out of range"):
+        S.ln_structured(w, 0.5, dim=dim)
+    with pytest.raises(ValueError, match=f"dim={dim} is out of range"):
+        S.slice_norms(w, dim)
+    assert torch.equal(S.ln_structured(w, 0.5, dim=-1), S.ln_structured(w, 0.5, dim=1))
