@@ -50,7 +50,7 @@ from torch import nn
 
 from ..backend.random import GeneratorLike, gaussian, make_generator
 from ..backend.select import Spec
-from .shapes import TensorShape, infer_shapes, select_trainable
+from .shapes import TensorShape, _select_trainable, infer_shapes
 
 __all__ = ["PARAMETERIZATIONS", "Rule", "Plan", "plan"]
 
@@ -260,8 +260,8 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
             raise ValueError(f"depth must be (L, L_base) with positive ints for 'depth-mup', got {depth!r}")
         if branches is None or branch_outputs is None:
             raise ValueError("'depth-mup' needs branches= and branch_outputs= selection specs")
-        inside = select_trainable(model, branches, argname="branches")
-        outputs = select_trainable(model, branch_outputs, argname="branch_outputs")
+        inside = _select_trainable(model, branches, argname="branches")
+        outputs = _select_trainable(model, branch_outputs, argname="branch_outputs")
     elif depth is not None or branches is not None or branch_outputs is not None:
         raise ValueError("depth=, branches= and branch_outputs= apply to parameterization='depth-mup' only")
     rules = {}

@@ -105,7 +105,7 @@ def _aliases(model: nn.Module) -> dict[int, list[str]]:
     return out
 
 
-def select_trainable(model: nn.Module, spec: Spec, *, argname: str) -> set[str]:
+def _select_trainable(model: nn.Module, spec: Spec, *, argname: str) -> set[str]:
     """Names (as in ``named_parameters``) of the trainable tensors that ``spec`` selects by any of
     their names; every item of ``spec`` must select one, else a ValueError names ``argname``.
 
@@ -190,7 +190,7 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
     dshapes = {k: tuple(p.shape) for k, p in delta.named_parameters()} if delta is not None else None
     owners, bowners, aliases = _owners(model), _owners(base), _aliases(model)
     downers = _owners(delta) if delta is not None else {}
-    role_hits = [(select_trainable(model, key, argname="roles"), r) for key, r in roles.items()]
+    role_hits = [(_select_trainable(model, key, argname="roles"), r) for key, r in roles.items()]
     if delta is None and all(tuple(p.shape) == bshapes.get(k) for k, p in params):
         raise ValueError("base has the same shape as model in every parameter, so no dimension is seen to grow "
                          "and every tensor would get the role 'fixed': pass delta= (the architecture at a third "
