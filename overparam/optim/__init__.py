@@ -11,9 +11,12 @@ factors ``X`` (``X @ X.T``), e.g. from ``op.factor.pairs(model)``:
 * :func:`rpca_scaledgd`: robust PCA by ScaledGD with hard-thresholded outliers.
 
 :class:`SubGM` is the plain subgradient method over any parameters. Step rules:
-:func:`constant`, :func:`geometric`, :func:`polyak`. See docs/optim.md.
+:func:`constant`, :func:`geometric`, :func:`polyak`. A NaN/inf gradient is not looked for by
+default (it propagates, as in torch's optimizers); ``check_finite=True`` on any of them raises
+:class:`NonFiniteGradientError` naming the parameter before anything changes. See docs/optim.md.
 """
 
+from ._finite import NonFiniteGradientError
 from ._pairs import PairOptimizer, as_pair
 from .precgd import PrecGD
 from .rpca import RPCAResult, hard_threshold, rpca_scaledgd, sparsify
@@ -26,5 +29,5 @@ from .subgm import SubGM
 __all__ = [
     "ScaledGD", "PrecGD", "ScaledSM", "ScaledSGD", "SubGM", "rpca_scaledgd", "RPCAResult", "sparsify",
     "hard_threshold", "PairOptimizer", "as_pair", "StepRule", "StepInfo", "Constant", "Geometric", "Polyak",
-    "constant", "geometric", "polyak", "as_rule",
+    "constant", "geometric", "polyak", "as_rule", "NonFiniteGradientError",
 ]

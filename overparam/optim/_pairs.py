@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..backend.linalg import NotPositiveDefiniteError, gram_solve
+from ._finite import check_finite_flag, check_finite_grads
 
 __all__ = ["as_pair", "PairOptimizer", "PairStep", "check_nonnegative"]
 
@@ -90,6 +91,14 @@ def _normalize(params: Any) -> list[dict]:
     return groups
 
 
+def _pair_name(gi: int, group: dict, i: int) -> str:
+    for n, (a, b) in enumerate(group["pair_index"]):
+        if i in (a, b):
+            factor = "X" if a == b else ("L" if i == a else "R")
+            return f"factor {factor} of pairs[{n}] in param group {gi}"
+    return f"param_groups[{gi}]['params'][{i}]"  # pragma: no cover - every tensor belongs to a pair
+
+
 @dataclass
 class PairStep:
     """One pair's factors, gradients and preconditioned directions (``dR is None`` when symmetric)."""
@@ -121,12 +130,18 @@ class PairStep:
 
 class PairOptimizer(Optimizer):
     """Base class: parses factor pairs and computes the preconditioned directions
-    ``dL = ∇_L f (RᵀR + λI)⁻¹``, ``dR = ∇_R f (LᵀL + λI)⁻¹`` (symmetric: ``∇f (XᵀX + λI)⁻¹``)."""
+    ``dL = ∇_L f (RᵀR + λI)⁻¹``, ``dR = ∇_R f (LᵀL + λI)⁻¹`` (symmetric: ``∇f (XᵀX + λI)⁻¹``).
+
+    ``check_finite`` (a default for every group, or per group): subclasses call
+    :meth:`_check_finite` first thing in ``step()``, which raises
+    :class:`~overparam.optim.NonFiniteGradientError` naming the pair and factor whose gradient
+    holds NaN or inf, before anything changes (see ``overparam.optim._finite``)."""
 
     _nonnegative: tuple[str, ...] = ("lr", "damping")
 
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+    def __init__(self, params: Any, defaults: dict[str, Any], *, check_finite: bool = False) -> None:
         check_nonnegative(defaults, *self._nonnegative)
+        defaults = dict(defaults, check_finite=check_finite_flag(check_finite))
         super().__init__(_normalize(params), defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -155,11 +170,16 @@ class PairOptimizer(Optimizer):
         for k, v in self.defaults.items():
             group.setdefault(k, v)
         check_nonnegative(group, *self._nonnegative)
+        check_finite_flag(group["check_finite"])
         self._check_group(group)
         super().add_param_group(group)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Subclass hook for extra per-group validation."""
+
+    def _check_finite(self) -> None:
+        """Raise if a gradient in a ``check_finite`` group holds NaN/inf, naming ``pairs[n]`` and the factor."""
+        check_finite_grads(self, _pair_name)
 
     @torch.no_grad()
     def _pair_steps(self, group: dict[str, Any], damping: float) -> list[PairStep]:

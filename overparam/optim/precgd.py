@@ -34,6 +34,8 @@ class PrecGD(PairOptimizer):
             matrix stops being numerically PD and the step raises
             :class:`~overparam.backend.linalg.NotPositiveDefiniteError`; a floor such as ``1e-14``
             (fp64) or ``1e-6`` (fp32, relative to ``‖XᵀX‖ ≈ 1``) lets it run past convergence.
+        check_finite: raise :class:`~overparam.optim.NonFiniteGradientError` naming the factor
+            whose gradient holds NaN/inf, before any update (see :class:`ScaledGD`; off by default).
 
     ``step(closure)`` evaluates the loss through the closure; ``step(loss=value)`` takes a
     loss the caller computed (a float or 0-dim tensor) for the current iterate. The damping
@@ -52,13 +54,15 @@ class PrecGD(PairOptimizer):
 
     _nonnegative = ("lr", "c", "min_damping")
 
-    def __init__(self, params: Any, lr: float = 0.5, c: float = 1.0, min_damping: float = 0.0) -> None:
-        super().__init__(params, dict(lr=lr, c=c, min_damping=min_damping))
+    def __init__(self, params: Any, lr: float = 0.5, c: float = 1.0, min_damping: float = 0.0, *,
+                 check_finite: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, c=c, min_damping=min_damping), check_finite=check_finite)
         self.last_damping: list[float] = []
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None, *, loss: float | Tensor | None = None):
         ret, f = loss_value(closure, loss, needed=True, who="PrecGD")
+        self._check_finite()
         if not math.isfinite(f) or f < 0:
             raise ValueError(f"PrecGD needs a finite non-negative loss, got {f}")
         self.last_damping = []

@@ -102,6 +102,8 @@ def rpca_scaledgd(Y: Tensor, rank: int, *, alpha: float | None = None, init_alph
         raise ValueError("init_alpha needs alpha (it is the sparsify fraction of the initial outlier estimate)")
     if Y.ndim != 2 or not Y.is_floating_point():
         raise ValueError(f"Y must be a 2-D floating-point tensor, got {tuple(Y.shape)} {Y.dtype}")
+    if not bool(torch.isfinite(Y).all()):
+        raise ValueError("Y holds NaN or inf entries: robust PCA needs a finite matrix (outliers may be large, not infinite)")
     if not 1 <= rank <= min(Y.shape):
         raise ValueError(f"rank must be in [1, {min(Y.shape)}], got {rank}")
     if iters < 0:

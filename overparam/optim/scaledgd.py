@@ -34,6 +34,11 @@ class ScaledGD(PairOptimizer):
             ``X (n, k)`` / ``(X, X)``, or of param-group dicts with a ``"pairs"`` entry.
         lr: step size ``η >= 0`` (0.5 is the usual choice; the method is scale-free).
         damping: ``λ >= 0``; 0 gives ScaledGD, > 0 ScaledGD(λ).
+        check_finite: check every gradient before each step and raise
+            :class:`~overparam.optim.NonFiniteGradientError` naming the pair and factor whose
+            gradient holds NaN or inf (nothing is updated). Off by default: like torch's
+            optimizers, a non-finite gradient then propagates into the factors (the r×r solve
+            spreads it over the whole factor).
 
     Example:
         >>> import torch, overparam as op
@@ -46,12 +51,13 @@ class ScaledGD(PairOptimizer):
         True
     """
 
-    def __init__(self, params: Any, lr: float = 0.5, damping: float = 0.0) -> None:
-        super().__init__(params, dict(lr=lr, damping=damping))
+    def __init__(self, params: Any, lr: float = 0.5, damping: float = 0.0, *, check_finite: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, damping=damping), check_finite=check_finite)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         loss = self._closure_loss(closure)
+        self._check_finite()
         for group in self.param_groups:
             for ps in self._pair_steps(group, group["damping"]):
                 ps.apply_(group["lr"])

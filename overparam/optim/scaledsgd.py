@@ -41,6 +41,9 @@ class ScaledSGD(PairOptimizer):
         lr: step size ``η >= 0``.
         damping: ``λ >= 0``.
         refresh: recompute the Gram matrices exactly every ``refresh`` steps (>= 1).
+        check_finite: raise :class:`~overparam.optim.NonFiniteGradientError` naming the factor
+            whose gradient holds NaN/inf, before any update (see :class:`ScaledGD`; off by default:
+            a non-finite gradient then also enters the incrementally kept Gram matrices).
 
     Example:
         >>> import torch, overparam as op
@@ -54,10 +57,11 @@ class ScaledSGD(PairOptimizer):
         True
     """
 
-    def __init__(self, params: Any, lr: float = 0.5, damping: float = 0.0, refresh: int = 100) -> None:
+    def __init__(self, params: Any, lr: float = 0.5, damping: float = 0.0, refresh: int = 100, *,
+                 check_finite: bool = False) -> None:
         if not isinstance(refresh, int) or refresh < 1:
             raise ValueError(f"refresh must be an int >= 1, got {refresh!r}")
-        super().__init__(params, dict(lr=lr, damping=damping, refresh=refresh))
+        super().__init__(params, dict(lr=lr, damping=damping, refresh=refresh), check_finite=check_finite)
 
     @staticmethod
     def _rows(g: Tensor | None) -> Tensor | None:
@@ -70,6 +74,7 @@ class ScaledSGD(PairOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         loss = self._closure_loss(closure)
+        self._check_finite()
         for group in self.param_groups:
             lr, lam = group["lr"], group["damping"]
             ps = group["params"]

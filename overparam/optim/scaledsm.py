@@ -37,6 +37,8 @@ class ScaledSM(PairOptimizer):
         step: a step rule (:func:`~overparam.optim.polyak`, :func:`~overparam.optim.geometric`,
             :func:`~overparam.optim.constant`) or a number; per group.
         damping: ``λ >= 0`` in the preconditioner.
+        check_finite: raise :class:`~overparam.optim.NonFiniteGradientError` naming the factor
+            whose (sub)gradient holds NaN/inf, before any update (see :class:`ScaledGD`; off by default).
 
     ``step(closure)`` or ``step(loss=value)`` supplies ``f(x_t)`` (needed by Polyak).
 
@@ -53,8 +55,9 @@ class ScaledSM(PairOptimizer):
 
     _nonnegative = ("damping",)
 
-    def __init__(self, params: Any, step: StepRule | float = polyak(0.0), damping: float = 0.0) -> None:
-        super().__init__(params, dict(step=as_rule(step), damping=damping))
+    def __init__(self, params: Any, step: StepRule | float = polyak(0.0), damping: float = 0.0, *,
+                 check_finite: bool = False) -> None:
+        super().__init__(params, dict(step=as_rule(step), damping=damping), check_finite=check_finite)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         group["step"] = as_rule(group["step"])
@@ -63,6 +66,7 @@ class ScaledSM(PairOptimizer):
     def step(self, closure: Callable[[], Tensor] | None = None, *, loss: float | Tensor | None = None):
         needs = any(g["step"].needs_loss for g in self.param_groups)
         ret, f = loss_value(closure, loss, needed=needs, who="ScaledSM")
+        self._check_finite()
         steps = [self._pair_steps(g, g["damping"]) for g in self.param_groups]
         sq = 0.0
         if any(g["step"].needs_grad_norm for g in self.param_groups):

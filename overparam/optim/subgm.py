@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..backend import vec
+from ._finite import check_finite_flag, check_finite_grads
 from .steps import StepInfo, StepRule, as_rule, loss_value
 
 __all__ = ["SubGM"]
@@ -31,6 +32,11 @@ class SubGM(Optimizer):
         step: step rule (:func:`~overparam.optim.geometric`, :func:`~overparam.optim.polyak`,
             :func:`~overparam.optim.constant`) or a number (constant); per group.
         normalize: divide the step by the global subgradient norm ``‖g‖``.
+        check_finite: check every gradient first and raise
+            :class:`~overparam.optim.NonFiniteGradientError` naming the parameter whose gradient
+            holds NaN or inf (nothing is updated); per group. Off by default: as in torch's
+            optimizers a non-finite subgradient then propagates into its parameter, and through
+            ``‖g‖`` (``normalize``, Polyak) into the step of every parameter.
 
     ``step(closure)`` or ``step(loss=value)`` gives ``f(x_t)`` for the Polyak rule; the
     Polyak denominator is ``Σ‖g‖²`` over all groups (``‖g‖`` with ``normalize=True``).
@@ -46,21 +52,26 @@ class SubGM(Optimizer):
         True
     """
 
-    def __init__(self, params: Iterable[Any], step: StepRule | float, normalize: bool = False) -> None:
+    def __init__(self, params: Iterable[Any], step: StepRule | float, normalize: bool = False, *,
+                 check_finite: bool = False) -> None:
         if not isinstance(normalize, bool):
             raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
-        super().__init__(params, dict(step=as_rule(step), normalize=normalize))
+        super().__init__(params, dict(step=as_rule(step), normalize=normalize,
+                                      check_finite=check_finite_flag(check_finite)))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         param_group = dict(param_group)
         if "step" in param_group:
             param_group["step"] = as_rule(param_group["step"])
+        if "check_finite" in param_group:
+            check_finite_flag(param_group["check_finite"])
         super().add_param_group(param_group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None, *, loss: float | Tensor | None = None):
         needs = any(g["step"].needs_loss for g in self.param_groups)
         ret, f = loss_value(closure, loss, needed=needs, who="SubGM")
+        check_finite_grads(self)
         grads = [[p for p in g["params"] if p.grad is not None] for g in self.param_groups]
         allg = tuple(p.grad for ps in grads for p in ps)
         if any(g.is_sparse for g in allg):
@@ -74,7 +85,7 @@ class SubGM(Optimizer):
             t, best = st.get("step", 0), st.get("best_loss")
             norm_sq = math.sqrt(sq) if group["normalize"] else sq
             lr = group["step"](StepInfo(step=t, loss=f, grad_sq_norm=norm_sq, best_loss=best))
-            if group["normalize"] and sq > 0:
+            if group["normalize"] and sq != 0:  # a NaN norm propagates, never skips normalization
                 lr = lr / math.sqrt(sq)
             if ps:
                 vec.axpy_(-lr, tuple(p.grad for p in ps), tuple(ps))

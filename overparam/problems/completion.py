@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..backend.random import GeneratorLike, make_generator
+from ._checks import check_factors, positive_int
 from .sensing import ground_truth, small_factors, spectral_factors
 
 __all__ = ["MatrixCompletion", "completion"]
@@ -61,16 +62,14 @@ class MatrixCompletion:
         return m
 
     def product(self, X) -> Tensor:
-        """``XXᵀ`` or ``LRᵀ`` (dense ``(n1, n2)``)."""
-        if isinstance(X, tuple):
-            return X[0] @ X[1].mT
-        if not self.symmetric:
-            raise TypeError("this problem is asymmetric: pass the factors as a tuple (L, R)")
-        return X @ X.mT
+        """``XXᵀ`` or ``LRᵀ`` (dense ``(n1, n2)``) from ``X (n, k)`` or ``(L (n1, k), R (n2, k))`` in
+        the problem's dtype and on its device (else a TypeError/ValueError naming ``X``)."""
+        L, R = check_factors(X, self.shape, self.symmetric, self.M_star)
+        return L @ R.mT
 
     def residual(self, X, entries: Tensor | None = None) -> Tensor:
         """``(LRᵀ − M*)`` on the observed entries (all, or the subset ``entries``), ``(N,)``."""
-        L, R = X if isinstance(X, tuple) else (X, X)
+        L, R = check_factors(X, self.shape, self.symmetric, self.M_star)
         i, j, v = self.rows, self.cols, self.values
         if entries is not None:
             i, j, v = i[entries], j[entries], v[entries]
@@ -86,8 +85,7 @@ class MatrixCompletion:
 
     def minibatch(self, size: int, *, generator: GeneratorLike = None) -> Tensor:
         """``size`` observed-entry indices drawn uniformly with replacement, ``(size,)`` long."""
-        if size < 1:
-            raise ValueError(f"size must be >= 1, got {size}")
+        positive_int(size, "size")
         g = make_generator(generator)
         return torch.randint(0, self.num_observed, (size,), generator=g).to(self.rows.device)
 
@@ -100,7 +98,8 @@ class MatrixCompletion:
         """``"small"``: ``scale·G/√n``; ``"spectral"``: top-``rank`` factors of ``P_Ω(M*)/p``."""
         k = self.rank if rank is None else rank
         if kind == "small":
-            return small_factors(self.shape, k, scale, self.symmetric, generator, self.M_star)
+            return small_factors(self.shape, k, like=self.M_star, scale=scale, symmetric=self.symmetric,
+                                 generator=generator)
         if kind == "spectral":
             Y = torch.zeros_like(self.M_star)
             Y[self.rows, self.cols] = self.values
@@ -117,6 +116,7 @@ def completion(n: int, r: int, p: float, *, kappa: float = 1.0, n2: int | None =
         kappa: condition number of ``M*``. symmetric: PSD ``M*`` and symmetric ``Ω``.
         loss: ``"l2"`` or ``"l1"``. generator: seeds ``M*`` and ``Ω``.
     """
+    positive_int(n, "n")
     if not 0 < p <= 1:
         raise ValueError(f"p must be in (0, 1], got {p}")
     if loss not in ("l2", "l1"):

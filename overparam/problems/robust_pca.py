@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..backend.random import GeneratorLike, make_generator
+from ._checks import check_factors, check_tensor, positive_int
 from .sensing import ground_truth, small_factors, spectral_factors
 
 __all__ = ["RobustPCA", "robust_pca"]
@@ -34,20 +35,26 @@ class RobustPCA:
     rank: int
 
     def loss(self, X: tuple[Tensor, Tensor], S: Tensor | None = None) -> Tensor:
-        """``½‖LRᵀ + S − Y‖_F²`` (``S = 0`` by default)."""
-        D = X[0] @ X[1].mT - self.Y
+        """``½‖LRᵀ + S − Y‖_F²`` (``S = 0`` by default); ``L (n1, k)``, ``R (n2, k)``, ``S (n1, n2)``
+        in the problem's dtype and on its device (else a TypeError/ValueError naming the argument)."""
+        L, R = check_factors(X, tuple(self.Y.shape), False, self.Y)
+        if S is not None:
+            check_tensor(S, "S", tuple(self.Y.shape), self.Y)
+        D = L @ R.mT - self.Y
         return 0.5 * (D if S is None else D + S).square().sum()
 
     def relative_error(self, X: tuple[Tensor, Tensor]) -> Tensor:
         """``‖LRᵀ − M*‖_F / ‖M*‖_F``."""
-        return torch.linalg.matrix_norm(X[0] @ X[1].mT - self.M_star) / torch.linalg.matrix_norm(self.M_star)
+        L, R = check_factors(X, tuple(self.Y.shape), False, self.Y)
+        return torch.linalg.matrix_norm(L @ R.mT - self.M_star) / torch.linalg.matrix_norm(self.M_star)
 
     def init(self, kind: str = "spectral", *, rank: int | None = None, scale: float = 1e-3,
              generator: GeneratorLike = None) -> tuple[Tensor, Tensor]:
         """``"small"`` (``scale·G/√n``) or ``"spectral"`` (top-``rank`` factors of ``Y``)."""
         k = self.rank if rank is None else rank
         if kind == "small":
-            return small_factors(tuple(self.Y.shape), k, scale, False, generator, self.Y)
+            return small_factors(tuple(self.Y.shape), k, like=self.Y, scale=scale, symmetric=False,
+                                 generator=generator)
         if kind == "spectral":
             return spectral_factors(self.Y, k, False)
         raise ValueError(f"kind must be 'small' or 'spectral', got {kind!r}")
@@ -56,6 +63,7 @@ class RobustPCA:
 def robust_pca(n: int, r: int, alpha: float, *, kappa: float = 1.0, n2: int | None = None, magnitude: float = 10.0,
                generator: GeneratorLike = None, dtype=torch.float64, device=None) -> RobustPCA:
     """A robust-PCA instance with outlier fraction ``alpha ∈ [0, 1)`` (see the module docstring)."""
+    positive_int(n, "n")
     if not 0 <= alpha < 1:
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")
     if magnitude < 0:

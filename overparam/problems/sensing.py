@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..backend.random import GeneratorLike, gaussian, make_generator
+from ._checks import check_factors, check_tensor, positive_int
 
 __all__ = ["MatrixSensing", "sensing", "ground_truth", "small_factors", "spectral_factors"]
 
@@ -37,8 +38,17 @@ def _orthonormal(n: int, r: int, g: torch.Generator, dtype, device) -> Tensor:
 
 def ground_truth(n: int, r: int, *, kappa: float = 1.0, n2: int | None = None, symmetric: bool = True,
                  generator: GeneratorLike = None, dtype=torch.float64, device=None) -> Tensor:
-    """A rank-``r`` matrix ``(n, n2)`` with singular values ``linspace(1, 1/κ, r)``; PSD when symmetric."""
-    if r < 1 or r > min(n, n2 or n):
+    """A rank-``r`` matrix ``(n, n2)`` with singular values ``linspace(1, 1/κ, r)``; PSD when symmetric.
+
+    Example:
+        >>> torch.linalg.svdvals(ground_truth(5, 2, kappa=4.0, generator=0))[:3].round(decimals=6)
+        tensor([1.0000, 0.2500, 0.0000], dtype=torch.float64)
+    """
+    positive_int(n, "n")
+    if n2 is not None:
+        positive_int(n2, "n2")
+    positive_int(r, "r")
+    if r > min(n, n2 or n):
         raise ValueError(f"r must be in [1, min(n, n2)] = [1, {min(n, n2 or n)}], got {r}")
     if not kappa >= 1:
         raise ValueError(f"kappa must be >= 1, got {kappa}")
@@ -73,17 +83,16 @@ class MatrixSensing:
 
     def measure(self, M: Tensor) -> Tensor:
         """``𝒜(M) = (<A_i, M>)_i``: ``(n1, n2) -> (m,)``, or batched ``(b, n1, n2) -> (b, m)``."""
+        check_tensor(M, "M", self.shape, self.M_star, batched=True)
         flat = self.A.reshape(self.m, -1)
         return M.reshape(*M.shape[:-2], -1) @ flat.mT
 
     def product(self, X: Tensor | tuple[Tensor, Tensor]) -> Tensor:
-        """The matrix a factorization represents: ``XXᵀ`` or ``LRᵀ``."""
-        if isinstance(X, tuple):
-            L, R = X
-            return L @ R.mT
-        if not self.symmetric:
-            raise TypeError("this problem is asymmetric: pass the factors as a tuple (L, R)")
-        return X @ X.mT
+        """The matrix a factorization represents: ``XXᵀ`` (``X (..., n, k)``) or ``LRᵀ``
+        (``L (..., n1, k)``, ``R (..., n2, k)``), in the problem's dtype and on its device
+        (else a TypeError/ValueError naming ``X``; nothing is cast)."""
+        L, R = check_factors(X, self.shape, self.symmetric, self.M_star, batched=True)
+        return L @ R.mT
 
     def residual(self, X) -> Tensor:
         return self.measure(self.product(X)) - self.y
@@ -110,19 +119,27 @@ class MatrixSensing:
         """
         k = self.rank if rank is None else rank
         if kind == "small":
-            return small_factors(self.shape, k, scale, self.symmetric, generator, self.M_star)
+            return small_factors(self.shape, k, like=self.M_star, scale=scale, symmetric=self.symmetric,
+                                 generator=generator)
         if kind == "spectral":
             Y = torch.einsum("m,mij->ij", self.y, self.A) / self.m
             return spectral_factors(Y, k, self.symmetric)
         raise ValueError(f"kind must be 'small' or 'spectral', got {kind!r}")
 
 
-def small_factors(shape: tuple[int, int], k: int, scale: float, symmetric: bool, generator: GeneratorLike,
-                  like: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-    """``scale · G / √n`` with ``G`` standard Gaussian: ``X (n, k)`` or ``(L (n1, k), R (n2, k))``."""
+def small_factors(shape: tuple[int, int], k: int, *, like: Tensor, scale: float = 1e-3, symmetric: bool = True,
+                  generator: GeneratorLike = None) -> Tensor | tuple[Tensor, Tensor]:
+    """``scale · G / √n`` with ``G`` standard Gaussian: ``X (n, k)`` or ``(L (n1, k), R (n2, k))``,
+    in the dtype and on the device of ``like``.
+
+    Example:
+        >>> L, R = small_factors((5, 3), 2, like=torch.zeros(5, 3), symmetric=False, generator=0)
+        >>> L.shape, R.shape
+        (torch.Size([5, 2]), torch.Size([3, 2]))
+    """
     n1, n2 = shape
-    if k < 1:
-        raise ValueError(f"rank must be >= 1, got {k}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"rank must be an int >= 1, got {k!r}")
     if scale < 0:
         raise ValueError(f"scale must be >= 0, got {scale}")
     dt, dev = like.dtype, like.device
@@ -134,7 +151,13 @@ def small_factors(shape: tuple[int, int], k: int, scale: float, symmetric: bool,
 
 
 def spectral_factors(Y: Tensor, k: int, symmetric: bool) -> Tensor | tuple[Tensor, Tensor]:
-    """Top-``k`` factors of a surrogate ``Y (n1, n2)`` of ``M*``: ``V√λ₊`` (symmetric) or ``(U√Σ, V√Σ)``."""
+    """Top-``k`` factors of a surrogate ``Y (n1, n2)`` of ``M*``: ``V√λ₊`` (symmetric) or ``(U√Σ, V√Σ)``.
+
+    Example:
+        >>> spectral_factors(torch.diag(torch.tensor([4.0, 1.0])), 1, True)
+        tensor([[2.],
+                [0.]])
+    """
     n1, n2 = Y.shape
     if not 1 <= k <= min(n1, n2):
         raise ValueError(f"rank must be in [1, min(n1, n2)] = [1, {min(n1, n2)}] for spectral init, got {k}")
@@ -164,10 +187,10 @@ def sensing(n: int, r: int, m: int, *, kappa: float = 1.0, n2: int | None = None
     Returns:
         a :class:`MatrixSensing` with ``A (m, n, n2)``, noiseless ``y (m,)``.
     """
+    positive_int(n, "n")
+    positive_int(m, "m")
     if symmetric and n2 not in (None, n):
         raise ValueError(f"symmetric sensing needs a square matrix, got n={n}, n2={n2}")
-    if m < 1:
-        raise ValueError(f"m must be >= 1, got {m}")
     if loss not in ("l2", "l1"):
         raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
     if not 0 <= outliers < 1:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..backend.random import GeneratorLike, gaussian, make_generator
+from ._checks import check_tensor, positive_int
 
 __all__ = ["TeacherStudent", "teacher_student", "ACTIVATIONS"]
 
@@ -42,8 +43,14 @@ class TeacherStudent:
     loss_kind: str = "l2"
 
     def forward(self, params: tuple[Tensor, Tensor], X: Tensor) -> Tensor:
-        """``σ(X Wᵀ) a``: ``(N, d) -> (N,)``."""
-        W, a = params
+        """``σ(X Wᵀ) a``: ``(N, d) -> (N,)`` for a student ``params = (W (k, d), a (k,))`` in the
+        problem's dtype and on its device (else a TypeError/ValueError naming the argument)."""
+        if not (isinstance(params, tuple) and len(params) == 2):
+            raise TypeError(f"params must be a pair (W (k, d), a (k,)), got {type(params).__name__}")
+        d = self.X.shape[1]
+        W = check_tensor(params[0], "params[0] (W)", (None, d), self.X)
+        a = check_tensor(params[1], "params[1] (a)", (W.shape[0],), self.X)
+        check_tensor(X, "X", (None, d), self.X)
         return ACTIVATIONS[self.activation](X @ W.mT) @ a
 
     def loss(self, params: tuple[Tensor, Tensor]) -> Tensor:
@@ -88,10 +95,12 @@ def teacher_student(d: int, teacher_width: int, samples: int, *, activation: str
     """Build a two-layer teacher-student problem (see the module docstring)."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    positive_int(d, "d")
+    positive_int(teacher_width, "teacher_width")
+    positive_int(samples, "samples")
+    positive_int(test_samples, "test_samples")
     if not 1 <= teacher_width <= d:
         raise ValueError(f"teacher_width must be in [1, d] = [1, {d}], got {teacher_width}")
-    if samples < 1 or test_samples < 1:
-        raise ValueError(f"samples and test_samples must be >= 1, got {samples}, {test_samples}")
     if loss not in ("l2", "l1"):
         raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
     g = make_generator(generator)

@@ -12,14 +12,14 @@ Example:
     >>> mlp = lambda w: torch.nn.Sequential(torch.nn.Linear(8, w), torch.nn.ReLU(), torch.nn.Linear(w, w),
     ...                                     torch.nn.ReLU(), torch.nn.Linear(w, 4))
     >>> x, y = torch.randn(64, 8, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 4
-    >>> cc = coord_check(mlp, [64, 128, 256], (x, y), torch.nn.functional.cross_entropy, lr=1e-2, steps=3)
+    >>> cc = coord_check(mlp, torch.nn.functional.cross_entropy, (x, y), widths=[64, 128, 256], lr=1e-2, steps=3,
+    ...                  generator=0)
     >>> abs(cc.slopes()["4"]) < 0.4  # μP: the read-out's change is about flat in width
     True
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backend.random import GeneratorLike, make_generator
+from ..backend.select import Spec, select
 from .plan import plan
 
 __all__ = ["CoordCheck", "coord_check", "plot_coord_check"]
@@ -79,42 +80,50 @@ def _first(out):  # modules returning tuples (e.g. attention): record the first 
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _leaf_modules(model: nn.Module, patterns) -> list[str]:
-    names = [k for k, m in model.named_modules() if k and next(m.parameters(recurse=False), None) is not None]
-    if patterns is not None:
-        names = [k for k in names if any(fnmatch.fnmatchcase(k, p) for p in patterns)]
+def _recorded(model: nn.Module, modules: Spec) -> list[str]:
+    """The modules that own parameters (not the root) among those ``modules`` selects."""
+    chosen = select(model, modules, kind="modules", argname="modules")
+    names = [k for k, m in chosen.items() if k and next(m.parameters(recurse=False), None) is not None]
     if not names:
-        raise ValueError(f"no module with parameters matches modules={patterns!r}")
+        raise ValueError(f"modules: {modules!r} selects no module that owns parameters")
     return names
 
 
-def coord_check(make_model: Callable[[int], nn.Module], widths, data, loss_fn: Callable, *,
+def coord_check(make_model: Callable[[int], nn.Module], loss_fn: Callable, data, *, widths,
                 parameterization: str = "mup", base_width: int | None = None, lr: float = 1e-3, steps: int = 5,
-                optimizer: str = "adam", modules: list[str] | None = None, plan_kwargs: dict | None = None,
-                generator: GeneratorLike = 0) -> CoordCheck:
+                optimizer: str = "adam", modules: Spec = None, plan_kwargs: dict | None = None,
+                generator: GeneratorLike = None) -> CoordCheck:
     """Train ``make_model(w)`` for each width under a plan and record per-layer output scales.
 
     Args:
         make_model: ``width -> nn.Module`` (called inside a forked RNG, so the global RNG is untouched).
-        widths: at least two distinct positive ints (any order; the result is sorted).
-        data: one batch ``(inputs, targets)``; full-batch steps on it.
         loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.
+        data: one batch ``(inputs, targets)``, ``inputs (batch, ...)``; full-batch steps on it (the
+            change of each output is measured on these same inputs, so one fixed batch).
+        widths: at least two distinct positive ints (any order; the result is sorted).
         parameterization: ``"sp"`` | ``"mup"`` | ``"depth-mup"`` (see :func:`~overparam.scaling.plan`).
         base_width: width of the base model (default the smallest width).
         lr: the base learning rate.
         steps: optimizer steps ``T``.
         optimizer: ``"adam"`` (``torch.optim.Adam``) or ``"sgd"`` (``torch.optim.SGD``).
-        modules: name patterns of the modules to record (default: every module owning parameters).
+        modules: a selection spec (:mod:`overparam.backend.select`: names, globs, module types,
+            predicates, lists) of the modules to record; of those it selects (a module and
+            everything inside it), the ones that own parameters are recorded (default: every
+            module owning parameters).
         plan_kwargs: extra arguments for :func:`~overparam.scaling.plan` (e.g. ``roles=``).
-        generator: seeds the init of every width (the same seed for each).
+        generator: seeds the models' construction and the plan's init of every width (the same
+            seed for each width); ``None`` draws a seed as :func:`~overparam.backend.random.make_generator`
+            does.
 
     Returns:
         :class:`CoordCheck` (print it for a table; :func:`plot_coord_check` draws it).
 
     Raises:
         ValueError: fewer than two widths, duplicate or non-positive widths, a bad
-            ``base_width``, ``steps``, ``optimizer`` or ``data``, patterns that match no module.
-        TypeError: ``make_model``/``loss_fn`` not callable, ``widths``/``modules`` not lists.
+            ``base_width``, ``steps``, ``optimizer`` or ``data``, a ``modules`` item that
+            matches no module (or selects none that owns parameters).
+        TypeError: ``make_model``/``loss_fn`` not callable, ``widths`` not a list, a ``modules``
+            item of the wrong type.
     """
     if not callable(make_model):
         raise TypeError(f"make_model must be a callable width -> nn.Module, got {type(make_model).__name__}")
@@ -130,8 +139,6 @@ def coord_check(make_model: Callable[[int], nn.Module], widths, data, loss_fn: C
     if base_width is not None and not (isinstance(base_width, int) and not isinstance(base_width, bool)
                                        and base_width > 0):
         raise ValueError(f"base_width must be a positive int, got {base_width!r}")
-    if modules is not None and (isinstance(modules, str) or not all(isinstance(m, str) for m in modules)):
-        raise TypeError(f"modules must be a list of name patterns, got {modules!r}")
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError(f"data must be one batch (inputs, targets), got {type(data).__name__}")
     if not isinstance(steps, int) or steps < 1:
@@ -152,7 +159,7 @@ def coord_check(make_model: Callable[[int], nn.Module], widths, data, loss_fn: C
     base, delta_model = build(base_width), build(other)
     for w in widths:
         model = build(w)
-        names = _leaf_modules(model, modules) if names is None else names
+        names = _recorded(model, modules) if names is None else names
         p = plan(model, parameterization, base=base, delta=delta_model, optimizer=optimizer, **(plan_kwargs or {}))
         p.init_(model, generator=seed)
         groups = p.param_groups(model, lr=lr)

@@ -41,7 +41,6 @@ Example:
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +49,8 @@ import torch
 from torch import nn
 
 from ..backend.random import GeneratorLike, gaussian, make_generator
-from .shapes import TensorShape, infer_shapes
+from ..backend.select import Spec
+from .shapes import TensorShape, _select_trainable, infer_shapes
 
 __all__ = ["PARAMETERIZATIONS", "Rule", "Plan", "plan"]
 
@@ -75,10 +75,6 @@ class Rule:
     init_scale: float
     lr_scale: float
     size: tuple[int, ...]
-
-
-def _matches(name: str, patterns) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def _is_real(x) -> bool:
@@ -156,10 +152,6 @@ class Plan:
             elif r.init_scale != 1:
                 p.mul_(r.init_scale)
 
-    def lr_scales(self) -> dict[str, float]:
-        """``{name: learning-rate factor}``."""
-        return {k: r.lr_scale for k, r in self.rules.items()}
-
     def param_groups(self, model: nn.Module, *, lr: float, weight_decay: float = 0.0, decay: str = "independent",
                      vector_decay: bool = True, **extra) -> list[dict]:
         """Parameter groups for any ``torch.optim`` optimizer: tensors with equal learning rate
@@ -210,8 +202,8 @@ class Plan:
 
 def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, delta: nn.Module | None = None,
          optimizer: str = "adam", init_std: float | Callable[[str, TensorShape], float | None] | None = "lecun",
-         zero_output: bool = False, roles: dict[str, str] | None = None, depth: tuple[int, int] | None = None,
-         branches: list[str] | None = None, branch_outputs: list[str] | None = None) -> Plan:
+         zero_output: bool = False, roles: dict[Spec, str] | None = None, depth: tuple[int, int] | None = None,
+         branches: Spec = None, branch_outputs: Spec = None) -> Plan:
     """The per-tensor rules of a parameterization for ``model``, relative to ``base``.
 
     Args:
@@ -221,27 +213,33 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
         base: the same architecture at the width whose hyperparameters were tuned, with the same
             parameter names (for ``"depth-mup"`` build it at the model's depth: the base depth is
             given by ``depth=``). Only shapes are read: build it on the meta device.
-        delta: a third width, when ``model`` equals ``base`` in some growing dimension.
+        delta: a third width, when ``model`` equals ``base`` in some growing dimension (needed
+            when ``model`` is at the base width itself).
         optimizer: ``"adam"`` (also AdamW, Adagrad-like sign-invariant methods) or ``"sgd"``.
         init_std: the base std σ₀ of weight matrices: ``"lecun"`` (``1/√fan_in`` of the base),
             a number, a function ``(name, TensorShape) -> σ₀`` (None keeps that tensor's init), or
             None (keep every init; only the learning rates are planned).
-        zero_output: initialize read-out weights at zero (a μP variant that transfers well).
-        roles: role overrides by name pattern (see :func:`~overparam.scaling.infer_shapes`).
+        zero_output: initialize read-out weights at zero (a μP variant that transfers well);
+            needs a tensor of role ``"output"``.
+        roles: role overrides ``{spec: role}`` (see :func:`~overparam.scaling.infer_shapes`).
         depth: ``(L, L_base)``: the number of residual blocks of ``model`` and of ``base``
             (``"depth-mup"`` only).
-        branches: name patterns of every parameter inside a residual branch (``"depth-mup"``).
-        branch_outputs: name patterns of each branch's last layer (weight and bias), which
-            absorbs the ``1/√L`` multiplier; your forward stays ``x + f(x)``.
+        branches: a selection spec (:mod:`overparam.backend.select`: names, globs, module types,
+            predicates, lists) of every parameter inside a residual branch (``"depth-mup"``),
+            e.g. ``"blocks"`` or ``"blocks.*"``.
+        branch_outputs: a spec of each branch's last layer (weight and bias), which absorbs the
+            ``1/√L`` multiplier, e.g. ``"blocks.*.fc2"``; your forward stays ``x + f(x)``.
 
     Returns:
         a :class:`Plan`.
 
     Raises:
-        ValueError: unknown parameterization/optimizer, depth rules without ``depth``/patterns,
-            patterns that match nothing, a non-positive or non-finite σ₀, or ``zero_output``
-            with ``init_std=None``.
-        TypeError: ``branches``/``branch_outputs`` that are not lists of strings.
+        ValueError: unknown parameterization/optimizer, depth rules without ``depth``/specs,
+            a ``roles``/``branches``/``branch_outputs`` item that selects no trainable parameter
+            (the message names the keyword), a non-positive or non-finite σ₀, ``zero_output``
+            with ``init_std=None`` or without an ``"output"`` tensor, a model without trainable
+            parameters, or a ``base`` of the model's own shapes without ``delta``.
+        TypeError: a spec item of the wrong type.
     """
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
@@ -250,21 +248,21 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if init_std is None and zero_output:
         raise ValueError("zero_output=True needs an init_std (init_std=None keeps every init)")
-    for arg, pats in (("branches", branches), ("branch_outputs", branch_outputs)):
-        if pats is not None and (isinstance(pats, str) or not all(isinstance(p, str) for p in pats)):
-            raise TypeError(f"{arg} must be a list of name patterns, got {pats!r}")
     shapes = infer_shapes(model, base=base, delta=delta, roles=roles)
+    if zero_output and not any(s.role == "output" for s in shapes.values()):
+        raise ValueError("zero_output=True but no tensor has the role 'output' (roles: "
+                         f"{sorted({s.role for s in shapes.values()})}): check base/delta, or name the read-out "
+                         "with roles={spec: 'output'}")
     is_depth = parameterization == "depth-mup"
+    inside, outputs = set(), set()
     if is_depth:
         if depth is None or len(depth) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in depth):
             raise ValueError(f"depth must be (L, L_base) with positive ints for 'depth-mup', got {depth!r}")
-        if not branches or not branch_outputs:
-            raise ValueError("'depth-mup' needs branches= and branch_outputs= name patterns")
-        for arg, pats in (("branches", branches), ("branch_outputs", branch_outputs)):
-            unmatched = [p for p in pats if not any(fnmatch.fnmatchcase(k, p) for k in shapes)]
-            if unmatched:
-                raise ValueError(f"{arg} patterns {unmatched} match no trainable parameter")
-    elif depth is not None or branches or branch_outputs:
+        if branches is None or branch_outputs is None:
+            raise ValueError("'depth-mup' needs branches= and branch_outputs= selection specs")
+        inside = _select_trainable(model, branches, argname="branches")
+        outputs = _select_trainable(model, branch_outputs, argname="branch_outputs")
+    elif depth is not None or branches is not None or branch_outputs is not None:
         raise ValueError("depth=, branches= and branch_outputs= apply to parameterization='depth-mup' only")
     rules = {}
     params = dict(model.named_parameters())
@@ -284,11 +282,11 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
             raise ValueError(f"init_std must be a finite number > 0, got {sigma0!r} for {k!r}")
         std, lr = _width_rule(s, "sp" if parameterization == "sp" else "mup", optimizer, sigma0, zero_output)
         scale = 1.0
-        if is_depth and (_matches(k, branches) or _matches(k, branch_outputs)):
+        if k in inside or k in outputs:
             d = depth[0] / depth[1]
             if optimizer == "adam":
                 lr /= math.sqrt(d)
-            if _matches(k, branch_outputs):  # the absorbed multiplier c = d^{-1/2}
+            if k in outputs:  # the absorbed multiplier c = d^{-1/2}
                 c = 1 / math.sqrt(d)
                 std, scale = (None, c) if std is None else (std * c, 1.0)
                 lr *= c if optimizer == "adam" else c * c

@@ -32,11 +32,12 @@ Example:
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from dataclasses import dataclass
 
 from torch import nn
+
+from ..backend.select import Spec, name_matches, select
 
 __all__ = ["ROLES", "TensorShape", "fans", "infer_shapes"]
 
@@ -104,8 +105,45 @@ def _aliases(model: nn.Module) -> dict[int, list[str]]:
     return out
 
 
+def _select_trainable(model: nn.Module, spec: Spec, *, argname: str) -> set[str]:
+    """Names (as in ``named_parameters``) of the trainable tensors that ``spec`` selects by any of
+    their names; every item of ``spec`` must select one, else a ValueError names ``argname``.
+
+    :func:`~overparam.backend.select.select` sees a tied tensor under its first name only; an
+    item may also name a later alias (``"head.weight"`` tied to ``"emb.weight"``), matched here
+    by the same grammar (the name or an enclosing module's, the owner's type, a predicate).
+    """
+    trainable = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    aliases, owners = _aliases(model), _owners(model)
+    items = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    if not items or spec is None:
+        raise ValueError(f"{argname}: an empty spec selects nothing")
+    out: set[str] = set()
+    for item in items:
+        try:
+            got = set(select(model, item, kind="parameters", argname=argname))
+        except ValueError:
+            got = set()
+        for k, p in trainable.items():
+            for a in aliases.get(id(p), [k])[1:]:
+                if isinstance(item, str):
+                    parts = a.split(".")
+                    hit = any(name_matches(item, ".".join(parts[: i + 1])) for i in range(len(parts)))
+                elif isinstance(item, type):
+                    hit = isinstance(owners.get(a), item)
+                else:
+                    hit = bool(item(a, p))
+                if hit:
+                    got.add(k)
+        got &= set(trainable)
+        if not got:
+            raise ValueError(f"{argname}: {item!r} matches no trainable parameter of the model")
+        out |= got
+    return out
+
+
 def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None = None,
-                 roles: dict[str, str] | None = None) -> dict[str, TensorShape]:
+                 roles: dict[Spec, str] | None = None) -> dict[str, TensorShape]:
     """Width information for every trainable parameter of ``model``.
 
     Args:
@@ -115,8 +153,11 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
         delta: optional third width; a dimension also counts as growing when ``base`` and
             ``delta`` differ there (for a target that equals the base in some dimension, e.g.
             ``model`` is the base itself: then every multiplier is 1 but the roles are right).
-        roles: overrides by name pattern, e.g. ``{"head.weight": "output"}`` (any of :data:`ROLES`);
-            a pattern may name any of a tied parameter's names (the last matching pattern wins).
+        roles: role overrides ``{spec: role}`` (any of :data:`ROLES`), each key a selection spec
+            of :mod:`overparam.backend.select` (a name or dotted suffix, a glob, a module type, a
+            predicate or a tuple of these), e.g. ``{"head.weight": "output"}``,
+            ``{"blocks.*.ln.*": "input"}``, ``{nn.LayerNorm: "input"}``; a key may name any of a
+            tied parameter's names; where keys overlap the last one wins.
 
     Returns:
         ``{name: TensorShape}`` in ``named_parameters`` order.
@@ -127,24 +168,33 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
 
     Raises:
         ValueError: names or numbers of dimensions that differ from ``base``/``delta``, an
-            unknown role, a pattern that matches nothing, or a tied parameter whose owners
-            disagree on its role without an override.
+            unknown role, a ``roles`` key that selects no trainable parameter, a tied parameter
+            whose owners disagree on its role without an override, a model without trainable
+            parameters, or a ``base`` of the model's own shapes without ``delta`` (then no
+            dimension is seen to grow and every tensor would be ``"fixed"``).
         TypeError: ``model``/``base``/``delta`` not modules, ``roles`` not a dict.
     """
     for arg, m in (("model", model), ("base", base), ("delta", delta)):
         if m is not None and not isinstance(m, nn.Module):
             raise TypeError(f"{arg} must be an nn.Module, got {type(m).__name__}")
     if roles is not None and not isinstance(roles, dict):
-        raise TypeError(f"roles must be a dict {{name pattern: role}}, got {type(roles).__name__}")
+        raise TypeError(f"roles must be a dict {{spec: role}}, got {type(roles).__name__}")
     roles = dict(roles or {})
     bad = {k: v for k, v in roles.items() if v not in ROLES}
     if bad:
-        raise ValueError(f"roles must map name patterns to one of {ROLES}, got {bad}")
+        raise ValueError(f"roles must map selection specs to one of {ROLES}, got {bad}")
     params = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters: there is nothing to plan")
     bshapes = {k: tuple(p.shape) for k, p in base.named_parameters()}
     dshapes = {k: tuple(p.shape) for k, p in delta.named_parameters()} if delta is not None else None
     owners, bowners, aliases = _owners(model), _owners(base), _aliases(model)
     downers = _owners(delta) if delta is not None else {}
+    role_hits = [(_select_trainable(model, key, argname="roles"), r) for key, r in roles.items()]
+    if delta is None and all(tuple(p.shape) == bshapes.get(k) for k, p in params):
+        raise ValueError("base has the same shape as model in every parameter, so no dimension is seen to grow "
+                         "and every tensor would get the role 'fixed': pass delta= (the architecture at a third "
+                         "width) to tell which dimensions grow, or a base of another width")
     out: dict[str, TensorShape] = {}
     for name, p in params:
         if name not in bshapes or (dshapes is not None and name not in dshapes):
@@ -163,8 +213,8 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
         bfi, bfo = fans(bshape, bowners.get(name))
         role = by_owner[name]
         overridden = False
-        for pat, r in roles.items():
-            if any(fnmatch.fnmatchcase(a, pat) for a in names):
+        for hit, r in role_hits:
+            if name in hit:
                 role, overridden = r, True
         if len(set(by_owner.values())) > 1 and not overridden:
             raise ValueError(
@@ -173,8 +223,4 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
                 f"(mup's MuSharedReadout); keep the tensor's role with roles={{{name!r}: 'input'}} and "
                 "write logits = h @ E.T / m_in, or untie the weights")
         out[name] = TensorShape(role, fi, fo, fi / bfi, fo / bfo)
-    every = [a for k, p in params for a in aliases.get(id(p), [k])]
-    unmatched = [pat for pat in roles if not any(fnmatch.fnmatchcase(k, pat) for k in every)]
-    if unmatched:
-        raise ValueError(f"roles patterns {unmatched} match no trainable parameter of model")
     return out

@@ -83,3 +83,10 @@ def test_init_alpha_sets_the_initial_outlier_estimate_only():
     Q = op.problems.robust_pca(n=60, r=2, alpha=0.05, generator=0)
     full = rpca_scaledgd(Q.Y, 2, alpha=0.15, init_alpha=0.075, lr=0.8, iters=150)  # the authors' α / 2α split
     assert float(Q.relative_error((full.L, full.R))) < 1e-8
+
+
+def test_non_finite_input_is_refused_naming_y():
+    Y = torch.eye(4, dtype=torch.float64)
+    Y[0, 1] = float("nan")
+    with pytest.raises(ValueError, match="Y holds NaN or inf"):
+        rpca_scaledgd(Y, 1, alpha=0.1)

@@ -106,3 +106,22 @@ def test_spectral_init_is_close_with_many_measurements():
     Q = sensing(n=6, r=2, m=3000, symmetric=False, generator=0)
     L, R = Q.init("spectral", rank=4)
     assert L.shape == (6, 4) and float(Q.relative_error((L, R))) < 0.3
+
+
+def test_generators_are_keyword_only_and_default_to_none():
+    """The dialect: every public function and init/minibatch method of problems takes generator=None keyword-only."""
+    import inspect
+    fns = [getattr(op.problems, n) for n in op.problems.__all__]
+    fns += [getattr(c, m) for c in fns if inspect.isclass(c) for m in ("init", "minibatch") if hasattr(c, m)]
+    seen = 0
+    for f in fns:
+        if not callable(f) or inspect.isclass(f):
+            continue
+        par = inspect.signature(f).parameters.get("generator")
+        if par is not None:
+            seen += 1
+            assert par.kind is inspect.Parameter.KEYWORD_ONLY and par.default is None, f
+    assert seen >= 10
+    L, R = op.problems.small_factors((5, 3), 2, like=torch.zeros(5, 3, dtype=torch.float64), symmetric=False,
+                                     generator=0)
+    assert L.shape == (5, 2) and R.shape == (3, 2) and L.dtype == torch.float64

@@ -20,8 +20,9 @@ def data():
 @pytest.mark.parametrize("optimizer,lr", [("adam", 1e-2), ("sgd", 0.2)])
 def test_mup_is_flat_and_sp_blows_up(data, optimizer, lr):
     widths = [64, 128, 256, 512]
-    mu = coord_check(mlp, widths, data, F.cross_entropy, lr=lr, steps=3, optimizer=optimizer)
-    sp = coord_check(mlp, widths, data, F.cross_entropy, parameterization="sp", lr=lr, steps=3, optimizer=optimizer)
+    mu = coord_check(mlp, F.cross_entropy, data, widths=widths, lr=lr, steps=3, optimizer=optimizer, generator=0)
+    sp = coord_check(mlp, F.cross_entropy, data, widths=widths, parameterization="sp", lr=lr, steps=3,
+                     optimizer=optimizer, generator=0)
     assert mu.modules == ["0", "2", "4"] and mu.delta.shape == (4, 4, 3) and mu.losses.shape == (4, 4)
     # μP: every layer's output and its change are Θ(1) in width (finite-width corrections: the
     # read-out's W₀·Δh part decays like 1/√width, so the slope is slightly negative at these widths)
@@ -38,23 +39,26 @@ def test_mup_is_flat_and_sp_blows_up(data, optimizer, lr):
 
 def test_global_rng_untouched_and_errors(data):
     state = torch.random.get_rng_state()
-    a = coord_check(mlp, [16, 32], data, F.cross_entropy, steps=1, generator=4)
-    b = coord_check(mlp, [16, 32], data, F.cross_entropy, steps=1, generator=4)
+    a = coord_check(mlp, F.cross_entropy, data, widths=[16, 32], steps=1, generator=4)
+    b = coord_check(mlp, F.cross_entropy, data, widths=[16, 32], steps=1, generator=4)
     assert torch.equal(torch.random.get_rng_state(), state) and torch.equal(a.delta, b.delta)
-    assert coord_check(mlp, [16, 32], data, F.cross_entropy, steps=1, modules=["4"]).modules == ["4"]
+    assert coord_check(mlp, F.cross_entropy, data, widths=[16, 32], steps=1, modules=["4"]).modules == ["4"]
+    assert coord_check(mlp, F.cross_entropy, data, widths=[16, 32], steps=1, modules="4").modules == ["4"]
     with pytest.raises(ValueError, match="widths"):
-        coord_check(mlp, [16], data, F.cross_entropy)
+        coord_check(mlp, F.cross_entropy, data, widths=[16])
     with pytest.raises(ValueError, match="steps"):
-        coord_check(mlp, [16, 32], data, F.cross_entropy, steps=0)
-    with pytest.raises(ValueError, match="modules"):
-        coord_check(mlp, [16, 32], data, F.cross_entropy, modules=["nothing"])
+        coord_check(mlp, F.cross_entropy, data, widths=[16, 32], steps=0)
+    with pytest.raises(ValueError, match="modules: 'nothing' matches no module"):
+        coord_check(mlp, F.cross_entropy, data, widths=[16, 32], modules=["4", "nothing"])
+    with pytest.raises(ValueError, match="modules: .* selects no module that owns parameters"):
+        coord_check(mlp, F.cross_entropy, data, widths=[16, 32], modules=nn.ReLU)
     with pytest.raises(ValueError, match="which"):
         a.slopes("l1")
 
 
 def test_plot(data, tmp_path):
     plt = pytest.importorskip("matplotlib.pyplot")
-    cc = coord_check(mlp, [16, 32], data, F.cross_entropy, steps=2)
+    cc = coord_check(mlp, F.cross_entropy, data, widths=[16, 32], steps=2)
     axes = plot_coord_check(cc)
     assert len(axes) == 3
     plt.savefig(tmp_path / "cc.png")
@@ -69,11 +73,11 @@ def test_order_seed_hooks_and_step0_oracle(data):
     def make(w):
         built[w] = mlp(w)
         return built[w]
-    a = coord_check(make, [32, 16], data, F.cross_entropy, steps=1, generator=4)
+    a = coord_check(make, F.cross_entropy, data, widths=[32, 16], steps=1, generator=4)
     assert a.widths == [16, 32] and all(not m._forward_hooks for net in built.values() for m in net.modules())
-    b = coord_check(mlp, [16, 32], data, F.cross_entropy, steps=1, generator=4)
+    b = coord_check(mlp, F.cross_entropy, data, widths=[16, 32], steps=1, generator=4)
     assert torch.equal(a.delta, b.delta) and torch.equal(a.rms, b.rms)
-    c = coord_check(mlp, [16, 32], data, F.cross_entropy, steps=1, generator=5)
+    c = coord_check(mlp, F.cross_entropy, data, widths=[16, 32], steps=1, generator=5)
     assert not torch.equal(c.rms[:, 0], b.rms[:, 0])
     from overparam.scaling import plan
     with torch.random.fork_rng():
@@ -91,11 +95,33 @@ def test_order_seed_hooks_and_step0_oracle(data):
 @pytest.mark.parametrize("kw,err,match", [
     (dict(widths=[16, 16, 32]), ValueError, "widths"), (dict(widths=16), TypeError, "widths"),
     (dict(widths=[16, 32.0]), ValueError, "widths"), (dict(base_width=0), ValueError, "base_width"),
-    (dict(modules="4"), TypeError, "modules"), (dict(make_model="mlp"), TypeError, "make_model"),
+    (dict(modules=4), TypeError, "modules"), (dict(generator=1.5), TypeError, "generator"), (dict(make_model="mlp"), TypeError, "make_model"),
     (dict(data="xy"), ValueError, "data"), (dict(loss_fn=None), TypeError, "loss_fn"),
     (dict(lr=-1.0), ValueError, "lr"), (dict(optimizer="lion"), ValueError, "optimizer"),
 ])
 def test_bad_input(data, kw, err, match):
     args = dict(make_model=mlp, widths=[16, 32], data=data, loss_fn=F.cross_entropy) | kw
     with pytest.raises(err, match=match):
-        coord_check(args.pop("make_model"), args.pop("widths"), args.pop("data"), args.pop("loss_fn"), steps=1, **args)
+        coord_check(args.pop("make_model"), args.pop("loss_fn"), args.pop("data"), steps=1, **args)
+
+
+def test_modules_takes_the_shared_selection_grammar(data):
+    """Types, globs, predicates and containers select the same recorded modules as their names."""
+    def run(spec):
+        return coord_check(mlp, F.cross_entropy, data, widths=[16, 32], steps=1, modules=spec, generator=3)
+    by_name = run(["2", "4"])
+    for spec in (nn.Linear, "*", lambda n, m: isinstance(m, nn.Linear)):
+        assert run(spec).modules == ["0", "2", "4"]
+    for spec in ("[24]", lambda n, m: n in ("2", "4")):
+        cc = run(spec)
+        assert cc.modules == ["2", "4"] and torch.equal(cc.delta, by_name.delta)
+
+
+def test_signature_follows_the_dialect():
+    """(make_model, loss_fn, data, *, widths=...): widths and generator are keyword-only, generator defaults to None."""
+    import inspect
+    sig = inspect.signature(coord_check)
+    assert list(sig.parameters)[:3] == ["make_model", "loss_fn", "data"]
+    assert sig.parameters["widths"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert sig.parameters["generator"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert sig.parameters["generator"].default is None

@@ -122,6 +122,9 @@ def test_depth_mup_absorbed_equals_branch_multiplier(optimizer):
     kw = dict(base=Res(w, L).double(), delta=Res(2 * w, L).double(), optimizer=optimizer, depth=(L, L0),
               branches=["blocks.*"], branch_outputs=["blocks.*.2.*"])
     p = plan(a, "depth-mup", **kw)
+    # the same selection by module names and types (overparam.backend.select grammar)
+    same = plan(a, "depth-mup", **(kw | dict(branches="blocks", branch_outputs=lambda n, q: n.split(".")[2:3] == ["2"])))
+    assert same.rules == p.rules
     before = {k: v.clone() for k, v in a.state_dict().items()}
     p.init_(a, generator=5)
     torch.testing.assert_close(a.blocks[0][2].bias, before["blocks.0.2.bias"] / math.sqrt(d))  # kept bias ×d^-1/2
@@ -313,11 +316,16 @@ def test_more_bad_input():
     with pytest.raises(ValueError, match="zero_output"):
         plan(m, base=base, init_std=None, zero_output=True)
     with pytest.raises(TypeError, match="branches"):
-        plan(m, "depth-mup", base=base, depth=(4, 2), branches="2.*", branch_outputs=["2.*"])
+        plan(m, "depth-mup", base=base, depth=(4, 2), branches=3, branch_outputs=["2.*"])
+    with pytest.raises(ValueError, match="branch_outputs: 'fc' matches no"):
+        plan(m, "depth-mup", base=base, depth=(4, 2), branches="2", branch_outputs=["2", "fc"])
+    with pytest.raises(ValueError, match="branches: .* matches no trainable"):
+        plan(m, "depth-mup", base=base, depth=(4, 2), branches=lambda n, p: False, branch_outputs="2")
     with pytest.raises(ValueError, match="depth"):
         plan(m, "depth-mup", base=base, depth=(True, 1), branches=["2.*"], branch_outputs=["2.*"])
     with pytest.raises(TypeError, match="model"):
         plan("net", base=base)
+
     frozen = mlp(16)
     frozen[0].weight.requires_grad_(False)
     q = plan(frozen, base=base)
@@ -325,3 +333,18 @@ def test_more_bad_input():
     frozen[0].weight.requires_grad_(True)  # unfrozen after planning: never silently left out of the optimizer
     with pytest.raises(ValueError, match="does not cover"):
         q.param_groups(frozen, lr=1e-3)
+
+
+def test_issue20_same_width_base_empty_model_and_zero_output_are_refused():
+    """A base of the model's own width without delta= used to mark every tensor 'fixed' silently
+    (and then ignore zero_output=True); a model without parameters gave an empty plan."""
+    with pytest.raises(ValueError, match="pass delta="):
+        plan(mlp(16), "mup", base=mlp(16))
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        plan(nn.Sequential(nn.ReLU()), "mup", base=nn.Sequential(nn.ReLU()))
+    ln = lambda w: nn.Sequential(nn.Linear(4, w), nn.LayerNorm(w))  # noqa: E731 - nothing has role 'output'
+    assert plan(ln(16), base=ln(8)).rules["0.weight"].shape.role == "input"
+    with pytest.raises(ValueError, match="zero_output=True but no tensor has the role 'output'"):
+        plan(ln(16), base=ln(8), zero_output=True)
+    # at the base width with delta=, zero_output applies to the read-out
+    assert plan(mlp(16), base=mlp(16), delta=mlp(32), zero_output=True).rules["4.weight"].init_std == 0.0

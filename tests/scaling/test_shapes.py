@@ -24,8 +24,9 @@ def test_roles_and_multipliers_of_an_mlp():
 
 
 def test_base_equal_to_model_needs_delta_for_roles():
-    same = infer_shapes(mlp(32), base=mlp(32))
-    assert {v.role for v in same.values()} == {"fixed"}
+    """Without delta nothing is seen to grow: refused with a hint, never every tensor silently 'fixed'."""
+    with pytest.raises(ValueError, match="pass delta="):
+        infer_shapes(mlp(32), base=mlp(32))
     s = infer_shapes(mlp(32), base=mlp(32), delta=mlp(64))
     assert s["2.weight"].role == "hidden" and s["2.weight"].m_in == 1.0 and s["5.weight"].role == "output"
 
@@ -52,11 +53,31 @@ def test_roles_override_and_frozen_parameters_skipped():
     assert "0.bias" not in s and s["5.weight"].role == "hidden" and s["5.bias"].role == "hidden"
 
 
+def test_roles_keys_are_selection_specs():
+    """Keys follow overparam.backend.select: a module name selects its tensors, a type, a predicate,
+    a tuple; the last key wins; a key that selects no trainable tensor is refused naming roles."""
+    a, b = mlp(64), mlp(16)
+    s = infer_shapes(a, base=b, roles={"5": "hidden"})
+    assert s["5.weight"].role == s["5.bias"].role == "hidden" and s["2.weight"].role == "hidden"
+    s = infer_shapes(a, base=b, roles={nn.LayerNorm: "fixed", ("0.bias", "2.bias"): "fixed", "bias": "output"})
+    assert s["3.weight"].role == "fixed" and s["3.bias"].role == "output" and s["0.bias"].role == "output"
+    s = infer_shapes(a, base=b, roles={lambda n, p: p.ndim == 1: "fixed"})
+    assert {k for k, v in s.items() if v.role == "fixed"} == {k for k, p in a.named_parameters() if p.ndim == 1}
+    for bad in ({lambda n, p: False: "fixed"}, {nn.Conv2d: "fixed"}, {"fc": "fixed"}, {("5", "fc"): "fixed"}):
+        with pytest.raises(ValueError, match="roles: .* matches no"):
+            infer_shapes(a, base=b, roles=bad)
+    a[0].bias.requires_grad_(False)  # a key that selects only frozen tensors selects nothing to plan
+    with pytest.raises(ValueError, match="roles: '0.bias' matches no trainable"):
+        infer_shapes(a, base=b, roles={"0.bias": "fixed"})
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="roles"):
         infer_shapes(mlp(8), base=mlp(4), roles={"0.weight": "middle"})
-    with pytest.raises(ValueError, match="match no"):
+    with pytest.raises(ValueError, match="roles: 'nope.*' matches no"):
         infer_shapes(mlp(8), base=mlp(4), roles={"nope.*": "hidden"})
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        infer_shapes(nn.ReLU(), base=nn.ReLU())
     with pytest.raises(ValueError, match="counterpart"):
         infer_shapes(mlp(8), base=nn.Linear(2, 2))
     with pytest.raises(ValueError, match="number of dimensions"):
