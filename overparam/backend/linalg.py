@@ -16,19 +16,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .checks import check_float
+
 __all__ = ["orthogonalize", "gram_schmidt", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve",
            "NotPositiveDefiniteError"]
 
 
 class NotPositiveDefiniteError(ValueError):
     """A matrix that must be symmetric positive definite is not (numerically)."""
-
-
-def _check_float(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
 def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Tensor]:
@@ -51,8 +46,8 @@ def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Ten
         >>> orthogonalize(torch.tensor([1., 2., 3.], dtype=torch.float64), Q)[0]
         tensor([0., 0., 3.], dtype=torch.float64)
     """
-    _check_float(v, "v")
-    _check_float(Q, "Q")
+    check_float(v, "v")
+    check_float(Q, "Q")
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     vector = v.ndim == Q.ndim - 1
@@ -90,7 +85,7 @@ def gram_schmidt(V: Tensor, *, method: str = "cgs2", rtol: float | None = None) 
         >>> torch.allclose(Q.mT @ Q, torch.eye(3, dtype=torch.float64))
         True
     """
-    _check_float(V, "V")
+    check_float(V, "V")
     if V.ndim < 2:
         raise ValueError(f"V must have shape (..., n, k), got {tuple(V.shape)}")
     n, k = V.shape[-2:]
@@ -125,8 +120,8 @@ def gram_schmidt(V: Tensor, *, method: str = "cgs2", rtol: float | None = None) 
 def tridiag_matrix(alpha: Tensor, beta: Tensor) -> Tensor:
     """Dense symmetric tridiagonal matrix ``(..., k, k)`` from its diagonal ``(..., k)`` and
     off-diagonal ``(..., k-1)``."""
-    _check_float(alpha, "alpha")
-    _check_float(beta, "beta")
+    check_float(alpha, "alpha")
+    check_float(beta, "beta")
     k = alpha.shape[-1]
     if beta.shape[:-1] != alpha.shape[:-1] or beta.shape[-1] != max(k - 1, 0):
         raise ValueError(f"beta must have shape {(*alpha.shape[:-1], max(k - 1, 0))}, got {tuple(beta.shape)}")
@@ -183,8 +178,8 @@ def gram_solve(R: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         >>> gram_solve(R, torch.ones(4, 2, dtype=torch.float64))[0]
         tensor([0.2500, 0.2500], dtype=torch.float64)
     """
-    _check_float(R, "R")
-    _check_float(B, "B")
+    check_float(R, "R")
+    check_float(B, "B")
     if R.ndim < 2 or B.ndim < 2:
         raise ValueError(f"R and B must be at least 2-D, got {tuple(R.shape)} and {tuple(B.shape)}")
     if R.shape[-1] != B.shape[-1]:
@@ -213,8 +208,8 @@ def spd_solve(G: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         >>> spd_solve(4 * torch.eye(2, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64))[0]
         tensor([0.2500, 0.2500], dtype=torch.float64)
     """
-    _check_float(G, "G")
-    _check_float(B, "B")
+    check_float(G, "G")
+    check_float(B, "B")
     if G.ndim < 2 or G.shape[-1] != G.shape[-2]:
         raise ValueError(f"G must be square (..., r, r), got {tuple(G.shape)}")
     if B.ndim < 2 or B.shape[-1] != G.shape[-1]:

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.checks import check_float
+from ..backend.random import GeneratorLike, gaussian, make_generator, orthonormal
 
 __all__ = [
     "LowRankFactors", "SVD", "product", "lowrank_product", "check_rank", "balance",
@@ -131,13 +132,6 @@ def _shape2(shape) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def _check_float(W: Tensor, name: str = "W") -> None:
-    if not isinstance(W, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(W).__name__}")
-    if not W.is_floating_point():
-        raise TypeError(f"{name} must have a floating-point dtype, got {W.dtype}")
-
-
 def _check_scale(scale: float) -> float:
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
@@ -221,8 +215,7 @@ def init_orthogonal(shape: tuple[int, int], rank: int, *, scale: float = 1.0, sy
     g = make_generator(generator)
 
     def orth(n):
-        Q, Rq = torch.linalg.qr(gaussian((n, rank), generator=g, dtype=dtype, device=device))
-        return Q * torch.sign(torch.diagonal(Rq)) * scale**0.5
+        return orthonormal(n, rank, generator=g, dtype=dtype, device=device) * scale**0.5
 
     L = orth(n1)
     if symmetric:
@@ -248,7 +241,7 @@ def randomized_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8,
         >>> bool(torch.allclose(s, torch.linalg.svdvals(W)))
         True
     """
-    _check_float(W)
+    check_float(W, "W")
     if W.ndim != 2:
         raise ValueError(f"W must be a matrix (m, n), got shape {tuple(W.shape)}")
     check_rank(rank, tuple(W.shape), at_most_min=True)
@@ -294,7 +287,7 @@ def top_svd(W: Tensor, rank: int, *, method: str = "svd", niter: int = 4, oversa
         >>> top_svd(torch.eye(4), 2).S
         tensor([1., 1.])
     """
-    _check_float(W)
+    check_float(W, "W")
     if W.ndim != 2:
         raise ValueError(f"W must be a matrix (m, n), got shape {tuple(W.shape)}")
     check_rank(rank, tuple(W.shape), at_most_min=True)
@@ -319,7 +312,7 @@ def init_spectral(W: Tensor, rank: int, *, method: str = "svd", symmetric: bool 
         >>> f.product().diagonal().round(decimals=4).tolist()
         [3.0, 2.0, 0.0]
     """
-    _check_float(W)
+    check_float(W, "W")
     if W.ndim != 2:
         raise ValueError(f"W must be a matrix (n1, n2), got shape {tuple(W.shape)}")
     check_rank(rank, tuple(W.shape), at_most_min=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.random import GeneratorLike, make_generator, uniform
 from .functional import init_factors
 from .lowrank import _PairMixin, _register_pair
 
@@ -92,7 +92,7 @@ class SparseLowRank(_PairMixin, nn.Module):
         self.sparse = nn.Parameter(S)
         if not learned:
             if mask is None:
-                scores = torch.rand(self.shape, generator=g, dtype=torch.float64).to(S.device)
+                scores = uniform(self.shape, generator=g, dtype=torch.float64, device=S.device)
                 mask = topk_mask(scores, density)
             self.register_buffer("mask", mask.to(S.device))
         else:
