@@ -1,7 +1,8 @@
 """Argument checks that several packages share; each raises a clear error naming the argument.
 
 * :func:`check_float`: a ``torch.Tensor`` with a floating-point dtype (``TypeError`` otherwise);
-* :func:`check_fraction`: a real number in ``[0, 1]`` or a narrower interval (``ValueError``).
+* :func:`check_fraction`: a real number in ``[0, 1]`` or a narrower interval (``ValueError``);
+* :func:`check_rank`: an ``int >= 1``, optionally ``<= min(shape)``.
 
 Example:
     >>> import torch
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-__all__ = ["check_float", "check_fraction"]
+__all__ = ["check_float", "check_fraction", "check_rank"]
 
 
 def check_float(x: Tensor, name: str) -> Tensor:
@@ -62,3 +63,20 @@ def check_fraction(value: float, name: str, *, low_open: bool = False, high_open
     if not ((0.0 < v if low_open else 0.0 <= v) and (v < 1.0 if high_open else v <= 1.0)):
         raise ValueError(f"{name} must be in {interval}, got {value}")
     return v
+
+
+def check_rank(rank: int, shape: tuple[int, ...] | None = None, *, name: str = "rank", at_most_min: bool = False) -> int:
+    """Return ``rank``, raising unless it is an ``int >= 1`` (``TypeError`` / ``ValueError``) and,
+    with ``at_most_min``, ``<= min(shape)`` (truncated SVDs, orthonormal factors).
+
+    Example:
+        >>> check_rank(3, (5, 4), at_most_min=True)
+        3
+    """
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        raise TypeError(f"{name} must be an int, got {type(rank).__name__}")
+    if rank <= 0:
+        raise ValueError(f"{name} must be >= 1, got {rank}")
+    if at_most_min and shape is not None and rank > min(shape):
+        raise ValueError(f"{name} must be <= min{tuple(shape)} = {min(shape)} here, got {rank}")
+    return rank

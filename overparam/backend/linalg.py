@@ -7,19 +7,26 @@
   (the Lanczos projection), eigenvalues ascending.
 * :func:`gram_solve`: ``B (RᵀR + λI)⁻¹`` by Cholesky, the ScaledGD preconditioner, with a
   clear error when the damped Gram matrix is not positive definite.
+* :func:`cholesky_qr2`: thin QR of tall-skinny blocks by two Cholesky passes.
+* :func:`top_svd`: truncated SVD, exact (:func:`exact_svd`) or randomized (:func:`randomized_svd`),
+  registered as routine ``"top_svd"`` in :mod:`~overparam.backend.dispatch`.
 
 All functions accept leading batch dimensions ``...`` and work in the input's dtype.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from .checks import check_float
+from . import dispatch
+from .checks import check_float, check_rank
+from .random import GeneratorLike, gaussian, make_generator
 
 __all__ = ["orthogonalize", "gram_schmidt", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve",
-           "NotPositiveDefiniteError"]
+           "NotPositiveDefiniteError", "cholesky_qr2", "SVD", "exact_svd", "randomized_svd", "top_svd"]
 
 
 class NotPositiveDefiniteError(ValueError):
@@ -226,3 +233,127 @@ def spd_solve(G: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         )
     # B G⁻¹ = (G⁻¹ Bᵀ)ᵀ because G is symmetric.
     return torch.cholesky_solve(B.mT, L).mT
+
+
+def cholesky_qr2(Y: Tensor) -> tuple[Tensor, Tensor]:
+    """Thin QR ``Y = QR`` of a tall ``Y (..., m, q)`` by Cholesky-QR2.
+
+    Two passes of ``YᵀY = LLᵀ``, ``Q = Y L⁻ᵀ``: a few small matmuls instead of Householder QR,
+    which is several times slower for tall-skinny blocks; the second pass restores
+    orthogonality to working precision. Falls back to Householder QR (``torch.linalg.qr``) when
+    a Gram matrix is not numerically positive definite (rank-deficient or very ill-conditioned ``Y``).
+
+    Returns:
+        ``(Q, R)``: ``(..., m, q)`` orthonormal columns and ``(..., q, q)`` upper triangular.
+
+    Example:
+        >>> Y = torch.tensor([[3., 0.], [4., 1.], [0., 2.]], dtype=torch.float64)
+        >>> Q, R = cholesky_qr2(Y)
+        >>> torch.allclose(Q @ R, Y), torch.allclose(Q.mT @ Q, torch.eye(2, dtype=torch.float64))
+        (True, True)
+    """
+    check_float(Y, "Y")
+    if Y.ndim < 2 or Y.shape[-2] < Y.shape[-1]:
+        raise ValueError(f"Y must be tall (..., m, q) with m >= q, got {tuple(Y.shape)}")
+    R = None
+    Q = Y
+    for _ in range(2):
+        L, info = torch.linalg.cholesky_ex(Q.mT @ Q)
+        if bool(info.any()):
+            return torch.linalg.qr(Y)
+        Q = torch.linalg.solve_triangular(L, Q.mT, upper=False).mT
+        R = L.mT if R is None else L.mT @ R
+    return Q, R
+
+
+@dataclass
+class SVD:
+    """A (truncated) SVD ``W ≈ U diag(S) Vh``: ``U (m, k)``, ``S (k,)`` descending, ``Vh (k, n)``.
+
+    Example:
+        >>> SVD(torch.eye(3, 1), torch.tensor([2.0]), torch.eye(1, 2)).product()
+        tensor([[2., 0.],
+                [0., 0.],
+                [0., 0.]])
+    """
+
+    U: Tensor
+    S: Tensor
+    Vh: Tensor
+
+    def product(self) -> Tensor:
+        return (self.U * self.S) @ self.Vh
+
+
+def _check_svd_args(W: Tensor, rank: int, niter: int, oversample: int) -> None:
+    check_float(W, "W")
+    if W.ndim != 2:
+        raise ValueError(f"W must be a matrix (m, n), got shape {tuple(W.shape)}")
+    check_rank(rank, tuple(W.shape), at_most_min=True)
+    for name, v in (("niter", niter), ("oversample", oversample)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+
+
+@dispatch.register("top_svd", "svd")
+def exact_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8, generator: GeneratorLike = None) -> SVD:
+    """Top-``rank`` part of the exact ``torch.linalg.svd`` (the reference; ``niter``, ``oversample``
+    and ``generator`` are accepted for the shared signature and unused).
+
+    Example:
+        >>> exact_svd(torch.diag(torch.tensor([1., 3., 2.])), 2).S
+        tensor([3., 2.])
+    """
+    _check_svd_args(W, rank, niter, oversample)
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    return SVD(U[:, :rank], S[:rank], Vh[:rank])
+
+
+@dispatch.register("top_svd", "randomized")
+def randomized_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8,
+                   generator: GeneratorLike = None) -> SVD:
+    """Top-``rank`` SVD of ``W (m, n)`` by a randomized range finder (Halko, Martinsson & Tropp).
+
+    ``Q = orth(W Ω)`` with ``Ω (n, rank + oversample)`` Gaussian, ``niter`` power iterations
+    ``Q ← orth(W orth(WᵀQ))`` (each ``orth`` a :func:`cholesky_qr2`), then the exact SVD of the
+    small ``QᵀW``. Exact (to rounding) when ``rank + oversample >= min(m, n)``.
+
+    Returns:
+        :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.
+
+    Example:
+        >>> W = gaussian((50, 40), generator=1, dtype=torch.float64)
+        >>> s = randomized_svd(W, 40, generator=0).S
+        >>> bool(torch.allclose(s, torch.linalg.svdvals(W)))
+        True
+    """
+    _check_svd_args(W, rank, niter, oversample)
+    q = min(rank + oversample, *W.shape)
+    omega = gaussian((W.shape[1], q), generator=make_generator(generator), dtype=W.dtype, device=W.device)
+    Q = cholesky_qr2(W @ omega)[0]
+    for _ in range(niter):
+        Q = cholesky_qr2(W.mT @ Q)[0]
+        Q = cholesky_qr2(W @ Q)[0]
+    # SVD of the small B = QᵀW (q, n) through Bᵀ = Q_b R_b: B = R_bᵀ Q_bᵀ, SVD of the q×q R_bᵀ.
+    Qb, Rb = cholesky_qr2(W.mT @ Q)
+    Ub, S, Vh_small = torch.linalg.svd(Rb.mT)
+    return SVD(Q @ Ub[:, :rank], S[:rank], (Qb @ Vh_small[:rank].mT).mT)
+
+
+def top_svd(W: Tensor, rank: int, *, method: str = "svd", niter: int = 4, oversample: int = 8,
+            generator: GeneratorLike = None) -> SVD:
+    """Top-``rank`` SVD of ``W (m, n)``, routine ``"top_svd"`` of :mod:`~overparam.backend.dispatch`:
+    ``method="svd"`` (exact, :func:`exact_svd`, the reference) or ``"randomized"``
+    (:func:`randomized_svd`, with ``niter``, ``oversample``, ``generator``).
+
+    Returns:
+        :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.
+
+    Example:
+        >>> top_svd(torch.eye(4), 2).S
+        tensor([1., 1.])
+    """
+    if method not in ("svd", "randomized"):
+        raise ValueError(f"method must be 'svd' or 'randomized', got {method!r}")
+    return dispatch.choose("top_svd", method, device=getattr(W, "device", None))(
+        W, rank, niter=niter, oversample=oversample, generator=generator)

@@ -34,9 +34,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backend.checks import check_float
+from ..backend.linalg import top_svd
 from ..backend.random import GeneratorLike, gaussian, make_generator, uniform
 from . import _layers
-from .functional import check_rank, top_svd
+from .functional import check_rank
 
 __all__ = ["LoRALayer", "relora_restart_", "lora_scaling"]
 

@@ -30,9 +30,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..backend.nm import check_nm, nm_groups, nm_ungroup
 from ..backend.random import GeneratorLike, make_generator, uniform
 from .masks import check_sparsity, unstructured
-from .nm import _ungroup, check_nm, nm_groups
 from .select import Masks, targets
 
 __all__ = ["EdgePopup", "LearnableNM", "nm_patterns"]
@@ -150,7 +150,7 @@ class LearnableNM(nn.Module):
         params = dict(self.model.named_parameters())
         out = {}
         for k, lg in zip(self._names, self.logits):
-            out[k] = _ungroup(self.patterns[lg.detach().argmax(1)], params[k], 1)
+            out[k] = nm_ungroup(self.patterns[lg.detach().argmax(1)], params[k], 1)
         return out
 
     def soft_masks(self) -> dict[str, Tensor]:
@@ -165,7 +165,7 @@ class LearnableNM(nn.Module):
             y = F.softmax((lg * self.scale + gumbel) / self.tau, dim=1)
             if self.hard:
                 y = F.one_hot(y.argmax(1), y.shape[1]).to(y.dtype) + y - y.detach()
-            out[k] = _ungroup(y @ pf, params[k], 1).to(params[k].dtype)
+            out[k] = nm_ungroup(y @ pf, params[k], 1).to(params[k].dtype)
         return out
 
     def forward(self, *args, **kwargs):
