@@ -27,17 +27,12 @@ from torch import Tensor
 
 from . import vec as _vec
 
-__all__ = ["is_distributed", "world_size", "rank", "all_reduce_vec", "all_gather", "global_kth_value"]
+__all__ = ["is_distributed", "rank", "all_reduce_vec", "all_gather", "global_kth_value"]
 
 
 def is_distributed(group=None) -> bool:
     """Whether a process group with more than one rank is active."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
-
-
-def world_size(group=None) -> int:
-    """Number of ranks (1 in a single process)."""
-    return dist.get_world_size(group) if is_distributed(group) else 1
 
 
 def rank(group=None) -> int:

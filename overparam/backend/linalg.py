@@ -1,8 +1,8 @@
 """Small dense linear algebra shared by the solvers and optimizers.
 
-* :func:`gram_schmidt` / :func:`orthogonalize`: batched (classical) Gram-Schmidt with one
+* :func:`orthogonalize`: batched classical Gram-Schmidt projection with one
   re-orthogonalization pass ("twice is enough", CGS2), the kernel of Lanczos with full
-  re-orthogonalization and of block methods.
+  re-orthogonalization.
 * :func:`tridiag_eigh`: eigen-decomposition of a batch of symmetric tridiagonal matrices
   (the Lanczos projection), eigenvalues ascending.
 * :func:`gram_solve`: ``B (RᵀR + λI)⁻¹`` by Cholesky, the ScaledGD preconditioner, with a
@@ -25,7 +25,7 @@ from . import dispatch
 from .checks import check_float, check_rank
 from .random import GeneratorLike, gaussian, make_generator
 
-__all__ = ["orthogonalize", "gram_schmidt", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve",
+__all__ = ["orthogonalize", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve",
            "NotPositiveDefiniteError", "cholesky_qr2", "SVD", "exact_svd", "randomized_svd", "top_svd"]
 
 
@@ -69,59 +69,6 @@ def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Ten
     if vector:
         return w.squeeze(-1), coef.squeeze(-1)
     return w, coef
-
-
-def gram_schmidt(V: Tensor, *, method: str = "cgs2", rtol: float | None = None) -> tuple[Tensor, Tensor]:
-    """Orthonormalize the columns of ``V``: ``V = Q R`` with ``QᵀQ = I``, ``R`` upper triangular.
-
-    Args:
-        V: ``(..., n, k)`` with ``k <= n``.
-        method: ``"cgs2"`` (classical with re-orthogonalization, the default), ``"mgs"``
-            (modified), or ``"cgs"`` (classical, one pass: for comparison only).
-        rtol: a column whose norm after projection falls below ``rtol`` times its original
-            norm is dependent on the previous ones; default ``n * eps``.
-
-    Returns:
-        ``(Q, R)``: ``(..., n, k)`` and ``(..., k, k)``.
-
-    Raises:
-        ValueError: when a column is (numerically) dependent on the previous ones.
-
-    Example:
-        >>> Q, R = gram_schmidt(torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
-        >>> torch.allclose(Q.mT @ Q, torch.eye(3, dtype=torch.float64))
-        True
-    """
-    check_float(V, "V")
-    if V.ndim < 2:
-        raise ValueError(f"V must have shape (..., n, k), got {tuple(V.shape)}")
-    n, k = V.shape[-2:]
-    if k > n:
-        raise ValueError(f"V has more columns ({k}) than rows ({n}); they cannot be orthonormal")
-    if method not in ("cgs2", "cgs", "mgs"):
-        raise ValueError(f"method must be one of 'cgs2', 'cgs', 'mgs', got {method!r}")
-    tol = n * torch.finfo(V.dtype).eps if rtol is None else rtol
-    Q = torch.zeros_like(V)
-    R = torch.zeros(*V.shape[:-2], k, k, dtype=V.dtype, device=V.device)
-    for j in range(k):
-        v = V[..., :, j]
-        v0 = torch.linalg.vector_norm(v, dim=-1)
-        if method == "mgs":
-            w = v
-            for i in range(j):
-                q = Q[..., :, i]
-                c = (q * w).sum(-1)
-                R[..., i, j] = c
-                w = w - c.unsqueeze(-1) * q
-        else:
-            w, c = orthogonalize(v, Q[..., :, :j], passes=2 if method == "cgs2" else 1)
-            R[..., :j, j] = c
-        r = torch.linalg.vector_norm(w, dim=-1)
-        if bool((r <= tol * v0).any()) or bool((v0 == 0).any()):
-            raise ValueError(f"V is rank-deficient: column {j} is dependent on the previous columns")
-        R[..., j, j] = r
-        Q[..., :, j] = w / r.unsqueeze(-1)
-    return Q, R
 
 
 def tridiag_matrix(alpha: Tensor, beta: Tensor) -> Tensor:

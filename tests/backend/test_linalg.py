@@ -30,41 +30,21 @@ def test_tridiag_matrix_structure_and_shape_errors():
         linalg.tridiag_matrix(torch.ones(3), torch.ones(3))
 
 
+def _orthonormalize(V, passes):
+    """Column by column with :func:`linalg.orthogonalize`, as Lanczos builds its basis."""
+    Q = V[:, :0]
+    for j in range(V.shape[1]):
+        w, _ = linalg.orthogonalize(V[:, j], Q, passes=passes)
+        Q = torch.cat([Q, (w / w.norm()).unsqueeze(1)], dim=1)
+    return Q
+
+
 def test_cgs2_stays_orthonormal_where_classical_fails():
     V = ill_conditioned(200, 40, 1e10, generator=0)
-    Q2, R2 = linalg.gram_schmidt(V, method="cgs2")
-    assert_orthonormal(Q2, atol=1e-12)
-    torch.testing.assert_close(Q2 @ R2, V, rtol=0, atol=1e-12)
-    assert torch.all(torch.diagonal(R2) > 0)
-    Q1, _ = linalg.gram_schmidt(V, method="cgs")
+    assert_orthonormal(_orthonormalize(V, passes=2), atol=1e-12)
+    Q1 = _orthonormalize(V, passes=1)
     loss = float((Q1.T @ Q1 - torch.eye(40, dtype=V.dtype)).abs().max())
     assert loss > 1e-3, f"classical GS unexpectedly stayed orthonormal ({loss:.1e}); the test input is too easy"
-
-
-@settings(max_examples=30, deadline=None)
-@given(st.integers(1, 12), st.integers(0, 3), st.sampled_from(["cgs2", "mgs"]), st.integers(0, 10_000))
-def test_gram_schmidt_batched_qr(k, batch, method, seed):
-    n = k + 5
-    lead = (batch,) if batch else ()
-    V = torch.randn(*lead, n, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    Q, R = linalg.gram_schmidt(V, method=method)
-    assert Q.shape == V.shape and R.shape == (*lead, k, k)
-    assert_orthonormal(Q, atol=1e-12)
-    torch.testing.assert_close(Q @ R, V, rtol=0, atol=1e-11)
-    assert torch.equal(R, torch.triu(R))
-
-
-def test_gram_schmidt_rank_deficient_and_bad_input():
-    V = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    V[:, 2] = V[:, 0] + 2 * V[:, 1]
-    with pytest.raises(ValueError, match="rank-deficient: column 2"):
-        linalg.gram_schmidt(V)
-    with pytest.raises(ValueError, match="more columns"):
-        linalg.gram_schmidt(torch.randn(2, 3))
-    with pytest.raises(ValueError, match="method"):
-        linalg.gram_schmidt(torch.randn(4, 3), method="householder")
-    with pytest.raises(TypeError, match="floating-point"):
-        linalg.gram_schmidt(torch.ones(4, 3, dtype=torch.int64))
 
 
 def test_orthogonalize_vector_and_block():
