@@ -92,6 +92,10 @@ def _smallest_flat(flat: Tensor, k: int, ties: str, group) -> Tensor:
         r = max(0, min(k - int(allc[:, 0].sum()) - int(allc[:me, 1].sum()), int(counts[1])))
     else:
         r = k - int(counts[0])
+    if r <= 0:
+        return below
+    if r >= int(counts[1]):
+        return below | tied
     return below | (tied & (torch.cumsum(tied, 0, dtype=torch.int64) <= r))
 
 

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from ..backend.checks import check_fraction
+from ..backend.random import GeneratorLike, make_generator, uniform
 from ..backend.topk import fraction_count
 from ..backend.topk import topk_mask as _topk
-from ..backend.random import GeneratorLike, make_generator, uniform
 from .functional import init_factors
 from .lowrank import _PairMixin, _register_pair
 
