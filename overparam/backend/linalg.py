@@ -1,34 +1,36 @@
 """Small dense linear algebra shared by the solvers and optimizers.
 
-* :func:`gram_schmidt` / :func:`orthogonalize`: batched (classical) Gram-Schmidt with one
+* :func:`orthogonalize`: batched classical Gram-Schmidt projection with one
   re-orthogonalization pass ("twice is enough", CGS2), the kernel of Lanczos with full
-  re-orthogonalization and of block methods.
+  re-orthogonalization.
 * :func:`tridiag_eigh`: eigen-decomposition of a batch of symmetric tridiagonal matrices
   (the Lanczos projection), eigenvalues ascending.
 * :func:`gram_solve`: ``B (RᵀR + λI)⁻¹`` by Cholesky, the ScaledGD preconditioner, with a
   clear error when the damped Gram matrix is not positive definite.
+* :func:`cholesky_qr2`: thin QR of tall-skinny blocks by two Cholesky passes.
+* :func:`top_svd`: truncated SVD, exact (:func:`exact_svd`) or randomized (:func:`randomized_svd`),
+  registered as routine ``"top_svd"`` in :mod:`~overparam.backend.dispatch`.
 
 All functions accept leading batch dimensions ``...`` and work in the input's dtype.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-__all__ = ["orthogonalize", "gram_schmidt", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve",
-           "NotPositiveDefiniteError"]
+from . import dispatch
+from .checks import check_float, check_rank
+from .random import GeneratorLike, gaussian, make_generator
+
+__all__ = ["orthogonalize", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve",
+           "NotPositiveDefiniteError", "cholesky_qr2", "SVD", "exact_svd", "randomized_svd", "top_svd"]
 
 
 class NotPositiveDefiniteError(ValueError):
     """A matrix that must be symmetric positive definite is not (numerically)."""
-
-
-def _check_float(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
 def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Tensor]:
@@ -51,8 +53,8 @@ def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Ten
         >>> orthogonalize(torch.tensor([1., 2., 3.], dtype=torch.float64), Q)[0]
         tensor([0., 0., 3.], dtype=torch.float64)
     """
-    _check_float(v, "v")
-    _check_float(Q, "Q")
+    check_float(v, "v")
+    check_float(Q, "Q")
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     vector = v.ndim == Q.ndim - 1
@@ -69,64 +71,11 @@ def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Ten
     return w, coef
 
 
-def gram_schmidt(V: Tensor, *, method: str = "cgs2", rtol: float | None = None) -> tuple[Tensor, Tensor]:
-    """Orthonormalize the columns of ``V``: ``V = Q R`` with ``QᵀQ = I``, ``R`` upper triangular.
-
-    Args:
-        V: ``(..., n, k)`` with ``k <= n``.
-        method: ``"cgs2"`` (classical with re-orthogonalization, the default), ``"mgs"``
-            (modified), or ``"cgs"`` (classical, one pass: for comparison only).
-        rtol: a column whose norm after projection falls below ``rtol`` times its original
-            norm is dependent on the previous ones; default ``n * eps``.
-
-    Returns:
-        ``(Q, R)``: ``(..., n, k)`` and ``(..., k, k)``.
-
-    Raises:
-        ValueError: when a column is (numerically) dependent on the previous ones.
-
-    Example:
-        >>> Q, R = gram_schmidt(torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
-        >>> torch.allclose(Q.mT @ Q, torch.eye(3, dtype=torch.float64))
-        True
-    """
-    _check_float(V, "V")
-    if V.ndim < 2:
-        raise ValueError(f"V must have shape (..., n, k), got {tuple(V.shape)}")
-    n, k = V.shape[-2:]
-    if k > n:
-        raise ValueError(f"V has more columns ({k}) than rows ({n}); they cannot be orthonormal")
-    if method not in ("cgs2", "cgs", "mgs"):
-        raise ValueError(f"method must be one of 'cgs2', 'cgs', 'mgs', got {method!r}")
-    tol = n * torch.finfo(V.dtype).eps if rtol is None else rtol
-    Q = torch.zeros_like(V)
-    R = torch.zeros(*V.shape[:-2], k, k, dtype=V.dtype, device=V.device)
-    for j in range(k):
-        v = V[..., :, j]
-        v0 = torch.linalg.vector_norm(v, dim=-1)
-        if method == "mgs":
-            w = v
-            for i in range(j):
-                q = Q[..., :, i]
-                c = (q * w).sum(-1)
-                R[..., i, j] = c
-                w = w - c.unsqueeze(-1) * q
-        else:
-            w, c = orthogonalize(v, Q[..., :, :j], passes=2 if method == "cgs2" else 1)
-            R[..., :j, j] = c
-        r = torch.linalg.vector_norm(w, dim=-1)
-        if bool((r <= tol * v0).any()) or bool((v0 == 0).any()):
-            raise ValueError(f"V is rank-deficient: column {j} is dependent on the previous columns")
-        R[..., j, j] = r
-        Q[..., :, j] = w / r.unsqueeze(-1)
-    return Q, R
-
-
 def tridiag_matrix(alpha: Tensor, beta: Tensor) -> Tensor:
     """Dense symmetric tridiagonal matrix ``(..., k, k)`` from its diagonal ``(..., k)`` and
     off-diagonal ``(..., k-1)``."""
-    _check_float(alpha, "alpha")
-    _check_float(beta, "beta")
+    check_float(alpha, "alpha")
+    check_float(beta, "beta")
     k = alpha.shape[-1]
     if beta.shape[:-1] != alpha.shape[:-1] or beta.shape[-1] != max(k - 1, 0):
         raise ValueError(f"beta must have shape {(*alpha.shape[:-1], max(k - 1, 0))}, got {tuple(beta.shape)}")
@@ -183,8 +132,8 @@ def gram_solve(R: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         >>> gram_solve(R, torch.ones(4, 2, dtype=torch.float64))[0]
         tensor([0.2500, 0.2500], dtype=torch.float64)
     """
-    _check_float(R, "R")
-    _check_float(B, "B")
+    check_float(R, "R")
+    check_float(B, "B")
     if R.ndim < 2 or B.ndim < 2:
         raise ValueError(f"R and B must be at least 2-D, got {tuple(R.shape)} and {tuple(B.shape)}")
     if R.shape[-1] != B.shape[-1]:
@@ -213,8 +162,8 @@ def spd_solve(G: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         >>> spd_solve(4 * torch.eye(2, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64))[0]
         tensor([0.2500, 0.2500], dtype=torch.float64)
     """
-    _check_float(G, "G")
-    _check_float(B, "B")
+    check_float(G, "G")
+    check_float(B, "B")
     if G.ndim < 2 or G.shape[-1] != G.shape[-2]:
         raise ValueError(f"G must be square (..., r, r), got {tuple(G.shape)}")
     if B.ndim < 2 or B.shape[-1] != G.shape[-1]:
@@ -231,3 +180,127 @@ def spd_solve(G: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         )
     # B G⁻¹ = (G⁻¹ Bᵀ)ᵀ because G is symmetric.
     return torch.cholesky_solve(B.mT, L).mT
+
+
+def cholesky_qr2(Y: Tensor) -> tuple[Tensor, Tensor]:
+    """Thin QR ``Y = QR`` of a tall ``Y (..., m, q)`` by Cholesky-QR2.
+
+    Two passes of ``YᵀY = LLᵀ``, ``Q = Y L⁻ᵀ``: a few small matmuls instead of Householder QR,
+    which is several times slower for tall-skinny blocks; the second pass restores
+    orthogonality to working precision. Falls back to Householder QR (``torch.linalg.qr``) when
+    a Gram matrix is not numerically positive definite (rank-deficient or very ill-conditioned ``Y``).
+
+    Returns:
+        ``(Q, R)``: ``(..., m, q)`` orthonormal columns and ``(..., q, q)`` upper triangular.
+
+    Example:
+        >>> Y = torch.tensor([[3., 0.], [4., 1.], [0., 2.]], dtype=torch.float64)
+        >>> Q, R = cholesky_qr2(Y)
+        >>> torch.allclose(Q @ R, Y), torch.allclose(Q.mT @ Q, torch.eye(2, dtype=torch.float64))
+        (True, True)
+    """
+    check_float(Y, "Y")
+    if Y.ndim < 2 or Y.shape[-2] < Y.shape[-1]:
+        raise ValueError(f"Y must be tall (..., m, q) with m >= q, got {tuple(Y.shape)}")
+    R = None
+    Q = Y
+    for _ in range(2):
+        L, info = torch.linalg.cholesky_ex(Q.mT @ Q)
+        if bool(info.any()):
+            return torch.linalg.qr(Y)
+        Q = torch.linalg.solve_triangular(L, Q.mT, upper=False).mT
+        R = L.mT if R is None else L.mT @ R
+    return Q, R
+
+
+@dataclass
+class SVD:
+    """A (truncated) SVD ``W ≈ U diag(S) Vh``: ``U (m, k)``, ``S (k,)`` descending, ``Vh (k, n)``.
+
+    Example:
+        >>> SVD(torch.eye(3, 1), torch.tensor([2.0]), torch.eye(1, 2)).product()
+        tensor([[2., 0.],
+                [0., 0.],
+                [0., 0.]])
+    """
+
+    U: Tensor
+    S: Tensor
+    Vh: Tensor
+
+    def product(self) -> Tensor:
+        return (self.U * self.S) @ self.Vh
+
+
+def _check_svd_args(W: Tensor, rank: int, niter: int, oversample: int) -> None:
+    check_float(W, "W")
+    if W.ndim != 2:
+        raise ValueError(f"W must be a matrix (m, n), got shape {tuple(W.shape)}")
+    check_rank(rank, tuple(W.shape), at_most_min=True)
+    for name, v in (("niter", niter), ("oversample", oversample)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+
+
+@dispatch.register("top_svd", "svd")
+def exact_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8, generator: GeneratorLike = None) -> SVD:
+    """Top-``rank`` part of the exact ``torch.linalg.svd`` (the reference; ``niter``, ``oversample``
+    and ``generator`` are accepted for the shared signature and unused).
+
+    Example:
+        >>> exact_svd(torch.diag(torch.tensor([1., 3., 2.])), 2).S
+        tensor([3., 2.])
+    """
+    _check_svd_args(W, rank, niter, oversample)
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    return SVD(U[:, :rank], S[:rank], Vh[:rank])
+
+
+@dispatch.register("top_svd", "randomized")
+def randomized_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8,
+                   generator: GeneratorLike = None) -> SVD:
+    """Top-``rank`` SVD of ``W (m, n)`` by a randomized range finder (Halko, Martinsson & Tropp).
+
+    ``Q = orth(W Ω)`` with ``Ω (n, rank + oversample)`` Gaussian, ``niter`` power iterations
+    ``Q ← orth(W orth(WᵀQ))`` (each ``orth`` a :func:`cholesky_qr2`), then the exact SVD of the
+    small ``QᵀW``. Exact (to rounding) when ``rank + oversample >= min(m, n)``.
+
+    Returns:
+        :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.
+
+    Example:
+        >>> W = gaussian((50, 40), generator=1, dtype=torch.float64)
+        >>> s = randomized_svd(W, 40, generator=0).S
+        >>> bool(torch.allclose(s, torch.linalg.svdvals(W)))
+        True
+    """
+    _check_svd_args(W, rank, niter, oversample)
+    q = min(rank + oversample, *W.shape)
+    omega = gaussian((W.shape[1], q), generator=make_generator(generator), dtype=W.dtype, device=W.device)
+    Q = cholesky_qr2(W @ omega)[0]
+    for _ in range(niter):
+        Q = cholesky_qr2(W.mT @ Q)[0]
+        Q = cholesky_qr2(W @ Q)[0]
+    # SVD of the small B = QᵀW (q, n) through Bᵀ = Q_b R_b: B = R_bᵀ Q_bᵀ, SVD of the q×q R_bᵀ.
+    Qb, Rb = cholesky_qr2(W.mT @ Q)
+    Ub, S, Vh_small = torch.linalg.svd(Rb.mT)
+    return SVD(Q @ Ub[:, :rank], S[:rank], (Qb @ Vh_small[:rank].mT).mT)
+
+
+def top_svd(W: Tensor, rank: int, *, method: str = "svd", niter: int = 4, oversample: int = 8,
+            generator: GeneratorLike = None) -> SVD:
+    """Top-``rank`` SVD of ``W (m, n)``, routine ``"top_svd"`` of :mod:`~overparam.backend.dispatch`:
+    ``method="svd"`` (exact, :func:`exact_svd`, the reference) or ``"randomized"``
+    (:func:`randomized_svd`, with ``niter``, ``oversample``, ``generator``).
+
+    Returns:
+        :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.
+
+    Example:
+        >>> top_svd(torch.eye(4), 2).S
+        tensor([1., 1.])
+    """
+    if method not in ("svd", "randomized"):
+        raise ValueError(f"method must be 'svd' or 'randomized', got {method!r}")
+    return dispatch.choose("top_svd", method, device=getattr(W, "device", None))(
+        W, rank, niter=niter, oversample=oversample, generator=generator)

@@ -36,7 +36,6 @@ __all__ = [
     "axpy",
     "axpy_",
     "scale",
-    "scale_",
     "add",
     "sub",
     "copy_",
@@ -45,9 +44,6 @@ __all__ = [
     "unflatten",
     "stack",
     "unstack",
-    "bdot",
-    "gram",
-    "combine",
 ]
 
 Vec = tuple[Tensor, ...]
@@ -147,13 +143,6 @@ def scale(a: float | Tensor, x: Iterable[Tensor]) -> Vec:
     return tuple(torch._foreach_mul(as_vec(x), a))
 
 
-def scale_(a: float | Tensor, x: Iterable[Tensor]) -> Vec:
-    """In place ``x *= a``; returns ``x``."""
-    xs = as_vec(x)
-    torch._foreach_mul_(xs, a)
-    return xs
-
-
 def add(x: Iterable[Tensor], y: Iterable[Tensor]) -> Vec:
     """Return ``x + y``."""
     xs, ys = _pair(x, y)
@@ -248,50 +237,3 @@ def unstack(batch: Iterable[Tensor]) -> list[Vec]:
     bs = as_vec(batch, name="batch")
     _nonempty(bs, "batch")
     return [tuple(t[i] for t in bs) for i in range(bs[0].shape[0])]
-
-
-def bdot(x: Iterable[Tensor], y: Iterable[Tensor]) -> Tensor:
-    """Row-wise inner products of two batches of vectors: ``(B,)``."""
-    xs, ys = _pair(x, y)
-    _nonempty(xs, "x")
-    parts = [torch.einsum("bi,bi->b", a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)) for a, b in zip(xs, ys)]
-    return torch.stack(parts).sum(0)
-
-
-def gram(x: Iterable[Tensor], y: Iterable[Tensor]) -> Tensor:
-    """All inner products between two batches: ``G[i, j] = <x_i, y_j>``, shape ``(B, C)``.
-
-    ``x`` has entries ``(B, *shape_i)``, ``y`` entries ``(C, *shape_i)``. One matmul per entry.
-    """
-    xs, ys = as_vec(x, name="x"), as_vec(y, name="y")
-    if len(xs) != len(ys):
-        raise ValueError(f"x and y have different numbers of tensors: {len(xs)} != {len(ys)}")
-    _nonempty(xs, "x")
-    parts = []
-    for a, b in zip(xs, ys):
-        if a.shape[1:] != b.shape[1:]:
-            raise ValueError(f"entry shapes differ: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
-        parts.append(a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).mT)
-    return torch.stack(parts).sum(0)
-
-
-def combine(coeffs: Tensor, batch: Iterable[Tensor]) -> Vec:
-    """Linear combination of a batch of vectors.
-
-    Args:
-        coeffs: ``(B,)`` for one combination ``sum_b coeffs[b] * batch_b`` or ``(K, B)`` for ``K``
-            combinations at once.
-        batch: entries ``(B, *shape_i)``.
-
-    Returns:
-        a vector (entries ``shape_i``), or a batch of ``K`` vectors (entries ``(K, *shape_i)``).
-    """
-    bs = as_vec(batch, name="batch")
-    _nonempty(bs, "batch")
-    if coeffs.ndim not in (1, 2) or coeffs.shape[-1] != bs[0].shape[0]:
-        raise ValueError(f"coeffs must be (B,) or (K, B) with B = {bs[0].shape[0]}, got {tuple(coeffs.shape)}")
-    out = []
-    for t in bs:
-        flat = t.reshape(t.shape[0], -1)
-        out.append((coeffs @ flat).reshape((*coeffs.shape[:-1], *t.shape[1:])))
-    return tuple(out)

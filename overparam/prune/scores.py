@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .. import hessian
 from ..backend import vec
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.random import GeneratorLike, make_generator, uniform
 from ..backend.select import Spec
 from .targets import targets as _targets
 
@@ -68,7 +68,7 @@ def random_scores(model: nn.Module, *, targets: Spec = None, exclude: Spec = Non
     g = make_generator(generator)
     out = {}
     for k, p in _targets(model, targets, exclude=exclude).items():
-        out[k] = torch.rand(p.shape, generator=g, device=g.device, dtype=torch.float64).to(p.device)
+        out[k] = uniform(p.shape, generator=g, dtype=torch.float64, device=p.device)
     return out
 
 

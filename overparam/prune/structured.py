@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .masks import check_sparsity, n_pruned, prune_smallest
-from .nm import check_dim
+from ..backend.checks import check_dim
 
 __all__ = ["slice_norms", "ln_structured", "block_mask"]
 
