@@ -63,6 +63,7 @@ def test_prune_nm_names_are_the_backend_ones():
 
     assert N.nm_mask is backend_nm.nm_mask and N.nm_groups is backend_nm.nm_groups and N.check_nm is backend_nm.check_nm
 
+
 def test_nan_raises_on_both_batched_paths():
     for m in (4, 16):
         w = torch.rand(2, m)
