@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from ..backend import vec
-from ._model import (NonDeterministicModelError, Objective, ParamSpec, check_agree, check_deterministic, rng_guard,
-                     select_parameters)
+from ..backend.select import Spec
+from ._model import NonDeterministicModelError, Objective, check_agree, check_deterministic, exactly, parameter_names, rng_guard
 from .operators import Operator
 
 __all__ = ["HessianOperator", "hessian", "blocks", "BACKENDS"]
@@ -70,7 +70,10 @@ class HessianOperator(Operator):
         loss_fn: ``loss_fn(outputs, targets) -> scalar``, a mean over the batch by default.
         data: one batch ``(inputs, targets)`` or an iterable of batches (a DataLoader); the loss
             is then averaged per sample across (possibly ragged) batches.
-        params: which parameters (see :data:`~overparam.hessian.ParamSpec`); default all trainable.
+        params: which parameters, a spec of :func:`overparam.select` (a name, a glob such as
+            ``"encoder.*"``, a module type, a predicate ``(name, param) -> bool`` or a list);
+            default every trainable parameter.
+        exclude: parameters to leave out, same grammar.
         backend: ``"auto"`` | ``"double_backward"`` | ``"jvp"`` | ``"finite_difference"``.
         reduction: ``"mean"`` (loss_fn averages over its batch) or ``"sum"``.
         retain_graph: keep the double-backward graphs (None: yes for at most 8 batches).
@@ -85,10 +88,11 @@ class HessianOperator(Operator):
         NonDeterministicModelError: active dropout, train-mode BatchNorm or a failed check.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable, data, *, params: ParamSpec = None, backend: str = "auto",
+    def __init__(self, model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
+                 backend: str = "auto",
                  reduction: str = "mean", retain_graph: bool | None = None, block: int = 16,
                  fd_step: float | None = None, check: bool = True):
-        self.obj = obj = Objective.build(model, loss_fn, data, params, reduction=reduction)
+        self.obj = obj = Objective.build(model, loss_fn, data, params, exclude=exclude, reduction=reduction)
         self.like = tuple(t.shape for t in obj.theta)
         self.dtype, self.device = obj.theta[0].dtype, obj.theta[0].device
         self.backend = _resolve_backend(backend, self.device)
@@ -110,7 +114,7 @@ class HessianOperator(Operator):
                 # the kept graph's gradient against a fresh forward/backward: a stochastic or stateful
                 # forward changes the gradient as surely as the products (all later products reuse
                 # this one graph), at a sixth of the cost of two Hessian-vector products
-                check_agree(self._gradient(), self._full_grad(obj.theta), obj, what="gradients of fresh forward passes")
+                check_agree(self._gradient(), obj.grad(obj.theta), obj, what="gradients of fresh forward passes")
             elif check:  # a product from the kept graph against one from a fresh graph; the other
                 second = self._mv_fresh if self._graph is not None else self._mv  # backends re-run the forward
                 check_deterministic(self._mv, second, obj, what="Hessian-vector")
@@ -129,7 +133,7 @@ class HessianOperator(Operator):
         if self._graph is not None:
             return tuple(t.detach() for t in self._graph[1])
         with rng_guard(self.device):
-            return self._full_grad(self.obj.theta)
+            return self.obj.grad(self.obj.theta)
 
     # -- double backward --------------------------------------------------------------------------
     def _mv_double_backward(self, v: vec.Vec) -> vec.Vec:
@@ -177,17 +181,13 @@ class HessianOperator(Operator):
         return tuple(out)
 
     # -- central differences ----------------------------------------------------------------------
-    def _full_grad(self, theta: vec.Vec) -> vec.Vec:
-        leaves = tuple(t.detach().requires_grad_(True) for t in theta)
-        return _grad(self.obj.total_loss(leaves), leaves)
-
     def _mv_fd(self, v: vec.Vec) -> vec.Vec:
         vn = vec.norm(v)
         if float(vn) == 0:
             return vec.zeros_like(v)
         h = self.fd_step * max(1.0, float(vec.norm(self.obj.theta))) / float(vn)
-        gp = self._full_grad(vec.axpy(h, v, self.obj.theta))
-        gm = self._full_grad(vec.axpy(-h, v, self.obj.theta))
+        gp = self.obj.grad(vec.axpy(h, v, self.obj.theta))
+        gm = self.obj.grad(vec.axpy(-h, v, self.obj.theta))
         return vec.scale(1 / (2 * h), vec.sub(gp, gm))
 
     # -- dispatch ---------------------------------------------------------------------------------
@@ -203,18 +203,19 @@ class HessianOperator(Operator):
             return self._mm_jvp(V)
         return super()._mm(V)
 
-    def restrict(self, params: ParamSpec) -> HessianOperator:
-        """The Hessian block of a subset of this operator's parameters (same data and backend).
+    def restrict(self, params: Spec, *, exclude: Spec = None) -> HessianOperator:
+        """The Hessian block of a subset of this operator's parameters (same data and backend);
+        ``params`` / ``exclude`` are specs of :func:`overparam.select` over the model.
 
         Example:
-            >>> H.restrict("0.*").names  # doctest: +SKIP
+            >>> H.restrict("0").names  # doctest: +SKIP
             ['0.weight', '0.bias']
         """
-        sub = set(select_parameters(self.obj.model, params))
-        unknown = sub - set(self.obj.names)
+        sub = parameter_names(self.obj.model, params, exclude)
+        unknown = sorted(set(sub) - set(self.obj.names))
         if unknown:
-            raise ValueError(f"params {sorted(unknown)} are not among this operator's parameters {self.obj.names}")
-        return HessianOperator(self.obj.model, self.obj.loss_fn, self.obj.batches, params=sorted(sub, key=self.obj.names.index),
+            raise ValueError(f"params selects {unknown}, which are not among this operator's parameters {self.obj.names}")
+        return HessianOperator(self.obj.model, self.obj.loss_fn, self.obj.batches, params=exactly(sub),
                                backend=self.backend, reduction=self.obj.reduction, retain_graph=self.retain, block=self.block,
                                fd_step=self.fd_step)
 
@@ -224,7 +225,8 @@ def hessian(model: nn.Module, loss_fn: Callable, data, **kwargs) -> HessianOpera
     return HessianOperator(model, loss_fn, data, **kwargs)
 
 
-def blocks(model: nn.Module, loss_fn: Callable, data, *, params: ParamSpec = None, **kwargs) -> dict[str, HessianOperator]:
+def blocks(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
+           **kwargs) -> dict[str, HessianOperator]:
     """The diagonal Hessian blocks, one per layer: ``{module name: HessianOperator}`` for every
     module that directly owns selected parameters (e.g. ``"0"`` for ``0.weight`` and ``0.bias``).
 
@@ -234,8 +236,8 @@ def blocks(model: nn.Module, loss_fn: Callable, data, *, params: ParamSpec = Non
         >>> {k: H.n for k, H in blocks(net, torch.nn.functional.mse_loss, (x, y)).items()}
         {'0': 9, '2': 4}
     """
-    names = select_parameters(model, params)
+    names = parameter_names(model, params, exclude)
     groups: dict[str, list[str]] = {}
     for k in names:
         groups.setdefault(k.rpartition(".")[0], []).append(k)
-    return {mod: HessianOperator(model, loss_fn, data, params=ks, **kwargs) for mod, ks in groups.items()}
+    return {mod: HessianOperator(model, loss_fn, data, params=exactly(ks), **kwargs) for mod, ks in groups.items()}

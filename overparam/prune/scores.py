@@ -69,28 +69,24 @@ def random_scores(model: nn.Module, *, generator: GeneratorLike = None, **select
     return out
 
 
-def _loss_grads(model: nn.Module, loss_fn: LossFn, batch, params: Sequence[Tensor], create_graph: bool = False):
-    """Gradients of ``loss_fn(model(inputs), targets)`` w.r.t. ``params`` without side effects:
-    the forward runs on copies of the buffers (train-mode BatchNorm updates the copies, not the
-    model's running statistics) inside a forked RNG (train-mode dropout leaves the global RNG
-    state as it was)."""
-    inputs, tgt = batch
-    state = {**dict(model.named_parameters()), **{k: b.clone() for k, b in model.named_buffers()}}
-    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-    with torch.random.fork_rng(devices=cuda):
-        loss = loss_fn(torch.func.functional_call(model, state, (inputs,)), tgt)
-    return torch.autograd.grad(loss, params, create_graph=create_graph)
+def _exactly(ps: dict) -> Callable[[str, object], bool]:
+    """A ``params=`` predicate for hessian selecting exactly the parameters named in ``ps``."""
+    return lambda name, _obj: name in ps
 
 
 def snip_scores(model: nn.Module, loss_fn: LossFn, batch, **select) -> dict[str, Tensor]:
     """SNIP connection sensitivity ``|∂L(θ ⊙ c)/∂c|`` at ``c = 1``, i.e. ``|θ ⊙ ∂L/∂θ|``.
 
+    The gradient is :func:`overparam.hessian.gradient` (side-effect free), which refuses
+    (``NonDeterministicModelError``) a model with train-mode dropout or BatchNorm, whose scores
+    would depend on the random stream or the batch statistics: call ``model.eval()`` first.
+
     Args:
         batch: ``(inputs, targets)``; ``loss_fn(model(inputs), targets)`` is a scalar.
     """
     ps = targets(model, **select)
-    gs = _loss_grads(model, loss_fn, batch, list(ps.values()))
-    return {k: (p.detach() * g).abs() for (k, p), g in zip(ps.items(), gs)}
+    gs = hessian.gradient(model, loss_fn, batch, params=_exactly(ps))  # refuses train-mode dropout / BatchNorm
+    return {k: (p.detach() * gs[k]).abs() for k, p in ps.items()}
 
 
 def grasp_scores(model: nn.Module, loss_fn: LossFn, batch, **select) -> dict[str, Tensor]:
@@ -108,8 +104,8 @@ def grasp_scores(model: nn.Module, loss_fn: LossFn, batch, **select) -> dict[str
         torch.Size([4, 3])
     """
     ps = targets(model, **select)
-    H = hessian.hessian(model, loss_fn, tuple(batch), params=list(ps))  # refuses before any forward
-    hg = H @ _loss_grads(model, loss_fn, batch, list(ps.values()))
+    H = hessian.hessian(model, loss_fn, batch, params=_exactly(ps))  # refuses before any forward
+    hg = vec.unflatten(H @ H.gradient(), list(ps.values()))
     return {k: -(p.detach() * h) for (k, p), h in zip(ps.items(), hg)}
 
 
@@ -146,7 +142,7 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, batch, *, probes: int | 
         probes: ``None`` for the exact diagonal (one Hessian-vector product per entry: small
             models only), or the number of Rademacher probes of the Hutchinson estimate
             ``E[z ⊙ Hz]`` (unbiased) by :func:`overparam.hessian.diagonal`.
-        chunk: rows of the exact diagonal computed per batched product ``H.matmat``.
+        chunk: products per batched ``H.matmat`` (rows of the exact diagonal, or probes).
 
     ``H`` is :func:`overparam.hessian.hessian`, which refuses (``NonDeterministicModelError``)
     a model with train-mode dropout or BatchNorm: call ``model.eval()`` first.
@@ -154,18 +150,8 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, batch, *, probes: int | 
     ps = targets(model, **select)
     if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
         raise ValueError(f"probes must be a positive int or None, got {probes!r}")
-    H = hessian.hessian(model, loss_fn, tuple(batch), params=list(ps))
-    if probes is None:
-        n, like = H.n, list(ps.values())
-        diag = []
-        for lo in range(0, n, chunk):  # rows lo..hi of H at once: one batched product
-            b = min(chunk, n - lo)
-            basis = torch.zeros(b, n, dtype=like[0].dtype, device=like[0].device)
-            basis[torch.arange(b), torch.arange(lo, lo + b)] = 1
-            diag.append(H.matmat(basis.T).diagonal(offset=-lo))  # (n, b): column i is row lo+i of H
-        parts = vec.unflatten(torch.cat(diag), like)
-    else:
-        parts = hessian.diagonal(H, probes, generator=generator).mean
+    H = hessian.hessian(model, loss_fn, batch, params=_exactly(ps))
+    parts = hessian.diagonal(H, probes, block=chunk, generator=generator).mean
     return {k: d.detach() for k, d in zip(ps, parts)}
 
 
