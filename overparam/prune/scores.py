@@ -150,6 +150,8 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, batch, *, probes: int | 
     ps = targets(model, **select)
     if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
         raise ValueError(f"probes must be a positive int or None, got {probes!r}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     H = hessian.hessian(model, loss_fn, batch, params=_exactly(ps))
     parts = hessian.diagonal(H, probes, block=chunk, generator=generator).mean
     return {k: d.detach() for k, d in zip(ps, parts)}
