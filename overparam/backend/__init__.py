@@ -1,18 +1,28 @@
 """The one tensor backend every overparam package stands on.
 
 * :mod:`~overparam.backend.vec`: parameter-shaped vectors (tuples of tensors) with foreach ops;
-* :mod:`~overparam.backend.linalg`: batched Gram-Schmidt, tridiagonal eigensolve, damped r×r solves;
-* :mod:`~overparam.backend.random`: Rademacher / Gaussian probes from an explicit generator;
+* :mod:`~overparam.backend.linalg`: CGS2 orthogonalization, tridiagonal eigensolve, damped r×r
+  solves, Cholesky-QR2, exact and randomized truncated SVDs;
+* :mod:`~overparam.backend.random`: Gaussian / Rademacher / uniform draws, probes and orthonormal
+  matrices from an explicit generator;
 * :mod:`~overparam.backend.select`: the one selection language (``op.select``);
-* :mod:`~overparam.backend.dispatch`: "reference" | "batched" | "triton" implementation choice;
+* :mod:`~overparam.backend.topk`: the one top-k / top-fraction selection and its tie rule;
+* :mod:`~overparam.backend.nm`: N:M grouping and masks (reference, batched, Triton);
+* :mod:`~overparam.backend.checks`: the argument checks several packages share;
+* :mod:`~overparam.backend.dispatch`: the registry of routines with several implementations;
 * :mod:`~overparam.backend.dist`: ``torch.distributed`` helpers, no-ops in one process;
 * :mod:`~overparam.backend.kernels`: optional Triton kernels, each beside its torch reference.
 
 It imports no other overparam package.
+
+Example:
+    >>> import overparam as op
+    >>> [(i.name, i.available) for i in op.backend.implementations("top_svd")]
+    [('svd', True), ('randomized', True)]
 """
 
-from . import dispatch, dist, linalg, random, select, vec
-from .dispatch import Implementations
+from . import checks, dispatch, dist, linalg, nm, random, select, topk, vec
+from .dispatch import implementations
 from .random import make_generator
 
-__all__ = ["vec", "linalg", "random", "select", "dispatch", "dist", "Implementations", "make_generator"]
+__all__ = ["vec", "linalg", "random", "select", "topk", "nm", "checks", "dispatch", "dist", "implementations", "make_generator"]

@@ -2,6 +2,7 @@
 
 * :func:`all_reduce_vec`: sum or average a parameter-shaped vector over ranks with one
   collective on the flattened vector (e.g. HVPs computed on each rank's data shard).
+* :func:`all_gather`: one small tensor from every rank, stacked in rank order;
 * :func:`global_kth_value`: the exact k-th smallest value of a tensor sharded over ranks
   (the threshold of a global magnitude mask under data or FSDP sharding), by bisection on
   the order-preserving integer image of the floats: ≤ 64 rounds of one ``all_reduce`` of a
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from . import vec as _vec
 
-__all__ = ["is_distributed", "world_size", "all_reduce_vec", "global_kth_value"]
+__all__ = ["is_distributed", "world_size", "rank", "all_reduce_vec", "all_gather", "global_kth_value"]
 
 
 def is_distributed(group=None) -> bool:
@@ -37,6 +38,26 @@ def is_distributed(group=None) -> bool:
 def world_size(group=None) -> int:
     """Number of ranks (1 in a single process)."""
     return dist.get_world_size(group) if is_distributed(group) else 1
+
+
+def rank(group=None) -> int:
+    """This process's rank in ``group`` (0 in a single process)."""
+    return dist.get_rank(group) if is_distributed(group) else 0
+
+
+def all_gather(t: Tensor, *, group=None) -> Tensor:
+    """``(world, *t.shape)``: ``t`` from every rank of ``group``, stacked in rank order (same shape
+    on every rank); ``t.unsqueeze(0)`` in a single process.
+
+    Example:
+        >>> all_gather(torch.tensor([1, 2])).tolist()
+        [[1, 2]]
+    """
+    if not is_distributed(group):
+        return t.unsqueeze(0)
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, t.contiguous(), group=group)
+    return torch.stack(parts)
 
 
 def all_reduce_vec(x: Iterable[Tensor], *, op: str = "sum", group=None) -> _vec.Vec:

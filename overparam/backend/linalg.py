@@ -7,28 +7,30 @@
   (the Lanczos projection), eigenvalues ascending.
 * :func:`gram_solve`: ``B (RᵀR + λI)⁻¹`` by Cholesky, the ScaledGD preconditioner, with a
   clear error when the damped Gram matrix is not positive definite.
+* :func:`cholesky_qr2`: thin QR of tall-skinny blocks by two Cholesky passes.
+* :func:`top_svd`: truncated SVD, exact (:func:`exact_svd`) or randomized (:func:`randomized_svd`),
+  registered as routine ``"top_svd"`` in :mod:`~overparam.backend.dispatch`.
 
 All functions accept leading batch dimensions ``...`` and work in the input's dtype.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
+from . import dispatch
+from .checks import check_float, check_rank
+from .random import GeneratorLike, gaussian, make_generator
+
 __all__ = ["orthogonalize", "gram_schmidt", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve",
-           "NotPositiveDefiniteError"]
+           "NotPositiveDefiniteError", "cholesky_qr2", "SVD", "exact_svd", "randomized_svd", "top_svd"]
 
 
 class NotPositiveDefiniteError(ValueError):
     """A matrix that must be symmetric positive definite is not (numerically)."""
-
-
-def _check_float(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
 def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Tensor]:
@@ -51,8 +53,8 @@ def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Ten
         >>> orthogonalize(torch.tensor([1., 2., 3.], dtype=torch.float64), Q)[0]
         tensor([0., 0., 3.], dtype=torch.float64)
     """
-    _check_float(v, "v")
-    _check_float(Q, "Q")
+    check_float(v, "v")
+    check_float(Q, "Q")
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     vector = v.ndim == Q.ndim - 1
@@ -90,7 +92,7 @@ def gram_schmidt(V: Tensor, *, method: str = "cgs2", rtol: float | None = None) 
         >>> torch.allclose(Q.mT @ Q, torch.eye(3, dtype=torch.float64))
         True
     """
-    _check_float(V, "V")
+    check_float(V, "V")
     if V.ndim < 2:
         raise ValueError(f"V must have shape (..., n, k), got {tuple(V.shape)}")
     n, k = V.shape[-2:]
@@ -125,8 +127,8 @@ def gram_schmidt(V: Tensor, *, method: str = "cgs2", rtol: float | None = None) 
 def tridiag_matrix(alpha: Tensor, beta: Tensor) -> Tensor:
     """Dense symmetric tridiagonal matrix ``(..., k, k)`` from its diagonal ``(..., k)`` and
     off-diagonal ``(..., k-1)``."""
-    _check_float(alpha, "alpha")
-    _check_float(beta, "beta")
+    check_float(alpha, "alpha")
+    check_float(beta, "beta")
     k = alpha.shape[-1]
     if beta.shape[:-1] != alpha.shape[:-1] or beta.shape[-1] != max(k - 1, 0):
         raise ValueError(f"beta must have shape {(*alpha.shape[:-1], max(k - 1, 0))}, got {tuple(beta.shape)}")
@@ -183,8 +185,8 @@ def gram_solve(R: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         >>> gram_solve(R, torch.ones(4, 2, dtype=torch.float64))[0]
         tensor([0.2500, 0.2500], dtype=torch.float64)
     """
-    _check_float(R, "R")
-    _check_float(B, "B")
+    check_float(R, "R")
+    check_float(B, "B")
     if R.ndim < 2 or B.ndim < 2:
         raise ValueError(f"R and B must be at least 2-D, got {tuple(R.shape)} and {tuple(B.shape)}")
     if R.shape[-1] != B.shape[-1]:
@@ -213,8 +215,8 @@ def spd_solve(G: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         >>> spd_solve(4 * torch.eye(2, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64))[0]
         tensor([0.2500, 0.2500], dtype=torch.float64)
     """
-    _check_float(G, "G")
-    _check_float(B, "B")
+    check_float(G, "G")
+    check_float(B, "B")
     if G.ndim < 2 or G.shape[-1] != G.shape[-2]:
         raise ValueError(f"G must be square (..., r, r), got {tuple(G.shape)}")
     if B.ndim < 2 or B.shape[-1] != G.shape[-1]:
@@ -231,3 +233,127 @@ def spd_solve(G: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         )
     # B G⁻¹ = (G⁻¹ Bᵀ)ᵀ because G is symmetric.
     return torch.cholesky_solve(B.mT, L).mT
+
+
+def cholesky_qr2(Y: Tensor) -> tuple[Tensor, Tensor]:
+    """Thin QR ``Y = QR`` of a tall ``Y (..., m, q)`` by Cholesky-QR2.
+
+    Two passes of ``YᵀY = LLᵀ``, ``Q = Y L⁻ᵀ``: a few small matmuls instead of Householder QR,
+    which is several times slower for tall-skinny blocks; the second pass restores
+    orthogonality to working precision. Falls back to Householder QR (``torch.linalg.qr``) when
+    a Gram matrix is not numerically positive definite (rank-deficient or very ill-conditioned ``Y``).
+
+    Returns:
+        ``(Q, R)``: ``(..., m, q)`` orthonormal columns and ``(..., q, q)`` upper triangular.
+
+    Example:
+        >>> Y = torch.tensor([[3., 0.], [4., 1.], [0., 2.]], dtype=torch.float64)
+        >>> Q, R = cholesky_qr2(Y)
+        >>> torch.allclose(Q @ R, Y), torch.allclose(Q.mT @ Q, torch.eye(2, dtype=torch.float64))
+        (True, True)
+    """
+    check_float(Y, "Y")
+    if Y.ndim < 2 or Y.shape[-2] < Y.shape[-1]:
+        raise ValueError(f"Y must be tall (..., m, q) with m >= q, got {tuple(Y.shape)}")
+    R = None
+    Q = Y
+    for _ in range(2):
+        L, info = torch.linalg.cholesky_ex(Q.mT @ Q)
+        if bool(info.any()):
+            return torch.linalg.qr(Y)
+        Q = torch.linalg.solve_triangular(L, Q.mT, upper=False).mT
+        R = L.mT if R is None else L.mT @ R
+    return Q, R
+
+
+@dataclass
+class SVD:
+    """A (truncated) SVD ``W ≈ U diag(S) Vh``: ``U (m, k)``, ``S (k,)`` descending, ``Vh (k, n)``.
+
+    Example:
+        >>> SVD(torch.eye(3, 1), torch.tensor([2.0]), torch.eye(1, 2)).product()
+        tensor([[2., 0.],
+                [0., 0.],
+                [0., 0.]])
+    """
+
+    U: Tensor
+    S: Tensor
+    Vh: Tensor
+
+    def product(self) -> Tensor:
+        return (self.U * self.S) @ self.Vh
+
+
+def _check_svd_args(W: Tensor, rank: int, niter: int, oversample: int) -> None:
+    check_float(W, "W")
+    if W.ndim != 2:
+        raise ValueError(f"W must be a matrix (m, n), got shape {tuple(W.shape)}")
+    check_rank(rank, tuple(W.shape), at_most_min=True)
+    for name, v in (("niter", niter), ("oversample", oversample)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+
+
+@dispatch.register("top_svd", "svd")
+def exact_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8, generator: GeneratorLike = None) -> SVD:
+    """Top-``rank`` part of the exact ``torch.linalg.svd`` (the reference; ``niter``, ``oversample``
+    and ``generator`` are accepted for the shared signature and unused).
+
+    Example:
+        >>> exact_svd(torch.diag(torch.tensor([1., 3., 2.])), 2).S
+        tensor([3., 2.])
+    """
+    _check_svd_args(W, rank, niter, oversample)
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    return SVD(U[:, :rank], S[:rank], Vh[:rank])
+
+
+@dispatch.register("top_svd", "randomized")
+def randomized_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8,
+                   generator: GeneratorLike = None) -> SVD:
+    """Top-``rank`` SVD of ``W (m, n)`` by a randomized range finder (Halko, Martinsson & Tropp).
+
+    ``Q = orth(W Ω)`` with ``Ω (n, rank + oversample)`` Gaussian, ``niter`` power iterations
+    ``Q ← orth(W orth(WᵀQ))`` (each ``orth`` a :func:`cholesky_qr2`), then the exact SVD of the
+    small ``QᵀW``. Exact (to rounding) when ``rank + oversample >= min(m, n)``.
+
+    Returns:
+        :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.
+
+    Example:
+        >>> W = gaussian((50, 40), generator=1, dtype=torch.float64)
+        >>> s = randomized_svd(W, 40, generator=0).S
+        >>> bool(torch.allclose(s, torch.linalg.svdvals(W)))
+        True
+    """
+    _check_svd_args(W, rank, niter, oversample)
+    q = min(rank + oversample, *W.shape)
+    omega = gaussian((W.shape[1], q), generator=make_generator(generator), dtype=W.dtype, device=W.device)
+    Q = cholesky_qr2(W @ omega)[0]
+    for _ in range(niter):
+        Q = cholesky_qr2(W.mT @ Q)[0]
+        Q = cholesky_qr2(W @ Q)[0]
+    # SVD of the small B = QᵀW (q, n) through Bᵀ = Q_b R_b: B = R_bᵀ Q_bᵀ, SVD of the q×q R_bᵀ.
+    Qb, Rb = cholesky_qr2(W.mT @ Q)
+    Ub, S, Vh_small = torch.linalg.svd(Rb.mT)
+    return SVD(Q @ Ub[:, :rank], S[:rank], (Qb @ Vh_small[:rank].mT).mT)
+
+
+def top_svd(W: Tensor, rank: int, *, method: str = "svd", niter: int = 4, oversample: int = 8,
+            generator: GeneratorLike = None) -> SVD:
+    """Top-``rank`` SVD of ``W (m, n)``, routine ``"top_svd"`` of :mod:`~overparam.backend.dispatch`:
+    ``method="svd"`` (exact, :func:`exact_svd`, the reference) or ``"randomized"``
+    (:func:`randomized_svd`, with ``niter``, ``oversample``, ``generator``).
+
+    Returns:
+        :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.
+
+    Example:
+        >>> top_svd(torch.eye(4), 2).S
+        tensor([1., 1.])
+    """
+    if method not in ("svd", "randomized"):
+        raise ValueError(f"method must be 'svd' or 'randomized', got {method!r}")
+    return dispatch.choose("top_svd", method, device=getattr(W, "device", None))(
+        W, rank, niter=niter, oversample=oversample, generator=generator)

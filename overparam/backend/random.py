@@ -1,4 +1,10 @@
-"""Random probes from an explicit generator; the global RNG is never touched.
+"""Random draws from an explicit generator; the global RNG is never touched.
+
+* :func:`gaussian`, :func:`rademacher`, :func:`uniform`: i.i.d. entries of a given shape;
+* :func:`probe`: the one probe-kind dispatch (``kind`` in :data:`PROBE_KINDS`), and
+  :func:`probes_like`: parameter-shaped probes;
+* :func:`orthonormal`: a Haar-random ``(n, k)`` matrix with orthonormal columns;
+* :func:`fan_in_normal_`: the seeded model initialiser of experiments and tests.
 
 Every stochastic function in overparam takes a keyword-only ``generator`` that may be a
 ``torch.Generator``, an ``int`` seed, or ``None``. ``None`` draws a fresh seed from the
@@ -18,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 
@@ -26,10 +33,13 @@ from torch import Tensor, nn
 
 from . import vec as _vec
 
-__all__ = ["GeneratorLike", "make_generator", "rademacher", "gaussian", "rademacher_like", "gaussian_like", "probes_like",
-           "fan_in_normal_"]
+__all__ = ["GeneratorLike", "PROBE_KINDS", "make_generator", "rademacher", "gaussian", "uniform", "probe", "probes_like",
+           "orthonormal", "fan_in_normal_"]
 
 GeneratorLike = torch.Generator | int | None
+
+PROBE_KINDS = ("rademacher", "gaussian")
+"""The kinds of random probe every stochastic estimator accepts (``kind=``)."""
 
 
 def make_generator(generator: GeneratorLike = None, *, device: torch.device | str | None = None) -> torch.Generator:
@@ -56,16 +66,23 @@ def make_generator(generator: GeneratorLike = None, *, device: torch.device | st
     return g
 
 
-def _draw(kind: str, shape, generator, dtype, device) -> Tensor:
-    g = make_generator(generator)
+def _float_dtype(dtype: torch.dtype | None) -> torch.dtype:
     dtype = dtype if dtype is not None else torch.get_default_dtype()
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+    return dtype
+
+
+def _draw(kind: str, shape, generator, dtype, device) -> Tensor:
+    g = make_generator(generator)
+    dtype = _float_dtype(dtype)
     if kind == "rademacher":
         out = torch.randint(0, 2, tuple(shape), generator=g, device=g.device, dtype=torch.int8)
         out = (out * 2 - 1).to(dtype)
-    else:
+    elif kind == "gaussian":
         out = torch.randn(tuple(shape), generator=g, device=g.device, dtype=dtype)
+    else:
+        out = torch.rand(tuple(shape), generator=g, device=g.device, dtype=dtype)
     return out if device is None else out.to(device)
 
 
@@ -89,6 +106,45 @@ def gaussian(shape, *, generator: GeneratorLike = None, dtype: torch.dtype | Non
     return _draw("gaussian", shape, generator, dtype, device)
 
 
+def uniform(shape, *, low: float = 0.0, high: float = 1.0, generator: GeneratorLike = None,
+            dtype: torch.dtype | None = None, device=None) -> Tensor:
+    """i.i.d. entries uniform on ``[low, high)``, computed as ``low + (high − low) · U[0, 1)``.
+
+    Args:
+        shape: output shape.
+        low, high: finite bounds, ``low < high``.
+        generator: see :func:`make_generator`. dtype: floating point (default: torch's default).
+        device: where the result goes (numbers are drawn on the generator's device).
+
+    Example:
+        >>> u = uniform((1000,), low=-1.0, high=1.0, generator=0, dtype=torch.float64)
+        >>> bool(u.min() >= -1) and bool(u.max() < 1)
+        True
+    """
+    for name, val in (("low", low), ("high", high)):
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+            raise ValueError(f"{name} must be a finite number, got {val!r}")
+    if not low < high:
+        raise ValueError(f"low must be < high, got low={low}, high={high}")
+    u = _draw("uniform", shape, generator, dtype, device)
+    return u if (low, high) == (0.0, 1.0) else u * (high - low) + low
+
+
+def probe(kind: str, shape, *, generator: GeneratorLike = None, dtype: torch.dtype | None = None,
+          device=None) -> Tensor:
+    """i.i.d. probe entries of ``kind`` (one of :data:`PROBE_KINDS`): :func:`rademacher` or :func:`gaussian`.
+
+    The one place a probe kind is checked: estimators pass their ``kind=`` argument here.
+
+    Example:
+        >>> probe("rademacher", (2, 3), generator=0).abs().sum()
+        tensor(6.)
+    """
+    if kind not in PROBE_KINDS:
+        raise ValueError(f"kind must be {' or '.join(map(repr, PROBE_KINDS))}, got {kind!r}")
+    return _draw(kind, shape, generator, dtype, device)
+
+
 def probes_like(
     like: Iterable[Tensor], *, n: int | None = None, kind: str = "rademacher", generator: GeneratorLike = None
 ) -> _vec.Vec:
@@ -97,7 +153,7 @@ def probes_like(
     Args:
         like: a vector (entries ``shape_i``), e.g. ``model.parameters()``.
         n: ``None`` for one vector, or the batch size ``B`` (entries ``(B, *shape_i)``).
-        kind: ``"rademacher"`` or ``"gaussian"``.
+        kind: one of :data:`PROBE_KINDS`.
         generator: see :func:`make_generator`; pass the same generator on to draw more.
 
     The draw is one flat block of ``n * numel`` numbers split in parameter order, so it
@@ -108,8 +164,6 @@ def probes_like(
         >>> [tuple(t.shape) for t in v]
         [(5, 2, 3), (5, 4)]
     """
-    if kind not in ("rademacher", "gaussian"):
-        raise ValueError(f"kind must be 'rademacher' or 'gaussian', got {kind!r}")
     ls = _vec.as_vec(like, name="like")
     if not ls:
         raise ValueError("like is an empty vector")
@@ -120,20 +174,32 @@ def probes_like(
     rows = 1 if n is None else n
     # Draw in the widest dtype present, then cast per entry: the same numbers for every dtype layout.
     wide = torch.float64 if any(t.dtype == torch.float64 for t in ls) else torch.float32
-    flat = _draw(kind, (rows, total), g, wide, None)
+    flat = probe(kind, (rows, total), generator=g, dtype=wide)
     parts = torch.split(flat, [t.numel() for t in ls], dim=1)
     out = tuple(p.reshape(rows, *t.shape).to(dtype=t.dtype, device=t.device) for p, t in zip(parts, ls))
     return tuple(o[0] for o in out) if n is None else out
 
 
-def rademacher_like(like: Iterable[Tensor], *, n: int | None = None, generator: GeneratorLike = None) -> _vec.Vec:
-    """:func:`probes_like` with ``kind="rademacher"``."""
-    return probes_like(like, n=n, kind="rademacher", generator=generator)
+def orthonormal(n: int, k: int, *, generator: GeneratorLike = None, dtype: torch.dtype | None = None,
+                device=None) -> Tensor:
+    """A Haar-random ``(n, k)`` matrix with orthonormal columns (``1 <= k <= n``).
 
+    The thin QR ``G = QR`` of a standard Gaussian ``G (n, k)`` (drawn as :func:`gaussian`) with the
+    sign of ``diag(R)`` moved into ``Q``, so that ``R`` has a positive diagonal: this makes ``Q``
+    uniformly (Haar) distributed on the Stiefel manifold, which plain ``torch.linalg.qr`` does not.
 
-def gaussian_like(like: Iterable[Tensor], *, n: int | None = None, generator: GeneratorLike = None) -> _vec.Vec:
-    """:func:`probes_like` with ``kind="gaussian"``."""
-    return probes_like(like, n=n, kind="gaussian", generator=generator)
+    Example:
+        >>> Q = orthonormal(5, 3, generator=0, dtype=torch.float64)
+        >>> torch.allclose(Q.mT @ Q, torch.eye(3, dtype=torch.float64))
+        True
+    """
+    for name, val in (("n", n), ("k", k)):
+        if isinstance(val, bool) or not isinstance(val, int):
+            raise TypeError(f"{name} must be an int, got {type(val).__name__}")
+    if not 1 <= k <= n:
+        raise ValueError(f"orthonormal columns need 1 <= k <= n, got n={n}, k={k}")
+    Q, R = torch.linalg.qr(gaussian((n, k), generator=generator, dtype=dtype, device=device))
+    return Q * torch.sign(torch.diagonal(R))
 
 
 def fan_in_normal_(model: nn.Module, *, std: float = 1.0, bias_std: float = 0.1,

@@ -1,7 +1,8 @@
 """overparam.factor: factorized (over-)parameterizations of weights.
 
 Functional core (:mod:`.functional`): ``product``, ``lowrank_product``, ``init_small``,
-``init_balanced``, ``init_orthogonal``, ``init_spectral``, ``randomized_svd``, ``balance``.
+``init_balanced``, ``init_orthogonal``, ``init_spectral``, ``balance`` (truncated SVDs:
+:func:`overparam.backend.linalg.top_svd`).
 Modules: :class:`LowRank`, :class:`LowRankLinear` (``L Rᵀ`` / ``U Uᵀ``), :class:`DeepLinear`
 (``W_N ⋯ W_1``, balanced), :class:`Hadamard`, :class:`HadamardDifference`,
 :class:`LowRankHadamard` (FedPara/LoHa), :class:`Kronecker` (LoKr), :class:`SparseLowRank`,
@@ -16,8 +17,8 @@ from .adapters import LoRALayer, lora_scaling, relora_restart_
 from .deep import DeepLinear, depth_preconditioner, init_balanced_deep, psd_power
 from .diagnostics import FactorMonitor, FactorStats, balancedness, describe, effective_rank, relative_distance, \
     singular_values
-from .functional import (SVD, LowRankFactors, balance, init_balanced, init_factors, init_orthogonal, init_small,
-                         init_spectral, lowrank_product, product, randomized_svd, top_svd)
+from .functional import (LowRankFactors, balance, init_balanced, init_factors, init_orthogonal, init_small,
+                         init_spectral, lowrank_product, product)
 from .hadamard import Hadamard, HadamardDifference, Kronecker, LowRankHadamard, kron_split
 from .lifting import LiftedSensing
 from .lowrank import LowRank, LowRankLinear
@@ -29,8 +30,8 @@ from .wrap import (FactorizedLayer, adapter_state_dict, hadamard_, load_adapter_
 
 __all__ = [
     "functional", "diagnostics",
-    "SVD", "LowRankFactors", "product", "lowrank_product", "balance", "init_small", "init_balanced",
-    "init_orthogonal", "init_spectral", "init_factors", "randomized_svd", "top_svd",
+    "LowRankFactors", "product", "lowrank_product", "balance", "init_small", "init_balanced",
+    "init_orthogonal", "init_spectral", "init_factors",
     "LowRank", "LowRankLinear", "DeepLinear", "init_balanced_deep", "depth_preconditioner", "psd_power",
     "Hadamard", "HadamardDifference", "LowRankHadamard", "Kronecker", "kron_split",
     "SparseLowRank", "topk_mask", "LiftedSensing",

@@ -33,9 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.checks import check_float
+from ..backend.linalg import top_svd
+from ..backend.random import GeneratorLike, gaussian, make_generator, uniform
 from . import _layers
-from .functional import check_rank, top_svd
+from .functional import check_rank
 
 __all__ = ["LoRALayer", "relora_restart_", "lora_scaling"]
 
@@ -71,16 +73,14 @@ def check_lora_args(base: nn.Module, rank: int, *, alpha: float | None = None, d
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     if isinstance(base, nn.Embedding) and (dropout > 0 or dora):
         raise ValueError("dropout and dora are not defined for an nn.Embedding base")
-    if not base.weight.is_floating_point():
-        raise TypeError(f"base.weight must have a floating-point dtype, got {base.weight.dtype}")
+    check_float(base.weight, "base.weight")
 
 
 def _draw_down(kind: str, cols: int, rank: int, g: torch.Generator, like: Tensor) -> Tensor:
     if kind == "gaussian":
         return gaussian((cols, rank), generator=g, dtype=like.dtype, device=like.device) / rank
     if kind == "kaiming":
-        u = torch.rand((cols, rank), generator=g, dtype=like.dtype, device=g.device).to(like.device)
-        return (2 * u - 1) / math.sqrt(cols)
+        return uniform((cols, rank), low=-1.0, high=1.0, generator=g, dtype=like.dtype, device=like.device) / math.sqrt(cols)
     raise ValueError(f"init must be 'gaussian', 'kaiming' or 'pissa', got {kind!r}")
 
 

@@ -14,7 +14,7 @@ Initializations of a pair (all return :class:`LowRankFactors`):
 * :func:`init_orthogonal`: ``√scale`` times orthonormal columns (balanced, ``LRᵀ`` has all
   singular values ``scale``);
 * :func:`init_spectral`: the top-``k`` SVD of an existing weight, ``L = U_k S_k^{1/2}``,
-  ``R = V_k S_k^{1/2}``, exact or by :func:`randomized_svd`.
+  ``R = V_k S_k^{1/2}``, exact or randomized (:func:`overparam.backend.linalg.top_svd`).
 
 Example:
     >>> import torch
@@ -31,12 +31,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.checks import check_float, check_rank
+from ..backend.linalg import top_svd
+from ..backend.random import GeneratorLike, gaussian, make_generator, orthonormal
 
 __all__ = [
-    "LowRankFactors", "SVD", "product", "lowrank_product", "check_rank", "balance",
+    "LowRankFactors", "product", "lowrank_product", "balance",
     "init_small", "init_balanced", "init_orthogonal", "init_spectral", "init_factors",
-    "randomized_svd", "top_svd",
 ]
 
 
@@ -54,25 +55,6 @@ class LowRankFactors:
 
     def product(self) -> Tensor:
         return self.left @ self.right.mT
-
-
-@dataclass
-class SVD:
-    """A (truncated) SVD ``W ≈ U diag(S) Vh``: ``U (m, k)``, ``S (k,)`` descending, ``Vh (k, n)``.
-
-    Example:
-        >>> SVD(torch.eye(3, 1), torch.tensor([2.0]), torch.eye(1, 2)).product()
-        tensor([[2., 0.],
-                [0., 0.],
-                [0., 0.]])
-    """
-
-    U: Tensor
-    S: Tensor
-    Vh: Tensor
-
-    def product(self) -> Tensor:
-        return (self.U * self.S) @ self.Vh
 
 
 def product(factors: Sequence[Tensor]) -> Tensor:
@@ -114,28 +96,10 @@ def lowrank_product(left: Tensor, right: Tensor) -> Tensor:
     return left @ right.mT
 
 
-def check_rank(rank: int, shape: tuple[int, int] | None = None, *, name: str = "rank", at_most_min: bool = False) -> int:
-    """Validate a rank: an ``int >= 1``, and ``<= min(shape)`` when ``at_most_min`` (SVD inits)."""
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise TypeError(f"{name} must be an int, got {type(rank).__name__}")
-    if rank <= 0:
-        raise ValueError(f"{name} must be >= 1, got {rank}")
-    if at_most_min and shape is not None and rank > min(shape):
-        raise ValueError(f"{name} must be <= min{tuple(shape)} = {min(shape)} here, got {rank}")
-    return rank
-
-
 def _shape2(shape) -> tuple[int, int]:
     if len(shape) != 2 or any((not isinstance(s, int)) or s < 1 for s in shape):
         raise ValueError(f"shape must be two positive ints (n1, n2), got {shape!r}")
     return int(shape[0]), int(shape[1])
-
-
-def _check_float(W: Tensor, name: str = "W") -> None:
-    if not isinstance(W, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(W).__name__}")
-    if not W.is_floating_point():
-        raise TypeError(f"{name} must have a floating-point dtype, got {W.dtype}")
 
 
 def _check_scale(scale: float) -> float:
@@ -221,8 +185,7 @@ def init_orthogonal(shape: tuple[int, int], rank: int, *, scale: float = 1.0, sy
     g = make_generator(generator)
 
     def orth(n):
-        Q, Rq = torch.linalg.qr(gaussian((n, rank), generator=g, dtype=dtype, device=device))
-        return Q * torch.sign(torch.diagonal(Rq)) * scale**0.5
+        return orthonormal(n, rank, generator=g, dtype=dtype, device=device) * scale**0.5
 
     L = orth(n1)
     if symmetric:
@@ -230,80 +193,6 @@ def init_orthogonal(shape: tuple[int, int], rank: int, *, scale: float = 1.0, sy
             raise ValueError(f"symmetric factors need a square shape, got {shape}")
         return LowRankFactors(L, L)
     return LowRankFactors(L, orth(n2))
-
-
-def randomized_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8,
-                   generator: GeneratorLike = None) -> SVD:
-    """Top-``rank`` SVD of ``W (m, n)`` by a randomized range finder (Halko, Martinsson & Tropp).
-
-    ``Q = orth(W Ω)`` with ``Ω (n, rank + oversample)`` Gaussian, ``niter`` power iterations
-    ``Q ← orth(W orth(WᵀQ))``, then the exact SVD of the small ``QᵀW``.
-
-    Returns:
-        :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.
-
-    Example:
-        >>> W = torch.randn(50, 40, dtype=torch.float64)
-        >>> s = randomized_svd(W, 40, generator=0).S
-        >>> bool(torch.allclose(s, torch.linalg.svdvals(W)))
-        True
-    """
-    _check_float(W)
-    if W.ndim != 2:
-        raise ValueError(f"W must be a matrix (m, n), got shape {tuple(W.shape)}")
-    check_rank(rank, tuple(W.shape), at_most_min=True)
-    if niter < 0 or oversample < 0:
-        raise ValueError(f"niter and oversample must be >= 0, got {niter}, {oversample}")
-    q = min(rank + oversample, *W.shape)
-    g = make_generator(generator)
-    omega = gaussian((W.shape[1], q), generator=g, dtype=W.dtype, device=W.device)
-    Q = _cholqr(W @ omega)[0]
-    for _ in range(niter):
-        Q = _cholqr(W.mT @ Q)[0]
-        Q = _cholqr(W @ Q)[0]
-    # SVD of the small B = QᵀW (q, n) through Bᵀ = Q_b R_b: B = R_bᵀ Q_bᵀ, SVD of the q×q R_bᵀ.
-    Qb, Rb = _cholqr(W.mT @ Q)
-    Ub, S, Vh_small = torch.linalg.svd(Rb.mT)
-    return SVD(Q @ Ub[:, :rank], S[:rank], (Qb @ Vh_small[:rank].mT).mT)
-
-
-def _cholqr(Y: Tensor) -> tuple[Tensor, Tensor]:
-    """Thin QR ``Y = QR`` of a tall ``Y (m, q)`` by Cholesky-QR2 (two passes of ``YᵀY = LLᵀ``,
-    ``Q = Y L⁻ᵀ``): a few small matmuls instead of Householder QR, which is several times slower
-    for tall-skinny blocks. Falls back to Householder QR when the Gram matrix is not numerically
-    positive definite (rank-deficient or very ill-conditioned ``Y``)."""
-    R = None
-    Q = Y
-    for _ in range(2):
-        L, info = torch.linalg.cholesky_ex(Q.mT @ Q)
-        if bool(info.any()):
-            return torch.linalg.qr(Y)
-        Q = torch.linalg.solve_triangular(L, Q.mT, upper=False).mT
-        R = L.mT if R is None else L.mT @ R
-    return Q, R
-
-
-def top_svd(W: Tensor, rank: int, *, method: str = "svd", niter: int = 4, oversample: int = 8,
-            generator: GeneratorLike = None) -> SVD:
-    """Top-``rank`` SVD of ``W (m, n)``: ``method="svd"`` (exact) or ``"randomized"``.
-
-    Returns:
-        :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.
-
-    Example:
-        >>> top_svd(torch.eye(4), 2).S
-        tensor([1., 1.])
-    """
-    _check_float(W)
-    if W.ndim != 2:
-        raise ValueError(f"W must be a matrix (m, n), got shape {tuple(W.shape)}")
-    check_rank(rank, tuple(W.shape), at_most_min=True)
-    if method == "svd":
-        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-        return SVD(U[:, :rank], S[:rank], Vh[:rank])
-    if method == "randomized":
-        return randomized_svd(W, rank, niter=niter, oversample=oversample, generator=generator)
-    raise ValueError(f"method must be 'svd' or 'randomized', got {method!r}")
 
 
 def init_spectral(W: Tensor, rank: int, *, method: str = "svd", symmetric: bool = False, niter: int = 4,
@@ -319,7 +208,7 @@ def init_spectral(W: Tensor, rank: int, *, method: str = "svd", symmetric: bool 
         >>> f.product().diagonal().round(decimals=4).tolist()
         [3.0, 2.0, 0.0]
     """
-    _check_float(W)
+    check_float(W, "W")
     if W.ndim != 2:
         raise ValueError(f"W must be a matrix (n1, n2), got shape {tuple(W.shape)}")
     check_rank(rank, tuple(W.shape), at_most_min=True)

@@ -19,7 +19,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.checks import check_fraction
+from ..backend.topk import fraction_count
+from ..backend.topk import topk_mask as _topk
+from ..backend.random import GeneratorLike, make_generator, uniform
 from .functional import init_factors
 from .lowrank import _PairMixin, _register_pair
 
@@ -27,19 +30,15 @@ __all__ = ["SparseLowRank", "topk_mask"]
 
 
 def topk_mask(scores: Tensor, density: float) -> Tensor:
-    """Boolean mask of the ``round(density · numel)`` largest ``scores`` (ties: lowest index).
+    """Boolean mask of the ``max(1, floor(density · numel + 1/2))`` largest ``scores``, ties by
+    lowest index: :func:`overparam.backend.topk.topk_mask` with the library's count rule.
 
     Example:
         >>> topk_mask(torch.tensor([0.1, -3.0, 2.0]).abs(), 2 / 3)
         tensor([False,  True,  True])
     """
-    if not 0 < density <= 1:
-        raise ValueError(f"density must be in (0, 1], got {density}")
-    k = max(1, round(density * scores.numel()))
-    idx = torch.topk(scores.reshape(-1), k, sorted=False).indices
-    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    mask[idx] = True
-    return mask.reshape(scores.shape)
+    density = check_fraction(density, "density", low_open=True)
+    return _topk(scores, max(1, fraction_count(density, scores.numel())))
 
 
 class SparseLowRank(_PairMixin, nn.Module):
@@ -75,8 +74,8 @@ class SparseLowRank(_PairMixin, nn.Module):
                 raise ValueError("learned=True recomputes the support from density; do not also pass mask")
             if mask.dtype != torch.bool or tuple(mask.shape) != self.shape:
                 raise ValueError(f"mask must be a bool tensor of shape {self.shape}, got {mask.dtype} {tuple(mask.shape)}")
-        elif not 0 < density <= 1:
-            raise ValueError(f"density must be in (0, 1], got {density}")
+        else:
+            check_fraction(density, "density", low_open=True)
         self.density = density
         g = make_generator(generator)
         dtype = dtype if dtype is not None else (weight.dtype if weight is not None else None)
@@ -92,7 +91,7 @@ class SparseLowRank(_PairMixin, nn.Module):
         self.sparse = nn.Parameter(S)
         if not learned:
             if mask is None:
-                scores = torch.rand(self.shape, generator=g, dtype=torch.float64).to(S.device)
+                scores = uniform(self.shape, generator=g, dtype=torch.float64, device=S.device)
                 mask = topk_mask(scores, density)
             self.register_buffer("mask", mask.to(S.device))
         else:

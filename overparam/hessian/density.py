@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..backend import linalg
-from ..backend.random import GeneratorLike, gaussian, make_generator, rademacher
+from ..backend.random import GeneratorLike, gaussian, make_generator, probe
 from .operators import Operator, as_operator
 from .trace import _check_block
 
@@ -111,10 +111,7 @@ def slq(A, probes: int | Tensor = 10, steps: int = 80, *, kind: str = "rademache
             raise ValueError(f"explicit probes must have shape (P, {n}), got {tuple(probes.shape)}")
         V = probes.to(dtype=op.dtype, device=op.device)
     elif isinstance(probes, int) and probes >= 1:
-        if kind not in ("rademacher", "gaussian"):
-            raise ValueError(f"kind must be 'rademacher' or 'gaussian', got {kind!r}")
-        draw = rademacher if kind == "rademacher" else gaussian
-        V = draw((probes, n), generator=g, dtype=op.dtype, device=op.device)
+        V = probe(kind, (probes, n), generator=g, dtype=op.dtype, device=op.device)
     else:
         raise ValueError(f"probes must be a positive int or a (P, n) tensor, got {probes!r}")
     norms = torch.linalg.vector_norm(V, dim=1, keepdim=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, gaussian, make_generator, rademacher
+from ..backend.random import GeneratorLike, make_generator, probe
 from .operators import Operator, as_operator
 
 __all__ = ["Estimate", "hutchinson", "hutchpp", "xtrace", "trace", "probe_block"]
@@ -45,12 +45,8 @@ class Estimate:
 
 
 def probe_block(op: Operator, m: int, kind: str, g: torch.Generator) -> Tensor:
-    """``(n, m)`` i.i.d. probes (Rademacher or Gaussian) drawn from ``g``."""
-    if kind == "rademacher":
-        return rademacher((m, op.n), generator=g, dtype=op.dtype, device=op.device).mT
-    if kind == "gaussian":
-        return gaussian((m, op.n), generator=g, dtype=op.dtype, device=op.device).mT
-    raise ValueError(f"kind must be 'rademacher' or 'gaussian', got {kind!r}")
+    """``(n, m)`` i.i.d. probes of ``kind`` (see :func:`~overparam.backend.random.probe`) drawn from ``g``."""
+    return probe(kind, (m, op.n), generator=g, dtype=op.dtype, device=op.device).mT
 
 
 def _check_probes(probes: int, least: int, name: str) -> None:

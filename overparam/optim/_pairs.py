@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ..backend.checks import check_float
 from ..backend.linalg import NotPositiveDefiniteError, gram_solve
 
 __all__ = ["as_pair", "PairOptimizer", "PairStep", "check_nonnegative"]
@@ -36,11 +37,6 @@ def check_nonnegative(group: dict, *names: str) -> None:
             raise ValueError(f"{name} must be finite and >= 0, got {v}")
 
 
-def _check_float(t: Tensor, where: str) -> None:
-    if not t.is_floating_point():
-        raise TypeError(f"{where}: factors must be floating-point tensors, got {t.dtype}")
-
-
 def as_pair(item: Any, where: str = "pairs") -> tuple[Tensor, Tensor]:
     """Validate one factor pair: ``(L, R)`` with matching rank, or a lone ``X`` -> ``(X, X)``.
 
@@ -55,7 +51,7 @@ def as_pair(item: Any, where: str = "pairs") -> tuple[Tensor, Tensor]:
                 f"{where}: got a lone tensor of shape {tuple(item.shape)}, which is not part of a factor pair; "
                 "pass (L, R) tuples, or a 2-D tensor X for the symmetric factorization X Xᵀ"
             )
-        _check_float(item, where)
+        check_float(item, f"{where}: X")
         return item, item
     if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(t, Tensor) for t in item)):
         raise TypeError(f"{where}: a factor pair must be a 2-tuple (L, R) of tensors or a 2-D tensor, got {item!r:.80}")
@@ -65,7 +61,7 @@ def as_pair(item: Any, where: str = "pairs") -> tuple[Tensor, Tensor]:
     if L.shape[1] != R.shape[1]:
         raise ValueError(f"{where}: factors of mismatched rank: L {tuple(L.shape)} has k = {L.shape[1]} "
                          f"but R {tuple(R.shape)} has k = {R.shape[1]}")
-    _check_float(L, where)
+    check_float(L, f"{where}: L")
     if L.dtype != R.dtype or L.device != R.device:
         raise ValueError(f"{where}: L and R must share dtype and device, got {L.dtype}/{L.device} and {R.dtype}/{R.device}")
     return L, R

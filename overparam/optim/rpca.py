@@ -19,21 +19,24 @@ same pass ``alpha=2 * a, init_alpha=a``. By default both use ``alpha``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from ..backend.checks import check_float, check_fraction
+from ..backend.topk import fraction_count, topk_mask
 from .scaledgd import ScaledGD
 
 __all__ = ["sparsify", "hard_threshold", "rpca_scaledgd", "RPCAResult"]
 
 
 def sparsify(M: Tensor, alpha: float) -> Tensor:
-    """``𝒯_α(M)``: keep ``M_ij`` if ``|M_ij|`` is among the ``⌈α n2⌉`` largest of row ``i`` and the
-    ``⌈α n1⌉`` largest of column ``j`` (ties kept), zero elsewhere. ``M (n1, n2)``.
+    """``𝒯_α(M)``: keep ``M_ij ≠ 0`` if ``|M_ij|`` is among the ``k₂`` largest of row ``i`` and the
+    ``k₁`` largest of column ``j`` (ties with the k-th kept), zero elsewhere. ``M (n1, n2)``;
+    ``kᵢ = floor(α nᵢ + 1/2)``, the library's count rule
+    (:func:`overparam.backend.topk.topk_mask` with ``ties="keep"``).
 
     Example:
         >>> sparsify(torch.tensor([[5., 1.], [1., 0.]]), 0.5)
@@ -42,16 +45,12 @@ def sparsify(M: Tensor, alpha: float) -> Tensor:
     """
     if M.ndim != 2:
         raise ValueError(f"M must be 2-D, got shape {tuple(M.shape)}")
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    alpha = check_fraction(alpha, "alpha")
     n1, n2 = M.shape
-    kr, kc = math.ceil(alpha * n2), math.ceil(alpha * n1)
-    if kr == 0 or kc == 0:
-        return torch.zeros_like(M)
     A = M.abs()
-    row = torch.topk(A, kr, dim=1).values[:, -1:]
-    col = torch.topk(A, kc, dim=0).values[-1:, :]
-    return torch.where((A >= row) & (A >= col) & (A > 0), M, torch.zeros_like(M))
+    keep = topk_mask(A, fraction_count(alpha, n2), dim=1, ties="keep")
+    keep &= topk_mask(A, fraction_count(alpha, n1), dim=0, ties="keep")
+    return torch.where(keep & (A > 0), M, torch.zeros_like(M))
 
 
 def hard_threshold(M: Tensor, zeta: float) -> Tensor:
@@ -100,8 +99,9 @@ def rpca_scaledgd(Y: Tensor, rank: int, *, alpha: float | None = None, init_alph
         raise ValueError("give exactly one of alpha (sparsify) and threshold (hard_threshold)")
     if init_alpha is not None and alpha is None:
         raise ValueError("init_alpha needs alpha (it is the sparsify fraction of the initial outlier estimate)")
-    if Y.ndim != 2 or not Y.is_floating_point():
-        raise ValueError(f"Y must be a 2-D floating-point tensor, got {tuple(Y.shape)} {Y.dtype}")
+    check_float(Y, "Y")
+    if Y.ndim != 2:
+        raise ValueError(f"Y must be 2-D (n1, n2), got shape {tuple(Y.shape)}")
     if not 1 <= rank <= min(Y.shape):
         raise ValueError(f"rank must be in [1, {min(Y.shape)}], got {rank}")
     if iters < 0:

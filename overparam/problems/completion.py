@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.random import GeneratorLike, make_generator, uniform
 from .sensing import ground_truth, small_factors, spectral_factors
 
 __all__ = ["MatrixCompletion", "completion"]
@@ -125,7 +125,7 @@ def completion(n: int, r: int, p: float, *, kappa: float = 1.0, n2: int | None =
         raise ValueError(f"symmetric completion needs a square matrix, got n={n}, n2={n2}")
     g = make_generator(generator)
     M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=symmetric, generator=g, dtype=dtype, device=device)
-    keep = torch.rand(M.shape, generator=g) < p
+    keep = uniform(M.shape, generator=g) < p
     if symmetric:
         keep = torch.triu(keep)
         keep = keep | keep.mT

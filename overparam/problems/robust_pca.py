@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.random import GeneratorLike, make_generator, uniform
 from .sensing import ground_truth, small_factors, spectral_factors
 
 __all__ = ["RobustPCA", "robust_pca"]
@@ -62,7 +62,7 @@ def robust_pca(n: int, r: int, alpha: float, *, kappa: float = 1.0, n2: int | No
         raise ValueError(f"magnitude must be >= 0, got {magnitude}")
     g = make_generator(generator)
     M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=False, generator=g, dtype=dtype, device=device)
-    keep = (torch.rand(M.shape, generator=g) < alpha).to(M.device)
-    u = (2 * torch.rand(M.shape, generator=g, dtype=dtype) - 1).to(M.device)
+    keep = uniform(M.shape, generator=g, device=M.device) < alpha
+    u = uniform(M.shape, low=-1.0, high=1.0, generator=g, dtype=dtype, device=M.device)
     S = torch.where(keep, magnitude * M.abs().max() * u, torch.zeros_like(M))
     return RobustPCA(Y=M + S, M_star=M, S_star=S, rank=r)

@@ -25,14 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, gaussian, make_generator, orthonormal, uniform
 
 __all__ = ["MatrixSensing", "sensing", "ground_truth", "small_factors", "spectral_factors"]
-
-
-def _orthonormal(n: int, r: int, g: torch.Generator, dtype, device) -> Tensor:
-    Q, R = torch.linalg.qr(gaussian((n, r), generator=g, dtype=dtype, device=device))
-    return Q * torch.sign(torch.diagonal(R))
 
 
 def ground_truth(n: int, r: int, *, kappa: float = 1.0, n2: int | None = None, symmetric: bool = True,
@@ -44,10 +39,10 @@ def ground_truth(n: int, r: int, *, kappa: float = 1.0, n2: int | None = None, s
         raise ValueError(f"kappa must be >= 1, got {kappa}")
     g = make_generator(generator)
     s = torch.linspace(1.0, 1.0 / kappa, r, dtype=dtype, device=device)
-    U = _orthonormal(n, r, g, dtype, device)
+    U = orthonormal(n, r, generator=g, dtype=dtype, device=device)
     if symmetric:
         return (U * s) @ U.mT
-    V = _orthonormal(n2 or n, r, g, dtype, device)
+    V = orthonormal(n2 or n, r, generator=g, dtype=dtype, device=device)
     return (U * s) @ V.mT
 
 
@@ -183,9 +178,9 @@ def sensing(n: int, r: int, m: int, *, kappa: float = 1.0, n2: int | None = None
     P.y = P.measure(M)
     if outliers:
         sc = outlier_scale * float(P.y.std())
-        mask = torch.rand(m, generator=g, dtype=dtype).to(device) < outliers
+        mask = uniform((m,), generator=g, dtype=dtype, device=device) < outliers
         if noise == "sparse":
-            s = sc * (2 * torch.rand(m, generator=g, dtype=dtype) - 1).to(device)
+            s = sc * uniform((m,), low=-1.0, high=1.0, generator=g, dtype=dtype, device=device)
         else:
             s = sc * gaussian((m,), generator=g, dtype=dtype, device=device)
         P.y = P.y + torch.where(mask, s, torch.zeros_like(s))

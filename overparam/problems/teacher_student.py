@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, gaussian, make_generator, orthonormal
 
 __all__ = ["TeacherStudent", "teacher_student", "ACTIVATIONS"]
 
@@ -95,7 +95,7 @@ def teacher_student(d: int, teacher_width: int, samples: int, *, activation: str
     if loss not in ("l2", "l1"):
         raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
     g = make_generator(generator)
-    Q, _ = torch.linalg.qr(gaussian((d, teacher_width), generator=g, dtype=dtype, device=device))
+    Q = orthonormal(d, teacher_width, generator=g, dtype=dtype, device=device)
     W, a = Q.mT.contiguous(), torch.ones(teacher_width, dtype=dtype, device=device)
     X = gaussian((samples, d), generator=g, dtype=dtype, device=device)
     Xt = gaussian((test_samples, d), generator=g, dtype=dtype, device=device)

@@ -30,9 +30,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.nm import check_nm, nm_groups, nm_ungroup
+from ..backend.random import GeneratorLike, make_generator, uniform
 from .masks import check_sparsity, unstructured
-from .nm import _ungroup, check_nm, nm_groups
 from .select import Masks, targets
 
 __all__ = ["EdgePopup", "LearnableNM", "nm_patterns"]
@@ -62,7 +62,7 @@ class EdgePopup(nn.Module):
         for k in self._names:
             w = params[k]
             bound = (6.0 / w[0].numel()) ** 0.5 if w.dim() > 1 else 1.0
-            init.append(nn.Parameter(((torch.rand(w.shape, generator=g, dtype=torch.float64) * 2 - 1) * bound)
+            init.append(nn.Parameter((uniform(w.shape, low=-1.0, high=1.0, generator=g, dtype=torch.float64) * bound)
                                      .to(dtype=w.dtype, device=w.device)))
         self.scores = nn.ParameterList(init)
 
@@ -150,7 +150,7 @@ class LearnableNM(nn.Module):
         params = dict(self.model.named_parameters())
         out = {}
         for k, lg in zip(self._names, self.logits):
-            out[k] = _ungroup(self.patterns[lg.detach().argmax(1)], params[k], 1)
+            out[k] = nm_ungroup(self.patterns[lg.detach().argmax(1)], params[k], 1)
         return out
 
     def soft_masks(self) -> dict[str, Tensor]:
@@ -159,13 +159,13 @@ class LearnableNM(nn.Module):
         out = {}
         pf = self.patterns.float()
         for k, lg in zip(self._names, self.logits):
-            u = torch.rand(lg.shape, generator=self._gen, device=self._gen.device).to(lg.device)
+            u = uniform(lg.shape, generator=self._gen, device=lg.device)
             expo = -torch.log(u.clamp_min(1e-20))  # Exp(1) > 0
             gumbel = -torch.log(expo.clamp_min(1e-20))
             y = F.softmax((lg * self.scale + gumbel) / self.tau, dim=1)
             if self.hard:
                 y = F.one_hot(y.argmax(1), y.shape[1]).to(y.dtype) + y - y.detach()
-            out[k] = _ungroup(y @ pf, params[k], 1).to(params[k].dtype)
+            out[k] = nm_ungroup(y @ pf, params[k], 1).to(params[k].dtype)
         return out
 
     def forward(self, *args, **kwargs):

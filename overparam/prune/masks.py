@@ -1,7 +1,8 @@
 """Unstructured masks from scores: exact kept counts, deterministic ties, global or layerwise.
 
 Pruning ``s`` of ``n`` entries removes exactly ``P = floor(s·n + 1/2)`` of them: the ones with
-the smallest scores. The threshold is the P-th smallest score (``torch.kthvalue``, or
+the smallest scores, selected by :func:`overparam.backend.topk.topk_mask` (the library's one
+count and tie rule). The threshold is the P-th smallest score (``torch.kthvalue``, or
 :func:`overparam.backend.dist.global_kth_value` when the scores are sharded over ranks);
 entries strictly below it are pruned, and among entries *equal* to it the ones that come
 first in flat order (parameters in dict order, then row-major; then rank order when
@@ -19,14 +20,14 @@ Example:
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
 
 import torch
-import torch.distributed as tdist
 from torch import Tensor, nn
 
 from ..backend import dist as _dist
+from ..backend.checks import check_float, check_fraction
+from ..backend.topk import fraction_count, topk_mask
 from .select import Masks, check_masks, match_override, targets
 
 __all__ = ["n_pruned", "check_sparsity", "prune_smallest", "unstructured", "magnitude"]
@@ -34,52 +35,23 @@ __all__ = ["n_pruned", "check_sparsity", "prune_smallest", "unstructured", "magn
 
 def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
     """Return ``sparsity`` as a float, raising ``ValueError`` unless it lies in [0, 1)."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-        raise TypeError(f"{name} must be a float in [0, 1), got {type(sparsity).__name__}")
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {sparsity}")
-    return float(sparsity)
+    return check_fraction(sparsity, name, high_open=True)
 
 
 def n_pruned(sparsity: float, n: int) -> int:
-    """Number of entries pruned from ``n`` at ``sparsity``: ``floor(s·n + 1/2)``.
+    """Number of entries pruned from ``n`` at ``sparsity``: ``floor(s·n + 1/2)``
+    (:func:`overparam.backend.topk.fraction_count`).
 
     Example:
         >>> n_pruned(0.5, 5), n_pruned(0.2, 10)
         (3, 2)
     """
-    return int(math.floor(check_sparsity(sparsity) * n + 0.5))
-
-
-def _as_float(t: Tensor) -> Tensor:
-    if not t.is_floating_point():
-        raise TypeError(f"scores must be floating point, got {t.dtype}")
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
-def _kth_smallest(flat: Tensor, k: int) -> Tensor:
-    """Exact k-th smallest of a 1-D tensor: ``torch.kthvalue`` restricted to a bracket found
-    from a strided sample (fewer passes over large inputs); falls back to the full
-    ``torch.kthvalue`` whenever the bracket misses."""
-    n = flat.numel()
-    if n < (1 << 20):
-        return torch.kthvalue(flat, k).values
-    stride = n // 65536
-    ss = torch.sort(flat[::stride]).values
-    ns = ss.numel()
-    margin = 4.0 * math.sqrt(ns) + 8
-    lo = ss[max(0, math.floor(k / n * ns - margin) - 1)]
-    hi = ss[min(ns - 1, math.ceil(k / n * ns + margin) - 1)]
-    n_lo = int(torch.count_nonzero(flat < lo))
-    if n_lo < k:
-        cand = flat[(flat >= lo) & (flat <= hi)]
-        if 0 < k - n_lo <= cand.numel():
-            return torch.kthvalue(cand, k - n_lo).values
-    return torch.kthvalue(flat, k).values
+    return fraction_count(check_sparsity(sparsity), n)
 
 
 def prune_smallest(flat: Tensor, k: int, *, group=None) -> Tensor:
-    """Bool keep-mask ``(n,)`` pruning exactly the ``k`` smallest entries of ``flat`` ``(n,)``.
+    """Bool keep-mask ``(n,)`` pruning exactly the ``k`` smallest entries of ``flat`` ``(n,)``:
+    the complement of :func:`overparam.backend.topk.topk_mask` ``(flat, k, largest=False)``.
 
     Ties at the threshold are pruned in index order (then rank order across a process group,
     where ``k`` counts entries over all ranks). Scores may contain ``-inf`` (pruned first), not NaN.
@@ -88,42 +60,11 @@ def prune_smallest(flat: Tensor, k: int, *, group=None) -> Tensor:
         >>> prune_smallest(torch.tensor([3., 1., 1., 2.]), 2).tolist()
         [True, False, False, True]
     """
-    flat = _as_float(flat.reshape(-1))
-    if k == 0:
-        if bool(torch.isnan(flat).any()):
-            raise ValueError("scores contain NaN")
-        return torch.ones_like(flat, dtype=torch.bool)
-    distributed = _dist.is_distributed(group)
-    if distributed:
-        t = _dist.global_kth_value(flat, k, group=group)
-    else:
-        if not 1 <= k <= flat.numel():
-            raise ValueError(f"cannot prune {k} of {flat.numel()} entries")
-        t = _kth_smallest(flat, k)
-    keep = flat > t
-    counts = torch.stack([torch.count_nonzero(flat < t), torch.count_nonzero(flat == t), torch.count_nonzero(keep)])
-    if int(counts.sum()) != flat.numel():  # NaN compares false with everything
-        raise ValueError("scores contain NaN")
-    if distributed:
-        world = tdist.get_world_size(group)
-        gathered = [torch.zeros_like(counts) for _ in range(world)]
-        tdist.all_gather(gathered, counts, group=group)
-        allc = torch.stack(gathered)
-        me = tdist.get_rank(group)
-        need = k - int(allc[:, 0].sum())  # ties to prune over all ranks
-        before = int(allc[:me, 1].sum())  # ties on lower ranks come first
-        r = max(0, min(need - before, int(counts[1])))
-    else:
-        r = k - int(counts[0])
-    if r >= int(counts[1]):
-        return keep
-    ties = flat == t
-    pruned_ties = ties & (torch.cumsum(ties, 0, dtype=torch.int64) <= r)
-    return keep | (ties & ~pruned_ties)
+    return ~topk_mask(flat.reshape(-1), k, largest=False, group=group)
 
 
 def _with_previous(name: str, s: Tensor, previous: Mapping[str, Tensor] | None) -> Tensor:
-    s = _as_float(s)
+    check_float(s, "scores")
     if previous is None or name not in previous:
         return s
     return s.masked_fill(~previous[name], float("-inf"))
@@ -184,11 +125,7 @@ def unstructured(
         flats = [_with_previous(n, scores[n], previous).reshape(-1) for n in pool]
         dt = functools.reduce(torch.promote_types, [f.dtype for f in flats])
         flat = torch.cat([f.to(dt) for f in flats])
-        total = flat.numel()
-        if _dist.is_distributed(group):
-            total_t = torch.tensor(total, device=flat.device)
-            tdist.all_reduce(total_t, group=group)
-            total = int(total_t)
+        total = int(_dist.all_reduce_vec((torch.tensor([flat.numel()], device=flat.device),), group=group)[0])
         k = n_pruned(sparsity, total)
         if previous is not None:
             already = sum(int((~previous[n]).sum()) for n in pool if n in previous)

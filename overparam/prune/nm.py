@@ -6,10 +6,9 @@ position), the layout sparse tensor cores use after the implicit-GEMM reshape. T
 dimension must be divisible by M: nothing is padded.
 
 Ties are broken deterministically: among equal scores the earlier position in the group is
-kept. Two implementations of one signature (:class:`~overparam.backend.dispatch.Implementations`):
-``"reference"`` (stable sort) and ``"batched"`` (the default: sort-free pairwise ranks for
-M <= 8, top-k beyond with a stable sort only for groups tied at the boundary), plus
-``"triton"`` (``overparam.backend.kernels.nm``) when Triton is usable.
+kept. :func:`nm_mask`, :func:`nm_groups` and :func:`check_nm` are those of
+:mod:`overparam.backend.nm`, where the ``"reference"``, ``"batched"`` and ``"triton"``
+implementations are registered (``overparam.backend.implementations("nm_mask")``).
 
 Example:
     >>> import torch
@@ -26,130 +25,10 @@ import einops
 import torch
 from torch import Tensor, nn
 
-from ..backend.dispatch import Implementations
+from ..backend.nm import check_nm, nm_groups, nm_mask
 from .select import Masks, targets
 
 __all__ = ["check_nm", "nm_groups", "nm_mask", "is_nm", "nm_masks", "transposable_nm_mask", "transposable_patterns"]
-
-
-def check_nm(n: int, m: int) -> None:
-    """Raise unless ``1 <= n < m`` are ints."""
-    for name, v in (("n", n), ("m", m)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if not 1 <= n < m:
-        raise ValueError(f"N:M needs 1 <= N < M, got N={n}, M={m}")
-
-
-def nm_groups(t: Tensor, m: int, dim: int = 1) -> Tensor:
-    """View ``t`` as ``(groups, m)``: dim ``dim`` moved last and split into groups of ``m``."""
-    if t.dim() < 1:
-        raise ValueError("N:M needs a tensor with at least one dimension")
-    d = dim % t.dim() if t.dim() > 1 else 0
-    size = t.shape[d]
-    if size % m:
-        raise ValueError(f"dimension {d} has size {size}, not divisible by M={m} (shape {tuple(t.shape)})")
-    return t.movedim(d, -1).reshape(-1, m)
-
-
-def _ungroup(g: Tensor, like: Tensor, dim: int) -> Tensor:
-    d = dim % like.dim() if like.dim() > 1 else 0
-    moved = like.movedim(d, -1).shape
-    return g.reshape(moved).movedim(-1, d)
-
-
-def _nm_reference(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
-    g = nm_groups(scores, m, dim)
-    order = torch.sort(g, dim=1, descending=True, stable=True).indices[:, :n]
-    keep = torch.zeros_like(g, dtype=torch.bool).scatter_(1, order, True)
-    return _ungroup(keep, scores, dim)
-
-
-def _has_nan(t: Tensor) -> bool:
-    """NaN anywhere in ``t``: ``amax`` propagates NaN and is a reduction (no bool copy of ``t``)."""
-    return t.numel() > 0 and bool(torch.isnan(t.amax()))
-
-
-def _nm_batched(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
-    """Sort-free pairwise ranks for ``m <= 8`` (:func:`_nm_pairwise`), top-k beyond (:func:`_nm_topk`)."""
-    if m <= _PAIRWISE_MAX_M:
-        if _has_nan(scores):
-            raise ValueError("scores contain NaN")
-        return _nm_pairwise(scores, n, m, dim)
-    return _nm_topk(scores, n, m, dim)
-
-
-_PAIRWISE_MAX_M = 8
-
-
-def _nm_pairwise(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
-    """``keep_i = rank_i < n`` with ``rank_i = #{j : s_j > s_i} + #{j < i : s_j = s_i}`` (the stable
-    descending sort's position), from the ``m(m − 1)/2`` comparisons ``s_i >= s_j``, ``i < j``,
-    of the columns of the ``(groups, m)`` view: one compare and two integer updates per pair on
-    vectors of length ``groups``, no sort. NaN-free scores (the caller checks)."""
-    g = nm_groups(scores, m, dim)
-    cols = g.unbind(1)
-    # rank_i = #{j > i : not s_i >= s_j} + #{j < i : s_j >= s_i} = (m − 1 − i) − Σ_{j>i} b_ij + Σ_{j<i} b_ji
-    rank = [torch.full((g.shape[0],), m - 1 - i, dtype=torch.int8, device=g.device) for i in range(m)]
-    for i in range(m):
-        for j in range(i + 1, m):
-            b = torch.ge(cols[i], cols[j])  # i is ranked before j
-            rank[i].add_(b, alpha=-1)
-            rank[j] += b
-    keep = torch.empty(g.shape, dtype=torch.bool, device=g.device)
-    for i in range(m):
-        torch.lt(rank[i], n, out=keep[:, i])
-    return _ungroup(keep, scores, dim)
-
-
-def _nm_topk(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
-    """``torch.topk`` of ``n + 1`` per group; groups whose n-th and (n+1)-th largest are tied
-    (where topk's order is unspecified) are redone with the stable sort of the reference."""
-    g = nm_groups(scores, m, dim)
-    v, idx = torch.topk(g, n + 1, dim=1, sorted=True)
-    if bool(torch.isnan(v[:, 0]).any()):  # topk puts NaN first
-        raise ValueError("scores contain NaN")
-    keep = torch.zeros_like(g, dtype=torch.bool).scatter_(1, idx[:, :n], True)
-    tied = (v[:, n - 1] == v[:, n]).nonzero().squeeze(1)
-    if tied.numel():
-        sub = g[tied]
-        order = torch.sort(sub, dim=1, descending=True, stable=True).indices[:, :n]
-        keep[tied] = torch.zeros_like(sub, dtype=torch.bool).scatter_(1, order, True)
-    return _ungroup(keep, scores, dim)
-
-
-def _load_triton():
-    from ..backend.kernels.nm import nm_mask_triton
-
-    return nm_mask_triton
-
-
-_NM = Implementations("nm_mask", reference=_nm_reference, batched=_nm_batched, triton_loader=_load_triton)
-
-
-def nm_mask(scores: Tensor, n: int, m: int, *, dim: int = 1, impl: str | None = None) -> Tensor:
-    """Keep the ``n`` highest scores in every group of ``m`` consecutive entries along ``dim``.
-
-    Args:
-        scores: ``(out, in)`` or ``(out, in, *kernel)`` (or 1-D ``(in,)``); floating point, no NaN.
-        n, m: ``1 <= n < m``; ``scores.shape[dim]`` must be divisible by ``m``.
-        dim: the grouped (input) dimension, 1 for Linear and Conv weights.
-        impl: ``"reference"`` | ``"batched"`` | ``"triton"`` | ``None`` (auto).
-
-    Returns:
-        bool mask of ``scores``' shape with exactly ``n`` kept per group.
-
-    Example:
-        >>> nm_mask(torch.tensor([1., 3., 2., 0.]), 1, 2).tolist()
-        [False, True, True, False]
-    """
-    check_nm(n, m)
-    if not isinstance(scores, Tensor) or not scores.is_floating_point():
-        raise TypeError("scores must be a floating-point tensor")
-    fn = _NM.get(impl, device=scores.device)
-    if fn is not _nm_batched and _has_nan(scores):  # batched checks on its own
-        raise ValueError("scores contain NaN")
-    return fn(scores, n, m, dim)
 
 
 def is_nm(mask: Tensor, n: int, m: int, *, dim: int = 1, exact: bool = True) -> bool:

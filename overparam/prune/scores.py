@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from .. import hessian
 from ..backend import vec
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.random import GeneratorLike, make_generator, uniform
 from .select import targets
 
 __all__ = [
@@ -65,7 +65,7 @@ def random_scores(model: nn.Module, *, generator: GeneratorLike = None, **select
     g = make_generator(generator)
     out = {}
     for k, p in targets(model, **select).items():
-        out[k] = torch.rand(p.shape, generator=g, device=g.device, dtype=torch.float64).to(p.device)
+        out[k] = uniform(p.shape, generator=g, dtype=torch.float64, device=p.device)
     return out
 
 

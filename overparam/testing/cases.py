@@ -8,15 +8,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, gaussian, make_generator, orthonormal
 
 __all__ = ["random_orthogonal", "symmetric_with_spectrum", "ill_conditioned", "tanh_mlp"]
 
 
 def random_orthogonal(n: int, *, generator: GeneratorLike = None, dtype=torch.float64) -> Tensor:
-    """A Haar-random orthogonal ``(n, n)`` matrix (QR of a Gaussian with sign correction)."""
-    Q, R = torch.linalg.qr(gaussian((n, n), generator=generator, dtype=dtype))
-    return Q * torch.sign(torch.diagonal(R)).unsqueeze(0)
+    """A Haar-random orthogonal ``(n, n)`` matrix: :func:`overparam.backend.random.orthonormal` with ``k = n``."""
+    return orthonormal(n, n, generator=generator, dtype=dtype)
 
 
 def symmetric_with_spectrum(eigenvalues: Sequence[float] | Tensor, *, generator: GeneratorLike = None,

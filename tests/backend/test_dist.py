@@ -10,13 +10,15 @@ import torch.multiprocessing as mp
 
 from overparam.backend import dist as opdist
 from overparam.backend import vec
+from overparam.backend.topk import topk_mask
 
 
 def test_single_process_is_identity():
     x = (torch.ones(2, 3), torch.arange(4.0))
     out = opdist.all_reduce_vec(x, op="mean")
     assert out[0] is x[0] and out[1] is x[1] and torch.equal(x[1], torch.arange(4.0))
-    assert not opdist.is_distributed() and opdist.world_size() == 1
+    assert not opdist.is_distributed() and opdist.world_size() == 1 and opdist.rank() == 0
+    assert opdist.all_gather(torch.tensor([3, 4])).tolist() == [[3, 4]]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
@@ -61,8 +63,10 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
         g = torch.Generator().manual_seed(100 + rank)
         shard = torch.randint(-20, 20, (37 + 11 * rank,), generator=g).to(torch.float32)  # unequal shards, ties
         kth = {k: float(opdist.global_kth_value(shard, k)) for k in (1, 10, 40, 84)}
+        gathered = opdist.all_gather(torch.tensor([opdist.rank(), 7])).tolist()
+        sharded_top = topk_mask(shard, 40, largest=False).tolist()  # k counts entries over both ranks
         queue.put((rank, vec.flatten(summed).tolist(), vec.flatten(mean).tolist(), shard.tolist(), kth,
-                   opdist.world_size()))
+                   opdist.world_size(), gathered, sharded_top))
     finally:
         dist.destroy_process_group()
 
@@ -80,8 +84,12 @@ def test_two_process_gloo_group():
         p.join(timeout=60)
         assert p.exitcode == 0
     all_vals = torch.tensor(results[0][3] + results[1][3])
-    for rank, summed, mean, _, kth, ws in results:
-        assert ws == 2
+    # exactly 40 smallest over both shards; ties at the threshold by index on rank 0, then rank 1
+    got = results[0][7] + results[1][7]
+    order = sorted(range(len(all_vals)), key=lambda i: (float(all_vals[i]), i))
+    assert got == [i in set(order[:40]) for i in range(len(all_vals))]
+    for rank, summed, mean, _, kth, ws, gathered, _ in results:
+        assert ws == 2 and gathered == [[0, 7], [1, 7]]
         assert summed == [3.0] * 4 + [10.0]
         assert mean == [1.5] * 4 + [5.0]
         for k, v in kth.items():

@@ -124,3 +124,70 @@ def test_spd_solve_is_gram_solve_kernel_and_checks_shapes():
         linalg.spd_solve(R.T @ R, torch.ones(4, 2, dtype=torch.float64))
     with pytest.raises(linalg.NotPositiveDefiniteError):
         linalg.spd_solve(-torch.eye(3, dtype=torch.float64), B)
+
+
+def _decaying(n=256, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=g))
+    V, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=g))
+    s = 0.85 ** torch.arange(n, dtype=torch.float64)
+    return (U * s) @ V.T, s
+
+
+def test_randomized_svd_matches_exact_on_decaying_spectrum():
+    W, s = _decaying()
+    for k in (8, 64):
+        exact = linalg.top_svd(W, k)
+        r = linalg.top_svd(W, k, method="randomized", generator=0)  # defaults: niter=4, oversample=8
+        torch.testing.assert_close(r.product(), exact.product(), rtol=0, atol=1e-5)
+        torch.testing.assert_close(r.S, s[:k], rtol=1e-8, atol=0)
+        torch.testing.assert_close(exact.S, s[:k], rtol=1e-10, atol=0)
+        assert_orthonormal(r.U, atol=1e-12)
+        assert_orthonormal(r.Vh.mT, atol=1e-12)
+
+
+def test_svd_variants_are_the_registered_implementations():
+    from overparam.backend import dispatch
+
+    assert [i.name for i in dispatch.implementations("top_svd")] == ["svd", "randomized"]
+    assert dispatch.choose("top_svd", "reference") is linalg.exact_svd
+    W = torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    a = linalg.randomized_svd(W, 3, generator=4)
+    b = dispatch.call("top_svd", W, 3, impl="randomized", generator=4)
+    assert torch.equal(a.U, b.U) and torch.equal(a.S, b.S)
+    # rank + oversample >= min(m, n): exact to rounding
+    torch.testing.assert_close(a.product(), linalg.exact_svd(W, 3).product(), rtol=0, atol=1e-12)
+
+
+def test_svd_bad_arguments_name_them():
+    with pytest.raises(TypeError, match="W"):
+        linalg.top_svd(torch.ones(3, 3, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="rank"):
+        linalg.top_svd(torch.ones(3, 2), 3)
+    with pytest.raises(ValueError, match="W must be a matrix"):
+        linalg.top_svd(torch.ones(3), 1)
+    with pytest.raises(ValueError, match="method"):
+        linalg.top_svd(torch.ones(3, 3), 1, method="lanczos")
+    with pytest.raises(ValueError, match="niter"):
+        linalg.randomized_svd(torch.ones(3, 3), 1, niter=-1)
+
+
+@pytest.mark.parametrize("m,q,batch", [(40, 6, ()), (9, 9, ()), (30, 4, (3,))])
+def test_cholesky_qr2_is_a_thin_qr(m, q, batch):
+    Y = torch.randn(*batch, m, q, dtype=torch.float64, generator=torch.Generator().manual_seed(m + q))
+    Q, R = linalg.cholesky_qr2(Y)
+    torch.testing.assert_close(Q @ R, Y, rtol=0, atol=1e-12)
+    torch.testing.assert_close(Q.mT @ Q, torch.eye(q, dtype=torch.float64).expand(*batch, q, q), rtol=0, atol=1e-13)
+    torch.testing.assert_close(torch.triu(R), R, rtol=0, atol=0)
+    # the same factorization as Householder QR up to column signs
+    Qh, Rh = torch.linalg.qr(Y)
+    sign = torch.sign(torch.diagonal(Rh, dim1=-2, dim2=-1)).unsqueeze(-2)
+    torch.testing.assert_close(Q, Qh * sign, rtol=0, atol=1e-10)
+
+
+def test_cholesky_qr2_falls_back_on_rank_deficient_input():
+    Y = torch.ones(6, 3, dtype=torch.float64)  # rank 1: the Gram matrix is singular
+    Q, R = linalg.cholesky_qr2(Y)
+    torch.testing.assert_close(Q @ R, Y, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="tall"):
+        linalg.cholesky_qr2(torch.ones(2, 3))

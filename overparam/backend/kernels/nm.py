@@ -1,5 +1,5 @@
 """Triton kernel for N:M masks (fp32 / fp16 scores), the fused form of the rank rule of
-``overparam.prune.nm`` (whose ``"reference"`` stable-sort implementation it must equal):
+:mod:`overparam.backend.nm` (whose ``"reference"`` stable-sort implementation it must equal):
 
     rank_i = #{j : s_j > s_i} + #{j < i : s_j = s_i},   keep_i = rank_i < N
 
@@ -7,8 +7,9 @@ for every group of M consecutive scores (M a power of two ≤ 16). One program h
 ``BLOCK`` groups: it loads the ``(BLOCK, M)`` tile once and compares it against each of its
 M columns, so every score is read once and the mask written once.
 
-Loaded lazily by ``overparam.prune.nm.nm_mask(..., impl="triton")``; on CPU tensors it runs
-only under ``TRITON_INTERPRET=1`` (tests).
+Registered as implementation ``"triton"`` of routine ``"nm_mask"`` and loaded only when chosen
+(``nm_mask(..., impl="triton")``, or ``"auto"`` on CUDA); on CPU tensors it runs only under
+``TRITON_INTERPRET=1`` (tests).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from ..nm import nm_groups, nm_ungroup
 
 __all__ = ["nm_mask_triton"]
 
@@ -36,9 +39,7 @@ def _nm_kernel(s_ptr, out_ptr, G, N: tl.constexpr, M: tl.constexpr, BLOCK: tl.co
 
 
 def nm_mask_triton(scores: torch.Tensor, n: int, m: int, dim: int = 1) -> torch.Tensor:
-    """Same signature and result as ``overparam.prune.nm`` reference: bool mask of ``scores``' shape."""
-    from ...prune.nm import _ungroup, nm_groups  # the grouping is shared with the torch implementations
-
+    """Same signature and result as :func:`overparam.backend.nm.nm_reference`: bool mask of ``scores``' shape."""
     if scores.dtype not in (torch.float32, torch.float16):
         raise TypeError(f"the triton N:M kernel takes float32 or float16 scores, got {scores.dtype}")
     if m & (m - 1) or m > 16:
@@ -49,4 +50,4 @@ def nm_mask_triton(scores: torch.Tensor, n: int, m: int, dim: int = 1) -> torch.
     out = torch.empty(g.shape, dtype=torch.int8, device=g.device)
     block = 128
     _nm_kernel[(triton.cdiv(g.shape[0], block),)](g, out, g.shape[0], N=n, M=m, BLOCK=block)
-    return _ungroup(out.view(torch.bool), scores, dim)
+    return nm_ungroup(out.view(torch.bool), scores, dim)

@@ -1,11 +1,11 @@
-"""Run only in a subprocess with TRITON_INTERPRET=1 (see test_nm_triton.py)."""
+"""Run only in a subprocess with TRITON_INTERPRET=1 (see test_nm_impls.py)."""
 
 import os
 
 import pytest
 import torch
 
-from overparam.prune.nm import nm_mask
+from overparam.backend.nm import nm_mask
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1")
 
