@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from ..backend import vec
 from ..backend.select import Spec, select
 
-__all__ = ["NonDeterministicModelError", "Objective", "parameter_names", "exactly", "check_agree", "check_deterministic",
-           "rng_guard"]
+__all__ = ["NonDeterministicModelError", "Objective", "parameter_names", "exactly", "grad", "check_agree",
+           "check_deterministic", "rng_guard"]
 
 
 class NonDeterministicModelError(ValueError):
@@ -42,6 +42,12 @@ def exactly(names: Sequence[str]) -> Callable[[str, object], bool]:
     spec would also select every parameter it is a dotted suffix of)."""
     keep = frozenset(names)
     return lambda name, _obj: name in keep
+
+
+def grad(out: Tensor, inputs, grad_outputs=None, *, create_graph: bool = False, retain_graph: bool | None = None) -> vec.Vec:
+    """``torch.autograd.grad`` as a tuple, with zeros (not None) for inputs ``out`` does not depend on."""
+    return tuple(torch.autograd.grad(out, inputs, grad_outputs, create_graph=create_graph, retain_graph=retain_graph,
+                                     allow_unused=True, materialize_grads=True))
 
 
 def _is_batch(data) -> bool:
@@ -153,7 +159,7 @@ class Objective:
         leaves = tuple(t.detach().requires_grad_(True) for t in theta)
         out = None
         for i in range(len(self.batches)):
-            g = tuple(torch.autograd.grad(self.loss(leaves, i), leaves, allow_unused=True, materialize_grads=True))
+            g = grad(self.loss(leaves, i), leaves)
             out = g if out is None else vec.add(out, g)
         return out
 

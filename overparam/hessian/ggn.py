@@ -33,8 +33,7 @@ from torch import Tensor, nn
 
 from ..backend import vec
 from ..backend.select import Spec
-from ._model import Objective, check_agree, rng_guard
-from .hvp import _grad
+from ._model import Objective, check_agree, grad, rng_guard
 from .operators import Operator
 
 __all__ = ["GGNOperator", "ggn", "LOSSES"]
@@ -109,7 +108,7 @@ class GGNOperator(Operator):
             leaves = self.obj.leaves()
             out = self.obj.outputs(leaves, b)
             u = torch.zeros_like(out, requires_grad=True)
-            jtu = _grad(out, leaves, u, create_graph=True)  # linear in u: d<Jᵀu, v>/du = J v
+            jtu = grad(out, leaves, u, create_graph=True)  # linear in u: d<Jᵀu, v>/du = J v
             graphs.append((leaves, out, u, jtu))
         return graphs
 
@@ -129,7 +128,7 @@ class GGNOperator(Operator):
             else:
                 jv = torch.zeros_like(out)
             w = _loss_hessian_product(self.kind, out, jv, self._total)
-            g = _grad(out, leaves, w, retain_graph=True)
+            g = grad(out, leaves, w, retain_graph=True)
             res = g if res is None else vec.add(res, g)
         return res
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..backend import vec
 from ..backend.select import Spec
-from ._model import Objective, check_agree, rng_guard
+from ._model import Objective, check_agree, grad, rng_guard
 
 __all__ = ["gradient"]
 
@@ -58,8 +58,8 @@ def gradient(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, 
         leaves = obj.leaves()
         for i, (batch, w) in enumerate(zip(obj.batches, obj.weights)):
             out = obj.outputs(leaves, batch)
-            g = torch.autograd.grad(obj.loss_fn(out, batch[1]) * w, leaves, allow_unused=True, materialize_grads=True)
-            total = tuple(g) if total is None else vec.add(total, g)
+            g = grad(obj.loss_fn(out, batch[1]) * w, leaves)
+            total = g if total is None else vec.add(total, g)
             kept.append(out.detach())
         if check:
             with torch.no_grad():

@@ -222,7 +222,7 @@ def test_kept_graph_is_checked_against_a_fresh_forward():
 
 def test_product_check_used_where_reductions_are_not_exact(monkeypatch):
     # on GPUs the kept graph is checked with two Hessian-vector products (kept vs fresh graph) instead of gradients
-    import overparam.hessian.hvp as hvp_mod
+    import overparam.hessian.hvp_backends as hvp_mod
 
     monkeypatch.setattr(hvp_mod, "_exact_reductions", lambda device: False)
     batch = (gaussian((6, 3), generator=1, dtype=torch.float64), gaussian((6, 2), generator=2, dtype=torch.float64))
