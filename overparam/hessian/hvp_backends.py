@@ -50,7 +50,7 @@ class Products:
 
     def __init__(self, obj: Objective, *, retain_graph: bool | None = None, block: int = 16,
                  fd_step: float | None = None):
-        self.obj = obj
+        self.obj, self.retain_graph, self.block, self.fd_step = obj, retain_graph, block, fd_step
 
     def mv(self, v: vec.Vec) -> vec.Vec:
         raise NotImplementedError
@@ -68,10 +68,9 @@ class Products:
 class DoubleBackward(Products):
     name = "double_backward"
 
-    def __init__(self, obj: Objective, *, retain_graph: bool | None = None, block: int = 16,
-                 fd_step: float | None = None):
-        super().__init__(obj)
-        self.retain = retain_graph if retain_graph is not None else len(obj.batches) <= 8
+    def __init__(self, obj: Objective, **options):
+        super().__init__(obj, **options)
+        self.retain = self.retain_graph if self.retain_graph is not None else len(obj.batches) <= 8
         self.graph = None
         if self.retain:
             leaves = obj.leaves()
@@ -110,10 +109,8 @@ class DoubleBackward(Products):
 class Jvp(Products):
     name = "jvp"
 
-    def __init__(self, obj: Objective, *, retain_graph: bool | None = None, block: int = 16,
-                 fd_step: float | None = None):
-        super().__init__(obj)
-        self.block = block
+    def __init__(self, obj: Objective, **options):
+        super().__init__(obj, **options)
         self.mode = "forward-over-reverse"  # "reverse-over-reverse" once torch lacks a forward rule
 
     def mv(self, v: vec.Vec) -> vec.Vec:
@@ -147,10 +144,10 @@ class Jvp(Products):
 class FiniteDifference(Products):
     name = "finite_difference"
 
-    def __init__(self, obj: Objective, *, retain_graph: bool | None = None, block: int = 16,
-                 fd_step: float | None = None):
-        super().__init__(obj)
-        self.fd_step = fd_step if fd_step is not None else torch.finfo(obj.theta[0].dtype).eps ** (1 / 3)
+    def __init__(self, obj: Objective, **options):
+        super().__init__(obj, **options)
+        if self.fd_step is None:
+            self.fd_step = torch.finfo(obj.theta[0].dtype).eps ** (1 / 3)
 
     def mv(self, v: vec.Vec) -> vec.Vec:
         vn = float(vec.norm(v))

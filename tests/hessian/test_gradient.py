@@ -53,24 +53,17 @@ def test_gradient_params_and_exclude_are_selection_specs():
         oh.gradient(net, F.mse_loss, (x, y), params="fc")
 
 
-class _Noisy(nn.Module):
-    def __init__(self):
+class _Flaky(nn.Module):
+    """noise=True: a custom random layer (global RNG); noise=False: its first forward differs (a warm-up cache)."""
+
+    def __init__(self, noise: bool):
         super().__init__()
-        self.lin = tanh_mlp([3, 2], generator=0)
-
-    def forward(self, x):
-        return self.lin(x) * (1 + 0.1 * torch.rand(()))  # a custom stochastic layer (global RNG)
-
-
-class _WarmUp(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = tanh_mlp([3, 2], generator=0)
-        self.calls = 0
+        self.lin, self.noise, self.calls = tanh_mlp([3, 2], generator=0), noise, 0
 
     def forward(self, x):
         self.calls += 1
-        return self.lin(x) * (1.5 if self.calls == 1 else 1.0)
+        scale = 1 + 0.1 * torch.rand(()) if self.noise else (1.5 if self.calls == 1 else 1.0)
+        return self.lin(x) * scale
 
 
 def test_gradient_refuses_models_that_are_not_deterministic():
@@ -78,12 +71,12 @@ def test_gradient_refuses_models_that_are_not_deterministic():
     drop = nn.Sequential(tanh_mlp([3, 2], generator=0), nn.Dropout(0.5))
     bn = nn.Sequential(tanh_mlp([3, 2], generator=0), nn.BatchNorm1d(2).double())
     stats = {k: b.clone() for k, b in bn.named_buffers()}
-    for model, match in ((drop, "Dropout"), (bn, "BatchNorm"), (_Noisy(), "differ"), (_WarmUp(), "differ")):
+    for model, match in ((drop, "Dropout"), (bn, "BatchNorm"), (_Flaky(True), "differ"), (_Flaky(False), "differ")):
         with assert_no_side_effects(model):
             with pytest.raises(oh.NonDeterministicModelError, match=match):
                 oh.gradient(model, F.mse_loss, (x, y))
     assert all(torch.equal(stats[k], b) for k, b in bn.named_buffers())
-    assert oh.gradient(_Noisy(), F.mse_loss, (x, y), check=False)  # opted out
+    assert oh.gradient(_Flaky(True), F.mse_loss, (x, y), check=False)  # opted out
     drop.eval()
     oh.gradient(drop, F.mse_loss, (x, y))
 
