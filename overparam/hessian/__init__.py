@@ -1,11 +1,14 @@
 """overparam.hessian: curvature of a model's loss as linear operators, and the solvers that probe it.
 
 * operators: :func:`hessian` (HVP backends ``double_backward`` / ``jvp`` / ``finite_difference``),
-  :func:`ggn` (Gauss-Newton for MSE and cross-entropy), restriction to parameters by name pattern,
-  sums/scales/shifts, ``to_dense()``; any dense tensor or object with ``@`` also works.
+  :func:`ggn` (Gauss-Newton for MSE and cross-entropy), both ``(model, loss_fn, data, *, params=,
+  exclude=)`` with ``params`` a spec of :func:`overparam.select`; restriction to a subset of the
+  parameters, sums/scales/shifts, ``to_dense()``; any dense tensor or object with ``@`` also works.
+* :func:`gradient`: the loss gradient by the same side-effect-free forward (used by prune's scores).
 * eigenvalues: :func:`lanczos` (thick restart, full re-orthogonalization, LA/SA/LM, warm start),
   :func:`power_iteration` (deflated baseline).
-* trace and diagonal: :func:`hutchinson`, :func:`hutchpp`, :func:`xtrace`, :func:`trace`, :func:`diagonal`.
+* trace and diagonal: :func:`hutchinson`, :func:`hutchpp`, :func:`xtrace`, :func:`trace`, :func:`diagonal`
+  (stochastic, or exact with ``probes=None``).
 * density: :func:`slq`, :func:`density`, :func:`plot_density`.
 * sharpness: :func:`lambda_max` (vs. ``2/η``), :func:`epsilon_sharpness` / :func:`ball_sharpness`.
 
@@ -20,10 +23,11 @@ Example:
     (torch.Size([3]), torch.Size([3, 8, 4]))
 """
 
-from ._model import NonDeterministicModelError, ParamSpec, select_parameters
+from ._model import NonDeterministicModelError
 from .density import Density, Quadrature, density, plot_density, slq
 from .diagonal import diagonal
 from .ggn import GGNOperator, ggn
+from .gradient import gradient
 from .hvp import BACKENDS, HessianOperator, blocks, hessian
 from .lanczos import Eigen, lanczos
 from .operators import (DenseOperator, FunctionOperator, IdentityOperator, Operator, ScaledOperator, SumOperator,
@@ -33,7 +37,7 @@ from .sharpness import EoS, Sharpness, ball_sharpness, eos_threshold, epsilon_sh
 from .trace import Estimate, hutchinson, hutchpp, trace, xtrace
 
 __all__ = [
-    "NonDeterministicModelError", "ParamSpec", "select_parameters",
+    "NonDeterministicModelError", "gradient",
     "Operator", "DenseOperator", "FunctionOperator", "IdentityOperator", "ScaledOperator", "SumOperator",
     "as_operator", "HessianOperator", "hessian", "BACKENDS", "GGNOperator", "ggn", "blocks",
     "Eigen", "lanczos", "power_iteration",

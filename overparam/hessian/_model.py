@@ -1,5 +1,5 @@
 """What every model-based operator shares: the data (one batch or a loader), the selected
-parameters (by name pattern), the per-sample weighting of the loss across ragged batches, and
+parameters (a ``params=`` spec of :func:`overparam.backend.select.select`), the per-sample weighting of the loss across ragged batches, and
 the guard that refuses models which are not deterministic under probing.
 
 Nothing here changes a module's train/eval flags, its parameters or buffers, or the global RNG:
@@ -8,7 +8,6 @@ every forward pass goes through :func:`torch.func.functional_call` on cloned par
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,13 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from ..backend import vec
+from ..backend.select import Spec, select
 
-__all__ = ["NonDeterministicModelError", "select_parameters", "Objective", "ParamSpec", "check_agree", "check_deterministic",
-           "rng_guard"]
-
-ParamSpec = None | str | Sequence[str] | Callable[[str, nn.Parameter], bool]
-"""Which parameters an operator acts on: None (all trainable), a glob pattern such as
-``"layer1.*"``, a list of patterns/names, or a predicate ``(name, param) -> bool``."""
+__all__ = ["NonDeterministicModelError", "Objective", "parameter_names", "exactly", "grad", "check_agree",
+           "check_deterministic", "rng_guard"]
 
 
 class NonDeterministicModelError(ValueError):
@@ -30,32 +26,28 @@ class NonDeterministicModelError(ValueError):
     train-mode BatchNorm, or another stochastic/stateful module)."""
 
 
-def select_parameters(model: nn.Module, params: ParamSpec = None) -> list[str]:
-    """Names of the parameters selected by ``params`` (in ``named_parameters`` order).
-
-    Example:
-        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
-        >>> select_parameters(net, "0.*")
-        ['0.weight', '0.bias']
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    named = list(model.named_parameters())
-    if params is None:
-        names = [k for k, p in named if p.requires_grad]
-    elif callable(params):
-        names = [k for k, p in named if params(k, p)]
-    else:
-        pats = [params] if isinstance(params, str) else list(params)
-        if not all(isinstance(p, str) for p in pats):
-            raise TypeError("params must be None, a pattern string, a list of pattern strings or a predicate")
-        names = [k for k, _ in named if any(fnmatch.fnmatchcase(k, pat) for pat in pats)]
-        unmatched = [pat for pat in pats if not any(fnmatch.fnmatchcase(k, pat) for k, _ in named)]
-        if unmatched:
-            raise ValueError(f"params patterns {unmatched} match no parameter; names are {[k for k, _ in named]}")
+def parameter_names(model: nn.Module, params: Spec = None, exclude: Spec = None) -> list[str]:
+    """Names of the parameters that ``params`` selects, minus ``exclude`` (``named_parameters``
+    order), by :func:`overparam.backend.select.select`; ``params=None`` means every trainable
+    parameter. Selecting nothing is a ``ValueError``."""
+    chosen = select(model, params, kind="parameters", exclude=exclude, argname="params")
+    names = [k for k, p in chosen.items() if params is not None or p.requires_grad]
     if not names:
-        raise ValueError(f"params={params!r} selects no parameter of the model")
+        raise ValueError(f"params={params!r} (exclude={exclude!r}) selects no trainable parameter of the model")
     return names
+
+
+def exactly(names: Sequence[str]) -> Callable[[str, object], bool]:
+    """A ``params`` predicate selecting exactly these qualified names (a name used as a string
+    spec would also select every parameter it is a dotted suffix of)."""
+    keep = frozenset(names)
+    return lambda name, _obj: name in keep
+
+
+def grad(out: Tensor, inputs, grad_outputs=None, *, create_graph: bool = False, retain_graph: bool | None = None) -> vec.Vec:
+    """``torch.autograd.grad`` as a tuple, with zeros (not None) for inputs ``out`` does not depend on."""
+    return tuple(torch.autograd.grad(out, inputs, grad_outputs, create_graph=create_graph, retain_graph=retain_graph,
+                                     allow_unused=True, materialize_grads=True))
 
 
 def _is_batch(data) -> bool:
@@ -103,7 +95,10 @@ class Objective:
     # (e.g. spectral_norm's power iteration in train mode) updates these, never the model's own
 
     @classmethod
-    def build(cls, model: nn.Module, loss_fn, data, params: ParamSpec = None, *, reduction: str = "mean") -> Objective:
+    def build(cls, model: nn.Module, loss_fn, data, params: Spec = None, *, exclude: Spec = None,
+              reduction: str = "mean") -> Objective:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
         if reduction not in ("mean", "sum"):
@@ -128,7 +123,7 @@ class Objective:
         if total == 0:
             raise ValueError("data holds no samples")
         weights = [s / total for s in sizes] if reduction == "mean" else [1.0] * len(sizes)
-        names = select_parameters(model, params)
+        names = parameter_names(model, params, exclude)
         pd = dict(model.named_parameters())
         theta = tuple(pd[k].detach().clone() for k in names)
         dtypes = {t.dtype for t in theta}
@@ -154,6 +149,19 @@ class Objective:
 
     def total_loss(self, theta: Sequence[Tensor]) -> Tensor:
         return sum(self.loss(theta, i) for i in range(len(self.batches)))
+
+    @property
+    def device(self) -> torch.device:
+        return self.theta[0].device
+
+    def grad(self, theta: Sequence[Tensor]) -> vec.Vec:
+        """``∇L(θ)`` at ``theta`` by one fresh forward/backward per batch (one graph alive at a time)."""
+        leaves = tuple(t.detach().requires_grad_(True) for t in theta)
+        out = None
+        for i in range(len(self.batches)):
+            g = grad(self.loss(leaves, i), leaves)
+            out = g if out is None else vec.add(out, g)
+        return out
 
     def leaves(self) -> tuple[Tensor, ...]:
         """Fresh leaf copies of θ that require grad (the model's own tensors are never touched)."""

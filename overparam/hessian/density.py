@@ -25,6 +25,7 @@ from torch import Tensor
 from ..backend import linalg
 from ..backend.random import GeneratorLike, gaussian, make_generator, probe
 from .operators import Operator, as_operator
+from .trace import _check_block
 
 __all__ = ["Quadrature", "Density", "slq", "density", "plot_density"]
 
@@ -120,6 +121,7 @@ def slq(A, probes: int | Tensor = 10, steps: int = 80, *, kind: str = "rademache
     P = V.shape[0]
     if block is None:
         block = P if P * steps * n * V.element_size() <= 256 * 2**20 else 1
+    _check_block(block)
     alphas, betas = [], []
     for s in range(0, P, block):
         a, b = _lanczos_block(op, V[s: s + block], steps, g)

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -140,8 +141,8 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
             error ~10⁻³). Ask for ``k`` past a cluster of close wanted eigenvalues, or use
             ``"residual"``.
         ncv: Krylov basis size (default ``max(2k + 1, k + 20)``, at most ``n``).
-        max_matvecs: product budget (default ``max(50·ncv, 1000)``); a RuntimeWarning is
-            issued and ``converged=False`` returned when it runs out.
+        max_matvecs: product budget, an int ``>= k`` (default ``max(50·ncv, 1000)``), never
+            exceeded; a RuntimeWarning is issued and ``converged=False`` returned when it runs out.
         v0: warm start: a flat or parameter-shaped vector, previous vectors (batched), or a
             previous :class:`Eigen` (its vectors are summed), e.g. from the last training step;
             or ``"gradient"`` (Hessian operators): the loss gradient plus a random vector, since
@@ -173,6 +174,8 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
     m = min(n, max(2 * k + 1, k + 20)) if ncv is None else ncv
     if not isinstance(m, int) or not k <= m <= n or (m == k and m < n):
         raise ValueError(f"ncv must be an int with k < ncv <= n (k={k}, n={n}), got {ncv!r}")
+    if max_matvecs is not None and (isinstance(max_matvecs, bool) or not isinstance(max_matvecs, int) or max_matvecs < k):
+        raise ValueError(f"max_matvecs must be None or an int >= k={k} (products to find k pairs), got {max_matvecs!r}")
     budget = max(50 * m, 1000) if max_matvecs is None else max_matvecs
     g = make_generator(generator)
     v = start_vector(op, v0, g)
@@ -200,7 +203,10 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
             Vr[i] = v
             w = op.matvec(v)
             count += 1
-            anorm = max(anorm, float(torch.linalg.vector_norm(w)))
+            wn = float(torch.linalg.vector_norm(w))
+            if not math.isfinite(wn):
+                raise ValueError(f"A @ v is not finite (product {count}): A holds NaN/inf, or overflows in {op.dtype}")
+            anorm = max(anorm, wn)
             w, c = linalg.orthogonalize(w, Vr[: i + 1].mT)
             H[: i + 1, i] = c
             H[i, : i + 1] = c
@@ -211,12 +217,12 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
                     v = _random_orth(Vr[: i + 1].mT, g)
             else:
                 v = w / beta
-            if k < i + 1 < m and ritz(i + 1)[-1]:  # converged early (cheap: a small eigh per step)
-                size = i + 1
+            if k <= i + 1 < m and (count >= budget or (i + 1 > k and ritz(i + 1)[-1])):
+                size = i + 1  # converged early (cheap: a small eigh per step), or out of budget
                 break
         theta, Y, sel, res, err, floor, ok = ritz(size)
         p = min(k + (m - k) // 2, m - 1)
-        if ok or count + (m - p) > budget:
+        if ok or count >= budget:
             break
         keep = sel[:p]
         Vr[:p] = Y[:, keep].mT @ Vr

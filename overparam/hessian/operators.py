@@ -198,6 +198,8 @@ class DenseOperator(Operator):
             raise ValueError(f"A must be a square 2-D tensor, got {getattr(A, 'shape', type(A).__name__)}")
         if not A.is_floating_point():
             raise TypeError(f"A must be floating point, got {A.dtype}")
+        if not bool(torch.isfinite(A).all()):
+            raise ValueError("A holds NaN or inf entries; the solvers need a finite matrix")
         scale = A.abs().max()
         if bool((A - A.mT).abs().max() > 1e3 * torch.finfo(A.dtype).eps * scale):
             raise ValueError("A is not symmetric; the solvers in overparam.hessian need a symmetric operator")
@@ -235,17 +237,25 @@ def as_operator(A, *, n: int | None = None, dtype: torch.dtype | None = None) ->
         A: an Operator (returned as is), a dense symmetric tensor ``(n, n)``, or an object with
             ``.matvec(v)`` or ``A @ v`` on flat ``(n,)`` tensors (then ``n`` comes from ``A.shape``
             or the ``n`` argument), or a plain function ``v -> A v``.
-        n: the dimension when ``A`` has no ``shape``.
-        dtype: the dtype of probe vectors for function-like ``A`` (default float64).
+        n: the dimension when ``A`` has no ``shape`` (if given for a sized ``A``, it must agree).
+        dtype: the dtype of probe vectors for function-like ``A`` (default float64; for a tensor
+            or operator it must equal theirs).
 
     Example:
         >>> as_operator(lambda v: 2 * v, n=3).matvec(torch.ones(3, dtype=torch.float64))
         tensor([2., 2., 2.], dtype=torch.float64)
     """
-    if isinstance(A, Operator):
-        return A
-    if isinstance(A, Tensor):
-        return DenseOperator(A)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__}")
+    if isinstance(A, (Operator, Tensor)):
+        op = A if isinstance(A, Operator) else DenseOperator(A)
+        if n is not None and n != op.n:
+            raise ValueError(f"n={n} contradicts A, which acts on vectors of size {op.n}")
+        if dtype is not None and dtype != op.dtype:
+            raise ValueError(f"dtype={dtype} contradicts A's dtype {op.dtype} (dtype is for function-like A; cast A instead)")
+        return op
     if hasattr(A, "matvec"):
         fn = A.matvec
     elif hasattr(A, "__matmul__") and not callable(A):
@@ -254,8 +264,10 @@ def as_operator(A, *, n: int | None = None, dtype: torch.dtype | None = None) ->
         fn = A
     else:
         raise TypeError(f"A must be an Operator, a tensor, or have .matvec / @; got {type(A).__name__}")
+    shape = getattr(A, "shape", None)
+    if shape is not None and n is not None and int(shape[0]) != n:
+        raise ValueError(f"n={n} contradicts A.shape {tuple(shape)}")
     if n is None:
-        shape = getattr(A, "shape", None)
         if shape is None:
             raise ValueError("n is required when A has no .shape")
         n = int(shape[0])

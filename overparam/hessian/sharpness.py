@@ -31,7 +31,8 @@ from torch import Tensor, nn
 
 from ..backend import vec
 from ..backend.random import GeneratorLike, probes_like
-from ._model import Objective, ParamSpec
+from ..backend.select import Spec
+from ._model import Objective
 from .lanczos import Eigen, lanczos
 
 __all__ = ["Sharpness", "ball_sharpness", "epsilon_sharpness", "lambda_max", "eos_threshold", "EoS"]
@@ -61,7 +62,7 @@ def lambda_max(H, *, lr: float | None = None, v0=None, tol: float = 1e-4, genera
 
     Example:
         >>> A = torch.diag(torch.tensor([1., 4., 2.], dtype=torch.float64))
-        >>> lambda_max(A, lr=0.25, generator=0).ratio
+        >>> round(lambda_max(A, lr=0.25, generator=0).ratio, 12)
         0.5
     """
     if isinstance(v0, EoS):
@@ -150,11 +151,12 @@ def ball_sharpness(f: Callable[[vec.Vec], Tensor], theta, rho: float, *, steps: 
     return Sharpness(best_val - base, base, best_val, delta, count)
 
 
-def epsilon_sharpness(model: nn.Module, loss_fn: Callable, data, rho: float, *, params: ParamSpec = None,
-                      steps: int = 20, adaptive: bool = False, eta: float = 0.01, reduction: str = "mean",
+def epsilon_sharpness(model: nn.Module, loss_fn: Callable, data, rho: float, *, params: Spec = None,
+                      exclude: Spec = None, steps: int = 20, adaptive: bool = False, eta: float = 0.01, reduction: str = "mean",
                       generator: GeneratorLike = None) -> Sharpness:
     """:func:`ball_sharpness` of a model's loss over ``data`` (one batch or a loader, per-sample
-    mean), w.r.t. the selected parameters. The model itself is never modified.
+    mean), w.r.t. the parameters that ``params`` selects minus ``exclude`` (specs of
+    :func:`overparam.select`; default every trainable parameter). The model itself is never modified.
 
     Example:
         >>> net = torch.nn.Linear(3, 1).double().eval()
@@ -163,5 +165,5 @@ def epsilon_sharpness(model: nn.Module, loss_fn: Callable, data, rho: float, *, 
         >>> bool(s.value >= 0)
         True
     """
-    obj = Objective.build(model, loss_fn, data, params, reduction=reduction)
+    obj = Objective.build(model, loss_fn, data, params, exclude=exclude, reduction=reduction)
     return ball_sharpness(obj.total_loss, obj.theta, rho, steps=steps, adaptive=adaptive, eta=eta, generator=generator)

@@ -50,8 +50,13 @@ def probe_block(op: Operator, m: int, kind: str, g: torch.Generator) -> Tensor:
 
 
 def _check_probes(probes: int, least: int, name: str) -> None:
-    if not isinstance(probes, int) or probes < least:
+    if isinstance(probes, bool) or not isinstance(probes, int) or probes < least:
         raise ValueError(f"probes must be an int >= {least} for {name}, got {probes!r}")
+
+
+def _check_block(block: int) -> None:
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be a positive int (products per matmat call), got {block!r}")
 
 
 def _matmat_chunks(op: Operator, V: Tensor, block: int) -> Tensor:
@@ -72,6 +77,7 @@ def hutchinson(A, probes: int = 100, *, kind: str = "rademacher", block: int = 1
     """
     op = as_operator(A)
     _check_probes(probes, 1, "hutchinson")
+    _check_block(block)
     V = probe_block(op, probes, kind, make_generator(generator))
     AV = _matmat_chunks(op, V, block)
     s = (V * AV).sum(dim=0)
@@ -87,6 +93,7 @@ def hutchpp(A, probes: int = 99, *, kind: str = "rademacher", block: int = 16,
     """
     op = as_operator(A)
     _check_probes(probes, 3, "hutchpp")
+    _check_block(block)
     g = make_generator(generator)
     s = probes // 3
     S = probe_block(op, s, kind, g)
@@ -111,6 +118,7 @@ def xtrace(A, probes: int = 100, *, block: int = 16, generator: GeneratorLike = 
     """
     op = as_operator(A)
     _check_probes(probes, 4, "xtrace")
+    _check_block(block)
     m = probes // 2
     if m >= op.n:
         raise ValueError(f"probes//2 = {m} must be < n = {op.n} for xtrace")

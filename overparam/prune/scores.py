@@ -81,36 +81,25 @@ def _batch(data):
     return data
 
 
-def _exactly(names) -> Callable[[str, object], bool]:
-    """A ``params=`` predicate selecting exactly ``names`` (a plain name would also select every
-    dotted suffix match in a nested model: ``"0.weight"`` names ``"1.0.weight"`` too)."""
-    chosen = frozenset(names)
-    return lambda name, obj: name in chosen
-
-
-def _loss_grads(model: nn.Module, loss_fn: LossFn, batch, params: Sequence[Tensor], create_graph: bool = False):
-    """Gradients of ``loss_fn(model(inputs), targets)`` w.r.t. ``params`` without side effects:
-    the forward runs on copies of the buffers (train-mode BatchNorm updates the copies, not the
-    model's running statistics) inside a forked RNG (train-mode dropout leaves the global RNG
-    state as it was)."""
-    inputs, tgt = batch
-    state = {**dict(model.named_parameters()), **{k: b.clone() for k, b in model.named_buffers()}}
-    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-    with torch.random.fork_rng(devices=cuda):
-        loss = loss_fn(torch.func.functional_call(model, state, (inputs,)), tgt)
-    return torch.autograd.grad(loss, params, create_graph=create_graph)
+def _exactly(ps: dict) -> Callable[[str, object], bool]:
+    """A ``params=`` predicate for hessian selecting exactly the parameters named in ``ps``."""
+    return lambda name, _obj: name in ps
 
 
 def snip_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None,
                 exclude: Spec = None) -> dict[str, Tensor]:
     """SNIP connection sensitivity ``|∂L(θ ⊙ c)/∂c|`` at ``c = 1``, i.e. ``|θ ⊙ ∂L/∂θ|``.
 
+    The gradient is :func:`overparam.hessian.gradient` (side-effect free), which refuses
+    (``NonDeterministicModelError``) a model with train-mode dropout or BatchNorm, whose scores
+    would depend on the random stream or the batch statistics: call ``model.eval()`` first.
+
     Args:
         data: one batch ``(inputs, targets)``; ``loss_fn(model(inputs), targets)`` is a scalar.
     """
     ps = _targets(model, targets, exclude=exclude)
-    gs = _loss_grads(model, loss_fn, _batch(data), list(ps.values()))
-    return {k: (p.detach() * g).abs() for (k, p), g in zip(ps.items(), gs)}
+    gs = hessian.gradient(model, loss_fn, _batch(data), params=_exactly(ps))  # refuses train-mode dropout / BatchNorm
+    return {k: (p.detach() * gs[k]).abs() for k, p in ps.items()}
 
 
 def grasp_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None,
@@ -130,7 +119,7 @@ def grasp_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = Non
     """
     ps = _targets(model, targets, exclude=exclude)
     H = hessian.hessian(model, loss_fn, tuple(_batch(data)), params=_exactly(ps))  # refuses before any forward
-    hg = H @ _loss_grads(model, loss_fn, data, list(ps.values()))
+    hg = vec.unflatten(H @ H.gradient(), list(ps.values()))
     return {k: -(p.detach() * h) for (k, p), h in zip(ps.items(), hg)}
 
 
@@ -167,7 +156,7 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec =
         probes: ``None`` for the exact diagonal (one Hessian-vector product per entry: small
             models only), or the number of Rademacher probes of the Hutchinson estimate
             ``E[z ⊙ Hz]`` (unbiased) by :func:`overparam.hessian.diagonal`.
-        chunk: rows of the exact diagonal computed per batched product ``H.matmat``.
+        chunk: products per batched ``H.matmat`` (rows of the exact diagonal, or probes).
 
     ``H`` is :func:`overparam.hessian.hessian`, which refuses (``NonDeterministicModelError``)
     a model with train-mode dropout or BatchNorm: call ``model.eval()`` first.
@@ -175,18 +164,10 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec =
     ps = _targets(model, targets, exclude=exclude)
     if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
         raise ValueError(f"probes must be a positive int or None, got {probes!r}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     H = hessian.hessian(model, loss_fn, tuple(_batch(data)), params=_exactly(ps))
-    if probes is None:
-        n, like = H.n, list(ps.values())
-        diag = []
-        for lo in range(0, n, chunk):  # rows lo..hi of H at once: one batched product
-            b = min(chunk, n - lo)
-            basis = torch.zeros(b, n, dtype=like[0].dtype, device=like[0].device)
-            basis[torch.arange(b), torch.arange(lo, lo + b)] = 1
-            diag.append(H.matmat(basis.T).diagonal(offset=-lo))  # (n, b): column i is row lo+i of H
-        parts = vec.unflatten(torch.cat(diag), like)
-    else:
-        parts = hessian.diagonal(H, probes, generator=generator).mean
+    parts = hessian.diagonal(H, probes, block=chunk, generator=generator).mean
     return {k: d.detach() for k, d in zip(ps, parts)}
 
 

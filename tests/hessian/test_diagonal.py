@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -29,3 +30,27 @@ def test_parameter_shaped_on_model():
     se = torch.cat([t.reshape(-1) for t in est.stderr])
     z = (flat - torch.diagonal(dense_hessian(net, nn.functional.mse_loss, batch))) / se.clamp(min=1e-12)
     assert float(z.abs().max()) < 4.5
+
+
+def test_exact_diagonal_with_probes_none_in_uneven_blocks():
+    net = tanh_mlp([3, 5, 2], generator=0)
+    batch = (gaussian((8, 3), generator=1, dtype=torch.float64), gaussian((8, 2), generator=2, dtype=torch.float64))
+    Hd = dense_hessian(net, nn.functional.mse_loss, batch)
+    H = oh.hessian(net, nn.functional.mse_loss, batch)
+    for block in (1, 7, 64):  # one row at a time, several uneven blocks, one block
+        est = oh.diagonal(H, probes=None, block=block)
+        assert [t.shape for t in est.mean] == [p.shape for p in net.parameters()]
+        torch.testing.assert_close(torch.cat([t.reshape(-1) for t in est.mean]), torch.diagonal(Hd), rtol=1e-12, atol=1e-15)
+        assert est.n_matvecs == H.n and est.samples is None and all(bool((s == 0).all()) for s in est.stderr)
+    A = symmetric_with_spectrum(torch.linspace(-1, 2, 9), generator=2)
+    torch.testing.assert_close(oh.diagonal(A, probes=None, block=4).mean[0], torch.diagonal(A), rtol=0, atol=1e-15)
+
+
+def test_bad_probes_and_block():
+    A = torch.eye(4, dtype=torch.float64)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="probes"):
+            oh.diagonal(A, probes=bad)
+    for bad in (0, -3, 1.5):
+        with pytest.raises(ValueError, match="block"):
+            oh.diagonal(A, probes=None, block=bad)

@@ -104,8 +104,16 @@ def test_parameter_shaped_vectors_and_restriction():
 def test_bad_input_errors():
     model = tanh_mlp([3, 4, 1], generator=0)
     batch = (torch.zeros(4, 3, dtype=torch.float64), torch.zeros(4, 1, dtype=torch.float64))
-    with pytest.raises(ValueError, match="match no parameter"):
+    with pytest.raises(ValueError, match=r"params: 'nope\.\*' matches no parameter"):
         oh.hessian(model, F.mse_loss, batch, params="nope.*")
+    with pytest.raises(ValueError, match="exclude: 'nope' matches no parameter"):
+        oh.hessian(model, F.mse_loss, batch, exclude="nope")
+    with pytest.raises(ValueError, match="selects no trainable parameter"):
+        oh.hessian(model, F.mse_loss, batch, exclude=nn.Linear)
+    with pytest.raises(TypeError, match="params"):
+        oh.hessian(model, F.mse_loss, batch, params=3)
+    with pytest.raises(TypeError, match="model"):
+        oh.hessian(lambda x: x, F.mse_loss, batch)
     with pytest.raises(ValueError, match="backend"):
         oh.hessian(model, F.mse_loss, batch, backend="magic")
     with pytest.raises(TypeError, match="data"):
@@ -131,7 +139,7 @@ def test_nondeterministic_models_raise_and_flags_unchanged():
         with pytest.raises(oh.NonDeterministicModelError, match="Dropout"):
             oh.hessian(drop, F.mse_loss, batch)
         with pytest.raises(oh.NonDeterministicModelError):
-            oh.ggn(drop, batch)
+            oh.ggn(drop, F.mse_loss, batch)
     assert drop.training  # untouched
     bn = nn.Sequential(tanh_mlp([3, 2], generator=0), nn.BatchNorm1d(2).double())
     state = {k: v.clone() for k, v in bn.state_dict().items()}
@@ -180,12 +188,12 @@ def test_ggn_construction_check_compares_fresh_outputs():
     noisy = _Noisy()
     with assert_no_side_effects(noisy):
         with pytest.raises(oh.NonDeterministicModelError, match="differ"):
-            oh.ggn(noisy, batch)
+            oh.ggn(noisy, F.mse_loss, batch)
     net = tanh_mlp([3, 4, 2], generator=0)
     with torch.no_grad():
         net[0].weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="not finite"):
-        oh.ggn(net, batch)
+        oh.ggn(net, F.mse_loss, batch)
 
 
 class _WarmUp(nn.Module):
@@ -214,12 +222,12 @@ def test_kept_graph_is_checked_against_a_fresh_forward():
 
 def test_product_check_used_where_reductions_are_not_exact(monkeypatch):
     # on GPUs the kept graph is checked with two Hessian-vector products (kept vs fresh graph) instead of gradients
-    import overparam.hessian.hvp as hvp_mod
+    import overparam.hessian.hvp_backends as hvp_mod
 
     monkeypatch.setattr(hvp_mod, "_exact_reductions", lambda device: False)
     batch = (gaussian((6, 3), generator=1, dtype=torch.float64), gaussian((6, 2), generator=2, dtype=torch.float64))
     calls = []
-    monkeypatch.setattr(hvp_mod.HessianOperator, "_full_grad", lambda self, theta: calls.append(1))
+    monkeypatch.setattr(hvp_mod.Objective, "grad", lambda self, theta: calls.append(1))
     with pytest.raises(oh.NonDeterministicModelError, match="Hessian-vector products"):
         oh.hessian(_WarmUp(), F.mse_loss, batch, backend="double_backward")
     with pytest.raises(oh.NonDeterministicModelError, match="Hessian-vector products"):
@@ -252,3 +260,36 @@ def test_stateful_forward_without_forward_ad_rule(backend):
     ref = oh.hessian(net.eval(), nn.functional.mse_loss, (x, y)) @ v  # the power iteration has about converged:
     torch.testing.assert_close(hv, ref, rtol=1e-3, atol=1e-6)  # the same operator up to its last update
     assert all(torch.equal(b, bufs[k]) for k, b in net.named_buffers())
+
+
+def test_params_and_exclude_are_selection_specs_and_blocks_select_exactly():
+    # "0.weight" as a string spec would also select "1.0.weight" (a dotted suffix): blocks and restrict
+    # must pass on exactly the names they mean
+    net = nn.Sequential(tanh_mlp([3, 4], generator=0)[0], nn.Tanh(), nn.Sequential(tanh_mlp([4, 2], generator=1)[0]))
+    names = [k for k, _ in net.named_parameters()]
+    assert names == ["0.weight", "0.bias", "2.0.weight", "2.0.bias"]
+    batch = (gaussian((7, 3), generator=2, dtype=torch.float64), gaussian((7, 2), generator=3, dtype=torch.float64))
+    Hd = dense_hessian(net, F.mse_loss, batch)
+    sizes = dict(zip(names, [12, 4, 8, 2]))
+    offs = dict(zip(names, torch.tensor([0, 12, 16, 24]).tolist()))
+
+    def idx(ks):
+        return torch.cat([torch.arange(offs[k], offs[k] + sizes[k]) for k in ks])
+
+    H = oh.hessian(net, F.mse_loss, batch)
+    bl = oh.blocks(net, F.mse_loss, batch, exclude="bias")
+    assert {k: b.names for k, b in bl.items()} == {"0": ["0.weight"], "2.0": ["2.0.weight"]}
+    torch.testing.assert_close(bl["2.0"].to_dense(), Hd[idx(["2.0.weight"])][:, idx(["2.0.weight"])], rtol=1e-12, atol=1e-14)
+    for spec, exclude, want in ((nn.Linear, "2", ["0.weight", "0.bias"]), ("weight", None, ["0.weight", "2.0.weight"]),
+                                (["2.0.bias", "0"], "0.weight", ["0.bias", "2.0.bias"])):
+        sub = oh.hessian(net, F.mse_loss, batch, params=spec, exclude=exclude)
+        assert sub.names == want
+        torch.testing.assert_close(sub.to_dense(), Hd[idx(want)][:, idx(want)], rtol=1e-12, atol=1e-14)
+        assert H.restrict(spec, exclude=exclude).names == want
+    only = oh.hessian(net, F.mse_loss, batch, params="0.*")  # a glob spans the whole name: not "2.0.*"
+    assert only.names == ["0.weight", "0.bias"]
+    with pytest.raises(ValueError, match="not among this operator's parameters"):
+        only.restrict("weight")
+    assert only.restrict("0.*", exclude="bias").names == ["0.weight"]
+    s = oh.epsilon_sharpness(net, F.mse_loss, batch, rho=0.05, steps=2, params="2", exclude="bias", generator=0)
+    assert [t.shape for t in s.delta] == [torch.Size([2, 4])]

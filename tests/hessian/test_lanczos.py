@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -174,3 +176,44 @@ def test_gradient_start_vector():
         oh.lanczos(H, k=2, v0="grad")
     with pytest.raises(TypeError, match="gradient"):
         oh.lanczos(torch.eye(5, dtype=torch.float64), k=2, v0="gradient")
+
+
+def test_max_matvecs_is_validated_and_never_exceeded():
+    # issue 20: max_matvecs=0 and negative budgets ran 22 products anyway
+    A = symmetric_with_spectrum(torch.linspace(0, 1, 200), generator=1)
+    for bad in (0, -5, 2, 3.5, True):
+        with pytest.raises(ValueError, match="max_matvecs"):
+            oh.lanczos(A, k=3, max_matvecs=bad)
+    for budget in (3, 7, 21, 30, 45):  # inside the first fill, at its end, and inside a restart (ncv = 23)
+        with pytest.warns(RuntimeWarning, match="did not converge"):
+            out = oh.lanczos(A, k=3, max_matvecs=budget, tol=1e-12, generator=0)
+        assert out.n_matvecs == budget and not out.converged and out.values.shape == (3,)
+
+
+def test_non_finite_products_are_refused():
+    with pytest.raises(ValueError, match="not finite"):
+        oh.lanczos(oh.as_operator(lambda v: v * float("inf"), n=10), k=1, generator=0)
+
+
+def test_thick_restart_keeps_enough_ritz_vectors():
+    # a problem that forces restarts (k=5 of a flat spectrum, ncv=12): keeping p = k + (m−k)//2 Ritz vectors
+    # converges in ≈ 275–295 products; restarting from only the k wanted ones needs 420–490
+    A = symmetric_with_spectrum(torch.linspace(0, 1, 400), generator=3)
+    ref = torch.linspace(0, 1, 400, dtype=torch.float64).flip(0)[:5]
+    for seed in range(3):
+        eig = oh.lanczos(A, k=5, ncv=12, generator=seed)
+        assert eig.converged and eig.n_matvecs <= 340, eig.n_matvecs
+        torch.testing.assert_close(eig.values, ref, rtol=1e-7, atol=0)
+
+
+def test_convergence_floor_lets_near_zero_eigenvalues_converge():
+    # which="SA" with eigenvalues 0, 1e-9, 1e-7 below a bulk up to 10: the residual test is relative to
+    # max(|θ|, √eps·‖A‖) and converges in ≈ 200 products; with eps·‖A‖ instead it stops at the budget (1150, a warning)
+    lam = torch.cat([torch.tensor([0.0, 1e-9, 1e-7]), torch.linspace(0.1, 10, 197)])
+    A = symmetric_with_spectrum(lam, generator=5)
+    for seed in range(3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            eig = oh.lanczos(A, k=3, which="SA", generator=seed)
+        assert eig.converged and eig.n_matvecs <= 260, eig.n_matvecs
+        torch.testing.assert_close(eig.values, lam[:3].double(), rtol=0, atol=1e-12)

@@ -40,3 +40,33 @@ def test_as_operator_variants_and_errors():
         oh.as_operator(A) + oh.as_operator(torch.eye(2, dtype=torch.float64))
     with pytest.raises(ValueError, match="shape"):
         oh.as_operator(A).matmat(torch.ones(2, 2, dtype=torch.float64))
+
+
+def test_as_operator_refuses_contradicting_n_and_dtype_and_non_finite_matrices():
+    # issue 20: as_operator(3×3 tensor, n=5) ignored n; a dense matrix holding inf reached torch's eigh
+    A = symmetric_with_spectrum([3.0, 1.0, 2.0], generator=0)
+
+    class Sized:
+        shape = (3, 3)
+
+        def matvec(self, x):
+            return A @ x
+
+    for obj in (A, oh.as_operator(A), Sized()):
+        with pytest.raises(ValueError, match="n=5"):
+            oh.as_operator(obj, n=5)
+        assert oh.as_operator(obj, n=3).n == 3
+    for bad in (0, -2, 2.0, True):
+        with pytest.raises(ValueError, match="n must"):
+            oh.as_operator(lambda x: x, n=bad)
+    with pytest.raises(ValueError, match="dtype"):
+        oh.as_operator(A, dtype=torch.float32)
+    with pytest.raises(TypeError, match="dtype"):
+        oh.as_operator(lambda x: x, n=3, dtype="float64")
+    for value in (float("inf"), float("nan")):
+        B = A.clone()
+        B[1, 1] = value
+        with pytest.raises(ValueError, match="NaN or inf"):
+            oh.as_operator(B)
+        with pytest.raises(ValueError, match="NaN or inf"):
+            oh.lanczos(B, k=1)

@@ -25,7 +25,7 @@ def test_every_entry_point_leaves_flags_and_global_rng_alone():
             H @ gaussian((H.n, 2), generator=4, dtype=torch.float64)
         H = oh.hessian(net, F.mse_loss, loader, retain_graph=False)
         oh.blocks(net, F.mse_loss, batch)
-        G = oh.ggn(net, batch)
+        G = oh.ggn(net, F.mse_loss, batch)
         for op in (H, G):
             oh.lanczos(op, k=2, tol=1e-6)
             oh.power_iteration(op, k=1, tol=1e-4, max_iters=50)
@@ -78,7 +78,7 @@ def test_stateful_forward_never_touches_the_models_buffers():
         with pytest.raises(oh.NonDeterministicModelError):
             oh.hessian(net, F.mse_loss, (x, y))
         with pytest.raises(oh.NonDeterministicModelError):
-            oh.ggn(net, (x, y))
+            oh.ggn(net, F.mse_loss, (x, y))
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     net.eval()
     with assert_no_side_effects(net):

@@ -59,6 +59,14 @@ def test_estimators_reproducible_and_errors():
         oh.trace(A, method="magic")
     with pytest.raises(ValueError, match="kind"):
         oh.hutchinson(A, probes=3, kind="uniform")
+    for bad in (0, -1, 2.5, True):  # issue 20: block=0 gave "range() arg 3 must not be zero"
+        for fn in (oh.hutchinson, oh.hutchpp, oh.xtrace, oh.diagonal):
+            with pytest.raises(ValueError, match="block"):
+                fn(A, probes=10, block=bad)
+        with pytest.raises(ValueError, match="block"):
+            oh.slq(A, probes=2, steps=5, block=bad)
+    with pytest.raises(ValueError, match="probes"):
+        oh.hutchinson(A, probes=True)
 
 
 class _Counting:

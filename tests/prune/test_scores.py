@@ -169,16 +169,38 @@ def test_second_order_scores_refuse_train_mode_batchnorm():
         assert set(S.grasp_scores(net, F.mse_loss, batch)) == {"0.weight", "3.weight"}
 
 
-def test_snip_on_train_mode_batchnorm_and_dropout_has_no_side_effects():
+def test_snip_refuses_train_mode_dropout_like_the_second_order_scores():
+    # issue 20: SNIP's scores on a train-mode Dropout model depended on the global RNG, where GraSP/OBD refused it
+    from overparam.hessian import NonDeterministicModelError
+
     g = torch.Generator().manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Dropout(0.5), torch.nn.Linear(6, 2))
-    net.train()
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Dropout(0.5), torch.nn.Tanh(), torch.nn.Linear(6, 2))
+    x, y = torch.randn(16, 4, generator=g), torch.randn(16, 2, generator=g)
+    with assert_no_side_effects(net):
+        for call in (lambda: S.snip_scores(net, F.mse_loss, (x, y)),
+                     lambda: prune_at_init(net, "snip", 0.5, loss_fn=F.mse_loss, data=(x, y)),
+                     lambda: S.grasp_scores(net, F.mse_loss, (x, y)),
+                     lambda: S.obd_scores(net, F.mse_loss, (x, y))):
+            with pytest.raises(NonDeterministicModelError, match="Dropout"):
+                call()
+    assert net.training
+    net.eval()
+    with assert_no_side_effects(net):
+        s = S.snip_scores(net, F.mse_loss, (x, y))
+    assert set(s) == {"0.weight", "3.weight"} and all(torch.isfinite(v).all() for v in s.values())
+
+
+def test_snip_refuses_train_mode_batchnorm_and_leaves_its_statistics():
+    from overparam.hessian import NonDeterministicModelError
+
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 2))
     x, y = torch.randn(16, 4, generator=g), torch.randn(16, 2, generator=g)
     before = {k: b.clone() for k, b in net.named_buffers()}
     with assert_no_side_effects(net):
-        s = S.snip_scores(net, torch.nn.functional.mse_loss, (x, y))
+        with pytest.raises(NonDeterministicModelError, match="BatchNorm"):
+            S.snip_scores(net, F.mse_loss, (x, y))
     assert all(torch.equal(before[k], b) for k, b in net.named_buffers()), "running statistics changed"
-    assert set(s) == {"0.weight", "3.weight"} and all(torch.isfinite(v).all() for v in s.values())
 
 
 @pytest.mark.parametrize("fn", [S.snip_scores, S.grasp_scores, S.hessian_diagonal, S.obd_scores])

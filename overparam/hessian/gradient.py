@@ -1,0 +1,70 @@
+"""The loss gradient of a model, computed without side effects: the one side-effect-free forward
+that curvature operators and first-order pruning scores (SNIP, GraSP) share.
+
+The forward passes run through :func:`torch.func.functional_call` on cloned parameters and
+private copies of the buffers, inside a forked RNG: the model's parameters, ``.grad``, buffers
+(running statistics, spectral-norm vectors), train/eval flags and the global RNG are left as they
+were. Models that are not deterministic under this forward are refused with
+:class:`~overparam.hessian.NonDeterministicModelError`, as every curvature operator refuses them.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Linear(3, 1).double()
+    >>> x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    >>> g = gradient(net, torch.nn.functional.mse_loss, (x, y))
+    >>> list(g), g["weight"].shape
+    (['weight', 'bias'], torch.Size([1, 3]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..backend import vec
+from ..backend.select import Spec
+from ._model import Objective, check_agree, grad, rng_guard
+
+__all__ = ["gradient"]
+
+
+def gradient(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
+             reduction: str = "mean", check: bool = True) -> dict[str, Tensor]:
+    """``∇L(θ)`` of ``L = Σ_b (n_b/N) loss_fn(model(x_b), y_b)`` w.r.t. the selected parameters.
+
+    Args:
+        model: any ``nn.Module``; it must be deterministic (``eval()`` for dropout / BatchNorm).
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``, a mean over the batch by default.
+        data: one batch ``(inputs, targets)`` or an iterable of batches (a DataLoader); the loss
+            is averaged per sample across (possibly ragged) batches.
+        params: which parameters, a spec of :func:`overparam.select`; default all trainable.
+        exclude: parameters to leave out, same grammar.
+        reduction: ``"mean"`` (``loss_fn`` averages over its batch) or ``"sum"`` (losses are added).
+        check: compare the outputs of the forward pass the gradient came from with those of a
+            fresh forward pass (one extra forward without backward): a stochastic or stateful
+            forward raises.
+
+    Returns:
+        ``{name: gradient}`` in ``named_parameters`` order, each shaped like its parameter (detached).
+
+    Raises:
+        NonDeterministicModelError: train-mode dropout or BatchNorm, or a failed check.
+    """
+    obj = Objective.build(model, loss_fn, data, params, exclude=exclude, reduction=reduction)
+    total, kept = None, []
+    with rng_guard(obj.device):
+        leaves = obj.leaves()
+        for i, (batch, w) in enumerate(zip(obj.batches, obj.weights)):
+            out = obj.outputs(leaves, batch)
+            g = grad(obj.loss_fn(out, batch[1]) * w, leaves)
+            total = g if total is None else vec.add(total, g)
+            kept.append(out.detach())
+        if check:
+            with torch.no_grad():
+                fresh = tuple(obj.outputs(obj.theta, b) for b in obj.batches)
+            check_agree(tuple(kept), fresh, obj, what="network outputs of fresh forward passes")
+    if not all(bool(torch.isfinite(t).all()) for t in total):
+        raise ValueError("the gradient is not finite: the parameters, the data or the loss contain NaN/inf")
+    return {k: t.detach() for k, t in zip(obj.names, total)}
