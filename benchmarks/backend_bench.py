@@ -1,18 +1,18 @@
 """Backend vector ops on a ResNet-like list of parameters vs the per-tensor Python loop that
-hand-written code uses. Run: python benchmarks/backend_bench.py"""
+hand-written code uses (fp32, one thread).
+
+Run from the repository root: ``overparam bench backend``.
+"""
 
 from __future__ import annotations
 
+import argparse
 import platform
-import sys
-from pathlib import Path
 
 import torch
+from _timing import median_time, table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import median_time, table  # noqa: E402
-
-from overparam.backend import vec  # noqa: E402
+from overparam.backend import vec
 
 
 def resnet_like_params(dtype=torch.float32):
@@ -49,6 +49,7 @@ def bench(x) -> list[tuple[str, float, float]]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(1)
     for x in (resnet_like_params(), many_small_params()):
         print(f"\n{len(x)} tensors, {vec.numel(x) / 1e6:.1f}M parameters, fp32, 1 thread, torch {torch.__version__}, "

@@ -7,30 +7,22 @@
    svd="randomized")`` vs peft ``init_lora_weights="pissa_niter_4"``, with the reconstruction
    error ``‖W − s·B A‖_F`` of the rank-64 part (lower is better; the optimum is the tail energy).
 
-Ratios are measured in one run, median of 3 repeats. Run with a venv holding peft:
-    PYTHONPATH=<worktree> /work/benchvenv-factor/bin/python benchmarks/factor_bench.py
+Ratios are measured in one run, median of 3 repeats. Run from the repository root with peft
+installed: ``overparam bench factor [-- --skip-pissa ...]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import sys
-from pathlib import Path
 import statistics
 import time
 
 import torch
+from _timing import median_time
 from torch import nn
 
 from overparam.factor import LoRALayer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import median_time  # noqa: E402
-
-
-def _median_time(fn, *, repeats: int = 3, inner: int = 1) -> float:
-    return median_time(fn, repeats=repeats, warmup=0, inner=inner)
 
 
 class HandLoRA(nn.Module):
@@ -81,7 +73,7 @@ def bench_adapter(n: int = 1024, r: int = 64, batch: int = 256, inner: int = 5, 
     times: dict[str, list[float]] = {k: [] for k in names}
     for i in range(rounds):                      # interleave the variants, rotating their order each round
         for k in names[i % len(names):] + names[:i % len(names)]:  # (what follows the dense step pays for its
-            times[k].append(_median_time(step(mods[k]), repeats=1, inner=inner))  # cache traffic)
+            times[k].append(median_time(step(mods[k]), repeats=1, warmup=0, inner=inner))  # cache traffic)
     return times
 
 

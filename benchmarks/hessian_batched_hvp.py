@@ -3,29 +3,31 @@
 Sequential ``autograd.grad(g, θ, v_i, retain_graph=True)`` on the kept double-backward graph
 against one ``autograd.grad(g, θ, V, is_grads_batched=True)`` (vmap over the backward) for a
 block of ``b`` vectors, alternated in one process (medians of 4 rounds), and the jvp backend's
-``vmap``-ed forward-over-reverse ``matmat`` with ``--jvp``.
+``vmap``-ed forward-over-reverse ``matmat`` with ``--jvp``. Run from the repository root:
 
-    PYTHONPATH=. /work/venv/bin/python benchmarks/hessian_batched_hvp.py --model cnn --batch 64 --block 16 --threads 1
+    overparam bench hessian_batched_hvp -- --model cnn --batch 64 --block 16 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from _timing import interleaved
+from hessian_bench import cnn
+from torch import nn
 
 import overparam.hessian as oh
 from overparam.backend import vec
 from overparam.backend.random import gaussian, make_generator
-from overparam.testing import tanh_mlp
+from overparam.experiments.harness import mlp
 
 F = torch.nn.functional
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--block", type=int, default=16)
@@ -36,10 +38,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     g = make_generator(0)
     if args.model == "cnn":
-        from benchmarks.hessian_bench import cnn
         model, x = cnn(), gaussian((args.batch, 3, 32, 32), generator=g)
     else:
-        model, x = tanh_mlp([784, 300, 100, 10], generator=1).float(), gaussian((args.batch, 784), generator=g)
+        model = mlp([784, 300, 100, 10], activation=nn.Tanh, generator=1, dtype=torch.float64).float()
+        x = gaussian((args.batch, 784), generator=g)
     y = torch.randint(0, 10, (args.batch,), generator=g)
     H = oh.hessian(model, F.cross_entropy, (x, y), check=False)
     leaves, gr = H._graph
@@ -52,14 +54,8 @@ def main() -> None:
     if args.jvp:
         Hj = oh.hessian(model, F.cross_entropy, (x, y), backend="jvp", block=b, check=False)
         fns["jvp vmap"] = lambda: Hj._mm(V)
-    times = {k: [] for k in fns}
-    for f in fns.values():  # warm-up
-        f()
-    for _ in range(args.rounds):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
+    interleaved(fns, repeats=1)  # warm-up
+    times = {k: t for k, (t, _) in interleaved(fns, repeats=args.rounds).items()}
     base = statistics.median(times["sequential"]) / b
     print(f"{args.model} n={H.n} batch={args.batch} threads={args.threads} block={b}")
     for k, ts in times.items():

@@ -6,8 +6,13 @@ timings taken in the same process. Reference eigenvalues come from overparam's L
 tight residual tolerance (float32 by default; ``--ref-fp64`` casts the model to double, ~13x
 slower per product on this CPU); curvlinops + eigsh at a tight tol is an independent check.
 
-Run (in a throwaway venv with torch 2.13.0 installed first, then pyhessian, curvlinops-for-pytorch, scipy):
-    PYTHONPATH=. /work/benchvenv-hessian/bin/python benchmarks/hessian_bench.py [--repeats 1 --probes 20 --slq 2 40]
+``--hvp-ab`` runs only an interleaved A/B of one retained-graph HVP (4 alternating rounds,
+medians): overparam's operator, a raw ``autograd.grad`` on the operator's kept graph, and
+PyHessian's ``hessian_vector_product``.
+
+Run from the repository root (in an environment with torch 2.13.0 installed first, then
+pyhessian, curvlinops-for-pytorch, scipy):
+    overparam bench hessian [-- --repeats 1 --probes 20 --slq 2 40]
 It prints a markdown table (also written to benchmarks/results/hessian.md unless --no-write).
 """
 
@@ -19,16 +24,15 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+from _timing import interleaved, timed
 from torch import nn
 
 import overparam.hessian as oh
-from _timing import interleaved
-from overparam.backend.random import gaussian, make_generator
-from overparam.backend.random import fan_in_normal_
+from overparam.backend import vec
+from overparam.backend.random import fan_in_normal_, gaussian, make_generator
 
 F = nn.functional
 
@@ -42,24 +46,33 @@ def cnn() -> nn.Module:
     return fan_in_normal_(net.to_empty(device="cpu"), generator=0).eval()
 
 
-def timed(fn, repeats: int = 3):
-    """(median seconds, last result)."""
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
-
-
 def rel_err(values, ref) -> float:
     v = torch.as_tensor(values, dtype=torch.float64).flatten()
     v = v.sort(descending=True).values
     return float(((v - ref).abs() / ref.abs()).max())
 
 
+def hvp_ab(model: nn.Module, x, y, rounds: int = 4) -> dict[str, float]:
+    """Median seconds of one HVP, interleaved: overparam's operator on a flat vector, a raw
+    ``autograd.grad`` on the operator's kept graph, and PyHessian's ``hessian_vector_product``."""
+    from pyhessian import hessian as PyHessian
+    from pyhessian.utils import hessian_vector_product
+
+    H = oh.hessian(model, F.cross_entropy, (x, y), check=False)
+    phm = PyHessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
+    vs = [torch.randn(p.shape) for p in phm.params]
+    vflat = vec.flatten(vs)
+    leaves, gr = H._graph
+    runs = interleaved({
+        "ours_flat": lambda: H @ vflat,
+        "ours_raw": lambda: torch.autograd.grad(gr, leaves, tuple(vs), retain_graph=True),
+        "ph": lambda: hessian_vector_product(phm.gradsH, phm.params, vs),
+    }, repeats=rounds)
+    return {k: round(statistics.median(t), 3) for k, (t, _) in runs.items()}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="timings per measurement (median); 1 on a loaded machine")
     ap.add_argument("--probes", type=int, default=100, help="Hutchinson probes")
     ap.add_argument("--slq", type=int, nargs=2, default=(10, 80), metavar=("PROBES", "STEPS"))
@@ -68,12 +81,16 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--skip-pyhessian-top10", action="store_true", help="skip PyHessian's slow top-10 (implies --no-write)")
     ap.add_argument("--skip-trace", action="store_true", help="skip Hutchinson and SLQ (implies --no-write)")
+    ap.add_argument("--hvp-ab", action="store_true", help="only the interleaved one-HVP A/B against PyHessian")
     args = ap.parse_args()
     load0 = os.getloadavg()[0]
     g = make_generator(0)
     model = cnn()
     x = gaussian((256, 3, 32, 32), generator=g)
     y = torch.randint(0, 10, (256,), generator=g)
+    if args.hvp_ab:
+        print(hvp_ab(model, x, y))
+        return
     n = sum(p.numel() for p in model.parameters())
     rows: list[tuple[str, str, str]] = []
     notes: list[str] = []
@@ -263,8 +280,7 @@ def main() -> None:
         "",
         *[f"- {s}" for s in notes],
         "",
-        f"Command: `PYTHONPATH=. /work/benchvenv-hessian/bin/python benchmarks/hessian_bench.py "
-        f"{' '.join(sys.argv[1:])}`",
+        f"Command: `overparam bench hessian{' -- ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`",
         "",
     ])
     print(text)

@@ -8,15 +8,16 @@
 2. Iterations to relative error 1e-8 on symmetric Gaussian sensing with κ = 100 (n = 20,
    r = 3, m = 3000, small random init 1e-6): ScaledGD(λ) vs GD (best of a small lr grid).
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/optim_bench.py`` (prints a markdown table).
+Run from the repository root: ``OMP_NUM_THREADS=1 overparam bench optim`` (prints a markdown table).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import time
 
 import torch
+from _timing import median_time
 
 import overparam as op
 
@@ -32,15 +33,15 @@ def _time_steps(opt_name: str, n: int, r: int, steps: int, step_only: bool, dtyp
         opt.zero_grad()
         (0.5 * (L @ R.T - M).square().sum()).backward()
 
-    grads()
-    opt.step()
-    grads()
-    t0 = time.perf_counter()
-    for _ in range(steps):
+    def step():
         if not step_only:
             grads()
         opt.step()
-    return (time.perf_counter() - t0) / steps
+
+    grads()
+    opt.step()
+    grads()
+    return median_time(step, repeats=1, warmup=0, inner=steps)
 
 
 def step_ratio(step_only: bool, dtype=torch.float64, n: int = 1000, r: int = 10, steps: int = 20) -> dict:
@@ -82,6 +83,7 @@ def iteration_ratio(kappa: float = 100.0, tol: float = 1e-8, seeds=(0, 1, 2)) ->
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(1)
     rows = []
     for label, step_only in (("full step (loss + backward + update)", False), ("update only (optimizer.step)", True)):

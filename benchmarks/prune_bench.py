@@ -9,39 +9,26 @@
    interleaved; median over 3 × 6 steps each).
 
 Each timing is the median of ``--repeats`` runs; the ratio is ours / anchor.
-Run: ``python benchmarks/prune_bench.py [--repeats 3] [--threads N]``.
+Run from the repository root: ``overparam bench prune [-- --repeats 3 --threads N]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from _timing import interleaved, median_time
 from torch import nn
 from torch.nn.utils import prune as tprune
 
 import overparam as op
+from overparam.experiments import harness
 
 
 def mlp(width: int = 2048, seed: int = 0) -> nn.Sequential:
-    g = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(*[nn.utils.skip_init(nn.Linear, width, width) for _ in range(2)])
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) / width**0.5)
-    return net
-
-
-def median_time(fn, setup, repeats: int) -> float:
-    ts = []
-    for _ in range(repeats):
-        arg = setup()
-        t0 = time.perf_counter()
-        fn(arg)
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    """Two ``Linear(width, width)`` layers (no activation), weights and biases ``N(0, 1/width)``."""
+    return harness.mlp([width] * 3, activation=None, bias_std=width**-0.5, generator=seed)
 
 
 def bench_global(repeats: int) -> tuple[float, float]:
@@ -52,7 +39,8 @@ def bench_global(repeats: int) -> tuple[float, float]:
         params = [(m, "weight") for m in net if isinstance(m, nn.Linear)]
         tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=0.8)
 
-    return median_time(ours, mlp, repeats), median_time(anchor, mlp, repeats)
+    return (median_time(ours, setup=mlp, repeats=repeats, warmup=0),
+            median_time(anchor, setup=mlp, repeats=repeats, warmup=0))
 
 
 def bench_24(repeats: int) -> tuple[float, float]:
@@ -67,7 +55,8 @@ def bench_24(repeats: int) -> tuple[float, float]:
         sp.step()
         sp.squash_mask()
 
-    return median_time(ours, mlp, repeats), median_time(anchor, mlp, repeats)
+    return (median_time(ours, setup=mlp, repeats=repeats, warmup=0),
+            median_time(anchor, setup=mlp, repeats=repeats, warmup=0))
 
 
 def bench_step(opt_name: str, repeats: int, steps: int = 6) -> tuple[float, float]:
@@ -82,19 +71,18 @@ def bench_step(opt_name: str, repeats: int, steps: int = 6) -> tuple[float, floa
     opts = {flag: make(net.parameters()) for flag, net in nets.items()}
     handle = op.prune.masked(nets[True], op.prune.magnitude(nets[True], 0.8), optimizer=opts[True])
 
-    def step(flag: bool) -> float:
-        t0 = time.perf_counter()
+    def step(flag: bool) -> None:
         opts[flag].zero_grad()
         nn.functional.mse_loss(nets[flag](x), y).backward()
         opts[flag].step()
-        return time.perf_counter() - t0
 
     for _ in range(2):
         step(True), step(False)  # warm-up: optimizer state allocated
     times = {True: [], False: []}
     for i in range(repeats * steps):
-        for flag in ((True, False) if i % 2 else (False, True)):
-            times[flag].append(step(flag))
+        order = (True, False) if i % 2 else (False, True)
+        for flag, (t, _) in interleaved({f: (lambda f=f: step(f)) for f in order}, repeats=1).items():
+            times[flag] += t
     handle.remove()
     return statistics.median(times[True]), statistics.median(times[False])
 
@@ -117,7 +105,7 @@ def sqrt_probe(n: int = 8_400_000, pruned: float = 0.8) -> None:
             t = base.clone()
             if v is not None:
                 t[where] = v
-            row.append(median_time(lambda _, t=t: fn(t), lambda: None, repeats=7) * 1e3)
+            row.append(median_time(lambda t=t: fn(t), repeats=7, warmup=0) * 1e3)
         print(f"| {name} | " + " | ".join(f"{x:.1f} ms" for x in row) + " |")
 
 

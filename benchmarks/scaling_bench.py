@@ -8,12 +8,14 @@
    ``set_base_shapes(model, meta base) + MuAdam`` on a deep wide MLP (median of 3 interleaved rounds).
 3. One Adam step with each side's parameter groups (median of 3 interleaved rounds of 10 steps).
 
-Run (throwaway venv: torch==2.13.0 first, then ``pip install mup`` and re-pin torch with --no-deps):
-    PYTHONPATH=. /work/benchvenv-scaling/bin/python benchmarks/scaling_bench.py
+Run from the repository root (in an environment with torch==2.13.0 installed first, then
+``pip install mup``, re-pinning torch with --no-deps):
+    overparam bench scaling
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -21,10 +23,10 @@ import sys
 from pathlib import Path
 
 import torch
+from _timing import interleaved
 from torch import nn
 
 import overparam as op
-from _timing import interleaved
 
 F = nn.functional
 
@@ -74,6 +76,7 @@ def agreement(kind: str, steps: int = 20) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     from mup import MuAdam, MuReadout, set_base_shapes
 
     load0 = os.getloadavg()[0]
@@ -127,7 +130,7 @@ def main() -> None:
         f"interleaved rounds, ratios overparam / mup from the same process. Load average (1 min) at start / end: "
         f"{load0:.2f} / {os.getloadavg()[0]:.2f} (2-core VM shared with other jobs).", "",
         "| measurement | result |", "| --- | --- |", *[f"| {a} | {b} |" for a, b in rows], "",
-        f"Command: `PYTHONPATH=. /work/benchvenv-scaling/bin/python benchmarks/scaling_bench.py {' '.join(sys.argv[1:])}`", ""])
+        "Command: `overparam bench scaling`", ""])
     print(text)
     out = Path(__file__).parent / "results" / "scaling.md"
     out.write_text(text)

@@ -1,17 +1,52 @@
-"""The ``overparam`` command: list, run and report reproductions of published claims.
+"""The ``overparam`` command: list, run and report reproductions of published claims; run benchmarks.
 
     overparam list
     overparam run NAME [--quick] [--out DIR] [--seed S] [--device cpu|cuda] [--quiet] [--threads N]
     overparam report [--out DIR]
+    overparam bench [--root DIR] [NAME [-- ARGS...]]
+
+``bench`` runs ``benchmarks/NAME.py`` (or ``NAME_bench.py``) of a source checkout (``--root``,
+default the current folder) in a fresh interpreter, with the checkout first on ``PYTHONPATH``
+so that the checkout's ``overparam`` is the one measured; without NAME it lists the scripts.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 DEFAULT_OUT = Path("results")
+
+
+def benchmarks(root: Path) -> dict[str, Path]:
+    """The benchmark scripts under ``root/benchmarks`` by name (``hessian_bench.py`` is ``hessian``)."""
+    folder = root / "benchmarks"
+    if not folder.is_dir():
+        raise ValueError(f"no benchmarks/ folder under {root}: run from a source checkout or pass --root")
+    return {p.stem.removesuffix("_bench"): p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")}
+
+
+def _bench(root: Path, name: str | None, args: list[str]) -> int:
+    try:
+        found = benchmarks(root)
+    except ValueError as e:
+        print(f"overparam: {e}", file=sys.stderr)
+        return 2
+    if name is None:
+        for k, path in found.items():
+            doc = next((ln.strip().strip('"') for ln in path.read_text().splitlines() if ln.strip()), "")
+            print(f"{k:22s} {doc}")
+        return 0
+    script = found.get(name.removesuffix("_bench"))
+    if script is None:
+        print(f"overparam: unknown benchmark {name!r}; available: {', '.join(found)}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root.resolve())] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return subprocess.run([sys.executable, str(script.resolve()), *args], cwd=root, env=env).returncode
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,11 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=1, help="torch intra-op CPU threads (default 1: small tensors)")
     rep = sub.add_parser("report", help="collect every result.json under a folder into REPORT.md")
     rep.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    b = sub.add_parser("bench", help="list the benchmark scripts of a source checkout, or run one")
+    b.add_argument("--root", type=Path, default=Path("."), help="the checkout holding benchmarks/ (default: .)")
+    b.add_argument("name", nargs="?", help="benchmark to run (omit to list them)")
+    b.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark, after --")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "bench":
+        return _bench(args.root, args.name, args.args[1:] if args.args[:1] == ["--"] else args.args)
     from . import experiments
 
     if args.command == "list":

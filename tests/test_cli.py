@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,43 @@ def test_quick_overrides_must_be_known_params():
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "overparam", "list"], capture_output=True, text=True)
     assert out.returncode == 0 and "slows-gd" in out.stdout
+
+
+# --- overparam bench ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_lists_the_checkouts_scripts(capsys):
+    assert cli.main(["bench", "--root", str(ROOT)]) == 0
+    out = capsys.readouterr().out
+    names = cli.benchmarks(ROOT)
+    assert {"hessian", "prune", "scaling", "hessian_batched_hvp"} <= set(names)
+    assert all(name in out for name in names) and "_timing" not in names
+
+
+def test_bench_outside_a_checkout_and_unknown_names(tmp_path, capsys):
+    assert cli.main(["bench", "--root", str(tmp_path)]) == 2
+    assert "no benchmarks/ folder" in capsys.readouterr().err
+    assert cli.main(["bench", "--root", str(ROOT), "no-such-bench"]) == 2
+    assert "available:" in capsys.readouterr().err
+
+
+def test_bench_runs_a_script_with_the_checkout_first_on_the_path(tmp_path, capfd):
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "_helper.py").write_text("VALUE = 42\n")
+    (tmp_path / "benchmarks" / "toy_bench.py").write_text(
+        '"""A toy benchmark."""\nimport os, sys\nfrom _helper import VALUE\n'
+        'print(VALUE, sys.argv[1:], os.environ["PYTHONPATH"].split(os.pathsep)[0], os.getcwd())\nsys.exit(3)\n')
+    assert cli.main(["bench", "--root", str(tmp_path), "toy", "--", "--x", "1"]) == 3
+    out = capfd.readouterr().out
+    assert f"42 ['--x', '1'] {tmp_path} {tmp_path}" in out
+    assert cli.main(["bench", "--root", str(tmp_path)]) == 0
+    listing = capfd.readouterr().out
+    assert "toy" in listing and "A toy benchmark." in listing and "_helper" not in listing
+
+
+@pytest.mark.parametrize("name", sorted(cli.benchmarks(ROOT)))
+def test_every_benchmark_imports_and_shows_help_without_its_anchors(name, capfd):
+    assert cli.main(["bench", "--root", str(ROOT), name, "--", "--help"]) == 0, capfd.readouterr().err
+    assert capfd.readouterr().out.startswith("usage:")

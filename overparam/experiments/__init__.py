@@ -52,7 +52,7 @@ class Context:
 
     def pyplot(self):
         """``matplotlib.pyplot`` on the Agg backend, or None (with a note) without the plot extra."""
-        from ._plot import pyplot
+        from .harness import pyplot
 
         plt = pyplot()
         if plt is None and not any("matplotlib" in n for n in self.notes):

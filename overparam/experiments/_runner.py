@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .._version import __version__
+from .. import __version__
 from . import Context, Experiment
 from ._report import write_report
 

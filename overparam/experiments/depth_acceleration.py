@@ -14,12 +14,15 @@ depth 1 (a depth-1 run that never gets there counts as ``steps + 1``).
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 
 from ..backend.random import gaussian, make_generator
 from ..factor import DeepLinear, init_balanced_deep, product
 from . import Context, Experiment
+from .harness import train
 
 
 def run(ctx: Context) -> dict:
@@ -39,14 +42,9 @@ def run(ctx: Context) -> dict:
     curves, reach = {}, {}
     for N in p["depths"]:
         net = DeepLinear([d] + [p["width"]] * (N - 1) + [1], end_to_end=start)
-        opt = torch.optim.SGD(net.parameters(), lr=p["lr"])
-        losses = np.empty(p["steps"])
-        for t in ctx.progress(range(p["steps"]), total=p["steps"], desc=f"depth {N}"):
-            opt.zero_grad()
-            ell = loss(net.weight)
-            ell.backward()
-            opt.step()
-            losses[t] = float(ell.detach())
+        tr = train(torch.optim.SGD(net.parameters(), lr=p["lr"]), lambda t: loss(net.weight), p["steps"],
+                   progress=partial(ctx.progress, desc=f"depth {N}"))
+        losses = np.array(tr.losses if not tr.diverged else tr.losses + [np.inf])  # a diverged run is not finite
         curves[N] = losses
         hit = np.flatnonzero(losses <= p["threshold"])
         reach[N] = int(hit[0]) if hit.size else None

@@ -22,66 +22,42 @@ over the last 40% of training has median in [0.9, 1.2] and maximum below 1.4.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 from torch import nn
 
 from .. import hessian as oh
 from ..backend.random import gaussian
-from ..backend.random import fan_in_normal_
 from . import Context, Experiment
+from .harness import digits, mlp, train
 
 F = nn.functional
 
 
-def _linear2(d: int, h: int, std: float, seed: int, device) -> nn.Module:
-    with torch.device("meta"):
-        net = nn.Sequential(nn.Linear(d, h, bias=False), nn.Linear(h, 1, bias=False))
-    return fan_in_normal_(net.to_empty(device=device).to(torch.float64), generator=seed, std=std)
-
-
-def _mlp(seed: int, out_scale: float, device) -> nn.Module:
-    with torch.device("meta"):
-        net = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
-    net = fan_in_normal_(net.to_empty(device=device).to(torch.float64), generator=seed)
-    with torch.no_grad():
-        net[-1].weight.mul_(out_scale)
-        net[-1].bias.zero_()
-    return net
-
-
 def _track(net: nn.Module, X, Y, lr: float, steps: int, every: int, ctx: Context, desc: str, seed: int) -> dict:
-    opt = torch.optim.SGD(net.parameters(), lr=lr)
-    prev, ts, lams, losses, mvs = None, [], [], [], []
-    for t in ctx.progress(range(steps + 1), total=steps + 1, desc=desc):
+    prev, ts, lams, mvs = None, [], [], []
+
+    def sharpness(t: int) -> None:
+        nonlocal prev
         if t % every == 0:
-            H = oh.hessian(net, F.mse_loss, (X, Y))
-            prev = oh.lambda_max(H, lr=lr, v0=prev, tol=1e-3, generator=seed)
+            prev = oh.lambda_max(oh.hessian(net, F.mse_loss, (X, Y)), lr=lr, v0=prev, tol=1e-3, generator=seed)
             ts.append(t)
             lams.append(prev.lambda_max)
             mvs.append(prev.eigen.n_matvecs)
-        opt.zero_grad()
-        loss = F.mse_loss(net(X), Y)
-        losses.append(float(loss.detach()))
-        if t < steps:
-            loss.backward()
-            opt.step()
+
+    tr = train(torch.optim.SGD(net.parameters(), lr=lr), lambda t: F.mse_loss(net(X), Y), steps, measure=sharpness,
+               progress=partial(ctx.progress, desc=desc))
+    with torch.no_grad():
+        losses = tr.losses + [float(F.mse_loss(net(X), Y))]
     ratio = np.array(lams) * lr / 2
     late = ratio[int(0.6 * len(ratio)):]  # the last 40% of the run
-    holds = bool(ratio[0] < 0.75 and ratio.max() >= 0.95 and 0.9 <= np.median(late) <= 1.2 and late.max() < 1.4)
+    holds = bool(not tr.diverged and ratio[0] < 0.75 and ratio.max() >= 0.95 and 0.9 <= np.median(late) <= 1.2
+                 and late.max() < 1.4)
     return {"lr": lr, "threshold": 2 / lr, "steps": ts, "lambda_max": lams, "ratio": ratio.tolist(), "loss": losses,
             "matvecs": mvs, "initial_ratio": float(ratio[0]), "peak_ratio": float(ratio.max()),
             "late_median_ratio": float(np.median(late)), "late_max_ratio": float(late.max()), "holds": holds}
-
-
-def _digits(n: int, device):
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        return None
-    X, y = load_digits(return_X_y=True)
-    X = torch.tensor(X[:n] / 16.0, dtype=torch.float64, device=device)
-    return X, F.one_hot(torch.tensor(y[:n], device=device), 10).to(torch.float64)
 
 
 def run(ctx: Context) -> dict:
@@ -90,16 +66,22 @@ def run(ctx: Context) -> dict:
     q = p["quadratic"]
     X = gaussian((q["n"], q["d"]), generator=ctx.seed + 1, dtype=torch.float64, device=ctx.device)
     Y = X @ gaussian((q["d"], 1), generator=ctx.seed + 2, dtype=torch.float64, device=ctx.device) * q["target_scale"]
-    net = _linear2(q["d"], q["h"], q["init_std"], ctx.seed, ctx.device)
+    net = mlp([q["d"], q["h"], 1], activation=None, bias=False, std=q["init_std"], generator=ctx.seed,
+              dtype=torch.float64, device=ctx.device)
     runs["quadratic"] = _track(net, X, Y, q["lr"], q["steps"], p["every"], ctx, "GD, f = a^T W x", ctx.seed)
     m = p["mlp"]
-    data = _digits(m["n"], ctx.device)
-    if data is None:
+    try:
+        Xd, yd = digits(dtype=torch.float64, device=ctx.device)
+    except ImportError:
         ctx.notes.append("scikit-learn is not installed: the MLP-on-digits part was skipped (pip install 'overparam[digits]')")
         summary.append("MLP on digits: SKIPPED, scikit-learn is not installed (pip install 'overparam[digits]')")
     else:
-        runs["mlp"] = _track(_mlp(ctx.seed, m["out_scale"], ctx.device), *data, m["lr"], m["steps"], p["every"], ctx,
-                             "GD, tanh MLP on digits", ctx.seed)
+        net = mlp([64, 64, 64, 10], activation=nn.Tanh, generator=ctx.seed, dtype=torch.float64, device=ctx.device)
+        with torch.no_grad():  # a small read-out: the run starts well below the edge of stability
+            net[-1].weight.mul_(m["out_scale"])
+            net[-1].bias.zero_()
+        data = Xd[:m["n"]], F.one_hot(yd[:m["n"]], 10).to(torch.float64)
+        runs["mlp"] = _track(net, *data, m["lr"], m["steps"], p["every"], ctx, "GD, tanh MLP on digits", ctx.seed)
     names = {"quadratic": "two-layer linear a^T W x (quadratic in params)", "mlp": f"tanh MLP on {m['n']} digits"}
     for k, r in runs.items():
         warm = np.mean(r["matvecs"][1:]) if len(r["matvecs"]) > 1 else float("nan")

@@ -18,43 +18,23 @@ width doubles. The SLQ density of the wider model shows the bulk.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 from torch import nn
 
 from .. import hessian as oh
-from ..backend.random import fan_in_normal_
 from . import Context, Experiment
+from .harness import digits, mlp, train
 
 F = nn.functional
 LOSSES = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
 
 
-def _digits(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise RuntimeError("the hessian-outliers experiment needs scikit-learn's bundled digits data, and "
-                           "scikit-learn is not installed: pip install 'overparam[digits]'") from e
-    X, y = load_digits(return_X_y=True)
-    return (torch.tensor(X / 16.0, dtype=torch.float64, device=device),
-            torch.tensor(y, dtype=torch.long, device=device))
-
-
-def _mlp(width: int, seed: int, device: torch.device) -> nn.Module:
-    with torch.device("meta"):
-        net = nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
-    net = net.to_empty(device=device).to(torch.float64)
-    return fan_in_normal_(net, generator=seed)
-
-
-def _train(net: nn.Module, loss: str, X, y, lr: float, steps: int, ctx: Context, desc: str) -> float:
-    target = y if loss == "cross_entropy" else F.one_hot(y, 10).to(X.dtype)
-    opt = torch.optim.SGD(net.parameters(), lr=lr)
-    for _ in ctx.progress(range(steps), total=steps, desc=desc):
-        opt.zero_grad()
-        LOSSES[loss](net(X), target).backward()
-        opt.step()
+def _train(net: nn.Module, loss: str, X, target, lr: float, steps: int, ctx: Context, desc: str) -> float:
+    train(torch.optim.SGD(net.parameters(), lr=lr), lambda t: LOSSES[loss](net(X), target), steps,
+          progress=partial(ctx.progress, desc=desc))
     with torch.no_grad():
         return float(LOSSES[loss](net(X), target))
 
@@ -68,7 +48,10 @@ def _count_outliers(values: np.ndarray) -> tuple[int, float]:
 
 def run(ctx: Context) -> dict:
     p = ctx.params
-    X, y = _digits(ctx.device)
+    try:
+        X, y = digits(dtype=torch.float64, device=ctx.device)
+    except ImportError as e:
+        raise RuntimeError(f"the hessian-outliers experiment needs scikit-learn's bundled digits data: {e}") from e
     widths = [p["width"], 2 * p["width"]]
     res: dict[str, dict] = {}
     dens = None
@@ -76,8 +59,8 @@ def run(ctx: Context) -> dict:
         target = y if loss == "cross_entropy" else F.one_hot(y, 10).to(X.dtype)
         res[loss] = {}
         for w in widths:
-            net = _mlp(w, ctx.seed, ctx.device)
-            final = _train(net, loss, X, y, p["lr"][loss], p["steps"], ctx, f"{loss} width {w}")
+            net = mlp([64, w, 10], generator=ctx.seed, dtype=torch.float64, device=ctx.device)
+            final = _train(net, loss, X, target, p["lr"][loss], p["steps"], ctx, f"{loss} width {w}")
             H = oh.hessian(net, LOSSES[loss], (X, target))
             eig = oh.lanczos(H, k=p["k"], tol=1e-6, generator=ctx.seed)
             vals = eig.values.cpu().numpy()

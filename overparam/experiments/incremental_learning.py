@@ -15,12 +15,15 @@ the surplus directions (``i > r``) stay below ``1e-2``.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 
 from ..factor import LowRank
 from ..problems import sensing
 from . import Context, Experiment
+from .harness import train
 
 
 def run(ctx: Context) -> dict:
@@ -29,20 +32,20 @@ def run(ctx: Context) -> dict:
     P = sensing(n=n, r=r, m=p["m"], kappa=p["kappa"], generator=ctx.seed, dtype=torch.float64, device=ctx.device)
     model = LowRank((n, n), k, symmetric=True, init="small", scale=p["init_scale"], generator=ctx.seed + 1,
                     dtype=torch.float64, device=ctx.device)
-    opt = torch.optim.SGD(model.parameters(), lr=p["lr"])
     target = torch.linalg.eigvalsh(P.M_star).flip(0)[:r].cpu().numpy()
     shown = min(k, r + 2)
     sig = np.full((p["steps"] + 1, shown), np.nan)
-    for t in ctx.progress(range(p["steps"] + 1), total=p["steps"] + 1, desc="GD"):
+
+    def eigenvalues(t: int) -> bool:
+        """Record the top eigenvalues of UUᵀ; False (stop) once U is not finite: diverged, the claim cannot hold."""
         if not bool(torch.isfinite(model.left).all()):
-            break                                   # diverged: the claim cannot hold
+            return False
         with torch.no_grad():
             sig[t] = torch.linalg.eigvalsh(model()).flip(0)[:shown].cpu().numpy()
-        if t == p["steps"]:
-            break
-        opt.zero_grad()
-        P.loss(model.left).backward()
-        opt.step()
+        return True
+
+    train(torch.optim.SGD(model.parameters(), lr=p["lr"]), lambda t: P.loss(model.left), p["steps"],
+          measure=eigenvalues, until=lambda ok: not ok, progress=partial(ctx.progress, desc="GD"))
     with torch.no_grad():
         rel_err = float(P.relative_error(model.left))
     rel_err = rel_err if np.isfinite(rel_err) else float("inf")

@@ -16,24 +16,21 @@ import torch
 from ..optim import ScaledGD
 from ..problems import sensing
 from . import Context, Experiment
+from .harness import train
 
 
 def _iters_to(P, opt_name: str, lr: float, tol: float, max_iters: int) -> tuple[int | None, list[float]]:
     L, R = (t.clone().requires_grad_() for t in P.init("spectral"))
     opt = ScaledGD([(L, R)], lr=lr) if opt_name == "scaledgd" else torch.optim.SGD([L, R], lr=lr)
-    errs = []
-    for t in range(max_iters + 1):
+
+    def error(t: int) -> float:
         with torch.no_grad():
-            e = float(P.relative_error((L, R)))
-        errs.append(e)
-        if e <= tol:
-            return t, errs
-        if e > 1e3 or e != e:
-            return None, errs
-        opt.zero_grad()
-        P.loss((L, R)).backward()
-        opt.step()
-    return None, errs
+            return float(P.relative_error((L, R)))
+
+    # stop at the tolerance, or once the error blows up (> 1e3 or NaN: diverged)
+    tr = train(opt, lambda t: P.loss((L, R)), max_iters, measure=error, until=lambda e: e <= tol or not e <= 1e3)
+    errs = tr.measures
+    return (len(errs) - 1 if errs[-1] <= tol else None), errs
 
 
 def run(ctx: Context) -> dict:

@@ -20,52 +20,25 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from ..backend.random import make_generator
 from ..prune import lottery, masked, prune_at_init, unstructured
 from . import Context, Experiment
+from .harness import batches, digits, mlp, split, train
 
 
-def _data(seed: int, device):
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
-    X = torch.tensor(X / 16.0, dtype=torch.float32)
-    y = torch.tensor(y, dtype=torch.int64)
-    perm = torch.randperm(len(y), generator=make_generator(seed))
-    n_test = len(y) // 5
-    te, tr = perm[:n_test], perm[n_test:]
-    return (X[tr].to(device), y[tr].to(device)), (X[te].to(device), y[te].to(device))
-
-
-def _mlp(sizes, seed: int, device) -> nn.Sequential:
-    g = make_generator(seed)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        lin = nn.utils.skip_init(nn.Linear, a, b)
-        bound = (3.0 / a) ** 0.5  # uniform with variance 1/fan_in (LeCun), drawn from our generator
-        with torch.no_grad():
-            lin.weight.copy_((torch.rand(b, a, generator=g) * 2 - 1) * bound)
-            lin.bias.zero_()
-        layers.append(lin)
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers).to(device)
-
-
-def _trainer(train, test, p, seed: int):
-    X, y = train
+def _trainer(train_data, test, p, seed: int):
+    X, y = train_data
     Xt, yt = test
 
     def train_fn(model, opt, steps):
-        g = make_generator(seed)
-        for _ in range(steps):
-            idx = torch.randint(0, len(y), (p["batch"],), generator=g).to(X.device)
-            opt.zero_grad()
-            F.cross_entropy(model(X[idx]), y[idx]).backward()
-            opt.step()
+        idx = batches(len(y), p["batch"], generator=seed, device=X.device)
+
+        def loss(t):
+            i = next(idx)
+            return F.cross_entropy(model(X[i]), y[i])
+
+        train(opt, loss, steps)
         with torch.no_grad():
             return float((model(Xt).argmax(1) == yt).float().mean())
 
@@ -75,7 +48,7 @@ def _trainer(train, test, p, seed: int):
 def run(ctx: Context) -> dict:
     p = ctx.params
     dev = ctx.device
-    train, test = _data(ctx.seed, dev)
+    (train_data, test) = split(*digits(device=dev), test=0.2, generator=ctx.seed)
     opt_fn = lambda ps: torch.optim.Adam(ps, lr=p["lr"])  # noqa: E731
     unknown = set(p["baselines"]) - {"reinit", "oneshot", "snip", "synflow"}
     if unknown or "reinit" not in p["baselines"]:
@@ -85,22 +58,22 @@ def run(ctx: Context) -> dict:
     dense_acc = []
     for s in ctx.progress(range(p["seeds"]), total=p["seeds"], desc="seeds"):
         seed = ctx.seed * 1000 + s
-        train_fn = _trainer(train, test, p, seed + 500)
-        net = _mlp(p["sizes"], seed, dev)
+        train_fn = _trainer(train_data, test, p, seed + 500)
+        net = mlp(p["sizes"], bias_std=0.0, generator=seed, device=dev)
         theta0 = {k: v.clone() for k, v in net.state_dict().items()}
         t = lottery(net, train_fn, optimizer_fn=opt_fn, steps=p["steps"], rounds=p["rounds"], rate=p["rate"])
         dense_acc.append(t.rounds[0].result)
         trained_dense = t.rounds[0].checkpoint
         rows = {k: [] for k in curves}
         dens = [r.density for r in t.rounds[1:]]
-        batch = (train[0][: p["batch"] * 4], train[1][: p["batch"] * 4])
+        batch = (train_data[0][: p["batch"] * 4], train_data[1][: p["batch"] * 4])
         for r in t.rounds[1:]:
             rows["ticket"].append(r.result)
             sparsity = 1.0 - r.density
 
             def from_scratch(masks, init_seed=None):
                 """Train under ``masks`` from θ₀ (or from a fresh init drawn with ``init_seed``)."""
-                m = _mlp(p["sizes"], seed if init_seed is None else init_seed, dev)
+                m = mlp(p["sizes"], bias_std=0.0, generator=seed if init_seed is None else init_seed, device=dev)
                 if init_seed is None:
                     m.load_state_dict(theta0)
                 opt = opt_fn(m.parameters())
@@ -108,7 +81,7 @@ def run(ctx: Context) -> dict:
                     return train_fn(m, opt, p["steps"])
 
             rows["reinit"].append(from_scratch(r.masks, init_seed=seed + 77))
-            init = _mlp(p["sizes"], seed, dev)
+            init = mlp(p["sizes"], bias_std=0.0, generator=seed, device=dev)
             if "oneshot" in curves:
                 oneshot = unstructured({k: v.abs() for k, v in trained_dense.items() if k in r.masks}, sparsity)
                 rows["oneshot"].append(from_scratch(oneshot))

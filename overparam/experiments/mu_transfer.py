@@ -28,12 +28,9 @@ from torch import nn
 from .. import scaling
 from ..backend.random import gaussian
 from . import Context, Experiment
+from .harness import mlp, train
 
 F = nn.functional
-
-
-def _mlp(d: int, w: int, c: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(d, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, c))
 
 
 def _task(p: dict, seed: int, device):
@@ -48,8 +45,7 @@ def _task(p: dict, seed: int, device):
 
 
 def _final_loss(param: str, width: int, lr: float, X, y, p: dict, seed: int, base: nn.Module, delta: nn.Module) -> float:
-    with torch.random.fork_rng():  # the modules' own init (overwritten below) must not advance the global RNG
-        model = _mlp(p["d"], width, p["classes"]).to(X.device)
+    model = mlp([p["d"], width, width, p["classes"]], generator=seed, device=X.device)  # re-initialised by the plan
     plan = scaling.plan(model, param, base=base, delta=delta, optimizer=p["optimizer"])
     plan.init_(model, generator=seed)
     with torch.no_grad():
@@ -58,13 +54,8 @@ def _final_loss(param: str, width: int, lr: float, X, y, p: dict, seed: int, bas
                 m.bias.zero_()
     groups = plan.param_groups(model, lr=lr)
     opt = torch.optim.Adam(groups) if p["optimizer"] == "adam" else torch.optim.SGD(groups)
-    for _ in range(p["steps"]):
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(X), y)
-        if not torch.isfinite(loss):
-            return math.inf
-        loss.backward()
-        opt.step()
+    if train(opt, lambda t: F.cross_entropy(model(X), y), p["steps"]).diverged:
+        return math.inf
     with torch.no_grad():
         loss = float(F.cross_entropy(model(X), y))
     return loss if math.isfinite(loss) else math.inf
@@ -74,8 +65,7 @@ def run(ctx: Context) -> dict:
     p = ctx.params
     X, y = _task(p, ctx.seed, ctx.device)
     widths, exps = p["widths"], list(range(p["log2_lr"][0], p["log2_lr"][1] + 1))
-    with torch.random.fork_rng():
-        base, delta = _mlp(p["d"], widths[0], p["classes"]), _mlp(p["d"], widths[1], p["classes"])
+    base, delta = (mlp([p["d"], w, w, p["classes"]], generator=0, device="meta") for w in widths[:2])  # shapes only
     loss = {param: [[0.0] * len(exps) for _ in widths] for param in ("sp", "mup")}
     jobs = [(param, i, j) for param in ("sp", "mup") for i in range(len(widths)) for j in range(len(exps))]
     for param, i, j in ctx.progress(jobs, total=len(jobs), desc="width x lr grid"):

@@ -36,6 +36,7 @@ from torch.nn import functional as F
 from ..backend.random import make_generator
 from ..prune import GradualPruner, cubic, magnitude_scores, synflow_scores
 from . import Context, Experiment
+from .harness import batches, mlp, train
 
 
 def _teacher(p, seed: int, device):
@@ -57,23 +58,13 @@ def _teacher(p, seed: int, device):
     return (X.to(device), (y / sd).to(device)), (Xt.to(device), (yt / sd).to(device))
 
 
-def _student(d_in: int, h: int, seed: int, device) -> nn.Sequential:
-    g = make_generator(seed)
-    l1 = nn.utils.skip_init(nn.Linear, d_in, h, bias=False)
-    l2 = nn.utils.skip_init(nn.Linear, h, 1, bias=False)
-    with torch.no_grad():
-        l1.weight.copy_(torch.randn(h, d_in, generator=g) / d_in**0.5)
-        l2.weight.copy_(torch.randn(1, h, generator=g) / h**0.5)
-    return nn.Sequential(l1, nn.ReLU(), l2).to(device)
-
-
 def nnz(model: nn.Module) -> int:
     """Non-zero parameters of ``model``."""
     return sum(int(p.count_nonzero()) for p in model.parameters())
 
 
-def _train(model, train, test, p, seed: int, sparsity: float | None) -> float:
-    X, y = train
+def _train(model, data, test, p, seed: int, sparsity: float | None) -> float:
+    X, y = data
     T = p["steps"]
     opt = torch.optim.Adam(model.parameters(), lr=p["lr"])
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 if t < p["decay_at"] * T else 0.1)
@@ -84,15 +75,18 @@ def _train(model, train, test, p, seed: int, sparsity: float | None) -> float:
         sched = functools.partial(cubic, final=sparsity, begin=int(p["prune_begin"] * T), end=int(p["prune_end"] * T),
                                   every=max(1, int(p["prune_every"] * T)))
         gp = GradualPruner(model, opt, sched, scorer=scorer, scope="global")
-    g = make_generator(seed)
-    for t in range(T):
-        idx = torch.randint(0, len(y), (p["batch"],), generator=g).to(X.device)
-        opt.zero_grad()
-        F.mse_loss(model(X[idx]).squeeze(1), y[idx]).backward()
-        opt.step()
+    idx = batches(len(y), p["batch"], generator=seed, device=X.device)
+
+    def loss(t):
+        i = next(idx)
+        return F.mse_loss(model(X[i]).squeeze(1), y[i])
+
+    def after_step(t):
         decay.step()
         if gp is not None:
             gp.step(t)
+
+    train(opt, loss, T, after_step=after_step)
     if gp is not None:
         gp.remove()
     with torch.no_grad():
@@ -114,16 +108,17 @@ def run(ctx: Context) -> dict:
     dense_big = []
     for s in ctx.progress(range(p["seeds"]), total=p["seeds"], desc="seeds"):
         seed = ctx.seed * 1000 + s
-        train, test = _teacher(p, seed, dev)
+        data, test = _teacher(p, seed, dev)
         row_s, row_d, row_n = [], [], []
         for h, B in zip(p["small_widths"], budgets):
-            large = _student(d_in, big, seed + 1, dev)
-            row_s.append(_train(large, train, test, p, seed + 2, 1.0 - B / big_weights))
-            small = _student(d_in, h, seed + 3, dev)
-            row_d.append(_train(small, train, test, p, seed + 2, None))
+            large = mlp([d_in, big, 1], bias=False, generator=seed + 1, device=dev)
+            row_s.append(_train(large, data, test, p, seed + 2, 1.0 - B / big_weights))
+            small = mlp([d_in, h, 1], bias=False, generator=seed + 3, device=dev)
+            row_d.append(_train(small, data, test, p, seed + 2, None))
             row_n.append((nnz(large), nnz(small)))
         if p["dense_reference"]:
-            dense_big.append(_train(_student(d_in, big, seed + 1, dev), train, test, p, seed + 2, None))
+            large = mlp([d_in, big, 1], bias=False, generator=seed + 1, device=dev)
+            dense_big.append(_train(large, data, test, p, seed + 2, None))
         sparse.append(row_s), dense.append(row_d), counts.append(row_n)
     ms, md = np.mean(sparse, 0), np.mean(dense, 0)
     ratio = ms / md

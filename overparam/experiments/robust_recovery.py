@@ -15,12 +15,15 @@ relative errors ``‖UUᵀ − M*‖_F/‖M*‖_F``.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 
 from ..optim import SubGM, geometric
 from ..problems import sensing
 from . import Context, Experiment
+from .harness import train
 
 
 def _run(P, U0, opt_name: str, p: dict, ctx: Context, desc: str) -> np.ndarray:
@@ -29,14 +32,9 @@ def _run(P, U0, opt_name: str, p: dict, ctx: Context, desc: str) -> np.ndarray:
         opt = SubGM([U], step=geometric(p["lr0"], p["decay"]))
     else:
         opt = torch.optim.SGD([U], lr=p["l2_lr"])
-    errs = np.empty(p["steps"] + 1)
-    errs[0] = float(P.relative_error(U).detach())
-    for t in ctx.progress(range(1, p["steps"] + 1), total=p["steps"], desc=desc):
-        opt.zero_grad()
-        P.loss(U).backward()
-        opt.step()
-        errs[t] = float(P.relative_error(U).detach())
-    return errs
+    tr = train(opt, lambda t: P.loss(U), p["steps"], measure=lambda t: float(P.relative_error(U).detach()),
+               progress=partial(ctx.progress, desc=desc))
+    return np.array(tr.measures + [np.inf] * (p["steps"] + 1 - len(tr.measures)))  # a diverged run ends at inf
 
 
 def run(ctx: Context) -> dict:

@@ -23,6 +23,7 @@ For both we fit the per-iteration contraction factor and count the iterations to
 
 from __future__ import annotations
 
+from functools import partial
 
 import numpy as np
 import torch
@@ -30,33 +31,21 @@ import torch
 from ..optim import PrecGD, ScaledGD
 from ..problems import sensing
 from . import Context, Experiment
+from .harness import train
 
 
-def _gd(P, X: torch.Tensor, eta: float, steps: int, ctx: Context, desc: str) -> np.ndarray:
-    grad = torch.func.grad(P.loss)
-    errs = np.empty(steps + 1)
-    errs[0] = float(P.relative_error(X))
-    for t in ctx.progress(range(1, steps + 1), total=steps, desc=desc):
-        X = X - eta * grad(X)
-        errs[t] = float(P.relative_error(X))
-    return errs
-
-
-def _preconditioned(P, X: torch.Tensor, opt_name: str, p: dict, steps: int, ctx: Context) -> np.ndarray:
+def _errors(P, X: torch.Tensor, opt_name: str, p: dict, steps: int, ctx: Context, desc: str) -> np.ndarray:
+    """Relative errors ``‖XXᵀ − M*‖_F/‖M*‖_F`` of ``steps`` updates from ``X`` (inf after a divergence)."""
     X = X.clone().requires_grad_()
-    if opt_name == "scaledgd_lambda":
+    if opt_name == "gd":
+        opt = torch.optim.SGD([X], lr=p["lr"])
+    elif opt_name == "scaledgd_lambda":
         opt = ScaledGD([X], lr=p["precond_lr"], damping=p["damping"])
     else:
         opt = PrecGD([X], lr=p["precond_lr"], c=p["precgd_c"], min_damping=1e-14)
-    errs = np.empty(steps + 1)
-    errs[0] = float(P.relative_error(X).detach())
-    for t in ctx.progress(range(1, steps + 1), total=steps, desc=opt_name):
-        opt.zero_grad()
-        f = P.loss(X)
-        f.backward()
-        opt.step(loss=f) if opt_name == "precgd" else opt.step()
-        errs[t] = float(P.relative_error(X).detach())
-    return errs
+    tr = train(opt, lambda t: P.loss(X), steps, measure=lambda t: float(P.relative_error(X).detach()),
+               step_with_loss=opt_name == "precgd", progress=partial(ctx.progress, desc=desc))
+    return np.array(tr.measures + [np.inf] * (steps + 1 - len(tr.measures)))
 
 
 def _linear_rate(errs: np.ndarray, lo: float = 1e-12, hi: float = 1e-3) -> float:
@@ -82,7 +71,7 @@ def run(ctx: Context) -> dict:
     for k in ranks:
         X0 = P.init("small", rank=k, scale=p["init_scale"], generator=ctx.seed + 1)
         assert isinstance(X0, torch.Tensor)  # symmetric problem: one factor
-        curves[k] = _gd(P, X0, p["lr"], p["steps"], ctx, desc=f"GD k={k}")
+        curves[k] = _errors(P, X0, "gd", p, p["steps"], ctx, f"GD k={k}")
     exact = curves[p["r"]]
     rate = _linear_rate(exact)
     hit = np.flatnonzero(exact <= 1e-10)
@@ -93,8 +82,8 @@ def run(ctx: Context) -> dict:
     prec_steps = p["precond_steps"]
     X_small = P.init("small", rank=k_over, scale=p["precond_init_scale"], generator=ctx.seed + 1)
     X_gd = P.init("small", rank=k_over, scale=p["init_scale"], generator=ctx.seed + 1)
-    prec = {"scaledgd_lambda": _preconditioned(P, X_small, "scaledgd_lambda", p, prec_steps, ctx),
-            "precgd": _preconditioned(P, X_gd, "precgd", p, prec_steps, ctx)}
+    prec = {"scaledgd_lambda": _errors(P, X_small, "scaledgd_lambda", p, prec_steps, ctx, "ScaledGD(lambda)"),
+            "precgd": _errors(P, X_gd, "precgd", p, prec_steps, ctx, "PrecGD")}
     prec_rate = {k: _linear_rate(v, lo=1e-10) for k, v in prec.items()}
     prec_iters = {k: (int(np.flatnonzero(v <= 1e-10)[0]) if (v <= 1e-10).any() else None) for k, v in prec.items()}
     gd_at = float(curves[k_over][min(prec_steps, p["steps"])])
