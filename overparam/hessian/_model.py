@@ -18,7 +18,7 @@ from ..backend import vec
 from ..backend.select import Spec, select
 
 __all__ = ["NonDeterministicModelError", "Objective", "parameter_names", "exactly", "grad", "check_agree",
-           "check_deterministic", "rng_guard"]
+           "check_deterministic", "check_stateless", "rng_guard"]
 
 
 class NonDeterministicModelError(ValueError):
@@ -191,9 +191,23 @@ def check_deterministic(first: Callable[[vec.Vec], vec.Vec], second: Callable[[v
     check_agree(a, b, obj, what=f"{what} products with the same vector")
 
 
+def check_stateless(obj: Objective) -> None:
+    """Raise :class:`NonDeterministicModelError` if the forward passes run so far rewrote any of the
+    objective's private buffer copies (compared bitwise with the model's own buffers, which no
+    forward touches): a stateful forward, such as spectral_norm's train-mode power iteration, is
+    refused however little its outputs move."""
+    own = dict(obj.model.named_buffers())
+    changed = [k for k, b in obj.buffers.items() if k in own and not torch.equal(b, own[k])]
+    if changed:
+        raise NonDeterministicModelError(
+            f"the forward pass rewrites the buffers {changed}: the model is stateful under probing "
+            "(spectral_norm, or another module that updates its state in train mode). Call model.eval() first.")
+
+
 def check_agree(a: vec.Vec, b: vec.Vec, obj: Objective, *, what: str) -> None:
     """Raise :class:`NonDeterministicModelError` unless two evaluations ``a`` and ``b`` (of one
-    quantity, from two fresh forward passes) agree to ``1e3·eps`` relative."""
+    quantity, from two fresh forward passes) agree to ``1e3·eps`` relative, and the forwards left
+    the private buffer copies bitwise unchanged (:func:`check_stateless`)."""
     with torch.no_grad():
         diff, ref = vec.norm(vec.sub(a, b)), vec.norm(a)
     tol = 1e3 * torch.finfo(obj.theta[0].dtype).eps * (ref + 1e-30)
@@ -205,3 +219,4 @@ def check_agree(a: vec.Vec, b: vec.Vec, obj: Objective, *, what: str) -> None:
             f"{float(diff / (ref + 1e-30)):.2e}): the model is stochastic or stateful under probing "
             "(dropout, train-mode BatchNorm, random augmentation?). Call model.eval() first."
         )
+    check_stateless(obj)

@@ -87,9 +87,6 @@ def test_stateful_forward_never_touches_the_models_buffers():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
-@pytest.mark.xfail(strict=True, reason="overparam.hessian's determinism checks compare values within 1e3·eps: a "
-                   "converged spectral_norm rewrites _u/_v in every train-mode forward but moves the outputs and "
-                   "gradients by less; comparing the private buffers bitwise would catch it")
 def test_a_stateful_forward_is_refused_even_when_its_values_barely_move():
     net, (x, y) = _spectral_norm_net(0, converged=True)
     assert _output_drift(net, x) < 1e-15  # the values do not show it ...
@@ -100,4 +97,6 @@ def test_a_stateful_forward_is_refused_even_when_its_values_barely_move():
     with pytest.raises(oh.NonDeterministicModelError):  # ... the buffers do
         oh.hessian(net, F.mse_loss, (x, y))
     with pytest.raises(oh.NonDeterministicModelError):
-        oh.ggn(net, (x, y))
+        oh.ggn(net, F.mse_loss, (x, y))
+    with pytest.raises(oh.NonDeterministicModelError):
+        oh.gradient(net, F.mse_loss, (x, y))
