@@ -6,7 +6,9 @@ takes a spec with these rules, plus ``exclude=`` with the same grammar. A spec i
 
 * a **string**: without glob characters (``*?[``) it names a module or parameter by its
   qualified name, exactly or as a dotted suffix (``"fc"`` matches ``"fc"`` and
-  ``"block.0.fc"``; ``"weight"`` matches every ``*.weight``); with glob characters it is a
+  ``"block.0.fc"``; ``"weight"`` matches every ``*.weight``) — except a name that begins with
+  an index (``"0"``, ``"2.weight"``: an ``nn.Sequential`` / ``ModuleList`` position), which is
+  always the full path from the model's root (``"0"`` never matches ``"2.0"``); with glob characters it is a
   shell-style pattern (``fnmatch``, case-sensitive) over the whole qualified name, where ``*``
   also crosses dots (``"blocks.*.attn"``, ``"*.bias"``);
 * a **module type** (``nn.Linear``): every module that is an instance of it;
@@ -63,9 +65,13 @@ def name_matches(pattern: str, name: str) -> bool:
     Example:
         >>> name_matches("fc", "block.0.fc"), name_matches("fc", "block.0.fc2"), name_matches("*.fc", "a.fc")
         (True, False, True)
+        >>> name_matches("0", "0"), name_matches("0", "2.0"), name_matches("layers.0", "model.layers.0")
+        (True, False, True)
     """
     if _GLOB.intersection(pattern):
         return fnmatch.fnmatchcase(name, pattern)
+    if pattern.split(".", 1)[0].isdigit():        # an index path is rooted
+        return name == pattern
     return name == pattern or name.endswith("." + pattern)
 
 

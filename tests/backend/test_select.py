@@ -113,6 +113,14 @@ def test_matches_and_no_side_effects():
     assert ([n for n, _ in net.named_parameters()], list(net.state_dict()), net.training) == before
 
 
+def test_an_index_path_is_rooted():
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
+    assert list(select(net, "0", types=nn.Linear)) == ["0"]
+    assert list(select(net, "2.0")) == ["2.0"]
+    assert list(select(net, "0.weight", kind="parameters")) == ["0.weight"]
+    assert list(select(net, "*.0", types=nn.Linear)) == ["2.0"]
+
+
 def test_shared_modules_are_listed_once():
     lin = nn.Linear(2, 2)
     net = nn.Sequential(lin, nn.ReLU(), lin)
@@ -127,9 +135,12 @@ _parts = st.sampled_from(["a", "b", "fc", "0", "1"])
 @given(name=st.lists(_parts, min_size=1, max_size=4).map(".".join),
        pat=st.lists(st.sampled_from(["a", "b", "fc", "0", "*", "?"]), min_size=1, max_size=3).map(".".join))
 def test_name_matches_oracle(name, pat):
-    """Plain names: exact or a suffix of whole dotted components; globs: fnmatch of the whole name."""
+    """Plain names: exact or a suffix of whole dotted components (exact only when the first component
+    is an index); globs: fnmatch of the whole name."""
     if any(c in pat for c in "*?["):
         expect = fnmatch.fnmatchcase(name, pat)
+    elif pat.split(".")[0].isdigit():
+        expect = name == pat
     else:
         comps, pcomps = name.split("."), pat.split(".")
         expect = comps[len(comps) - len(pcomps):] == pcomps if len(pcomps) <= len(comps) else False

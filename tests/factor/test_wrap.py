@@ -158,7 +158,9 @@ def test_target_errors():
 def test_targets_are_selection_specs():
     assert lora_(Net(), "block.*", rank=1, generator=0) == ["block.0", "block.2"]       # glob
     assert lora_(Net(), "block", rank=1, generator=0) == ["block.0", "block.2"]         # a container
-    assert lowrank_(Net(), "2", rank=2, init="small", generator=0) == ["block.2"]       # dotted suffix
+    assert lowrank_(Net(), "block.2", rank=2, init="small", generator=0) == ["block.2"]  # a name
+    with pytest.raises(ValueError, match="targets: .2. matches no"):                      # an index path is rooted
+        lowrank_(Net(), "2", rank=2, init="small", generator=0)
     assert lora_(Net(), rank=1, generator=0) == ["emb", "conv", "block.0", "block.2"]   # None: every layer
     assert lora_(Net(), exclude=["emb", "block.2"], rank=1, generator=0) == ["conv", "block.0"]
     assert hadamard_(Net(), lambda n, m: n.endswith("0"), generator=0) == ["block.0"]  # a predicate
