@@ -21,7 +21,7 @@ Example:
     [('svd', True), ('randomized', True)]
 """
 
-from . import checks, dispatch, dist, linalg, nm, random, select, topk, vec
+from . import checks, dispatch, dist, kernels, linalg, nm, random, select, topk, vec
 from .dispatch import implementations
 from .random import make_generator
 

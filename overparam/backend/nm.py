@@ -140,16 +140,6 @@ def _nm_topk(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
     return nm_ungroup(keep, scores, dim)
 
 
-def _load_triton():
-    from .kernels.nm import nm_mask_triton
-
-    return nm_mask_triton
-
-
-dispatch.register("nm_mask", "triton", loader=_load_triton, available=dispatch.triton_unavailable,
-                  priority={"cuda": 2})
-
-
 def grouped_dim(t: Tensor, dim: int | None = None) -> int:
     """The N:M grouped dimension of ``t`` as an index: ``dim``, or by default 1 (the input
     dimension of Linear and Conv weights) and 0 for a 1-D ``t``; out of range is a ``ValueError``.

@@ -41,6 +41,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from ..backend.checks import check_fraction
 from ..backend.select import Spec, matches, name_matches, select
 
 __all__ = ["Masks", "DEFAULT_TYPES", "PRUNABLE", "targets", "check_masks", "kept_fraction", "resolve_overrides"]
@@ -135,8 +136,6 @@ def resolve_overrides(overrides: Mapping | None, names, *, model: nn.Module | No
         >>> resolve_overrides({"fc": 0.9}, ["fc.weight", "head.weight"])
         {'fc.weight': 0.9}
     """
-    from .masks import check_sparsity  # masks imports this module
-
     if overrides is None:
         return {}
     if not isinstance(overrides, Mapping):
@@ -144,7 +143,7 @@ def resolve_overrides(overrides: Mapping | None, names, *, model: nn.Module | No
     names = list(names)
     own: dict[str, float] = {}
     for key, val in overrides.items():
-        sp = check_sparsity(val, f"overrides[{key!r}]")
+        sp = check_fraction(val, f"overrides[{key!r}]", high_open=True)  # a sparsity, in [0, 1)
         if model is not None:
             select(model, key, kind="parameters", argname="overrides")  # a bad or unmatched item raises here
             hits = [n for n in names if matches(model, key, n)]

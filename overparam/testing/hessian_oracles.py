@@ -183,27 +183,27 @@ def curvature_case(name: str, *, batch_size: int = 8, generator: GeneratorLike =
     return CurvatureCase(model, nn.functional.mse_loss, (x, gaussian(out.shape, generator=g, dtype=f64)), "mse")
 
 
-def dense_ggn(model: nn.Module, batch, loss: str) -> Tensor:
-    """Dense GGN ``Jᵀ ∇²ℓ J`` ``(n, n)`` of ``loss`` (``"mse"`` or ``"cross_entropy"``, means)
-    on ``batch = (inputs, targets)``: the output Jacobian ``J (m, n)`` by :func:`~overparam.testing.
+def dense_ggn(model: nn.Module, loss_fn: str, data) -> Tensor:
+    """Dense GGN ``Jᵀ ∇²ℓ J`` ``(n, n)`` of ``loss_fn`` (``"mse"`` or ``"cross_entropy"``, means)
+    on one batch ``data = (inputs, targets)``: the output Jacobian ``J (m, n)`` by :func:`~overparam.testing.
     oracles.jacobian_of` and the loss Hessian w.r.t. the ``m`` outputs by
     :func:`~overparam.testing.oracles.hessian_of` (plain autograd, one pass per row).
 
     Example:
         >>> net = torch.nn.Linear(3, 2).double()
         >>> x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
-        >>> dense_ggn(net, (x, y), "mse").shape
+        >>> dense_ggn(net, "mse", (x, y)).shape
         torch.Size([8, 8])
     """
-    if loss not in _LOSSES:
-        raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {loss!r}")
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise ValueError("batch must be an (inputs, targets) pair")
-    x, y = batch
+    if not isinstance(loss_fn, str) or loss_fn not in _LOSSES:
+        raise ValueError(f"loss_fn must be one of {sorted(_LOSSES)}, got {loss_fn!r}")
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError("data must be one (inputs, targets) batch")
+    x, y = data
     out_of, theta = outputs_of_flat(model, x)
     out = out_of(theta).detach()
     J = jacobian_of(out_of, theta)
-    HL = hessian_of(lambda o: _LOSSES[loss](o.reshape(out.shape), y), out.reshape(-1))
+    HL = hessian_of(lambda o: _LOSSES[loss_fn](o.reshape(out.shape), y), out.reshape(-1))
     return J.mT @ HL @ J
 
 

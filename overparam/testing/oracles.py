@@ -58,10 +58,10 @@ def outputs_of_flat(model: nn.Module, inputs) -> tuple[Callable[[Tensor], Tensor
     return f, theta
 
 
-def loss_of_flat(model: nn.Module, loss_fn: Callable[..., Tensor], batch) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+def loss_of_flat(model: nn.Module, loss_fn: Callable[..., Tensor], data) -> tuple[Callable[[Tensor], Tensor], Tensor]:
     """The loss as a function of the flat parameter vector, and the current flat vector.
 
-    ``loss_fn(outputs, targets)`` with ``batch = (inputs, targets)``; buffers are held fixed
+    ``loss_fn(outputs, targets)`` on one batch ``data = (inputs, targets)``; buffers are held fixed
     (see :func:`outputs_of_flat`).
 
     Example:
@@ -71,9 +71,9 @@ def loss_of_flat(model: nn.Module, loss_fn: Callable[..., Tensor], batch) -> tup
         >>> bool(f(torch.zeros_like(theta)) == 0)
         True
     """
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise ValueError("batch must be an (inputs, targets) pair")
-    inputs, targets = batch
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError("data must be one (inputs, targets) batch")
+    inputs, targets = data
     out, theta = outputs_of_flat(model, inputs)
     return (lambda flat: loss_fn(out(flat), targets)), theta
 
@@ -171,7 +171,7 @@ def fd_hessian_of(f: Callable[[Tensor], Tensor], x: Tensor, *, step: float = 1e-
     return torch.stack([(grad_at(x + step * e) - grad_at(x - step * e)) / (2 * step) for e in eye], dim=1)
 
 
-def dense_hessian(model: nn.Module, loss_fn: Callable[..., Tensor], batch) -> Tensor:
+def dense_hessian(model: nn.Module, loss_fn: Callable[..., Tensor], data) -> Tensor:
     """Dense Hessian ``(n, n)`` of ``loss_fn(model(inputs), targets)`` w.r.t. all trainable
     parameters (in ``named_parameters`` order), by :func:`hessian_of` (autograd
     double-backward, one pass per row).
@@ -185,7 +185,7 @@ def dense_hessian(model: nn.Module, loss_fn: Callable[..., Tensor], batch) -> Te
         >>> dense_hessian(net, torch.nn.functional.mse_loss, (x, y)).shape
         torch.Size([3, 3])
     """
-    return hessian_of(*loss_of_flat(model, loss_fn, batch))
+    return hessian_of(*loss_of_flat(model, loss_fn, data))
 
 
 def dense_matrix(matvec: Callable[[Tensor], Tensor] | Tensor, n: int | None = None, *, dtype=torch.float64, device=None) -> Tensor:

@@ -16,7 +16,7 @@ def test_ggn_matches_dense_jacobian_oracle(loss):
     net = tanh_mlp([4, 6, 3], generator=1)
     x = gaussian((10, 4), generator=g, dtype=torch.float64)
     y = gaussian((10, 3), generator=g, dtype=torch.float64) if loss == "mse" else torch.randint(0, 3, (10,), generator=g)
-    Gd = dense_ggn(net, (x, y), loss)
+    Gd = dense_ggn(net, loss, (x, y))
     with assert_no_side_effects(net):
         G = oh.ggn(net, loss, (x, y))
         dense = G.to_dense()
@@ -30,7 +30,7 @@ def test_ggn_loader_and_cnn():
     x = gaussian((9, 1, 8, 8), generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (9,), generator=g)
     G = oh.ggn(net, F.cross_entropy, [(x[:5], y[:5]), (x[5:], y[5:])])
-    assert max_rel_error(G.to_dense(), dense_ggn(net, (x, y), "cross_entropy")) < 1e-12
+    assert max_rel_error(G.to_dense(), dense_ggn(net, "cross_entropy", (x, y))) < 1e-12
 
 
 def test_ggn_equals_hessian_for_linear_model_mse():
@@ -55,7 +55,7 @@ def test_ggn_loss_fn_spellings_agree_and_params_select():
     x, y = gaussian((7, 4), generator=g, dtype=torch.float64), torch.randint(0, 3, (7,), generator=g)
     dense = {str(f): oh.ggn(net, f, (x, y)).to_dense() for f in ("cross_entropy", F.cross_entropy, nn.CrossEntropyLoss())}
     full = dense["cross_entropy"]
-    assert max_rel_error(full, dense_ggn(net, (x, y), "cross_entropy")) < 1e-12
+    assert max_rel_error(full, dense_ggn(net, "cross_entropy", (x, y))) < 1e-12
     assert all(torch.equal(d, full) for d in dense.values())
     last = oh.ggn(net, "cross_entropy", (x, y), params="2")  # the last layer: 5*3 + 3 trailing coordinates
     assert last.names == ["2.weight", "2.bias"]
@@ -72,4 +72,4 @@ def test_ggn_mse_on_ragged_loader_is_per_sample_mean():
     x, y = gaussian((11, 4), generator=g, dtype=torch.float64), gaussian((11, 3), generator=g, dtype=torch.float64)
     loader = [(x[:4], y[:4]), (x[4:8], y[4:8]), (x[8:], y[8:])]  # sizes 4, 4, 3
     G = oh.ggn(net, F.mse_loss, loader)
-    assert max_rel_error(G.to_dense(), dense_ggn(net, (x, y), "mse")) < 1e-12
+    assert max_rel_error(G.to_dense(), dense_ggn(net, "mse", (x, y))) < 1e-12

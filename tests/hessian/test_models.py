@@ -29,7 +29,7 @@ def test_hessian_products_match_the_dense_oracle(case, backend):
 
 
 def test_ggn_matches_the_dense_oracle(case):
-    Gd = dense_ggn(case.model, case.batch, case.loss)
+    Gd = dense_ggn(case.model, case.loss, case.batch)
     with assert_no_side_effects(case.model):
         G = oh.ggn(case.model, case.loss, case.batch).to_dense()
     assert max_rel_error(G, Gd) < 1e-12

@@ -20,7 +20,7 @@ def test_dense_ggn_matches_central_differences(name):
     case = curvature_case(name, batch_size=5, generator=20)
     x, y = case.batch
     with testing.assert_no_side_effects(case.model):
-        G = dense_ggn(case.model, case.batch, case.loss)
+        G = dense_ggn(case.model, case.loss, case.batch)
     out_of, theta = testing.outputs_of_flat(case.model, x)
     with torch.no_grad():
         out = out_of(theta)
@@ -34,17 +34,17 @@ def test_dense_ggn_is_the_hessian_of_a_linear_model_with_mse():
     net = testing.tanh_mlp([4, 3], generator=0)
     g = torch.Generator().manual_seed(1)
     batch = (torch.randn(7, 4, generator=g, dtype=torch.float64), torch.randn(7, 3, generator=g, dtype=torch.float64))
-    torch.testing.assert_close(dense_ggn(net, batch, "mse"), testing.dense_hessian(net, torch.nn.functional.mse_loss, batch),
+    torch.testing.assert_close(dense_ggn(net, "mse", batch), testing.dense_hessian(net, torch.nn.functional.mse_loss, batch),
                                rtol=1e-13, atol=1e-15)
 
 
 def test_dense_ggn_refuses_bad_arguments():
     net = testing.tanh_mlp([2, 1], generator=0)
     batch = (torch.zeros(3, 2, dtype=torch.float64), torch.zeros(3, 1, dtype=torch.float64))
-    with pytest.raises(ValueError, match="loss must be one of"):
-        dense_ggn(net, batch, "l1")
-    with pytest.raises(ValueError, match="batch"):
-        dense_ggn(net, batch[0], "mse")
+    with pytest.raises(ValueError, match="loss_fn must be one of"):
+        dense_ggn(net, "l1", batch)
+    with pytest.raises(ValueError, match="data must be one"):
+        dense_ggn(net, "mse", batch[0])
 
 
 @pytest.mark.parametrize("name", CURVATURE_MODELS)

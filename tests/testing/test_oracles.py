@@ -128,7 +128,7 @@ def test_oracles_refuse_bad_arguments():
     for step in (0, -1e-5, float("inf"), float("nan"), True):
         with pytest.raises(ValueError, match="step"):
             testing.fd_hessian_of(lambda t: t.sum(), x, step=step)
-    with pytest.raises(ValueError, match="batch"):
+    with pytest.raises(ValueError, match="data must be one"):
         testing.dense_hessian(torch.nn.Linear(2, 1), torch.nn.functional.mse_loss, torch.ones(2, 2))
 
 

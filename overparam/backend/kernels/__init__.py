@@ -1,3 +1,17 @@
 """Optional Triton kernels. Each module here pairs a kernel with the torch reference it must
 equal (in the backend module of the same name) and is imported lazily, through the ``loader``
-of its :func:`overparam.backend.dispatch.register` call, so ``import overparam`` never imports triton."""
+of its :func:`overparam.backend.dispatch.register` call below, so ``import overparam`` never
+imports triton. The references register first (importing them here), the kernels after them.
+"""
+
+from .. import dispatch
+from .. import nm as _nm  # noqa: F401  (registers the N:M reference and batched implementations first)
+
+
+def _load_nm():
+    from .nm import nm_mask_triton
+
+    return nm_mask_triton
+
+
+dispatch.register("nm_mask", "triton", loader=_load_nm, available=dispatch.triton_unavailable, priority={"cuda": 2})
