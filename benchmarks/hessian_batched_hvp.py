@@ -21,7 +21,7 @@ from torch import nn
 import overparam.hessian as oh
 from overparam.backend import vec
 from overparam.backend.random import gaussian, make_generator
-from overparam.experiments.harness import mlp
+from overparam.experiments import harness
 
 F = torch.nn.functional
 
@@ -40,7 +40,7 @@ def main() -> None:
     if args.model == "cnn":
         model, x = cnn(), gaussian((args.batch, 3, 32, 32), generator=g)
     else:
-        model = mlp([784, 300, 100, 10], activation=nn.Tanh, generator=1, dtype=torch.float64).float()
+        model = harness.mlp([784, 300, 100, 10], activation=nn.Tanh, generator=1, dtype=torch.float64).float()
         x = gaussian((args.batch, 784), generator=g)
     y = torch.randint(0, 10, (args.batch,), generator=g)
     H = oh.hessian(model, F.cross_entropy, (x, y), check=False)

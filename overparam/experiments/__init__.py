@@ -24,7 +24,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["Experiment", "Context", "registry", "get"]
+from . import harness
+
+__all__ = ["Experiment", "Context", "registry", "get", "harness"]
 
 
 @dataclass
