@@ -133,6 +133,6 @@ class GGNOperator(Operator):
         return res
 
 
-def ggn(model: nn.Module, loss_fn, data, **kwargs) -> GGNOperator:
-    """Shorthand for :class:`GGNOperator` ``(model, loss_fn, data, **kwargs)``."""
-    return GGNOperator(model, loss_fn, data, **kwargs)
+def ggn(model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None, check: bool = True) -> GGNOperator:
+    """Shorthand for :class:`GGNOperator` ``(model, loss_fn, data, ...)``, same arguments."""
+    return GGNOperator(model, loss_fn, data, params=params, exclude=exclude, check=check)

@@ -134,9 +134,12 @@ class HessianOperator(Operator):
                                backend=self.backend, reduction=self.obj.reduction, **self._options)
 
 
-def hessian(model: nn.Module, loss_fn: Callable, data, **kwargs) -> HessianOperator:
-    """Shorthand for :class:`HessianOperator` ``(model, loss_fn, data, **kwargs)``."""
-    return HessianOperator(model, loss_fn, data, **kwargs)
+def hessian(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
+            backend: str | None = "auto", reduction: str = "mean", retain_graph: bool | None = None, block: int = 16,
+            fd_step: float | None = None, check: bool = True) -> HessianOperator:
+    """Shorthand for :class:`HessianOperator` ``(model, loss_fn, data, ...)``, same arguments."""
+    return HessianOperator(model, loss_fn, data, params=params, exclude=exclude, backend=backend, reduction=reduction,
+                           retain_graph=retain_graph, block=block, fd_step=fd_step, check=check)
 
 
 def blocks(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
