@@ -61,6 +61,14 @@ class Context:
             self.notes.append("matplotlib is not installed: no plots (pip install 'overparam[plot]')")
         return plt
 
+    def finish_axes(self, fig, ax, name: str, *, legend: int | None = 8, **labels) -> None:
+        """Label ``ax`` (``ax.set(**labels)``: ``xlabel=``, ``ylabel=``, ``title=``), add a legend
+        with font size ``legend`` (``None``: no legend) and save the figure (:meth:`savefig`)."""
+        ax.set(**labels)
+        if legend is not None:
+            ax.legend(fontsize=legend)
+        self.savefig(fig, name)
+
     def savefig(self, fig, name: str) -> None:
         """Save a figure as ``out/name`` (PNG) and record it for the report."""
         path = self.out / name

@@ -122,9 +122,8 @@ def run(ctx: Context) -> dict:
         ax.set_xticks([d * 100 for d in dens], [f"{d * 100:.3g}" for d in dens])
         ax.minorticks_off()
         ax.invert_xaxis()
-        ax.set(xlabel="weights remaining (%)", ylabel="test accuracy", title="Lottery tickets on digits (MLP)")
-        ax.legend(fontsize=8)
-        ctx.savefig(fig, "accuracy_vs_density.png")
+        ctx.finish_axes(fig, ax, "accuracy_vs_density.png", xlabel="weights remaining (%)", ylabel="test accuracy",
+                        title="Lottery tickets on digits (MLP)")
     return {
         "claim_holds": holds,
         "summary": summary,

@@ -145,10 +145,8 @@ def run(ctx: Context) -> dict:
         ax.loglog(budgets, md, "s--", label="small dense, same non-zeros")
         if dense_big:
             ax.axhline(float(np.mean(dense_big)), color="k", lw=0.8, label=f"large dense ({big_weights} non-zeros)")
-        ax.set(xlabel="non-zero parameters", ylabel="test MSE (unit-variance target)",
-               title="To prune or not to prune (sparse teacher)")
-        ax.legend(fontsize=8)
-        ctx.savefig(fig, "test_mse_vs_nnz.png")
+        ctx.finish_axes(fig, ax, "test_mse_vs_nnz.png", xlabel="non-zero parameters",
+                        ylabel="test MSE (unit-variance target)", title="To prune or not to prune (sparse teacher)")
     return {
         "claim_holds": holds,
         "summary": summary,

@@ -64,14 +64,6 @@ def test_prune_nm_names_are_the_backend_ones():
     assert N.nm_mask is backend_nm.nm_mask and N.nm_groups is backend_nm.nm_groups and N.check_nm is backend_nm.check_nm
 
 
-def test_nan_raises_on_both_batched_paths():
-    for m in (4, 16):
-        w = torch.rand(2, m)
-        w[1, m - 1] = float("nan")
-        with pytest.raises(ValueError, match="NaN"):
-            N.nm_mask(w, 2, m, impl="batched")
-
-
 @pytest.mark.parametrize("shape,dim", [((4, 8), 2), ((4, 8), 5), ((4, 8), -3), ((2, 4, 8, 8), -7), ((8,), 1)])
 def test_out_of_range_dim_refused(shape, dim):
     """Issue 20: dim used to wrap modulo ndim (dim=5 on a 2-D tensor grouped dim 1)."""
