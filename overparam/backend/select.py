@@ -105,9 +105,9 @@ def _items(spec: Spec, argname: str) -> list:
     return flat
 
 
-def _hits(model: nn.Module, item, kind: str) -> list[str]:
+def _hits(model: nn.Module, item, kind: str, modules: dict[str, nn.Module] | None = None) -> list[str]:
     """The names (of ``kind``) that one spec item selects, in model order."""
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules()) if modules is None else modules
     if callable(item) and not isinstance(item, (str, type)):
         pool = modules.items() if kind == "modules" else model.named_parameters()
         return [n for n, obj in pool if item(n, obj)]
@@ -163,7 +163,8 @@ def select(model: nn.Module, spec: Spec = None, *, exclude: Spec = None, kind: s
     if types is not None:
         types = types if isinstance(types, tuple) else (types,)
     what = what or kind[:-1]
-    pool = dict(model.named_modules()) if kind == "modules" else dict(model.named_parameters())
+    modules = dict(model.named_modules())
+    pool = modules if kind == "modules" else dict(model.named_parameters())
     owner_of = {}
     if kind == "parameters" and types is not None:
         for mname, m in model.named_modules():
@@ -182,12 +183,12 @@ def select(model: nn.Module, spec: Spec = None, *, exclude: Spec = None, kind: s
     else:
         chosen = set()
         for it in items:
-            got = [n for n in _hits(model, it, kind) if allowed(n)]
+            got = [n for n in _hits(model, it, kind, modules) if allowed(n)]
             if not got and isinstance(it, (str, type)):
                 raise ValueError(f"{argname}: {_show(it)} matches no {what} of the model")
             chosen.update(got)
     for it in _items(exclude, "exclude"):
-        got = _hits(model, it, kind)
+        got = _hits(model, it, kind, modules)
         if not got and isinstance(it, (str, type)):
             raise ValueError(f"exclude: {_show(it)} matches no {kind[:-1]} of the model")
         chosen.difference_update(got)

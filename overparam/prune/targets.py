@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backend.checks import check_fraction
-from ..backend.select import Spec, matches, name_matches, select
+from ..backend.select import Spec, name_matches, select
 
 __all__ = ["Masks", "DEFAULT_TYPES", "PRUNABLE", "targets", "check_masks", "kept_fraction", "resolve_overrides"]
 
@@ -145,8 +145,8 @@ def resolve_overrides(overrides: Mapping | None, names, *, model: nn.Module | No
     for key, val in overrides.items():
         sp = check_fraction(val, f"overrides[{key!r}]", high_open=True)  # a sparsity, in [0, 1)
         if model is not None:
-            select(model, key, kind="parameters", argname="overrides")  # a bad or unmatched item raises here
-            hits = [n for n in names if matches(model, key, n)]
+            chosen = select(model, key, kind="parameters", argname="overrides")  # a bad or unmatched item raises
+            hits = [n for n in names if n in chosen]
         elif isinstance(key, str) and key:
             hits = [n for n in names if any(name_matches(key, q) for q in _owners(n))]
         else:
