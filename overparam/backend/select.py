@@ -17,6 +17,9 @@ takes a spec with these rules, plus ``exclude=`` with the same grammar. A spec i
 * a **list or tuple** of these: their union;
 * ``None``: everything (the package's default then applies, e.g. prune's Linear/Conv weights).
 
+A shared module or tied parameter is matched by any of its names (``"head.weight"`` tied to
+``"emb.weight"``) and reported under its first name, as ``named_parameters()`` lists it.
+
 A string or type selects the modules it names **and everything inside them**: ``"blocks.0"``
 selects block 0 and its submodules; for ``kind="parameters"`` it selects every parameter under
 them (``"fc"`` gives ``fc.weight`` and ``fc.bias``; ``"fc.weight"`` only that one). A predicate
@@ -105,24 +108,29 @@ def _items(spec: Spec, argname: str) -> list:
     return flat
 
 
-def _hits(model: nn.Module, item, kind: str, modules: dict[str, nn.Module] | None = None) -> list[str]:
-    """The names (of ``kind``) that one spec item selects, in model order."""
-    modules = dict(model.named_modules()) if modules is None else modules
+def _hits(model: nn.Module, item, kind: str) -> list[str]:
+    """The names (of ``kind``) that one spec item selects. A shared module or tied parameter is
+    matched by any of its names and reported under its first one (as ``named_modules()`` /
+    ``named_parameters()`` list it)."""
+    every = list(model.named_modules(remove_duplicate=False))
+    first: dict[int, str] = {}
+    for n, m in every:
+        first.setdefault(id(m), n)
+    if kind == "parameters":
+        every = list(model.named_parameters(remove_duplicate=False))
+        for n, p in every:
+            first.setdefault(id(p), n)
     if callable(item) and not isinstance(item, (str, type)):
-        pool = modules.items() if kind == "modules" else model.named_parameters()
-        return [n for n, obj in pool if item(n, obj)]
+        return list(dict.fromkeys(first[id(obj)] for n, obj in every if item(n, obj)))
+    mods = model.named_modules(remove_duplicate=False)
     if isinstance(item, type):
-        roots = {n for n, m in modules.items() if isinstance(m, item)}
+        roots = {n for n, m in mods if isinstance(m, item)}
     else:
-        roots = {n for n in modules if n and name_matches(item, n)}
-    if kind == "modules":
-        return [n for n in modules if n in roots or any(p in roots for p in _prefixes(n)[:-1]) or "" in roots]
-    out = []
-    for n, _ in model.named_parameters():
-        owners = [""] + _prefixes(n)[:-1]
-        if any(o in roots for o in owners) or (isinstance(item, str) and name_matches(item, n)):
-            out.append(n)
-    return out
+        roots = {n for n, _ in mods if n and name_matches(item, n)}
+    whole = "" in roots
+    out = [first[id(obj)] for n, obj in every
+           if whole or any(q in roots for q in _prefixes(n)) or (isinstance(item, str) and name_matches(item, n))]
+    return list(dict.fromkeys(out))
 
 
 def select(model: nn.Module, spec: Spec = None, *, exclude: Spec = None, kind: str = "modules",
@@ -163,8 +171,7 @@ def select(model: nn.Module, spec: Spec = None, *, exclude: Spec = None, kind: s
     if types is not None:
         types = types if isinstance(types, tuple) else (types,)
     what = what or kind[:-1]
-    modules = dict(model.named_modules())
-    pool = modules if kind == "modules" else dict(model.named_parameters())
+    pool = dict(model.named_modules()) if kind == "modules" else dict(model.named_parameters())
     owner_of = {}
     if kind == "parameters" and types is not None:
         for mname, m in model.named_modules():
@@ -183,12 +190,12 @@ def select(model: nn.Module, spec: Spec = None, *, exclude: Spec = None, kind: s
     else:
         chosen = set()
         for it in items:
-            got = [n for n in _hits(model, it, kind, modules) if allowed(n)]
+            got = [n for n in _hits(model, it, kind) if allowed(n)]
             if not got and isinstance(it, (str, type)):
                 raise ValueError(f"{argname}: {_show(it)} matches no {what} of the model")
             chosen.update(got)
     for it in _items(exclude, "exclude"):
-        got = _hits(model, it, kind, modules)
+        got = _hits(model, it, kind)
         if not got and isinstance(it, (str, type)):
             raise ValueError(f"exclude: {_show(it)} matches no {kind[:-1]} of the model")
         chosen.difference_update(got)

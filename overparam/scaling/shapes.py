@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..backend.select import Spec, name_matches, select
+from ..backend.select import Spec, select
 
 __all__ = ["ROLES", "TensorShape", "fans", "infer_shapes"]
 
@@ -106,36 +106,16 @@ def _aliases(model: nn.Module) -> dict[int, list[str]]:
 
 
 def _select_trainable(model: nn.Module, spec: Spec, *, argname: str) -> set[str]:
-    """Names (as in ``named_parameters``) of the trainable tensors that ``spec`` selects by any of
-    their names; every item of ``spec`` must select one, else a ValueError names ``argname``.
-
-    :func:`~overparam.backend.select.select` sees a tied tensor under its first name only; an
-    item may also name a later alias (``"head.weight"`` tied to ``"emb.weight"``), matched here
-    by the same grammar (the name or an enclosing module's, the owner's type, a predicate).
-    """
-    trainable = {k: p for k, p in model.named_parameters() if p.requires_grad}
-    aliases, owners = _aliases(model), _owners(model)
+    """Names (as in ``named_parameters``) of the trainable tensors that ``spec`` selects (a tied
+    tensor by any of its names, see :mod:`overparam.backend.select`); every item of ``spec``,
+    predicates included, must select a trainable tensor, else a ValueError names ``argname``."""
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
     items = list(spec) if isinstance(spec, (list, tuple)) else [spec]
     if not items or spec is None:
         raise ValueError(f"{argname}: an empty spec selects nothing")
     out: set[str] = set()
     for item in items:
-        try:
-            got = set(select(model, item, kind="parameters", argname=argname))
-        except ValueError:
-            got = set()
-        for k, p in trainable.items():
-            for a in aliases.get(id(p), [k])[1:]:
-                if isinstance(item, str):
-                    parts = a.split(".")
-                    hit = any(name_matches(item, ".".join(parts[: i + 1])) for i in range(len(parts)))
-                elif isinstance(item, type):
-                    hit = isinstance(owners.get(a), item)
-                else:
-                    hit = bool(item(a, p))
-                if hit:
-                    got.add(k)
-        got &= set(trainable)
+        got = set(select(model, item, kind="parameters", argname=argname)) & trainable
         if not got:
             raise ValueError(f"{argname}: {item!r} matches no trainable parameter of the model")
         out |= got

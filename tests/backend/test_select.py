@@ -145,3 +145,22 @@ def test_name_matches_oracle(name, pat):
         comps, pcomps = name.split("."), pat.split(".")
         expect = comps[len(comps) - len(pcomps):] == pcomps if len(pcomps) <= len(comps) else False
     assert name_matches(pat, name) == expect
+
+
+def test_tied_parameters_and_shared_modules_are_matched_by_any_name():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(5, 4)
+            self.body = nn.Linear(4, 4)
+            self.head = nn.Linear(4, 5, bias=False)
+            self.head.weight = self.emb.weight          # tied read-out
+            self.again = self.body                      # a shared module under a second name
+
+    net = Tied()
+    assert list(select(net, "head.weight", kind="parameters")) == ["emb.weight"]    # reported by its first name
+    assert list(select(net, "head", kind="parameters")) == ["emb.weight"]
+    assert list(select(net, nn.Linear, kind="parameters")) == ["emb.weight", "body.weight", "body.bias"]
+    assert list(select(net, lambda n, p: n == "head.weight", kind="parameters")) == ["emb.weight"]
+    assert list(select(net, "again")) == ["body"]
+    assert list(select(net, "*.weight", kind="parameters", exclude="head")) == ["body.weight"]
