@@ -23,7 +23,7 @@ from torch import Tensor
 
 from . import dispatch
 from .checks import check_float, check_rank
-from .random import GeneratorLike, gaussian, make_generator
+from .random import GeneratorLike, gaussian, measurement_generator
 
 __all__ = ["orthogonalize", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve",
            "NotPositiveDefiniteError", "cholesky_qr2", "SVD", "exact_svd", "randomized_svd", "top_svd"]
@@ -276,7 +276,7 @@ def randomized_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8,
     """
     _check_svd_args(W, rank, niter, oversample)
     q = min(rank + oversample, *W.shape)
-    omega = gaussian((W.shape[1], q), generator=make_generator(generator), dtype=W.dtype, device=W.device)
+    omega = gaussian((W.shape[1], q), generator=measurement_generator(generator), dtype=W.dtype, device=W.device)
     Q = cholesky_qr2(W @ omega)[0]
     for _ in range(niter):
         Q = cholesky_qr2(W.mT @ Q)[0]

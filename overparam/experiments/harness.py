@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, fan_in_normal_, make_generator
+from ..backend.random import GeneratorLike, construction_generator, fan_in_normal_
 
 __all__ = ["mlp", "digits", "split", "batches", "Trace", "train", "pyplot"]
 
@@ -109,7 +109,7 @@ def split(X: Tensor, y: Tensor, *, test: float, generator: GeneratorLike = None
         raise ValueError(f"X and y must have the same number of rows, got {len(X)} and {len(y)}")
     if isinstance(test, bool) or not isinstance(test, (int, float)) or not 0 < test < 1:
         raise ValueError(f"test must be a fraction in (0, 1), got {test!r}")
-    perm = torch.randperm(len(y), generator=make_generator(generator)).to(y.device)
+    perm = torch.randperm(len(y), generator=construction_generator(generator)).to(y.device)
     n_test = int(len(y) * test)
     te, tr = perm[:n_test], perm[n_test:]
     return (X[tr], y[tr]), (X[te], y[te])
@@ -128,7 +128,7 @@ def batches(n: int, size: int, *, generator: GeneratorLike = None, device: torch
     for name, val in (("n", n), ("size", size)):
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{name} must be a positive int, got {val!r}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     while True:
         yield torch.randint(0, n, (size,), generator=g).to(device)
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ..backend.checks import check_float, check_rank
 from ..backend.linalg import top_svd
-from ..backend.random import GeneratorLike, gaussian, make_generator, uniform
+from ..backend.random import GeneratorLike, construction_generator, gaussian, uniform
 from . import _layers
 from .layer import LayerWrapper
 
@@ -165,7 +165,7 @@ class LoRALayer(LayerWrapper):
                 up, down = dec.U * s, dec.Vh.mT * s
                 W2.addmm_(up, down.mT, alpha=-self.scaling)      # the residual, in place
         else:
-            down = _draw_down(opts.init, cols, opts.rank, make_generator(generator), W)
+            down = _draw_down(opts.init, cols, opts.rank, construction_generator(generator), W)
             up = W.new_zeros(rows, opts.rank)
         self.lora_down = nn.Parameter(down.contiguous())
         self.lora_up = nn.Parameter(up.contiguous())
@@ -254,7 +254,7 @@ class LoRALayer(LayerWrapper):
         _check_restart(self, init)
         self.base.weight.add_(self.delta_weight())
         rows, cols = _layers.matrix_shape(self.base)
-        self.lora_down.copy_(_draw_down(init, cols, self.rank, make_generator(generator), self.lora_down))
+        self.lora_down.copy_(_draw_down(init, cols, self.rank, construction_generator(generator), self.lora_down))
         self.lora_up.zero_()
 
     def extra_repr(self) -> str:
@@ -291,7 +291,7 @@ def relora_restart_(model: nn.Module, optimizer: torch.optim.Optimizer | None = 
         raise ValueError("model holds no LoRALayer to restart")
     for m in layers:                      # all checked before any layer changes
         _check_restart(m, init)
-    g = make_generator(generator)
+    g = construction_generator(generator)
     for m in layers:
         m.restart_(init=init, generator=g)
         if optimizer is not None:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, construction_generator, gaussian
 from .functional import product
 
 __all__ = ["init_balanced_deep", "DeepLinear", "depth_preconditioner", "psd_power"]
@@ -55,7 +55,7 @@ def init_balanced_deep(dims: Sequence[int], *, end_to_end: Tensor | None = None,
     if end_to_end is None:
         if not scale > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
-        g = make_generator(generator)
+        g = construction_generator(generator)
         A = scale * gaussian((dims[-1], dims[0]), generator=g, dtype=dtype, device=device) / dims[0] ** 0.5
     else:
         A = end_to_end

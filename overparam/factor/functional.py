@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..backend.checks import check_float, check_rank
 from ..backend.linalg import top_svd
-from ..backend.random import GeneratorLike, gaussian, make_generator, orthonormal
+from ..backend.random import GeneratorLike, construction_generator, gaussian, orthonormal
 
 __all__ = [
     "LowRankFactors", "product", "lowrank_product", "balance",
@@ -122,7 +122,7 @@ def init_small(shape: tuple[int, int], rank: int, *, scale: float = 1e-3, symmet
     n1, n2 = _shape2(shape)
     check_rank(rank)
     scale = _check_scale(scale)
-    g = make_generator(generator)
+    g = construction_generator(generator)
     L = scale * gaussian((n1, rank), generator=g, dtype=dtype, device=device)
     if symmetric:
         if n1 != n2:
@@ -182,7 +182,7 @@ def init_orthogonal(shape: tuple[int, int], rank: int, *, scale: float = 1.0, sy
     n1, n2 = _shape2(shape)
     check_rank(rank, (n1, n2), at_most_min=True)
     scale = _check_scale(scale)
-    g = make_generator(generator)
+    g = construction_generator(generator)
 
     def orth(n):
         return orthonormal(n, rank, generator=g, dtype=dtype, device=device) * scale**0.5

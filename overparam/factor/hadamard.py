@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, construction_generator, gaussian
 from .functional import _check_scale, _shape2, check_rank
 
 __all__ = ["Hadamard", "HadamardDifference", "LowRankHadamard", "Kronecker", "kron_split"]
@@ -72,7 +72,7 @@ class Hadamard(nn.Module):
         elif init == "constant":
             fs = [torch.full(self.shape, float(scale), dtype=dtype, device=device) for _ in range(depth)]
         elif init == "small":
-            g = make_generator(generator)
+            g = construction_generator(generator)
             fs = [scale * gaussian(self.shape, generator=g, dtype=dtype, device=device) for _ in range(depth)]
         else:
             raise ValueError(f"init must be 'constant' or 'small', got {init!r}")
@@ -136,7 +136,7 @@ class LowRankHadamard(nn.Module):
         super().__init__()
         self.shape, self.rank = _shape2(tuple(shape)), check_rank(rank)
         _check_scale(scale)
-        g = make_generator(generator)
+        g = construction_generator(generator)
         m, n = self.shape
 
         def draw(rows):
@@ -188,7 +188,7 @@ class Kronecker(nn.Module):
         self.shape, self.rank = _shape2(tuple(shape)), check_rank(rank)
         _check_scale(scale)
         (a1, b1), (a2, b2) = kron_split(self.shape[0], factor), kron_split(self.shape[1], factor)
-        g = make_generator(generator)
+        g = construction_generator(generator)
         self.kron = nn.Parameter(scale * gaussian((a1, a2), generator=g, dtype=dtype, device=device))
         self.left = nn.Parameter(scale * gaussian((b1, rank), generator=g, dtype=dtype, device=device))
         self.right = nn.Parameter(scale * gaussian((b2, rank), generator=g, dtype=dtype, device=device))

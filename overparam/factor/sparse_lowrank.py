@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backend.checks import check_fraction
-from ..backend.random import GeneratorLike, make_generator, uniform
+from ..backend.random import GeneratorLike, construction_generator, uniform
 from ..backend.topk import fraction_count
 from ..backend.topk import topk_mask as _topk
 from .functional import init_factors
@@ -77,7 +77,7 @@ class SparseLowRank(_PairMixin, nn.Module):
         else:
             check_fraction(density, "density", low_open=True)
         self.density = density
-        g = make_generator(generator)
+        g = construction_generator(generator)
         dtype = dtype if dtype is not None else (weight.dtype if weight is not None else None)
         if weight is not None:
             if tuple(weight.shape) != self.shape:

@@ -38,7 +38,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.random import GeneratorLike, construction_generator
 from ..backend.select import Spec, select
 from . import _layers
 from .adapters import LoRALayer, _Options
@@ -105,7 +105,7 @@ def lowrank_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec
         >>> lowrank_(net, "0", rank=2, init="small", generator=0)
         ['0']
     """
-    g = make_generator(generator)
+    g = construction_generator(generator)
 
     def prepare(name, base):
         rows, cols = _layers.matrix_shape(base)
@@ -149,7 +149,7 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
         raise ValueError(f"rank: kind={kind!r} factors the weight element-wise and takes no rank, got {rank!r}")
     if adapter and depth != 2:
         raise ValueError(f"depth: kind={kind!r} has no depth, got {depth!r}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
 
     def prepare(name, base):
         W = base.weight.detach()
@@ -182,7 +182,7 @@ def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = 
     if unknown:
         raise TypeError(f"lora_ got unexpected keyword arguments {unknown}")
     opts = _Options(rank, **kwargs)
-    g = make_generator(generator)
+    g = construction_generator(generator)
     return _wrap_each(model, targets, exclude, lambda name, base: opts.check(base),
                       lambda base, _: LoRALayer._build(base, opts, g))
 

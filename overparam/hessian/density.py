@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..backend import linalg
-from ..backend.random import GeneratorLike, gaussian, make_generator, probe
+from ..backend.random import GeneratorLike, gaussian, measurement_generator, probe
 from .operators import Operator, as_operator
 from .trace import _check_block
 
@@ -105,7 +105,7 @@ def slq(A, probes: int | Tensor = 10, steps: int = 80, *, kind: str = "rademache
     n = op.n
     if not isinstance(steps, int) or not 1 <= steps <= n:
         raise ValueError(f"steps must be an int in [1, n={n}], got {steps!r}")
-    g = make_generator(generator)
+    g = measurement_generator(generator)
     if isinstance(probes, Tensor):
         if probes.ndim != 2 or probes.shape[1] != n:
             raise ValueError(f"explicit probes must have shape (P, {n}), got {tuple(probes.shape)}")

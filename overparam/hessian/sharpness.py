@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backend import vec
-from ..backend.random import GeneratorLike, probes_like
+from ..backend.random import GeneratorLike, measurement_generator, probes_like
 from ..backend.select import Spec
 from ._model import Objective
 from .lanczos import Eigen, lanczos
@@ -130,7 +130,7 @@ def ball_sharpness(f: Callable[[vec.Vec], Tensor], theta, rho: float, *, steps: 
     base, g0 = _grad_at(f, th)
     d = ascent_dir(g0)
     if float(vec.norm(d)) == 0:
-        d = probes_like(th, kind="gaussian", generator=generator)
+        d = probes_like(th, kind="gaussian", generator=measurement_generator(generator))
     u = vec.scale(rho / vec.norm(d), d)
     best_val, best_u, count = None, u, 1
     for _ in range(steps):

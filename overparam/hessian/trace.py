@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, make_generator, probe
+from ..backend.random import GeneratorLike, measurement_generator, probe
 from .operators import Operator, as_operator
 
 __all__ = ["Estimate", "hutchinson", "hutchpp", "xtrace", "trace", "probe_block"]
@@ -78,7 +78,7 @@ def hutchinson(A, probes: int = 100, *, kind: str = "rademacher", block: int = 1
     op = as_operator(A)
     _check_probes(probes, 1, "hutchinson")
     _check_block(block)
-    V = probe_block(op, probes, kind, make_generator(generator))
+    V = probe_block(op, probes, kind, measurement_generator(generator))
     AV = _matmat_chunks(op, V, block)
     s = (V * AV).sum(dim=0)
     return Estimate(s.mean(), _stderr(s), probes, s)
@@ -94,7 +94,7 @@ def hutchpp(A, probes: int = 99, *, kind: str = "rademacher", block: int = 16,
     op = as_operator(A)
     _check_probes(probes, 3, "hutchpp")
     _check_block(block)
-    g = make_generator(generator)
+    g = measurement_generator(generator)
     s = probes // 3
     S = probe_block(op, s, kind, g)
     Q, _ = torch.linalg.qr(_matmat_chunks(op, S, block))
@@ -122,7 +122,7 @@ def xtrace(A, probes: int = 100, *, block: int = 16, generator: GeneratorLike = 
     m = probes // 2
     if m >= op.n:
         raise ValueError(f"probes//2 = {m} must be < n = {op.n} for xtrace")
-    Om = probe_block(op, m, "gaussian", make_generator(generator))
+    Om = probe_block(op, m, "gaussian", measurement_generator(generator))
     Y = _matmat_chunks(op, Om, block)
     Q, R = torch.linalg.qr(Y)
     W = Q.mT @ Om

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, make_generator, uniform
+from ..backend.random import GeneratorLike, construction_generator, uniform
 from ._checks import check_factors, positive_int
 from .sensing import ground_truth, small_factors, spectral_factors
 
@@ -86,7 +86,7 @@ class MatrixCompletion:
     def minibatch(self, size: int, *, generator: GeneratorLike = None) -> Tensor:
         """``size`` observed-entry indices drawn uniformly with replacement, ``(size,)`` long."""
         positive_int(size, "size")
-        g = make_generator(generator)
+        g = construction_generator(generator)
         return torch.randint(0, self.num_observed, (size,), generator=g).to(self.rows.device)
 
     def relative_error(self, X) -> Tensor:
@@ -123,7 +123,7 @@ def completion(n: int, r: int, p: float, *, kappa: float = 1.0, n2: int | None =
         raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
     if symmetric and n2 not in (None, n):
         raise ValueError(f"symmetric completion needs a square matrix, got n={n}, n2={n2}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=symmetric, generator=g, dtype=dtype, device=device)
     keep = uniform(M.shape, generator=g) < p
     if symmetric:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, construction_generator, gaussian
 from .sensing import ground_truth
 
 __all__ = ["DeepLinearRegression", "deep_linear"]
@@ -73,7 +73,7 @@ class DeepLinearRegression:
         dt, dev = self.X.dtype, self.X.device
         dims = [d_in] + [k] * (self.depth - 1) + [d_out]
         if kind == "small":
-            g = make_generator(generator)
+            g = construction_generator(generator)
             return [scale * gaussian((dims[j + 1], dims[j]), generator=g, dtype=dt, device=dev) / dims[j] ** 0.5
                     for j in range(self.depth)]
         if kind == "spectral":
@@ -103,7 +103,7 @@ def deep_linear(d_in: int, d_out: int, r: int, depth: int, samples: int, *, kapp
         raise ValueError(f"samples must be >= 1, got {samples}")
     if p < 1:
         raise ValueError(f"p must be >= 1, got {p}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     W = ground_truth(d_out, r, kappa=kappa, n2=d_in, symmetric=False, generator=g, dtype=dtype, device=device)
     X = gaussian((samples, d_in), generator=g, dtype=dtype, device=device)
     return DeepLinearRegression(X=X, Y=X @ W.mT, W_star=W, depth=depth, rank=r, p=p)

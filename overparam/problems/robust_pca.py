@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, make_generator, uniform
+from ..backend.random import GeneratorLike, construction_generator, uniform
 from ._checks import check_factors, check_tensor, positive_int
 from .sensing import ground_truth, small_factors, spectral_factors
 
@@ -68,7 +68,7 @@ def robust_pca(n: int, r: int, alpha: float, *, kappa: float = 1.0, n2: int | No
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")
     if magnitude < 0:
         raise ValueError(f"magnitude must be >= 0, got {magnitude}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=False, generator=g, dtype=dtype, device=device)
     keep = uniform(M.shape, generator=g, device=M.device) < alpha
     u = uniform(M.shape, low=-1.0, high=1.0, generator=g, dtype=dtype, device=M.device)

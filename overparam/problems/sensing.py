@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, gaussian, make_generator, orthonormal, uniform
+from ..backend.random import GeneratorLike, construction_generator, gaussian, orthonormal, uniform
 from ._checks import check_factors, check_tensor, positive_int
 
 __all__ = ["MatrixSensing", "sensing", "ground_truth", "small_factors", "spectral_factors"]
@@ -47,7 +47,7 @@ def ground_truth(n: int, r: int, *, kappa: float = 1.0, n2: int | None = None, s
         raise ValueError(f"r must be in [1, min(n, n2)] = [1, {min(n, n2 or n)}], got {r}")
     if not kappa >= 1:
         raise ValueError(f"kappa must be >= 1, got {kappa}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     s = torch.linspace(1.0, 1.0 / kappa, r, dtype=dtype, device=device)
     U = orthonormal(n, r, generator=g, dtype=dtype, device=device)
     if symmetric:
@@ -138,7 +138,7 @@ def small_factors(shape: tuple[int, int], k: int, *, like: Tensor, scale: float 
     if scale < 0:
         raise ValueError(f"scale must be >= 0, got {scale}")
     dt, dev = like.dtype, like.device
-    g = make_generator(generator)
+    g = construction_generator(generator)
     L = scale * gaussian((n1, k), generator=g, dtype=dt, device=dev) / n1**0.5
     if symmetric:
         return L
@@ -194,7 +194,7 @@ def sensing(n: int, r: int, m: int, *, kappa: float = 1.0, n2: int | None = None
         raise ValueError(f"noise must be 'sparse' or 'gaussian', got {noise!r}")
     if outlier_scale < 0:
         raise ValueError(f"outlier_scale must be >= 0, got {outlier_scale}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=symmetric, generator=g, dtype=dtype, device=device)
     A = gaussian((m, n, n2 or n), generator=g, dtype=dtype, device=device)
     P = MatrixSensing(A=A, y=torch.zeros(m, dtype=dtype, device=device), M_star=M, rank=r, symmetric=symmetric, loss_kind=loss)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .. import hessian
 from ..backend import vec
-from ..backend.random import GeneratorLike, make_generator, uniform
+from ..backend.random import GeneratorLike, construction_generator, uniform
 from ..backend.select import Spec
 from .targets import targets as _targets
 
@@ -65,7 +65,7 @@ def random_scores(model: nn.Module, *, targets: Spec = None, exclude: Spec = Non
         >>> torch.equal(a, random_scores(torch.nn.Linear(2, 2), generator=0)["weight"])
         True
     """
-    g = make_generator(generator)
+    g = construction_generator(generator)
     out = {}
     for k, p in _targets(model, targets, exclude=exclude).items():
         out[k] = uniform(p.shape, generator=g, dtype=torch.float64, device=p.device)

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, construction_generator, gaussian
 from ..backend.select import Spec
 from .shapes import TensorShape, _select_trainable, infer_shapes
 
@@ -144,7 +144,7 @@ class Plan:
         Not idempotent where a rule keeps the model's values (``init_std`` None) with an
         ``init_scale`` other than 1 (depth-μP branch-output biases): call it once per model."""
         params = self._check(model)
-        g = make_generator(generator)
+        g = construction_generator(generator)
         for k, r in self.rules.items():
             p = params[k]
             if r.init_std is not None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, gaussian, make_generator, orthonormal
+from ..backend.random import GeneratorLike, construction_generator, gaussian, orthonormal
 
 __all__ = ["random_orthogonal", "symmetric_with_spectrum", "ill_conditioned", "tanh_mlp"]
 
@@ -34,7 +34,7 @@ def symmetric_with_spectrum(eigenvalues: Sequence[float] | Tensor, *, generator:
 
 def ill_conditioned(n: int, k: int, cond: float, *, generator: GeneratorLike = None, dtype=torch.float64) -> Tensor:
     """An ``(n, k)`` matrix with singular values log-spaced from 1 to ``1/cond``."""
-    g = make_generator(generator)
+    g = construction_generator(generator)
     U = random_orthogonal(n, generator=g, dtype=dtype)[:, :k]
     V = random_orthogonal(k, generator=g, dtype=dtype)
     s = torch.logspace(0, -torch.log10(torch.tensor(float(cond))).item(), k, dtype=dtype)
@@ -43,7 +43,7 @@ def ill_conditioned(n: int, k: int, cond: float, *, generator: GeneratorLike = N
 
 def tanh_mlp(sizes: Sequence[int], *, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Sequential:
     """A tanh MLP ``Linear → tanh → … → Linear`` with weights drawn from ``generator``."""
-    g = make_generator(generator)
+    g = construction_generator(generator)
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         lin = nn.utils.skip_init(nn.Linear, a, b, dtype=dtype)  # no draw from the global RNG

@@ -13,7 +13,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..backend.random import GeneratorLike, fan_in_normal_, gaussian, make_generator
+from ..backend.random import GeneratorLike, construction_generator, fan_in_normal_, gaussian
 from .cases import tanh_mlp
 from .oracles import hessian_of, jacobian_of, outputs_of_flat
 
@@ -76,7 +76,7 @@ def bn_net(*, width: int = 6, generator: GeneratorLike = None, dtype=torch.float
     with torch.device("meta"):
         net = nn.Sequential(nn.Linear(4, width), nn.BatchNorm1d(width), nn.Tanh(), nn.Linear(width, 1))
     net = _seeded(net, dtype, generator)
-    g = make_generator(generator)
+    g = construction_generator(generator)
     with torch.no_grad():
         bn = net[1]
         bn.running_mean.copy_(gaussian((width,), generator=g, dtype=dtype) * 0.3)
@@ -162,7 +162,7 @@ def curvature_case(name: str, *, batch_size: int = 8, generator: GeneratorLike =
         raise ValueError(f"name must be one of {CURVATURE_MODELS}, got {name!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    g, f64, N = make_generator(generator), torch.float64, batch_size
+    g, f64, N = construction_generator(generator), torch.float64, batch_size
     if name == "tanh_mlp":
         model, x = tanh_mlp([3, 5, 4, 2], generator=g), gaussian((N, 3), generator=g, dtype=f64)
     elif name == "small_cnn":
