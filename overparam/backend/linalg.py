@@ -247,6 +247,8 @@ def exact_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8, gene
     """Top-``rank`` part of the exact ``torch.linalg.svd`` (the reference; ``niter``, ``oversample``
     and ``generator`` are accepted for the shared signature and unused).
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Example:
         >>> exact_svd(torch.diag(torch.tensor([1., 3., 2.])), 2).S
         tensor([3., 2.])
@@ -264,6 +266,8 @@ def randomized_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8,
     ``Q = orth(W Ω)`` with ``Ω (n, rank + oversample)`` Gaussian, ``niter`` power iterations
     ``Q ← orth(W orth(WᵀQ))`` (each ``orth`` a :func:`cholesky_qr2`), then the exact SVD of the
     small ``QᵀW``. Exact (to rounding) when ``rank + oversample >= min(m, n)``.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Returns:
         :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.
@@ -292,6 +296,8 @@ def top_svd(W: Tensor, rank: int, *, method: str = "svd", niter: int = 4, oversa
     """Top-``rank`` SVD of ``W (m, n)``, routine ``"top_svd"`` of :mod:`~overparam.backend.dispatch`:
     ``method="svd"`` (exact, :func:`exact_svd`, the reference) or ``"randomized"``
     (:func:`randomized_svd`, with ``niter``, ``oversample``, ``generator``).
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Returns:
         :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.

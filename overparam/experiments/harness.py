@@ -47,6 +47,8 @@ def mlp(sizes: Sequence[int], *, activation: Callable[[], nn.Module] | None = nn
     generator state gives the same model on every device and dtype. ``activation=None`` gives a
     deep linear network. Input ``(batch, sizes[0])``, output ``(batch, sizes[-1])``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> net = mlp([4, 8, 2], generator=0)
         >>> net
@@ -100,6 +102,8 @@ def split(X: Tensor, y: Tensor, *, test: float, generator: GeneratorLike = None
     """``((X_train, y_train), (X_test, y_test))``: a seeded random permutation, the first
     ``floor(test · n)`` rows for testing. ``X (n, ...)``, ``y (n, ...)``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> (Xa, ya), (Xb, yb) = split(torch.arange(10.0), torch.arange(10), test=0.2, generator=0)
         >>> len(ya), len(yb), sorted((ya.tolist() + yb.tolist())) == list(range(10))
@@ -118,6 +122,8 @@ def split(X: Tensor, y: Tensor, *, test: float, generator: GeneratorLike = None
 def batches(n: int, size: int, *, generator: GeneratorLike = None, device: torch.device | str | None = None
             ) -> Iterator[Tensor]:
     """An endless stream of minibatch indices ``(size,)`` drawn uniformly with replacement from ``range(n)``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> it = batches(100, 4, generator=0)

@@ -111,6 +111,8 @@ def _draw_down(kind: str, cols: int, rank: int, g: torch.Generator, like: Tensor
 class LoRALayer(LayerWrapper):
     """A frozen ``base`` layer plus a trainable low-rank (LoRA / PiSSA / DoRA) update.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         base: an ``nn.Linear``, ``nn.Conv1d/2d/3d`` or ``nn.Embedding``; held as ``self.base``
             with its parameters frozen (``requires_grad=False``).
@@ -250,7 +252,10 @@ class LoRALayer(LayerWrapper):
 
     @torch.no_grad()
     def restart_(self, *, init: str = "kaiming", generator: GeneratorLike = None) -> None:
-        """ReLoRA: ``W ← W + ΔW``, then ``down`` re-drawn and ``up = 0`` (the output is unchanged)."""
+        """ReLoRA: ``W ← W + ΔW``, then ``down`` re-drawn and ``up = 0`` (the output is unchanged).
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+        """
         _check_restart(self, init)
         self.base.weight.add_(self.delta_weight())
         rows, cols = _layers.matrix_shape(self.base)
@@ -277,6 +282,8 @@ def relora_restart_(model: nn.Module, optimizer: torch.optim.Optimizer | None = 
     model's output is unchanged) and drops the optimizer state of the adapter parameters
     (ReLoRA resets it; re-warm the learning rate with your scheduler). Repeated restarts
     accumulate an update whose rank can exceed ``r``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Returns:
         the number of layers restarted.

@@ -45,6 +45,8 @@ def init_balanced_deep(dims: Sequence[int], *, end_to_end: Tensor | None = None,
     ``W_j ≃ Σ^{1/N}`` (1 < j < N), ``W_1 ≃ Σ^{1/N} Vᵀ``, where ``≃`` pads with zeros to the widths.
     Then ``W_{j+1}ᵀW_{j+1} = W_jW_jᵀ`` and the product is the rank-``q`` truncation of ``A``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> Ws = init_balanced_deep([3, 5, 4], scale=1.0, generator=0, dtype=torch.float64)
         >>> bool(torch.allclose(Ws[1].T @ Ws[1], Ws[0] @ Ws[0].T))
@@ -82,6 +84,8 @@ def init_balanced_deep(dims: Sequence[int], *, end_to_end: Tensor | None = None,
 
 class DeepLinear(nn.Module):
     """A depth-``N`` linear network ``x ↦ x (W_N ⋯ W_1)ᵀ`` with balanced init.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
         dims: ``[d_0 (input), d_1, ..., d_N (output)]``; hidden widths may differ.

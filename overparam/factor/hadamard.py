@@ -45,6 +45,8 @@ def _check_weight(weight: Tensor | None, shape) -> None:
 class Hadamard(nn.Module):
     """``w = u_1 ⊙ ⋯ ⊙ u_N`` of any shape.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         shape: the weight's shape.
         depth: ``N >= 1``.
@@ -120,6 +122,8 @@ class HadamardDifference(nn.Module):
 class LowRankHadamard(nn.Module):
     """``W (m, n) = (L₁R₁ᵀ) ⊙ (L₂R₂ᵀ)`` with ``L_i (m, k)``, ``R_i (n, k)`` (FedPara, LoHa).
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         shape: ``(m, n)``. rank: ``k``; the product has rank up to ``k²``.
         scale: factors start at ``scale ·`` Gaussian.
@@ -170,6 +174,8 @@ def kron_split(n: int, factor: int = -1) -> tuple[int, int]:
 
 class Kronecker(nn.Module):
     """``W (m, n) = C ⊗ (L Rᵀ)`` with ``C (a1, a2)``, ``L (b1, k)``, ``R (b2, k)`` (LoKr).
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
         shape: ``(m, n)``; ``m = a1·b1`` and ``n = a2·b2`` by :func:`kron_split` with ``factor``.

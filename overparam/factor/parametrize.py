@@ -34,6 +34,8 @@ class LowRankParametrization(nn.Module):
     pair for ``init="small"`` etc. (then assigning ``module.weight = W`` later does not factor
     ``W`` but draws a new random pair).
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> import torch
         >>> lin = torch.nn.Linear(4, 3)

@@ -44,6 +44,8 @@ def topk_mask(scores: Tensor, density: float) -> Tensor:
 class SparseLowRank(_PairMixin, nn.Module):
     """``W (m, n) = S ⊙ M + L Rᵀ``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         shape: ``(m, n)``. rank: ``k`` of the low-rank part.
         mask: a fixed boolean support ``(m, n)``; or None with ``density`` set.

@@ -100,6 +100,8 @@ def lowrank_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec
     ``"balanced"``, ``"orthogonal"`` as in :func:`~overparam.factor.functional.init_factors`.
     Keys: ``name.base.bias``, ``name.param.left``, ``name.param.right``. Returns the wrapped names.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
         >>> lowrank_(net, "0", rank=2, init="small", generator=0)
@@ -134,6 +136,8 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
       does not apply).
 
     The model's output is unchanged at init. Returns the wrapped names.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
@@ -172,6 +176,8 @@ def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = 
     ``dropout``, ``init`` (``"gaussian" | "kaiming" | "pissa"``), ``svd`` (``"svd" |
     "randomized"``), ``niter``, ``oversample``, ``dora``, ``detach_norm``; they are validated once,
     then against every selected layer before any is changed. Returns the wrapped names.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))

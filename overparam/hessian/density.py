@@ -89,6 +89,8 @@ def slq(A, probes: int | Tensor = 10, steps: int = 80, *, kind: str = "rademache
         generator: GeneratorLike = None) -> Quadrature:
     """Stochastic Lanczos quadrature rules.
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Args:
         A: symmetric operator / dense tensor (see :func:`~overparam.hessian.as_operator`).
         probes: number of random probes, or explicit probes ``(P, n)`` (normalized here).
@@ -134,6 +136,8 @@ def slq(A, probes: int | Tensor = 10, steps: int = 80, *, kind: str = "rademache
 def density(A, probes: int | Tensor = 10, steps: int = 80, *, sigma: float | None = None, grid: Tensor | int = 1000,
             scale: str = "linear", floor: float = 1e-12, generator: GeneratorLike = None, **kwargs) -> Density:
     """Smoothed spectral density ``ρ(t) = mean_p Σ_i τ_pi N(t; θ_pi, σ²)``.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Args:
         A, probes, steps, generator, kwargs: as in :func:`slq`.

@@ -32,6 +32,8 @@ def diagonal(A, probes: int | None = 100, *, kind: str = "rademacher", block: in
              generator: GeneratorLike = None) -> Estimate:
     """``diag A``: exact with ``probes=None``, else estimated from ``probes`` random products.
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Args:
         A: an operator, a dense symmetric ``(n, n)`` tensor or anything :func:`as_operator` takes.
         probes: number of probes, or ``None`` for the exact diagonal (``n`` products ``A e_i``).

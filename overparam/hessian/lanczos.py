@@ -60,7 +60,10 @@ def start_vector(op: Operator, v0, generator: GeneratorLike) -> Tensor:
     """A unit flat start vector ``(n,)``: ``v0`` (flat, parameter-shaped, a batch of previous
     vectors, or an :class:`Eigen` whose vectors are summed), ``"gradient"`` (for an operator
     with a ``gradient()`` method, e.g. :class:`~overparam.hessian.HessianOperator`: the unit
-    loss gradient plus a unit Gaussian draw), or a Gaussian draw."""
+    loss gradient plus a unit Gaussian draw), or a Gaussian draw.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+    """
     n = op.n
     if isinstance(v0, str) and v0 != "gradient":
         raise ValueError(f"v0 must be a vector, previous vectors, an Eigen or 'gradient', got {v0!r}")
@@ -120,6 +123,8 @@ def _random_orth(Q: Tensor, g: torch.Generator) -> Tensor:
 def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, criterion: str = "residual",
             ncv: int | None = None, max_matvecs: int | None = None, v0=None, generator: GeneratorLike = None) -> Eigen:
     """The ``k`` extreme eigenpairs of a symmetric operator.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Args:
         A: an :class:`~overparam.hessian.Operator`, a dense symmetric ``(n, n)`` tensor, or

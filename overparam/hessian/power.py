@@ -31,6 +31,8 @@ def power_iteration(A, k: int = 1, *, tol: float = 1e-6, max_iters: int = 1000, 
                     generator: GeneratorLike = None) -> Eigen:
     """The ``k`` largest-magnitude eigenpairs by power iteration with deflation.
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Args:
         A: an operator, a dense symmetric ``(n, n)`` tensor, or anything with ``@``/``.matvec``.
         k: number of eigenpairs (``1 <= k <= n``).

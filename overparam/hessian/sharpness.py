@@ -60,6 +60,8 @@ def lambda_max(H, *, lr: float | None = None, v0=None, tol: float = 1e-4, genera
     """Top eigenvalue of ``H`` by Lanczos (warm-startable with ``v0``, e.g. the previous result's
     ``eigen``). With ``lr`` returns an :class:`EoS` comparing it to ``2/lr``; else the :class:`Eigen`.
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Example:
         >>> A = torch.diag(torch.tensor([1., 4., 2.], dtype=torch.float64))
         >>> round(lambda_max(A, lr=0.25, generator=0).ratio, 12)
@@ -102,6 +104,8 @@ def _grad_at(f: Callable[[vec.Vec], Tensor], theta: vec.Vec) -> tuple[Tensor, ve
 def ball_sharpness(f: Callable[[vec.Vec], Tensor], theta, rho: float, *, steps: int = 20, adaptive: bool = False,
                    eta: float = 0.01, generator: GeneratorLike = None) -> Sharpness:
     """ε-sharpness (``adaptive=False``) or adaptive sharpness of a scalar function ``f(θ)``.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Args:
         f: maps a parameter-shaped vector to a scalar loss.
@@ -157,6 +161,8 @@ def epsilon_sharpness(model: nn.Module, loss_fn: Callable, data, rho: float, *, 
     """:func:`ball_sharpness` of a model's loss over ``data`` (one batch or a loader, per-sample
     mean), w.r.t. the parameters that ``params`` selects minus ``exclude`` (specs of
     :func:`overparam.select`; default every trainable parameter). The model itself is never modified.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Example:
         >>> net = torch.nn.Linear(3, 1).double().eval()

@@ -72,6 +72,8 @@ def hutchinson(A, probes: int = 100, *, kind: str = "rademacher", block: int = 1
                generator: GeneratorLike = None) -> Estimate:
     """Hutchinson's estimator of ``tr A`` from ``probes`` products (``block`` at a time).
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Returns:
         :class:`Estimate` with ``samples (probes,)`` = ``v_iᵀ A v_i``.
     """
@@ -90,6 +92,8 @@ def hutchpp(A, probes: int = 99, *, kind: str = "rademacher", block: int = 16,
     for ``A Q`` and the rest for Hutchinson on ``(I − QQᵀ)A(I − QQᵀ)``.
 
     The standard error is that of the Hutchinson part (the ``tr(QᵀAQ)`` part is exact).
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
     """
     op = as_operator(A)
     _check_probes(probes, 3, "hutchpp")
@@ -115,6 +119,8 @@ def xtrace(A, probes: int = 100, *, block: int = 16, generator: GeneratorLike = 
     computed in closed form by downdating the QR factorization (Epperly et al., Alg. 1).
 
     Exact (to rounding) when ``rank A < probes//2``; ``samples`` are the leave-one-out estimates.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
     """
     op = as_operator(A)
     _check_probes(probes, 4, "xtrace")
@@ -141,6 +147,8 @@ def xtrace(A, probes: int = 100, *, block: int = 16, generator: GeneratorLike = 
 
 def trace(A, probes: int = 100, *, method: str = "hutch++", generator: GeneratorLike = None, **kwargs) -> Estimate:
     """``tr A`` by ``method`` ∈ {"hutchinson", "hutch++", "xtrace"} with about ``probes`` products.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Example:
         >>> A = torch.diag(torch.arange(1., 41., dtype=torch.float64))

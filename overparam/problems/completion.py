@@ -84,7 +84,10 @@ class MatrixCompletion:
         return c * r.square().mean() * (self.num_observed / self.p)
 
     def minibatch(self, size: int, *, generator: GeneratorLike = None) -> Tensor:
-        """``size`` observed-entry indices drawn uniformly with replacement, ``(size,)`` long."""
+        """``size`` observed-entry indices drawn uniformly with replacement, ``(size,)`` long.
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+        """
         positive_int(size, "size")
         g = construction_generator(generator)
         return torch.randint(0, self.num_observed, (size,), generator=g).to(self.rows.device)
@@ -95,7 +98,10 @@ class MatrixCompletion:
 
     def init(self, kind: str = "small", *, rank: int | None = None, scale: float = 1e-3,
              generator: GeneratorLike = None):
-        """``"small"``: ``scale·G/√n``; ``"spectral"``: top-``rank`` factors of ``P_Ω(M*)/p``."""
+        """``"small"``: ``scale·G/√n``; ``"spectral"``: top-``rank`` factors of ``P_Ω(M*)/p``.
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+        """
         k = self.rank if rank is None else rank
         if kind == "small":
             return small_factors(self.shape, k, like=self.M_star, scale=scale, symmetric=self.symmetric,
@@ -110,6 +116,8 @@ class MatrixCompletion:
 def completion(n: int, r: int, p: float, *, kappa: float = 1.0, n2: int | None = None, symmetric: bool = False,
                loss: str = "l2", generator: GeneratorLike = None, dtype=torch.float64, device=None) -> MatrixCompletion:
     """Build a matrix-completion problem: entries of ``M* (n, n2)`` observed with probability ``p``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
         n, n2: shape (``n2 = n`` by default). r: rank. p: sampling probability in (0, 1].

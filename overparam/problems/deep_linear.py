@@ -65,6 +65,8 @@ class DeepLinearRegression:
         * ``"small"``: ``W_j = scale · G / √fan_in``;
         * ``"spectral"``: balanced factors of the rank-``rank`` truncated least-squares
           estimate ``USVᵀ``: ``W_1 = S^{1/N}Vᵀ``, ``W_j = S^{1/N}``, ``W_N = US^{1/N}``.
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
         """
         d_out, d_in = self.W_star.shape
         k = min(d_in, d_out) if rank is None else rank
@@ -92,6 +94,8 @@ class DeepLinearRegression:
 def deep_linear(d_in: int, d_out: int, r: int, depth: int, samples: int, *, kappa: float = 1.0, p: float = 2.0,
                 generator: GeneratorLike = None, dtype=torch.float64, device=None) -> DeepLinearRegression:
     """Build a deep-linear regression problem (see the module docstring).
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
         d_in, d_out: input/output dimensions. r: rank of ``W*``. depth: number of factors ``N >= 1``.

@@ -50,7 +50,10 @@ class RobustPCA:
 
     def init(self, kind: str = "spectral", *, rank: int | None = None, scale: float = 1e-3,
              generator: GeneratorLike = None) -> tuple[Tensor, Tensor]:
-        """``"small"`` (``scale·G/√n``) or ``"spectral"`` (top-``rank`` factors of ``Y``)."""
+        """``"small"`` (``scale·G/√n``) or ``"spectral"`` (top-``rank`` factors of ``Y``).
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+        """
         k = self.rank if rank is None else rank
         if kind == "small":
             return small_factors(tuple(self.Y.shape), k, like=self.Y, scale=scale, symmetric=False,
@@ -62,7 +65,10 @@ class RobustPCA:
 
 def robust_pca(n: int, r: int, alpha: float, *, kappa: float = 1.0, n2: int | None = None, magnitude: float = 10.0,
                generator: GeneratorLike = None, dtype=torch.float64, device=None) -> RobustPCA:
-    """A robust-PCA instance with outlier fraction ``alpha ∈ [0, 1)`` (see the module docstring)."""
+    """A robust-PCA instance with outlier fraction ``alpha ∈ [0, 1)`` (see the module docstring).
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+    """
     positive_int(n, "n")
     if not 0 <= alpha < 1:
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")

@@ -35,6 +35,8 @@ def ground_truth(n: int, r: int, *, kappa: float = 1.0, n2: int | None = None, s
                  generator: GeneratorLike = None, dtype=torch.float64, device=None) -> Tensor:
     """A rank-``r`` matrix ``(n, n2)`` with singular values ``linspace(1, 1/κ, r)``; PSD when symmetric.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> torch.linalg.svdvals(ground_truth(5, 2, kappa=4.0, generator=0))[:3].round(decimals=6)
         tensor([1.0000, 0.2500, 0.0000], dtype=torch.float64)
@@ -111,6 +113,8 @@ class MatrixSensing:
 
         * ``"small"``: ``scale · G / √n`` with ``G`` standard Gaussian (small random init);
         * ``"spectral"``: top-``rank`` part of ``𝒜*(y) = (1/m) Σ y_i A_i`` (spectral init).
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
         """
         k = self.rank if rank is None else rank
         if kind == "small":
@@ -126,6 +130,8 @@ def small_factors(shape: tuple[int, int], k: int, *, like: Tensor, scale: float 
                   generator: GeneratorLike = None) -> Tensor | tuple[Tensor, Tensor]:
     """``scale · G / √n`` with ``G`` standard Gaussian: ``X (n, k)`` or ``(L (n1, k), R (n2, k))``,
     in the dtype and on the device of ``like``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> L, R = small_factors((5, 3), 2, like=torch.zeros(5, 3), symmetric=False, generator=0)
@@ -168,6 +174,8 @@ def sensing(n: int, r: int, m: int, *, kappa: float = 1.0, n2: int | None = None
             loss: str = "l2", outliers: float = 0.0, noise: str = "sparse", outlier_scale: float = 10.0,
             generator: GeneratorLike = None, dtype=torch.float64, device=None) -> MatrixSensing:
     """Build a Gaussian matrix-sensing problem.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
         n, n2: matrix shape ``(n, n2)`` (``n2 = n`` by default; symmetric needs ``n2 = n``).

@@ -68,6 +68,8 @@ class TeacherStudent:
         * ``"small"``: ``W = scale·G/√d``, ``a = scale·G/√k``;
         * ``"spectral"`` (quadratic activation only): rows ``√λ_j v_j`` from the top-``rank``
           eigenpairs of ``(1/2N) Σ y_i (x_i x_iᵀ − I)`` (an unbiased estimate of ``W*ᵀ diag(a*) W*``), ``a = 1``.
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
         """
         k = self.W_star.shape[0] if rank is None else rank
         d = self.X.shape[1]
@@ -92,7 +94,10 @@ class TeacherStudent:
 
 def teacher_student(d: int, teacher_width: int, samples: int, *, activation: str = "quadratic", test_samples: int = 1000,
                     loss: str = "l2", generator: GeneratorLike = None, dtype=torch.float64, device=None) -> TeacherStudent:
-    """Build a two-layer teacher-student problem (see the module docstring)."""
+    """Build a two-layer teacher-student problem (see the module docstring).
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+    """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     positive_int(d, "d")

@@ -43,6 +43,8 @@ __all__ = ["EdgePopup", "LearnableNM", "nm_patterns"]
 class EdgePopup(nn.Module):
     """Supermask training by edge-popup over the frozen weights of ``model``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         model: the network whose (random) weights are kept fixed.
         sparsity: fraction pruned (per layer with ``scope="layerwise"``, the paper's choice).
@@ -102,6 +104,8 @@ def nm_patterns(n: int, m: int, *, device=None) -> Tensor:
 
 class LearnableNM(nn.Module):
     """Learnable N:M masks by Gumbel-softmax over each group's candidate patterns.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
         model: the network; its weights are used as they are (frozen here).

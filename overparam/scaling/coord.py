@@ -95,6 +95,8 @@ def coord_check(make_model: Callable[[int], nn.Module], loss_fn: Callable, data,
                 generator: GeneratorLike = None) -> CoordCheck:
     """Train ``make_model(w)`` for each width under a plan and record per-layer output scales.
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Args:
         make_model: ``width -> nn.Module`` (called inside a forked RNG, so the global RNG is untouched).
         loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.

@@ -139,10 +139,13 @@ class Plan:
     def init_(self, model: nn.Module, *, generator: GeneratorLike = None) -> None:
         """Initialize ``model`` in place: a Gaussian draw of std ``init_std`` for every tensor
         that has one, kept values times ``init_scale`` for the others (parameters in
-        ``named_parameters`` order, one generator; the global RNG is not touched).
+        ``named_parameters`` order, one generator).
 
         Not idempotent where a rule keeps the model's values (``init_std`` None) with an
-        ``init_scale`` other than 1 (depth-μP branch-output biases): call it once per model."""
+        ``init_scale`` other than 1 (depth-μP branch-output biases): call it once per model.
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+        """
         params = self._check(model)
         g = construction_generator(generator)
         for k, r in self.rules.items():

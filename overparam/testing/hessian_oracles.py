@@ -64,7 +64,10 @@ def _seeded(net: nn.Module, dtype, generator: GeneratorLike) -> nn.Module:
 
 
 def small_cnn(*, channels: int = 3, classes: int = 3, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Module:
-    """Conv(1→c, 3×3) → tanh → AvgPool(2) → Flatten → Linear(c·9→classes), for 8×8 inputs ``(N, 1, 8, 8)``."""
+    """Conv(1→c, 3×3) → tanh → AvgPool(2) → Flatten → Linear(c·9→classes), for 8×8 inputs ``(N, 1, 8, 8)``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+    """
     with torch.device("meta"):
         net = nn.Sequential(nn.Conv2d(1, channels, 3), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
                             nn.Linear(channels * 9, classes))
@@ -72,7 +75,10 @@ def small_cnn(*, channels: int = 3, classes: int = 3, generator: GeneratorLike =
 
 
 def bn_net(*, width: int = 6, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Module:
-    """Linear(4→w) → BatchNorm1d(w) → tanh → Linear(w→1) in **eval** mode, with non-trivial running stats."""
+    """Linear(4→w) → BatchNorm1d(w) → tanh → Linear(w→1) in **eval** mode, with non-trivial running stats.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+    """
     with torch.device("meta"):
         net = nn.Sequential(nn.Linear(4, width), nn.BatchNorm1d(width), nn.Tanh(), nn.Linear(width, 1))
     net = _seeded(net, dtype, generator)
@@ -91,6 +97,8 @@ def ln_gelu_mlp(*, d_in: int = 3, width: int = 4, hidden: int = 6, d_out: int = 
     ``Linear(d_in→w)`` → ``z + Linear(GELU(Linear(LayerNorm(z))))`` (hidden width ``hidden``) →
     ``LayerNorm(w)`` → ``Linear(w→d_out)``. ``torch.func.hessian`` is wrong on it in torch 2.13.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> ln_gelu_mlp(generator=0)(torch.zeros(5, 3, dtype=torch.float64)).shape
         torch.Size([5, 2])
@@ -106,6 +114,8 @@ def attention_net(*, d_in: int = 3, seq: int = 4, width: int = 4, heads: int = 2
     """A one-block causal transformer without norms for inputs ``(N, seq, d_in)`` → logits
     ``(N, classes)``: ``Linear(d_in→w)`` → ``z + SelfAttention(z)`` (``heads`` heads, through
     ``F.scaled_dot_product_attention``) → ``GELU`` → ``Flatten`` → ``Linear(seq·w→classes)``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> attention_net(generator=0)(torch.zeros(2, 4, 3, dtype=torch.float64)).shape
@@ -123,6 +133,8 @@ def embedding_net(*, vocab: int = 7, seq: int = 3, dim: int = 4, classes: int = 
                   dtype=torch.float64) -> nn.Module:
     """Token ids ``(N, seq)`` (int64 in ``[0, vocab)``) → ``Embedding(vocab, dim)`` → tanh →
     ``Flatten`` → ``Linear(seq·dim→classes)`` logits ``(N, classes)``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> embedding_net(generator=0)(torch.zeros(2, 3, dtype=torch.long)).shape
@@ -152,6 +164,8 @@ residual LayerNorm+GELU, causal self-attention and an embedding model."""
 def curvature_case(name: str, *, batch_size: int = 8, generator: GeneratorLike = None) -> CurvatureCase:
     """The fp64 model ``name`` (one of :data:`CURVATURE_MODELS`, default sizes) and a batch of
     ``batch_size`` samples, all drawn from ``generator`` (model first, then inputs, then targets).
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> case = curvature_case("embedding_net", batch_size=5, generator=0)
