@@ -43,6 +43,14 @@ def _same(a: list[Tensor], b: list[Tensor]) -> bool:
     return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
+def _after_seed(fn, seed: int = 0):
+    """``fn(None)``'s tensors after ``torch.manual_seed(seed)``, the seeded state and the state after."""
+    torch.manual_seed(seed)
+    seeded = torch.get_rng_state()
+    out = _tensors(fn(None))
+    return out, seeded, torch.get_rng_state()
+
+
 def _net(sizes=(4, 6, 3)):
     return op.testing.tanh_mlp(list(sizes), generator=1)  # built from its own generator: no global draw
 
@@ -83,13 +91,9 @@ def _mup_init(gen):
 @pytest.mark.parametrize("name", sorted(CONSTRUCTIONS))
 def test_construction_draws_from_the_default_generator(name):
     make = CONSTRUCTIONS[name]
-    torch.manual_seed(0)
-    seeded = torch.get_rng_state()
-    a = _tensors(make(None))
-    after = torch.get_rng_state()
+    a, seeded, after = _after_seed(make)
     assert a and not torch.equal(seeded, after), "generator=None must draw from torch's default generator"
-    torch.manual_seed(0)
-    assert _same(a, _tensors(make(None)))
+    assert _same(a, _after_seed(make)[0])
     # exactly the draws of a generator seeded the same, and the global stream ends where it ends
     g = torch.Generator().manual_seed(0)
     assert _same(a, _tensors(make(g)))
@@ -155,15 +159,11 @@ MEASUREMENTS = {
 @pytest.mark.parametrize("name", sorted(MEASUREMENTS))
 def test_measurement_follows_the_seed_and_leaves_the_stream_alone(name):
     measure = MEASUREMENTS[name]
-    torch.manual_seed(0)
-    seeded = torch.get_rng_state()
-    a = _tensors(measure(None))
-    assert a and torch.equal(seeded, torch.get_rng_state()), "a measurement must not advance the global RNG"
+    a, seeded, after = _after_seed(measure)
+    assert a and torch.equal(seeded, after), "a measurement must not advance the global RNG"
     assert _same(a, _tensors(measure(None)))  # no draw in between: the same probes
-    torch.manual_seed(1)
-    assert not _same(a, _tensors(measure(None)))  # a new seed: new probes
-    torch.manual_seed(0)
-    assert _same(a, _tensors(measure(None)))
+    assert not _same(a, _after_seed(measure, 1)[0])  # a new seed: new probes
+    assert _same(a, _after_seed(measure)[0])
     assert _same(_tensors(measure(7)), _tensors(measure(torch.Generator().manual_seed(7))))
 
 
