@@ -20,7 +20,7 @@ from torch import nn
 
 import overparam.hessian as oh
 from overparam.backend import vec
-from overparam.backend.random import gaussian, make_generator
+from overparam.backend.random import construction_generator, gaussian
 from overparam.experiments import harness
 
 F = torch.nn.functional
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--jvp", action="store_true", help="also time the jvp backend's vmapped matmat")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    g = make_generator(0)
+    g = construction_generator(0)
     if args.model == "cnn":
         model, x = cnn(), gaussian((args.batch, 3, 32, 32), generator=g)
     else:

@@ -32,7 +32,7 @@ from torch import nn
 
 import overparam.hessian as oh
 from overparam.backend import vec
-from overparam.backend.random import fan_in_normal_, gaussian, make_generator
+from overparam.backend.random import construction_generator, fan_in_normal_, gaussian
 
 F = nn.functional
 
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--hvp-ab", action="store_true", help="only the interleaved one-HVP A/B against PyHessian")
     args = ap.parse_args()
     load0 = os.getloadavg()[0]
-    g = make_generator(0)
+    g = construction_generator(0)
     model = cnn()
     x = gaussian((256, 3, 32, 32), generator=g)
     y = torch.randint(0, 10, (256,), generator=g)

@@ -18,7 +18,7 @@ INDEX = Path(__file__).resolve().parents[1] / "docs" / "index.md"
 
 # keywords that the one selection language replaced; no public callable may take them again
 OLD_SELECTION_KEYWORDS = {"types", "skip_types", "skip_names", "param_spec", "param"}
-GENERATOR_CONVERTERS = {"make_generator"}   # turns a generator-like argument into a Generator: positional by nature
+GENERATOR_CONVERTERS = {"construction_generator", "measurement_generator"}  # positional by nature
 SELECTION_KEYWORDS = {"targets", "params", "exclude", "overrides", "roles", "branches", "branch_outputs", "modules"}
 
 

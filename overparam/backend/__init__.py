@@ -23,6 +23,7 @@ Example:
 
 from . import checks, dispatch, dist, kernels, linalg, nm, random, select, topk, vec
 from .dispatch import implementations
-from .random import make_generator
+from .random import construction_generator, measurement_generator
 
-__all__ = ["vec", "linalg", "random", "select", "topk", "nm", "checks", "dispatch", "dist", "implementations", "make_generator"]
+__all__ = ["vec", "linalg", "random", "select", "topk", "nm", "checks", "dispatch", "dist", "implementations",
+           "construction_generator", "measurement_generator"]

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from . import dispatch
 from .checks import check_float, check_rank
-from .random import GeneratorLike, gaussian, make_generator
+from .random import GeneratorLike, gaussian, measurement_generator
 
 __all__ = ["orthogonalize", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve",
            "NotPositiveDefiniteError", "cholesky_qr2", "SVD", "exact_svd", "randomized_svd", "top_svd"]
@@ -247,6 +247,8 @@ def exact_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8, gene
     """Top-``rank`` part of the exact ``torch.linalg.svd`` (the reference; ``niter``, ``oversample``
     and ``generator`` are accepted for the shared signature and unused).
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Example:
         >>> exact_svd(torch.diag(torch.tensor([1., 3., 2.])), 2).S
         tensor([3., 2.])
@@ -265,6 +267,8 @@ def randomized_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8,
     ``Q ← orth(W orth(WᵀQ))`` (each ``orth`` a :func:`cholesky_qr2`), then the exact SVD of the
     small ``QᵀW``. Exact (to rounding) when ``rank + oversample >= min(m, n)``.
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Returns:
         :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.
 
@@ -276,7 +280,7 @@ def randomized_svd(W: Tensor, rank: int, *, niter: int = 4, oversample: int = 8,
     """
     _check_svd_args(W, rank, niter, oversample)
     q = min(rank + oversample, *W.shape)
-    omega = gaussian((W.shape[1], q), generator=make_generator(generator), dtype=W.dtype, device=W.device)
+    omega = gaussian((W.shape[1], q), generator=measurement_generator(generator), dtype=W.dtype, device=W.device)
     Q = cholesky_qr2(W @ omega)[0]
     for _ in range(niter):
         Q = cholesky_qr2(W.mT @ Q)[0]
@@ -292,6 +296,8 @@ def top_svd(W: Tensor, rank: int, *, method: str = "svd", niter: int = 4, oversa
     """Top-``rank`` SVD of ``W (m, n)``, routine ``"top_svd"`` of :mod:`~overparam.backend.dispatch`:
     ``method="svd"`` (exact, :func:`exact_svd`, the reference) or ``"randomized"``
     (:func:`randomized_svd`, with ``niter``, ``oversample``, ``generator``).
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Returns:
         :class:`SVD` with ``U (m, rank)``, ``S (rank,)``, ``Vh (rank, n)``.

@@ -1,18 +1,31 @@
-"""Random draws from an explicit generator; the global RNG is never touched.
+"""Random draws from an explicit generator, and the one rule for ``generator=None``.
 
+* :func:`construction_generator` and :func:`measurement_generator`: turn a ``generator``
+  argument into a ``torch.Generator`` (the two halves of the rule below);
 * :func:`gaussian`, :func:`rademacher`, :func:`uniform`: i.i.d. entries of a given shape;
 * :func:`probe`: the one probe-kind dispatch (``kind`` in :data:`PROBE_KINDS`), and
   :func:`probes_like`: parameter-shaped probes;
 * :func:`orthonormal`: a Haar-random ``(n, k)`` matrix with orthonormal columns;
 * :func:`fan_in_normal_`: the seeded model initialiser of experiments and tests.
 
-Every stochastic function in overparam takes a keyword-only ``generator`` that may be a
-``torch.Generator``, an ``int`` seed, or ``None``. ``None`` draws a fresh seed from the
-operating system (``os.urandom``): results then differ run to run, but the global torch
-RNG state is still left exactly as it was.
+Every stochastic function in overparam takes a keyword-only ``generator``: a
+``torch.Generator`` (used and advanced), an ``int`` seed (a fresh generator with that seed),
+or ``None``, which follows ``torch.manual_seed`` by one of two rules:
 
-Numbers are drawn on the generator's device and then moved to the requested device, so a
-CPU generator gives the same probes whether the model lives on the CPU or on a GPU.
+* **construction** (initialisers, wrappers' inits, problem generators, learned-mask inits,
+  training-time noise): ``None`` draws from ``torch.default_generator`` and advances it,
+  exactly as ``torch.nn.init`` and ``torch.randn`` do (:func:`construction_generator`);
+* **measurement** (trace/diagonal probes, Lanczos and power start vectors, SLQ, sharpness,
+  scores, coordinate checks): ``None`` seeds a private generator from a hash of
+  ``torch.default_generator``'s state, which is read and never advanced
+  (:func:`measurement_generator`). A measurement leaves the global stream bitwise unchanged,
+  and two measurements with no random draw between them see the same probes.
+
+The draw primitives of this module (:func:`gaussian` ... :func:`fan_in_normal_`) are
+constructions, like ``torch.randn``; a measurement resolves its generator with
+:func:`measurement_generator` before it draws. Only the CPU default generator is used:
+numbers are drawn on the generator's device and then moved to the requested device, so a
+seed gives the same numbers whether the model lives on the CPU or on a GPU.
 
 Example:
     >>> from overparam.backend import random as oprandom
@@ -20,12 +33,15 @@ Example:
     >>> b = oprandom.rademacher((3,), generator=0)
     >>> bool((a == b).all())
     True
+    >>> _ = torch.manual_seed(0); c = oprandom.gaussian((3,))   # construction: as torch.randn(3)
+    >>> _ = torch.manual_seed(0); bool((c == torch.randn(3)).all())
+    True
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import os
 from collections.abc import Iterable
 
 import torch
@@ -33,8 +49,8 @@ from torch import Tensor, nn
 
 from . import vec as _vec
 
-__all__ = ["GeneratorLike", "PROBE_KINDS", "make_generator", "rademacher", "gaussian", "uniform", "probe", "probes_like",
-           "orthonormal", "fan_in_normal_"]
+__all__ = ["GeneratorLike", "PROBE_KINDS", "construction_generator", "measurement_generator", "rademacher", "gaussian",
+           "uniform", "probe", "probes_like", "orthonormal", "fan_in_normal_"]
 
 GeneratorLike = torch.Generator | int | None
 
@@ -42,28 +58,63 @@ PROBE_KINDS = ("rademacher", "gaussian")
 """The kinds of random probe every stochastic estimator accepts (``kind=``)."""
 
 
-def make_generator(generator: GeneratorLike = None, *, device: torch.device | str | None = None) -> torch.Generator:
-    """Turn a generator-like argument into a ``torch.Generator``.
-
-    Args:
-        generator: an existing generator (returned as is), an ``int`` seed, or ``None``
-            (a fresh seed from ``os.urandom``).
-        device: device of a newly created generator (default CPU).
-
-    Example:
-        >>> make_generator(7).initial_seed()
-        7
-    """
+def _explicit(generator: GeneratorLike) -> torch.Generator | None:
+    """The generator for a ``torch.Generator`` or an ``int`` seed, ``None`` for ``None``; bad types raise."""
     if isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, bool) or not (generator is None or isinstance(generator, int)):
         raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
-    seed = int.from_bytes(os.urandom(8), "little") >> 1 if generator is None else generator
-    if seed < 0:
-        raise ValueError(f"generator seed must be >= 0, got {seed}")
-    g = torch.Generator(device=device if device is not None else "cpu")
-    g.manual_seed(seed)
-    return g
+    if generator is None:
+        return None
+    if generator < 0:
+        raise ValueError(f"generator seed must be >= 0, got {generator}")
+    return torch.Generator().manual_seed(generator)
+
+
+def construction_generator(generator: GeneratorLike) -> torch.Generator:
+    """The generator of construction-time randomness (inits, problem generators, training noise).
+
+    Args:
+        generator: a ``torch.Generator`` (returned as is), an ``int`` seed >= 0 (a new CPU
+            generator with that seed) or ``None``: ``torch.default_generator`` itself, so the
+            draw follows ``torch.manual_seed`` and advances the global stream as ``torch.nn.init`` does.
+
+    Example:
+        >>> construction_generator(7).initial_seed()
+        7
+        >>> construction_generator(None) is torch.default_generator
+        True
+    """
+    g = _explicit(generator)
+    return torch.default_generator if g is None else g
+
+
+_SALT = b"overparam.measurement"
+
+
+def measurement_generator(generator: GeneratorLike) -> torch.Generator:
+    """The generator of measurement-time randomness (probes, start vectors, scores, checks).
+
+    Args:
+        generator: a ``torch.Generator`` (returned as is), an ``int`` seed >= 0 (a new CPU
+            generator with that seed) or ``None``: a new CPU generator seeded from a hash of
+            ``torch.default_generator.get_state()``. The global state is only read, so the
+            global stream is unchanged, and the seed changes whenever the stream advances.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> a = measurement_generator(None).initial_seed()
+        >>> a == measurement_generator(None).initial_seed()   # nothing drawn in between
+        True
+        >>> _ = torch.rand(1); a == measurement_generator(None).initial_seed()
+        False
+    """
+    g = _explicit(generator)
+    if g is not None:
+        return g
+    state = torch.default_generator.get_state().numpy().tobytes()
+    seed = int.from_bytes(hashlib.blake2b(state, digest_size=8, key=_SALT).digest(), "little") >> 1
+    return torch.Generator().manual_seed(seed)
 
 
 def _float_dtype(dtype: torch.dtype | None) -> torch.dtype:
@@ -74,7 +125,7 @@ def _float_dtype(dtype: torch.dtype | None) -> torch.dtype:
 
 
 def _draw(kind: str, shape, generator, dtype, device) -> Tensor:
-    g = make_generator(generator)
+    g = construction_generator(generator)
     dtype = _float_dtype(dtype)
     if kind == "rademacher":
         out = torch.randint(0, 2, tuple(shape), generator=g, device=g.device, dtype=torch.int8)
@@ -87,7 +138,7 @@ def _draw(kind: str, shape, generator, dtype, device) -> Tensor:
 
 
 def rademacher(shape, *, generator: GeneratorLike = None, dtype: torch.dtype | None = None, device=None) -> Tensor:
-    """i.i.d. ±1 entries of the given shape.
+    """i.i.d. ±1 entries of the given shape (``generator``: :func:`construction_generator`).
 
     Example:
         >>> rademacher((2, 2), generator=0).abs().sum()
@@ -97,7 +148,7 @@ def rademacher(shape, *, generator: GeneratorLike = None, dtype: torch.dtype | N
 
 
 def gaussian(shape, *, generator: GeneratorLike = None, dtype: torch.dtype | None = None, device=None) -> Tensor:
-    """i.i.d. standard normal entries of the given shape.
+    """i.i.d. standard normal entries of the given shape (``generator``: :func:`construction_generator`).
 
     Example:
         >>> gaussian((2,), generator=0, dtype=torch.float64).shape
@@ -113,7 +164,8 @@ def uniform(shape, *, low: float = 0.0, high: float = 1.0, generator: GeneratorL
     Args:
         shape: output shape.
         low, high: finite bounds, ``low < high``.
-        generator: see :func:`make_generator`. dtype: floating point (default: torch's default).
+        generator: see :func:`construction_generator` (``None``: the default generator).
+        dtype: floating point (default: torch's default).
         device: where the result goes (numbers are drawn on the generator's device).
 
     Example:
@@ -135,6 +187,7 @@ def probe(kind: str, shape, *, generator: GeneratorLike = None, dtype: torch.dty
     """i.i.d. probe entries of ``kind`` (one of :data:`PROBE_KINDS`): :func:`rademacher` or :func:`gaussian`.
 
     The one place a probe kind is checked: estimators pass their ``kind=`` argument here.
+    ``generator``: :func:`construction_generator`; estimators pass :func:`measurement_generator`'s.
 
     Example:
         >>> probe("rademacher", (2, 3), generator=0).abs().sum()
@@ -154,7 +207,9 @@ def probes_like(
         like: a vector (entries ``shape_i``), e.g. ``model.parameters()``.
         n: ``None`` for one vector, or the batch size ``B`` (entries ``(B, *shape_i)``).
         kind: one of :data:`PROBE_KINDS`.
-        generator: see :func:`make_generator`; pass the same generator on to draw more.
+        generator: see :func:`construction_generator` (``None``: the default generator, as
+            every draw primitive; a measurement passes :func:`measurement_generator`'s); pass
+            the same generator on to draw more.
 
     The draw is one flat block of ``n * numel`` numbers split in parameter order, so it
     does not depend on how the parameters are chunked into tensors.
@@ -169,7 +224,7 @@ def probes_like(
         raise ValueError("like is an empty vector")
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ValueError(f"n must be a positive int or None, got {n!r}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     total = _vec.numel(ls)
     rows = 1 if n is None else n
     # Draw in the widest dtype present, then cast per entry: the same numbers for every dtype layout.
@@ -187,6 +242,7 @@ def orthonormal(n: int, k: int, *, generator: GeneratorLike = None, dtype: torch
     The thin QR ``G = QR`` of a standard Gaussian ``G (n, k)`` (drawn as :func:`gaussian`) with the
     sign of ``diag(R)`` moved into ``Q``, so that ``R`` has a positive diagonal: this makes ``Q``
     uniformly (Haar) distributed on the Stiefel manifold, which plain ``torch.linalg.qr`` does not.
+    ``generator``: :func:`construction_generator`.
 
     Example:
         >>> Q = orthonormal(5, 3, generator=0, dtype=torch.float64)
@@ -210,7 +266,8 @@ def fan_in_normal_(model: nn.Module, *, std: float = 1.0, bias_std: float = 0.1,
 
     The seeded model builder of experiments, benchmarks and tests: the same generator state
     gives the same model on any device and dtype (numbers are drawn in the parameter's dtype
-    on the generator's device). Returns ``model``.
+    on the generator's device). ``generator``: :func:`construction_generator` (``None`` advances
+    the default generator). Returns ``model``.
 
     Example:
         >>> net = fan_in_normal_(nn.Linear(4, 2), generator=0)
@@ -222,7 +279,7 @@ def fan_in_normal_(model: nn.Module, *, std: float = 1.0, bias_std: float = 0.1,
     for name, val in (("std", std), ("bias_std", bias_std)):
         if isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0 or val == float("inf"):
             raise ValueError(f"{name} must be a finite number >= 0, got {val!r}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     with torch.no_grad():
         for p in model.parameters():
             scale = std / p[0].numel() ** 0.5 if p.ndim > 1 else bias_std

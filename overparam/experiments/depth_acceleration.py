@@ -19,7 +19,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from ..backend.random import gaussian, make_generator
+from ..backend.random import construction_generator, gaussian
 from ..factor import DeepLinear, init_balanced_deep, product
 from . import Context, Experiment
 from .harness import train
@@ -28,7 +28,7 @@ from .harness import train
 def run(ctx: Context) -> dict:
     p = ctx.params
     d, m = p["d"], p["m"]
-    g = make_generator(ctx.seed)
+    g = construction_generator(ctx.seed)
     dt = torch.float64
     X = gaussian((m, d), generator=g, dtype=dt, device=ctx.device)
     w_star = p["w_scale"] * gaussian((d,), generator=g, dtype=dt, device=ctx.device)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, fan_in_normal_, make_generator
+from ..backend.random import GeneratorLike, construction_generator, fan_in_normal_
 
 __all__ = ["mlp", "digits", "split", "batches", "Trace", "train", "pyplot"]
 
@@ -46,6 +46,8 @@ def mlp(sizes: Sequence[int], *, activation: Callable[[], nn.Module] | None = nn
     biases ``bias_std · N(0, 1)``, drawn from ``generator`` in parameter order, so the same
     generator state gives the same model on every device and dtype. ``activation=None`` gives a
     deep linear network. Input ``(batch, sizes[0])``, output ``(batch, sizes[-1])``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> net = mlp([4, 8, 2], generator=0)
@@ -100,6 +102,8 @@ def split(X: Tensor, y: Tensor, *, test: float, generator: GeneratorLike = None
     """``((X_train, y_train), (X_test, y_test))``: a seeded random permutation, the first
     ``floor(test · n)`` rows for testing. ``X (n, ...)``, ``y (n, ...)``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> (Xa, ya), (Xb, yb) = split(torch.arange(10.0), torch.arange(10), test=0.2, generator=0)
         >>> len(ya), len(yb), sorted((ya.tolist() + yb.tolist())) == list(range(10))
@@ -109,7 +113,7 @@ def split(X: Tensor, y: Tensor, *, test: float, generator: GeneratorLike = None
         raise ValueError(f"X and y must have the same number of rows, got {len(X)} and {len(y)}")
     if isinstance(test, bool) or not isinstance(test, (int, float)) or not 0 < test < 1:
         raise ValueError(f"test must be a fraction in (0, 1), got {test!r}")
-    perm = torch.randperm(len(y), generator=make_generator(generator)).to(y.device)
+    perm = torch.randperm(len(y), generator=construction_generator(generator)).to(y.device)
     n_test = int(len(y) * test)
     te, tr = perm[:n_test], perm[n_test:]
     return (X[tr], y[tr]), (X[te], y[te])
@@ -118,6 +122,8 @@ def split(X: Tensor, y: Tensor, *, test: float, generator: GeneratorLike = None
 def batches(n: int, size: int, *, generator: GeneratorLike = None, device: torch.device | str | None = None
             ) -> Iterator[Tensor]:
     """An endless stream of minibatch indices ``(size,)`` drawn uniformly with replacement from ``range(n)``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> it = batches(100, 4, generator=0)
@@ -128,7 +134,7 @@ def batches(n: int, size: int, *, generator: GeneratorLike = None, device: torch
     for name, val in (("n", n), ("size", size)):
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{name} must be a positive int, got {val!r}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     while True:
         yield torch.randint(0, n, (size,), generator=g).to(device)
 

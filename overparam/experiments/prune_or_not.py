@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..backend.random import make_generator
+from ..backend.random import construction_generator
 from ..prune import GradualPruner, cubic, magnitude_scores, synflow_scores
 from . import Context, Experiment
 from .harness import batches, mlp, train
@@ -41,7 +41,7 @@ from .harness import batches, mlp, train
 
 def _teacher(p, seed: int, device):
     """Data ``(X, y), (Xt, yt)`` from a sparse random ReLU teacher; ``y`` scaled to unit variance."""
-    g = make_generator(seed)
+    g = construction_generator(seed)
     d, H, k = p["inputs"], p["teacher_units"], p["teacher_fan_in"]
     W = torch.zeros(H, d + 1)
     for i in range(H):

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ..backend.checks import check_float, check_rank
 from ..backend.linalg import top_svd
-from ..backend.random import GeneratorLike, gaussian, make_generator, uniform
+from ..backend.random import GeneratorLike, construction_generator, gaussian, uniform
 from . import _layers
 from .layer import LayerWrapper
 
@@ -111,6 +111,8 @@ def _draw_down(kind: str, cols: int, rank: int, g: torch.Generator, like: Tensor
 class LoRALayer(LayerWrapper):
     """A frozen ``base`` layer plus a trainable low-rank (LoRA / PiSSA / DoRA) update.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         base: an ``nn.Linear``, ``nn.Conv1d/2d/3d`` or ``nn.Embedding``; held as ``self.base``
             with its parameters frozen (``requires_grad=False``).
@@ -165,7 +167,7 @@ class LoRALayer(LayerWrapper):
                 up, down = dec.U * s, dec.Vh.mT * s
                 W2.addmm_(up, down.mT, alpha=-self.scaling)      # the residual, in place
         else:
-            down = _draw_down(opts.init, cols, opts.rank, make_generator(generator), W)
+            down = _draw_down(opts.init, cols, opts.rank, construction_generator(generator), W)
             up = W.new_zeros(rows, opts.rank)
         self.lora_down = nn.Parameter(down.contiguous())
         self.lora_up = nn.Parameter(up.contiguous())
@@ -250,11 +252,14 @@ class LoRALayer(LayerWrapper):
 
     @torch.no_grad()
     def restart_(self, *, init: str = "kaiming", generator: GeneratorLike = None) -> None:
-        """ReLoRA: ``W ← W + ΔW``, then ``down`` re-drawn and ``up = 0`` (the output is unchanged)."""
+        """ReLoRA: ``W ← W + ΔW``, then ``down`` re-drawn and ``up = 0`` (the output is unchanged).
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+        """
         _check_restart(self, init)
         self.base.weight.add_(self.delta_weight())
         rows, cols = _layers.matrix_shape(self.base)
-        self.lora_down.copy_(_draw_down(init, cols, self.rank, make_generator(generator), self.lora_down))
+        self.lora_down.copy_(_draw_down(init, cols, self.rank, construction_generator(generator), self.lora_down))
         self.lora_up.zero_()
 
     def extra_repr(self) -> str:
@@ -278,6 +283,8 @@ def relora_restart_(model: nn.Module, optimizer: torch.optim.Optimizer | None = 
     (ReLoRA resets it; re-warm the learning rate with your scheduler). Repeated restarts
     accumulate an update whose rank can exceed ``r``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Returns:
         the number of layers restarted.
 
@@ -291,7 +298,7 @@ def relora_restart_(model: nn.Module, optimizer: torch.optim.Optimizer | None = 
         raise ValueError("model holds no LoRALayer to restart")
     for m in layers:                      # all checked before any layer changes
         _check_restart(m, init)
-    g = make_generator(generator)
+    g = construction_generator(generator)
     for m in layers:
         m.restart_(init=init, generator=g)
         if optimizer is not None:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, construction_generator, gaussian
 from .functional import product
 
 __all__ = ["init_balanced_deep", "DeepLinear", "depth_preconditioner", "psd_power"]
@@ -45,6 +45,8 @@ def init_balanced_deep(dims: Sequence[int], *, end_to_end: Tensor | None = None,
     ``W_j ≃ Σ^{1/N}`` (1 < j < N), ``W_1 ≃ Σ^{1/N} Vᵀ``, where ``≃`` pads with zeros to the widths.
     Then ``W_{j+1}ᵀW_{j+1} = W_jW_jᵀ`` and the product is the rank-``q`` truncation of ``A``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> Ws = init_balanced_deep([3, 5, 4], scale=1.0, generator=0, dtype=torch.float64)
         >>> bool(torch.allclose(Ws[1].T @ Ws[1], Ws[0] @ Ws[0].T))
@@ -55,7 +57,7 @@ def init_balanced_deep(dims: Sequence[int], *, end_to_end: Tensor | None = None,
     if end_to_end is None:
         if not scale > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
-        g = make_generator(generator)
+        g = construction_generator(generator)
         A = scale * gaussian((dims[-1], dims[0]), generator=g, dtype=dtype, device=device) / dims[0] ** 0.5
     else:
         A = end_to_end
@@ -82,6 +84,8 @@ def init_balanced_deep(dims: Sequence[int], *, end_to_end: Tensor | None = None,
 
 class DeepLinear(nn.Module):
     """A depth-``N`` linear network ``x ↦ x (W_N ⋯ W_1)ᵀ`` with balanced init.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
         dims: ``[d_0 (input), d_1, ..., d_N (output)]``; hidden widths may differ.

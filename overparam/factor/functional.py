@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..backend.checks import check_float, check_rank
 from ..backend.linalg import top_svd
-from ..backend.random import GeneratorLike, gaussian, make_generator, orthonormal
+from ..backend.random import GeneratorLike, construction_generator, gaussian, orthonormal
 
 __all__ = [
     "LowRankFactors", "product", "lowrank_product", "balance",
@@ -114,6 +114,8 @@ def init_small(shape: tuple[int, int], rank: int, *, scale: float = 1e-3, symmet
 
     With ``symmetric=True`` (needs ``n1 = n2``) both are the same tensor ``U``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> f = init_small((6, 5), 8, scale=1e-3, generator=0)
         >>> f.left.shape, f.right.shape
@@ -122,7 +124,7 @@ def init_small(shape: tuple[int, int], rank: int, *, scale: float = 1e-3, symmet
     n1, n2 = _shape2(shape)
     check_rank(rank)
     scale = _check_scale(scale)
-    g = make_generator(generator)
+    g = construction_generator(generator)
     L = scale * gaussian((n1, rank), generator=g, dtype=dtype, device=device)
     if symmetric:
         if n1 != n2:
@@ -161,6 +163,8 @@ def init_balanced(shape: tuple[int, int], rank: int, *, scale: float = 1e-3, gen
                   dtype: torch.dtype | None = None, device=None) -> LowRankFactors:
     """A random balanced pair: :func:`init_small` followed by :func:`balance` (``LᵀL = RᵀR``).
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> f = init_balanced((6, 5), 3, generator=0, dtype=torch.float64)
         >>> float((f.left.T @ f.left - f.right.T @ f.right).abs().max()) < 1e-12
@@ -174,6 +178,8 @@ def init_orthogonal(shape: tuple[int, int], rank: int, *, scale: float = 1.0, sy
                     generator: GeneratorLike = None, dtype: torch.dtype | None = None, device=None) -> LowRankFactors:
     """``L = √scale · Q₁``, ``R = √scale · Q₂`` with orthonormal columns (``rank <= min(n1, n2)``).
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> f = init_orthogonal((6, 5), 3, generator=0, dtype=torch.float64)
         >>> torch.linalg.svdvals(f.product())[:4].round(decimals=6)
@@ -182,7 +188,7 @@ def init_orthogonal(shape: tuple[int, int], rank: int, *, scale: float = 1.0, sy
     n1, n2 = _shape2(shape)
     check_rank(rank, (n1, n2), at_most_min=True)
     scale = _check_scale(scale)
-    g = make_generator(generator)
+    g = construction_generator(generator)
 
     def orth(n):
         return orthonormal(n, rank, generator=g, dtype=dtype, device=device) * scale**0.5
@@ -201,6 +207,9 @@ def init_spectral(W: Tensor, rank: int, *, method: str = "svd", symmetric: bool 
 
     ``L = U_k S_k^{1/2}``, ``R = V_k S_k^{1/2}`` (balanced). With ``symmetric=True``, ``W`` must be
     square and ``U = V_k Λ_k^{1/2}`` from its top eigenpairs (negative eigenvalues clipped to 0).
+
+    ``generator=None``: the randomized SVD's sketch never advances the global RNG (the measurement
+    rule, docs/index.md).
 
     Example:
         >>> W = torch.diag(torch.tensor([3., 2., 1.]))
@@ -230,6 +239,9 @@ def init_factors(init: str | tuple[Tensor, Tensor], shape: tuple[int, int], rank
     "randomized"`` (spectral by randomized SVD), or a user-supplied ``(L, R)`` pair.
 
     ``weight (n1, n2)`` is required by the spectral inits.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md);
+    the spectral inits' randomized SVD sketch follows the measurement rule.
 
     Example:
         >>> init_factors("small", (4, 3), 2, generator=0).left.shape

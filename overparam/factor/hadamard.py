@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, construction_generator, gaussian
 from .functional import _check_scale, _shape2, check_rank
 
 __all__ = ["Hadamard", "HadamardDifference", "LowRankHadamard", "Kronecker", "kron_split"]
@@ -44,6 +44,8 @@ def _check_weight(weight: Tensor | None, shape) -> None:
 
 class Hadamard(nn.Module):
     """``w = u_1 ⊙ ⋯ ⊙ u_N`` of any shape.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
         shape: the weight's shape.
@@ -72,7 +74,7 @@ class Hadamard(nn.Module):
         elif init == "constant":
             fs = [torch.full(self.shape, float(scale), dtype=dtype, device=device) for _ in range(depth)]
         elif init == "small":
-            g = make_generator(generator)
+            g = construction_generator(generator)
             fs = [scale * gaussian(self.shape, generator=g, dtype=dtype, device=device) for _ in range(depth)]
         else:
             raise ValueError(f"init must be 'constant' or 'small', got {init!r}")
@@ -120,6 +122,8 @@ class HadamardDifference(nn.Module):
 class LowRankHadamard(nn.Module):
     """``W (m, n) = (L₁R₁ᵀ) ⊙ (L₂R₂ᵀ)`` with ``L_i (m, k)``, ``R_i (n, k)`` (FedPara, LoHa).
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         shape: ``(m, n)``. rank: ``k``; the product has rank up to ``k²``.
         scale: factors start at ``scale ·`` Gaussian.
@@ -136,7 +140,7 @@ class LowRankHadamard(nn.Module):
         super().__init__()
         self.shape, self.rank = _shape2(tuple(shape)), check_rank(rank)
         _check_scale(scale)
-        g = make_generator(generator)
+        g = construction_generator(generator)
         m, n = self.shape
 
         def draw(rows):
@@ -171,6 +175,8 @@ def kron_split(n: int, factor: int = -1) -> tuple[int, int]:
 class Kronecker(nn.Module):
     """``W (m, n) = C ⊗ (L Rᵀ)`` with ``C (a1, a2)``, ``L (b1, k)``, ``R (b2, k)`` (LoKr).
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         shape: ``(m, n)``; ``m = a1·b1`` and ``n = a2·b2`` by :func:`kron_split` with ``factor``.
         rank: ``k`` (at most ``min(b1, b2)`` is useful).
@@ -188,7 +194,7 @@ class Kronecker(nn.Module):
         self.shape, self.rank = _shape2(tuple(shape)), check_rank(rank)
         _check_scale(scale)
         (a1, b1), (a2, b2) = kron_split(self.shape[0], factor), kron_split(self.shape[1], factor)
-        g = make_generator(generator)
+        g = construction_generator(generator)
         self.kron = nn.Parameter(scale * gaussian((a1, a2), generator=g, dtype=dtype, device=device))
         self.left = nn.Parameter(scale * gaussian((b1, rank), generator=g, dtype=dtype, device=device))
         self.right = nn.Parameter(scale * gaussian((b2, rank), generator=g, dtype=dtype, device=device))

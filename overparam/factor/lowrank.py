@@ -51,6 +51,8 @@ class _PairMixin:
 class LowRank(_PairMixin, nn.Module):
     """A matrix ``W (n1, n2) = L Rᵀ`` (or ``U Uᵀ`` with ``symmetric=True``) of inner width ``rank``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         shape: ``(n1, n2)``.
         rank: inner width ``k >= 1`` (may exceed ``min(n1, n2)`` except for spectral inits).
@@ -91,6 +93,8 @@ class LowRank(_PairMixin, nn.Module):
 
 class LowRankLinear(_PairMixin, nn.Module):
     """``y = x Wᵀ + b`` with ``W (out, in) = L Rᵀ``, ``L (out, k)``, ``R (in, k)``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
         in_features, out_features: as in ``nn.Linear``.

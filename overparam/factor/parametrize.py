@@ -19,7 +19,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn.utils import parametrize as _P
 
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.random import GeneratorLike, construction_generator
 from .functional import check_rank, init_factors
 from .hadamard import Hadamard, HadamardDifference
 
@@ -33,6 +33,8 @@ class LowRankParametrization(nn.Module):
     for ``W`` seen as ``(rows, cols)``: the top-``rank`` SVD of ``W`` by default, or a random
     pair for ``init="small"`` etc. (then assigning ``module.weight = W`` later does not factor
     ``W`` but draws a new random pair).
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> import torch
@@ -48,7 +50,7 @@ class LowRankParametrization(nn.Module):
                  **svd_kwargs) -> None:
         super().__init__()
         self.rank, self.init, self.scale, self.svd_kwargs = check_rank(rank), init, scale, svd_kwargs
-        self._generator = make_generator(generator)
+        self._generator = None if generator is None else construction_generator(generator)  # None: the default
         self.shape: tuple[int, ...] | None = None
 
     def forward(self, left: Tensor, right: Tensor) -> Tensor:

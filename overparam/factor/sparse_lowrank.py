@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backend.checks import check_fraction
-from ..backend.random import GeneratorLike, make_generator, uniform
+from ..backend.random import GeneratorLike, construction_generator, uniform
 from ..backend.topk import fraction_count
 from ..backend.topk import topk_mask as _topk
 from .functional import init_factors
@@ -43,6 +43,8 @@ def topk_mask(scores: Tensor, density: float) -> Tensor:
 
 class SparseLowRank(_PairMixin, nn.Module):
     """``W (m, n) = S ⊙ M + L Rᵀ``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
         shape: ``(m, n)``. rank: ``k`` of the low-rank part.
@@ -77,7 +79,7 @@ class SparseLowRank(_PairMixin, nn.Module):
         else:
             check_fraction(density, "density", low_open=True)
         self.density = density
-        g = make_generator(generator)
+        g = construction_generator(generator)
         dtype = dtype if dtype is not None else (weight.dtype if weight is not None else None)
         if weight is not None:
             if tuple(weight.shape) != self.shape:

@@ -38,7 +38,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.random import GeneratorLike, construction_generator
 from ..backend.select import Spec, select
 from . import _layers
 from .adapters import LoRALayer, _Options
@@ -100,12 +100,14 @@ def lowrank_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec
     ``"balanced"``, ``"orthogonal"`` as in :func:`~overparam.factor.functional.init_factors`.
     Keys: ``name.base.bias``, ``name.param.left``, ``name.param.right``. Returns the wrapped names.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
         >>> lowrank_(net, "0", rank=2, init="small", generator=0)
         ['0']
     """
-    g = make_generator(generator)
+    g = construction_generator(generator)
 
     def prepare(name, base):
         rows, cols = _layers.matrix_shape(base)
@@ -135,6 +137,8 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
 
     The model's output is unchanged at init. Returns the wrapped names.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
         >>> hadamard_(net, torch.nn.Linear, kind="loha", rank=2, generator=0)
@@ -149,7 +153,7 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
         raise ValueError(f"rank: kind={kind!r} factors the weight element-wise and takes no rank, got {rank!r}")
     if adapter and depth != 2:
         raise ValueError(f"depth: kind={kind!r} has no depth, got {depth!r}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
 
     def prepare(name, base):
         W = base.weight.detach()
@@ -173,6 +177,8 @@ def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = 
     "randomized"``), ``niter``, ``oversample``, ``dora``, ``detach_norm``; they are validated once,
     then against every selected layer before any is changed. Returns the wrapped names.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
         >>> lora_(net, ["0"], rank=2, generator=0)
@@ -182,7 +188,7 @@ def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = 
     if unknown:
         raise TypeError(f"lora_ got unexpected keyword arguments {unknown}")
     opts = _Options(rank, **kwargs)
-    g = make_generator(generator)
+    g = construction_generator(generator)
     return _wrap_each(model, targets, exclude, lambda name, base: opts.check(base),
                       lambda base, _: LoRALayer._build(base, opts, g))
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..backend import linalg
-from ..backend.random import GeneratorLike, gaussian, make_generator, probe
+from ..backend.random import GeneratorLike, gaussian, measurement_generator, probe
 from .operators import Operator, as_operator
 from .trace import _check_block
 
@@ -89,6 +89,8 @@ def slq(A, probes: int | Tensor = 10, steps: int = 80, *, kind: str = "rademache
         generator: GeneratorLike = None) -> Quadrature:
     """Stochastic Lanczos quadrature rules.
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Args:
         A: symmetric operator / dense tensor (see :func:`~overparam.hessian.as_operator`).
         probes: number of random probes, or explicit probes ``(P, n)`` (normalized here).
@@ -105,7 +107,7 @@ def slq(A, probes: int | Tensor = 10, steps: int = 80, *, kind: str = "rademache
     n = op.n
     if not isinstance(steps, int) or not 1 <= steps <= n:
         raise ValueError(f"steps must be an int in [1, n={n}], got {steps!r}")
-    g = make_generator(generator)
+    g = measurement_generator(generator)
     if isinstance(probes, Tensor):
         if probes.ndim != 2 or probes.shape[1] != n:
             raise ValueError(f"explicit probes must have shape (P, {n}), got {tuple(probes.shape)}")
@@ -134,6 +136,8 @@ def slq(A, probes: int | Tensor = 10, steps: int = 80, *, kind: str = "rademache
 def density(A, probes: int | Tensor = 10, steps: int = 80, *, sigma: float | None = None, grid: Tensor | int = 1000,
             scale: str = "linear", floor: float = 1e-12, generator: GeneratorLike = None, **kwargs) -> Density:
     """Smoothed spectral density ``ρ(t) = mean_p Σ_i τ_pi N(t; θ_pi, σ²)``.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Args:
         A, probes, steps, generator, kwargs: as in :func:`slq`.

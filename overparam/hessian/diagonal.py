@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..backend import vec
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.random import GeneratorLike, measurement_generator
 from .operators import as_operator
 from .trace import Estimate, _check_block, _check_probes, _matmat_chunks, _stderr, probe_block
 
@@ -31,6 +31,8 @@ __all__ = ["diagonal"]
 def diagonal(A, probes: int | None = 100, *, kind: str = "rademacher", block: int = 16,
              generator: GeneratorLike = None) -> Estimate:
     """``diag A``: exact with ``probes=None``, else estimated from ``probes`` random products.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Args:
         A: an operator, a dense symmetric ``(n, n)`` tensor or anything :func:`as_operator` takes.
@@ -56,6 +58,6 @@ def diagonal(A, probes: int | None = 100, *, kind: str = "rademacher", block: in
         d = torch.cat(diag)
         return Estimate(vec.unflatten(d, op.like), vec.unflatten(torch.zeros_like(d), op.like), n, None)
     _check_probes(probes, 1, "diagonal")
-    V = probe_block(op, probes, kind, make_generator(generator))
+    V = probe_block(op, probes, kind, measurement_generator(generator))
     s = (V * _matmat_chunks(op, V, block)).mT  # (probes, n)
     return Estimate(vec.unflatten(s.mean(dim=0), op.like), vec.unflatten(_stderr(s), op.like), probes, s)

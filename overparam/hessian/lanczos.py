@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..backend import linalg, vec
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, gaussian, measurement_generator
 from .operators import Operator, as_operator
 
 __all__ = ["Eigen", "lanczos", "start_vector"]
@@ -60,14 +60,17 @@ def start_vector(op: Operator, v0, generator: GeneratorLike) -> Tensor:
     """A unit flat start vector ``(n,)``: ``v0`` (flat, parameter-shaped, a batch of previous
     vectors, or an :class:`Eigen` whose vectors are summed), ``"gradient"`` (for an operator
     with a ``gradient()`` method, e.g. :class:`~overparam.hessian.HessianOperator`: the unit
-    loss gradient plus a unit Gaussian draw), or a Gaussian draw."""
+    loss gradient plus a unit Gaussian draw), or a Gaussian draw.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+    """
     n = op.n
     if isinstance(v0, str) and v0 != "gradient":
         raise ValueError(f"v0 must be a vector, previous vectors, an Eigen or 'gradient', got {v0!r}")
     if isinstance(v0, str) and not hasattr(op, "gradient"):
         raise TypeError(f"v0='gradient' needs an operator with a gradient() method, got {type(op).__name__}")
     if v0 is None or isinstance(v0, str):
-        v = gaussian((n,), generator=make_generator(generator), dtype=op.dtype, device=op.device)
+        v = gaussian((n,), generator=measurement_generator(generator), dtype=op.dtype, device=op.device)
         if v0 == "gradient":
             v = v / torch.linalg.vector_norm(v)
             gr = op.gradient().to(dtype=op.dtype, device=op.device)
@@ -120,6 +123,8 @@ def _random_orth(Q: Tensor, g: torch.Generator) -> Tensor:
 def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, criterion: str = "residual",
             ncv: int | None = None, max_matvecs: int | None = None, v0=None, generator: GeneratorLike = None) -> Eigen:
     """The ``k`` extreme eigenpairs of a symmetric operator.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Args:
         A: an :class:`~overparam.hessian.Operator`, a dense symmetric ``(n, n)`` tensor, or
@@ -177,7 +182,7 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
     if max_matvecs is not None and (isinstance(max_matvecs, bool) or not isinstance(max_matvecs, int) or max_matvecs < k):
         raise ValueError(f"max_matvecs must be None or an int >= k={k} (products to find k pairs), got {max_matvecs!r}")
     budget = max(50 * m, 1000) if max_matvecs is None else max_matvecs
-    g = make_generator(generator)
+    g = measurement_generator(generator)
     v = start_vector(op, v0, g)
     Vr = torch.zeros(m, n, dtype=op.dtype, device=op.device)  # basis as rows
     H = torch.zeros(m, m, dtype=op.dtype, device=op.device)

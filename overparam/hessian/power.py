@@ -20,7 +20,7 @@ import warnings
 import torch
 
 from ..backend import linalg, vec
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.random import GeneratorLike, measurement_generator
 from .lanczos import Eigen, start_vector
 from .operators import as_operator
 
@@ -30,6 +30,8 @@ __all__ = ["power_iteration"]
 def power_iteration(A, k: int = 1, *, tol: float = 1e-6, max_iters: int = 1000, v0=None,
                     generator: GeneratorLike = None) -> Eigen:
     """The ``k`` largest-magnitude eigenpairs by power iteration with deflation.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Args:
         A: an operator, a dense symmetric ``(n, n)`` tensor, or anything with ``@``/``.matvec``.
@@ -47,7 +49,7 @@ def power_iteration(A, k: int = 1, *, tol: float = 1e-6, max_iters: int = 1000, 
         raise ValueError(f"k must be an int in [1, n={op.n}], got {k!r}")
     if tol <= 0 or max_iters < 1:
         raise ValueError(f"tol must be > 0 and max_iters >= 1, got {tol}, {max_iters}")
-    g = make_generator(generator)
+    g = measurement_generator(generator)
     Q = torch.zeros(op.n, 0, dtype=op.dtype, device=op.device)
     values, residuals, count, converged = [], [], 0, True
     for i in range(k):

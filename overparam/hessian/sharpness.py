@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backend import vec
-from ..backend.random import GeneratorLike, probes_like
+from ..backend.random import GeneratorLike, measurement_generator, probes_like
 from ..backend.select import Spec
 from ._model import Objective
 from .lanczos import Eigen, lanczos
@@ -59,6 +59,8 @@ def lambda_max(H, *, lr: float | None = None, v0=None, tol: float = 1e-4, genera
                **kwargs) -> EoS | Eigen:
     """Top eigenvalue of ``H`` by Lanczos (warm-startable with ``v0``, e.g. the previous result's
     ``eigen``). With ``lr`` returns an :class:`EoS` comparing it to ``2/lr``; else the :class:`Eigen`.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Example:
         >>> A = torch.diag(torch.tensor([1., 4., 2.], dtype=torch.float64))
@@ -103,6 +105,8 @@ def ball_sharpness(f: Callable[[vec.Vec], Tensor], theta, rho: float, *, steps: 
                    eta: float = 0.01, generator: GeneratorLike = None) -> Sharpness:
     """ε-sharpness (``adaptive=False``) or adaptive sharpness of a scalar function ``f(θ)``.
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Args:
         f: maps a parameter-shaped vector to a scalar loss.
         theta: the point, a parameter-shaped vector (tuple of tensors; not modified).
@@ -130,7 +134,7 @@ def ball_sharpness(f: Callable[[vec.Vec], Tensor], theta, rho: float, *, steps: 
     base, g0 = _grad_at(f, th)
     d = ascent_dir(g0)
     if float(vec.norm(d)) == 0:
-        d = probes_like(th, kind="gaussian", generator=generator)
+        d = probes_like(th, kind="gaussian", generator=measurement_generator(generator))
     u = vec.scale(rho / vec.norm(d), d)
     best_val, best_u, count = None, u, 1
     for _ in range(steps):
@@ -157,6 +161,8 @@ def epsilon_sharpness(model: nn.Module, loss_fn: Callable, data, rho: float, *, 
     """:func:`ball_sharpness` of a model's loss over ``data`` (one batch or a loader, per-sample
     mean), w.r.t. the parameters that ``params`` selects minus ``exclude`` (specs of
     :func:`overparam.select`; default every trainable parameter). The model itself is never modified.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Example:
         >>> net = torch.nn.Linear(3, 1).double().eval()

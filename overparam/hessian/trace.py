@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, make_generator, probe
+from ..backend.random import GeneratorLike, measurement_generator, probe
 from .operators import Operator, as_operator
 
 __all__ = ["Estimate", "hutchinson", "hutchpp", "xtrace", "trace", "probe_block"]
@@ -72,13 +72,15 @@ def hutchinson(A, probes: int = 100, *, kind: str = "rademacher", block: int = 1
                generator: GeneratorLike = None) -> Estimate:
     """Hutchinson's estimator of ``tr A`` from ``probes`` products (``block`` at a time).
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Returns:
         :class:`Estimate` with ``samples (probes,)`` = ``v_iᵀ A v_i``.
     """
     op = as_operator(A)
     _check_probes(probes, 1, "hutchinson")
     _check_block(block)
-    V = probe_block(op, probes, kind, make_generator(generator))
+    V = probe_block(op, probes, kind, measurement_generator(generator))
     AV = _matmat_chunks(op, V, block)
     s = (V * AV).sum(dim=0)
     return Estimate(s.mean(), _stderr(s), probes, s)
@@ -90,11 +92,13 @@ def hutchpp(A, probes: int = 99, *, kind: str = "rademacher", block: int = 16,
     for ``A Q`` and the rest for Hutchinson on ``(I − QQᵀ)A(I − QQᵀ)``.
 
     The standard error is that of the Hutchinson part (the ``tr(QᵀAQ)`` part is exact).
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
     """
     op = as_operator(A)
     _check_probes(probes, 3, "hutchpp")
     _check_block(block)
-    g = make_generator(generator)
+    g = measurement_generator(generator)
     s = probes // 3
     S = probe_block(op, s, kind, g)
     Q, _ = torch.linalg.qr(_matmat_chunks(op, S, block))
@@ -115,6 +119,8 @@ def xtrace(A, probes: int = 100, *, block: int = 16, generator: GeneratorLike = 
     computed in closed form by downdating the QR factorization (Epperly et al., Alg. 1).
 
     Exact (to rounding) when ``rank A < probes//2``; ``samples`` are the leave-one-out estimates.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
     """
     op = as_operator(A)
     _check_probes(probes, 4, "xtrace")
@@ -122,7 +128,7 @@ def xtrace(A, probes: int = 100, *, block: int = 16, generator: GeneratorLike = 
     m = probes // 2
     if m >= op.n:
         raise ValueError(f"probes//2 = {m} must be < n = {op.n} for xtrace")
-    Om = probe_block(op, m, "gaussian", make_generator(generator))
+    Om = probe_block(op, m, "gaussian", measurement_generator(generator))
     Y = _matmat_chunks(op, Om, block)
     Q, R = torch.linalg.qr(Y)
     W = Q.mT @ Om
@@ -141,6 +147,8 @@ def xtrace(A, probes: int = 100, *, block: int = 16, generator: GeneratorLike = 
 
 def trace(A, probes: int = 100, *, method: str = "hutch++", generator: GeneratorLike = None, **kwargs) -> Estimate:
     """``tr A`` by ``method`` ∈ {"hutchinson", "hutch++", "xtrace"} with about ``probes`` products.
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
     Example:
         >>> A = torch.diag(torch.arange(1., 41., dtype=torch.float64))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, make_generator, uniform
+from ..backend.random import GeneratorLike, construction_generator, uniform
 from ._checks import check_factors, positive_int
 from .sensing import ground_truth, small_factors, spectral_factors
 
@@ -84,9 +84,12 @@ class MatrixCompletion:
         return c * r.square().mean() * (self.num_observed / self.p)
 
     def minibatch(self, size: int, *, generator: GeneratorLike = None) -> Tensor:
-        """``size`` observed-entry indices drawn uniformly with replacement, ``(size,)`` long."""
+        """``size`` observed-entry indices drawn uniformly with replacement, ``(size,)`` long.
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+        """
         positive_int(size, "size")
-        g = make_generator(generator)
+        g = construction_generator(generator)
         return torch.randint(0, self.num_observed, (size,), generator=g).to(self.rows.device)
 
     def relative_error(self, X) -> Tensor:
@@ -95,7 +98,10 @@ class MatrixCompletion:
 
     def init(self, kind: str = "small", *, rank: int | None = None, scale: float = 1e-3,
              generator: GeneratorLike = None):
-        """``"small"``: ``scale·G/√n``; ``"spectral"``: top-``rank`` factors of ``P_Ω(M*)/p``."""
+        """``"small"``: ``scale·G/√n``; ``"spectral"``: top-``rank`` factors of ``P_Ω(M*)/p``.
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+        """
         k = self.rank if rank is None else rank
         if kind == "small":
             return small_factors(self.shape, k, like=self.M_star, scale=scale, symmetric=self.symmetric,
@@ -111,6 +117,8 @@ def completion(n: int, r: int, p: float, *, kappa: float = 1.0, n2: int | None =
                loss: str = "l2", generator: GeneratorLike = None, dtype=torch.float64, device=None) -> MatrixCompletion:
     """Build a matrix-completion problem: entries of ``M* (n, n2)`` observed with probability ``p``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         n, n2: shape (``n2 = n`` by default). r: rank. p: sampling probability in (0, 1].
         kappa: condition number of ``M*``. symmetric: PSD ``M*`` and symmetric ``Ω``.
@@ -123,7 +131,7 @@ def completion(n: int, r: int, p: float, *, kappa: float = 1.0, n2: int | None =
         raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
     if symmetric and n2 not in (None, n):
         raise ValueError(f"symmetric completion needs a square matrix, got n={n}, n2={n2}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=symmetric, generator=g, dtype=dtype, device=device)
     keep = uniform(M.shape, generator=g) < p
     if symmetric:

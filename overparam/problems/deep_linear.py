@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, construction_generator, gaussian
 from .sensing import ground_truth
 
 __all__ = ["DeepLinearRegression", "deep_linear"]
@@ -65,6 +65,8 @@ class DeepLinearRegression:
         * ``"small"``: ``W_j = scale · G / √fan_in``;
         * ``"spectral"``: balanced factors of the rank-``rank`` truncated least-squares
           estimate ``USVᵀ``: ``W_1 = S^{1/N}Vᵀ``, ``W_j = S^{1/N}``, ``W_N = US^{1/N}``.
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
         """
         d_out, d_in = self.W_star.shape
         k = min(d_in, d_out) if rank is None else rank
@@ -73,7 +75,7 @@ class DeepLinearRegression:
         dt, dev = self.X.dtype, self.X.device
         dims = [d_in] + [k] * (self.depth - 1) + [d_out]
         if kind == "small":
-            g = make_generator(generator)
+            g = construction_generator(generator)
             return [scale * gaussian((dims[j + 1], dims[j]), generator=g, dtype=dt, device=dev) / dims[j] ** 0.5
                     for j in range(self.depth)]
         if kind == "spectral":
@@ -93,6 +95,8 @@ def deep_linear(d_in: int, d_out: int, r: int, depth: int, samples: int, *, kapp
                 generator: GeneratorLike = None, dtype=torch.float64, device=None) -> DeepLinearRegression:
     """Build a deep-linear regression problem (see the module docstring).
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         d_in, d_out: input/output dimensions. r: rank of ``W*``. depth: number of factors ``N >= 1``.
         samples: ``N`` data points. kappa: condition number of ``W*``. p: ℓ_p exponent ``>= 1``.
@@ -103,7 +107,7 @@ def deep_linear(d_in: int, d_out: int, r: int, depth: int, samples: int, *, kapp
         raise ValueError(f"samples must be >= 1, got {samples}")
     if p < 1:
         raise ValueError(f"p must be >= 1, got {p}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     W = ground_truth(d_out, r, kappa=kappa, n2=d_in, symmetric=False, generator=g, dtype=dtype, device=device)
     X = gaussian((samples, d_in), generator=g, dtype=dtype, device=device)
     return DeepLinearRegression(X=X, Y=X @ W.mT, W_star=W, depth=depth, rank=r, p=p)

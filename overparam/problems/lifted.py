@@ -176,6 +176,9 @@ class LiftedSensing:
         return X @ X.mT
 
     def init(self, *, scale: float = 1e-2, generator: GeneratorLike = None) -> Tensor:
-        """A small Gaussian variable of :attr:`shape` (entries ``N(0, scale²)``)."""
+        """A small Gaussian variable of :attr:`shape` (entries ``N(0, scale²)``).
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+        """
         A = self.lifted_A
         return scale * gaussian(self.shape, generator=generator, dtype=A.dtype, device=A.device)

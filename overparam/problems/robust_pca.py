@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, make_generator, uniform
+from ..backend.random import GeneratorLike, construction_generator, uniform
 from ._checks import check_factors, check_tensor, positive_int
 from .sensing import ground_truth, small_factors, spectral_factors
 
@@ -50,7 +50,10 @@ class RobustPCA:
 
     def init(self, kind: str = "spectral", *, rank: int | None = None, scale: float = 1e-3,
              generator: GeneratorLike = None) -> tuple[Tensor, Tensor]:
-        """``"small"`` (``scale·G/√n``) or ``"spectral"`` (top-``rank`` factors of ``Y``)."""
+        """``"small"`` (``scale·G/√n``) or ``"spectral"`` (top-``rank`` factors of ``Y``).
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+        """
         k = self.rank if rank is None else rank
         if kind == "small":
             return small_factors(tuple(self.Y.shape), k, like=self.Y, scale=scale, symmetric=False,
@@ -62,13 +65,16 @@ class RobustPCA:
 
 def robust_pca(n: int, r: int, alpha: float, *, kappa: float = 1.0, n2: int | None = None, magnitude: float = 10.0,
                generator: GeneratorLike = None, dtype=torch.float64, device=None) -> RobustPCA:
-    """A robust-PCA instance with outlier fraction ``alpha ∈ [0, 1)`` (see the module docstring)."""
+    """A robust-PCA instance with outlier fraction ``alpha ∈ [0, 1)`` (see the module docstring).
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+    """
     positive_int(n, "n")
     if not 0 <= alpha < 1:
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")
     if magnitude < 0:
         raise ValueError(f"magnitude must be >= 0, got {magnitude}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=False, generator=g, dtype=dtype, device=device)
     keep = uniform(M.shape, generator=g, device=M.device) < alpha
     u = uniform(M.shape, low=-1.0, high=1.0, generator=g, dtype=dtype, device=M.device)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, gaussian, make_generator, orthonormal, uniform
+from ..backend.random import GeneratorLike, construction_generator, gaussian, orthonormal, uniform
 from ._checks import check_factors, check_tensor, positive_int
 
 __all__ = ["MatrixSensing", "sensing", "ground_truth", "small_factors", "spectral_factors"]
@@ -34,6 +34,8 @@ __all__ = ["MatrixSensing", "sensing", "ground_truth", "small_factors", "spectra
 def ground_truth(n: int, r: int, *, kappa: float = 1.0, n2: int | None = None, symmetric: bool = True,
                  generator: GeneratorLike = None, dtype=torch.float64, device=None) -> Tensor:
     """A rank-``r`` matrix ``(n, n2)`` with singular values ``linspace(1, 1/κ, r)``; PSD when symmetric.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> torch.linalg.svdvals(ground_truth(5, 2, kappa=4.0, generator=0))[:3].round(decimals=6)
@@ -47,7 +49,7 @@ def ground_truth(n: int, r: int, *, kappa: float = 1.0, n2: int | None = None, s
         raise ValueError(f"r must be in [1, min(n, n2)] = [1, {min(n, n2 or n)}], got {r}")
     if not kappa >= 1:
         raise ValueError(f"kappa must be >= 1, got {kappa}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     s = torch.linspace(1.0, 1.0 / kappa, r, dtype=dtype, device=device)
     U = orthonormal(n, r, generator=g, dtype=dtype, device=device)
     if symmetric:
@@ -111,6 +113,8 @@ class MatrixSensing:
 
         * ``"small"``: ``scale · G / √n`` with ``G`` standard Gaussian (small random init);
         * ``"spectral"``: top-``rank`` part of ``𝒜*(y) = (1/m) Σ y_i A_i`` (spectral init).
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
         """
         k = self.rank if rank is None else rank
         if kind == "small":
@@ -127,6 +131,8 @@ def small_factors(shape: tuple[int, int], k: int, *, like: Tensor, scale: float 
     """``scale · G / √n`` with ``G`` standard Gaussian: ``X (n, k)`` or ``(L (n1, k), R (n2, k))``,
     in the dtype and on the device of ``like``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> L, R = small_factors((5, 3), 2, like=torch.zeros(5, 3), symmetric=False, generator=0)
         >>> L.shape, R.shape
@@ -138,7 +144,7 @@ def small_factors(shape: tuple[int, int], k: int, *, like: Tensor, scale: float 
     if scale < 0:
         raise ValueError(f"scale must be >= 0, got {scale}")
     dt, dev = like.dtype, like.device
-    g = make_generator(generator)
+    g = construction_generator(generator)
     L = scale * gaussian((n1, k), generator=g, dtype=dt, device=dev) / n1**0.5
     if symmetric:
         return L
@@ -169,6 +175,8 @@ def sensing(n: int, r: int, m: int, *, kappa: float = 1.0, n2: int | None = None
             generator: GeneratorLike = None, dtype=torch.float64, device=None) -> MatrixSensing:
     """Build a Gaussian matrix-sensing problem.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         n, n2: matrix shape ``(n, n2)`` (``n2 = n`` by default; symmetric needs ``n2 = n``).
         r: true rank. m: number of measurements. kappa: condition number of ``M*``.
@@ -194,7 +202,7 @@ def sensing(n: int, r: int, m: int, *, kappa: float = 1.0, n2: int | None = None
         raise ValueError(f"noise must be 'sparse' or 'gaussian', got {noise!r}")
     if outlier_scale < 0:
         raise ValueError(f"outlier_scale must be >= 0, got {outlier_scale}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=symmetric, generator=g, dtype=dtype, device=device)
     A = gaussian((m, n, n2 or n), generator=g, dtype=dtype, device=device)
     P = MatrixSensing(A=A, y=torch.zeros(m, dtype=dtype, device=device), M_star=M, rank=r, symmetric=symmetric, loss_kind=loss)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend.random import GeneratorLike, gaussian, make_generator, orthonormal
+from ..backend.random import GeneratorLike, construction_generator, gaussian, orthonormal
 from ._checks import check_tensor, positive_int
 
 __all__ = ["TeacherStudent", "teacher_student", "ACTIVATIONS"]
@@ -68,6 +68,8 @@ class TeacherStudent:
         * ``"small"``: ``W = scale·G/√d``, ``a = scale·G/√k``;
         * ``"spectral"`` (quadratic activation only): rows ``√λ_j v_j`` from the top-``rank``
           eigenpairs of ``(1/2N) Σ y_i (x_i x_iᵀ − I)`` (an unbiased estimate of ``W*ᵀ diag(a*) W*``), ``a = 1``.
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
         """
         k = self.W_star.shape[0] if rank is None else rank
         d = self.X.shape[1]
@@ -75,7 +77,7 @@ class TeacherStudent:
             raise ValueError(f"rank must be >= 1, got {k}")
         dt, dev = self.X.dtype, self.X.device
         if kind == "small":
-            g = make_generator(generator)
+            g = construction_generator(generator)
             return (scale * gaussian((k, d), generator=g, dtype=dt, device=dev) / d**0.5,
                     scale * gaussian((k,), generator=g, dtype=dt, device=dev) / k**0.5)
         if kind == "spectral":
@@ -92,7 +94,10 @@ class TeacherStudent:
 
 def teacher_student(d: int, teacher_width: int, samples: int, *, activation: str = "quadratic", test_samples: int = 1000,
                     loss: str = "l2", generator: GeneratorLike = None, dtype=torch.float64, device=None) -> TeacherStudent:
-    """Build a two-layer teacher-student problem (see the module docstring)."""
+    """Build a two-layer teacher-student problem (see the module docstring).
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+    """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     positive_int(d, "d")
@@ -103,7 +108,7 @@ def teacher_student(d: int, teacher_width: int, samples: int, *, activation: str
         raise ValueError(f"teacher_width must be in [1, d] = [1, {d}], got {teacher_width}")
     if loss not in ("l2", "l1"):
         raise ValueError(f"loss must be 'l2' or 'l1', got {loss!r}")
-    g = make_generator(generator)
+    g = construction_generator(generator)
     Q = orthonormal(d, teacher_width, generator=g, dtype=dtype, device=device)
     W, a = Q.mT.contiguous(), torch.ones(teacher_width, dtype=dtype, device=device)
     X = gaussian((samples, d), generator=g, dtype=dtype, device=device)

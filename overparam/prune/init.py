@@ -55,6 +55,9 @@ def prune_at_init(model: nn.Module, method: str, sparsity: float, *, loss_fn=Non
                   generator: GeneratorLike = None) -> Masks:
     """Masks by ``method`` in :data:`METHODS` at ``sparsity`` (the pruned fraction).
 
+    ``generator=None``: the construction rule for ``"random"``, the measurement rule for obd's
+    probes (docs/index.md, Randomness).
+
     Args:
         loss_fn, data: for snip, grasp, obd (``data`` one ``(inputs, targets)`` batch).
         input_shape, iterations: for synflow. generator: for random and obd's probes.

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..backend.nm import check_nm, nm_groups, nm_ungroup
-from ..backend.random import GeneratorLike, make_generator, uniform
+from ..backend.random import GeneratorLike, construction_generator, uniform
 from .masks import check_sparsity, unstructured
 from ..backend.select import Spec
 from .targets import Masks
@@ -42,6 +42,8 @@ __all__ = ["EdgePopup", "LearnableNM", "nm_patterns"]
 
 class EdgePopup(nn.Module):
     """Supermask training by edge-popup over the frozen weights of ``model``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
         model: the network whose (random) weights are kept fixed.
@@ -57,7 +59,7 @@ class EdgePopup(nn.Module):
         self.model = model
         self.sparsity = check_sparsity(sparsity)
         self.scope = scope
-        g = make_generator(generator)
+        g = construction_generator(generator)
         self._names = list(_targets(model, targets, exclude=exclude))
         params = dict(model.named_parameters())
         init = []
@@ -103,6 +105,8 @@ def nm_patterns(n: int, m: int, *, device=None) -> Tensor:
 class LearnableNM(nn.Module):
     """Learnable N:M masks by Gumbel-softmax over each group's candidate patterns.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Args:
         model: the network; its weights are used as they are (frozen here).
         n, m: the pattern (``1 <= n < m``, ``C(m, n) <= 12870``); groups along the input dim.
@@ -126,7 +130,7 @@ class LearnableNM(nn.Module):
         if prior not in ("magnitude", None):
             raise ValueError(f"prior must be 'magnitude' or None, got {prior!r}")
         self.model, self.n, self.m, self.tau, self.scale, self.hard = model, n, m, tau, scale, hard
-        self._gen = make_generator(generator)
+        self._gen = None if generator is None else construction_generator(generator)  # None: the default, per sample
         self._names = list(_targets(model, targets, exclude=exclude))
         params = dict(model.named_parameters())
         pats = nm_patterns(n, m)

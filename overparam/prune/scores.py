@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .. import hessian
 from ..backend import vec
-from ..backend.random import GeneratorLike, make_generator, uniform
+from ..backend.random import GeneratorLike, construction_generator, uniform
 from ..backend.select import Spec
 from .targets import targets as _targets
 
@@ -60,12 +60,14 @@ def random_scores(model: nn.Module, *, targets: Spec = None, exclude: Spec = Non
                   generator: GeneratorLike = None) -> dict[str, Tensor]:
     """i.i.d. uniform [0, 1) scores (random pruning), drawn from ``generator`` in parameter order.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> a = random_scores(torch.nn.Linear(2, 2), generator=0)["weight"]
         >>> torch.equal(a, random_scores(torch.nn.Linear(2, 2), generator=0)["weight"])
         True
     """
-    g = make_generator(generator)
+    g = construction_generator(generator)
     out = {}
     for k, p in _targets(model, targets, exclude=exclude).items():
         out[k] = uniform(p.shape, generator=g, dtype=torch.float64, device=p.device)
@@ -152,6 +154,8 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec =
                      probes: int | None = None, generator: GeneratorLike = None, chunk: int = 256) -> dict[str, Tensor]:
     """Diagonal of the loss Hessian over the selected parameters.
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Args:
         probes: ``None`` for the exact diagonal (one Hessian-vector product per entry: small
             models only), or the number of Rademacher probes of the Hutchinson estimate
@@ -173,7 +177,10 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec =
 
 def obd_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None, exclude: Spec = None,
                probes: int | None = None, generator: GeneratorLike = None) -> dict[str, Tensor]:
-    """Optimal Brain Damage saliency ``½ H_ii θ_i²`` (exact diagonal, or Hutchinson with ``probes``)."""
+    """Optimal Brain Damage saliency ``½ H_ii θ_i²`` (exact diagonal, or Hutchinson with ``probes``).
+
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+    """
     diag = hessian_diagonal(model, loss_fn, data, targets=targets, exclude=exclude, probes=probes, generator=generator)
     ps = _targets(model, targets, exclude=exclude)
     return {k: 0.5 * diag[k] * ps[k].detach().square() for k in ps}

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, make_generator
+from ..backend.random import GeneratorLike, measurement_generator
 from ..backend.select import Spec, select
 from .plan import plan
 
@@ -95,6 +95,8 @@ def coord_check(make_model: Callable[[int], nn.Module], loss_fn: Callable, data,
                 generator: GeneratorLike = None) -> CoordCheck:
     """Train ``make_model(w)`` for each width under a plan and record per-layer output scales.
 
+    ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
     Args:
         make_model: ``width -> nn.Module`` (called inside a forked RNG, so the global RNG is untouched).
         loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.
@@ -112,7 +114,7 @@ def coord_check(make_model: Callable[[int], nn.Module], loss_fn: Callable, data,
             module owning parameters).
         plan_kwargs: extra arguments for :func:`~overparam.scaling.plan` (e.g. ``roles=``).
         generator: seeds the models' construction and the plan's init of every width (the same
-            seed for each width); ``None`` draws a seed as :func:`~overparam.backend.random.make_generator`
+            seed for each width); ``None`` draws a seed as :func:`~overparam.backend.random.measurement_generator`
             does.
 
     Returns:
@@ -147,7 +149,7 @@ def coord_check(make_model: Callable[[int], nn.Module], loss_fn: Callable, data,
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     base_width = widths[0] if base_width is None else base_width
     other = next(w for w in widths if w != base_width)
-    seed = int(make_generator(generator).initial_seed())
+    seed = int(measurement_generator(generator).initial_seed())
     x, y = data
     rms, delta, losses, names = [], [], [], None
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..backend.random import GeneratorLike, gaussian, make_generator
+from ..backend.random import GeneratorLike, construction_generator, gaussian
 from ..backend.select import Spec
 from .shapes import TensorShape, _select_trainable, infer_shapes
 
@@ -139,12 +139,15 @@ class Plan:
     def init_(self, model: nn.Module, *, generator: GeneratorLike = None) -> None:
         """Initialize ``model`` in place: a Gaussian draw of std ``init_std`` for every tensor
         that has one, kept values times ``init_scale`` for the others (parameters in
-        ``named_parameters`` order, one generator; the global RNG is not touched).
+        ``named_parameters`` order, one generator).
 
         Not idempotent where a rule keeps the model's values (``init_std`` None) with an
-        ``init_scale`` other than 1 (depth-μP branch-output biases): call it once per model."""
+        ``init_scale`` other than 1 (depth-μP branch-output biases): call it once per model.
+
+        ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+        """
         params = self._check(model)
-        g = make_generator(generator)
+        g = construction_generator(generator)
         for k, r in self.rules.items():
             p = params[k]
             if r.init_std is not None:

@@ -8,19 +8,24 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..backend.random import GeneratorLike, gaussian, make_generator, orthonormal
+from ..backend.random import GeneratorLike, construction_generator, gaussian, orthonormal
 
 __all__ = ["random_orthogonal", "symmetric_with_spectrum", "ill_conditioned", "tanh_mlp"]
 
 
 def random_orthogonal(n: int, *, generator: GeneratorLike = None, dtype=torch.float64) -> Tensor:
-    """A Haar-random orthogonal ``(n, n)`` matrix: :func:`overparam.backend.random.orthonormal` with ``k = n``."""
+    """A Haar-random orthogonal ``(n, n)`` matrix: :func:`overparam.backend.random.orthonormal` with ``k = n``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+    """
     return orthonormal(n, n, generator=generator, dtype=dtype)
 
 
 def symmetric_with_spectrum(eigenvalues: Sequence[float] | Tensor, *, generator: GeneratorLike = None,
                             dtype=torch.float64) -> Tensor:
     """``Q diag(λ) Qᵀ`` with a random orthogonal ``Q``: a symmetric matrix with known eigenvalues.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> A = symmetric_with_spectrum([3.0, -1.0, 0.5], generator=0)
@@ -33,8 +38,11 @@ def symmetric_with_spectrum(eigenvalues: Sequence[float] | Tensor, *, generator:
 
 
 def ill_conditioned(n: int, k: int, cond: float, *, generator: GeneratorLike = None, dtype=torch.float64) -> Tensor:
-    """An ``(n, k)`` matrix with singular values log-spaced from 1 to ``1/cond``."""
-    g = make_generator(generator)
+    """An ``(n, k)`` matrix with singular values log-spaced from 1 to ``1/cond``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+    """
+    g = construction_generator(generator)
     U = random_orthogonal(n, generator=g, dtype=dtype)[:, :k]
     V = random_orthogonal(k, generator=g, dtype=dtype)
     s = torch.logspace(0, -torch.log10(torch.tensor(float(cond))).item(), k, dtype=dtype)
@@ -42,8 +50,11 @@ def ill_conditioned(n: int, k: int, cond: float, *, generator: GeneratorLike = N
 
 
 def tanh_mlp(sizes: Sequence[int], *, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Sequential:
-    """A tanh MLP ``Linear → tanh → … → Linear`` with weights drawn from ``generator``."""
-    g = make_generator(generator)
+    """A tanh MLP ``Linear → tanh → … → Linear`` with weights drawn from ``generator``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+    """
+    g = construction_generator(generator)
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         lin = nn.utils.skip_init(nn.Linear, a, b, dtype=dtype)  # no draw from the global RNG

@@ -13,7 +13,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..backend.random import GeneratorLike, fan_in_normal_, gaussian, make_generator
+from ..backend.random import GeneratorLike, construction_generator, fan_in_normal_, gaussian
 from .cases import tanh_mlp
 from .oracles import hessian_of, jacobian_of, outputs_of_flat
 
@@ -64,7 +64,10 @@ def _seeded(net: nn.Module, dtype, generator: GeneratorLike) -> nn.Module:
 
 
 def small_cnn(*, channels: int = 3, classes: int = 3, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Module:
-    """Conv(1→c, 3×3) → tanh → AvgPool(2) → Flatten → Linear(c·9→classes), for 8×8 inputs ``(N, 1, 8, 8)``."""
+    """Conv(1→c, 3×3) → tanh → AvgPool(2) → Flatten → Linear(c·9→classes), for 8×8 inputs ``(N, 1, 8, 8)``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+    """
     with torch.device("meta"):
         net = nn.Sequential(nn.Conv2d(1, channels, 3), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
                             nn.Linear(channels * 9, classes))
@@ -72,11 +75,14 @@ def small_cnn(*, channels: int = 3, classes: int = 3, generator: GeneratorLike =
 
 
 def bn_net(*, width: int = 6, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Module:
-    """Linear(4→w) → BatchNorm1d(w) → tanh → Linear(w→1) in **eval** mode, with non-trivial running stats."""
+    """Linear(4→w) → BatchNorm1d(w) → tanh → Linear(w→1) in **eval** mode, with non-trivial running stats.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+    """
     with torch.device("meta"):
         net = nn.Sequential(nn.Linear(4, width), nn.BatchNorm1d(width), nn.Tanh(), nn.Linear(width, 1))
     net = _seeded(net, dtype, generator)
-    g = make_generator(generator)
+    g = construction_generator(generator)
     with torch.no_grad():
         bn = net[1]
         bn.running_mean.copy_(gaussian((width,), generator=g, dtype=dtype) * 0.3)
@@ -90,6 +96,8 @@ def ln_gelu_mlp(*, d_in: int = 3, width: int = 4, hidden: int = 6, d_out: int = 
     """A pre-norm residual MLP for inputs ``(N, d_in)`` → outputs ``(N, d_out)``:
     ``Linear(d_in→w)`` → ``z + Linear(GELU(Linear(LayerNorm(z))))`` (hidden width ``hidden``) →
     ``LayerNorm(w)`` → ``Linear(w→d_out)``. ``torch.func.hessian`` is wrong on it in torch 2.13.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> ln_gelu_mlp(generator=0)(torch.zeros(5, 3, dtype=torch.float64)).shape
@@ -107,6 +115,8 @@ def attention_net(*, d_in: int = 3, seq: int = 4, width: int = 4, heads: int = 2
     ``(N, classes)``: ``Linear(d_in→w)`` → ``z + SelfAttention(z)`` (``heads`` heads, through
     ``F.scaled_dot_product_attention``) → ``GELU`` → ``Flatten`` → ``Linear(seq·w→classes)``.
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> attention_net(generator=0)(torch.zeros(2, 4, 3, dtype=torch.float64)).shape
         torch.Size([2, 3])
@@ -123,6 +133,8 @@ def embedding_net(*, vocab: int = 7, seq: int = 3, dim: int = 4, classes: int = 
                   dtype=torch.float64) -> nn.Module:
     """Token ids ``(N, seq)`` (int64 in ``[0, vocab)``) → ``Embedding(vocab, dim)`` → tanh →
     ``Flatten`` → ``Linear(seq·dim→classes)`` logits ``(N, classes)``.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Example:
         >>> embedding_net(generator=0)(torch.zeros(2, 3, dtype=torch.long)).shape
@@ -153,6 +165,8 @@ def curvature_case(name: str, *, batch_size: int = 8, generator: GeneratorLike =
     """The fp64 model ``name`` (one of :data:`CURVATURE_MODELS`, default sizes) and a batch of
     ``batch_size`` samples, all drawn from ``generator`` (model first, then inputs, then targets).
 
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
     Example:
         >>> case = curvature_case("embedding_net", batch_size=5, generator=0)
         >>> case.batch[0].shape, case.loss
@@ -162,7 +176,7 @@ def curvature_case(name: str, *, batch_size: int = 8, generator: GeneratorLike =
         raise ValueError(f"name must be one of {CURVATURE_MODELS}, got {name!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    g, f64, N = make_generator(generator), torch.float64, batch_size
+    g, f64, N = construction_generator(generator), torch.float64, batch_size
     if name == "tanh_mlp":
         model, x = tanh_mlp([3, 5, 4, 2], generator=g), gaussian((N, 3), generator=g, dtype=f64)
     elif name == "small_cnn":

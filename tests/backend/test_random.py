@@ -25,12 +25,66 @@ def test_independent_of_global_rng():
     assert torch.equal(a, b)
 
 
-def test_none_generator_leaves_global_state_alone():
+def test_construction_none_is_torchs_default_generator():
+    """generator=None in a draw primitive is torch's own call: the same numbers as torch.randn /
+    torch.rand / torch.randint after the same torch.manual_seed, and the stream advanced as far."""
+    assert oprandom.construction_generator(None) is torch.default_generator
+    torch.manual_seed(3)
+    got = (oprandom.gaussian((4, 3), dtype=torch.float64), oprandom.uniform((5,), low=-1.0, high=1.0),
+           oprandom.rademacher((6,)))
+    after = torch.get_rng_state()
+    torch.manual_seed(3)
+    want = (torch.randn(4, 3, dtype=torch.float64), 2 * torch.rand(5) - 1,
+            (torch.randint(0, 2, (6,), dtype=torch.int8) * 2 - 1).float())
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert torch.equal(after, torch.get_rng_state())
+
+
+def test_fan_in_normal_none_draws_like_torch_randn_in_parameter_order():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)).double()
+    torch.manual_seed(5)
+    oprandom.fan_in_normal_(net, std=2.0, bias_std=0.5)
+    after = torch.get_rng_state()
+    torch.manual_seed(5)
+    for p in net.parameters():
+        want = torch.randn(p.shape, dtype=torch.float64) * (2.0 / p.shape[1] ** 0.5 if p.ndim > 1 else 0.5)
+        assert torch.equal(p.detach(), want)
+    assert torch.equal(after, torch.get_rng_state())
+
+
+def test_measurement_none_follows_manual_seed_and_leaves_the_stream_alone():
+    like = [torch.zeros(3, 2, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)]
+    torch.manual_seed(0)
+    with assert_no_side_effects():  # the global CPU state is bitwise unchanged
+        a = oprandom.probes_like(like, n=2, kind="gaussian", generator=oprandom.measurement_generator(None))
+        b = oprandom.probes_like(like, n=2, kind="gaussian", generator=oprandom.measurement_generator(None))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))  # no draw in between: the same probes
+    nxt = torch.randn(2, 10, dtype=torch.float64)  # not the numbers the training stream draws next
+    assert not torch.equal(vec.flatten(a, batch=True), nxt)
+    c = oprandom.probes_like(like, n=2, kind="gaussian", generator=oprandom.measurement_generator(None))
+    assert not torch.equal(a[0], c[0])  # the stream moved: new probes
+    torch.manual_seed(0)
+    d = oprandom.probes_like(like, n=2, kind="gaussian", generator=oprandom.measurement_generator(None))
+    assert all(torch.equal(x, y) for x, y in zip(a, d))
+    torch.manual_seed(1)
+    e = oprandom.probes_like(like, n=2, kind="gaussian", generator=oprandom.measurement_generator(None))
+    assert not torch.equal(a[0], e[0])
+
+
+@pytest.mark.parametrize("convert", [oprandom.construction_generator, oprandom.measurement_generator])
+def test_converters_explicit_generators_and_bad_input(convert):
+    g = torch.Generator().manual_seed(2)
+    assert convert(g) is g
+    h = convert(9)
+    assert isinstance(h, torch.Generator) and h.initial_seed() == 9 and h is not torch.default_generator
     with assert_no_side_effects():
-        x = oprandom.gaussian((4,), generator=None)
-        y = oprandom.gaussian((4,), generator=None)
-        probes = oprandom.probes_like([torch.zeros(3)], generator=None)
-    assert not torch.equal(x, y) and probes[0].shape == (3,)
+        convert(9)
+    with pytest.raises(TypeError, match="generator must be"):
+        convert("0")
+    with pytest.raises(TypeError, match="generator must be"):
+        convert(True)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        convert(-1)
 
 
 def test_rademacher_values_and_moments():

@@ -48,8 +48,13 @@ def test_state_dict_keys_and_svd_init():
     torch.testing.assert_close(layer(x), x @ W.T, rtol=0, atol=1e-12)
 
 
-def test_no_global_rng_use():
+def test_global_rng_only_for_generator_none():
     state = torch.get_rng_state()
     LowRankLinear(4, 5, rank=2, generator=0)
-    LowRank((3, 3), 2, init="balanced", generator=None)
     assert torch.equal(state, torch.get_rng_state())
+    torch.manual_seed(0)  # construction rule: None draws from (and advances) torch's default generator
+    seeded = torch.get_rng_state()
+    a = LowRank((3, 3), 2, init="balanced", generator=None)()
+    assert not torch.equal(seeded, torch.get_rng_state())
+    torch.manual_seed(0)
+    assert torch.equal(a, LowRank((3, 3), 2, init="balanced")())

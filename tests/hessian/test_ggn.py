@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import overparam.hessian as oh
-from overparam.backend.random import gaussian, make_generator
+from overparam.backend.random import construction_generator, gaussian
 from overparam.testing import assert_no_side_effects, dense_hessian, max_rel_error, tanh_mlp
 from overparam.testing.hessian_oracles import dense_ggn, small_cnn
 
@@ -12,7 +12,7 @@ F = nn.functional
 
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 def test_ggn_matches_dense_jacobian_oracle(loss):
-    g = make_generator(0)
+    g = construction_generator(0)
     net = tanh_mlp([4, 6, 3], generator=1)
     x = gaussian((10, 4), generator=g, dtype=torch.float64)
     y = gaussian((10, 3), generator=g, dtype=torch.float64) if loss == "mse" else torch.randint(0, 3, (10,), generator=g)
@@ -25,7 +25,7 @@ def test_ggn_matches_dense_jacobian_oracle(loss):
 
 
 def test_ggn_loader_and_cnn():
-    g = make_generator(2)
+    g = construction_generator(2)
     net = small_cnn(generator=3)
     x = gaussian((9, 1, 8, 8), generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (9,), generator=g)
@@ -34,7 +34,7 @@ def test_ggn_loader_and_cnn():
 
 
 def test_ggn_equals_hessian_for_linear_model_mse():
-    g = make_generator(4)
+    g = construction_generator(4)
     lin = tanh_mlp([5, 2], generator=5)  # a single Linear layer: outputs linear in θ
     x, y = gaussian((12, 5), generator=g, dtype=torch.float64), gaussian((12, 2), generator=g, dtype=torch.float64)
     G = oh.ggn(lin, nn.MSELoss(), (x, y)).to_dense()
@@ -50,7 +50,7 @@ def test_ggn_refuses_losses_without_a_closed_form_output_hessian(bad):
 
 
 def test_ggn_loss_fn_spellings_agree_and_params_select():
-    g = make_generator(8)
+    g = construction_generator(8)
     net = tanh_mlp([4, 5, 3], generator=9)
     x, y = gaussian((7, 4), generator=g, dtype=torch.float64), torch.randint(0, 3, (7,), generator=g)
     dense = {str(f): oh.ggn(net, f, (x, y)).to_dense() for f in ("cross_entropy", F.cross_entropy, nn.CrossEntropyLoss())}
@@ -67,7 +67,7 @@ def test_ggn_loss_fn_spellings_agree_and_params_select():
 
 
 def test_ggn_mse_on_ragged_loader_is_per_sample_mean():
-    g = make_generator(6)
+    g = construction_generator(6)
     net = tanh_mlp([4, 5, 3], generator=7)
     x, y = gaussian((11, 4), generator=g, dtype=torch.float64), gaussian((11, 3), generator=g, dtype=torch.float64)
     loader = [(x[:4], y[:4]), (x[4:8], y[4:8]), (x[8:], y[8:])]  # sizes 4, 4, 3

@@ -4,7 +4,7 @@ from torch import nn
 
 import overparam.hessian as oh
 from overparam.backend import vec
-from overparam.backend.random import gaussian, make_generator, probes_like
+from overparam.backend.random import construction_generator, gaussian, probes_like
 from overparam.testing import assert_no_side_effects, dense_hessian, max_rel_error, tanh_mlp
 from overparam.testing.hessian_oracles import loss_hessian_closed_forms
 
@@ -50,7 +50,7 @@ def test_finite_differences_second_order():
 
 
 def test_closed_form_mse_and_logistic():
-    g = make_generator(0)
+    g = construction_generator(0)
     X = gaussian((30, 5), generator=g, dtype=torch.float64)
     w = gaussian((5,), generator=g, dtype=torch.float64)
     lin = nn.utils.skip_init(nn.Linear, 5, 1, bias=False, dtype=torch.float64)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import overparam.hessian as oh
-from overparam.backend.random import gaussian, make_generator
+from overparam.backend.random import construction_generator, gaussian
 from overparam.testing import assert_no_side_effects, assert_orthonormal, dense_hessian, symmetric_with_spectrum, tanh_mlp
 
 F = torch.nn.functional
@@ -14,7 +14,7 @@ F = torch.nn.functional
 
 @pytest.fixture(scope="module")
 def mlp_4k():
-    g = make_generator(0)
+    g = construction_generator(0)
     net = tanh_mlp([20, 60, 40, 10], generator=1)  # 1260 + 2440 + 410 = 4110 parameters
     x = gaussian((64, 20), generator=g, dtype=torch.float64)
     y = torch.randint(0, 10, (64,), generator=g)
@@ -153,7 +153,7 @@ def test_value_criterion_close_pair_resolved_when_k_covers_it():
 def test_gradient_start_vector():
     from torch.utils.data import DataLoader, TensorDataset
 
-    g = make_generator(0)
+    g = construction_generator(0)
     net = tanh_mlp([6, 12, 4], generator=1)
     x, y = gaussian((40, 6), generator=g, dtype=torch.float64), torch.randint(0, 4, (40,), generator=g)
     H = oh.hessian(net, F.cross_entropy, (x, y))
@@ -169,7 +169,7 @@ def test_gradient_start_vector():
     torch.testing.assert_close(eig.values, exact, rtol=1e-8, atol=1e-10)
     from overparam.hessian.lanczos import start_vector
 
-    r = gaussian((H.n,), generator=make_generator(0), dtype=torch.float64)
+    r = gaussian((H.n,), generator=construction_generator(0), dtype=torch.float64)
     v = r / r.norm() + expect / expect.norm()
     torch.testing.assert_close(start_vector(H, "gradient", 0), v / v.norm(), rtol=1e-12, atol=1e-15)
     with pytest.raises(ValueError, match="v0"):

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 import overparam.hessian as oh
-from overparam.backend.random import fan_in_normal_, gaussian, make_generator
+from overparam.backend.random import construction_generator, fan_in_normal_, gaussian
 from overparam.testing import assert_no_side_effects, tanh_mlp
 
 F = nn.functional
@@ -45,7 +45,7 @@ def _spectral_norm_net(seed: int, *, converged: bool):
     generator (spectral_norm's own start vector, drawn from the global RNG, is overwritten). Its
     power-iteration vectors ``_u, _v`` are the top singular pair (``converged``: one more train-mode
     step changes them only in the last bits) or random unit vectors (every step moves σ by ~1e-2)."""
-    g = make_generator(seed)
+    g = construction_generator(seed)
     net = fan_in_normal_(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double(), generator=g)
     spectral_norm(net[0])
     sn, W = net[0].parametrizations.weight[0], net[0].parametrizations.weight.original.detach()

@@ -83,7 +83,7 @@ class _Counting:
 def test_hutchpp_split_and_product_count_match_definition():
     # Hutch++ (Meyer et al. Alg. 1) with m products: S has m/3 columns, A Q costs m/3, the
     # remaining m - 2m/3 probes go to Hutchinson on the deflated matrix. Same draws, dense oracle.
-    from overparam.backend.random import make_generator
+    from overparam.backend.random import measurement_generator
     from overparam.hessian.trace import probe_block
 
     A = symmetric_with_spectrum(torch.cat([torch.linspace(9, 3, 6), 0.1 * torch.ones(44)]), generator=9)
@@ -91,7 +91,7 @@ def test_hutchpp_split_and_product_count_match_definition():
         counting = _Counting(A)
         est = oh.hutchpp(counting, probes=probes, generator=11)
         assert counting.cols == probes == est.n_matvecs
-        op, g, s = oh.as_operator(A), make_generator(11), probes // 3
+        op, g, s = oh.as_operator(A), measurement_generator(11), probes // 3
         S = probe_block(op, s, "rademacher", g)
         Q, _ = torch.linalg.qr(A @ S)
         G = probe_block(op, probes - 2 * s, "rademacher", g)

@@ -113,14 +113,27 @@ def test_zero_grad_and_no_global_rng(name):
     assert L.grad is None and R.grad is None
 
 
-def test_problems_do_not_touch_global_rng():
+def _all_problems(gen):
+    out = []
+    for P in (op.problems.sensing(n=5, r=1, m=20, outliers=0.2, generator=gen),
+              op.problems.completion(n=5, r=1, p=0.5, generator=gen),
+              op.problems.robust_pca(n=5, r=1, alpha=0.2, generator=gen),
+              op.problems.deep_linear(3, 2, 1, 2, 10, generator=gen),
+              op.problems.teacher_student(4, 2, 10, test_samples=5, generator=gen)):
+        X = P.init("small", rank=2, generator=gen)
+        out += [X] if isinstance(X, torch.Tensor) else list(X)  # U or (L, R)
+    return out + [COMP.minibatch(3, generator=gen)]
+
+
+def test_problems_touch_the_global_rng_only_for_generator_none():
     state = torch.get_rng_state()
-    for P in (op.problems.sensing(n=5, r=1, m=20, outliers=0.2), op.problems.completion(n=5, r=1, p=0.5),
-              op.problems.robust_pca(n=5, r=1, alpha=0.2), op.problems.deep_linear(3, 2, 1, 2, 10),
-              op.problems.teacher_student(4, 2, 10, test_samples=5)):
-        P.init("small", rank=2)
-    COMP.minibatch(3)
+    _all_problems(0)  # explicit seeds: the global stream is untouched
     assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(0)  # None: constructions draw from torch's default generator (docs/index.md)
+    a = _all_problems(None)
+    torch.manual_seed(0)
+    b = _all_problems(None)
+    assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def test_precgd_damping_is_a_floor_not_an_offset():
