@@ -81,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:24s} {exp.paper}\n{'':24s}   {exp.claim}")
         return 0
     if args.command == "run":
-        from .experiments._runner import run_experiment
+        from .experiments._runner import check_run_args, run_experiment
 
         try:
             exp = experiments.get(args.name)
+            check_run_args(args.device, args.threads)
         except ValueError as e:
             print(f"overparam: {e}", file=sys.stderr)
             return 2

@@ -98,3 +98,30 @@ def test_bench_runs_a_script_with_the_checkout_first_on_the_path(tmp_path, capfd
 def test_every_benchmark_imports_and_shows_help_without_its_anchors(name, capfd):
     assert cli.main(["bench", "--root", str(ROOT), name, "--", "--help"]) == 0, capfd.readouterr().err
     assert capfd.readouterr().out.startswith("usage:")
+
+
+# --- one-line errors for bad run arguments ------------------------------------------------------
+
+@pytest.mark.parametrize("threads", ["0", "-3"])
+def test_run_with_threads_below_one_is_a_one_line_error(threads, capsys):
+    assert cli.main(["run", "slows-gd", "--quick", "--quiet", "--threads", threads]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("overparam: ") and "threads" in err and f"got {threads}" in err
+    assert "\n" not in err and "Traceback" not in err and "claim" not in captured.out
+
+
+def test_run_on_cuda_without_cuda_is_a_one_line_error(monkeypatch, capsys):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert cli.main(["run", "slows-gd", "--quick", "--quiet", "--device", "cuda"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("overparam: ") and "cuda" in err and "\n" not in err and "Traceback" not in err
+    assert "claim" not in captured.out
+
+
+def test_bad_run_arguments_exit_2_from_the_shell():
+    out = subprocess.run([sys.executable, "-m", "overparam", "run", "slows-gd", "--quick", "--threads", "0"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == ["overparam: threads must be >= 1, got 0"]

@@ -30,6 +30,16 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def check_run_args(device: str | torch.device, threads: int | None) -> torch.device:
+    """The run's device, after refusing a ``threads`` below 1 or a CUDA device torch cannot use (ValueError)."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+    return dev
+
+
 def run_experiment(exp: Experiment, *, out: Path, quick: bool = False, seed: int = 0, device: str = "cpu",
                    progress: bool = True, threads: int | None = 1) -> dict[str, Any]:
     """Run ``exp`` and write its artefacts into ``out``; returns the result dict.
@@ -37,11 +47,7 @@ def run_experiment(exp: Experiment, *, out: Path, quick: bool = False, seed: int
     ``threads`` sets torch's intra-op threads for the run (restored afterwards; None keeps
     the current setting). The experiments' tensors are small, where one thread is fastest.
     """
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+    dev = check_run_args(device, threads)
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(out=out, seed=seed, device=dev, quick=quick, params=exp.params_for(quick), show_progress=progress)
     before = torch.get_num_threads()

@@ -19,6 +19,12 @@ Preconditioning restores the linear rate with ``k > r`` (largest over-rank):
 * PrecGD (Zhang, Fattahi & Zhang 2021): damping ``λ_t = c·√f(X_t)``, from GD's own init.
 
 For both we fit the per-iteration contraction factor and count the iterations to 1e-10.
+
+The exponent must lie in ``EXPONENT_BAND = [1.8, 2.2]`` (2 ± 10%). Measured spread over seeds:
+the quick run (k = 4) gives p = 1.87–1.92 over seeds 0–7, the full run (seed 0) 1.97 (k = 4)
+and 1.94 (k = 6); the fit over a finite tail sits
+slightly below the asymptotic 2. A wrong rate such as ``T^-1.5`` or ``T^-3`` (or a linear one,
+whose fitted p grows with T) falls outside the band.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from ..optim import PrecGD, ScaledGD
 from ..problems import sensing
 from . import Context, Experiment
 from .harness import train
+
+
+EXPONENT_BAND = (1.8, 2.2)   # the predicted p = 2, ± 10%: see the module docstring for the measured spread
 
 
 def _errors(P, X: torch.Tensor, opt_name: str, p: dict, steps: int, ctx: Context, desc: str) -> np.ndarray:
@@ -92,7 +101,7 @@ def run(ctx: Context) -> dict:
         prec_holds
         and iters_exact is not None
         and rate < 1
-        and all(1.4 <= e <= 2.6 for e in exps.values())
+        and all(EXPONENT_BAND[0] <= e <= EXPONENT_BAND[1] for e in exps.values())
         and all(final[k] > 1e3 * max(final[p["r"]], 1e-15) for k in p["over_ranks"])
     )
     summary = [
@@ -100,7 +109,8 @@ def run(ctx: Context) -> dict:
         f"k = r = {p['r']}: linear rate, error x{rate:.4f} per step, relative error <= 1e-10 after "
         f"{iters_exact if iters_exact is not None else 'never'} steps (final {final[p['r']]:.2e})",
     ]
-    summary += [f"k = {k} > r: sublinear, ||XX^T - M*||_F^2 ~ T^-{exps[k]:.2f} (paper: Omega(1/T^2)), "
+    summary += [f"k = {k} > r: sublinear, ||XX^T - M*||_F^2 ~ T^-{exps[k]:.2f} (paper: Omega(1/T^2); "
+                f"accepted {EXPONENT_BAND[0]}-{EXPONENT_BAND[1]}), "
                 f"final relative error {final[k]:.2e}" for k in p["over_ranks"]]
     names = {"scaledgd_lambda": f"ScaledGD(lambda={p['damping']}), init scale {p['precond_init_scale']:.0e}",
              "precgd": f"PrecGD (c={p['precgd_c']}), GD's init"}
