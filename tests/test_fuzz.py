@@ -55,6 +55,8 @@ ACCEPTED = {
         "backend.vec.axpy", "backend.vec.axpy_", "backend.vec.scale")},
     **{(q, "*", "nan"): "reads only shapes, never values" for q in (
         "backend.vec.shapes", "backend.vec.numel", "backend.vec.zeros_like", "backend.nm.grouped_dim")},
+    ("backend.select.matches", "spec", "bad_choice"): "a predicate: a name that selects nothing is False, not an error",
+    ("prune.kept_fraction", "masks", "bogus_key"): "takes masks without a model: any key is a valid name",
     ("backend.checks.check_float", "x", "nan"): "checks the dtype only (documented); finiteness is the caller's check",
 }
 # never run: a known defect that allocates tens of GB or runs for minutes (listed in KNOWN too)
