@@ -43,7 +43,7 @@ def check_nm(n: int, m: int) -> None:
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{name} must be an int, got {type(v).__name__}")
     if not 1 <= n < m:
-        raise ValueError(f"N:M needs 1 <= N < M, got N={n}, M={m}")
+        raise ValueError(f"n, m: N:M needs 1 <= N < M, got n={n}, m={m}")
 
 
 def nm_groups(t: Tensor, m: int, dim: int = 1) -> Tensor:
@@ -54,9 +54,13 @@ def nm_groups(t: Tensor, m: int, dim: int = 1) -> Tensor:
         >>> nm_groups(torch.arange(8.).reshape(2, 4), 2).tolist()
         [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]]
     """
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise (ValueError if isinstance(m, int) else TypeError)(f"m must be an int >= 1, got {m!r}")
     if t.dim() < 1:
         raise ValueError("N:M needs a tensor with at least one dimension")
-    d = dim % t.dim() if t.dim() > 1 else 0
+    d = check_dim(dim, t.dim()) if t.dim() > 1 else 0
     size = t.shape[d]
     if size % m:
         raise ValueError(f"dimension {d} has size {size}, not divisible by M={m} (shape {tuple(t.shape)})")
@@ -71,7 +75,12 @@ def nm_ungroup(g: Tensor, like: Tensor, dim: int = 1) -> Tensor:
         >>> torch.equal(nm_ungroup(nm_groups(x, 2, dim=0), x, dim=0), x)
         True
     """
-    d = dim % like.dim() if like.dim() > 1 else 0
+    for name, x in (("g", g), ("like", like)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if g.numel() != like.numel():
+        raise ValueError(f"g has {g.numel()} entries but like has {like.numel()} (shape {tuple(like.shape)})")
+    d = check_dim(dim, like.dim()) if like.dim() > 1 else 0
     moved = like.movedim(d, -1).shape
     return g.reshape(moved).movedim(-1, d)
 

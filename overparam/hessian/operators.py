@@ -196,6 +196,8 @@ class DenseOperator(Operator):
     def __init__(self, A: Tensor):
         if not isinstance(A, Tensor) or A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"A must be a square 2-D tensor, got {getattr(A, 'shape', type(A).__name__)}")
+        if A.shape[0] == 0:
+            raise ValueError("A must be at least 1 x 1, got an empty (0, 0) tensor")
         if not A.is_floating_point():
             raise TypeError(f"A must be floating point, got {A.dtype}")
         if not bool(torch.isfinite(A).all()):

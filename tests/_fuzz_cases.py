@@ -1,0 +1,302 @@
+"""Valid calls for every public callable, shared by tests/test_fuzz.py and tests/test_state_invariance.py.
+
+``public_callables()`` walks every package's ``__all__`` (and the ``__all__`` of the modules it
+lists), so a new public name is picked up automatically. ``valid_call(qualname, fn)`` builds a
+fresh valid call: each required parameter comes from ``CALLS[qualname]`` or else from
+``BY_NAME`` (the parameter's name); a callable for which neither gives a value makes the tests
+fail with "add an entry to CALLS".
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import overparam as op
+
+PACKAGES = ("backend", "factor", "optim", "scaling", "prune", "hessian", "problems", "testing")
+D = torch.float64
+
+# Public names that are plain data or protocols, not functions to call with user input.
+SKIP = {
+    **{n: "a result dataclass: built by the library, holds what it is given" for n in (
+        "backend.linalg.SVD", "backend.dispatch.Implementation", "factor.functional.LowRankFactors",
+        "factor.diagnostics.FactorStats", "optim.RPCAResult", "optim.StepInfo", "scaling.coord.CoordCheck",
+        "scaling.shapes.TensorShape", "scaling.Rule", "scaling.Plan", "prune.Round", "prune.Ticket",
+        "prune.scores.Movement", "hessian.Eigen", "hessian.Estimate", "hessian.Quadrature", "hessian.Density",
+        "hessian.EoS", "hessian.Sharpness", "testing.hessian_oracles.CurvatureCase",
+        "problems.MatrixSensing", "problems.MatrixCompletion", "problems.RobustPCA",
+        "problems.DeepLinearRegression", "problems.TeacherStudent")},
+    **{n: "an exception class" for n in (
+        "backend.linalg.NotPositiveDefiniteError", "hessian.NonDeterministicModelError", "optim.NonFiniteGradientError")},
+    **{n: "a typing alias / abstract protocol, not a function" for n in (
+        "backend.vec.Vec", "backend.select.Spec", "prune.Masks", "optim.StepRule", "hessian.Operator",
+        "backend.dispatch.Registry", "optim.PairOptimizer", "factor.LayerWrapper")},
+    **{n: "a process-group query: no argument but an optional torch.distributed group" for n in (
+        "backend.dist.is_distributed", "backend.dist.rank")},
+    "backend.dispatch.register": "mutates the global implementation registry (tested in tests/backend/test_dispatch.py)",
+    "testing.assertions.assert_no_side_effects": "a context manager: its argument is checked on entry (tests/testing)",
+    "hessian.plot_density": "draws with matplotlib (tests/hessian/test_density.py)",
+    "prune.semistructured.to_semi_structured": "needs CUDA (tests/prune/test_semistructured.py); refuses a CPU tensor",
+    "scaling.coord.plot_coord_check": "draws with matplotlib (tests/scaling/test_coord.py)",
+}
+
+
+def public_callables():
+    """Yield ``(qualname, obj)`` for every public callable, each object once."""
+    seen = set()
+    for pkg in PACKAGES:
+        mod = getattr(op, pkg)
+        items = []
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if inspect.ismodule(obj):
+                items += [(f"{pkg}.{name}.{n}", getattr(obj, n)) for n in getattr(obj, "__all__", ())]
+            else:
+                items.append((f"{pkg}.{name}", obj))
+        for qual, obj in items:
+            if callable(obj) and id(obj) not in seen:
+                seen.add(id(obj))
+                yield qual, obj
+
+
+def g(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def t(*shape, seed=0, dtype=D):
+    return torch.randn(*shape, generator=g(seed), dtype=dtype)
+
+
+def spd(n=4, seed=0):
+    a = t(n, n, seed=seed)
+    return a @ a.T + n * torch.eye(n, dtype=D)
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)                      # only to build the test model; callers restore the RNG
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).to(D)
+
+
+def data():
+    return (t(5, 4, seed=1), t(5, 3, seed=2))
+
+
+def lowrank_model():
+    m = mlp()
+    op.factor.lowrank_(m, rank=2, generator=0)
+    return m
+
+
+def _sensing():
+    return op.problems.sensing(6, 1, 30, generator=0)
+
+
+def _step(model):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return opt
+
+
+BY_NAME = {
+    "model": mlp, "loss_fn": lambda: F.mse_loss, "data": data, "module": lambda: nn.Linear(4, 3).to(D),
+    "base": lambda: nn.Linear(4, 3).to(D), "make_model": lambda: (lambda w: nn.Sequential(nn.Linear(4, w), nn.Tanh(), nn.Linear(w, 3)).to(D)),
+    "x": lambda: (t(3), t(2, 2)), "y": lambda: (t(3, seed=1), t(2, 2, seed=1)), "like": lambda: (t(3), t(2, 2)),
+    "a": lambda: 0.5, "dst": lambda: [t(3), t(2, 2)], "src": lambda: (t(3, seed=1), t(2, 2, seed=1)),
+    "W": lambda: t(6, 4), "w": lambda: t(4, 8), "scores": lambda: t(4, 8), "rank": lambda: 2, "k": lambda: 2,
+    "n": lambda: 2, "m": lambda: 4, "sparsity": lambda: 0.5, "shape": lambda: (6, 4), "A": lambda: spd(),
+    "fraction": lambda: 0.5, "value": lambda: 0.5, "name": lambda: "x", "t": lambda: t(4, 8), "dim": lambda: 1,
+    "mask": lambda: torch.ones(4, 8, dtype=torch.bool), "masks": lambda: {"0.weight": torch.ones(8, 4, dtype=torch.bool)},
+    "M": lambda: t(6, 6), "Y": lambda: t(6, 6), "alpha": lambda: 0.1, "zeta": lambda: 0.5, "lr": lambda: 0.1,
+    "lr0": lambda: 0.1, "decay": lambda: 0.5, "step": lambda: 0.1, "G": lambda: spd(3), "B": lambda: t(3, 2),
+    "R": lambda: t(3, 3) + 3 * torch.eye(3, dtype=D), "Q": lambda: torch.linalg.qr(t(6, 2))[0], "v": lambda: t(6),
+    "Y_": None, "flat": lambda: t(10), "input_shape": lambda: (4,), "rate": lambda: 0.2, "rounds": lambda: 2,
+    "final": lambda: 0.5, "H": lambda: spd(), "rho": lambda: 0.1, "theta": lambda: (t(3),),
+    "f": lambda: (lambda v: (v[0] ** 2).sum()), "problem": _sensing, "d": lambda: 4, "r": lambda: 1,
+    "samples": lambda: 10, "depth": lambda: 2, "p": lambda: 0.5, "actual": lambda: t(3), "expected": lambda: t(3),
+    "eigenvalues": lambda: [1.0, 2.0, 3.0], "cond": lambda: 10.0, "sizes": lambda: [3, 4, 2], "kmax": lambda: 3,
+    "dims": lambda: [3, 4, 2], "M_star": lambda: t(4, 4), "item": lambda: (t(4, 2), t(3, 2)),
+    "L": lambda: t(4, 2), "grad": lambda: t(4, 4), "dtype": lambda: D, "routine": lambda: "nm_mask",
+    "method": lambda: "snip", "parameterization": lambda: "mup", "init": lambda: "small",
+    "pattern": lambda: "*.weight", "spec": lambda: "0", "params": lambda: None, "g": lambda: t(4, 2),
+}
+
+LIN = lambda: nn.Linear(4, 3).to(D)  # noqa: E731
+
+# qualname -> {param: factory}: what BY_NAME gets wrong for this callable
+CALLS = {
+    "backend.vec.dot": {"y": BY_NAME["y"]}, "backend.vec.unflatten": {"flat": lambda: t(7)},
+    "backend.vec.stack": {"vectors": lambda: [(t(3), t(2)), (t(3, seed=1), t(2, seed=1))]},
+    "backend.vec.unstack": {"batch": lambda: (t(2, 3), t(2, 2))},
+    "backend.linalg.orthogonalize": {"v": lambda: t(6, seed=3)},
+    "backend.linalg.tridiag_eigh": {"alpha": lambda: t(4), "beta": lambda: t(3)},
+    "backend.linalg.tridiag_matrix": {"alpha": lambda: t(4), "beta": lambda: t(3)},
+    "backend.linalg.cholesky_qr2": {"Y": lambda: t(6, 2)},
+    "backend.random.rademacher": {"shape": lambda: (3, 2)}, "backend.random.gaussian": {"shape": lambda: (3, 2)},
+    "backend.random.uniform": {"shape": lambda: (3, 2)},
+    "backend.random.probe": {"kind": lambda: "gaussian", "shape": lambda: (3, 2)},
+    "backend.random.orthonormal": {"n": lambda: 5, "k": lambda: 2},
+    "backend.select.select": {"spec": lambda: "0"},
+    "backend.select.matches": {"spec": lambda: "0", "name": lambda: "0.weight"},
+    "backend.select.name_matches": {"pattern": lambda: "*.weight", "name": lambda: "0.weight"},
+    "backend.topk.fraction_count": {"n": lambda: 10}, "backend.topk.topk_mask": {"k": lambda: 3},
+    "backend.nm.nm_groups": {"t": lambda: t(4, 8)}, "backend.nm.nm_ungroup": {"g": lambda: t(4, 2, 4), "like": lambda: t(4, 8)},
+    "backend.nm.grouped_dim": {"t": lambda: t(4, 8)},
+    "backend.checks.check_float": {"x": lambda: t(3)}, "backend.checks.check_rank": {"rank": lambda: 2},
+    "backend.checks.check_dim": {"dim": lambda: 1, "ndim": lambda: 2},
+    "backend.dispatch.implementations": {"routine": lambda: "nm_mask"},
+    "backend.dispatch.choose": {"routine": lambda: "nm_mask"},
+    "backend.dispatch.call": {"*": lambda: ("nm_mask", t(4, 8), 2, 4)},
+    "backend.linalg.gram_solve": {"R": lambda: t(3, 3) + 3 * torch.eye(3, dtype=D), "B": lambda: t(2, 3)},
+    "backend.linalg.spd_solve": {"B": lambda: t(2, 3)},
+    "backend.dist.all_reduce_vec": {"x": lambda: (t(3),)}, "backend.dist.all_gather": {"t": lambda: t(3)},
+    "backend.dist.global_kth_value": {"values": lambda: t(10), "k": lambda: 3},
+    "factor.functional.product": {"factors": lambda: [t(3, 2), t(4, 3)]},
+    "factor.LowRankLinear": {"in_features": lambda: 4, "out_features": lambda: 3},
+    "factor.functional.lowrank_product": {"left": lambda: t(4, 2), "right": lambda: t(3, 2, seed=1)},
+    "factor.functional.balance": {"left": lambda: t(4, 2), "right": lambda: t(3, 2, seed=1)},
+    "factor.functional.init_factors": {"init": lambda: "small"},
+    "factor.diagnostics.singular_values": {"x": lambda: t(4, 3)},
+    "factor.diagnostics.effective_rank": {"s": lambda: torch.tensor([3.0, 2.0, 1.0], dtype=D)},
+    "factor.diagnostics.balancedness": {"x": lambda: (t(4, 2), t(3, 2, seed=1))},
+    "factor.diagnostics.relative_distance": {"x": lambda: t(4, 3), "target": lambda: t(4, 3, seed=1)},
+    "factor.diagnostics.describe": {"x": lambda: t(4, 3)},
+    "factor.diagnostics.FactorMonitor": {"model": lowrank_model},
+    "factor.depth_preconditioner": {"W": lambda: t(4, 4), "grad": lambda: t(4, 4, seed=1), "depth": lambda: 2},
+    "factor.psd_power": {"M": lambda: spd(), "p": lambda: 0.5},
+    "factor.Hadamard": {"shape": lambda: (4, 3)}, "factor.HadamardDifference": {"shape": lambda: (4, 3)},
+    "factor.LowRankHadamard": {"shape": lambda: (4, 3)}, "factor.Kronecker": {"shape": lambda: (4, 6)},
+    "factor.kron_split": {"n": lambda: 12}, "factor.SparseLowRank": {"shape": lambda: (4, 3), "density": lambda: 0.5},
+    "factor.topk_mask": {"scores": lambda: t(4, 3), "density": lambda: 0.5},
+    "factor.LoRALayer": {"base": LIN}, "factor.lora_scaling": {"alpha": lambda: 4.0},
+    "factor.relora_restart_": {"model": lambda: _lora(mlp())},
+    "factor.FactorizedLayer": {"base": LIN, "param": lambda: op.factor.LowRank((3, 4), 2, generator=0)},
+    "factor.LowRankParametrization": {"rank": lambda: 2},
+    "factor.merge_": {"model": lowrank_model}, "factor.unmerge_": {"model": lambda: _merged_lora()},
+    "factor.parametrize_": {"module": LIN, "rank": lambda: 2},
+    "factor.adapter_state_dict": {"model": lambda: _lora(mlp())},
+    "factor.load_adapter_state_dict": {"model": lambda: _lora(mlp()), "state": lambda: op.factor.adapter_state_dict(_lora(mlp()))},
+    "factor.pairs": {"model": lowrank_model},
+    "optim.ScaledGD": {"params": lambda: list(op.factor.pairs(lowrank_model()))},
+    "optim.PrecGD": {"params": lambda: list(op.factor.pairs(lowrank_model()))},
+    "optim.ScaledSM": {"params": lambda: list(op.factor.pairs(lowrank_model()))},
+    "optim.ScaledSGD": {"params": lambda: list(op.factor.pairs(lowrank_model()))},
+    "optim.SubGM": {"params": lambda: list(mlp().parameters()), "step": lambda: 0.1},
+    "optim.rpca_scaledgd": {"Y": lambda: t(6, 6), "rank": lambda: 1, "iters": lambda: 3, "alpha": lambda: 0.1},
+    "optim.as_pair": {"item": lambda: (t(4, 2), t(3, 2))}, "optim.as_rule": {"step": lambda: 0.1},
+    "scaling.coord.coord_check": {"widths": lambda: [4, 8], "steps": lambda: 1},
+    "scaling.shapes.fans": {"shape": lambda: (3, 4)},
+    "scaling.shapes.infer_shapes": {"model": lambda: _wide(16), "base": lambda: _wide(8)},
+    "scaling.plan": {"model": lambda: _wide(16), "base": lambda: _wide(8)},
+    "prune.apply.MaskParametrization": {"mask": lambda: torch.ones(8, 4, dtype=torch.bool)},
+    "prune.apply.unparametrize_masks_": {"model": lambda: _masked_param()},
+    "prune.init.synflow": {"iterations": lambda: 2},
+    "prune.init.prune_at_init": {"loss_fn": BY_NAME["loss_fn"], "data": data},
+    "prune.learned.nm_patterns": {"n": lambda: 2, "m": lambda: 4},
+    "prune.masks.n_pruned": {"n": lambda: 10}, "prune.masks.prune_smallest": {"flat": lambda: t(10), "k": lambda: 3},
+    "prune.masks.unstructured": {"scores": lambda: {"a": t(4, 3), "b": t(5, seed=1)}},
+    "prune.nm.is_nm": {"mask": lambda: op.prune.nm_mask(t(4, 8), 2, 4)},
+    "prune.nm.transposable_nm_mask": {"scores": lambda: t(8, 8)},
+    "prune.nm.transposable_patterns": {"n": lambda: 2, "m": lambda: 4},
+    "prune.schedules.cubic": {"step": lambda: 3, "final": lambda: 0.5, "begin": lambda: 0, "end": lambda: 10},
+    "prune.schedules.exponential": {"final": lambda: 0.5},
+    "prune.schedules.GradualPruner": {"optimizer": lambda: None, "schedule": lambda: (lambda s: 0.5)},
+    "prune.semistructured.pattern_for": {"dtype": lambda: torch.float16},
+    "prune.semistructured.validate": {"w": lambda: _nm24()}, "prune.semistructured.is_semi_structured": {"w": lambda: _nm24()},
+    "prune.semistructured.compress": {"w": lambda: _nm24()},
+    "prune.semistructured.decompress": {"*": lambda: (*op.prune.compress(_nm24()), 16)},
+    "prune.structured.slice_norms": {"dim": lambda: 0}, "prune.structured.ln_structured": {"dim": lambda: 0},
+    "prune.structured.block_mask": {"w": lambda: t(4, 8), "block": lambda: (2, 2)},
+    "prune.lottery": {"train_fn": lambda: (lambda model, opt, steps: None), "steps": lambda: 2, "rounds": lambda: 1,
+                      "optimizer_fn": lambda: (lambda ps: torch.optim.SGD(ps, lr=0.1))},
+    "hessian.DenseOperator": {"A": lambda: spd()},
+    "hessian.FunctionOperator": {"fn": lambda: (lambda v: 2 * v), "n": lambda: 4},
+    "hessian.IdentityOperator": {"like": lambda: [torch.Size([3])]},
+    "hessian.ScaledOperator": {"op": lambda: op.hessian.DenseOperator(spd()), "a": lambda: 2.0},
+    "hessian.SumOperator": {"ops": lambda: [op.hessian.DenseOperator(spd()), op.hessian.DenseOperator(spd(seed=1))]},
+    "hessian.lanczos": {"k": lambda: 2}, "hessian.power_iteration": {"k": lambda: 1},
+    "hessian.hutchinson": {"probes": lambda: 4}, "hessian.hutchpp": {"probes": lambda: 6},
+    "hessian.xtrace": {"probes": lambda: 4}, "hessian.trace": {"probes": lambda: 6},
+    "hessian.diagonal": {"probes": lambda: 4}, "hessian.slq": {"probes": lambda: 2, "steps": lambda: 3},
+    "hessian.density": {"probes": lambda: 2, "steps": lambda: 3, "grid": lambda: 20},
+    "hessian.lambda_max": {"H": lambda: spd()}, "hessian.eos_threshold": {"lr": lambda: 0.1},
+    "hessian.ball_sharpness": {"steps": lambda: 2}, "hessian.epsilon_sharpness": {"steps": lambda: 2},
+    "problems.ground_truth": {"n": lambda: 5, "r": lambda: 2}, "problems.sensing": {"n": lambda: 5, "r": lambda: 1, "m": lambda: 20},
+    "problems.small_factors": {"shape": lambda: (5, 5), "k": lambda: 2, "like": lambda: t(5, 5)},
+    "problems.spectral_factors": {"Y": lambda: spd(5), "k": lambda: 2, "symmetric": lambda: True},
+    "problems.completion": {"n": lambda: 6, "r": lambda: 1, "p": lambda: 0.5},
+    "problems.robust_pca": {"n": lambda: 6, "r": lambda: 1, "alpha": lambda: 0.1},
+    "problems.deep_linear": {"d_in": lambda: 3, "d_out": lambda: 3, "r": lambda: 1, "depth": lambda: 2, "samples": lambda: 10},
+    "problems.LiftedSensing": {"rank": lambda: 1},
+    "problems.teacher_student": {"d": lambda: 3, "teacher_width": lambda: 2, "samples": lambda: 10, "test_samples": lambda: 5},
+    "testing.assertions.assert_vec_close": {"actual": lambda: (t(3),), "expected": lambda: (t(3),), "rtol": lambda: 1e-6},
+    "testing.assertions.assert_orthonormal": {"Q": lambda: torch.eye(3, dtype=D), "atol": lambda: 1e-8},
+    "testing.cases.random_orthogonal": {"n": lambda: 3}, "testing.cases.ill_conditioned": {"n": lambda: 4, "k": lambda: 2},
+    "testing.oracles.outputs_of_flat": {"inputs": lambda: data()[0]},
+    "testing.oracles.hessian_of": {"x": lambda: t(3)}, "testing.oracles.jacobian_of": {"x": lambda: t(3)},
+    "testing.oracles.fd_hessian_of": {"x": lambda: t(3)}, "testing.oracles.dense_matrix": {"matvec": lambda: spd()},
+    "testing.factor_oracles.lowrank_grads": {"L": lambda: t(4, 2), "R": lambda: t(3, 2), "G": lambda: t(4, 3)},
+    "testing.factor_oracles.symmetric_grads": {"U": lambda: t(4, 2), "G": lambda: t(4, 4)},
+    "testing.factor_oracles.deep_grads": {"Ws": lambda: [t(3, 4), t(2, 3)], "G": lambda: t(2, 4)},
+    "testing.factor_oracles.hadamard_grads": {"factors": lambda: [t(3, 4), t(3, 4, seed=1)], "G": lambda: t(3, 4)},
+    "testing.factor_oracles.loha_grads": {"L1": lambda: t(4, 2), "R1": lambda: t(3, 2), "L2": lambda: t(4, 2, seed=1),
+                                          "R2": lambda: t(3, 2, seed=1), "G": lambda: t(4, 3)},
+    "testing.factor_oracles.kron_grads": {"C": lambda: t(2, 2), "L": lambda: t(3, 1), "R": lambda: t(2, 1), "G": lambda: t(6, 4)},
+    "testing.factor_oracles.dense_top_svd": {"W": lambda: t(5, 4), "k": lambda: 2},
+    "testing.hessian_oracles.curvature_case": {"name": lambda: "tanh_mlp"},
+    "testing.hessian_oracles.dense_ggn": {"loss_fn": lambda: "mse"},
+    "testing.hessian_oracles.xtrace_naive": {"A": lambda: spd(), "Om": lambda: t(4, 2)},
+    "testing.hessian_oracles.moments": {"A": lambda: spd(), "v": lambda: t(4), "kmax": lambda: 3},
+    "testing.hessian_oracles.loss_hessian_closed_forms": {"X": lambda: t(5, 3), "y": lambda: t(5), "w": lambda: t(3), "kind": lambda: "mse"},
+    "testing.optim_oracles.damped_precondition": {"g": lambda: t(4, 2), "R": lambda: t(3, 2), "damping": lambda: 0.1},
+    "testing.optim_oracles.scaledgd_step": {"L": lambda: t(4, 2), "R": lambda: t(3, 2), "gL": lambda: t(4, 2),
+                                            "gR": lambda: t(3, 2), "lr": lambda: 0.1},
+}
+
+
+def _lora(m):
+    op.factor.lora_(m, rank=2, generator=0)
+    return m
+
+
+def _merged_lora():
+    m = _lora(mlp())
+    op.factor.merge_(m, unload=False)
+    return m
+
+
+def _wide(w):
+    return nn.Sequential(nn.Linear(4, w), nn.Tanh(), nn.Linear(w, w), nn.Tanh(), nn.Linear(w, 3)).to(D)
+
+
+def _masked_param():
+    m = mlp()
+    op.prune.parametrize_masks_(m, op.prune.magnitude(m, 0.5))
+    return m
+
+
+def _nm24():
+    return t(4, 16) * op.prune.nm_mask(t(4, 16), 2, 4)
+
+
+def valid_call(qual, fn):
+    """``(args, kwargs)`` of a fresh valid call, or raise ``LookupError`` naming what is missing."""
+    sig = inspect.signature(fn)
+    table = CALLS.get(qual, {})
+    if "*" in table:
+        return list(table["*"]()), {k: v() for k, v in table.items() if k != "*"}
+    args, kwargs = [], {}
+    for name, p in sig.parameters.items():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        factory = table.get(name) or (BY_NAME.get(name) if p.default is p.empty else None)
+        if factory is None:
+            if p.default is p.empty:
+                raise LookupError(f"{qual}: no valid value for required parameter {name!r}: add an entry to CALLS")
+            continue
+        kwargs[name] = factory()
+    return args, kwargs
+
+
