@@ -138,6 +138,8 @@ CALLS = {
     "backend.random.uniform": {"shape": lambda: (3, 2)},
     "backend.random.probe": {"kind": lambda: "gaussian", "shape": lambda: (3, 2)},
     "backend.random.orthonormal": {"n": lambda: 5, "k": lambda: 2},
+    "backend.random.construction_generator": {"generator": lambda: 0},
+    "backend.random.measurement_generator": {"generator": lambda: 0},
     "backend.select.select": {"spec": lambda: "0"},
     "backend.select.matches": {"spec": lambda: "0", "name": lambda: "0.weight"},
     "backend.select.name_matches": {"pattern": lambda: "*.weight", "name": lambda: "0.weight"},
