@@ -58,6 +58,7 @@ ACCEPTED = {
     ("backend.select.matches", "spec", "bad_choice"): "a predicate: a name that selects nothing is False, not an error",
     ("prune.kept_fraction", "masks", "bogus_key"): "takes masks without a model: any key is a valid name",
     ("backend.checks.check_float", "x", "nan"): "checks the dtype only (documented); finiteness is the caller's check",
+    ("optim.rpca_scaledgd", "iters", "zero"): "iters is a maximum: 0 steps returns the spectral initialisation (documented)",
 }
 # never run: a known defect that allocates tens of GB or runs for minutes (listed in KNOWN too)
 NOT_RUN = {("problems.LiftedSensing", "rank", "huge"), ("testing.cases.ill_conditioned", "k", "huge")}
