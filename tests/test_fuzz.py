@@ -58,6 +58,12 @@ ACCEPTED = {
     ("backend.select.matches", "spec", "bad_choice"): "a predicate: a name that selects nothing is False, not an error",
     ("prune.kept_fraction", "masks", "bogus_key"): "takes masks without a model: any key is a valid name",
     ("backend.checks.check_float", "x", "nan"): "checks the dtype only (documented); finiteness is the caller's check",
+    **{(q, "rank", "huge"): "over-parameterized width: rank may exceed min(n1, n2) (documented), memory is linear in rank" for q in (
+        "factor.functional.init_small", "factor.functional.init_balanced", "factor.functional.init_factors",
+        "factor.LowRank", "factor.LowRankLinear", "factor.SparseLowRank", "factor.LoRALayer", "factor.lora_")},
+    ("factor.LowRankParametrization", "rank", "huge"): "no shape yet: rank is checked against the weight on registration",
+    ("factor.lora_scaling", "rank", "huge"): "the formula alpha/rank of a number: there is no shape to bound it by",
+    ("optim.rpca_scaledgd", "iters", "zero"): "iters is a maximum: 0 steps returns the spectral initialisation (documented)",
 }
 # never run: a known defect that allocates tens of GB or runs for minutes (listed in KNOWN too)
 NOT_RUN = {("problems.LiftedSensing", "rank", "huge"), ("testing.cases.ill_conditioned", "k", "huge")}

@@ -38,6 +38,7 @@ from ..backend.checks import check_float, check_rank
 from ..backend.linalg import top_svd
 from ..backend.random import GeneratorLike, construction_generator, gaussian, uniform
 from . import _layers
+from ._checks import check_module
 from .layer import LayerWrapper
 
 __all__ = ["LoRALayer", "relora_restart_", "lora_scaling"]
@@ -83,8 +84,12 @@ class _Options:
         check_rank(self.rank)
         if self.init not in INITS:
             raise ValueError(f"init must be 'gaussian', 'kaiming' or 'pissa', got {self.init!r}")
-        if self.init == "pissa" and self.svd not in ("svd", "randomized"):
+        if self.svd not in ("svd", "randomized"):
             raise ValueError(f"svd must be 'svd' or 'randomized', got {self.svd!r}")
+        for name in ("niter", "oversample"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
         if self.alpha is not None and not self.alpha > 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
         if not 0 <= self.dropout < 1:
@@ -293,7 +298,7 @@ def relora_restart_(model: nn.Module, optimizer: torch.optim.Optimizer | None = 
         >>> relora_restart_(net, generator=1)
         1
     """
-    layers = [m for m in model.modules() if isinstance(m, LoRALayer)]
+    layers = [m for m in check_module(model).modules() if isinstance(m, LoRALayer)]
     if not layers:
         raise ValueError("model holds no LoRALayer to restart")
     for m in layers:                      # all checked before any layer changes

@@ -18,12 +18,15 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..backend.checks import check_float
 from ..backend.random import GeneratorLike, construction_generator, gaussian
+from ._checks import check_finite, check_same_dtype
 from .functional import product
 
 __all__ = ["init_balanced_deep", "DeepLinear", "depth_preconditioner", "psd_power"]
@@ -132,8 +135,12 @@ def psd_power(M: Tensor, p: float) -> Tensor:
         tensor([[2., 0.],
                 [0., 3.]])
     """
+    check_float(M, "M")
     if M.ndim != 2 or M.shape[0] != M.shape[1]:
         raise ValueError(f"M must be a square matrix (n, n), got shape {tuple(M.shape)}")
+    check_finite(M, "M")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p):
+        raise ValueError(f"p must be a finite number, got {p!r}")
     if p == 0:
         return torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)
     evals, evecs = torch.linalg.eigh((M + M.mT) / 2)
@@ -153,6 +160,10 @@ def depth_preconditioner(W: Tensor, grad: Tensor, depth: int) -> Tensor:
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    check_float(W, "W")
+    check_float(grad, "grad")
+    check_same_dtype(W, grad, ("W", "grad"))
+    check_finite(W, "W")
     if W.shape != grad.shape:
         raise ValueError(f"W {tuple(W.shape)} and grad {tuple(grad.shape)} must have the same shape")
     left, right = W @ W.mT, W.mT @ W

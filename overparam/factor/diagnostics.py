@@ -22,13 +22,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..backend.checks import check_float, check_fraction
+from ._checks import check_finite, check_module
 from .functional import product
+from .pairs import pairs
 
 __all__ = ["singular_values", "effective_rank", "balancedness", "relative_distance", "FactorStats", "describe",
            "FactorMonitor"]
 
 
-def _matrix(x) -> Tensor:
+def _matrix(x, name: str = "x") -> Tensor:
     if isinstance(x, Tensor):
         return x
     if isinstance(x, tuple) and len(x) == 2:
@@ -39,7 +42,8 @@ def _matrix(x) -> Tensor:
         if hasattr(x, attr):
             v = getattr(x, attr)
             return v() if callable(v) else v
-    raise TypeError(f"expected a matrix, an (L, R) pair, a factor list or a factorized module, got {type(x).__name__}")
+    raise TypeError(f"{name} must be a matrix, an (L, R) pair, a factor list or a factorized module, "
+                    f"got {type(x).__name__}")
 
 
 @torch.no_grad()
@@ -54,7 +58,7 @@ def singular_values(x) -> Tensor:
         >>> singular_values(torch.diag(torch.tensor([1., 3.])))
         tensor([3., 1.])
     """
-    return torch.linalg.svdvals(_matrix(x).detach())
+    return torch.linalg.svdvals(check_finite(_matrix(x).detach(), "x"))
 
 
 def effective_rank(s: Tensor, *, eps: float = 0.0) -> Tensor:
@@ -76,6 +80,7 @@ def effective_rank(s: Tensor, *, eps: float = 0.0) -> Tensor:
         raise ValueError("s must hold singular values: finite and >= 0")
     if not bool((s > 0).any()):
         raise ValueError("s is all zeros: the effective rank of a zero matrix is undefined")
+    eps = check_fraction(eps, "eps", high_open=True)
     p = s / s.sum()
     p = p[p > eps]
     return torch.exp(-(p * p.log()).sum())
@@ -107,9 +112,10 @@ def relative_distance(x, target: Tensor) -> Tensor:
         >>> float(relative_distance((torch.eye(2), torch.eye(2)), 2 * torch.eye(2)))
         0.5
     """
+    check_float(target, "target")
     W = _matrix(x)
     if W.shape != target.shape:
-        raise ValueError(f"target has shape {tuple(target.shape)}, the matrix {tuple(W.shape)}")
+        raise ValueError(f"target has shape {tuple(target.shape)}, the matrix x {tuple(W.shape)}")
     return torch.linalg.matrix_norm(W - target) / torch.linalg.matrix_norm(target)
 
 
@@ -164,13 +170,20 @@ class FactorMonitor:
     count: int = 0
 
     def __post_init__(self) -> None:
+        check_module(self.model)
+        if self.targets is not None:
+            n = sum(1 for _ in pairs(self.model))
+            if isinstance(self.targets, (str, bytes)) or not isinstance(self.targets, Sequence) or any(
+                    t is not None and not isinstance(t, Tensor) for t in self.targets):
+                raise TypeError(f"targets must be a sequence of target matrices (or None), one per factor pair, "
+                                f"got {type(self.targets).__name__}")
+            if len(self.targets) != n:
+                raise ValueError(f"targets holds {len(self.targets)} matrices but the model has {n} factor pairs")
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ValueError(f"every must be an int >= 1, got {self.every!r}")
 
     def step(self) -> None:
         if self.count % self.every == 0:
-            from .pairs import pairs
-
             ps = list(pairs(self.model))
             tg = list(self.targets) if self.targets is not None else [None] * len(ps)
             stats = [describe((L, R), target=t, top=self.top) for (L, R), t in zip(ps, tg)]

@@ -34,6 +34,7 @@ from torch import Tensor
 from ..backend.checks import check_float, check_rank
 from ..backend.linalg import top_svd
 from ..backend.random import GeneratorLike, construction_generator, gaussian, orthonormal
+from ._checks import check_finite, check_same_dtype
 
 __all__ = [
     "LowRankFactors", "product", "lowrank_product", "balance",
@@ -91,9 +92,29 @@ def lowrank_product(left: Tensor, right: Tensor) -> Tensor:
         >>> lowrank_product(torch.ones(3, 2), torch.ones(4, 2)).shape
         torch.Size([3, 4])
     """
+    _check_pair(left, right)
+    return left @ right.mT
+
+
+def _check_pair(left: Tensor, right: Tensor) -> int:
+    """The common width ``k`` of ``left (..., n1, k)`` and ``right (..., n2, k)``."""
+    check_float(left, "left")
+    check_float(right, "right")
+    check_same_dtype(left, right, ("left", "right"))
+    if left.ndim < 2 or right.ndim < 2:
+        raise ValueError(f"left and right must be matrices (n, k), got shapes {tuple(left.shape)} and {tuple(right.shape)}")
     if left.shape[-1] != right.shape[-1]:
         raise ValueError(f"left has {left.shape[-1]} columns but right has {right.shape[-1]}")
-    return left @ right.mT
+    return left.shape[-1]
+
+
+INITS = ("small", "balanced", "orthogonal", "spectral", "svd", "randomized")
+
+
+def check_init(init) -> None:
+    """A ``ValueError`` naming ``init`` unless it is one of :data:`INITS` or an ``(L, R)`` pair."""
+    if not isinstance(init, tuple) and init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(map(repr, INITS))} or an (L, R) pair, got {init!r}")
 
 
 def _shape2(shape) -> tuple[int, int]:
@@ -103,8 +124,8 @@ def _shape2(shape) -> tuple[int, int]:
 
 
 def _check_scale(scale: float) -> float:
-    if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
     return float(scale)
 
 
@@ -144,9 +165,9 @@ def balance(left: Tensor, right: Tensor) -> LowRankFactors:
         >>> bool(torch.allclose(f.left.T @ f.left, f.right.T @ f.right))
         True
     """
-    k = left.shape[-1]
-    if right.shape[-1] != k:
-        raise ValueError(f"left has {k} columns but right has {right.shape[-1]}")
+    k = _check_pair(left, right)
+    check_finite(left, "left")
+    check_finite(right, "right")
     Q1, R1 = torch.linalg.qr(left)
     Q2, R2 = torch.linalg.qr(right)
     A, S, Bh = torch.linalg.svd(R1 @ R2.mT, full_matrices=False)
@@ -220,6 +241,9 @@ def init_spectral(W: Tensor, rank: int, *, method: str = "svd", symmetric: bool 
     check_float(W, "W")
     if W.ndim != 2:
         raise ValueError(f"W must be a matrix (n1, n2), got shape {tuple(W.shape)}")
+    if W.numel() == 0:
+        raise ValueError(f"W must be non-empty, got shape {tuple(W.shape)}")
+    check_finite(W, "W")
     check_rank(rank, tuple(W.shape), at_most_min=True)
     if symmetric:
         if W.shape[0] != W.shape[1]:
@@ -249,6 +273,8 @@ def init_factors(init: str | tuple[Tensor, Tensor], shape: tuple[int, int], rank
     """
     n1, n2 = _shape2(shape)
     check_rank(rank)
+    check_init(init)
+    scale = _check_scale(scale)
     if isinstance(init, tuple):
         L, R = init
         if tuple(L.shape) != (n1, rank) or tuple(R.shape) != (n2, rank):
@@ -264,14 +290,13 @@ def init_factors(init: str | tuple[Tensor, Tensor], shape: tuple[int, int], rank
     if init == "orthogonal":
         return init_orthogonal(shape, rank, scale=scale, symmetric=symmetric, generator=generator, dtype=dtype,
                                device=device)
-    if init in ("spectral", "svd", "randomized"):
-        if weight is None:
-            raise ValueError(f"init={init!r} needs the weight to factor (weight=...)")
-        if tuple(weight.shape) != (n1, n2):
-            raise ValueError(f"weight must have shape {(n1, n2)}, got {tuple(weight.shape)}")
-        check_rank(rank, (n1, n2), at_most_min=True)
-        method = "randomized" if init == "randomized" else "svd"
-        return init_spectral(weight.detach(), rank, method=method, symmetric=symmetric, generator=generator,
-                             **svd_kwargs)
-    raise ValueError(f"init must be 'small', 'balanced', 'orthogonal', 'spectral', 'svd', 'randomized' or an "
-                     f"(L, R) pair, got {init!r}")
+    # "spectral" | "svd" | "randomized" (check_init refused anything else)
+    if weight is None:
+        raise ValueError(f"init={init!r} needs the weight to factor (weight=...)")
+    if tuple(weight.shape) != (n1, n2):
+        raise ValueError(f"weight must have shape {(n1, n2)}, got {tuple(weight.shape)}")
+    check_rank(rank, (n1, n2), at_most_min=True)
+    method = "randomized" if init == "randomized" else "svd"
+    return init_spectral(weight.detach(), rank, method=method, symmetric=symmetric, generator=generator,
+                         **svd_kwargs)
+

@@ -125,7 +125,7 @@ class LowRankHadamard(nn.Module):
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
-        shape: ``(m, n)``. rank: ``k``; the product has rank up to ``k²``.
+        shape: ``(m, n)``. rank: ``1 <= k <= min(m, n)``; the product has rank up to ``k²``.
         scale: factors start at ``scale ·`` Gaussian.
         zero_init: start ``L₂ = 0`` so that ``W = 0`` (the LoHa adapter init).
 
@@ -138,7 +138,8 @@ class LowRankHadamard(nn.Module):
     def __init__(self, shape: tuple[int, int], rank: int, *, scale: float = 1e-1, zero_init: bool = False,
                  generator: GeneratorLike = None, dtype: torch.dtype | None = None, device=None) -> None:
         super().__init__()
-        self.shape, self.rank = _shape2(tuple(shape)), check_rank(rank)
+        self.shape = _shape2(tuple(shape))
+        self.rank = check_rank(rank, self.shape, at_most_min=True)
         _check_scale(scale)
         g = construction_generator(generator)
         m, n = self.shape
@@ -179,7 +180,7 @@ class Kronecker(nn.Module):
 
     Args:
         shape: ``(m, n)``; ``m = a1·b1`` and ``n = a2·b2`` by :func:`kron_split` with ``factor``.
-        rank: ``k`` (at most ``min(b1, b2)`` is useful).
+        rank: ``1 <= k <= min(b1, b2)`` (``L Rᵀ`` has no higher rank).
         zero_init: start ``L = 0`` so that ``W = 0`` (adapter init).
 
     Example:
@@ -191,9 +192,10 @@ class Kronecker(nn.Module):
                  zero_init: bool = False, generator: GeneratorLike = None, dtype: torch.dtype | None = None,
                  device=None) -> None:
         super().__init__()
-        self.shape, self.rank = _shape2(tuple(shape)), check_rank(rank)
+        self.shape = _shape2(tuple(shape))
         _check_scale(scale)
         (a1, b1), (a2, b2) = kron_split(self.shape[0], factor), kron_split(self.shape[1], factor)
+        self.rank = check_rank(rank, (b1, b2), at_most_min=True)
         g = construction_generator(generator)
         self.kron = nn.Parameter(scale * gaussian((a1, a2), generator=g, dtype=dtype, device=device))
         self.left = nn.Parameter(scale * gaussian((b1, rank), generator=g, dtype=dtype, device=device))

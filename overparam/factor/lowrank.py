@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backend.random import GeneratorLike
-from .functional import LowRankFactors, _shape2, init_factors
+from .functional import LowRankFactors, _shape2, check_rank, init_factors
 
 __all__ = ["LowRank", "LowRankLinear"]
 
@@ -114,6 +114,8 @@ class LowRankLinear(_PairMixin, nn.Module):
                  scale: float = 1e-3, symmetric: bool = False, weight: Tensor | None = None,
                  generator: GeneratorLike = None, dtype: torch.dtype | None = None, device=None, **svd_kwargs) -> None:
         super().__init__()
+        check_rank(in_features, name="in_features")          # an int >= 1, named
+        check_rank(out_features, name="out_features")
         self.in_features, self.out_features, self.rank, self.symmetric = in_features, out_features, rank, symmetric
         if weight is not None and tuple(weight.shape) != (out_features, in_features):
             raise ValueError(f"weight must have shape {(out_features, in_features)}, got {tuple(weight.shape)}")

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from torch import nn
 from torch.nn.utils.parametrize import ParametrizationList
 
+from ._checks import check_module
 from .parametrize import LowRankParametrization
 
 __all__ = ["pairs"]
@@ -39,8 +40,10 @@ def pairs(model: nn.Module) -> Iterator[tuple[nn.Parameter, nn.Parameter]]:
         >>> [tuple(p.shape) for p in next(pairs(LowRankLinear(5, 3, rank=2, generator=0)))]
         [(3, 2), (5, 2)]
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    return _pairs(check_module(model))          # checked now, not on the first next()
+
+
+def _pairs(model: nn.Module) -> Iterator[tuple[nn.Parameter, nn.Parameter]]:
     seen: set[tuple[int, int]] = set()
     for m in model.modules():
         if isinstance(m, ParametrizationList):

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize as _P
 
 from ..backend.random import GeneratorLike, construction_generator
-from .functional import check_rank, init_factors
+from .functional import _check_scale, check_init, check_rank, init_factors
 from .hadamard import Hadamard, HadamardDifference
 
 __all__ = ["LowRankParametrization", "parametrize_"]
@@ -49,7 +49,8 @@ class LowRankParametrization(nn.Module):
     def __init__(self, rank: int, *, init="svd", scale: float = 1e-3, generator: GeneratorLike = None,
                  **svd_kwargs) -> None:
         super().__init__()
-        self.rank, self.init, self.scale, self.svd_kwargs = check_rank(rank), init, scale, svd_kwargs
+        check_init(init)
+        self.rank, self.init, self.scale, self.svd_kwargs = check_rank(rank), init, _check_scale(scale), svd_kwargs
         self._generator = None if generator is None else construction_generator(generator)  # None: the default
         self.shape: tuple[int, ...] | None = None
 

@@ -38,6 +38,9 @@ def topk_mask(scores: Tensor, density: float) -> Tensor:
         tensor([False,  True,  True])
     """
     density = check_fraction(density, "density", low_open=True)
+    if not isinstance(scores, Tensor) or scores.numel() == 0:
+        raise ValueError(f"scores must be a non-empty tensor, got "
+                         f"{tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__}")
     return _topk(scores, max(1, fraction_count(density, scores.numel())))
 
 

@@ -41,9 +41,11 @@ from torch import Tensor, nn
 from ..backend.random import GeneratorLike, construction_generator
 from ..backend.select import Spec, select
 from . import _layers
+from ._checks import check_module
 from .adapters import LoRALayer, _Options
 from .hadamard import Hadamard, HadamardDifference, Kronecker, LowRankHadamard
 from .layer import FactorizedLayer, LayerWrapper
+from .functional import _check_scale
 from .lowrank import LowRank
 
 __all__ = ["lowrank_", "hadamard_", "lora_", "merge_", "unmerge_", "adapter_state_dict", "load_adapter_state_dict"]
@@ -146,6 +148,7 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
     """
     if kind not in _HADAMARD_KINDS:
         raise ValueError(f"kind must be 'product', 'difference', 'loha' or 'lokr', got {kind!r}")
+    _check_scale(scale)
     adapter = kind in ("loha", "lokr")
     if adapter and rank is None:
         raise ValueError(f"rank: kind={kind!r} needs rank=")
@@ -194,7 +197,7 @@ def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = 
 
 
 def _wrappers(model: nn.Module) -> list[tuple[str, LayerWrapper]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, LayerWrapper)]
+    return [(n, m) for n, m in check_module(model).named_modules() if isinstance(m, LayerWrapper)]
 
 
 def merge_(model: nn.Module, *, unload: bool = True) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..backend.checks import check_float, check_fraction
+from ..backend.checks import check_float, check_fraction, check_rank
 from ..backend.topk import fraction_count, topk_mask
 from .scaledgd import ScaledGD
 
@@ -43,6 +43,7 @@ def sparsify(M: Tensor, alpha: float) -> Tensor:
         tensor([[5., 0.],
                 [0., 0.]])
     """
+    _check_outliers(M)
     if M.ndim != 2:
         raise ValueError(f"M must be 2-D, got shape {tuple(M.shape)}")
     alpha = check_fraction(alpha, "alpha")
@@ -54,10 +55,22 @@ def sparsify(M: Tensor, alpha: float) -> Tensor:
 
 
 def hard_threshold(M: Tensor, zeta: float) -> Tensor:
-    """Keep the entries with ``|M_ij| > ζ``. Example: ``hard_threshold(torch.tensor([3., .5]), 1.)`` → ``[3., 0.]``."""
-    if zeta < 0:
-        raise ValueError(f"zeta must be >= 0, got {zeta}")
+    """Keep the entries with ``|M_ij| > ζ`` (``M`` any shape, without NaN; ``ζ >= 0``).
+
+    Example:
+        >>> hard_threshold(torch.tensor([3., .5]), 1.)
+        tensor([3., 0.])
+    """
+    _check_outliers(M)
+    if isinstance(zeta, bool) or not isinstance(zeta, (int, float)) or not zeta >= 0:
+        raise ValueError(f"zeta must be a number >= 0, got {zeta!r}")
     return torch.where(M.abs() > zeta, M, torch.zeros_like(M))
+
+
+def _check_outliers(M: Tensor) -> None:
+    check_float(M, "M")
+    if bool(torch.isnan(M).any()):
+        raise ValueError("M holds NaN entries: no threshold can say whether they are outliers")
 
 
 @dataclass
@@ -85,7 +98,8 @@ def rpca_scaledgd(Y: Tensor, rank: int, *, alpha: float | None = None, init_alph
         init_alpha: the fraction used for the initial ``S_0 = 𝒯(Y)`` (default ``alpha``; needs ``alpha``).
         threshold: level ``ζ`` or schedule ``t -> ζ_t`` for :func:`hard_threshold`.
         lr, damping: the ScaledGD step size and damping.
-        iters: maximum number of steps; ``tol``: stop when the relative residual is below it.
+        iters: maximum number of steps (``0`` returns the spectral initialisation);
+            ``tol >= 0``: stop when the relative residual is below it.
         callback: called as ``callback(t, L, R, S)`` after every step.
 
     Example:
@@ -104,10 +118,13 @@ def rpca_scaledgd(Y: Tensor, rank: int, *, alpha: float | None = None, init_alph
         raise ValueError(f"Y must be 2-D (n1, n2), got shape {tuple(Y.shape)}")
     if not bool(torch.isfinite(Y).all()):
         raise ValueError("Y holds NaN or inf entries: robust PCA needs a finite matrix (outliers may be large, not infinite)")
-    if not 1 <= rank <= min(Y.shape):
-        raise ValueError(f"rank must be in [1, {min(Y.shape)}], got {rank}")
-    if iters < 0:
-        raise ValueError(f"iters must be >= 0, got {iters}")
+    if Y.numel() == 0:
+        raise ValueError(f"Y must be non-empty, got shape {tuple(Y.shape)}")
+    check_rank(rank, tuple(Y.shape), at_most_min=True)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"iters must be an int >= 0, got {iters!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
 
     def outliers(D: Tensor, t: int) -> Tensor:
         if alpha is not None:

@@ -125,10 +125,17 @@ def polyak(f_star: float | None = 0.0, *, gamma0: float = 1.0, decay: float = 0.
 
 
 def as_rule(step: StepRule | float, name: str = "step") -> StepRule:
-    """A rule, or a number meaning :func:`constant`."""
+    """A rule, or a number ``>= 0`` meaning :func:`constant` (NaN or a negative number is refused,
+    naming ``name``).
+
+    Example:
+        >>> as_rule(0.1)
+        Constant(lr=0.1)
+    """
     if isinstance(step, StepRule):
         return step
     if isinstance(step, (int, float)) and not isinstance(step, bool):
+        _check(name, step)
         return Constant(float(step))
     raise TypeError(f"{name} must be a step rule (constant/geometric/polyak) or a number, got {type(step).__name__}")
 

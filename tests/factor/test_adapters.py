@@ -285,3 +285,16 @@ def test_relora_restart_redraws_at_the_same_scale(init, std):
     layer = LoRALayer(nn.Linear(1024, 4).double(), rank=16, init="gaussian", generator=0)
     layer.restart_(init=init, generator=3)
     assert abs(_moments(layer.lora_down)[1] / std - 1) < 0.05
+
+
+def test_lora_options_and_restart_refuse_bad_input_before_touching_the_base():
+    base = nn.Linear(4, 3).double()
+    W0 = base.weight.detach().clone()
+    for kwargs, name in [({"svd": "no_such"}, "svd"), ({"niter": -1}, "niter"), ({"oversample": 2.5}, "oversample")]:
+        with pytest.raises(ValueError, match=name):             # checked for every init, not only pissa
+            LoRALayer(base, rank=2, **kwargs)
+    assert torch.equal(base.weight, W0) and base.weight.requires_grad
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        relora_restart_("not a model")
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        pairs("not a model")                                   # refused on the call, not on the first next()

@@ -75,3 +75,21 @@ def test_balancedness_diagnostic_on_deep_factors():
 def test_psd_power_needs_a_square_matrix():
     with pytest.raises(ValueError, match="M"):
         psd_power(torch.ones(3, 2, dtype=D), 0.5)
+
+
+def test_preconditioner_and_power_refuse_what_eigh_cannot_take():
+    W, G = torch.eye(3, dtype=torch.float64), torch.ones(3, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match="grad"):
+        depth_preconditioner(W, "grad", 2)
+    with pytest.raises(TypeError, match="W and grad must have the same dtype"):
+        depth_preconditioner(W.float(), G, 2)
+    bad = W.clone()
+    bad[0, 1] = float("inf")
+    with pytest.raises(ValueError, match="W holds NaN or inf"):
+        depth_preconditioner(bad, G, 2)
+    with pytest.raises(ValueError, match="M holds NaN or inf"):
+        psd_power(bad, 0.5)
+    with pytest.raises(TypeError, match="M"):
+        psd_power("M", 0.5)
+    with pytest.raises(ValueError, match="p must be a finite number"):
+        psd_power(W, float("nan"))

@@ -74,3 +74,21 @@ def test_diagnostics_bad_input():
         effective_rank(torch.ones(2, 2))
     with pytest.raises(ValueError, match="every"):
         FactorMonitor(LowRankLinear(2, 2, rank=1, generator=0), every=0)
+    layer = LowRankLinear(2, 2, rank=1, generator=0)
+    with pytest.raises(TypeError, match="model"):
+        FactorMonitor("not a module")
+    with pytest.raises(TypeError, match="targets"):                     # per-pair matrices, not a selection
+        FactorMonitor(layer, targets="fc")
+    with pytest.raises(ValueError, match="targets holds 2 matrices but the model has 1"):
+        FactorMonitor(layer, targets=[torch.eye(2), torch.eye(2)])
+    nan = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    for fn in (singular_values, describe):
+        with pytest.raises(ValueError, match="x holds NaN"):
+            fn(nan)
+        with pytest.raises(TypeError, match="x must be a matrix"):
+            fn("x")
+    with pytest.raises(TypeError, match="target"):
+        relative_distance(torch.eye(2), "target")
+    for eps in (float("nan"), -0.5, 1.0):
+        with pytest.raises(ValueError, match="eps"):
+            effective_rank(torch.ones(3), eps=eps)

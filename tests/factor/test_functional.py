@@ -88,3 +88,29 @@ def test_dtype_and_shape_errors_name_the_argument():
     from overparam.factor import LowRank
     with pytest.raises(ValueError, match="shape"):
         LowRank((3.5, 4), 2)
+
+
+def test_pair_functions_refuse_non_tensors_mixed_dtypes_and_non_finite_factors():
+    L, R = torch.randn(4, 2, dtype=D), torch.randn(3, 2, dtype=D)
+    for fn in (Fn.lowrank_product, Fn.balance):
+        with pytest.raises(TypeError, match="right"):
+            fn(L, "R")
+        with pytest.raises(TypeError, match="left and right must have the same dtype"):
+            fn(L.float(), R)
+    bad = L.clone()
+    bad[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="left holds NaN or inf"):       # the SVD would fail cryptically
+        Fn.balance(bad, R)
+    for W, match in [(torch.zeros(0, 0, dtype=D), "W must be non-empty"), (bad, "W holds NaN or inf")]:
+        with pytest.raises(ValueError, match=match):
+            Fn.init_spectral(W, 1)
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), 0.0, -1.0])
+def test_scale_must_be_finite_and_positive_for_every_init(scale):
+    W = torch.randn(4, 3, dtype=D)
+    for init in ("small", "svd"):                                          # svd ignores scale but still checks it
+        with pytest.raises(ValueError, match="scale"):
+            Fn.init_factors(init, (4, 3), 2, weight=W, scale=scale)
+    with pytest.raises(ValueError, match="init must be one of"):
+        Fn.init_factors("no_such_init", (4, 3), 2)

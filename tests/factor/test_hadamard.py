@@ -78,6 +78,10 @@ def test_bad_input():
         Hadamard((2,), weight=torch.ones(3))
     with pytest.raises(ValueError, match="rank"):
         LowRankHadamard((3, 3), 0)
+    with pytest.raises(ValueError, match="rank must be <= min"):           # each L_i R_iᵀ has rank <= min(m, n)
+        LowRankHadamard((3, 5), 4)
+    with pytest.raises(ValueError, match=r"rank must be <= min\(2, 2\)"):  # (4, 4) = (2, 2) ⊗ (2, 2) blocks
+        Kronecker((4, 4), 3)
 
 
 def test_shape_and_scale_errors():

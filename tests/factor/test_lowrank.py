@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from overparam.factor import LowRank, LowRankLinear
@@ -58,3 +59,10 @@ def test_global_rng_only_for_generator_none():
     assert not torch.equal(seeded, torch.get_rng_state())
     torch.manual_seed(0)
     assert torch.equal(a, LowRank((3, 3), 2, init="balanced")())
+
+
+@pytest.mark.parametrize("kwargs,name", [({"in_features": 0}, "in_features"), ({"in_features": 2.5}, "in_features"),
+                                         ({"out_features": -3}, "out_features"), ({"out_features": "3"}, "out_features")])
+def test_lowrank_linear_names_the_bad_feature_count(kwargs, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        LowRankLinear(**{"in_features": 4, "out_features": 3, "rank": 2, **kwargs})

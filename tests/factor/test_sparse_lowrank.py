@@ -46,3 +46,9 @@ def test_bad_input():
         SparseLowRank((3, 3), 1, density=1.5)
     with pytest.raises(ValueError, match="mask"):
         SparseLowRank((3, 3), 1, mask=torch.ones(3, 2, dtype=torch.bool))
+
+
+def test_topk_mask_refuses_empty_or_non_tensor_scores():
+    for scores in (torch.zeros(0), "scores"):
+        with pytest.raises(ValueError, match="scores must be a non-empty tensor"):
+            topk_mask(scores, 0.5)

@@ -320,3 +320,11 @@ def test_adapter_loading_errors():
     sd["block.0.lora_up"] = torch.zeros(5, 3, dtype=D)
     with pytest.raises(ValueError, match="shape"):
         load_adapter_state_dict(net, sd)
+
+
+def test_model_level_functions_refuse_a_non_module_by_name():
+    for fn in (merge_, unmerge_, adapter_state_dict, lambda m: load_adapter_state_dict(m, {})):
+        with pytest.raises(TypeError, match="model must be an nn.Module"):
+            fn("not a model")
+    with pytest.raises(ValueError, match="scale"):              # checked even where kind="product" ignores it
+        hadamard_(Net(), "block.0", scale=float("nan"))

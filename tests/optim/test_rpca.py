@@ -42,6 +42,20 @@ def test_hard_threshold_and_errors():
         rpca_scaledgd(torch.zeros(4, 4, dtype=torch.float64), 1)
     with pytest.raises(ValueError, match="rank"):
         rpca_scaledgd(torch.zeros(4, 4, dtype=torch.float64), 5, alpha=0.1)
+    nan = torch.tensor([[1.0, float("nan")], [0.0, 2.0]])
+    for bad in (lambda: sparsify(nan, 0.5), lambda: hard_threshold(nan, 1.0)):   # a NaN is not an outlier or not
+        with pytest.raises(ValueError, match="M holds NaN"):
+            bad()
+    with pytest.raises(ValueError, match="zeta"):
+        hard_threshold(torch.zeros(2), math.nan)
+    Y = torch.eye(4, dtype=torch.float64)
+    for kwargs, name in [({"iters": 2.5}, "iters"), ({"tol": math.nan}, "tol"), ({"tol": -1.0}, "tol")]:
+        with pytest.raises(ValueError, match=name):
+            rpca_scaledgd(Y, 1, alpha=0.1, **kwargs)
+    with pytest.raises(ValueError, match="Y must be non-empty"):
+        rpca_scaledgd(Y[:0, :0], 1, alpha=0.1)
+    res = rpca_scaledgd(Y, 1, alpha=0.25, iters=0)                   # iters is a maximum: 0 gives the init
+    assert res.iterations == 0 and res.history == [] and not res.converged
 
 
 @pytest.mark.parametrize("kappa", [1, 5])

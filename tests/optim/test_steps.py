@@ -43,3 +43,7 @@ def test_bad_rules():
         constant(math.nan)
     with pytest.raises(TypeError, match="step"):
         as_rule("fast")
+    with pytest.raises(TypeError, match="step"):                     # the name of the argument, not "lr"
+        as_rule(math.nan)
+    with pytest.raises(ValueError, match="step"):
+        as_rule(-1.0)
