@@ -152,7 +152,9 @@ class FactorMonitor:
 
     Call :meth:`step` after each optimizer step, or attach it:
     ``opt.register_step_post_hook(monitor.hook)``. ``history`` holds ``(step, [FactorStats, ...])``;
-    ``callback(step, stats)`` (e.g. a logger) is called on each record.
+    ``callback(step, stats)`` (e.g. a logger) is called on each record. ``references``: one
+    matrix (or None) per pair, the ground truth ``M*`` that :func:`describe` measures the
+    relative distance to.
 
     Example:
         >>> from overparam.factor import LowRankLinear
@@ -163,7 +165,7 @@ class FactorMonitor:
 
     model: nn.Module
     every: int = 1
-    targets: Sequence[Tensor | None] | None = None
+    references: Sequence[Tensor | None] | None = None
     top: int | None = None
     callback: Callable[[int, list[FactorStats]], None] | None = None
     history: list[tuple[int, list[FactorStats]]] = field(default_factory=list)
@@ -171,21 +173,21 @@ class FactorMonitor:
 
     def __post_init__(self) -> None:
         check_module(self.model)
-        if self.targets is not None:
+        if self.references is not None:
             n = sum(1 for _ in pairs(self.model))
-            if isinstance(self.targets, (str, bytes)) or not isinstance(self.targets, Sequence) or any(
-                    t is not None and not isinstance(t, Tensor) for t in self.targets):
-                raise TypeError(f"targets must be a sequence of target matrices (or None), one per factor pair, "
-                                f"got {type(self.targets).__name__}")
-            if len(self.targets) != n:
-                raise ValueError(f"targets holds {len(self.targets)} matrices but the model has {n} factor pairs")
+            if isinstance(self.references, (str, bytes)) or not isinstance(self.references, Sequence) or any(
+                    t is not None and not isinstance(t, Tensor) for t in self.references):
+                raise TypeError(f"references must be a sequence of reference matrices (or None), one per factor pair, "
+                                f"got {type(self.references).__name__}")
+            if len(self.references) != n:
+                raise ValueError(f"references holds {len(self.references)} matrices but the model has {n} factor pairs")
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ValueError(f"every must be an int >= 1, got {self.every!r}")
 
     def step(self) -> None:
         if self.count % self.every == 0:
             ps = list(pairs(self.model))
-            tg = list(self.targets) if self.targets is not None else [None] * len(ps)
+            tg = list(self.references) if self.references is not None else [None] * len(ps)
             stats = [describe((L, R), target=t, top=self.top) for (L, R), t in zip(ps, tg)]
             self.history.append((self.count, stats))
             if self.callback is not None:

@@ -77,10 +77,10 @@ def test_diagnostics_bad_input():
     layer = LowRankLinear(2, 2, rank=1, generator=0)
     with pytest.raises(TypeError, match="model"):
         FactorMonitor("not a module")
-    with pytest.raises(TypeError, match="targets"):                     # per-pair matrices, not a selection
-        FactorMonitor(layer, targets="fc")
-    with pytest.raises(ValueError, match="targets holds 2 matrices but the model has 1"):
-        FactorMonitor(layer, targets=[torch.eye(2), torch.eye(2)])
+    with pytest.raises(TypeError, match="references"):                     # per-pair matrices, not a selection
+        FactorMonitor(layer, references="fc")
+    with pytest.raises(ValueError, match="references holds 2 matrices but the model has 1"):
+        FactorMonitor(layer, references=[torch.eye(2), torch.eye(2)])
     nan = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
     for fn in (singular_values, describe):
         with pytest.raises(ValueError, match="x holds NaN"):
