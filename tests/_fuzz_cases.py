@@ -223,7 +223,7 @@ CALLS = {
     "hessian.xtrace": {"probes": lambda: 4}, "hessian.trace": {"probes": lambda: 6},
     "hessian.diagonal": {"probes": lambda: 4}, "hessian.slq": {"probes": lambda: 2, "steps": lambda: 3},
     "hessian.density": {"probes": lambda: 2, "steps": lambda: 3, "grid": lambda: 20},
-    "hessian.lambda_max": {"H": lambda: spd()}, "hessian.eos_threshold": {"lr": lambda: 0.1},
+    "hessian.lambda_max": {"A": lambda: spd()}, "hessian.eos_threshold": {"lr": lambda: 0.1},
     "hessian.ball_sharpness": {"steps": lambda: 2}, "hessian.epsilon_sharpness": {"steps": lambda: 2},
     "problems.ground_truth": {"n": lambda: 5, "r": lambda: 2}, "problems.sensing": {"n": lambda: 5, "r": lambda: 1, "m": lambda: 20},
     "problems.small_factors": {"shape": lambda: (5, 5), "k": lambda: 2, "like": lambda: t(5, 5)},

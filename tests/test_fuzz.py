@@ -57,6 +57,10 @@ ACCEPTED = {
         "backend.vec.shapes", "backend.vec.numel", "backend.vec.zeros_like", "backend.nm.grouped_dim")},
     ("backend.select.matches", "spec", "bad_choice"): "a predicate: a name that selects nothing is False, not an error",
     ("prune.kept_fraction", "masks", "bogus_key"): "takes masks without a model: any key is a valid name",
+    ("prune.masks.unstructured", "scores", "bogus_key"): "takes scores without a model: any key is a valid name",
+    ("prune.masks.n_pruned", "n", "zero"): "a count: 0 of 0 entries are pruned, a valid result",
+    ("prune.masks.prune_smallest", "k", "zero"): "k = 0 prunes nothing: a valid (all-kept) mask, documented",
+    ("prune.semistructured.is_semi_structured", "w", "nan"): "reads only the zero pattern: a NaN is a non-zero (documented)",
     ("backend.checks.check_float", "x", "nan"): "checks the dtype only (documented); finiteness is the caller's check",
     **{(q, "rank", "huge"): "over-parameterized width: rank may exceed min(n1, n2) (documented), memory is linear in rank" for q in (
         "factor.functional.init_small", "factor.functional.init_balanced", "factor.functional.init_factors",

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..backend import linalg
 from ..backend.random import GeneratorLike, gaussian, measurement_generator, probe
-from .operators import Operator, as_operator
+from .operators import Operator, as_operator, check_real
 from .trace import _check_block
 
 __all__ = ["Quadrature", "Density", "slq", "density", "plot_density"]
@@ -154,13 +154,14 @@ def density(A, probes: int | Tensor = 10, steps: int = 80, *, sigma: float | Non
     """
     if scale not in ("linear", "log"):
         raise ValueError(f"scale must be 'linear' or 'log', got {scale!r}")
+    check_real(floor, "floor", at_least=0)
+    if sigma is not None:
+        check_real(sigma, "sigma", above=0)
     q = slq(A, probes, steps, generator=generator, **kwargs)
     x = q.nodes if scale == "linear" else torch.log10(q.nodes.abs() + floor)
     lo, hi = float(x.min()), float(x.max())
     if sigma is None:
         sigma = max(0.01 * (hi - lo), 1e-3 * max(abs(lo), abs(hi)), 1e-12)
-    if sigma <= 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
     if isinstance(grid, int):
         if grid < 2:
             raise ValueError(f"grid must have at least 2 points, got {grid}")

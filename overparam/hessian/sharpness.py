@@ -34,6 +34,7 @@ from ..backend.random import GeneratorLike, measurement_generator, probes_like
 from ..backend.select import Spec
 from ._model import Objective
 from .lanczos import Eigen, lanczos
+from .operators import check_real
 
 __all__ = ["Sharpness", "ball_sharpness", "epsilon_sharpness", "lambda_max", "eos_threshold", "EoS"]
 
@@ -55,9 +56,9 @@ class EoS:
     eigen: Eigen
 
 
-def lambda_max(H, *, lr: float | None = None, v0=None, tol: float = 1e-4, generator: GeneratorLike = None,
+def lambda_max(A, *, lr: float | None = None, v0=None, tol: float = 1e-4, generator: GeneratorLike = None,
                **kwargs) -> EoS | Eigen:
-    """Top eigenvalue of ``H`` by Lanczos (warm-startable with ``v0``, e.g. the previous result's
+    """Top eigenvalue of ``A`` (e.g. a Hessian operator; anything :func:`~overparam.hessian.lanczos` takes) by Lanczos (warm-startable with ``v0``, e.g. the previous result's
     ``eigen``). With ``lr`` returns an :class:`EoS` comparing it to ``2/lr``; else the :class:`Eigen`.
 
     ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
@@ -69,7 +70,7 @@ def lambda_max(H, *, lr: float | None = None, v0=None, tol: float = 1e-4, genera
     """
     if isinstance(v0, EoS):
         v0 = v0.eigen
-    eig = lanczos(H, k=1, which="LA", tol=tol, v0=v0, generator=generator, **kwargs)
+    eig = lanczos(A, k=1, which="LA", tol=tol, v0=v0, generator=generator, **kwargs)
     if lr is None:
         return eig
     lam, thr = float(eig.values[0]), eos_threshold(lr)
@@ -116,13 +117,13 @@ def ball_sharpness(f: Callable[[vec.Vec], Tensor], theta, rho: float, *, steps: 
         eta: ASAM's offset ``η >= 0``.
         generator: for the random start when the gradient at θ is zero.
     """
+    if not callable(f):
+        raise TypeError(f"f must be callable, got {type(f).__name__}")
     th = vec.as_vec(theta, name="theta")
-    if not rho > 0:
-        raise ValueError(f"rho must be > 0, got {rho}")
+    check_real(rho, "rho", above=0)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    check_real(eta, "eta", at_least=0)
     T = tuple(t.abs() + eta for t in th) if adaptive else None
 
     def perturb(u):

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .targets import Masks, check_masks
+from .targets import Masks, check_masks, check_model
 
 __all__ = ["GRAD_ONLY_EXACT", "Masked", "masked", "apply_masks_", "MaskParametrization", "parametrize_masks_",
            "unparametrize_masks_"]
@@ -65,7 +65,7 @@ def apply_masks_(model: nn.Module, masks: Mapping[str, Tensor]) -> None:
         >>> bool(net.weight[0, 1] == 0)
         True
     """
-    params = dict(model.named_parameters())
+    params = check_model(model)
     check_masks(masks, params)
     for k, m in masks.items():
         params[k].mul_(m)
@@ -87,7 +87,7 @@ class Masked:
         if policy == "auto":
             policy = "grads" if type(optimizer) in GRAD_ONLY_EXACT else "full"
         self.policy = policy
-        params = dict(model.named_parameters())
+        params = check_model(model)
         check_masks(masks, params)
         self.model, self.masks, self.optimizer = model, dict(masks), optimizer
         self._params = [params[k] for k in self.masks]
@@ -214,7 +214,7 @@ def parametrize_masks_(model: nn.Module, masks: Masks) -> nn.Module:
         >>> list(unparametrize_masks_(net).state_dict())
         ['weight', 'bias']
     """
-    check_masks(masks, dict(model.named_parameters()))
+    check_masks(masks, check_model(model))
     for k, m in masks.items():
         mod_name, _, pname = k.rpartition(".")
         mod = model.get_submodule(mod_name)
@@ -227,6 +227,7 @@ def parametrize_masks_(model: nn.Module, masks: Masks) -> nn.Module:
 def unparametrize_masks_(model: nn.Module) -> nn.Module:
     """Remove every :class:`MaskParametrization`, leaving the masked values in the original
     ``Parameter`` objects, re-registered in the module's original order; returns ``model``."""
+    check_model(model)
     for mod in list(model.modules()):
         ours = _mask_parametrizations(mod)
         if not ours:

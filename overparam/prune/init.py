@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ..backend.checks import check_rank
 from ..backend.random import GeneratorLike
 from . import scores as S
 from ..backend.select import Spec
@@ -38,6 +39,7 @@ def synflow(model: nn.Module, sparsity: float, *, input_shape: Sequence[int], it
     ``targets``, ``exclude``, ``scope`` and ``overrides`` as in :func:`~overparam.prune.masks.magnitude`
     (an override's sparsity is reached along the same exponential schedule).
     """
+    check_rank(iterations, name="iterations")  # an int >= 1
     names = list(_targets(model, targets, exclude=exclude))
     own = resolve_overrides(overrides, names, model=model)
     final = check_sparsity(sparsity)
@@ -65,6 +67,7 @@ def prune_at_init(model: nn.Module, method: str, sparsity: float, *, loss_fn=Non
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_rank(iterations, name="iterations")  # an int >= 1, checked whatever the method
     if method in ("snip", "grasp", "obd") and (loss_fn is None or data is None):
         raise ValueError(f"method {method!r} needs loss_fn and data")
     sel = {"targets": targets, "exclude": exclude}

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 
 import torch
@@ -32,7 +33,7 @@ from torch.nn import functional as F
 
 from ..backend.nm import check_nm, nm_groups, nm_ungroup
 from ..backend.random import GeneratorLike, construction_generator, uniform
-from .masks import check_sparsity, unstructured
+from .masks import check_scope, check_sparsity, unstructured
 from ..backend.select import Spec
 from .targets import Masks
 from .targets import targets as _targets
@@ -58,7 +59,7 @@ class EdgePopup(nn.Module):
         super().__init__()
         self.model = model
         self.sparsity = check_sparsity(sparsity)
-        self.scope = scope
+        self.scope = check_scope(scope)
         g = construction_generator(generator)
         self._names = list(_targets(model, targets, exclude=exclude))
         params = dict(model.named_parameters())
@@ -125,6 +126,9 @@ class LearnableNM(nn.Module):
                  generator: GeneratorLike = None, targets: Spec = None, exclude: Spec = None) -> None:
         super().__init__()
         check_nm(n, m)
+        for name, v in (("tau", tau), ("scale", scale), ("prior_strength", prior_strength)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite real number, got {v!r}")
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
         if prior not in ("magnitude", None):

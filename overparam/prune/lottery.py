@@ -42,7 +42,7 @@ from .apply import masked
 from .masks import check_sparsity, magnitude
 from .schedules import iterative
 from ..backend.select import Spec
-from .targets import Masks, kept_fraction, resolve_overrides
+from .targets import Masks, check_callable, kept_fraction, resolve_overrides
 from .targets import targets as _targets
 
 __all__ = ["Round", "Ticket", "lottery"]
@@ -116,6 +116,8 @@ def lottery(
     """
     if mode not in ("rewind", "lr", "finetune"):
         raise ValueError(f"mode must be 'rewind', 'lr' or 'finetune', got {mode!r}")
+    check_callable(train_fn, "train_fn")
+    check_callable(optimizer_fn, "optimizer_fn")
     check_sparsity(rate, "rate")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")

@@ -34,10 +34,19 @@ from .targets import targets as _targets
 
 __all__ = ["n_pruned", "check_sparsity", "prune_smallest", "unstructured", "magnitude"]
 
+SCOPES = ("global", "layerwise")
+
 
 def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
     """Return ``sparsity`` as a float, raising ``ValueError`` unless it lies in [0, 1)."""
     return check_fraction(sparsity, name, high_open=True)
+
+
+def check_scope(scope: str) -> str:
+    """Return ``scope``, raising ``ValueError`` unless it is ``"global"`` or ``"layerwise"``."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be 'global' or 'layerwise', got {scope!r}")
+    return scope
 
 
 def n_pruned(sparsity: float, n: int) -> int:
@@ -57,11 +66,22 @@ def prune_smallest(flat: Tensor, k: int, *, group=None) -> Tensor:
 
     Ties at the threshold are pruned in index order (then rank order across a process group,
     where ``k`` counts entries over all ranks). Scores may contain ``-inf`` (pruned first), not NaN.
+    ``k = 0`` prunes nothing.
 
     Example:
         >>> prune_smallest(torch.tensor([3., 1., 1., 2.]), 2).tolist()
         [True, False, False, True]
     """
+    check_float(flat, "flat")
+    if not _dist.is_distributed(group) and isinstance(k, int) and not 0 <= k <= flat.numel():
+        raise ValueError(f"k must be in [0, {flat.numel()}] (the size of flat), got {k}")
+    if bool(torch.isnan(flat).any()):
+        raise ValueError("flat contains NaN")
+    return _prune_smallest(flat, k, group)
+
+
+def _prune_smallest(flat: Tensor, k: int, group=None) -> Tensor:
+    """:func:`prune_smallest` without the argument checks (the callers made the scores)."""
     return ~topk_mask(flat.reshape(-1), k, largest=False, group=group)
 
 
@@ -111,8 +131,7 @@ def unstructured(
 def _unstructured(scores: Mapping[str, Tensor], sparsity: float, scope: str, own_sparsity: dict[str, float],
                   previous: Mapping[str, Tensor] | None, group) -> Masks:
     """:func:`unstructured` with ``overrides`` already resolved to ``{name: sparsity}``."""
-    if scope not in ("global", "layerwise"):
-        raise ValueError(f"scope must be 'global' or 'layerwise', got {scope!r}")
+    check_scope(scope)
     check_sparsity(sparsity)
     if not scores:
         raise ValueError("scores is empty")
@@ -129,7 +148,7 @@ def _unstructured(scores: Mapping[str, Tensor], sparsity: float, scope: str, own
         s2 = _with_previous(name, s, previous)
         k = n_pruned(sp, s2.numel())
         _check_monotone(name, k, previous)
-        out[name] = prune_smallest(s2, k).reshape(s.shape)
+        out[name] = _prune_smallest(s2, k).reshape(s.shape)
     if pool:
         flats = [_with_previous(n, scores[n], previous).reshape(-1) for n in pool]
         dt = functools.reduce(torch.promote_types, [f.dtype for f in flats])
@@ -140,7 +159,7 @@ def _unstructured(scores: Mapping[str, Tensor], sparsity: float, scope: str, own
             already = sum(int((~previous[n]).sum()) for n in pool if n in previous)
             if already > k:
                 raise ValueError(f"sparsity {sparsity} prunes {k} entries but {already} are already pruned in previous")
-        keep = prune_smallest(flat, k, group=group)
+        keep = _prune_smallest(flat, k, group)
         for n, part in zip(pool, torch.split(keep, [f.numel() for f in flats])):
             out[n] = part.reshape(scores[n].shape)
     return {n: out[n] for n in scores}

@@ -37,6 +37,8 @@ def is_nm(mask: Tensor, n: int, m: int, *, dim: int | None = None, exact: bool =
     """Whether every group of ``m`` along ``dim`` (default as in :func:`nm_mask`) holds exactly
     (``exact``) or at most ``n`` non-zeros."""
     check_nm(n, m)
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
     cnt = (nm_groups(mask, m, grouped_dim(mask, dim)) != 0).sum(1)
     return bool((cnt == n).all()) if exact else bool((cnt <= n).all())
 
@@ -182,8 +184,10 @@ def transposable_nm_mask(scores: Tensor, n: int, m: int, *, method: str = "auto"
     check_nm(n, m)
     if method not in ("auto", "exhaustive", "greedy"):
         raise ValueError(f"method must be 'auto', 'exhaustive' or 'greedy', got {method!r}")
-    if scores.dim() != 2 or scores.shape[0] % m or scores.shape[1] % m:
-        raise ValueError(f"scores must be 2-D with both sizes divisible by M={m}, got {tuple(scores.shape)}")
+    if not isinstance(scores, Tensor):
+        raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}")
+    if scores.dim() != 2 or scores.numel() == 0 or scores.shape[0] % m or scores.shape[1] % m:
+        raise ValueError(f"scores must be 2-D, non-empty, with both sizes divisible by M={m}, got {tuple(scores.shape)}")
     if bool(torch.isnan(scores).any()):
         raise ValueError("scores contain NaN")
     R, C = scores.shape

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from .apply import Masked
 from ..backend.select import Spec
-from .masks import _unstructured, check_sparsity
-from .targets import Masks
+from .masks import _unstructured, check_scope, check_sparsity
+from .targets import Masks, check_callable
 from .targets import targets as _targets
 
 __all__ = ["one_shot", "iterative", "exponential", "cubic", "GradualPruner"]
@@ -71,8 +71,8 @@ def cubic(step: int, *, final: float, begin: int, end: int, initial: float = 0.0
     """
     check_sparsity(final, "final")
     check_sparsity(initial, "initial")
-    if not (isinstance(every, int) and every >= 1 and isinstance(begin, int) and isinstance(end, int) and end > begin):
-        raise ValueError(f"need ints end > begin and every >= 1, got begin={begin}, end={end}, every={every}")
+    if not (isinstance(every, int) and every >= 1 and isinstance(begin, int) and isinstance(end, int) and 0 <= begin < end):
+        raise ValueError(f"need ints begin >= 0, end > begin and every >= 1, got begin={begin}, end={end}, every={every}")
     if step < begin:
         return initial
     t = min(begin + ((step - begin) // every) * every, end)
@@ -118,6 +118,10 @@ class GradualPruner:
     _handle: Masked | None = None
 
     def __post_init__(self) -> None:
+        check_callable(self.schedule, "schedule")
+        if self.scorer is not None:
+            check_callable(self.scorer, "scorer")
+        check_scope(self.scope)
         _targets(self.model, self.targets, exclude=self.exclude)  # a bad spec fails here, not mid-training
 
     def step(self, step: int) -> Masks | None:

@@ -37,7 +37,9 @@ def pattern_for(dtype: torch.dtype) -> tuple[int, int]:
 
 
 def _pattern(w: Tensor, pattern) -> tuple[int, int]:
-    """``pattern`` (default :func:`pattern_for`) checked: a pair of ints ``1 <= n < m``."""
+    """``pattern`` (default :func:`pattern_for`) checked: a pair of ints ``1 <= n < m``; ``w`` a tensor."""
+    if not isinstance(w, Tensor):
+        raise TypeError(f"w must be a torch.Tensor, got {type(w).__name__}")
     if pattern is None:
         return pattern_for(w.dtype)
     ok = isinstance(pattern, tuple) and len(pattern) == 2 and all(
@@ -48,15 +50,16 @@ def _pattern(w: Tensor, pattern) -> tuple[int, int]:
 
 
 def _violations(w: Tensor, n: int, m: int) -> Tensor:
-    if w.dim() != 2:
-        raise ValueError(f"semi-structured tensors are 2-D, got shape {tuple(w.shape)}")
+    if w.dim() != 2 or w.numel() == 0:
+        raise ValueError(f"w must be a non-empty 2-D tensor (semi-structured tensors are 2-D), got shape {tuple(w.shape)}")
     if w.shape[1] % m:
-        raise ValueError(f"the last dimension ({w.shape[1]}) must be divisible by {m}")
-    return ((w.reshape(w.shape[0], -1, m) != 0).sum(-1) > n)
+        raise ValueError(f"the last dimension of w ({w.shape[1]}) must be divisible by {m}")
+    return ((w.reshape(w.shape[0], w.shape[1] // m, m) != 0).sum(-1) > n)
 
 
 def is_semi_structured(w: Tensor, *, pattern: tuple[int, int] | None = None) -> bool:
-    """Whether every group along the last dim of 2-D ``w`` has at most ``n`` non-zeros (NaN counts).
+    """Whether every group along the last dim of 2-D ``w`` has at most ``n`` non-zeros (a NaN counts
+    as a non-zero: only the zero pattern is read).
 
     Example:
         >>> is_semi_structured(torch.tensor([[1., 1., 0., 0.]], dtype=torch.float16))
@@ -73,7 +76,7 @@ def validate(w: Tensor, *, pattern: tuple[int, int] | None = None) -> None:
     if bool(bad.any()):
         r, g = (int(i) for i in bad.nonzero()[0])
         raise ValueError(
-            f"not {n}:{m} sparse: row {r}, columns {g * m}..{g * m + m - 1} hold "
+            f"w is not {n}:{m} sparse: row {r}, columns {g * m}..{g * m + m - 1} hold "
             f"{int((w[r, g * m:(g + 1) * m] != 0).sum())} non-zeros ({int(bad.sum())} bad groups in all)"
         )
 
@@ -109,6 +112,9 @@ def decompress(values: Tensor, meta: Tensor, cols: int) -> Tensor:
     """
     if isinstance(cols, bool) or not isinstance(cols, int) or cols < 16 or cols % 16:
         raise ValueError(f"cols must be a positive multiple of 16, got {cols!r}")
+    for name, x in (("values", values), ("meta", meta)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if values.dim() != 2 or meta.dim() != 2:
         raise ValueError(f"values and meta must be 2-D, got {tuple(values.shape)} and {tuple(meta.shape)}")
     rows = values.shape[0]

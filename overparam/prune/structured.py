@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import einops
 import torch
 from torch import Tensor
@@ -26,6 +28,27 @@ from ..backend.checks import check_dim
 __all__ = ["slice_norms", "ln_structured", "block_mask"]
 
 
+def _check_w(w: Tensor) -> None:
+    if not isinstance(w, Tensor):
+        raise TypeError(f"w must be a torch.Tensor, got {type(w).__name__}")
+    if w.dim() < 1 or w.numel() == 0:
+        raise ValueError(f"w must have at least one dimension and one entry, got shape {tuple(w.shape)}")
+
+
+def _norms(x: Tensor, p: float) -> Tensor:
+    """Ln norms of the rows of ``x`` ``(rows, cols)`` in float64, ``(rows,)``; ``p`` a real number, not NaN."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or math.isnan(p):
+        raise ValueError(f"p must be a real number (the norm order), got {p!r}")
+    return torch.linalg.vector_norm(x.double(), ord=p, dim=-1)
+
+
+def _keep_largest(norms: Tensor, sparsity: float) -> Tensor:
+    """Bool keep-mask of ``norms`` pruning ``floor(s·n + 1/2)`` of the smallest; NaN norms mean a NaN in ``w``."""
+    if bool(torch.isnan(norms).any()):
+        raise ValueError("w holds NaN entries: its slice or block norms are NaN")
+    return prune_smallest(norms, n_pruned(sparsity, norms.numel()))
+
+
 def slice_norms(w: Tensor, dim: int, *, p: float = 2.0, groups: int | None = None) -> Tensor:
     """Ln norm of every slice along ``dim`` (or of each of ``groups`` equal slice groups), ``(size,)``.
 
@@ -33,15 +56,14 @@ def slice_norms(w: Tensor, dim: int, *, p: float = 2.0, groups: int | None = Non
         >>> slice_norms(torch.ones(2, 3), 1, p=1).tolist()
         [2.0, 2.0, 2.0]
     """
-    if w.dim() < 1:
-        raise ValueError("w must have at least one dimension")
+    _check_w(w)
     d = check_dim(dim, w.dim())
     moved = w.movedim(d, 0).reshape(w.shape[d], -1)
     if groups is not None:
         if not isinstance(groups, int) or groups < 1 or w.shape[d] % groups:
             raise ValueError(f"groups must divide dimension {d} of size {w.shape[d]}, got {groups}")
         moved = moved.reshape(groups, -1)
-    return torch.linalg.vector_norm(moved.double(), ord=p, dim=1)
+    return _norms(moved, p)
 
 
 def ln_structured(w: Tensor, sparsity: float, *, dim: int, p: float = 2.0, groups: int | None = None) -> Tensor:
@@ -61,7 +83,7 @@ def ln_structured(w: Tensor, sparsity: float, *, dim: int, p: float = 2.0, group
     """
     check_sparsity(sparsity)
     norms = slice_norms(w, dim, p=p, groups=groups)
-    keep = prune_smallest(norms, n_pruned(sparsity, norms.numel()))
+    keep = _keep_largest(norms, sparsity)
     d = check_dim(dim, w.dim())
     keep = keep.repeat_interleave(w.shape[d] // norms.numel())
     shape = [1] * w.dim()
@@ -85,12 +107,13 @@ def block_mask(w: Tensor, sparsity: float, *, block: tuple[int, int], p: float =
     check_sparsity(sparsity)
     if not (isinstance(block, tuple) and len(block) == 2 and all(isinstance(b, int) and b >= 1 for b in block)):
         raise ValueError(f"block must be a pair of positive ints (r, c), got {block!r}")
+    _check_w(w)
     r, c = block
     w2 = w.reshape(w.shape[0], -1)
     if w2.shape[0] % r or w2.shape[1] % c:
         raise ValueError(f"block {block} does not tile the 2-D view {tuple(w2.shape)} of w")
     tiles = einops.rearrange(w2, "(a r) (b c) -> a b (r c)", r=r, c=c)
-    norms = torch.linalg.vector_norm(tiles.double(), ord=p, dim=-1)
-    keep = prune_smallest(norms.reshape(-1), n_pruned(sparsity, norms.numel())).reshape(norms.shape)
+    norms = _norms(tiles, p)
+    keep = _keep_largest(norms.reshape(-1), sparsity).reshape(norms.shape)
     full = einops.repeat(keep, "a b -> (a r) (b c)", r=r, c=c)
     return full.reshape(w.shape)

@@ -94,8 +94,7 @@ def targets(model: nn.Module, targets: Spec = None, *, exclude: Spec = None) -> 
         >>> list(targets(emb)), list(targets(emb, torch.nn.Embedding)), list(targets(emb, ["0", "1"]))
         (['1.weight'], ['0.weight'], ['0.weight', '1.weight'])
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_model(model)
     if targets is None:
         pool = _weights(model, DEFAULT_TYPES)
         chosen = set(pool)
@@ -113,6 +112,19 @@ def targets(model: nn.Module, targets: Spec = None, *, exclude: Spec = None) -> 
     if not out:
         raise ValueError(f"no parameter selected: targets={targets!r}, exclude={exclude!r} leave no {_WHAT}")
     return out
+
+
+def check_model(model: nn.Module) -> dict[str, nn.Parameter]:
+    """``dict(model.named_parameters())``, raising ``TypeError`` (naming ``model``) unless it is an ``nn.Module``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    return dict(model.named_parameters())
+
+
+def check_callable(fn, name: str) -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``fn`` is callable."""
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
 
 
 def _show(item) -> str:

@@ -61,3 +61,10 @@ def test_full_reorthogonalization_keeps_nodes_exact_on_wide_spectrum():
     lam = torch.logspace(-3, 3, 60, dtype=torch.float64)
     q = oh.slq(symmetric_with_spectrum(lam, generator=0), probes=2, steps=60, generator=1)
     assert float((q.nodes - lam).abs().max()) < 1e-9 * 1e3
+
+
+@pytest.mark.parametrize("kw", [{"floor": -1.0}, {"floor": float("nan")}, {"sigma": float("nan")}, {"sigma": 0.0}])
+def test_density_refuses_bad_floor_and_sigma_by_name(kw):
+    A = torch.diag(torch.linspace(0, 1, 10, dtype=torch.float64))
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        oh.density(A, probes=2, steps=3, generator=0, **kw)

@@ -70,3 +70,11 @@ def test_as_operator_refuses_contradicting_n_and_dtype_and_non_finite_matrices()
             oh.as_operator(B)
         with pytest.raises(ValueError, match="NaN or inf"):
             oh.lanczos(B, k=1)
+
+
+@pytest.mark.parametrize("a", [float("nan"), float("inf"), "2", True])
+def test_scaled_operator_refuses_a_that_is_not_a_finite_number(a):
+    A = oh.DenseOperator(torch.eye(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="a must be a finite real number"):
+        oh.ScaledOperator(A, a)
+    assert torch.equal((2.5 * A).to_dense(), 2.5 * torch.eye(3, dtype=torch.float64))

@@ -102,3 +102,20 @@ def test_warm_start_from_previous_result_saves_products():
     warm = oh.lanczos(A, k=10, tol=1e-10, v0=cold, generator=1)
     assert warm.n_matvecs < 0.7 * cold.n_matvecs
     torch.testing.assert_close(warm.values, lam[:10].double(), rtol=1e-9, atol=0)
+
+
+def test_nan_tolerances_and_offsets_are_refused_by_name():
+    """Issue 20: NaN passed `tol <= 0` / `eta < 0` and ran on silently."""
+    A = torch.diag(torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64))
+    f = lambda th: 0.5 * th[0] @ A @ th[0]  # noqa: E731
+    th = (torch.ones(3, dtype=torch.float64),)
+    with pytest.raises(ValueError, match="tol"):
+        oh.lambda_max(A, tol=float("nan"))
+    with pytest.raises(ValueError, match="tol"):
+        oh.power_iteration(A, tol=float("nan"))
+    with pytest.raises(TypeError, match="max_iters"):
+        oh.power_iteration(A, max_iters=2.5)
+    with pytest.raises(ValueError, match="eta"):
+        oh.ball_sharpness(f, th, 0.1, adaptive=True, eta=float("nan"))
+    with pytest.raises(TypeError, match="f must be callable"):
+        oh.ball_sharpness(3, th, 0.1)

@@ -194,3 +194,11 @@ def test_empty_masks_refused_naming_masks():
     for fn in (lambda: A.masked(net, {}), lambda: A.apply_masks_(net, {}), lambda: A.parametrize_masks_(net, {})):
         with pytest.raises(ValueError, match="masks is empty"):
             fn()
+
+
+@pytest.mark.parametrize("call", [lambda m, k: A.masked(m, k), lambda m, k: A.apply_masks_(m, k),
+                                  lambda m, k: A.parametrize_masks_(m, k), lambda m, k: A.unparametrize_masks_(m)])
+def test_a_model_that_is_not_a_module_is_refused_by_name(call):
+    """Issue 20: used to fail with AttributeError: 'str' object has no attribute 'named_parameters'."""
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        call("not a module", {"weight": torch.ones(2, 2, dtype=torch.bool)})

@@ -1,5 +1,6 @@
 import itertools
 
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 from torch.nn import functional as F
@@ -110,3 +111,12 @@ def test_learnable_nm_bad_input():
         L.LearnableNM(torch.nn.Linear(6, 2), 2, 4)
     with pytest.raises(ValueError, match="1 <= N < M"):
         L.LearnableNM(torch.nn.Linear(8, 2), 4, 4)
+
+
+def test_learnable_nm_refuses_non_finite_hyperparameters_by_name():
+    net = torch.nn.Linear(8, 2)
+    for name in ("tau", "scale", "prior_strength"):
+        with pytest.raises(ValueError, match=f"{name} must be a finite real number"):
+            L.LearnableNM(net, 2, 4, **{name: float("nan")})
+    with pytest.raises(ValueError, match="scope"):
+        L.EdgePopup(net, 0.5, scope="per_layer")

@@ -168,3 +168,14 @@ def test_previous_pruned_stays_pruned_small_case():
     prev = torch.tensor([True, True, False, True])
     m = M.unstructured({"w": s}, 0.5, previous={"w": prev})["w"]
     assert m.tolist() == [False, True, False, True]  # the 0-fill mutant gives [False, False, True, True]
+
+
+def test_prune_smallest_names_flat_and_k():
+    """Issue 20: a NaN or an empty flat used to be reported as 'scores' / a bare k range."""
+    with pytest.raises(ValueError, match="flat contains NaN"):
+        M.prune_smallest(torch.tensor([1.0, float("nan")]), 1)
+    with pytest.raises(ValueError, match=r"k must be in \[0, 0\] \(the size of flat\)"):
+        M.prune_smallest(torch.zeros(0), 1)
+    with pytest.raises(TypeError, match="flat must be a torch.Tensor"):
+        M.prune_smallest([1.0, 2.0], 1)
+    assert M.prune_smallest(torch.tensor([2.0, 1.0]), 0).all()  # k = 0 prunes nothing

@@ -49,3 +49,13 @@ def test_gradual_pruner_monotone_and_zero():
         if k in prev:
             assert (p[~prev[k]] == 0).all()
     gp.remove()
+
+
+def test_bad_schedule_scope_and_begin_refused_by_name():
+    net = torch.nn.Linear(4, 4)
+    with pytest.raises(TypeError, match="schedule must be callable"):
+        Sch.GradualPruner(net, None, 0.5)
+    with pytest.raises(ValueError, match="scope"):
+        Sch.GradualPruner(net, None, lambda t: 0.5, scope="per_layer")
+    with pytest.raises(ValueError, match="begin >= 0"):
+        Sch.cubic(3, final=0.5, begin=-1, end=10)

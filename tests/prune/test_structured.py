@@ -55,3 +55,18 @@ def test_out_of_range_dim_refused(dim):
     with pytest.raises(ValueError, match=f"dim={dim} is out of range"):
         S.slice_norms(w, dim)
     assert torch.equal(S.ln_structured(w, 0.5, dim=-1), S.ln_structured(w, 0.5, dim=1))
+
+
+def test_nan_weight_and_nan_p_are_refused_by_name():
+    """Issue 20: a NaN in w (or p = NaN) used to surface as 'scores contain NaN'."""
+    w = torch.rand(4, 6, dtype=torch.float64)
+    bad = w.clone()
+    bad[1, 2] = float("nan")
+    for call in (lambda x, p: S.ln_structured(x, 0.5, dim=0, p=p), lambda x, p: S.block_mask(x, 0.5, block=(2, 2), p=p)):
+        with pytest.raises(ValueError, match="w holds NaN"):
+            call(bad, 2.0)
+        with pytest.raises(ValueError, match="p must be a real number"):
+            call(w, float("nan"))
+        with pytest.raises(ValueError, match="w must have at least one dimension and one entry"):
+            call(torch.zeros(0, 0), 2.0)
+    assert torch.isnan(S.slice_norms(bad, 0)[1])  # the norms themselves propagate the NaN, as torch does
