@@ -56,6 +56,11 @@ ACCEPTED = {
     **{(q, "*", "nan"): "reads only shapes, never values" for q in (
         "backend.vec.shapes", "backend.vec.numel", "backend.vec.zeros_like", "backend.nm.grouped_dim")},
     ("backend.select.matches", "spec", "bad_choice"): "a predicate: a name that selects nothing is False, not an error",
+    ("backend.nm.nm_ungroup", "like", "nan"): "like gives only the shape; the values come from g",
+    ("backend.topk.fraction_count", "n", "zero"): "no candidates: the count is 0, a valid result",
+    ("backend.topk.topk_mask", "k", "zero"): "k=0 selects nothing: an all-False mask, a valid result",
+    ("backend.checks.check_floats", "tensors", "bogus_key"): "the keys are the names of the tensors to check: any name is valid",
+    ("backend.checks.check_rank", "rank", "huge"): "no shape given: no upper bound (with shape and at_most_min it is refused)",
     ("prune.kept_fraction", "masks", "bogus_key"): "takes masks without a model: any key is a valid name",
     ("backend.checks.check_float", "x", "nan"): "checks the dtype only (documented); finiteness is the caller's check",
 }
