@@ -61,6 +61,8 @@ ACCEPTED = {
     ("backend.topk.topk_mask", "k", "zero"): "k=0 selects nothing: an all-False mask, a valid result",
     ("backend.checks.check_floats", "tensors", "bogus_key"): "the keys are the names of the tensors to check: any name is valid",
     ("backend.checks.check_rank", "rank", "huge"): "no shape given: no upper bound (with shape and at_most_min it is refused)",
+    ("problems.small_factors", "k", "huge"): "small init may be over-parameterized: any k >= 1 (k > n is the point), n·k memory",
+    ("problems.small_factors", "like", "nan"): "like gives only the dtype and device; its values are never read",
     ("prune.kept_fraction", "masks", "bogus_key"): "takes masks without a model: any key is a valid name",
     ("backend.checks.check_float", "x", "nan"): "checks the dtype only (documented); finiteness is the caller's check",
 }
