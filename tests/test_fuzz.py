@@ -63,6 +63,10 @@ ACCEPTED = {
     ("backend.checks.check_rank", "rank", "huge"): "no shape given: no upper bound (with shape and at_most_min it is refused)",
     ("problems.small_factors", "k", "huge"): "small init may be over-parameterized: any k >= 1 (k > n is the point), n·k memory",
     ("problems.small_factors", "like", "nan"): "like gives only the dtype and device; its values are never read",
+    ("testing.hessian_oracles.embedding_net", "dim", "dim_out_of_range"): "dim is the embedding width, not a tensor dimension: any int >= 1",
+    ("testing.hessian_oracles.moments", "kmax", "zero"): "kmax=0: the zeroth moment alone (1), a valid result",
+    **{("testing.hessian_oracles.loss_hessian_closed_forms", n, "nan"): "the MSE Hessian (2/N)XᵀX reads neither y nor w"
+       for n in ("y", "w")},
     ("prune.kept_fraction", "masks", "bogus_key"): "takes masks without a model: any key is a valid name",
     ("backend.checks.check_float", "x", "nan"): "checks the dtype only (documented); finiteness is the caller's check",
 }
