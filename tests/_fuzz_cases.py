@@ -148,6 +148,9 @@ CALLS = {
     "backend.nm.grouped_dim": {"t": lambda: t(4, 8)},
     "backend.checks.check_float": {"x": lambda: t(3)}, "backend.checks.check_rank": {"rank": lambda: 2},
     "backend.checks.check_dim": {"dim": lambda: 1, "ndim": lambda: 2},
+    "backend.checks.check_int": {"value": lambda: 3}, "backend.checks.check_real": {"value": lambda: 0.5, "name": lambda: "value"},
+    "backend.checks.check_fraction": {"value": lambda: 0.5, "name": lambda: "value"},  # a check names what it is told
+    "backend.checks.check_floats": {"tensors": lambda: {"L": t(3, 2), "R": t(4, 2)}},
     "backend.dispatch.implementations": {"routine": lambda: "nm_mask"},
     "backend.dispatch.choose": {"routine": lambda: "nm_mask"},
     "backend.dispatch.call": {"*": lambda: ("nm_mask", t(4, 8), 2, 4)},

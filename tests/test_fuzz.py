@@ -56,6 +56,17 @@ ACCEPTED = {
     **{(q, "*", "nan"): "reads only shapes, never values" for q in (
         "backend.vec.shapes", "backend.vec.numel", "backend.vec.zeros_like", "backend.nm.grouped_dim")},
     ("backend.select.matches", "spec", "bad_choice"): "a predicate: a name that selects nothing is False, not an error",
+    ("backend.nm.nm_ungroup", "like", "nan"): "like gives only the shape; the values come from g",
+    ("backend.topk.fraction_count", "n", "zero"): "no candidates: the count is 0, a valid result",
+    ("backend.topk.topk_mask", "k", "zero"): "k=0 selects nothing: an all-False mask, a valid result",
+    ("backend.checks.check_floats", "tensors", "bogus_key"): "the keys are the names of the tensors to check: any name is valid",
+    ("backend.checks.check_rank", "rank", "huge"): "no shape given: no upper bound (with shape and at_most_min it is refused)",
+    ("problems.small_factors", "k", "huge"): "small init may be over-parameterized: any k >= 1 (k > n is the point), n·k memory",
+    ("problems.small_factors", "like", "nan"): "like gives only the dtype and device; its values are never read",
+    ("testing.hessian_oracles.embedding_net", "dim", "dim_out_of_range"): "dim is the embedding width, not a tensor dimension: any int >= 1",
+    ("testing.hessian_oracles.moments", "kmax", "zero"): "kmax=0: the zeroth moment alone (1), a valid result",
+    **{("testing.hessian_oracles.loss_hessian_closed_forms", n, "nan"): "the MSE Hessian (2/N)XᵀX reads neither y nor w"
+       for n in ("y", "w")},
     ("prune.kept_fraction", "masks", "bogus_key"): "takes masks without a model: any key is a valid name",
     ("prune.masks.unstructured", "scores", "bogus_key"): "takes scores without a model: any key is a valid name",
     ("prune.masks.n_pruned", "n", "zero"): "a count: 0 of 0 entries are pruned, a valid result",

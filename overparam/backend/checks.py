@@ -2,7 +2,11 @@
 
 * :func:`check_float`: a ``torch.Tensor`` with a floating-point dtype (``TypeError`` otherwise);
 * :func:`check_fraction`: a real number in ``[0, 1]`` or a narrower interval (``ValueError``);
-* :func:`check_rank`: an ``int >= 1``, optionally ``<= min(shape)``.
+* :func:`check_rank`: an ``int >= 1``, optionally ``<= min(shape)``;
+* :func:`check_int`: an ``int`` at least some bound (sizes, counts);
+* :func:`check_real`: a real, non-NaN number, optionally at least some bound (rates, tolerances);
+* :func:`check_floats`: several floating-point tensors that must share a dtype and device;
+* :func:`check_dim`: a dimension index in ``[-ndim, ndim)``.
 
 Example:
     >>> import torch
@@ -14,9 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor
 
-__all__ = ["check_float", "check_fraction", "check_rank", "check_dim"]
+__all__ = ["check_float", "check_floats", "check_fraction", "check_int", "check_real", "check_rank", "check_dim"]
 
 
 def check_float(x: Tensor, name: str) -> Tensor:
@@ -65,6 +71,76 @@ def check_fraction(value: float, name: str, *, low_open: bool = False, high_open
     return v
 
 
+def check_int(value: int, name: str, *, at_least: int = 1) -> int:
+    """Return ``value``, raising ``TypeError`` unless it is an ``int`` (``bool`` refused) and
+    ``ValueError`` unless it is ``>= at_least`` (sizes, counts, widths).
+
+    Example:
+        >>> check_int(3, "width")
+        3
+        >>> check_int(0, "width")
+        Traceback (most recent call last):
+        ...
+        ValueError: width must be >= 1, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < at_least:
+        raise ValueError(f"{name} must be >= {at_least}, got {value}")
+    return value
+
+
+def check_real(value: float, name: str, *, at_least: float | None = None, positive: bool = False) -> float:
+    """Return ``value`` as a float, raising ``TypeError`` unless it is a real number (``bool``
+    refused) and ``ValueError`` if it is NaN, below ``at_least``, or (``positive``) not ``> 0``.
+    An infinite value passes unless a bound excludes it.
+
+    Example:
+        >>> check_real(0.5, "lr", at_least=0.0)
+        0.5
+        >>> check_real(float("nan"), "damping", at_least=0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: damping must be >= 0, got nan
+    """
+    bound = " > 0" if positive else "" if at_least is None else f" >= {at_least:g}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number{bound}, got {type(value).__name__}")
+    v = float(value)
+    if math.isnan(v) or (at_least is not None and v < at_least) or (positive and v <= 0.0):
+        raise ValueError(f"{name} must be {bound.strip() or 'a number, not NaN'}, got {value}")
+    return v
+
+
+def check_floats(tensors: dict[str, Tensor], *, nonempty: bool = True, finite: bool = False) -> tuple[Tensor, ...]:
+    """Return the tensors of ``tensors`` (name -> tensor) in order, raising unless each is a
+    floating-point tensor with the dtype and device of the first (``TypeError`` / ``ValueError``
+    naming it); with ``nonempty`` an empty tensor, with ``finite`` a NaN/inf entry, is refused.
+
+    Example:
+        >>> import torch
+        >>> L, R = check_floats({"L": torch.ones(3, 2), "R": torch.ones(4, 2)})
+        >>> check_floats({"L": L, "R": R.double()})
+        Traceback (most recent call last):
+        ...
+        TypeError: R must have the dtype of L (torch.float32), got torch.float64 (nothing is cast)
+    """
+    first = None
+    for name, x in tensors.items():
+        check_float(x, name)
+        if first is None:
+            first = name, x
+        elif x.dtype != first[1].dtype:
+            raise TypeError(f"{name} must have the dtype of {first[0]} ({first[1].dtype}), got {x.dtype} (nothing is cast)")
+        elif x.device != first[1].device:
+            raise ValueError(f"{name} must be on the device of {first[0]} ({first[1].device}), got {x.device}")
+        if nonempty and x.numel() == 0:
+            raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+        if finite and not bool(x.isfinite().all()):
+            raise ValueError(f"{name} must be finite (it has NaN or inf entries)")
+    return tuple(tensors.values())
+
+
 def check_rank(rank: int, shape: tuple[int, ...] | None = None, *, name: str = "rank", at_most_min: bool = False) -> int:
     """Return ``rank``, raising unless it is an ``int >= 1`` (``TypeError`` / ``ValueError``) and,
     with ``at_most_min``, ``<= min(shape)`` (truncated SVDs, orthonormal factors).
@@ -73,10 +149,7 @@ def check_rank(rank: int, shape: tuple[int, ...] | None = None, *, name: str = "
         >>> check_rank(3, (5, 4), at_most_min=True)
         3
     """
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise TypeError(f"{name} must be an int, got {type(rank).__name__}")
-    if rank <= 0:
-        raise ValueError(f"{name} must be >= 1, got {rank}")
+    check_int(rank, name)
     if at_most_min and shape is not None and rank > min(shape):
         raise ValueError(f"{name} must be <= min{tuple(shape)} = {min(shape)} here, got {rank}")
     return rank
@@ -90,10 +163,11 @@ def check_dim(dim: int | None, ndim: int, *, default: int | None = None, argname
         >>> check_dim(-1, 3), check_dim(None, 1, default=0)
         (2, 0)
     """
+    check_int(ndim, "ndim", at_least=0)
     if dim is None:
         dim = default
     if isinstance(dim, bool) or not isinstance(dim, int):
         raise TypeError(f"{argname} must be an int, got {type(dim).__name__}")
     if not -ndim <= dim < ndim:
-        raise ValueError(f"{argname}={dim} is out of range for a tensor with {ndim} dimension(s)")
+        raise ValueError(f"{argname}={dim} is out of range for a tensor with ndim={ndim} dimension(s)")
     return dim % ndim

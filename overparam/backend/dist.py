@@ -48,6 +48,8 @@ def all_gather(t: Tensor, *, group=None) -> Tensor:
         >>> all_gather(torch.tensor([1, 2])).tolist()
         [[1, 2]]
     """
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
     if not is_distributed(group):
         return t.unsqueeze(0)
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
@@ -158,7 +160,7 @@ def global_kth_value(values: Tensor, k: int, *, group=None) -> Tensor:
         raise ValueError("values contains NaN; the k-th value is undefined")
     if not is_distributed(group):
         if not 1 <= k <= values.numel():
-            raise ValueError(f"k must be in [1, {values.numel()}], got {k}")
+            raise ValueError(f"k must be in [1, {values.numel()}] (the number of values), got {k}")
         return torch.kthvalue(values.reshape(-1), k).values
     total = int(_dist_reduce(group)(torch.tensor(values.numel(), device=values.device), "sum"))
     if not 1 <= k <= total:

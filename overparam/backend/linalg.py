@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import dispatch
-from .checks import check_float, check_rank
+from .checks import check_float, check_floats, check_int, check_rank, check_real
 from .random import GeneratorLike, gaussian, measurement_generator
 
 __all__ = ["orthogonalize", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve",
@@ -53,10 +53,8 @@ def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Ten
         >>> orthogonalize(torch.tensor([1., 2., 3.], dtype=torch.float64), Q)[0]
         tensor([0., 0., 3.], dtype=torch.float64)
     """
-    check_float(v, "v")
-    check_float(Q, "Q")
-    if passes < 1:
-        raise ValueError(f"passes must be >= 1, got {passes}")
+    check_floats({"v": v, "Q": Q}, nonempty=False)
+    check_int(passes, "passes")
     vector = v.ndim == Q.ndim - 1
     w = v.unsqueeze(-1) if vector else v
     if w.shape[-2] != Q.shape[-2]:
@@ -74,11 +72,13 @@ def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Ten
 def tridiag_matrix(alpha: Tensor, beta: Tensor) -> Tensor:
     """Dense symmetric tridiagonal matrix ``(..., k, k)`` from its diagonal ``(..., k)`` and
     off-diagonal ``(..., k-1)``."""
-    check_float(alpha, "alpha")
-    check_float(beta, "beta")
+    check_floats({"alpha": alpha, "beta": beta}, nonempty=False)
+    if alpha.ndim == 0 or alpha.shape[-1] == 0:
+        raise ValueError(f"alpha must have shape (..., k) with k >= 1, got {tuple(alpha.shape)}")
     k = alpha.shape[-1]
-    if beta.shape[:-1] != alpha.shape[:-1] or beta.shape[-1] != max(k - 1, 0):
-        raise ValueError(f"beta must have shape {(*alpha.shape[:-1], max(k - 1, 0))}, got {tuple(beta.shape)}")
+    if beta.shape[:-1] != alpha.shape[:-1] or beta.shape[-1] != k - 1:
+        raise ValueError(f"beta must have shape {(*alpha.shape[:-1], k - 1)} to match alpha {tuple(alpha.shape)}, "
+                         f"got {tuple(beta.shape)}")
     T = torch.diag_embed(alpha)
     if k > 1:
         T = T + torch.diag_embed(beta, offset=1) + torch.diag_embed(beta, offset=-1)
@@ -104,6 +104,7 @@ def tridiag_eigh(alpha: Tensor, beta: Tensor, *, eigenvectors: bool = True) -> t
         tensor([1., 3.])
     """
     T = tridiag_matrix(alpha, beta)
+    check_floats({"alpha": alpha, "beta": beta}, nonempty=False, finite=True)
     if eigenvectors:
         theta, S = torch.linalg.eigh(T)
         return theta, S
@@ -132,8 +133,7 @@ def gram_solve(R: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         >>> gram_solve(R, torch.ones(4, 2, dtype=torch.float64))[0]
         tensor([0.2500, 0.2500], dtype=torch.float64)
     """
-    check_float(R, "R")
-    check_float(B, "B")
+    check_floats({"R": R, "B": B}, nonempty=False)
     if R.ndim < 2 or B.ndim < 2:
         raise ValueError(f"R and B must be at least 2-D, got {tuple(R.shape)} and {tuple(B.shape)}")
     if R.shape[-1] != B.shape[-1]:
@@ -162,18 +162,18 @@ def spd_solve(G: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         >>> spd_solve(4 * torch.eye(2, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64))[0]
         tensor([0.2500, 0.2500], dtype=torch.float64)
     """
-    check_float(G, "G")
-    check_float(B, "B")
+    check_floats({"G": G, "B": B}, nonempty=False)
     if G.ndim < 2 or G.shape[-1] != G.shape[-2]:
         raise ValueError(f"G must be square (..., r, r), got {tuple(G.shape)}")
     if B.ndim < 2 or B.shape[-1] != G.shape[-1]:
         raise ValueError(f"B must have shape (..., n, {G.shape[-1]}) to match G, got {tuple(B.shape)}")
-    if damping < 0:
-        raise ValueError(f"damping must be >= 0, got {damping}")
+    check_real(damping, "damping", at_least=0.0)
     if damping:
         G = G + damping * torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
     L, info = torch.linalg.cholesky_ex(G)
     if bool((info != 0).any()):
+        if not bool(G.isfinite().all()):
+            raise ValueError("G (RᵀR + λI) has NaN or inf entries")
         raise NotPositiveDefiniteError(
             f"RᵀR + λI (r = {G.shape[-1]}, λ = {damping}) is not positive definite: the factor is "
             "rank-deficient; use damping > 0 (ScaledGD(λ))"
@@ -233,13 +233,12 @@ class SVD:
 
 
 def _check_svd_args(W: Tensor, rank: int, niter: int, oversample: int) -> None:
-    check_float(W, "W")
+    check_floats({"W": W}, finite=True)
     if W.ndim != 2:
         raise ValueError(f"W must be a matrix (m, n), got shape {tuple(W.shape)}")
     check_rank(rank, tuple(W.shape), at_most_min=True)
-    for name, v in (("niter", niter), ("oversample", oversample)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+    check_int(niter, "niter", at_least=0)
+    check_int(oversample, "oversample", at_least=0)
 
 
 @dispatch.register("top_svd", "svd")

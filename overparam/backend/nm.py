@@ -157,8 +157,10 @@ def grouped_dim(t: Tensor, dim: int | None = None) -> int:
         >>> grouped_dim(torch.zeros(4, 8)), grouped_dim(torch.zeros(8)), grouped_dim(torch.zeros(4, 8), -2)
         (1, 0, 0)
     """
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() < 1:
-        raise ValueError("N:M needs a tensor with at least one dimension")
+        raise ValueError("N:M needs a tensor t with at least one dimension")
     return check_dim(dim, t.dim(), default=1 if t.dim() > 1 else 0)
 
 

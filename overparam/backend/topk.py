@@ -132,7 +132,7 @@ def topk_mask(scores: Tensor, k: int, *, largest: bool = True, dim: int | None =
             total = torch.tensor([n], device=flat.device)
             n = int(dist.all_reduce_vec((total,))[0])
         if not 0 <= k <= n:
-            raise ValueError(f"k must be in [0, {n}], got {k}")
+            raise ValueError(f"k must be in [0, {n}] (the number of scores), got {k}")
         if k == 0:
             if bool(torch.isnan(flat).any()):
                 raise ValueError("scores contain NaN")

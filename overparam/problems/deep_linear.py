@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..backend.random import GeneratorLike, construction_generator, gaussian
+from ..backend.checks import check_int, check_real
 from .sensing import ground_truth
 
 __all__ = ["DeepLinearRegression", "deep_linear"]
@@ -101,12 +102,9 @@ def deep_linear(d_in: int, d_out: int, r: int, depth: int, samples: int, *, kapp
         d_in, d_out: input/output dimensions. r: rank of ``W*``. depth: number of factors ``N >= 1``.
         samples: ``N`` data points. kappa: condition number of ``W*``. p: ℓ_p exponent ``>= 1``.
     """
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    if p < 1:
-        raise ValueError(f"p must be >= 1, got {p}")
+    for name, v in (("d_in", d_in), ("d_out", d_out), ("depth", depth), ("samples", samples)):
+        check_int(v, name)
+    check_real(p, "p", at_least=1.0)
     g = construction_generator(generator)
     W = ground_truth(d_out, r, kappa=kappa, n2=d_in, symmetric=False, generator=g, dtype=dtype, device=device)
     X = gaussian((samples, d_in), generator=g, dtype=dtype, device=device)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..backend.random import GeneratorLike, construction_generator, uniform
+from ..backend.checks import check_real
 from ._checks import check_factors, check_tensor, positive_int
 from .sensing import ground_truth, small_factors, spectral_factors
 
@@ -72,8 +73,7 @@ def robust_pca(n: int, r: int, alpha: float, *, kappa: float = 1.0, n2: int | No
     positive_int(n, "n")
     if not 0 <= alpha < 1:
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")
-    if magnitude < 0:
-        raise ValueError(f"magnitude must be >= 0, got {magnitude}")
+    check_real(magnitude, "magnitude", at_least=0.0)
     g = construction_generator(generator)
     M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=False, generator=g, dtype=dtype, device=device)
     keep = uniform(M.shape, generator=g, device=M.device) < alpha

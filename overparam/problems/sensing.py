@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..backend.random import GeneratorLike, construction_generator, gaussian, orthonormal, uniform
+from ..backend.checks import check_float, check_floats, check_rank, check_real
 from ._checks import check_factors, check_tensor, positive_int
 
 __all__ = ["MatrixSensing", "sensing", "ground_truth", "small_factors", "spectral_factors"]
@@ -139,10 +140,9 @@ def small_factors(shape: tuple[int, int], k: int, *, like: Tensor, scale: float 
         (torch.Size([5, 2]), torch.Size([3, 2]))
     """
     n1, n2 = shape
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"rank must be an int >= 1, got {k!r}")
-    if scale < 0:
-        raise ValueError(f"scale must be >= 0, got {scale}")
+    check_rank(k, name="k (rank)")
+    check_real(scale, "scale", at_least=0.0)
+    check_float(like, "like")
     dt, dev = like.dtype, like.device
     g = construction_generator(generator)
     L = scale * gaussian((n1, k), generator=g, dtype=dt, device=dev) / n1**0.5
@@ -159,9 +159,11 @@ def spectral_factors(Y: Tensor, k: int, symmetric: bool) -> Tensor | tuple[Tenso
         tensor([[2.],
                 [0.]])
     """
+    check_floats({"Y": Y}, finite=True)
+    if Y.ndim != 2:
+        raise ValueError(f"Y must be a matrix (n1, n2), got shape {tuple(Y.shape)}")
     n1, n2 = Y.shape
-    if not 1 <= k <= min(n1, n2):
-        raise ValueError(f"rank must be in [1, min(n1, n2)] = [1, {min(n1, n2)}] for spectral init, got {k}")
+    check_rank(k, (n1, n2), name="k (rank)", at_most_min=True)
     if symmetric:
         evals, evecs = torch.linalg.eigh((Y + Y.mT) / 2)
         top = evals[-k:].clamp_min(0)
@@ -200,8 +202,7 @@ def sensing(n: int, r: int, m: int, *, kappa: float = 1.0, n2: int | None = None
         raise ValueError(f"outliers must be a fraction in [0, 1), got {outliers}")
     if noise not in ("sparse", "gaussian"):
         raise ValueError(f"noise must be 'sparse' or 'gaussian', got {noise!r}")
-    if outlier_scale < 0:
-        raise ValueError(f"outlier_scale must be >= 0, got {outlier_scale}")
+    check_real(outlier_scale, "outlier_scale", at_least=0.0)
     g = construction_generator(generator)
     M = ground_truth(n, r, kappa=kappa, n2=n2, symmetric=symmetric, generator=g, dtype=dtype, device=device)
     A = gaussian((m, n, n2 or n), generator=g, dtype=dtype, device=device)

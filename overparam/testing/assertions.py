@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backend import vec
+from ..backend.checks import check_float, check_real
 
 __all__ = ["assert_vec_close", "assert_orthonormal", "assert_no_side_effects", "max_rel_error"]
 
@@ -23,6 +24,8 @@ def max_rel_error(actual: Tensor, expected: Tensor) -> float:
 def assert_vec_close(actual: Iterable[Tensor], expected: Iterable[Tensor], *, rtol: float, atol: float = 0.0) -> None:
     """Entry-wise ``torch.testing.assert_close`` over two parameter-shaped vectors."""
     a, e = vec.as_vec(actual, name="actual"), vec.as_vec(expected, name="expected")
+    check_real(rtol, "rtol", at_least=0.0)
+    check_real(atol, "atol", at_least=0.0)
     assert len(a) == len(e), f"vectors have {len(a)} and {len(e)} entries"
     for i, (x, y) in enumerate(zip(a, e)):
         try:
@@ -33,6 +36,7 @@ def assert_vec_close(actual: Iterable[Tensor], expected: Iterable[Tensor], *, rt
 
 def assert_orthonormal(Q: Tensor, *, atol: float) -> None:
     """``‖QᵀQ − I‖_max <= atol`` for ``Q`` of shape ``(..., n, k)``."""
+    check_float(Q, "Q")
     eye = torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device)
     err = float((Q.mT @ Q - eye).abs().max()) if Q.shape[-1] else 0.0
     assert err <= atol, f"QᵀQ deviates from I by {err:.3e} > {atol:.1e}"

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..backend.checks import check_int, check_rank, check_real
 from ..backend.random import GeneratorLike, construction_generator, gaussian, orthonormal
 
 __all__ = ["random_orthogonal", "symmetric_with_spectrum", "ill_conditioned", "tanh_mlp"]
@@ -42,6 +43,9 @@ def ill_conditioned(n: int, k: int, cond: float, *, generator: GeneratorLike = N
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
     """
+    check_int(n, "n")
+    check_rank(k, (n,), name="k", at_most_min=True)
+    check_real(cond, "cond", positive=True)
     g = construction_generator(generator)
     U = random_orthogonal(n, generator=g, dtype=dtype)[:, :k]
     V = random_orthogonal(k, generator=g, dtype=dtype)

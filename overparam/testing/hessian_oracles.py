@@ -13,6 +13,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..backend.checks import check_floats, check_int
 from ..backend.random import GeneratorLike, construction_generator, fan_in_normal_, gaussian
 from .cases import tanh_mlp
 from .oracles import hessian_of, jacobian_of, outputs_of_flat
@@ -51,6 +52,12 @@ class _SelfAttention(nn.Module):
         return self.out(rearrange(a, "n h l d -> n l (h d)"))
 
 
+def _sizes(**sizes: int) -> None:
+    """Refuse (by name) any size that is not an int >= 1."""
+    for name, v in sizes.items():
+        check_int(v, name)
+
+
 def _seeded(net: nn.Module, dtype, generator: GeneratorLike) -> nn.Module:
     """Materialise a meta-device model in ``dtype`` and draw it with ``fan_in_normal_``; LayerNorm
     gains become ``1 + 0.1·N(0, 1)``."""
@@ -68,6 +75,7 @@ def small_cnn(*, channels: int = 3, classes: int = 3, generator: GeneratorLike =
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
     """
+    _sizes(channels=channels, classes=classes)
     with torch.device("meta"):
         net = nn.Sequential(nn.Conv2d(1, channels, 3), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
                             nn.Linear(channels * 9, classes))
@@ -79,6 +87,7 @@ def bn_net(*, width: int = 6, generator: GeneratorLike = None, dtype=torch.float
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
     """
+    _sizes(width=width)
     with torch.device("meta"):
         net = nn.Sequential(nn.Linear(4, width), nn.BatchNorm1d(width), nn.Tanh(), nn.Linear(width, 1))
     net = _seeded(net, dtype, generator)
@@ -103,6 +112,7 @@ def ln_gelu_mlp(*, d_in: int = 3, width: int = 4, hidden: int = 6, d_out: int = 
         >>> ln_gelu_mlp(generator=0)(torch.zeros(5, 3, dtype=torch.float64)).shape
         torch.Size([5, 2])
     """
+    _sizes(d_in=d_in, width=width, hidden=hidden, d_out=d_out)
     with torch.device("meta"):
         block = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
         net = nn.Sequential(nn.Linear(d_in, width), _Residual(block), nn.LayerNorm(width), nn.Linear(width, d_out))
@@ -121,6 +131,7 @@ def attention_net(*, d_in: int = 3, seq: int = 4, width: int = 4, heads: int = 2
         >>> attention_net(generator=0)(torch.zeros(2, 4, 3, dtype=torch.float64)).shape
         torch.Size([2, 3])
     """
+    _sizes(d_in=d_in, seq=seq, width=width, heads=heads, classes=classes)
     if width % heads:
         raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
     with torch.device("meta"):
@@ -140,6 +151,7 @@ def embedding_net(*, vocab: int = 7, seq: int = 3, dim: int = 4, classes: int = 
         >>> embedding_net(generator=0)(torch.zeros(2, 3, dtype=torch.long)).shape
         torch.Size([2, 3])
     """
+    _sizes(vocab=vocab, seq=seq, dim=dim, classes=classes)
     with torch.device("meta"):
         net = nn.Sequential(nn.Embedding(vocab, dim), nn.Tanh(), nn.Flatten(), nn.Linear(seq * dim, classes))
     return _seeded(net, dtype, generator)
@@ -224,6 +236,7 @@ def dense_ggn(model: nn.Module, loss_fn: str, data) -> Tensor:
 def xtrace_naive(A: Tensor, Om: Tensor) -> Tensor:
     """The XTrace leave-one-out estimates ``(m,)`` straight from the definition, for probes
     ``Om (n, m)``: ``tr(Q_iᵀAQ_i) + ω_iᵀ(I − Q_iQ_iᵀ)A(I − Q_iQ_iᵀ)ω_i``, ``Q_i = orth(A Ω_{−i})``."""
+    check_floats({"A": A, "Om": Om})
     n, m = Om.shape
     eye = torch.eye(n, dtype=A.dtype, device=A.device)
     out = []
@@ -238,6 +251,8 @@ def xtrace_naive(A: Tensor, Om: Tensor) -> Tensor:
 
 def moments(A: Tensor, v: Tensor, kmax: int) -> Tensor:
     """``vᵀ A^k v / ‖v‖²`` for ``k = 0..kmax``: the moments SLQ's quadrature must reproduce."""
+    check_floats({"A": A, "v": v})
+    check_int(kmax, "kmax", at_least=0)
     u = v / torch.linalg.vector_norm(v)
     out, w = [], u
     for _ in range(kmax + 1):
@@ -249,6 +264,7 @@ def moments(A: Tensor, v: Tensor, kmax: int) -> Tensor:
 def loss_hessian_closed_forms(X: Tensor, y: Tensor, w: Tensor, kind: str) -> Tensor:
     """Closed-form Hessians of linear models ``x ↦ xᵀw`` (no bias), mean over ``N`` rows:
     ``"mse"``: ``(2/N) XᵀX``; ``"logistic"`` (BCE with logits): ``(1/N) Xᵀ diag(p(1−p)) X``."""
+    check_floats({"X": X, "y": y, "w": w})
     N = X.shape[0]
     if kind == "mse":
         return 2.0 / N * X.mT @ X

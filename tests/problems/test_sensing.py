@@ -48,7 +48,7 @@ def test_bad_input():
     P = op.problems.sensing(n=4, r=1, m=10, generator=0)
     with pytest.raises(ValueError, match="kind"):
         P.init("orthogonal")
-    with pytest.raises(ValueError, match=r"rank must be in \[1, min"):
+    with pytest.raises(ValueError, match=r"k \(rank\) must be <= min"):
         P.init("spectral", rank=5)
 
 
