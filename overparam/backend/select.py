@@ -212,6 +212,10 @@ def matches(model: nn.Module, spec: Spec, name: str, *, kind: str = "parameters"
         >>> matches(net, "0", "0.bias"), matches(net, torch.nn.Linear, "0.weight"), matches(net, "1", "0.weight")
         (True, True, False)
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
     return any(name in _hits(model, it, kind) for it in _items(spec, "spec"))
 
 

@@ -16,6 +16,11 @@ __all__ = ["assert_vec_close", "assert_orthonormal", "assert_no_side_effects", "
 
 def max_rel_error(actual: Tensor, expected: Tensor) -> float:
     """``max |a - e| / max(|e|)`` (0 when both are zero)."""
+    for name, t in (("actual", actual), ("expected", expected)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+        if t.numel() == 0:
+            raise ValueError(f"{name} is empty")
     scale = expected.abs().max()
     err = (actual - expected).abs().max()
     return float(err / scale) if scale > 0 else float(err)

@@ -24,6 +24,8 @@ __all__ = ["flat_params", "outputs_of_flat", "loss_of_flat", "hessian_of", "jaco
 
 def flat_params(model: nn.Module, *, only_trainable: bool = True) -> tuple[list[str], Tensor]:
     """Names and the concatenated values ``(n,)`` of a model's parameters (detached copy)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     named = [(k, p) for k, p in model.named_parameters() if p.requires_grad or not only_trainable]
     if not named:
         raise ValueError("model has no (trainable) parameters")
@@ -44,9 +46,12 @@ def outputs_of_flat(model: nn.Module, inputs) -> tuple[Callable[[Tensor], Tensor
         >>> theta.shape, f(theta).shape
         (torch.Size([9]), torch.Size([4, 3]))
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     names, theta = flat_params(model)
+    for i, a in enumerate(inputs if isinstance(inputs, tuple) else (inputs,)):
+        if not isinstance(a, Tensor):
+            raise TypeError(f"inputs must be a tensor or a tuple of tensors, got {type(a).__name__} at position {i}")
+        if a.is_floating_point() and not bool(torch.isfinite(a).all()):
+            raise ValueError(f"inputs holds NaN or inf (position {i}): the oracle would be NaN")
     like = [p for k, p in model.named_parameters() if k in set(names)]
     buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
     args = inputs if isinstance(inputs, tuple) else (inputs,)
@@ -71,6 +76,8 @@ def loss_of_flat(model: nn.Module, loss_fn: Callable[..., Tensor], data) -> tupl
         >>> bool(f(torch.zeros_like(theta)) == 0)
         True
     """
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError("data must be one (inputs, targets) batch")
     inputs, targets = data
@@ -82,6 +89,10 @@ def _flat_point(x, name: str = "x") -> Tensor:
     if not isinstance(x, Tensor) or x.ndim != 1 or not x.is_floating_point():
         raise ValueError(f"{name} must be a 1-D floating-point tensor (n,), got "
                          f"{type(x).__name__ if not isinstance(x, Tensor) else (tuple(x.shape), x.dtype)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty: there is nothing to differentiate")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} holds NaN or inf")
     return x.detach().clone().requires_grad_(True)
 
 
