@@ -68,7 +68,7 @@ def line_of(mutant: dict, root: Path = ROOT) -> int:
     return text[: text.index(mutant["old"])].count("\n") + 1
 
 
-def run_one(work: Path, mutant: dict, timeout: int) -> dict:
+def run_one(work: Path, mutant: dict, timeout: int, package: bool = True) -> dict:
     path = work / mutant["file"]
     original = path.read_text()
     if original.count(mutant["old"]) != 1:
@@ -77,7 +77,7 @@ def run_one(work: Path, mutant: dict, timeout: int) -> dict:
     path.write_text(original.replace(mutant["old"], mutant["new"]))
     try:
         killed_by = ""
-        for targets in (mutant.get("tests", []), [f"tests/{mutant['pkg']}"]):
+        for targets in (mutant.get("tests", []), [f"tests/{mutant['pkg']}"] if package else []):
             if targets:
                 ok, why = _pytest(work, list(targets), timeout)
                 if not ok:
@@ -100,19 +100,36 @@ def summary(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def markdown(results: list[dict]) -> str:
+    """The per-mutant table of docs/mutation.md."""
+    rows = ["| id | file:line | the change | result |", "|---|---|---|---|"]
+    for r in results:
+        state = (f"equivalent: {r['equivalent']}" if r["equivalent"]
+                 else f"killed by `{r['killed_by']}`" if r["killed"] else "**survived**")
+        rows.append(f"| {r['id']} | `{r['file'].removeprefix('overparam/')}:{r['line']}` | {r['what']} | {state} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="*", default=None, help="mutant ids or id prefixes")
     ap.add_argument("--timeout", type=int, default=120, help="seconds per pytest run (a hang counts as killed)")
     ap.add_argument("--json", default=None, help="write the per-mutant results here")
+    ap.add_argument("--targeted-only", action="store_true",
+                    help="run only each mutant's targeted tests (a quick first pass; rerun survivors without it)")
+    ap.add_argument("--markdown", default=None, metavar="JSON", help="print the table of a --json file and exit")
     args = ap.parse_args(argv)
+    if args.markdown:
+        results = json.loads(Path(args.markdown).read_text())
+        print(markdown(results) + "\n\n" + summary(results))
+        return 0
     chosen = [m for m in MUTANTS if args.only is None or any(m["id"] == o or m["id"].startswith(o) for o in args.only)]
     results = []
     with tempfile.TemporaryDirectory(prefix="overparam-mutants-") as tmp:
         work = Path(tmp)
         _copy_tree(work)
         for m in chosen:
-            r = run_one(work, m, args.timeout)
+            r = run_one(work, m, args.timeout, package=not args.targeted_only)
             results.append(r)
             state = "equivalent" if r["equivalent"] else ("killed" if r["killed"] else "SURVIVED")
             print(f"{r['id']:12s} {state:10s} {r['file']}:{r['line']}  {r['what']}  {r['killed_by']}", flush=True)
