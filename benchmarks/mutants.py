@@ -95,8 +95,12 @@ MUTANTS = [
     _m("factor-7", "factor", "deep.py", "root = S[:q] ** (1.0 / N)", "root = S[:q] ** (1.0 / (N + 1))",
        "init_balanced_deep: N+1-th root of the singular values", ["test_deep.py"]),
     _m("factor-8", "factor", "deep.py", "psd_power(left, (j - 1) / depth) @ grad @ psd_power(right, (depth - j) / depth)",
+       "psd_power(left, j / depth) @ grad @ psd_power(right, (depth - j) / depth)",
+       "end-to-end preconditioner: left exponent j/N instead of (j-1)/N", ["test_deep.py"]),
+    _m("factor-13", "factor", "deep.py", "psd_power(left, (j - 1) / depth) @ grad @ psd_power(right, (depth - j) / depth)",
        "psd_power(left, (depth - j) / depth) @ grad @ psd_power(right, (j - 1) / depth)",
-       "end-to-end preconditioner: left/right exponents swapped", ["test_deep.py"]),
+       "end-to-end preconditioner: left/right exponents swapped", ["test_deep.py"], equivalent=(
+           "j -> N+1-j maps the swapped sum onto the original term by term")),
     _m("factor-9", "factor", "diagnostics.py", "    p = p[p > eps]\n", "    p = p[p >= eps]\n",
        "effective_rank: keeps p == eps (log 0 for zero singular values)", ["test_diagnostics.py"]),
     _m("factor-10", "factor", "diagnostics.py", "torch.linalg.matrix_norm(b.mT @ b - a @ a.mT)", "torch.linalg.matrix_norm(b.mT @ b - a.mT @ a)",
