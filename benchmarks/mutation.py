@@ -1,6 +1,6 @@
 """Mutation review of the test suite: apply small realistic bugs one at a time, run the tests.
 
-Each mutant in :mod:`mutants` (``benchmarks/mutants.py``) replaces one exact snippet of one
+Each mutant in ``benchmarks/_mutants.py`` replaces one exact snippet of one
 source file (the snippet must occur exactly once). The review copies the git-tracked and
 untracked-but-not-ignored files of the repository into a temporary directory (the working tree
 is never touched), and for each mutant:
@@ -17,7 +17,7 @@ A mutant is *killed* when some run fails; the first failing test is recorded. Mu
 Usage (from the repository root)::
 
     python benchmarks/mutation.py                 # all mutants, summary per package
-    python benchmarks/mutation.py --only hess-3   # some mutants (ids or id prefixes)
+    python benchmarks/mutation.py --only hessian-3 prune  # some (ids or id prefixes)
     python benchmarks/mutation.py --json out.json # also write the per-mutant results
 
 Writes nothing into the repository unless ``--json`` names a path there.
@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mutants import MUTANTS  # noqa: E402
+from _mutants import MUTANTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
