@@ -156,7 +156,7 @@ def _unstructured(scores: Mapping[str, Tensor], sparsity: float, scope: str, own
         total = int(_dist.all_reduce_vec((torch.tensor([flat.numel()], device=flat.device),), group=group)[0])
         k = n_pruned(sparsity, total)
         if previous is not None:
-            already = sum(int((~previous[n]).sum()) for n in pool if n in previous)
+            already = sum(int(torch.count_nonzero(~previous[n])) for n in pool if n in previous)
             if already > k:
                 raise ValueError(f"sparsity {sparsity} prunes {k} entries but {already} are already pruned in previous")
         keep = _prune_smallest(flat, k, group)
@@ -167,7 +167,7 @@ def _unstructured(scores: Mapping[str, Tensor], sparsity: float, scope: str, own
 
 def _check_monotone(name: str, k: int, previous) -> None:
     if previous is not None and name in previous:
-        already = int((~previous[name]).sum())
+        already = int(torch.count_nonzero(~previous[name]))
         if already > k:
             raise ValueError(f"{name}: prunes {k} entries but {already} are already pruned in previous")
 
