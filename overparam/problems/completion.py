@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..backend.random import GeneratorLike, construction_generator, uniform
 from ._checks import check_factors, positive_int
-from .sensing import ground_truth, small_factors, spectral_factors
+from .sensing import _initial_factors, ground_truth
 
 __all__ = ["MatrixCompletion", "completion"]
 
@@ -102,15 +102,13 @@ class MatrixCompletion:
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
         """
-        k = self.rank if rank is None else rank
-        if kind == "small":
-            return small_factors(self.shape, k, like=self.M_star, scale=scale, symmetric=self.symmetric,
-                                 generator=generator)
-        if kind == "spectral":
+        def observed() -> Tensor:
             Y = torch.zeros_like(self.M_star)
             Y[self.rows, self.cols] = self.values
-            return spectral_factors(Y / self.p, k, self.symmetric)
-        raise ValueError(f"kind must be 'small' or 'spectral', got {kind!r}")
+            return Y / self.p
+
+        return _initial_factors(kind, shape=self.shape, rank=self.rank if rank is None else rank, like=self.M_star,
+                                symmetric=self.symmetric, scale=scale, generator=generator, spectral_source=observed)
 
 
 def completion(n: int, r: int, p: float, *, kappa: float = 1.0, n2: int | None = None, symmetric: bool = False,

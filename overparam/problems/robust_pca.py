@@ -21,7 +21,7 @@ from torch import Tensor
 from ..backend.random import GeneratorLike, construction_generator, uniform
 from ..backend.checks import check_real
 from ._checks import check_factors, check_tensor, positive_int
-from .sensing import ground_truth, small_factors, spectral_factors
+from .sensing import _initial_factors, ground_truth
 
 __all__ = ["RobustPCA", "robust_pca"]
 
@@ -55,13 +55,8 @@ class RobustPCA:
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
         """
-        k = self.rank if rank is None else rank
-        if kind == "small":
-            return small_factors(tuple(self.Y.shape), k, like=self.Y, scale=scale, symmetric=False,
-                                 generator=generator)
-        if kind == "spectral":
-            return spectral_factors(self.Y, k, False)
-        raise ValueError(f"kind must be 'small' or 'spectral', got {kind!r}")
+        return _initial_factors(kind, shape=tuple(self.Y.shape), rank=self.rank if rank is None else rank, like=self.Y,
+                                symmetric=False, scale=scale, generator=generator, spectral_source=lambda: self.Y)
 
 
 def robust_pca(n: int, r: int, alpha: float, *, kappa: float = 1.0, n2: int | None = None, magnitude: float = 10.0,

@@ -117,14 +117,20 @@ class MatrixSensing:
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
         """
-        k = self.rank if rank is None else rank
-        if kind == "small":
-            return small_factors(self.shape, k, like=self.M_star, scale=scale, symmetric=self.symmetric,
-                                 generator=generator)
-        if kind == "spectral":
-            Y = torch.einsum("m,mij->ij", self.y, self.A) / self.m
-            return spectral_factors(Y, k, self.symmetric)
-        raise ValueError(f"kind must be 'small' or 'spectral', got {kind!r}")
+        return _initial_factors(kind, shape=self.shape, rank=self.rank if rank is None else rank, like=self.M_star,
+                                symmetric=self.symmetric, scale=scale, generator=generator,
+                                spectral_source=lambda: torch.einsum("m,mij->ij", self.y, self.A) / self.m)
+
+
+def _initial_factors(kind: str, *, shape: tuple[int, int], rank: int, like: Tensor, symmetric: bool, scale: float,
+                     generator: GeneratorLike, spectral_source) -> Tensor | tuple[Tensor, Tensor]:
+    """The two initialisations every matrix problem offers: ``"small"`` (:func:`small_factors`) or
+    ``"spectral"`` (:func:`spectral_factors` of the matrix ``spectral_source()`` builds)."""
+    if kind == "small":
+        return small_factors(shape, rank, like=like, scale=scale, symmetric=symmetric, generator=generator)
+    if kind == "spectral":
+        return spectral_factors(spectral_source(), rank, symmetric)
+    raise ValueError(f"kind must be 'small' or 'spectral', got {kind!r}")
 
 
 def small_factors(shape: tuple[int, int], k: int, *, like: Tensor, scale: float = 1e-3, symmetric: bool = True,

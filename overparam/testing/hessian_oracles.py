@@ -52,15 +52,14 @@ class _SelfAttention(nn.Module):
         return self.out(rearrange(a, "n h l d -> n l (h d)"))
 
 
-def _sizes(**sizes: int) -> None:
-    """Refuse (by name) any size that is not an int >= 1."""
+def _seeded(build, dtype, generator: GeneratorLike, **sizes: int) -> nn.Module:
+    """Refuse (by name) any size that is not an int >= 1, build the model on the meta device with
+    ``build()``, materialise it in ``dtype`` and draw it with ``fan_in_normal_``; LayerNorm gains
+    become ``1 + 0.1·N(0, 1)``."""
     for name, v in sizes.items():
         check_int(v, name)
-
-
-def _seeded(net: nn.Module, dtype, generator: GeneratorLike) -> nn.Module:
-    """Materialise a meta-device model in ``dtype`` and draw it with ``fan_in_normal_``; LayerNorm
-    gains become ``1 + 0.1·N(0, 1)``."""
+    with torch.device("meta"):
+        net = build()
     net = net.to_empty(device="cpu").to(dtype)
     fan_in_normal_(net, generator=generator)
     with torch.no_grad():
@@ -75,11 +74,9 @@ def small_cnn(*, channels: int = 3, classes: int = 3, generator: GeneratorLike =
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
     """
-    _sizes(channels=channels, classes=classes)
-    with torch.device("meta"):
-        net = nn.Sequential(nn.Conv2d(1, channels, 3), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
-                            nn.Linear(channels * 9, classes))
-    return _seeded(net, dtype, generator)
+    return _seeded(lambda: nn.Sequential(nn.Conv2d(1, channels, 3), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
+                                         nn.Linear(channels * 9, classes)),
+                   dtype, generator, channels=channels, classes=classes)
 
 
 def bn_net(*, width: int = 6, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Module:
@@ -87,10 +84,8 @@ def bn_net(*, width: int = 6, generator: GeneratorLike = None, dtype=torch.float
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
     """
-    _sizes(width=width)
-    with torch.device("meta"):
-        net = nn.Sequential(nn.Linear(4, width), nn.BatchNorm1d(width), nn.Tanh(), nn.Linear(width, 1))
-    net = _seeded(net, dtype, generator)
+    net = _seeded(lambda: nn.Sequential(nn.Linear(4, width), nn.BatchNorm1d(width), nn.Tanh(), nn.Linear(width, 1)),
+                  dtype, generator, width=width)
     g = construction_generator(generator)
     with torch.no_grad():
         bn = net[1]
@@ -112,11 +107,11 @@ def ln_gelu_mlp(*, d_in: int = 3, width: int = 4, hidden: int = 6, d_out: int = 
         >>> ln_gelu_mlp(generator=0)(torch.zeros(5, 3, dtype=torch.float64)).shape
         torch.Size([5, 2])
     """
-    _sizes(d_in=d_in, width=width, hidden=hidden, d_out=d_out)
-    with torch.device("meta"):
+    def build():
         block = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
-        net = nn.Sequential(nn.Linear(d_in, width), _Residual(block), nn.LayerNorm(width), nn.Linear(width, d_out))
-    return _seeded(net, dtype, generator)
+        return nn.Sequential(nn.Linear(d_in, width), _Residual(block), nn.LayerNorm(width), nn.Linear(width, d_out))
+
+    return _seeded(build, dtype, generator, d_in=d_in, width=width, hidden=hidden, d_out=d_out)
 
 
 def attention_net(*, d_in: int = 3, seq: int = 4, width: int = 4, heads: int = 2, classes: int = 3,
@@ -131,13 +126,13 @@ def attention_net(*, d_in: int = 3, seq: int = 4, width: int = 4, heads: int = 2
         >>> attention_net(generator=0)(torch.zeros(2, 4, 3, dtype=torch.float64)).shape
         torch.Size([2, 3])
     """
-    _sizes(d_in=d_in, seq=seq, width=width, heads=heads, classes=classes)
-    if width % heads:
-        raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
-    with torch.device("meta"):
-        net = nn.Sequential(nn.Linear(d_in, width), _Residual(_SelfAttention(width, heads)), nn.GELU(), nn.Flatten(),
-                            nn.Linear(seq * width, classes))
-    return _seeded(net, dtype, generator)
+    def build():
+        if width % heads:
+            raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
+        return nn.Sequential(nn.Linear(d_in, width), _Residual(_SelfAttention(width, heads)), nn.GELU(), nn.Flatten(),
+                             nn.Linear(seq * width, classes))
+
+    return _seeded(build, dtype, generator, d_in=d_in, seq=seq, width=width, heads=heads, classes=classes)
 
 
 def embedding_net(*, vocab: int = 7, seq: int = 3, dim: int = 4, classes: int = 3, generator: GeneratorLike = None,
@@ -151,10 +146,8 @@ def embedding_net(*, vocab: int = 7, seq: int = 3, dim: int = 4, classes: int = 
         >>> embedding_net(generator=0)(torch.zeros(2, 3, dtype=torch.long)).shape
         torch.Size([2, 3])
     """
-    _sizes(vocab=vocab, seq=seq, dim=dim, classes=classes)
-    with torch.device("meta"):
-        net = nn.Sequential(nn.Embedding(vocab, dim), nn.Tanh(), nn.Flatten(), nn.Linear(seq * dim, classes))
-    return _seeded(net, dtype, generator)
+    return _seeded(lambda: nn.Sequential(nn.Embedding(vocab, dim), nn.Tanh(), nn.Flatten(), nn.Linear(seq * dim, classes)),
+                   dtype, generator, vocab=vocab, seq=seq, dim=dim, classes=classes)
 
 
 @dataclass(frozen=True)
