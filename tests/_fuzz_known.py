@@ -3,6 +3,4 @@
 fails (remove it when you fix it). Each entry is a bug to fix, not an accepted behaviour (those are
 ACCEPTED in tests/test_fuzz.py, with their reasons)."""
 
-KNOWN = {
-    "problems.LiftedSensing": "rank:huge",
-}
+KNOWN: dict[str, str] = {}

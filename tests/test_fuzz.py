@@ -81,7 +81,7 @@ ACCEPTED = {
     ("optim.rpca_scaledgd", "iters", "zero"): "iters is a maximum: 0 steps returns the spectral initialisation (documented)",
 }
 # never run: a known defect that allocates tens of GB or runs for minutes (listed in KNOWN too)
-NOT_RUN = {("problems.LiftedSensing", "rank", "huge")}
+NOT_RUN: set[tuple[str, str, str]] = set()
 
 
 def _names(message: str, name: str) -> bool:

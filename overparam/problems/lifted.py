@@ -32,7 +32,10 @@ an unnormalized squared norm, which changes no stationary point); only symmetric
 read when this was written: the lifted search rank ``s`` is our reading of "an infinite hierarchy
 of non-convex problems via the lifting technique and the Burer-Monteiro factorization [whose]
 search rank [is not] limited by the dimension of the matrix". Sizes grow as ``s·d^l`` and ``m^l``:
-this is for small ``n`` (``s d^l m^l`` up to a few million entries).
+this is for small ``n`` (``s d^l m^l`` up to a few million entries). The constructor computes the
+largest tensor a lift needs, ``max(m·d², s·d^l·m^l)`` entries (the lifted ``A_i`` and the widest
+intermediate of :meth:`LiftedSensing.measure`), and refuses a lift above ``max_entries`` (default
+``10**8``, 0.8 GB in float64) before allocating anything.
 
 Example:
     >>> import torch, overparam as op
@@ -68,6 +71,9 @@ class LiftedSensing:
         order: ``l`` in ``1..6``; ``order=1`` is the original problem.
         search_rank: ``s >= 1``, the number of lifted tensors (Burer-Monteiro rank of the lifted
             matrix); ``1`` gives one tensor of shape ``(d,) * order``.
+        max_entries: the most entries one tensor of the lift may have (default ``10**8``); a lift
+            needing ``max(m·d², s·d^l·m^l)`` entries above it raises ``ValueError`` before any
+            allocation. Raise it on purpose for a larger lift.
 
     Attributes:
         lifted_A: ``(m, d, d)``, the ``sym(A_i) ⊗ I_r`` (``sym A = (A + Aᵀ)/2``); ``d = n · rank``.
@@ -86,6 +92,7 @@ class LiftedSensing:
     rank: int
     order: int = 2
     search_rank: int = 1
+    max_entries: int = 10**8
     lifted_A: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -99,10 +106,24 @@ class LiftedSensing:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         if isinstance(self.order, bool) or not isinstance(self.order, int) or not 1 <= self.order <= 6:
             raise ValueError(f"order must be an int in [1, 6], got {self.order!r}")
+        self._check_size()
         A = self.problem.A
         A = (A + A.mT) / 2  # ⟨A, XXᵀ⟩ = ⟨sym A, XXᵀ⟩; the lift needs symmetric A_i (else a stationary X
         eye = torch.eye(self.rank, dtype=A.dtype, device=A.device)  # of the original is not one of the lift)
         self.lifted_A = torch.stack([torch.kron(a, eye) for a in A])
+
+    def _check_size(self) -> None:
+        """Refuse a lift whose largest tensor exceeds ``max_entries`` (Python ints: no overflow)."""
+        cap = self.max_entries
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"max_entries must be an int >= 1, got {cap!r}")
+        m, d, s, l = self.problem.A.shape[0], self.n * self.rank, self.search_rank, self.order
+        entries = max(m * d * d, s * d**l * m**l)
+        if entries > cap:
+            raise ValueError(
+                f"rank={self.rank}, order={l}, search_rank={s} (n={self.n}, m={m}) need a tensor of "
+                f"{entries:.3e} entries (max(m·d², s·d^order·m^order), d = n·rank), above "
+                f"max_entries={cap:.3e}: lower rank, order or search_rank, or pass a larger max_entries")
 
     @property
     def n(self) -> int:

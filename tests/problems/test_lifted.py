@@ -65,6 +65,25 @@ def test_bad_input_names_the_argument(problem):
         lifted.lift(torch.ones(3, 2, dtype=D))
 
 
+def test_a_lift_too_large_is_refused_before_allocating(problem):
+    m, n = problem.A.shape[0], problem.shape[0]
+    # rank 10**5: the lifted A_i alone would be m·(n·10**5)² entries; refused at once, naming the size
+    with pytest.raises(ValueError, match=r"rank=100000.*max_entries") as info:
+        LiftedSensing(problem, rank=10**5, order=2)
+    assert f"{max(m * (3 * 10**5) ** 2, (3 * 10**5) ** 2 * m**2):.3e}" in str(info.value)
+    # the bound is max(m·d², s·d^l·m^l): exactly at it is accepted, one below it is refused
+    d, l, s = n * 2, 3, 2
+    need = max(m * d * d, s * d**l * m**l)
+    assert LiftedSensing(problem, rank=2, order=l, search_rank=s, max_entries=need).shape == (d,) * l + (s,)
+    with pytest.raises(ValueError, match="search_rank=2"):
+        LiftedSensing(problem, rank=2, order=l, search_rank=s, max_entries=need - 1)
+    with pytest.raises(ValueError, match="order=6"):   # the order alone can blow it up: (3·1)^6·m^6
+        LiftedSensing(problem, rank=1, order=6, max_entries=10**6)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_entries"):
+            LiftedSensing(problem, rank=1, max_entries=bad)
+
+
 def _spurious_local_min():
     """A spurious second-order critical point of a small symmetric sensing instance (n=3, m=5),
     polished by Newton from a point GD reached; the premises are checked, not assumed."""
