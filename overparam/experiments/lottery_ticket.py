@@ -10,9 +10,14 @@ train from scratch under (a) the ticket's mask with a random re-initialization, 
 one-shot magnitude mask of the trained dense net with rewinding, (c) SNIP and (d) iterative
 SynFlow masks computed at initialization. Test accuracy is the mean over ``seeds`` runs.
 
-The claim holds when (a) at every density ≥ ``hold_density`` the ticket is within
-``tolerance`` of the dense accuracy, and (b) at the sparsest levels (density ≤
-``high_density``) the ticket beats random re-init by at least ``margin`` on average.
+The verdict (:func:`_verdict`) compares ticket and re-init at the same densities. The claim holds
+when (a) at every density ≥ ``hold_density`` the ticket is within ``tolerance`` of the dense
+accuracy (it holds dense accuracy down to there); (b) at *each* density ≤ ``high_density`` (the
+high-sparsity levels) the ticket beats the re-init of the same mask by at least ``margin`` (each
+level, not on average); and (c) at one of those same high-sparsity densities at least, the ticket
+is within ``tolerance`` of dense while the re-init has dropped by more than ``margin`` ("holds
+dense accuracy where random re-initialization does not", at one density). Quick run (seed 0):
+at density 0.031 the ticket is 0.011 below dense and the re-init 0.142; at 0.016, 0.034 and 0.374.
 """
 
 from __future__ import annotations
@@ -43,6 +48,27 @@ def _trainer(train_data, test, p, seed: int):
             return float((model(Xt).argmax(1) == yt).float().mean())
 
     return train_fn
+
+
+def _verdict(dens, dense: float, ticket, reinit, p: dict) -> tuple[bool, dict]:
+    """The claim on mean accuracies ``ticket``/``reinit`` (one per density of ``dens``), ``dense``.
+
+    ``(holds, details)``: holds when (a) the ticket is within ``p["tolerance"]`` of ``dense`` at
+    every density ≥ ``p["hold_density"]``, (b) ``ticket − reinit ≥ p["margin"]`` at each density
+    ≤ ``p["high_density"]`` and (c) at one of those densities at least the ticket is within the
+    tolerance of dense while the re-init of the same mask is more than the margin below dense.
+    """
+    ticket, reinit = np.asarray(ticket, dtype=float), np.asarray(reinit, dtype=float)
+    hi = [i for i, d in enumerate(dens) if d <= p["high_density"]]
+    held = [i for i, d in enumerate(dens) if d >= p["hold_density"]]
+    gaps = [float(ticket[i] - reinit[i]) for i in hi]
+    witnesses = [float(dens[i]) for i in hi
+                 if dense - ticket[i] <= p["tolerance"] and dense - reinit[i] > p["margin"]]
+    ticket_drop = float(dense - np.min(ticket[held])) if held else float("nan")
+    reinit_drop = float(dense - np.min(reinit[held])) if held else float("nan")
+    holds = (bool(hi and held) and ticket_drop <= p["tolerance"] and all(g >= p["margin"] for g in gaps)
+             and bool(witnesses))
+    return holds, {"gaps": gaps, "witnesses": witnesses, "ticket_drop": ticket_drop, "reinit_drop": reinit_drop}
 
 
 def run(ctx: Context) -> dict:
@@ -95,21 +121,19 @@ def run(ctx: Context) -> dict:
             curves[k].append(rows[k])
     mean = {k: np.mean(np.array(v), axis=0) for k, v in curves.items()}
     dense = float(np.mean(dense_acc))
-    hi = [i for i, d in enumerate(dens) if d <= p["high_density"]]
-    held = [i for i, d in enumerate(dens) if d >= p["hold_density"]]
-    gap = float(np.mean(mean["ticket"][hi] - mean["reinit"][hi])) if hi else float("nan")
-    ticket_drop = float(dense - np.min(mean["ticket"][held])) if held else float("nan")
-    reinit_drop = float(dense - np.min(mean["reinit"][held])) if held else float("nan")
-    holds = bool(hi and held) and gap >= p["margin"] and ticket_drop <= p["tolerance"]
+    holds, v = _verdict(dens, dense, mean["ticket"], mean["reinit"], p)
     summary = [
         f"digits MLP {p['sizes']}, Adam lr {p['lr']}, {p['steps']} steps/round, IMP rate {p['rate']} x {p['rounds']} rounds, "
         f"{p['seeds']} seeds; dense test accuracy {dense:.3f}",
         "density  " + "  ".join(f"{d:7.4f}" for d in dens),
     ]
     summary += [f"{k:8s} " + "  ".join(f"{v:7.3f}" for v in mean[k]) for k in curves]
-    summary.append(f"density >= {p['hold_density']}: worst drop from dense: ticket {ticket_drop:+.3f} "
-                   f"(tolerance {p['tolerance']}), random re-init {reinit_drop:+.3f}")
-    summary.append(f"density <= {p['high_density']}: ticket - random re-init = {gap:+.3f} (margin {p['margin']})")
+    summary.append(f"density >= {p['hold_density']}: worst drop from dense: ticket {v['ticket_drop']:+.3f} "
+                   f"(tolerance {p['tolerance']}), random re-init {v['reinit_drop']:+.3f}")
+    summary.append(f"density <= {p['high_density']}, same densities: ticket - random re-init = "
+                   + ", ".join(f"{g:+.3f}" for g in v["gaps"]) + f" (each >= margin {p['margin']}); ticket within "
+                   f"tolerance of dense while re-init drops > margin at density "
+                   + (", ".join(f"{d:.4f}" for d in v["witnesses"]) or "none"))
     plt = ctx.pyplot()
     if plt is not None:
         fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -130,9 +154,10 @@ def run(ctx: Context) -> dict:
         "dense_accuracy": dense,
         "density": dens,
         "accuracy": {k: [float(x) for x in v] for k, v in mean.items()},
-        "ticket_minus_reinit_high_sparsity": gap,
-        "ticket_worst_drop_held_range": ticket_drop,
-        "reinit_worst_drop_held_range": reinit_drop,
+        "ticket_minus_reinit_high_sparsity": v["gaps"],
+        "ticket_holds_reinit_drops_at": v["witnesses"],
+        "ticket_worst_drop_held_range": v["ticket_drop"],
+        "reinit_worst_drop_held_range": v["reinit_drop"],
     }
 
 
