@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 
 from torch import Tensor
 
@@ -81,19 +82,20 @@ def check_int(value: int, name: str, *, at_least: int = 1) -> int:
         >>> check_int(0, "width")
         Traceback (most recent call last):
         ...
-        ValueError: width must be >= 1, got 0
+        ValueError: width must be an int >= 1, got 0
     """
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise TypeError(f"{name} must be an int >= {at_least}, got {type(value).__name__}")
     if value < at_least:
-        raise ValueError(f"{name} must be >= {at_least}, got {value}")
+        raise ValueError(f"{name} must be an int >= {at_least}, got {value}")
     return value
 
 
-def check_real(value: float, name: str, *, at_least: float | None = None, positive: bool = False) -> float:
+def check_real(value: float, name: str, *, at_least: float | None = None, above: float | None = None,
+               finite: bool = False) -> float:
     """Return ``value`` as a float, raising ``TypeError`` unless it is a real number (``bool``
-    refused) and ``ValueError`` if it is NaN, below ``at_least``, or (``positive``) not ``> 0``.
-    An infinite value passes unless a bound excludes it.
+    refused) and ``ValueError`` if it is NaN, below ``at_least``, not ``> above``, or (``finite``)
+    infinite. An infinite value passes unless ``finite`` or a bound excludes it.
 
     Example:
         >>> check_real(0.5, "lr", at_least=0.0)
@@ -103,11 +105,13 @@ def check_real(value: float, name: str, *, at_least: float | None = None, positi
         ...
         ValueError: damping must be >= 0, got nan
     """
-    bound = " > 0" if positive else "" if at_least is None else f" >= {at_least:g}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number{bound}, got {type(value).__name__}")
+    bound = f" > {above:g}" if above is not None else "" if at_least is None else f" >= {at_least:g}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a {'finite ' if finite else ''}real number{bound}, got {type(value).__name__}")
     v = float(value)
-    if math.isnan(v) or (at_least is not None and v < at_least) or (positive and v <= 0.0):
+    if finite and not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite real number{bound}, got {value!r}")
+    if math.isnan(v) or (at_least is not None and v < at_least) or (above is not None and not v > above):
         raise ValueError(f"{name} must be {bound.strip() or 'a number, not NaN'}, got {value}")
     return v
 

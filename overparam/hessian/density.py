@@ -24,7 +24,8 @@ from torch import Tensor
 
 from ..backend import linalg
 from ..backend.random import GeneratorLike, gaussian, measurement_generator, probe
-from .operators import Operator, as_operator, check_real
+from ..backend.checks import check_real
+from .operators import Operator, as_operator
 from .trace import _check_block
 
 __all__ = ["Quadrature", "Density", "slq", "density", "plot_density"]
@@ -154,9 +155,9 @@ def density(A, probes: int | Tensor = 10, steps: int = 80, *, sigma: float | Non
     """
     if scale not in ("linear", "log"):
         raise ValueError(f"scale must be 'linear' or 'log', got {scale!r}")
-    check_real(floor, "floor", at_least=0)
+    check_real(floor, "floor", at_least=0, finite=True)
     if sigma is not None:
-        check_real(sigma, "sigma", above=0)
+        check_real(sigma, "sigma", above=0, finite=True)
     q = slq(A, probes, steps, generator=generator, **kwargs)
     x = q.nodes if scale == "linear" else torch.log10(q.nodes.abs() + floor)
     lo, hi = float(x.min()), float(x.max())

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from ..backend import linalg, vec
 from ..backend.random import GeneratorLike, gaussian, measurement_generator
-from .operators import Operator, as_operator, check_real
+from ..backend.checks import check_real
+from .operators import Operator, as_operator
 
 __all__ = ["Eigen", "lanczos", "start_vector"]
 
@@ -172,7 +173,7 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
         raise ValueError(f"k must be an int in [1, n={n}], got {k!r}")
     eps = torch.finfo(op.dtype).eps
     tol = eps**0.5 if tol is None else tol
-    check_real(tol, "tol", above=0)
+    check_real(tol, "tol", above=0, finite=True)
     if criterion not in ("residual", "value"):
         raise ValueError(f"criterion must be 'residual' or 'value', got {criterion!r}")
     m = min(n, max(2 * k + 1, k + 20)) if ncv is None else ncv

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..backend import vec
+from ..backend.checks import check_real
 
 __all__ = ["Operator", "DenseOperator", "FunctionOperator", "SumOperator", "ScaledOperator", "IdentityOperator",
            "as_operator"]
@@ -128,16 +128,6 @@ class Operator:
         return f"{type(self).__name__}(n={self.n}, dtype={self.dtype})"
 
 
-def check_real(value: float, name: str, *, above: float | None = None, at_least: float | None = None) -> float:
-    """``value`` as a float, raising ``ValueError`` naming ``name`` unless it is a finite real
-    number (``bool`` refused), ``> above`` and ``>= at_least`` where given."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    if (above is not None and not value > above) or (at_least is not None and not value >= at_least):
-        raise ValueError(f"{name} must be {f'> {above}' if above is not None else f'>= {at_least}'}, got {value!r}")
-    return float(value)
-
-
 def _check_compatible(ops: Sequence[Operator]) -> None:
     first = ops[0]
     for o in ops[1:]:
@@ -174,7 +164,9 @@ class ScaledOperator(Operator):
     def __init__(self, op: Operator, a: float):
         if not isinstance(op, Operator):
             raise TypeError(f"op must be an Operator, got {type(op).__name__}")
-        check_real(a, "a")
+        if isinstance(a, bool) or not isinstance(a, numbers.Real):  # the operator algebra's own contract
+            raise ValueError(f"a must be a finite real number, got {a!r}")
+        check_real(a, "a", finite=True)
         self.op, self.a, self.like, self.dtype, self.device = op, float(a), op.like, op.dtype, op.device
 
     def _mv(self, v):

@@ -23,7 +23,8 @@ from ..backend import linalg, vec
 from ..backend.checks import check_rank
 from ..backend.random import GeneratorLike, measurement_generator
 from .lanczos import Eigen, start_vector
-from .operators import as_operator, check_real
+from ..backend.checks import check_real
+from .operators import as_operator
 
 __all__ = ["power_iteration"]
 
@@ -48,7 +49,7 @@ def power_iteration(A, k: int = 1, *, tol: float = 1e-6, max_iters: int = 1000, 
     op = as_operator(A)
     if not isinstance(k, int) or not 1 <= k <= op.n:
         raise ValueError(f"k must be an int in [1, n={op.n}], got {k!r}")
-    check_real(tol, "tol", above=0)
+    check_real(tol, "tol", above=0, finite=True)
     check_rank(max_iters, name="max_iters")  # an int >= 1
     g = measurement_generator(generator)
     Q = torch.zeros(op.n, 0, dtype=op.dtype, device=op.device)

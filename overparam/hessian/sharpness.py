@@ -34,7 +34,7 @@ from ..backend.random import GeneratorLike, measurement_generator, probes_like
 from ..backend.select import Spec
 from ._model import Objective
 from .lanczos import Eigen, lanczos
-from .operators import check_real
+from ..backend.checks import check_real
 
 __all__ = ["Sharpness", "ball_sharpness", "epsilon_sharpness", "lambda_max", "eos_threshold", "EoS"]
 
@@ -120,10 +120,10 @@ def ball_sharpness(f: Callable[[vec.Vec], Tensor], theta, rho: float, *, steps: 
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")
     th = vec.as_vec(theta, name="theta")
-    check_real(rho, "rho", above=0)
+    check_real(rho, "rho", above=0, finite=True)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    check_real(eta, "eta", at_least=0)
+    check_real(eta, "eta", at_least=0, finite=True)
     T = tuple(t.abs() + eta for t in th) if adaptive else None
 
     def perturb(u):

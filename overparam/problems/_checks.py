@@ -1,4 +1,4 @@
-"""Argument checks shared by the problems: sizes, and factors handed to a problem's ``loss``.
+"""Argument checks shared by the problems: factors handed to a problem's ``loss``.
 
 A problem is built in one dtype and on one device (float64 by default); the factors given to
 its ``loss`` / ``relative_error`` must match them and the problem's shapes. Nothing is cast or
@@ -11,21 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["positive_int", "check_tensor", "check_factors"]
-
-
-def positive_int(value, name: str) -> int:
-    """``value`` if it is an int ``>= 1``, else a TypeError/ValueError naming ``name``.
-
-    Example:
-        >>> positive_int(3, "n")
-        3
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value}")
-    return value
+__all__ = ["check_tensor", "check_factors"]
 
 
 def check_tensor(t, name: str, shape: tuple, like: Tensor, *, batched: bool = False) -> Tensor:

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from ..backend.random import GeneratorLike, construction_generator, uniform
-from ._checks import check_factors, positive_int
+from ..backend.checks import check_int
+from ._checks import check_factors
 from .sensing import _initial_factors, ground_truth
 
 __all__ = ["MatrixCompletion", "completion"]
@@ -88,7 +89,7 @@ class MatrixCompletion:
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
         """
-        positive_int(size, "size")
+        check_int(size, "size")
         g = construction_generator(generator)
         return torch.randint(0, self.num_observed, (size,), generator=g).to(self.rows.device)
 
@@ -122,7 +123,7 @@ def completion(n: int, r: int, p: float, *, kappa: float = 1.0, n2: int | None =
         kappa: condition number of ``M*``. symmetric: PSD ``M*`` and symmetric ``Ω``.
         loss: ``"l2"`` or ``"l1"``. generator: seeds ``M*`` and ``Ω``.
     """
-    positive_int(n, "n")
+    check_int(n, "n")
     if not 0 < p <= 1:
         raise ValueError(f"p must be in (0, 1], got {p}")
     if loss not in ("l2", "l1"):

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from ..backend.random import GeneratorLike, construction_generator, uniform
-from ..backend.checks import check_real
-from ._checks import check_factors, check_tensor, positive_int
+from ..backend.checks import check_int, check_real
+from ._checks import check_factors, check_tensor
 from .sensing import _initial_factors, ground_truth
 
 __all__ = ["RobustPCA", "robust_pca"]
@@ -65,7 +65,7 @@ def robust_pca(n: int, r: int, alpha: float, *, kappa: float = 1.0, n2: int | No
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
     """
-    positive_int(n, "n")
+    check_int(n, "n")
     if not 0 <= alpha < 1:
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")
     check_real(magnitude, "magnitude", at_least=0.0)

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from ..backend.random import GeneratorLike, construction_generator, gaussian, orthonormal, uniform
-from ..backend.checks import check_float, check_floats, check_rank, check_real
-from ._checks import check_factors, check_tensor, positive_int
+from ..backend.checks import check_float, check_floats, check_int, check_rank, check_real
+from ._checks import check_factors, check_tensor
 
 __all__ = ["MatrixSensing", "sensing", "ground_truth", "small_factors", "spectral_factors"]
 
@@ -42,10 +42,10 @@ def ground_truth(n: int, r: int, *, kappa: float = 1.0, n2: int | None = None, s
         >>> torch.linalg.svdvals(ground_truth(5, 2, kappa=4.0, generator=0))[:3].round(decimals=6)
         tensor([1.0000, 0.2500, 0.0000], dtype=torch.float64)
     """
-    positive_int(n, "n")
+    check_int(n, "n")
     if n2 is not None:
-        positive_int(n2, "n2")
-    positive_int(r, "r")
+        check_int(n2, "n2")
+    check_int(r, "r")
     if r > min(n, n2 or n):
         raise ValueError(f"r must be in [1, min(n, n2)] = [1, {min(n, n2 or n)}], got {r}")
     if not kappa >= 1:
@@ -198,8 +198,8 @@ def sensing(n: int, r: int, m: int, *, kappa: float = 1.0, n2: int | None = None
     Returns:
         a :class:`MatrixSensing` with ``A (m, n, n2)``, noiseless ``y (m,)``.
     """
-    positive_int(n, "n")
-    positive_int(m, "m")
+    check_int(n, "n")
+    check_int(m, "m")
     if symmetric and n2 not in (None, n):
         raise ValueError(f"symmetric sensing needs a square matrix, got n={n}, n2={n2}")
     if loss not in ("l2", "l1"):

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from ..backend.random import GeneratorLike, construction_generator, gaussian, orthonormal
-from ._checks import check_tensor, positive_int
+from ..backend.checks import check_int
+from ._checks import check_tensor
 
 __all__ = ["TeacherStudent", "teacher_student", "ACTIVATIONS"]
 
@@ -100,10 +101,10 @@ def teacher_student(d: int, teacher_width: int, samples: int, *, activation: str
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    positive_int(d, "d")
-    positive_int(teacher_width, "teacher_width")
-    positive_int(samples, "samples")
-    positive_int(test_samples, "test_samples")
+    check_int(d, "d")
+    check_int(teacher_width, "teacher_width")
+    check_int(samples, "samples")
+    check_int(test_samples, "test_samples")
     if not 1 <= teacher_width <= d:
         raise ValueError(f"teacher_width must be in [1, d] = [1, {d}], got {teacher_width}")
     if loss not in ("l2", "l1"):

@@ -24,13 +24,13 @@ Example:
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..backend.checks import check_real
 from ..backend.nm import check_nm, nm_groups, nm_ungroup
 from ..backend.random import GeneratorLike, construction_generator, uniform
 from .masks import check_scope, check_sparsity, unstructured
@@ -127,10 +127,8 @@ class LearnableNM(nn.Module):
         super().__init__()
         check_nm(n, m)
         for name, v in (("tau", tau), ("scale", scale), ("prior_strength", prior_strength)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite real number, got {v!r}")
-        if tau <= 0:
-            raise ValueError(f"tau must be > 0, got {tau}")
+            check_real(v, name, finite=True)
+        check_real(tau, "tau", above=0.0)
         if prior not in ("magnitude", None):
             raise ValueError(f"prior must be 'magnitude' or None, got {prior!r}")
         self.model, self.n, self.m, self.tau, self.scale, self.hard = model, n, m, tau, scale, hard

@@ -45,7 +45,7 @@ def ill_conditioned(n: int, k: int, cond: float, *, generator: GeneratorLike = N
     """
     check_int(n, "n")
     check_rank(k, (n,), name="k", at_most_min=True)
-    check_real(cond, "cond", positive=True)
+    check_real(cond, "cond", above=0.0)
     g = construction_generator(generator)
     U = random_orthogonal(n, generator=g, dtype=dtype)[:, :k]
     V = random_orthogonal(k, generator=g, dtype=dtype)

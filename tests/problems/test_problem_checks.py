@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import overparam as op
-from overparam.problems._checks import check_factors, check_tensor, positive_int
+from overparam.backend.checks import check_int
+from overparam.problems._checks import check_factors, check_tensor
 
 D = torch.float64
 
@@ -96,5 +97,5 @@ def test_check_helpers_reject_the_rest():
     with pytest.raises(TypeError, match="a pair"):
         check_factors((like, like, like), (1, 1), False, like)
     with pytest.raises(TypeError, match="flag must be an int"):
-        positive_int(True, "flag")
-    assert positive_int(2, "n") == 2
+        check_int(True, "flag")
+    assert check_int(2, "n") == 2
