@@ -38,6 +38,10 @@ SKIP = {
     **{n: "a process-group query: no argument but an optional torch.distributed group" for n in (
         "backend.dist.is_distributed", "backend.dist.rank")},
     "backend.dispatch.register": "mutates the global implementation registry (tested in tests/backend/test_dispatch.py)",
+    **{n: "mutates the global layer-kind registry (tested in tests/backend/test_layers.py)" for n in (
+        "backend.layers.register_layer", "backend.layers.unregister_layer")},
+    **{n: "a layer-kind description dataclass: checks its fields in __post_init__ (tests/backend/test_layers.py)"
+       for n in ("backend.layers.Layout", "backend.layers.LayerKind", "backend.layers.LayerWeight")},
     "testing.assertions.assert_no_side_effects": "a context manager: its argument is checked on entry (tests/testing)",
     "hessian.plot_density": "draws with matplotlib (tests/hessian/test_density.py)",
     "prune.semistructured.to_semi_structured": "needs CUDA (tests/prune/test_semistructured.py); refuses a CPU tensor",
@@ -146,6 +150,7 @@ CALLS = {
     "backend.topk.fraction_count": {"n": lambda: 10}, "backend.topk.topk_mask": {"k": lambda: 3},
     "backend.nm.nm_groups": {"t": lambda: t(4, 8)}, "backend.nm.nm_ungroup": {"g": lambda: t(4, 2, 4), "like": lambda: t(4, 8)},
     "backend.nm.grouped_dim": {"t": lambda: t(4, 8)},
+    "backend.layers.repeated_blocks": {"model": lambda: nn.Sequential(nn.Linear(4, 4), nn.ModuleList([mlp(), mlp()]))},
     "backend.checks.check_float": {"x": lambda: t(3)}, "backend.checks.check_rank": {"rank": lambda: 2},
     "backend.checks.check_dim": {"dim": lambda: 1, "ndim": lambda: 2},
     "backend.checks.check_int": {"value": lambda: 3}, "backend.checks.check_real": {"value": lambda: 0.5, "name": lambda: "value"},
