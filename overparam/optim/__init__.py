@@ -18,7 +18,7 @@ default (it propagates, as in torch's optimizers); ``check_finite=True`` on any 
 """
 
 from ._finite import NonFiniteGradientError
-from .batched import BATCHED_METHODS, BatchedRun, run_batched
+from .run_batched import BATCHED_METHODS, BatchedRun, run_batched
 from ._pairs import PairOptimizer, as_pair
 from .precgd import PrecGD
 from .rpca import RPCAResult, hard_threshold, rpca_scaledgd, sparsify
