@@ -34,7 +34,7 @@ SKIP = {
         "backend.linalg.NotPositiveDefiniteError", "hessian.NonDeterministicModelError", "optim.NonFiniteGradientError")},
     **{n: "a typing alias / abstract protocol, not a function" for n in (
         "backend.vec.Vec", "backend.select.Spec", "prune.Masks", "optim.StepRule", "hessian.Operator",
-        "backend.dispatch.Registry", "optim.PairOptimizer", "factor.LayerWrapper")},
+        "backend.dispatch.Registry", "optim.PairOptimizer", "factor.LayerWrapper", "prune.PackedOptimizer")},
     **{n: "a process-group query: no argument but an optional torch.distributed group" for n in (
         "backend.dist.is_distributed", "backend.dist.rank")},
     "backend.dispatch.register": "mutates the global implementation registry (tested in tests/backend/test_dispatch.py)",
@@ -240,6 +240,9 @@ CALLS = {
     "problems.robust_pca": {"n": lambda: 6, "r": lambda: 1, "alpha": lambda: 0.1},
     "problems.deep_linear": {"d_in": lambda: 3, "d_out": lambda: 3, "r": lambda: 1, "depth": lambda: 2, "samples": lambda: 10},
     "problems.LiftedSensing": {"rank": lambda: 1},
+    "prune.PackedSGD": {"params": lambda: mlp().named_parameters(), "masks": lambda: {"0.weight": torch.ones(8, 4, dtype=torch.bool)}},
+    "prune.PackedAdamW": {"params": lambda: mlp().named_parameters(), "masks": lambda: {"0.weight": torch.ones(8, 4, dtype=torch.bool)}},
+    "prune.state_bytes": {"optimizer": lambda: torch.optim.SGD(mlp().parameters(), lr=0.1)},
     "problems.shared_sensing": {"n": lambda: 5, "r": lambda: 1, "m": lambda: 20, "seeds": lambda: [0, 1]},
     "problems.Batched": {"problems": lambda: [op.problems.sensing(5, 1, 20, generator=s) for s in (0, 1)]},
     "optim.run_batched": {"problem": lambda: op.problems.shared_sensing(5, 1, 20, seeds=[0, 1]),
