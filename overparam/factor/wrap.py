@@ -13,7 +13,9 @@ protocol. Targets are a selection spec (:func:`overparam.backend.select.select`)
 dotted suffix (``"fc"``), a glob (``"blocks.*.attn.*"``), a module type, a predicate
 ``fn(name, module)``, or a list of these, minus ``exclude=``; ``None`` (the default) selects
 every supported layer. A name of a container (``"blocks.0"``) selects the supported layers inside
-it. Only ``nn.Linear``, ``nn.Conv1d/2d/3d`` and ``nn.Embedding`` are wrapped. An item selecting
+it. Only ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.Embedding`` and transformers' ``Conv1D`` (GPT-2;
+stored ``(in, out)``, every update merged back into that transposed storage) are wrapped — the
+kinds of :mod:`overparam.backend.layers` registered with ``factor=True``. An item selecting
 no supported layer, or a selected layer that is already wrapped, is a ``ValueError`` naming
 ``targets``. Every selected layer is checked before any is changed (all or nothing).
 
@@ -50,12 +52,12 @@ from .lowrank import LowRank
 
 __all__ = ["lowrank_", "hadamard_", "lora_", "merge_", "unmerge_", "adapter_state_dict", "load_adapter_state_dict"]
 
-_WHAT = "Linear, ConvNd or Embedding layer"
+_WHAT = "Linear, ConvNd, Embedding or Conv1D layer"
 
 
 def _targets(model: nn.Module, targets: Spec, exclude: Spec) -> dict[str, nn.Module]:
     """The supported layers ``targets`` selects, none of them inside a wrapper."""
-    chosen = select(model, targets, exclude=exclude, types=_layers.SUPPORTED, argname="targets", what=_WHAT)
+    chosen = select(model, targets, exclude=exclude, types=_layers.supported_types(), argname="targets", what=_WHAT)
     wrappers = [n for n, m in model.named_modules() if isinstance(m, LayerWrapper)]
     for name in chosen:
         if name == "":
@@ -112,8 +114,8 @@ def lowrank_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec
     g = construction_generator(generator)
 
     def prepare(name, base):
-        rows, cols = _layers.matrix_shape(base)
-        W = base.weight.detach().reshape(rows, cols)
+        W = _layers.as_matrix(base, base.weight.detach())
+        rows, cols = W.shape
         if symmetric and rows != cols:
             raise ValueError(f"symmetric: the weight is not square ({rows}, {cols})")
         return LowRank((rows, cols), rank, init=init, scale=scale, symmetric=symmetric, weight=W, generator=g,
@@ -160,6 +162,8 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
 
     def prepare(name, base):
         W = base.weight.detach()
+        if _layers.layout(base).transposed:            # element-wise on the (rows, cols) matrix
+            W = _layers.as_matrix(base, W)
         if kind == "product":
             return Hadamard(W.shape, depth=depth, weight=W)
         if kind == "difference":
