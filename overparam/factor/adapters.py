@@ -155,6 +155,7 @@ class LoRALayer(LayerWrapper):
     def _setup(self, base: nn.Module, opts: _Options, generator: GeneratorLike) -> None:
         super().__init__(base, residual=True)
         rows, cols = _layers.matrix_shape(base)
+        self._linear_like = _layers.layout(base).linear_like      # fused x A Bᵀ paths (Linear, Conv1D)
         self.rank, self.rslora, self.dora, self.detach_norm = opts.rank, opts.rslora, opts.dora, opts.detach_norm
         self.alpha = float(opts.rank if opts.alpha is None else opts.alpha)
         self.scaling = _scaling(self.alpha, opts.rank, opts.rslora)
@@ -206,7 +207,7 @@ class LoRALayer(LayerWrapper):
         return (self.lora_magnitude / norm).reshape(_layers.bias_shape(self.base))
 
     def _lora_out(self, x: Tensor) -> Tensor:
-        if _layers.layout(self.base).linear_like:
+        if self._linear_like:
             up = self.lora_up if self.scaling == 1.0 else self.lora_up * self.scaling
             return F.linear(self.lora_dropout(x) @ self.lora_down, up)
         return _layers.call(self.base, self.lora_dropout(x), self.delta_weight(), None)
@@ -216,7 +217,7 @@ class LoRALayer(LayerWrapper):
         if self.merged:
             return y
         if not self.dora:
-            if _layers.layout(self.base).linear_like:  # fused: y + s·(x A) Bᵀ in one addmm, no extra pass over y
+            if self._linear_like:  # fused: y + s·(x A) Bᵀ in one addmm, no extra pass over y
                 h = self.lora_dropout(x) @ self.lora_down
                 out = torch.addmm(y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), self.lora_up.mT,
                                   alpha=self.scaling)
