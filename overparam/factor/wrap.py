@@ -17,7 +17,9 @@ it. Only ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.Embedding`` and transformers' 
 stored ``(in, out)``, every update merged back into that transposed storage) are wrapped — the
 kinds of :mod:`overparam.backend.layers` registered with ``factor=True``. An item selecting
 no supported layer, or a selected layer that is already wrapped, is a ``ValueError`` naming
-``targets``. Every selected layer is checked before any is changed (all or nothing).
+``targets``, and so is a layer whose weight is tied to another module's (GPT-2's ``lm_head``
+and ``transformer.wte``: a merge would change the other owner too). Every selected layer is
+checked before any is changed (all or nothing).
 
 Example:
     >>> import torch
@@ -66,7 +68,24 @@ def _targets(model: nn.Module, targets: Spec, exclude: Spec) -> dict[str, nn.Mod
         for w in wrappers:
             if w == "" or name.startswith(w + "."):
                 raise ValueError(f"targets: layer {w!r} is already wrapped; merge_ it before wrapping it again")
+    _check_untied(model, chosen)
     return chosen
+
+
+def _check_untied(model: nn.Module, chosen: dict[str, nn.Module]) -> None:
+    """A weight tied to another module (GPT-2's ``lm_head`` and ``transformer.wte``) cannot be
+    wrapped: a merge would write the update into the other owner too, an unwrap would untie them."""
+    holders: dict[int, list[tuple[str, nn.Module]]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        for p in m._parameters.values():
+            if p is not None:
+                holders.setdefault(id(p), []).append((n, m))
+    for name, base in chosen.items():
+        w = base._parameters.get("weight")
+        others = [n for n, m in holders.get(id(w), []) if m is not base]
+        if w is not None and others:
+            raise ValueError(f"targets: layer {name!r} shares its weight with {others} (tied weights); wrapping "
+                             f"it would change or untie them: exclude= it, or untie the weights first")
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -173,3 +173,22 @@ def test_lora_on_linear_and_conv1d_of_the_same_map_agree():
     F.mse_loss(a(x), torch.zeros(3, 8, dtype=D)).backward()
     F.mse_loss(b(x), torch.zeros(3, 8, dtype=D)).backward()
     torch.testing.assert_close(a[0].lora_down.grad, b[0].lora_down.grad, rtol=0, atol=1e-12)
+
+
+def test_a_tied_readout_is_refused_by_name_and_nothing_changes():
+    model = MAKERS["gpt2"]().double().eval()
+    keys = list(model.state_dict())
+    with pytest.raises(ValueError, match=r"'lm_head' shares its weight with \['transformer.wte'\]"):
+        op.factor.lora_(model, ["c_attn", "lm_head"], rank=2, generator=0)
+    with pytest.raises(ValueError, match=r"'transformer.wte' shares its weight with \['lm_head'\]"):
+        op.factor.lowrank_(model, rank=2, init="small", generator=0)        # the default selects both
+    assert list(model.state_dict()) == keys and not any(isinstance(m, op.factor.LayerWrapper) for m in model.modules())
+    untied = MAKERS["gpt2"](tie_word_embeddings=False).double().eval()
+    x, _ = data("gpt2")
+    y = untied(x).logits
+    op.factor.lora_(untied, ["c_attn", "lm_head"], rank=2, generator=0)
+    _randomize_trainables(untied.lm_head, 1)
+    y2 = untied(x).logits
+    op.factor.merge_(untied)
+    torch.testing.assert_close(untied(x).logits, y2, rtol=0, atol=1e-12)
+    assert not torch.equal(y2, y)
