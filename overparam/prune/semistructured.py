@@ -151,4 +151,4 @@ def to_semi_structured(w: Tensor):
         raise RuntimeError("to_sparse_semi_structured needs a CUDA tensor; use compress()/decompress() on CPU")
     from torch.sparse import to_sparse_semi_structured
 
-    return to_sparse_semi_structured(w)
+    return to_sparse_semi_structured(w.contiguous())     # a Conv1D's (out, in) matrix is a transposed view
