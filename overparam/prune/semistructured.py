@@ -13,6 +13,11 @@ metadata before the CUTLASS interleave. A quad with fewer than 2 non-zeros store
 its first free positions; :func:`decompress` is the bit-exact inverse on validated input
 (a ``-0.0`` at a position that is not stored comes back as ``+0.0``).
 
+These functions take the weight as the computation's matrix ``(out, in)``: an ``nn.Linear``
+weight as it is, a transformers ``Conv1D`` weight (stored ``(in, out)``, whose N:M masks from
+:func:`~overparam.prune.nm.nm_masks` run along storage dim 0) as
+``overparam.backend.layers.layout_of(module).as_matrix(weight)``, i.e. ``weight.T``.
+
 Example:
     >>> import torch
     >>> w = torch.tensor([[0., 1.5, 0., -2., 3., 0., 0., 0.] * 2])
@@ -146,4 +151,4 @@ def to_semi_structured(w: Tensor):
         raise RuntimeError("to_sparse_semi_structured needs a CUDA tensor; use compress()/decompress() on CPU")
     from torch.sparse import to_sparse_semi_structured
 
-    return to_sparse_semi_structured(w)
+    return to_sparse_semi_structured(w.contiguous())     # a Conv1D's (out, in) matrix is a transposed view
