@@ -15,3 +15,16 @@ def _load_nm():
 
 
 dispatch.register("nm_mask", "triton", loader=_load_nm, available=dispatch.triton_unavailable, priority={"cuda": 2})
+
+
+from .. import softmax_ce as _softmax_ce  # noqa: E402,F401  (registers the softmax-CE reference first)
+
+
+def _load_softmax_ce():
+    from .softmax_ce import softmax_ce_triton
+
+    return softmax_ce_triton
+
+
+dispatch.register("softmax_ce_hvp", "triton", loader=_load_softmax_ce, available=dispatch.triton_unavailable,
+                  priority={"cuda": 2})
