@@ -28,3 +28,16 @@ def _load_softmax_ce():
 
 dispatch.register("softmax_ce_hvp", "triton", loader=_load_softmax_ce, available=dispatch.triton_unavailable,
                   priority={"cuda": 2})
+
+
+from .. import sparse24 as _sparse24  # noqa: E402,F401  (registers the 2:4 compress reference first)
+
+
+def _load_sparse24():
+    from .sparse24 import nm_compress_24_triton
+
+    return nm_compress_24_triton
+
+
+dispatch.register("nm_compress_24", "triton", loader=_load_sparse24, available=dispatch.triton_unavailable,
+                  priority={"cuda": 2})
