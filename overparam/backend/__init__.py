@@ -23,9 +23,9 @@ Example:
     [('svd', True), ('randomized', True)]
 """
 
-from . import checks, dispatch, dist, kernels, layers, linalg, nm, random, select, softmax_ce, sparse24, topk, vec
+from . import checks, dispatch, dist, kernels, layers, linalg, nm, packed_step, random, select, softmax_ce, sparse24, topk, vec
 from .dispatch import implementations
 from .random import construction_generator, measurement_generator
 
-__all__ = ["vec", "linalg", "random", "select", "topk", "nm", "layers", "softmax_ce", "sparse24", "checks", "dispatch", "dist", "implementations",
+__all__ = ["vec", "linalg", "random", "select", "topk", "nm", "layers", "softmax_ce", "sparse24", "packed_step", "checks", "dispatch", "dist", "implementations",
            "construction_generator", "measurement_generator"]

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ..backend.packed_step import packed_adamw_step, packed_sgd_step
 from .targets import check_masks
 
 __all__ = ["PackedOptimizer", "PackedSGD", "PackedAdamW", "state_bytes"]
@@ -127,23 +128,6 @@ class PackedOptimizer(Optimizer):
         beside the optimizer state (``state_bytes``), derived from the masks and not saved."""
         return sum(i.numel() * i.element_size() for i in self._index.values())
 
-    def _kept(self, p: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
-        """``(kept flat indices or None, packed weight values, packed gradient)`` of one parameter."""
-        i = self._index.get(id(p))
-        if i is None:
-            return None, p.view(-1) if p.is_contiguous() else p.reshape(-1), p.grad.reshape(-1)
-        return i, p.reshape(-1).index_select(0, i), p.grad.reshape(-1).index_select(0, i)
-
-    @staticmethod
-    def _write(p: Tensor, i: Tensor | None, w: Tensor) -> None:
-        if i is None:
-            if w.data_ptr() != p.data_ptr():
-                p.copy_(w.view_as(p))
-        elif p.is_contiguous():
-            p.view(-1).index_copy_(0, i, w)
-        else:
-            p.copy_(p.reshape(-1).index_copy(0, i, w).view_as(p))
-
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As :meth:`torch.optim.Optimizer.load_state_dict`, then check every packed tensor's length
         against the current mask (ValueError naming the parameter otherwise)."""
@@ -198,28 +182,14 @@ class PackedSGD(PackedOptimizer):
                 if p.grad is None:
                     continue
                 i = self._index.get(id(p))
-                if i is not None and not g["weight_decay"]:
-                    # the update needs no weight values: one scatter-add of the packed direction
-                    m, w, d = i, None, p.grad.reshape(-1).index_select(0, i)
-                else:
-                    m, w, d = self._kept(p)
-                if g["weight_decay"]:
-                    d = d.add(w, alpha=g["weight_decay"])
-                if g["momentum"]:
-                    st = self.state[p]
-                    buf = st.get("momentum_buffer")
-                    if buf is None:
-                        buf = st["momentum_buffer"] = d.clone()
-                    else:
-                        buf.mul_(g["momentum"]).add_(d, alpha=1 - g["dampening"])
-                    d = d.add(buf, alpha=g["momentum"]) if g["nesterov"] else buf
-                if w is None and p.is_contiguous():
-                    p.view(-1).index_add_(0, m, d, alpha=-g["lr"])
-                    continue
-                if w is None:
-                    m, w, _ = self._kept(p)
-                w.add_(d, alpha=-g["lr"])
-                self._write(p, m, w)
+                st = self.state[p]
+                first = g["momentum"] and "momentum_buffer" not in st
+                if first:
+                    st["momentum_buffer"] = torch.empty(p.numel() if i is None else i.numel(), dtype=p.dtype,
+                                                        device=p.device)
+                packed_sgd_step(p, p.grad, i, st.get("momentum_buffer"), lr=g["lr"], momentum=g["momentum"],
+                                dampening=g["dampening"], weight_decay=g["weight_decay"], nesterov=g["nesterov"],
+                                first=bool(first))
         return loss
 
 
@@ -266,29 +236,17 @@ class PackedAdamW(PackedOptimizer):
             for p in g["params"]:
                 if p.grad is None:
                     continue
-                m, w, d = self._kept(p)
+                i = self._index.get(id(p))
                 st = self.state[p]
                 if not st:
+                    k = p.numel() if i is None else i.numel()
                     st["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    st["exp_avg"] = torch.zeros_like(d)
-                    st["exp_avg_sq"] = torch.zeros_like(d)
+                    st["exp_avg"] = torch.zeros(k, dtype=p.dtype, device=p.device)
+                    st["exp_avg_sq"] = torch.zeros(k, dtype=p.dtype, device=p.device)
                     if g["amsgrad"]:
-                        st["max_exp_avg_sq"] = torch.zeros_like(d)
+                        st["max_exp_avg_sq"] = torch.zeros(k, dtype=p.dtype, device=p.device)
                 st["step"] += 1
-                t = float(st["step"])
-                if wd:
-                    if g["decoupled"]:
-                        w.mul_(1 - lr * wd)
-                    else:
-                        d = d.add(w, alpha=wd)
-                ea, es = st["exp_avg"], st["exp_avg_sq"]
-                ea.lerp_(d, 1 - b1)
-                es.mul_(b2).addcmul_(d, d, value=1 - b2)
-                bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
-                if g["amsgrad"]:
-                    torch.maximum(st["max_exp_avg_sq"], es, out=st["max_exp_avg_sq"])
-                    es = st["max_exp_avg_sq"]
-                denom = (es.sqrt() / math.sqrt(bc2)).add_(g["eps"])
-                w.addcdiv_(ea, denom, value=-lr / bc1)
-                self._write(p, m, w)
+                packed_adamw_step(p, p.grad, i, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"), lr=lr,
+                                  beta1=b1, beta2=b2, eps=g["eps"], weight_decay=wd, step=float(st["step"]),
+                                  decoupled=g["decoupled"])
         return loss

@@ -41,3 +41,21 @@ def _load_sparse24():
 
 dispatch.register("nm_compress_24", "triton", loader=_load_sparse24, available=dispatch.triton_unavailable,
                   priority={"cuda": 2})
+
+
+from .. import packed_step as _packed_step  # noqa: E402,F401  (registers the packed-step references first)
+
+
+def _load_packed(name):
+    def load():
+        from . import packed_step
+
+        return getattr(packed_step, name)
+
+    return load
+
+
+dispatch.register("packed_adamw_step", "triton", loader=_load_packed("packed_adamw_triton"),
+                  available=dispatch.triton_unavailable, priority={"cuda": 2})
+dispatch.register("packed_sgd_step", "triton", loader=_load_packed("packed_sgd_triton"),
+                  available=dispatch.triton_unavailable, priority={"cuda": 2})
