@@ -10,7 +10,8 @@ factors ``X`` (``X @ X.T``), e.g. from ``op.factor.pairs(model)``:
 * :class:`ScaledSGD`: minibatch ScaledGD with incrementally maintained Gram matrices;
 * :func:`rpca_scaledgd`: robust PCA by ScaledGD with hard-thresholded outliers.
 
-:class:`SubGM` is the plain subgradient method over any parameters. Step rules:
+:class:`SubGM` is the plain subgradient method over any parameters; :class:`AdamAtan2` is Adam
+without ε (``atan2`` in place of ``m/(√v+ε)``) for any parameters. Step rules:
 :func:`constant`, :func:`geometric`, :func:`polyak`. A NaN/inf gradient is not looked for by
 default (it propagates, as in torch's optimizers); ``check_finite=True`` on any of them raises
 :class:`NonFiniteGradientError` naming the parameter before anything changes. See docs/optim.md.
@@ -18,6 +19,7 @@ default (it propagates, as in torch's optimizers); ``check_finite=True`` on any 
 
 from ._finite import NonFiniteGradientError
 from ._pairs import PairOptimizer, as_pair
+from .adam_atan2 import AdamAtan2
 from .precgd import PrecGD
 from .rpca import RPCAResult, hard_threshold, rpca_scaledgd, sparsify
 from .scaledgd import ScaledGD
@@ -29,5 +31,5 @@ from .subgm import SubGM
 __all__ = [
     "ScaledGD", "PrecGD", "ScaledSM", "ScaledSGD", "SubGM", "rpca_scaledgd", "RPCAResult", "sparsify",
     "hard_threshold", "PairOptimizer", "as_pair", "StepRule", "StepInfo", "Constant", "Geometric", "Polyak",
-    "constant", "geometric", "polyak", "as_rule", "NonFiniteGradientError",
+    "constant", "geometric", "polyak", "as_rule", "NonFiniteGradientError", "AdamAtan2",
 ]
