@@ -193,33 +193,41 @@ class Plan:
                 ``weight_decay``, an unknown ``decay``, ``eps`` not > 0 or on an SGD plan, or a
                 trainable parameter of ``model`` that the plan does not cover.
         """
-        if decay not in ("coupled", "independent"):
-            raise ValueError(f"decay must be 'coupled' or 'independent', got {decay!r}")
-        if not (_is_real(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite positive number, got {lr!r}")
-        if not (_is_real(weight_decay) and weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
-        if eps is not None:
-            if not (_is_real(eps) and eps > 0):
-                raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-            if self.optimizer != "adam":
-                raise ValueError(f"eps= is Adam's ε; this plan is for optimizer={self.optimizer!r}")
         params = self._check(model)
         planned = {id(params[k]) for k in self.rules}
         uncovered = [k for k, q in params.items() if q.requires_grad and id(q) not in planned]
         if uncovered:
             raise ValueError(f"model has trainable parameters {uncovered} that the plan does not cover "
                              "(unfrozen or added after plan() was called): make a new plan")
-        groups: dict[tuple, dict] = {}
-        for k, r in self.rules.items():
-            wd = weight_decay if (vector_decay or params[k].ndim > 1) else 0.0
-            if decay == "independent":
-                wd = wd / r.lr_scale
-            key = (lr * r.lr_scale, wd) + (() if eps is None else (eps * r.eps_scale,))
-            group = {"params": [], "lr": key[0], "weight_decay": key[1], **extra} | ({} if eps is None else {"eps": key[2]})
-            groups.setdefault(key, group)["params"].append(params[k])
-        return list(groups.values())
+        return _groups(self, params, list(self.rules), lr=lr, weight_decay=weight_decay, decay=decay,
+                       vector_decay=vector_decay, eps=eps, extra=extra)
 
+
+def _groups(p: Plan, params: dict[str, nn.Parameter], names: list[str], *, lr: float, weight_decay: float,
+            decay: str, vector_decay: bool, eps: float | None, extra: dict, lr_scale: dict | None = None) -> list[dict]:
+    """Parameter groups of ``names`` (see :meth:`Plan.param_groups`; ``lr_scale`` overrides the rules')."""
+    if decay not in ("coupled", "independent"):
+        raise ValueError(f"decay must be 'coupled' or 'independent', got {decay!r}")
+    if not (_is_real(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
+    if not (_is_real(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if eps is not None:
+        if not (_is_real(eps) and eps > 0):
+            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+        if p.optimizer != "adam":
+            raise ValueError(f"eps= is Adam's ε; this plan is for optimizer={p.optimizer!r}")
+    groups: dict[tuple, dict] = {}
+    for k in names:
+        r = p.rules[k]
+        scale = r.lr_scale if lr_scale is None else lr_scale[k]
+        wd = weight_decay if (vector_decay or params[k].ndim > 1) else 0.0
+        if decay == "independent":
+            wd = wd / scale
+        key = (lr * scale, wd) + (() if eps is None else (eps * r.eps_scale,))
+        group = {"params": [], "lr": key[0], "weight_decay": key[1], **extra} | ({} if eps is None else {"eps": key[2]})
+        groups.setdefault(key, group)["params"].append(params[k])
+    return list(groups.values())
 
 def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, delta: nn.Module | None = None,
          optimizer: str = "adam", init_std: float | Callable[[str, TensorShape], float | None] | None = "lecun",
