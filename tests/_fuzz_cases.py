@@ -24,7 +24,7 @@ D = torch.float64
 SKIP = {
     **{n: "a result dataclass: built by the library, holds what it is given" for n in (
         "backend.linalg.SVD", "backend.dispatch.Implementation", "factor.functional.LowRankFactors",
-        "factor.diagnostics.FactorStats", "optim.RPCAResult", "optim.StepInfo", "scaling.coord.CoordCheck",
+        "factor.diagnostics.FactorStats", "optim.RPCAResult", "optim.BatchedRun", "optim.StepInfo", "scaling.coord.CoordCheck",
         "scaling.shapes.TensorShape", "scaling.Rule", "scaling.Plan", "prune.Round", "prune.Ticket",
         "prune.scores.Movement", "hessian.Eigen", "hessian.Estimate", "hessian.Quadrature", "hessian.Density",
         "hessian.EoS", "hessian.Sharpness", "testing.hessian_oracles.CurvatureCase",
@@ -38,6 +38,10 @@ SKIP = {
     **{n: "a process-group query: no argument but an optional torch.distributed group" for n in (
         "backend.dist.is_distributed", "backend.dist.rank")},
     "backend.dispatch.register": "mutates the global implementation registry (tested in tests/backend/test_dispatch.py)",
+    **{n: "mutates the global layer-kind registry (tested in tests/backend/test_layers.py)" for n in (
+        "backend.layers.register_layer", "backend.layers.unregister_layer")},
+    **{n: "a layer-kind description dataclass: checks its fields in __post_init__ (tests/backend/test_layers.py)"
+       for n in ("backend.layers.Layout", "backend.layers.LayerKind", "backend.layers.LayerWeight")},
     "testing.assertions.assert_no_side_effects": "a context manager: its argument is checked on entry (tests/testing)",
     "hessian.plot_density": "draws with matplotlib (tests/hessian/test_density.py)",
     "prune.semistructured.to_semi_structured": "needs CUDA (tests/prune/test_semistructured.py); refuses a CPU tensor",
@@ -146,6 +150,7 @@ CALLS = {
     "backend.topk.fraction_count": {"n": lambda: 10}, "backend.topk.topk_mask": {"k": lambda: 3},
     "backend.nm.nm_groups": {"t": lambda: t(4, 8)}, "backend.nm.nm_ungroup": {"g": lambda: t(4, 2, 4), "like": lambda: t(4, 8)},
     "backend.nm.grouped_dim": {"t": lambda: t(4, 8)},
+    "backend.layers.repeated_blocks": {"model": lambda: nn.Sequential(nn.Linear(4, 4), nn.ModuleList([mlp(), mlp()]))},
     "backend.checks.check_float": {"x": lambda: t(3)}, "backend.checks.check_rank": {"rank": lambda: 2},
     "backend.checks.check_dim": {"dim": lambda: 1, "ndim": lambda: 2},
     "backend.checks.check_int": {"value": lambda: 3}, "backend.checks.check_real": {"value": lambda: 0.5, "name": lambda: "value"},
@@ -155,7 +160,7 @@ CALLS = {
     "backend.dispatch.choose": {"routine": lambda: "nm_mask"},
     "backend.dispatch.call": {"*": lambda: ("nm_mask", t(4, 8), 2, 4)},
     "backend.linalg.gram_solve": {"R": lambda: t(3, 3) + 3 * torch.eye(3, dtype=D), "B": lambda: t(2, 3)},
-    "backend.linalg.spd_solve": {"B": lambda: t(2, 3)},
+    "backend.linalg.spd_solve": {"B": lambda: t(2, 3)}, "backend.linalg.spd_solve_ex": {"B": lambda: t(2, 3)},
     "backend.dist.all_reduce_vec": {"x": lambda: (t(3),)}, "backend.dist.all_gather": {"t": lambda: t(3)},
     "backend.dist.global_kth_value": {"values": lambda: t(10), "k": lambda: 3},
     "factor.functional.product": {"factors": lambda: [t(3, 2), t(4, 3)]},
@@ -235,6 +240,11 @@ CALLS = {
     "problems.robust_pca": {"n": lambda: 6, "r": lambda: 1, "alpha": lambda: 0.1},
     "problems.deep_linear": {"d_in": lambda: 3, "d_out": lambda: 3, "r": lambda: 1, "depth": lambda: 2, "samples": lambda: 10},
     "problems.LiftedSensing": {"rank": lambda: 1},
+    "problems.shared_sensing": {"n": lambda: 5, "r": lambda: 1, "m": lambda: 20, "seeds": lambda: [0, 1]},
+    "problems.Batched": {"problems": lambda: [op.problems.sensing(5, 1, 20, generator=s) for s in (0, 1)]},
+    "optim.run_batched": {"problem": lambda: op.problems.shared_sensing(5, 1, 20, seeds=[0, 1]),
+                          "X0": lambda: torch.full((2, 5, 2), 0.1, dtype=D), "method": lambda: "scaledgd",
+                          "steps": lambda: 2, "lr": lambda: 0.1},
     "problems.teacher_student": {"d": lambda: 3, "teacher_width": lambda: 2, "samples": lambda: 10, "test_samples": lambda: 5},
     "testing.assertions.assert_vec_close": {"actual": lambda: (t(3),), "expected": lambda: (t(3),), "rtol": lambda: 1e-6},
     "testing.assertions.assert_orthonormal": {"Q": lambda: torch.eye(3, dtype=D), "atol": lambda: 1e-8},
