@@ -19,7 +19,9 @@ from .coord import CoordCheck, coord_check, plot_coord_check
 from .coord_depth import coord_check_depth
 from .muon import muon_param_groups
 from .plan import PARAMETERIZATIONS, Plan, Rule, plan
+from .recipes import SharedReadout, attention_scale_, shared_readout
 from .shapes import ROLES, TensorShape, fans, infer_shapes
 
 __all__ = ["coord", "depth", "shapes", "CoordCheck", "coord_check", "coord_check_depth", "plot_coord_check", "PARAMETERIZATIONS", "Plan",
-           "Rule", "plan", "ROLES", "TensorShape", "fans", "infer_shapes", "muon_param_groups"]
+           "Rule", "plan", "ROLES", "TensorShape", "fans", "infer_shapes", "muon_param_groups",
+           "SharedReadout", "shared_readout", "attention_scale_"]
