@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["ALPHA", "depth_factors", "resolve_depth"]
+__all__ = ["ALPHA"]
 
 #: the branch-multiplier exponent α of each depth parameterization
 ALPHA = {"depth-mup": 0.5, "completep": 1.0}

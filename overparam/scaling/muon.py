@@ -32,6 +32,7 @@ import math
 
 from torch import nn
 
+from ..backend.checks import check_real
 from .plan import Plan, _groups
 
 __all__ = ["muon_param_groups"]
@@ -75,6 +76,10 @@ def muon_param_groups(plan: Plan, model: nn.Module, *, lr: float, adam_lr: float
     if plan.optimizer != "adam":
         raise ValueError(f"plan must be made with optimizer='adam' (the AdamW groups and the depth rules), "
                          f"got optimizer={plan.optimizer!r}")
+    check_real(lr, "lr", above=0.0, finite=True)
+    check_real(adam_lr, "adam_lr", above=0.0, finite=True)
+    if adam_weight_decay is not None:
+        check_real(adam_weight_decay, "adam_weight_decay", at_least=0.0, finite=True)
     if adjust_lr_fn not in _ADJUST:
         raise ValueError(f"adjust_lr_fn must be one of {_ADJUST}, got {adjust_lr_fn!r}")
     plan.param_groups(model, lr=adam_lr, weight_decay=weight_decay, decay=decay, eps=eps)  # validates everything

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..backend.checks import check_real
 from ..backend.select import Spec, select
 from .plan import Plan
 
@@ -43,6 +44,9 @@ class SharedReadout:
     (or the end of a ``with`` block). Made by :func:`shared_readout`."""
 
     def __init__(self, modules: dict[str, nn.Module], multiplier: float):
+        if not (isinstance(modules, dict) and modules and all(isinstance(m, nn.Module) for m in modules.values())):
+            raise TypeError(f"modules must be a non-empty dict {{name: nn.Module}}, got {type(modules).__name__}")
+        multiplier = check_real(multiplier, "multiplier", above=0.0, finite=True)
         self.modules, self.multiplier = list(modules), multiplier
         self._hooks = [m.register_forward_hook(lambda mod, args, out: out * multiplier) for m in modules.values()]
 
