@@ -30,6 +30,8 @@ def test_meta_plan_to_empty_init_and_groups(kind):
     model.init_weights()  # the model's own init for the vectors (biases, norm gains), then the plan's
     p.init_(model, generator=0)
     assert all(torch.isfinite(q).all() for q in model.parameters())
+    if kind == "gpt2":  # the tie survives to_empty
+        assert model.lm_head.weight is model.transformer.wte.weight
     roles = {r.shape.role for r in p.rules.values()}
     assert {"input", "hidden"} <= roles and (kind in ROLES or "output" in roles)
     groups = p.param_groups(model.eval(), lr=1e-3, weight_decay=0.1, eps=1e-8)
