@@ -19,17 +19,13 @@ grid step (×2) under depth-μP and under CompleteP, and by at least two (×4) w
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from .. import scaling
 from . import Context, Experiment
-from .harness import train
-from .mu_transfer import _task
+from .mu_transfer import _task, planned_final_loss
 
-F = nn.functional
 PARAMS = ("mup", "depth-mup", "completep")
 KW = dict(branches="blocks", branch_outputs="blocks.*.2")
 
@@ -57,17 +53,7 @@ def _final_loss(param: str, depth: int, lr: float, X, y, p: dict, seed: int) -> 
         base = ResMLP(p["d"], p["width"] // 2, p["classes"], depth)
     kw = dict(depth=(depth, p["depths"][0]), **KW) if param != "mup" else {}
     plan = scaling.plan(model, param, base=base, **kw)
-    plan.init_(model, generator=seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                m.bias.zero_()
-    opt = torch.optim.Adam(plan.param_groups(model, lr=lr))
-    if train(opt, lambda t: F.cross_entropy(model(X), y), p["steps"]).diverged:
-        return math.inf
-    with torch.no_grad():
-        loss = float(F.cross_entropy(model(X), y))
-    return loss if math.isfinite(loss) else math.inf
+    return planned_final_loss(model, plan, lr, X, y, p, seed)
 
 
 def run(ctx: Context) -> dict:
@@ -110,7 +96,7 @@ EXPERIMENT = Experiment(
     claim="the learning rate that minimizes the training loss is stable across depth under depth-muP and CompleteP, "
           "while with muP in width only it falls as residual blocks are added",
     run=run,
-    params={"d": 32, "classes": 10, "n": 1024, "label_noise": 0.3, "width": 64, "depths": [2, 4, 8, 16, 32],
+    params={"optimizer": "adam", "d": 32, "classes": 10, "n": 1024, "label_noise": 0.3, "width": 64, "depths": [2, 4, 8, 16, 32],
             "log2_lr": [-14, -2], "steps": 40, "seeds": 2},
     quick={"n": 256, "depths": [2, 4, 8, 16], "log2_lr": [-12, -3], "steps": 20, "seeds": 1},
 )

@@ -10,21 +10,9 @@ from torch import nn
 
 from overparam.scaling import plan
 from overparam.scaling.depth import ALPHA, depth_factors
+from test_plan import Res
 
 F = nn.functional
-
-
-class Res(nn.Module):
-    def __init__(self, w, blocks, mult=1.0, d_in=4):
-        super().__init__()
-        self.inp, self.out, self.mult = nn.Linear(d_in, w), nn.Linear(w, 2), mult
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(w, w), nn.Tanh(), nn.Linear(w, w)) for _ in range(blocks))
-
-    def forward(self, x):
-        h = self.inp(x)
-        for blk in self.blocks:
-            h = h + self.mult * blk(h)
-        return self.out(h)
 
 
 KW = dict(branches="blocks", branch_outputs="blocks.*.2")

@@ -98,9 +98,9 @@ def test_absorbed_multiplier_equals_explicit_readout_multiplier(optimizer, wd):
 
 
 class Res(nn.Module):
-    def __init__(self, w, blocks, mult=1.0):
+    def __init__(self, w, blocks, mult=1.0, d_in=4):
         super().__init__()
-        self.inp, self.out, self.mult = nn.Linear(4, w), nn.Linear(w, 2), mult
+        self.inp, self.out, self.mult = nn.Linear(d_in, w), nn.Linear(w, 2), mult
         self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(w, w), nn.Tanh(), nn.Linear(w, w)) for _ in range(blocks))
 
     def forward(self, x):
