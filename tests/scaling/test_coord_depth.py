@@ -6,23 +6,15 @@ import pytest
 import torch
 from torch import nn
 
+from overparam.experiments.depth_transfer import ResMLP
 from overparam.scaling import coord_check_depth, plot_coord_check
 
 F = nn.functional
 KW = dict(branches="blocks", branch_outputs="blocks.*.2")
 
 
-class Res(nn.Module):
-    def __init__(self, L, w=32):
-        super().__init__()
-        self.inp, self.out = nn.Linear(16, w), nn.Linear(w, 4)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(w, w), nn.ReLU(), nn.Linear(w, w)) for _ in range(L))
-
-    def forward(self, x):
-        h = self.inp(x)
-        for b in self.blocks:
-            h = h + b(h)
-        return self.out(h)
+def Res(L):  # noqa: N802 - a model class in spirit: depth -> residual MLP 16 -> 32 -> L blocks -> 4
+    return ResMLP(16, 32, 4, L)
 
 
 DATA = (torch.randn(64, 16, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 4)
