@@ -122,7 +122,8 @@ class Plan:
     rules: dict[str, Rule]
 
     def __str__(self) -> str:
-        head = f"{'name':<28} {'role':<7} {'fan_in':>7} {'fan_out':>7} {'m_in':>6} {'m_out':>6} {'init std':>10} {'lr ×':>9}"
+        head = (f"{'name':<28} {'role':<7} {'fan_in':>7} {'fan_out':>7} {'m_in':>6} {'m_out':>6} {'init std':>10} "
+                f"{'lr ×':>9} {'eps ×':>9}")
         lines = [f"Plan({self.parameterization!r}, optimizer={self.optimizer!r})", head]
         for k, r in self.rules.items():
             init = "keep" if r.init_std is None else f"{r.init_std:.4g}"
@@ -130,7 +131,7 @@ class Plan:
                 init = f"keep×{r.init_scale:.3g}"
             s = r.shape
             lines.append(f"{k:<28} {s.role:<7} {s.fan_in:>7} {s.fan_out:>7} {s.m_in:>6.3g} {s.m_out:>6.3g} {init:>10} "
-                         f"{r.lr_scale:>9.4g}")
+                         f"{r.lr_scale:>9.4g} {r.eps_scale:>9.4g}")
         return "\n".join(lines)
 
     def _check(self, model: nn.Module) -> dict[str, nn.Parameter]:

@@ -182,15 +182,15 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
         shape, bshape = tuple(p.shape), bshapes[name]
         if len(shape) != len(bshape) or (dshapes is not None and len(dshapes[name]) != len(shape)):
             raise ValueError(f"parameter {name!r} has shape {shape} but {bshape} in base: the number of dimensions differs")
-        names = aliases.get(id(p), [name])
-        by_owner = {}
+        names = [name] + [a for a in aliases.get(id(p), []) if a != name]
+        by_owner, fans_of = {}, {}
         for a in names:  # a tied parameter: the role implied by each owning module
             fi, fo = _fans_of(owners, a, shape)
             bfi, bfo = _fans_of(bowners, a, bshape, name)
             dfi, dfo = _fans_of(downers, a, dshapes[name], name) if dshapes is not None else (None, None)
             by_owner[a] = _ROLE[(_differs(fi, bfi, dfi), _differs(fo, bfo, dfo))]
-        fi, fo = _fans_of(owners, name, shape)
-        bfi, bfo = _fans_of(bowners, name, bshape)
+            fans_of[a] = (fi, fo, bfi, bfo)
+        fi, fo, bfi, bfo = fans_of[name]
         role = by_owner[name]
         overridden = False
         for hit, r in role_hits:
