@@ -64,11 +64,20 @@ class TensorShape:
     m_out: float
 
 
-def _owners(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
-    """``{name: (owning module, local name)}`` under every name of a tied tensor."""
-    return {f"{mod_name}.{p_name}" if mod_name else p_name: (mod, p_name)
-            for mod_name, mod in model.named_modules(remove_duplicate=False)
-            for p_name, _ in mod.named_parameters(recurse=False)}
+def _owners(model: nn.Module) -> tuple[dict[str, tuple[nn.Module, str]], dict[int, list[str]]]:
+    """``({name: (owning module, local name)}, {id(parameter): every name it has})``, under every
+    name of a tied tensor (one per owning module)."""
+    owners: dict[str, tuple[nn.Module, str]] = {}
+    aliases: dict[int, list[str]] = {}
+    for mod_name, mod in model.named_modules(remove_duplicate=False):
+        for p_name, p in mod._parameters.items():
+            if p is None:
+                continue
+            name = f"{mod_name}.{p_name}" if mod_name else p_name
+            if name not in owners:
+                owners[name] = (mod, p_name)
+                aliases.setdefault(id(p), []).append(name)
+    return owners, aliases
 
 
 def fans(shape: tuple[int, ...], owner: nn.Module | None = None, name: str = "weight") -> tuple[int, int]:
@@ -92,17 +101,6 @@ def _fans_of(owners: dict, name: str, shape: tuple[int, ...], fallback: str | No
 
 def _differs(a: int, b: int, c: int | None) -> bool:
     return a != b or (c is not None and b != c)
-
-
-def _aliases(model: nn.Module) -> dict[int, list[str]]:
-    """``{id(parameter): every name it has}``: a tied parameter has one per owning module."""
-    out: dict[int, list[str]] = {}
-    for mod_name, mod in model.named_modules(remove_duplicate=False):
-        for p_name, p in mod.named_parameters(recurse=False):
-            name = f"{mod_name}.{p_name}" if mod_name else p_name
-            if name not in out.setdefault(id(p), []):
-                out[id(p)].append(name)
-    return out
 
 
 def _select_trainable(model: nn.Module, spec: Spec, *, argname: str) -> set[str]:
@@ -168,8 +166,8 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
         raise ValueError("model has no trainable parameters: there is nothing to plan")
     bshapes = {k: tuple(p.shape) for k, p in base.named_parameters()}
     dshapes = {k: tuple(p.shape) for k, p in delta.named_parameters()} if delta is not None else None
-    owners, bowners, aliases = _owners(model), _owners(base), _aliases(model)
-    downers = _owners(delta) if delta is not None else {}
+    (owners, aliases), (bowners, _) = _owners(model), _owners(base)
+    downers = _owners(delta)[0] if delta is not None else {}
     role_hits = [(_select_trainable(model, key, argname="roles"), r) for key, r in roles.items()]
     if delta is None and all(tuple(p.shape) == bshapes.get(k) for k, p in params):
         raise ValueError("base has the same shape as model in every parameter, so no dimension is seen to grow "
