@@ -100,3 +100,24 @@ def test_tied_readout_hook_and_attention_scale():
     assert [m.scaling for m in more_heads.modules() if hasattr(m, "scaling")] != before
     with pytest.raises(ValueError, match="no module with a float attribute 'scaling'"):
         op.scaling.attention_scale_(torch.nn.Linear(2, 2), base)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_muon_groups_take_every_hidden_matrix(kind):
+    """Muon gets the attention and MLP matrices (GPT-2's Conv1D stored (in, out) included), AdamW the
+    embeddings, read-out and vectors; one step of both runs."""
+    torch.manual_seed(0)
+    model = MAKERS[kind](64).eval()
+    with torch.device("meta"):
+        base = MAKERS[kind](32)
+    p = op.scaling.plan(model, "mup", base=base, roles=ROLES.get(kind))
+    muon, adamw = op.scaling.muon_param_groups(p, model, lr=0.02, adam_lr=1e-3)
+    names = {id(q): k for k, q in model.named_parameters()}
+    in_muon = {names[id(q)] for g in muon for q in g["params"]}
+    blocks = {k for k, q in model.named_parameters() if q.ndim == 2 and (".h." in k or ".layers." in k)}
+    assert in_muon == blocks
+    assert all(g["lr"] == pytest.approx(0.02) for g in muon)  # square growth of every block matrix
+    opts = torch.optim.Muon(muon), torch.optim.AdamW(adamw)
+    _loss(kind, model, data(kind)).backward()
+    for o in opts:
+        o.step()
