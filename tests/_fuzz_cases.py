@@ -200,6 +200,15 @@ CALLS = {
     "scaling.shapes.fans": {"shape": lambda: (3, 4)},
     "scaling.shapes.infer_shapes": {"model": lambda: _wide(16), "base": lambda: _wide(8)},
     "scaling.plan": {"model": lambda: _wide(16), "base": lambda: _wide(8)},
+    "scaling.muon_param_groups": {"plan": lambda: _wide_plan(), "model": lambda: _wide(16), "lr": lambda: 0.02,
+                                  "adam_lr": lambda: 1e-3},
+    "scaling.shared_readout": {"model": lambda: _tied(16), "module": lambda: "head",
+                               "plan": lambda: op.scaling.plan(_tied(16), base=_tied(8), roles={"emb": "input"})},
+    "scaling.SharedReadout": {"modules": lambda: {"head": nn.Linear(2, 2)}, "multiplier": lambda: 0.5},
+    "scaling.attention_scale_": {"model": lambda: _Attn(8), "base": lambda: _Attn(4)},
+    "scaling.coord_check_depth": {"make_model": lambda: _res, "depths": lambda: [1, 2], "steps": lambda: 1,
+                                              "plan_kwargs": lambda: {"branches": "blocks", "branch_outputs": "blocks.*.1"}},
+    "optim.AdamAtan2": {"params": lambda: list(mlp().parameters())},
     "prune.apply.MaskParametrization": {"mask": lambda: torch.ones(8, 4, dtype=torch.bool)},
     "prune.apply.unparametrize_masks_": {"model": lambda: _masked_param()},
     "prune.init.synflow": {"iterations": lambda: 2},
@@ -304,6 +313,49 @@ def _merged_lora():
 
 def _wide(w):
     return nn.Sequential(nn.Linear(4, w), nn.Tanh(), nn.Linear(w, w), nn.Tanh(), nn.Linear(w, 3)).to(D)
+
+
+def _wide_plan():
+    return op.scaling.plan(_wide(16), base=_wide(8))
+
+
+class _Tied(nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.emb, self.mix, self.head = nn.Embedding(4, w), nn.Linear(w, w), nn.Linear(w, 4, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, x):  # x: (batch, 4) floats, read as soft one-hot inputs
+        return self.head(torch.tanh(self.mix(x @ self.emb.weight)))
+
+
+def _tied(w):
+    torch.manual_seed(0)
+    return _Tied(w).to(D)
+
+
+class _Attn(nn.Module):
+    def __init__(self, d_head):
+        super().__init__()
+        self.proj, self.scaling = nn.Linear(4, 3), d_head ** -0.5
+
+    def forward(self, x):
+        return self.proj(x) * self.scaling
+
+
+def _res(L):
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.out = nn.Linear(4, 6), nn.Linear(6, 3)
+            self.blocks = nn.ModuleList(nn.Sequential(nn.Tanh(), nn.Linear(6, 6)) for _ in range(L))
+
+        def forward(self, x):
+            h = self.inp(x)
+            for b in self.blocks:
+                h = h + b(h)
+            return self.out(h)
+    return Res().to(D)
 
 
 def _masked_param():

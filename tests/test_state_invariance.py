@@ -33,8 +33,8 @@ prune.scores.grasp_scores prune.scores.synflow_scores prune.scores.hessian_diago
 prune.scores.movement_scores prune.targets hessian.gradient hessian.HessianOperator hessian.hessian
 hessian.GGNOperator hessian.ggn hessian.blocks hessian.epsilon_sharpness testing.oracles.flat_params
 testing.oracles.outputs_of_flat testing.oracles.loss_of_flat testing.oracles.dense_hessian
-testing.hessian_oracles.dense_ggn prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner"""
-VALUES = """backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict factor.unmerge_
+testing.hessian_oracles.dense_ggn scaling.shared_readout prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner"""
+VALUES = """scaling.attention_scale_ backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict factor.unmerge_
 prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery"""
 WRAP = "factor.lowrank_ factor.hadamard_ factor.lora_ prune.apply.parametrize_masks_"
 HALF = "factor.merge_ prune.apply.unparametrize_masks_"     # the unwrap halves: checked with their wrap
@@ -120,7 +120,7 @@ def test_a_call_leaves_the_model_and_rng_alone(qual):
     model, args, kwargs = _call(qual, fn)
     before, vals = snapshot(model), values(model)
     out = fn(*args, **kwargs)
-    if isinstance(out, op.prune.Masked):
+    if isinstance(out, (op.prune.Masked, op.scaling.SharedReadout)):
         out.remove()
     assert_same(before, snapshot(model), qual)
     if KIND[qual] == "measure":

@@ -47,6 +47,12 @@ def _task(p: dict, seed: int, device):
 def _final_loss(param: str, width: int, lr: float, X, y, p: dict, seed: int, base: nn.Module, delta: nn.Module) -> float:
     model = mlp([p["d"], width, width, p["classes"]], generator=seed, device=X.device)  # re-initialised by the plan
     plan = scaling.plan(model, param, base=base, delta=delta, optimizer=p["optimizer"])
+    return planned_final_loss(model, plan, lr, X, y, p, seed)
+
+
+def planned_final_loss(model: nn.Module, plan, lr: float, X, y, p: dict, seed: int) -> float:
+    """Initialize ``model`` by ``plan`` (biases zeroed), train it for ``p["steps"]`` full-batch
+    ``p["optimizer"]`` steps on cross-entropy, and return the final training loss (inf if it diverged)."""
     plan.init_(model, generator=seed)
     with torch.no_grad():
         for m in model.modules():

@@ -1,4 +1,4 @@
-"""overparam.scaling: width and depth parameterizations (SP, μP, depth-μP) as data, for any
+"""overparam.scaling: width and depth parameterizations (SP, μP, depth-μP, CompleteP) as data, for any
 torch optimizer, and coordinate checks. See docs/scaling.md for the guide.
 
 A :class:`Plan` holds a per-tensor init std and learning-rate scale relative to a base model;
@@ -14,10 +14,14 @@ Example:
     ['input', 'input', 'output', 'fixed']
 """
 
-from . import coord, shapes
+from . import coord, depth, shapes
 from .coord import CoordCheck, coord_check, plot_coord_check
+from .coord_depth import coord_check_depth
+from .muon import muon_param_groups
 from .plan import PARAMETERIZATIONS, Plan, Rule, plan
+from .recipes import SharedReadout, attention_scale_, shared_readout
 from .shapes import ROLES, TensorShape, fans, infer_shapes
 
-__all__ = ["coord", "shapes", "CoordCheck", "coord_check", "plot_coord_check", "PARAMETERIZATIONS", "Plan", "Rule",
-           "plan", "ROLES", "TensorShape", "fans", "infer_shapes"]
+__all__ = ["coord", "depth", "shapes", "CoordCheck", "coord_check", "coord_check_depth", "plot_coord_check", "PARAMETERIZATIONS", "Plan",
+           "Rule", "plan", "ROLES", "TensorShape", "fans", "infer_shapes", "muon_param_groups",
+           "SharedReadout", "shared_readout", "attention_scale_"]

@@ -38,12 +38,15 @@ class CoordCheck:
     """Result of :func:`coord_check`.
 
     Attributes:
-        widths: ``W`` widths, ascending.
+        widths: ``W`` sizes along ``axis``, ascending (the widths; the depths of
+            :func:`~overparam.scaling.coord_check_depth`, also as ``depths``).
         modules: ``M`` module names that were recorded.
-        rms: ``(W, T + 1, M)`` RMS of each module's output before step ``t`` (``t = T``: after the last).
+        rms: ``(W, T + 1, M)`` RMS of each module's output (or input, ``record="input"``) before
+            step ``t`` (``t = T``: after the last).
         delta: ``(W, T + 1, M)`` RMS of the change of that output since step 0.
         losses: ``(W, T + 1)`` training loss at each recorded point.
         parameterization: the plan used.
+        axis: ``"width"`` or ``"depth"``.
     """
 
     widths: list[int]
@@ -52,10 +55,18 @@ class CoordCheck:
     delta: Tensor
     losses: Tensor
     parameterization: str
+    axis: str = "width"
+
+    @property
+    def depths(self) -> list[int]:
+        """The depths of a depth check (``axis == "depth"``)."""
+        if self.axis != "depth":
+            raise AttributeError("a width coordinate check has no depths: use .widths")
+        return self.widths
 
     def slopes(self, which: str = "delta", step: int = -1) -> dict[str, float]:
-        """Least-squares slope of ``log(value)`` against ``log(width)`` per module at ``step``
-        (0 is flat in width; 1 grows like the width)."""
+        """Least-squares slope of ``log(value)`` against ``log(width)`` (or ``log(depth)``) per
+        module at ``step`` (0 is flat; 1 grows like the width or depth)."""
         if which not in ("rms", "delta"):
             raise ValueError(f"which must be 'rms' or 'delta', got {which!r}")
         v = getattr(self, which)[:, step, :].double()
@@ -67,7 +78,7 @@ class CoordCheck:
 
     def __str__(self) -> str:
         head = f"{'module':<20}" + "".join(f"{w:>10}" for w in self.widths) + f"{'slope':>8}"
-        out = [f"coord check ({self.parameterization}): RMS change of each module's output after "
+        out = [f"coord check in {self.axis} ({self.parameterization}): RMS change of each module's output after "
                f"{self.rms.shape[1] - 1} steps", head]
         sl = self.slopes()
         for j, m in enumerate(self.modules):
@@ -80,6 +91,38 @@ def _first(out):  # modules returning tuples (e.g. attention): record the first 
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def _measure(model: nn.Module, groups: list[dict], loss_fn: Callable, x, y, names: list[str], *, steps: int,
+             optimizer: str, record: str = "output") -> tuple[Tensor, Tensor, Tensor]:
+    """Train ``model`` for ``steps`` full-batch steps, recording each named module's output (or
+    first input) through removable hooks: ``(rms (T+1, M), delta (T+1, M), losses (T+1,))``."""
+    opt = torch.optim.Adam(groups) if optimizer == "adam" else torch.optim.SGD(groups)
+    seen: dict[str, Tensor] = {}
+    mods = dict(model.named_modules())
+    if record == "output":
+        hooks = [mods[k].register_forward_hook(lambda m, a, o, k=k: seen.__setitem__(k, _first(o).detach()))
+                 for k in names]
+    else:
+        hooks = [mods[k].register_forward_pre_hook(lambda m, a, k=k: seen.__setitem__(k, _first(a).detach()))
+                 for k in names]
+    try:
+        first, r_w, d_w, l_w = None, [], [], []
+        for t in range(steps + 1):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            outs = [seen[k].double() for k in names]
+            first = outs if first is None else first
+            r_w.append(torch.stack([o.pow(2).mean().sqrt() for o in outs]))
+            d_w.append(torch.stack([(o - f).pow(2).mean().sqrt() for o, f in zip(outs, first)]))
+            l_w.append(float(loss.detach()))
+            if t < steps:
+                loss.backward()
+                opt.step()
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.stack(r_w), torch.stack(d_w), torch.tensor(l_w, dtype=torch.float64)
+
+
 def _recorded(model: nn.Module, modules: Spec) -> list[str]:
     """The modules that own parameters (not the root) among those ``modules`` selects."""
     chosen = select(model, modules, kind="modules", argname="modules")
@@ -88,6 +131,29 @@ def _recorded(model: nn.Module, modules: Spec) -> list[str]:
         raise ValueError(f"modules: {modules!r} selects no module that owns parameters")
     return names
 
+
+
+def _check_args(make_model, loss_fn, data, sizes, name: str, base, base_name: str, steps, optimizer) -> list[int]:
+    """Validate a coordinate check's arguments; ``sizes`` (widths or depths) sorted."""
+    if not callable(make_model):
+        raise TypeError(f"make_model must be a callable {name[:-1]} -> nn.Module, got {type(make_model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"{name} must be a list of ints, got {type(sizes).__name__}")
+    sizes = list(sizes)
+    if (len(sizes) < 2 or len(set(sizes)) != len(sizes)
+            or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in sizes)):
+        raise ValueError(f"{name} must hold at least two distinct positive ints (no duplicates), got {sizes!r}")
+    if base is not None and not (isinstance(base, int) and not isinstance(base, bool) and base > 0):
+        raise ValueError(f"{base_name} must be a positive int, got {base!r}")
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError(f"data must be one batch (inputs, targets), got {type(data).__name__}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    return sorted(sizes)
 
 def coord_check(make_model: Callable[[int], nn.Module], loss_fn: Callable, data, *, widths,
                 parameterization: str = "mup", base_width: int | None = None, lr: float = 1e-3, steps: int = 5,
@@ -127,26 +193,7 @@ def coord_check(make_model: Callable[[int], nn.Module], loss_fn: Callable, data,
         TypeError: ``make_model``/``loss_fn`` not callable, ``widths`` not a list, a ``modules``
             item of the wrong type.
     """
-    if not callable(make_model):
-        raise TypeError(f"make_model must be a callable width -> nn.Module, got {type(make_model).__name__}")
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
-        raise TypeError(f"widths must be a list of ints, got {type(widths).__name__}")
-    widths = list(widths)
-    if (len(widths) < 2 or len(set(widths)) != len(widths)
-            or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
-        raise ValueError(f"widths must hold at least two distinct positive ints (no duplicates), got {widths!r}")
-    widths = sorted(widths)
-    if base_width is not None and not (isinstance(base_width, int) and not isinstance(base_width, bool)
-                                       and base_width > 0):
-        raise ValueError(f"base_width must be a positive int, got {base_width!r}")
-    if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise ValueError(f"data must be one batch (inputs, targets), got {type(data).__name__}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if optimizer not in ("adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    widths = _check_args(make_model, loss_fn, data, widths, "widths", base_width, "base_width", steps, optimizer)
     base_width = widths[0] if base_width is None else base_width
     other = next(w for w in widths if w != base_width)
     seed = int(measurement_generator(generator).initial_seed())
@@ -164,35 +211,16 @@ def coord_check(make_model: Callable[[int], nn.Module], loss_fn: Callable, data,
         names = _recorded(model, modules) if names is None else names
         p = plan(model, parameterization, base=base, delta=delta_model, optimizer=optimizer, **(plan_kwargs or {}))
         p.init_(model, generator=seed)
-        groups = p.param_groups(model, lr=lr)
-        opt = torch.optim.Adam(groups) if optimizer == "adam" else torch.optim.SGD(groups)
-        seen: dict[str, Tensor] = {}
-        mods = dict(model.named_modules())
-        hooks = [mods[k].register_forward_hook(lambda m, a, o, k=k: seen.__setitem__(k, _first(o).detach())) for k in names]
-        try:
-            first, r_w, d_w, l_w = None, [], [], []
-            for t in range(steps + 1):
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
-                outs = [seen[k].double() for k in names]
-                first = outs if first is None else first
-                r_w.append(torch.stack([o.pow(2).mean().sqrt() for o in outs]))
-                d_w.append(torch.stack([(o - f).pow(2).mean().sqrt() for o, f in zip(outs, first)]))
-                l_w.append(float(loss.detach()))
-                if t < steps:
-                    loss.backward()
-                    opt.step()
-        finally:
-            for h in hooks:
-                h.remove()
-        rms.append(torch.stack(r_w))
-        delta.append(torch.stack(d_w))
-        losses.append(torch.tensor(l_w, dtype=torch.float64))
+        r_w, d_w, l_w = _measure(model, p.param_groups(model, lr=lr), loss_fn, x, y, names, steps=steps,
+                                 optimizer=optimizer)
+        rms.append(r_w)
+        delta.append(d_w)
+        losses.append(l_w)
     return CoordCheck(widths, names, torch.stack(rms), torch.stack(delta), torch.stack(losses), parameterization)
 
 
 def plot_coord_check(cc: CoordCheck, axes=None, *, which: str = "delta"):
-    """One panel per recorded step: ``which`` ("delta" or "rms") against width per module, log-log.
+    """One panel per recorded step: ``which`` ("delta" or "rms") against width (or depth) per module, log-log.
     matplotlib is imported only here; returns the axes."""
     if which not in ("rms", "delta"):
         raise ValueError(f"which must be 'rms' or 'delta', got {which!r}")
@@ -209,7 +237,7 @@ def plot_coord_check(cc: CoordCheck, axes=None, *, which: str = "delta"):
         for j, m in enumerate(cc.modules):
             ax.loglog(cc.widths, v[:, t, j].clamp(min=1e-300).tolist(), marker="o", label=m)
         ax.set_title(f"step {t}")
-        ax.set_xlabel("width")
+        ax.set_xlabel(cc.axis)
     axes[0].set_ylabel(f"{which} RMS ({cc.parameterization})")
     axes[0].legend(fontsize="small")
     return axes

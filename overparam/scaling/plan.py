@@ -20,12 +20,19 @@ output     σ₀/m_in (or 0)  1/m_in            1/m_in
 fixed      σ₀              1                 1
 =========  ==============  ================  ==================
 
-SP keeps ``σ₀/√m_in`` for every weight and one learning rate. ``"depth-mup"`` adds, for a
-residual network ``x + f_l(x)`` with ``L`` blocks (base ``L₀``, ``d = L/L₀``), the branch
-multiplier ``1/√L`` of depth-μP (Yang, Yu, Zhu & Hayou 2023; Bordelon et al. 2023): every
-branch parameter gets Adam LR ``×d^{-1/2}`` (SGD ×1), and the branch's output layer absorbs the
-multiplier (init and kept biases ``×d^{-1/2}``, LR a further ``×d^{-1/2}`` under Adam, ``×d^{-1}``
-under SGD). Vectors (1-D tensors: biases, norm gains) keep the model's own init.
+SP keeps ``σ₀/√m_in`` for every weight and one learning rate. ``"depth-mup"`` and ``"completep"``
+add, for a residual network ``x + f_l(x)`` with ``L`` blocks (base ``L₀``, ``d = L/L₀``), the
+branch multiplier ``d^{-α}`` (α = 1/2: depth-μP, Yang, Yu, Zhu & Hayou 2023; α = 1: CompleteP,
+Dey et al. 2025): every branch parameter gets Adam LR ``×d^{α-1}`` (SGD ``×d^{2α-1}``), and the
+branch's output layer absorbs the multiplier ``c = d^{-α}`` (init and kept biases ``×c``, LR a
+further ``×c`` under Adam, ``×c²`` under SGD); see :mod:`overparam.scaling.depth`. Vectors (1-D
+tensors: biases, norm gains) keep the model's own init.
+
+Adam's ε (Everett et al. 2024, "Scaling Exponents Across Parameterizations and Optimizers") must
+scale like the gradient it is added to, else it swamps the update of wide layers: each rule
+carries ``eps_scale`` (μP: ``1/m_out``, the gradient entries of a tensor scale like the backward
+signal at its output; inside a branch a further ``d^{-α}``, 1 for the absorbed branch output;
+SP: 1), applied by ``param_groups(..., eps=)``.
 
 Example:
     >>> import torch
@@ -50,11 +57,12 @@ from torch import nn
 
 from ..backend.random import GeneratorLike, construction_generator, gaussian
 from ..backend.select import Spec
+from .depth import ALPHA, depth_factors, resolve_depth
 from .shapes import TensorShape, _select_trainable, infer_shapes
 
 __all__ = ["PARAMETERIZATIONS", "Rule", "Plan", "plan"]
 
-PARAMETERIZATIONS = ("sp", "mup", "depth-mup")
+PARAMETERIZATIONS = ("sp", "mup", "depth-mup", "completep")
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -68,6 +76,7 @@ class Rule:
         init_scale: factor applied to kept values (``init_std`` None), e.g. an absorbed multiplier.
         lr_scale: factor on the base learning rate (weight decay: see :meth:`Plan.param_groups`).
         size: the tensor's shape, checked when the plan is applied.
+        eps_scale: factor on Adam's base ε (``param_groups(..., eps=)``).
     """
 
     shape: TensorShape
@@ -75,6 +84,7 @@ class Rule:
     init_scale: float
     lr_scale: float
     size: tuple[int, ...]
+    eps_scale: float = 1.0
 
 
 def _is_real(x) -> bool:
@@ -112,7 +122,8 @@ class Plan:
     rules: dict[str, Rule]
 
     def __str__(self) -> str:
-        head = f"{'name':<28} {'role':<7} {'fan_in':>7} {'fan_out':>7} {'m_in':>6} {'m_out':>6} {'init std':>10} {'lr ×':>9}"
+        head = (f"{'name':<28} {'role':<7} {'fan_in':>7} {'fan_out':>7} {'m_in':>6} {'m_out':>6} {'init std':>10} "
+                f"{'lr ×':>9} {'eps ×':>9}")
         lines = [f"Plan({self.parameterization!r}, optimizer={self.optimizer!r})", head]
         for k, r in self.rules.items():
             init = "keep" if r.init_std is None else f"{r.init_std:.4g}"
@@ -120,7 +131,7 @@ class Plan:
                 init = f"keep×{r.init_scale:.3g}"
             s = r.shape
             lines.append(f"{k:<28} {s.role:<7} {s.fan_in:>7} {s.fan_out:>7} {s.m_in:>6.3g} {s.m_out:>6.3g} {init:>10} "
-                         f"{r.lr_scale:>9.4g}")
+                         f"{r.lr_scale:>9.4g} {r.eps_scale:>9.4g}")
         return "\n".join(lines)
 
     def _check(self, model: nn.Module) -> dict[str, nn.Parameter]:
@@ -156,7 +167,7 @@ class Plan:
                 p.mul_(r.init_scale)
 
     def param_groups(self, model: nn.Module, *, lr: float, weight_decay: float = 0.0, decay: str = "independent",
-                     vector_decay: bool = True, **extra) -> list[dict]:
+                     vector_decay: bool = True, eps: float | None = None, **extra) -> list[dict]:
         """Parameter groups for any ``torch.optim`` optimizer: tensors with equal learning rate
         and weight decay share a group (so foreach/fused kernels stay batched).
 
@@ -170,6 +181,8 @@ class Plan:
                 matrices) or ``"coupled"`` (every group keeps ``weight_decay``; with AdamW, whose
                 decay is multiplied by the group's lr, the decay rate then scales like the lr).
             vector_decay: whether 1-D tensors (biases, norm gains) are decayed.
+            eps: Adam's base ε; each group then gets ``eps · eps_scale`` (per-layer ε scaling,
+                Adam-family plans only). None (default): no ``"eps"`` key, the optimizer's own.
             extra: other per-group options copied into every group (e.g. ``betas``).
 
         Returns:
@@ -178,30 +191,44 @@ class Plan:
 
         Raises:
             ValueError: a non-finite or non-positive ``lr``, a negative or non-finite
-                ``weight_decay``, an unknown ``decay``, or a trainable parameter of ``model``
-                that the plan does not cover.
+                ``weight_decay``, an unknown ``decay``, ``eps`` not > 0 or on an SGD plan, or a
+                trainable parameter of ``model`` that the plan does not cover.
         """
-        if decay not in ("coupled", "independent"):
-            raise ValueError(f"decay must be 'coupled' or 'independent', got {decay!r}")
-        if not (_is_real(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite positive number, got {lr!r}")
-        if not (_is_real(weight_decay) and weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         params = self._check(model)
         planned = {id(params[k]) for k in self.rules}
         uncovered = [k for k, q in params.items() if q.requires_grad and id(q) not in planned]
         if uncovered:
             raise ValueError(f"model has trainable parameters {uncovered} that the plan does not cover "
                              "(unfrozen or added after plan() was called): make a new plan")
-        groups: dict[tuple[float, float], dict] = {}
-        for k, r in self.rules.items():
-            wd = weight_decay if (vector_decay or params[k].ndim > 1) else 0.0
-            if decay == "independent":
-                wd = wd / r.lr_scale
-            key = (lr * r.lr_scale, wd)
-            groups.setdefault(key, {"params": [], "lr": key[0], "weight_decay": key[1], **extra})["params"].append(params[k])
-        return list(groups.values())
+        return _groups(self, params, list(self.rules), lr=lr, weight_decay=weight_decay, decay=decay,
+                       vector_decay=vector_decay, eps=eps, extra=extra)
 
+
+def _groups(p: Plan, params: dict[str, nn.Parameter], names: list[str], *, lr: float, weight_decay: float,
+            decay: str, vector_decay: bool, eps: float | None, extra: dict, lr_scale: dict | None = None) -> list[dict]:
+    """Parameter groups of ``names`` (see :meth:`Plan.param_groups`; ``lr_scale`` overrides the rules')."""
+    if decay not in ("coupled", "independent"):
+        raise ValueError(f"decay must be 'coupled' or 'independent', got {decay!r}")
+    if not (_is_real(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
+    if not (_is_real(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if eps is not None:
+        if not (_is_real(eps) and eps > 0):
+            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+        if p.optimizer != "adam":
+            raise ValueError(f"eps= is Adam's ε; this plan is for optimizer={p.optimizer!r}")
+    groups: dict[tuple, dict] = {}
+    for k in names:
+        r = p.rules[k]
+        scale = r.lr_scale if lr_scale is None else lr_scale[k]
+        wd = weight_decay if (vector_decay or params[k].ndim > 1) else 0.0
+        if decay == "independent":
+            wd = wd / scale
+        key = (lr * scale, wd) + (() if eps is None else (eps * r.eps_scale,))
+        group = {"params": [], "lr": key[0], "weight_decay": key[1], **extra} | ({} if eps is None else {"eps": key[2]})
+        groups.setdefault(key, group)["params"].append(params[k])
+    return list(groups.values())
 
 def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, delta: nn.Module | None = None,
          optimizer: str = "adam", init_std: float | Callable[[str, TensorShape], float | None] | None = "lecun",
@@ -212,9 +239,10 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
     Args:
         model: the model to train (any architecture; the rules see only parameter shapes and
             owning module types, see :func:`~overparam.scaling.infer_shapes`).
-        parameterization: ``"sp"``, ``"mup"`` or ``"depth-mup"`` (μP in width plus the depth rules).
+        parameterization: ``"sp"``, ``"mup"``, ``"depth-mup"`` or ``"completep"`` (μP in width plus
+            the depth rules with branch multiplier ``L^{-1/2}`` or ``L^{-1}``).
         base: the same architecture at the width whose hyperparameters were tuned, with the same
-            parameter names (for ``"depth-mup"`` build it at the model's depth: the base depth is
+            parameter names (for the depth rules build it at the model's depth: the base depth is
             given by ``depth=``). Only shapes are read: build it on the meta device.
         delta: a third width, when ``model`` equals ``base`` in some growing dimension (needed
             when ``model`` is at the base width itself).
@@ -225,13 +253,14 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
         zero_output: initialize read-out weights at zero (a μP variant that transfers well);
             needs a tensor of role ``"output"``.
         roles: role overrides ``{spec: role}`` (see :func:`~overparam.scaling.infer_shapes`).
-        depth: ``(L, L_base)``: the number of residual blocks of ``model`` and of ``base``
-            (``"depth-mup"`` only).
+        depth: ``(L, L_base)``: the number of residual blocks of ``model`` and of the base depth
+            (depth rules only); or an int ``L_base``, ``L`` then counted as the number of modules
+            whose weight ``branch_outputs`` selects.
         branches: a selection spec (:mod:`overparam.backend.select`: names, globs, module types,
-            predicates, lists) of every parameter inside a residual branch (``"depth-mup"``),
+            predicates, lists) of every parameter inside a residual branch (depth rules),
             e.g. ``"blocks"`` or ``"blocks.*"``.
         branch_outputs: a spec of each branch's last layer (weight and bias), which absorbs the
-            ``1/√L`` multiplier, e.g. ``"blocks.*.fc2"``; your forward stays ``x + f(x)``.
+            branch multiplier, e.g. ``"blocks.*.fc2"``; your forward stays ``x + f(x)``.
 
     Returns:
         a :class:`Plan`.
@@ -245,8 +274,7 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
         TypeError: a spec item of the wrong type.
     """
     if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
-                         " (u-μP needs unit-scaled operations in the forward pass and is not a re-initialization)")
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if init_std is None and zero_output:
@@ -256,17 +284,17 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
         raise ValueError("zero_output=True but no tensor has the role 'output' (roles: "
                          f"{sorted({s.role for s in shapes.values()})}): check base/delta, or name the read-out "
                          "with roles={spec: 'output'}")
-    is_depth = parameterization == "depth-mup"
-    inside, outputs = set(), set()
-    if is_depth:
-        if depth is None or len(depth) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in depth):
-            raise ValueError(f"depth must be (L, L_base) with positive ints for 'depth-mup', got {depth!r}")
+    inside, outputs, factors = set(), set(), (1.0, 1.0, 1.0)
+    if parameterization in ALPHA:
         if branches is None or branch_outputs is None:
-            raise ValueError("'depth-mup' needs branches= and branch_outputs= selection specs")
+            raise ValueError(f"{parameterization!r} needs branches= and branch_outputs= selection specs")
         inside = _select_trainable(model, branches, argname="branches")
         outputs = _select_trainable(model, branch_outputs, argname="branch_outputs")
+        L, L0 = resolve_depth(model, depth, outputs, parameterization)
+        factors = depth_factors(L / L0, ALPHA[parameterization], optimizer)
     elif depth is not None or branches is not None or branch_outputs is not None:
-        raise ValueError("depth=, branches= and branch_outputs= apply to parameterization='depth-mup' only")
+        raise ValueError(f"depth=, branches= and branch_outputs= apply to the depth parameterizations {tuple(ALPHA)} "
+                         "only")
     rules = {}
     params = dict(model.named_parameters())
     for k, s in shapes.items():
@@ -284,14 +312,14 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
         if sigma0 is not None and not (_is_real(sigma0) and sigma0 > 0):
             raise ValueError(f"init_std must be a finite number > 0, got {sigma0!r} for {k!r}")
         std, lr = _width_rule(s, "sp" if parameterization == "sp" else "mup", optimizer, sigma0, zero_output)
-        scale = 1.0
+        scale, eps = 1.0, (1.0 if parameterization == "sp" else 1 / s.m_out)
         if k in inside or k in outputs:
-            d = depth[0] / depth[1]
-            if optimizer == "adam":
-                lr /= math.sqrt(d)
-            if k in outputs:  # the absorbed multiplier c = d^{-1/2}
-                c = 1 / math.sqrt(d)
+            lr *= factors[0]
+            if k in outputs:  # the absorbed multiplier c = d^{-α}: its gradient is 1/c times the multiplier form's
+                c = factors[1]
                 std, scale = (None, c) if std is None else (std * c, 1.0)
                 lr *= c if optimizer == "adam" else c * c
-        rules[k] = Rule(s, std, scale, lr, tuple(params[k].shape))
+            else:
+                eps *= factors[2]
+        rules[k] = Rule(s, std, scale, lr, tuple(params[k].shape), eps)
     return Plan(parameterization, optimizer, rules)

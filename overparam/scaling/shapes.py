@@ -14,10 +14,11 @@ Roles (Yang & Hu, Tensor Programs IV/V):
   norm gains of hidden units, embedding tables;
 * ``"fixed"``: nothing grows (e.g. the read-out bias).
 
-Fans follow the module that owns the tensor: ``Linear``/``Bilinear``-style ``(out, in)``
-weights, convolutions ``(out, in/groups, *kernel)`` (receptive field counted in both fans),
-``Embedding`` ``(num, dim)`` (a one-hot input: fan-in = num, fan-out = dim), 1-D tensors
-(biases, norm gains: fan-out = the length, fan-in 1).
+Fans follow the module that owns the tensor, counted on the computation through the layer-kind
+registry :mod:`overparam.backend.layers`: ``Linear``/``Bilinear``-style ``(out, in)`` weights,
+transformers' ``Conv1D`` ``(in, out)``, convolutions ``(out, in/groups, *kernel)`` (receptive
+field counted in both fans), ``Embedding`` ``(num, dim)`` (a one-hot input: fan-in = num, fan-out
+= dim), 1-D tensors (biases, norm gains: fan-out = the length, fan-in 1).
 
 Example:
     >>> import torch
@@ -32,18 +33,17 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from torch import nn
 
+from ..backend import layers
 from ..backend.select import Spec, select
 
 __all__ = ["ROLES", "TensorShape", "fans", "infer_shapes"]
 
 ROLES = ("input", "hidden", "output", "fixed")
 
-_CONV = (nn.modules.conv._ConvNd,)
 _ROLE = {(True, True): "hidden", (True, False): "output", (False, True): "input", (False, False): "fixed"}
 
 
@@ -64,13 +64,26 @@ class TensorShape:
     m_out: float
 
 
-def _owners(model: nn.Module) -> dict[str, nn.Module]:
-    return {f"{mod_name}.{p_name}" if mod_name else p_name: mod
-            for mod_name, mod in model.named_modules() for p_name, _ in mod.named_parameters(recurse=False)}
+def _owners(model: nn.Module) -> tuple[dict[str, tuple[nn.Module, str]], dict[int, list[str]]]:
+    """``({name: (owning module, local name)}, {id(parameter): every name it has})``, under every
+    name of a tied tensor (one per owning module)."""
+    owners: dict[str, tuple[nn.Module, str]] = {}
+    aliases: dict[int, list[str]] = {}
+    for mod_name, mod in model.named_modules(remove_duplicate=False):
+        for p_name, p in mod._parameters.items():
+            if p is None:
+                continue
+            name = f"{mod_name}.{p_name}" if mod_name else p_name
+            if name not in owners:
+                owners[name] = (mod, p_name)
+                aliases.setdefault(id(p), []).append(name)
+    return owners, aliases
 
 
-def fans(shape: tuple[int, ...], owner: nn.Module | None = None) -> tuple[int, int]:
-    """``(fan_in, fan_out)`` of a parameter of ``shape`` owned by ``owner``.
+def fans(shape: tuple[int, ...], owner: nn.Module | None = None, name: str = "weight") -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a parameter ``name`` of ``shape`` owned by ``owner``, counted on the
+    computation (:func:`overparam.backend.layers.fans`: a transformers ``Conv1D`` weight ``(in, out)``
+    has fan-in ``in``).
 
     Example:
         >>> fans((8, 3, 3, 3), nn.Conv2d(3, 8, 3))
@@ -78,31 +91,16 @@ def fans(shape: tuple[int, ...], owner: nn.Module | None = None) -> tuple[int, i
         >>> fans((10, 5), nn.Embedding(10, 5))
         (10, 5)
     """
-    if len(shape) == 0:
-        return 1, 1
-    if len(shape) == 1:
-        return 1, shape[0]
-    if isinstance(owner, (nn.Embedding, nn.EmbeddingBag)):
-        return shape[0], shape[1]
-    rf = math.prod(shape[2:]) if len(shape) > 2 else 1
-    if isinstance(owner, _CONV) and getattr(owner, "transposed", False):  # (in, out/groups, *k)
-        return shape[0] * rf, shape[1] * rf
-    return shape[1] * rf, shape[0] * rf
+    return layers.fans(owner, name, shape=tuple(shape))
+
+
+def _fans_of(owners: dict, name: str, shape: tuple[int, ...], fallback: str | None = None) -> tuple[int, int]:
+    mod, local = owners.get(name, owners.get(fallback, (None, "weight")))
+    return fans(shape, mod, local)
 
 
 def _differs(a: int, b: int, c: int | None) -> bool:
     return a != b or (c is not None and b != c)
-
-
-def _aliases(model: nn.Module) -> dict[int, list[str]]:
-    """``{id(parameter): every name it has}``: a tied parameter has one per owning module."""
-    out: dict[int, list[str]] = {}
-    for mod_name, mod in model.named_modules(remove_duplicate=False):
-        for p_name, p in mod.named_parameters(recurse=False):
-            name = f"{mod_name}.{p_name}" if mod_name else p_name
-            if name not in out.setdefault(id(p), []):
-                out[id(p)].append(name)
-    return out
 
 
 def _select_trainable(model: nn.Module, spec: Spec, *, argname: str) -> set[str]:
@@ -168,8 +166,8 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
         raise ValueError("model has no trainable parameters: there is nothing to plan")
     bshapes = {k: tuple(p.shape) for k, p in base.named_parameters()}
     dshapes = {k: tuple(p.shape) for k, p in delta.named_parameters()} if delta is not None else None
-    owners, bowners, aliases = _owners(model), _owners(base), _aliases(model)
-    downers = _owners(delta) if delta is not None else {}
+    (owners, aliases), (bowners, _) = _owners(model), _owners(base)
+    downers = _owners(delta)[0] if delta is not None else {}
     role_hits = [(_select_trainable(model, key, argname="roles"), r) for key, r in roles.items()]
     if delta is None and all(tuple(p.shape) == bshapes.get(k) for k, p in params):
         raise ValueError("base has the same shape as model in every parameter, so no dimension is seen to grow "
@@ -182,15 +180,15 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
         shape, bshape = tuple(p.shape), bshapes[name]
         if len(shape) != len(bshape) or (dshapes is not None and len(dshapes[name]) != len(shape)):
             raise ValueError(f"parameter {name!r} has shape {shape} but {bshape} in base: the number of dimensions differs")
-        names = aliases.get(id(p), [name])
-        by_owner = {}
+        names = [name] + [a for a in aliases.get(id(p), []) if a != name]
+        by_owner, fans_of = {}, {}
         for a in names:  # a tied parameter: the role implied by each owning module
-            fi, fo = fans(shape, owners.get(a))
-            bfi, bfo = fans(bshape, bowners.get(a, bowners.get(name)))
-            dfi, dfo = fans(dshapes[name], downers.get(a, downers.get(name))) if dshapes is not None else (None, None)
+            fi, fo = _fans_of(owners, a, shape)
+            bfi, bfo = _fans_of(bowners, a, bshape, name)
+            dfi, dfo = _fans_of(downers, a, dshapes[name], name) if dshapes is not None else (None, None)
             by_owner[a] = _ROLE[(_differs(fi, bfi, dfi), _differs(fo, bfo, dfo))]
-        fi, fo = fans(shape, owners.get(name))
-        bfi, bfo = fans(bshape, bowners.get(name))
+            fans_of[a] = (fi, fo, bfi, bfo)
+        fi, fo, bfi, bfo = fans_of[name]
         role = by_owner[name]
         overridden = False
         for hit, r in role_hits:
@@ -201,6 +199,7 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
                 f"parameter {name!r} is shared by modules that give it different roles {by_owner}: "
                 "μP for a tied embedding/read-out needs the read-out multiplier 1/m_in in your forward "
                 f"(mup's MuSharedReadout); keep the tensor's role with roles={{{name!r}: 'input'}} and "
-                "write logits = h @ E.T / m_in, or untie the weights")
+                "add the multiplier with op.scaling.shared_readout(model, plan, <read-out module>) (or write "
+                "logits = h @ E.T / m_in), or untie the weights")
         out[name] = TensorShape(role, fi, fo, fi / bfi, fo / bfo)
     return out

@@ -98,9 +98,9 @@ def test_absorbed_multiplier_equals_explicit_readout_multiplier(optimizer, wd):
 
 
 class Res(nn.Module):
-    def __init__(self, w, blocks, mult=1.0):
+    def __init__(self, w, blocks, mult=1.0, d_in=4):
         super().__init__()
-        self.inp, self.out, self.mult = nn.Linear(4, w), nn.Linear(w, 2), mult
+        self.inp, self.out, self.mult = nn.Linear(d_in, w), nn.Linear(w, 2), mult
         self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(w, w), nn.Tanh(), nn.Linear(w, w)) for _ in range(blocks))
 
     def forward(self, x):
@@ -348,3 +348,32 @@ def test_issue20_same_width_base_empty_model_and_zero_output_are_refused():
         plan(ln(16), base=ln(8), zero_output=True)
     # at the base width with delta=, zero_output applies to the read-out
     assert plan(mlp(16), base=mlp(16), delta=mlp(32), zero_output=True).rules["4.weight"].init_std == 0.0
+
+
+@pytest.mark.slow
+def test_plans_under_torch_compile_and_nothing_on_parameters():
+    """A compiled μP model trains to the eager losses (the plan is init + param groups: nothing for the
+    compiler to see), and plan/init_/param_groups leave every Parameter object as it was (no
+    attributes like mup's ``infshape``, same class, same identity)."""
+    def run(compiled):
+        torch.manual_seed(0)
+        m = mlp(64).float()
+        before = {k: (type(q), dict(vars(q))) for k, q in m.named_parameters()}
+        p = plan(m, "mup", base=mlp(16))
+        p.init_(m, generator=0)
+        opt = torch.optim.Adam(p.param_groups(m, lr=1e-2, weight_decay=0.01, eps=1e-8))
+        assert {k: (type(q), dict(vars(q))) for k, q in m.named_parameters()} == before
+        f = torch.compile(m, backend="aot_eager") if compiled else m
+        x, y = torch.randn(32, 6, generator=torch.Generator().manual_seed(1)), torch.arange(32) % 3
+        out = []
+        for _ in range(4):
+            opt.zero_grad()
+            loss = F.cross_entropy(f(x), y)
+            loss.backward()
+            opt.step()
+            out.append(float(loss.detach()))
+        return out
+
+    eager, compiled = run(False), run(True)
+    assert eager[-1] < eager[0]
+    assert compiled == pytest.approx(eager, rel=1e-5, abs=0)
