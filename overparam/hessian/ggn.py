@@ -169,7 +169,7 @@ class OutputCurvature(Operator):
         for b in self.obj.batches:
             leaves = self.obj.leaves()
             out = self.obj.outputs(leaves, b)
-            self.loss.rows(out.detach(), b[1])  # shapes checked before any product
+            self.loss.rows(out, b[1])  # type and shapes checked before any product
             u = torch.zeros_like(out, requires_grad=True)
             jtu = grad(out, leaves, u, create_graph=True)  # linear in u: d<Jᵀu, v>/du = J v
             graphs.append((leaves, out, u, jtu))

@@ -71,14 +71,17 @@ def gradient(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, 
         leaves = obj.leaves()
         for i, (batch, w) in enumerate(zip(obj.batches, obj.weights)):
             out = obj.outputs(leaves, batch)
-            g = grad(obj.loss_fn(out, batch[1]) * w, leaves)
+            loss = obj.loss_fn(out, batch[1]) * w
+            g = grad(loss, leaves)
             total = g if total is None else vec.add(total, g)
-            kept.append(_tensors(out))
-        if check:
+            kept += [loss.detach(), *_tensors(out)]
+        if check:  # losses and output tensors (a raw output=None may hold none) of a fresh forward pass
             with torch.no_grad():
-                fresh = tuple(obj.outputs(obj.theta, b) for b in obj.batches)
-            check_agree(tuple(t for k in kept for t in k), tuple(t for f in fresh for t in _tensors(f)), obj,
-                        what="network outputs of fresh forward passes")
+                fresh = []
+                for b, w in zip(obj.batches, obj.weights):
+                    out = obj.outputs(obj.theta, b)
+                    fresh += [obj.loss_fn(out, b[1]) * w, *_tensors(out)]
+            check_agree(tuple(kept), tuple(fresh), obj, what="network outputs of fresh forward passes")
     if not all(bool(torch.isfinite(t).all()) for t in total):
         raise ValueError("the gradient is not finite: the parameters, the data or the loss contain NaN/inf")
     return {k: t.detach() for k, t in zip(obj.names, total)}
