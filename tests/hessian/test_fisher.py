@@ -123,3 +123,28 @@ def test_fisher_arguments_are_checked():
     assert max_rel_error(oh.empirical_fisher(lin, "cross_entropy", (x, t), params="bias").to_dense(),
                          oh.empirical_fisher(lin, "cross_entropy", (x, t)).to_dense()[-2:, -2:]) < 1e-14
     assert dense_ggn(lin, "cross_entropy", (x, t)).shape == (8, 8)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_fisher_and_ggn_agree_with_curvlinops(loss):
+    """Cross-check against curvlinops where it is installed (the benchmark extra's anchor): the
+    GGN and the empirical Fisher exactly, the MC Fisher through its shared expectation (the two
+    libraries draw different samples), on a ragged two-batch loader with mean reduction."""
+    cl = pytest.importorskip("curvlinops")
+    from overparam.testing import tanh_mlp
+    net = tanh_mlp([4, 6, 3], generator=0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(11, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (11,), generator=g) if loss == "cross_entropy" else torch.randn(11, 3, generator=g,
+                                                                                          dtype=torch.float64)
+    module = nn.CrossEntropyLoss() if loss == "cross_entropy" else nn.MSELoss()
+    loader = [(x[:6], y[:6]), (x[6:], y[6:])]
+    params = list(net.parameters())
+    eye = torch.eye(sum(p.numel() for p in params), dtype=torch.float64)
+    theirs = {name: cls(net, module, params, loader) @ eye
+              for name, cls in (("ggn", cl.GGNLinearOperator), ("ef", cl.EFLinearOperator))}
+    assert max_rel_error(oh.ggn(net, module, loader).to_dense(), theirs["ggn"]) < 1e-12
+    assert max_rel_error(oh.empirical_fisher(net, module, loader).to_dense(), theirs["ef"]) < 1e-12
+    mc_theirs = cl.FisherMCLinearOperator(net, module, params, loader, mc_samples=4000) @ eye
+    mc_ours = oh.mc_fisher(net, module, loader, mc_samples=4000, generator=0).to_dense()
+    assert max_rel_error(mc_theirs, theirs["ggn"]) < 0.05 and max_rel_error(mc_ours, theirs["ggn"]) < 0.05
