@@ -50,10 +50,9 @@ def _outer_product(loss_kind: str, f: Tensor, e, jv: Tensor) -> Tensor:
     class indices ``k (R, S)`` of ``e_rs = p_r − onehot(k_rs)``; for MSE the tensor ``(S, R, C)``."""
     if loss_kind == "cross_entropy":
         p = torch.softmax(f.detach(), dim=-1)
-        a = (p * jv).sum(-1, keepdim=True) - jv.gather(1, e)           # ⟨e_rs, jv_r⟩, (R, S)
-        w = p * a.sum(1, keepdim=True) - torch.zeros_like(jv).scatter_add_(1, e, a)
-        return w / e.shape[1]
-    return (e * (e * jv).sum(-1, keepdim=True)).mean(0)
+        a = torch.linalg.vecdot(p, jv).unsqueeze(-1) - jv.gather(1, e)      # ⟨e_rs, jv_r⟩, (R, S)
+        return p.mul_(a.sum(1, keepdim=True)).scatter_add_(1, e, -a).div_(e.shape[1])
+    return (e * torch.linalg.vecdot(e, jv).unsqueeze(-1)).mean(0)
 
 
 class EmpiricalFisherOperator(OutputCurvature):

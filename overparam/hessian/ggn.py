@@ -129,11 +129,12 @@ class ClosedFormLoss:
         return F.mse_loss(f, t, reduction="sum")
 
     def hessian_product(self, f: Tensor, w: Tensor) -> Tensor:
-        """``∇²ℓ_r w_r`` row by row, ``(R, C)``."""
+        """``∇²ℓ_r w_r`` row by row, ``(R, C)``, written into ``w`` (one ``(R, C)`` temporary:
+        at V = 8k the output-space tensors dominate a product's memory)."""
         if self.kind == "mse":
-            return 2.0 * w
+            return w.mul_(2.0)
         p = torch.softmax(f.detach(), dim=-1)
-        return p * w - p * (p * w).sum(-1, keepdim=True)
+        return w.sub_(torch.linalg.vecdot(p, w).unsqueeze(-1)).mul_(p)    # p ⊙ (w − ⟨p, w⟩)
 
 
 class OutputCurvature(Operator):
@@ -179,6 +180,7 @@ class OutputCurvature(Operator):
         """Per-batch state drawn once at construction (none for the GGN)."""
 
     def _output_product(self, i: int, f: Tensor, t: Tensor, jv: Tensor) -> Tensor:
+        """``M_r (Jv)_r`` row by row, ``(R, C)``; may overwrite ``jv``."""
         raise NotImplementedError
 
     @property
@@ -195,7 +197,8 @@ class OutputCurvature(Operator):
             else:
                 jv = torch.zeros_like(out)
             f, t, keep = self._rows[i]
-            w = self._output_product(i, f, t, jv.reshape(f.shape)) * (keep.unsqueeze(-1).to(jv.dtype) * self.scale)
+            w = self._output_product(i, f, t, jv.reshape(f.shape))  # may overwrite jv (a fresh tensor)
+            w.mul_(keep.unsqueeze(-1).to(w.dtype) * self.scale)
             g = grad(out, leaves, w.reshape(out.shape), retain_graph=True)
             res = g if res is None else vec.add(res, g)
         return res
