@@ -112,7 +112,16 @@ class MCFisherOperator(OutputCurvature):
 def empirical_fisher(model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None,
                      reduction: str | None = None, ignore_index: int | None = None, output="auto",
                      attention: str | None = "math", check: bool = True) -> EmpiricalFisherOperator:
-    """Shorthand for :class:`EmpiricalFisherOperator` ``(model, loss_fn, data, ...)``, same arguments."""
+    """Shorthand for :class:`EmpiricalFisherOperator` ``(model, loss_fn, data, ...)``, same arguments.
+
+    Example (sequence logits ``(B, T, V)``, targets ``(B, T)`` with ``-100`` dropped):
+        >>> net = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5)).double()
+        >>> ids = torch.tensor([[1, 2, 3], [4, 0, 1]])
+        >>> labels = torch.tensor([[2, 3, -100], [0, 1, 2]])
+        >>> E = empirical_fisher(net, "cross_entropy", (ids, labels))
+        >>> E.n, (E @ torch.ones(E.n, dtype=torch.float64)).shape
+        (35, torch.Size([35]))
+    """
     return EmpiricalFisherOperator(model, loss_fn, data, params=params, exclude=exclude, reduction=reduction,
                                    ignore_index=ignore_index, output=output, attention=attention, check=check)
 
