@@ -160,3 +160,24 @@ def test_example_hf_gpt2_spectrum_runs():
         lam = torch.tensor(r["lambda"])
         assert torch.isfinite(lam).all() and lam[0] >= lam[1] and lam[0] > 0
     assert recs[-1]["loss"] < recs[0]["loss"]
+
+
+def test_the_documented_alternatives_to_the_math_kernel_agree():
+    """docs/hessian.md: instead of ``attention="math"``, HF's eager attention or finite differences."""
+    model, data = _case("gpt2", seed=4)
+    H = oh.hessian(model, token_ce, data, params=BLOCK["gpt2"])
+    v = torch.randn(H.n, generator=torch.Generator().manual_seed(2), dtype=D)
+    eager = _case_with(model, attn_implementation="eager")
+    assert (model.config._attn_implementation, eager.config._attn_implementation) == ("sdpa", "eager")
+    He = oh.hessian(eager, token_ce, data, params=BLOCK["gpt2"], attention=None)
+    Hf = oh.hessian(model, token_ce, data, params=BLOCK["gpt2"], attention=None, backend="finite_difference",
+                    fd_step=1e-5)
+    assert max_rel_error(He @ v, H @ v) < 1e-10
+    assert max_rel_error(Hf @ v, H @ v) < 1e-6
+
+
+def _case_with(model, **config):
+    """The same weights in a model built from the same config with ``config`` changed."""
+    other = type(model)(model.config.__class__(**{**model.config.to_dict(), **config})).eval().to(D)
+    other.load_state_dict(model.state_dict())
+    return other
