@@ -41,13 +41,13 @@ def _case(kind: str, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     if kind == "vit":
         return model, (torch.randn(3, 3, 16, 16, generator=g, dtype=D), torch.randint(0, 5, (3,), generator=g))
-    ids = torch.randint(0, VOCAB, (2, 8), generator=g)
+    ids = torch.randint(0, VOCAB, (2, 6), generator=g)
     labels = ids.clone()
     if kind == "llama":
         labels[0, :3] = -100
     if kind == "bert":
         mask = torch.ones_like(ids)
-        mask[1, 6:] = 0
+        mask[1, 4:] = 0
         labels[:, ::2] = -100
         labels[mask == 0] = -100
         return model, (T.BatchEncoding({"input_ids": ids, "attention_mask": mask}), labels)
@@ -181,3 +181,19 @@ def _case_with(model, **config):
     other = type(model)(model.config.__class__(**{**model.config.to_dict(), **config})).eval().to(D)
     other.load_state_dict(model.state_dict())
     return other
+
+
+def test_prune_scores_get_the_output_selector_for_free():
+    """prune's SNIP / OBD scores build the same Objective (``output="auto"``, math kernel): on LLaMA
+    SNIP is ``|w ⊙ ∇L|`` with the gradient of ``oh.gradient``."""
+    import overparam as op
+
+    model, data = _case("llama")
+    snip = op.prune.snip_scores(model, token_ce, data)
+    g = oh.gradient(model, token_ce, data)
+    params = dict(model.named_parameters())
+    assert len(snip) == 15
+    for k, s in snip.items():
+        torch.testing.assert_close(s, (params[k].detach() * g[k]).abs(), rtol=1e-12, atol=0)
+    obd = op.prune.obd_scores(model, token_ce, data, probes=2, generator=0)
+    assert set(obd) == set(snip) and all(bool(torch.isfinite(v).all()) for v in obd.values())
