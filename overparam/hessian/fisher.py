@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from ..backend.checks import check_int
 from ..backend.random import GeneratorLike, gaussian, measurement_generator
 from ..backend.select import Spec
-from .ggn import OutputCurvature
+from .ggn import OutputCurvature, row_chunks
 
 __all__ = ["EmpiricalFisherOperator", "empirical_fisher", "MCFisherOperator", "mc_fisher"]
 
@@ -48,10 +48,12 @@ __all__ = ["EmpiricalFisherOperator", "empirical_fisher", "MCFisherOperator", "m
 def _outer_product(loss_kind: str, f: Tensor, e, jv: Tensor) -> Tensor:
     """``(1/S) Σ_s e_rs ⟨e_rs, jv_r⟩`` row by row, ``(R, C)``. ``e`` is, for cross-entropy, the
     class indices ``k (R, S)`` of ``e_rs = p_r − onehot(k_rs)``; for MSE the tensor ``(S, R, C)``."""
-    if loss_kind == "cross_entropy":
-        p = torch.softmax(f.detach(), dim=-1)
-        a = torch.linalg.vecdot(p, jv).unsqueeze(-1) - jv.gather(1, e)      # ⟨e_rs, jv_r⟩, (R, S)
-        return p.mul_(a.sum(1, keepdim=True)).scatter_add_(1, e, -a).div_(e.shape[1])
+    if loss_kind == "cross_entropy":  # written into jv, the softmax formed over row chunks (as the GGN's)
+        for rows in row_chunks(f):
+            p, j, k = torch.softmax(f[rows].detach(), dim=-1), jv[rows], e[rows]
+            a = torch.linalg.vecdot(p, j).unsqueeze(-1) - j.gather(1, k)     # ⟨e_rs, jv_r⟩, (rows, S)
+            j.copy_(p.mul_(a.sum(1, keepdim=True))).scatter_add_(1, k, -a).div_(k.shape[1])
+        return jv
     return (e * torch.linalg.vecdot(e, jv).unsqueeze(-1)).mean(0)
 
 

@@ -129,12 +129,25 @@ class ClosedFormLoss:
         return F.mse_loss(f, t, reduction="sum")
 
     def hessian_product(self, f: Tensor, w: Tensor) -> Tensor:
-        """``∇²ℓ_r w_r`` row by row, ``(R, C)``, written into ``w`` (one ``(R, C)`` temporary:
-        at V = 8k the output-space tensors dominate a product's memory)."""
+        """``∇²ℓ_r w_r`` row by row, ``(R, C)``, written into ``w`` (the softmax is formed over
+        :func:`row_chunks`: at V = 8k the output-space tensors dominate a product's memory)."""
         if self.kind == "mse":
             return w.mul_(2.0)
-        p = torch.softmax(f.detach(), dim=-1)
-        return w.sub_(torch.linalg.vecdot(p, w).unsqueeze(-1)).mul_(p)    # p ⊙ (w − ⟨p, w⟩)
+        for rows in row_chunks(f):
+            p, wr = torch.softmax(f[rows].detach(), dim=-1), w[rows]
+            wr.sub_(torch.linalg.vecdot(p, wr).unsqueeze(-1)).mul_(p)    # p ⊙ (w − ⟨p, w⟩)
+        return w
+
+
+def row_chunks(f: Tensor, entries: int = 1 << 20):
+    """Slices of the rows of ``f (R, C)`` holding about ``entries`` entries each (at least one row)."""
+    step = max(1, entries // max(1, f.shape[-1]))
+    return [slice(s, s + step) for s in range(0, f.shape[0], step)]
+
+
+def _shares_storage(t: Tensor, others) -> bool:
+    ptr = t.untyped_storage().data_ptr()
+    return any(o.untyped_storage().data_ptr() == ptr for o in others)
 
 
 class OutputCurvature(Operator):
@@ -197,7 +210,9 @@ class OutputCurvature(Operator):
             else:
                 jv = torch.zeros_like(out)
             f, t, keep = self._rows[i]
-            w = self._output_product(i, f, t, jv.reshape(f.shape))  # may overwrite jv (a fresh tensor)
+            if not jv.is_contiguous() or _shares_storage(jv, v):  # an expanded bias gradient, or v passed through
+                jv = jv.contiguous().clone() if jv.is_contiguous() else jv.contiguous()
+            w = self._output_product(i, f, t, jv.reshape(f.shape))  # overwrites jv: our own buffer now
             w.mul_(keep.unsqueeze(-1).to(w.dtype) * self.scale)
             g = grad(out, leaves, w.reshape(out.shape), retain_graph=True)
             res = g if res is None else vec.add(res, g)

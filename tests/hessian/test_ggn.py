@@ -135,3 +135,31 @@ def test_sequence_ggn_refuses_mismatched_targets():
         oh.ggn(net, "mse", (ids, y.double()))
     with pytest.raises(ValueError, match="contradicts"):
         oh.ggn(net, nn.CrossEntropyLoss(reduction="sum"), (ids, y), reduction="mean")
+
+
+@pytest.mark.parametrize("op", [oh.ggn, oh.empirical_fisher])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_products_never_write_into_the_callers_vector(op, loss):
+    """The output-space product works in place on autograd's ``Jv``; where a model passes ``v``
+    straight through (outputs = a parameter, or a broadcast bias) it must not write into ``v``."""
+
+    class Through(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+            self.b = nn.Parameter(torch.randn(3, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.w.view(4, 3) + 0 * x + self.b
+
+    net = Through()
+    x = torch.zeros(4, 3, dtype=torch.float64)
+    y = torch.randn(4, 3, dtype=torch.float64) if loss == "mse" else torch.tensor([0, 1, 2, 1])
+    A = op(net, loss, (x, y))
+    for params in (None, "b"):
+        B = op(net, loss, (x, y), params=params) if params else A
+        v = tuple(torch.randn(s, dtype=torch.float64) for s in B.like)
+        kept = tuple(t.clone() for t in v)
+        B @ v
+        assert all(torch.equal(a, b) for a, b in zip(v, kept))
+    assert max_rel_error(A.to_dense()[-3:, -3:], op(net, loss, (x, y), params="b").to_dense()) < 1e-14
