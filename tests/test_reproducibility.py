@@ -150,6 +150,7 @@ MEASUREMENTS = {
         lambda th: th[0].pow(4).sum(), (torch.zeros(3, dtype=D),), 0.1, steps=1, generator=gen).delta,
     "hessian.lanczos(model)": lambda gen: op.hessian.lanczos(_hessian_op(), k=1, max_matvecs=3, ncv=3,
                                                               generator=gen).vectors,
+    "hessian.mc_fisher": lambda gen: op.hessian.mc_fisher(_net(), "mse", _data(), generator=gen).to_dense(),
     "prune.hessian_diagonal": lambda gen: op.prune.hessian_diagonal(*_model_case(), probes=2, generator=gen),
     "prune.obd_scores": lambda gen: op.prune.obd_scores(*_model_case(), probes=2, generator=gen),
 }

@@ -1,7 +1,8 @@
 """overparam.hessian: curvature of a model's loss as linear operators, and the solvers that probe it.
 
 * operators: :func:`hessian` (HVP backends ``double_backward`` / ``jvp`` / ``finite_difference``),
-  :func:`ggn` (Gauss-Newton for MSE and cross-entropy), both ``(model, loss_fn, data, *, params=,
+  :func:`ggn` (Gauss-Newton for MSE and cross-entropy, ``(N, C)`` and sequence ``(B, T, V)`` outputs),
+  :func:`empirical_fisher` and :func:`mc_fisher`, all ``(model, loss_fn, data, *, params=,
   exclude=)`` with ``params`` a spec of :func:`overparam.select`; restriction to a subset of the
   parameters, sums/scales/shifts, ``to_dense()``; any dense tensor or object with ``@`` also works.
 * :func:`gradient`: the loss gradient by the same side-effect-free forward (used by prune's scores).
@@ -26,6 +27,7 @@ Example:
 from ._model import NonDeterministicModelError
 from .density import Density, Quadrature, density, plot_density, slq
 from .diagonal import diagonal
+from .fisher import EmpiricalFisherOperator, MCFisherOperator, empirical_fisher, mc_fisher
 from .ggn import GGNOperator, ggn
 from .gradient import gradient
 from .hvp import BACKENDS, HessianOperator, blocks, hessian
@@ -40,6 +42,7 @@ __all__ = [
     "NonDeterministicModelError", "gradient",
     "Operator", "DenseOperator", "FunctionOperator", "IdentityOperator", "ScaledOperator", "SumOperator",
     "as_operator", "HessianOperator", "hessian", "BACKENDS", "GGNOperator", "ggn", "blocks",
+    "EmpiricalFisherOperator", "empirical_fisher", "MCFisherOperator", "mc_fisher",
     "Eigen", "lanczos", "power_iteration",
     "Estimate", "hutchinson", "hutchpp", "xtrace", "trace", "diagonal",
     "Quadrature", "Density", "slq", "density", "plot_density",

@@ -2,13 +2,20 @@
 parameters (a ``params=`` spec of :func:`overparam.backend.select.select`), the per-sample weighting of the loss across ragged batches, and
 the guard that refuses models which are not deterministic under probing.
 
+Models of every common shape are accepted: inputs may be a tensor, a tuple of tensors (positional
+arguments) or a Mapping such as a Hugging Face ``BatchEncoding`` (keyword arguments); the model's
+output goes through the selector ``output=`` (:func:`select_output`: a ``ModelOutput``'s
+``.logits`` by default); and every forward runs under the math SDPA kernel (``attention="math"``),
+the one attention kernel with double-backward and forward-mode derivatives.
+
 Nothing here changes a module's train/eval flags, its parameters or buffers, or the global RNG:
 every forward pass goes through :func:`torch.func.functional_call` on cloned parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +25,12 @@ from ..backend import vec
 from ..backend.select import Spec, select
 
 __all__ = ["NonDeterministicModelError", "Objective", "parameter_names", "exactly", "grad", "check_agree",
-           "check_deterministic", "check_stateless", "rng_guard"]
+           "check_deterministic", "check_stateless", "rng_guard", "select_output", "OUTPUTS", "ATTENTION"]
+
+OUTPUTS = ("auto", None)
+"""The named output selectors (a callable ``outputs -> Tensor`` is the third kind)."""
+ATTENTION = ("math", None)
+"""``attention="math"``: every forward runs under ``sdpa_kernel(SDPBackend.MATH)``; None: torch's choice."""
 
 
 class NonDeterministicModelError(ValueError):
@@ -50,16 +62,68 @@ def grad(out: Tensor, inputs, grad_outputs=None, *, create_graph: bool = False, 
                                      allow_unused=True, materialize_grads=True))
 
 
+def select_output(out, output="auto") -> Tensor:
+    """The tensor a loss sees of a model's output ``out``.
+
+    ``output="auto"``: a Tensor as is; a Mapping or ``ModelOutput`` holding ``logits`` → its
+    ``logits``; else the first Tensor of a tuple/list/Mapping; anything else is a ``TypeError``
+    naming ``output``. ``None``: ``out`` unchanged (a custom ``loss_fn`` takes it raw). A callable:
+    ``output(out)`` (e.g. ``lambda o: o.logits[:, :-1]`` for a causal shift).
+
+    Example:
+        >>> select_output({"loss": None, "logits": torch.ones(2)})
+        tensor([1., 1.])
+        >>> select_output((torch.zeros(1), torch.ones(1)))
+        tensor([0.])
+    """
+    if output is None:
+        return out
+    if callable(output):
+        return output(out)
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, Mapping):
+        if isinstance(out.get("logits"), Tensor):
+            return out["logits"]
+        items = list(out.values())
+    elif isinstance(out, (tuple, list)):
+        items = list(out)
+    else:
+        items = []
+    for item in items:
+        if isinstance(item, Tensor):
+            return item
+    raise TypeError(f"output='auto' found no tensor in the model's output of type {type(out).__name__}: pass "
+                    "output=<callable picking the tensor> (or output=None to hand the raw output to loss_fn)")
+
+
+def _check_output(output) -> None:
+    if not (output is None or output == "auto" or callable(output)) or isinstance(output, bool):
+        raise ValueError(f"output must be 'auto', None or a callable (model output -> tensor), got {output!r}")
+
+
+def _check_attention(attention) -> None:
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
+
+
+def _is_inputs(x) -> bool:
+    return isinstance(x, Tensor) or (isinstance(x, tuple) and len(x) > 0) or (
+        isinstance(x, Mapping) and len(x) > 0 and all(isinstance(k, str) for k in x))
+
+
 def _is_batch(data) -> bool:
-    # (inputs, targets) with inputs a tensor, or a tuple of tensors followed by a tensor of targets.
-    return isinstance(data, (tuple, list)) and len(data) == 2 and (
-        isinstance(data[0], Tensor) or (isinstance(data[0], tuple) and isinstance(data[1], Tensor)))
+    # (inputs, targets): inputs a tensor, a tuple of tensors (positional) or a Mapping (keywords); targets a tensor
+    return isinstance(data, (tuple, list)) and len(data) == 2 and _is_inputs(data[0]) and (
+        isinstance(data[0], Tensor) or isinstance(data[1], Tensor))
 
 
 def _batch_size(inputs) -> int:
-    first = inputs if isinstance(inputs, Tensor) else inputs[0]
-    if not isinstance(first, Tensor) or first.ndim == 0:
-        raise ValueError("each batch must be (inputs, targets) with inputs a tensor (or tuple of tensors) of shape (N, ...)")
+    values = [inputs] if isinstance(inputs, Tensor) else list(inputs.values() if isinstance(inputs, Mapping) else inputs)
+    first = next((t for t in values if isinstance(t, Tensor)), None)
+    if first is None or first.ndim == 0:
+        raise ValueError("each batch must be (inputs, targets) with inputs a tensor, a tuple of tensors or a Mapping "
+                         "of tensors (keyword arguments), the first of shape (N, ...)")
     return int(first.shape[0])
 
 
@@ -75,6 +139,13 @@ def _stochastic_modules(model: nn.Module) -> list[str]:
     return bad
 
 
+def _attention_context(attention):
+    if attention is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 @dataclass
 class Objective:
     """The loss ``L(θ) = Σ_b (n_b / N) loss_fn(model(x_b; θ), y_b)`` over the data, as a
@@ -82,6 +153,8 @@ class Objective:
     curvature at the parameters the model had then).
 
     With ``reduction="sum"`` the losses are added instead (``loss_fn`` returns sums).
+    ``loss_fn`` sees ``select_output(model(x_b), output)``; inputs that are a Mapping are passed as
+    keyword arguments; ``attention="math"`` runs every forward under the math SDPA kernel.
     """
 
     model: nn.Module
@@ -93,29 +166,35 @@ class Objective:
     reduction: str = "mean"
     buffers: dict[str, Tensor] = field(default_factory=dict)  # private copies: a stateful forward
     # (e.g. spectral_norm's power iteration in train mode) updates these, never the model's own
+    output: object = "auto"
+    attention: str | None = "math"
 
     @classmethod
     def build(cls, model: nn.Module, loss_fn, data, params: Spec = None, *, exclude: Spec = None,
-              reduction: str = "mean") -> Objective:
+              reduction: str = "mean", output="auto", attention: str | None = "math") -> Objective:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        _check_output(output)
+        _check_attention(attention)
         bad = _stochastic_modules(model)
         if bad:
             raise NonDeterministicModelError(
                 "the model is not deterministic under probing: " + "; ".join(bad)
                 + ". Call model.eval() (or disable these modules) before building a curvature operator; "
-                "overparam never changes train/eval flags itself."
+                "overparam never changes train/eval flags itself (Hugging Face models built as Model(config) "
+                "come back in train mode; from_pretrained returns them in eval mode)."
             )
         if _is_batch(data):
             batches = [tuple(data)]
         elif isinstance(data, Iterable) and not isinstance(data, (Tensor, str)):
             batches = [tuple(b) for b in data]
             if not batches or not all(_is_batch(b) for b in batches):
-                raise ValueError("data must be one (inputs, targets) batch or an iterable of such batches (e.g. a DataLoader)")
+                raise ValueError("data must be one (inputs, targets) batch or an iterable of such batches (e.g. a "
+                                 "DataLoader); inputs a tensor, a tuple of tensors or a Mapping of keyword tensors")
         else:
             raise TypeError(f"data must be an (inputs, targets) batch or a DataLoader, got {type(data).__name__}")
         sizes = [_batch_size(b[0]) for b in batches]
@@ -130,17 +209,22 @@ class Objective:
         if len(dtypes) > 1:
             raise TypeError(f"selected parameters have mixed dtypes {sorted(map(str, dtypes))}; cast the model first")
         buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
-        return cls(model, loss_fn, batches, weights, names, theta, reduction, buffers)
+        return cls(model, loss_fn, batches, weights, names, theta, reduction, buffers, output, attention)
 
     @property
     def n(self) -> int:
         return vec.numel(self.theta)
 
     def outputs(self, theta: Sequence[Tensor], batch) -> Tensor:
-        """``model(x_b)`` with the selected parameters replaced by ``theta`` (``functional_call``)."""
-        inputs = batch[0] if isinstance(batch[0], tuple) else (batch[0],)
-        return torch.func.functional_call(self.model, {**self.buffers, **dict(zip(self.names, theta))}, inputs,
-                                          strict=False)
+        """``select_output(model(x_b))`` with the selected parameters replaced by ``theta``
+        (``functional_call``; a Mapping of inputs as keyword arguments; under the math SDPA kernel
+        when ``attention="math"``)."""
+        x = batch[0]
+        args, kwargs = ((), dict(x)) if isinstance(x, Mapping) else ((x if isinstance(x, tuple) else (x,)), None)
+        with _attention_context(self.attention):
+            out = torch.func.functional_call(self.model, {**self.buffers, **dict(zip(self.names, theta))}, args,
+                                             kwargs, strict=False)
+            return select_output(out, self.output)
 
     def loss(self, theta: Sequence[Tensor], i: int) -> Tensor:
         """Weighted loss of batch ``i`` at ``theta``."""

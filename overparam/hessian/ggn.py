@@ -1,19 +1,30 @@
-"""Generalized Gauss-Newton ``G = Σ_b Jᵦᵀ ∇²ℓ(f_b) Jᵦ`` for MSE and cross-entropy losses.
+"""Generalized Gauss-Newton ``G = c Σ_r J_rᵀ ∇²ℓ_r J_r`` for MSE and cross-entropy losses, on
+``(N, C)`` outputs and on sequence outputs ``(B, T, V)`` with ignored targets.
 
 ``ggn(model, loss_fn, data)`` takes the arguments of :func:`~overparam.hessian.hessian`; the
-loss must be one whose output Hessian has the closed form below: ``"mse"`` / ``F.mse_loss`` /
-``nn.MSELoss()`` or ``"cross_entropy"`` / ``F.cross_entropy`` / ``nn.CrossEntropyLoss()``
-(mean reduction, no class weights or label smoothing).
+loss must be one whose output Hessian has a closed form: ``"mse"`` / ``F.mse_loss`` /
+``nn.MSELoss()`` or ``"cross_entropy"`` / ``F.cross_entropy`` / ``nn.CrossEntropyLoss()`` (no
+class weights or label smoothing).
 
-``J_b`` is the Jacobian of the model outputs on batch ``b`` w.r.t. the selected parameters and
-``∇²ℓ`` the Hessian of the loss w.r.t. the outputs, in closed form:
+**Rows.** The model's (selected, ``output=``) outputs ``f`` of every batch are read as rows
+``f.reshape(-1, C)`` over all leading dimensions: ``(N, C)`` gives ``N`` rows, ``(B, T, V)`` gives
+``B·T`` token rows. Cross-entropy takes class indices shaped like the leading dimensions
+(``(N,)``, ``(B, T)``); a row whose target is ``ignore_index`` (default ``-100``, as
+``F.cross_entropy``) is dropped. MSE takes targets shaped like the outputs.
 
-* ``"mse"`` (``F.mse_loss``, mean over all ``N·C`` output entries): ``2/(N·C) · I``;
-* ``"cross_entropy"`` (``F.cross_entropy`` with class-index targets, mean over ``N``):
-  ``(diag(p) − p pᵀ)/N`` per sample, ``p = softmax(f)``.
+**The loss** is ``L(θ) = c Σ_r ℓ_r`` over the rows of all batches, with the per-row losses
+``ℓ_r = −log softmax(f_r)[y_r]`` (cross-entropy) or ``ℓ_r = Σ_c (f_rc − y_rc)²`` (MSE), and
 
-The product never forms ``J``: one forward graph per batch is kept, ``Jv`` comes from the
-double-vjp trick (``∂/∂u ⟨Jᵀu, v⟩``) and ``Jᵀw`` from a vjp on the same graph.
+* ``reduction="mean"``: ``c = 1 / (number of non-ignored targets of all batches)`` for
+  cross-entropy (the token mean, as ``F.cross_entropy`` over the flattened batches) and
+  ``c = 1 / (number of output entries of all batches)`` for MSE (as ``F.mse_loss``);
+* ``reduction="sum"``: ``c = 1``.
+
+``J_r`` is the Jacobian of row ``f_r`` w.r.t. the selected parameters and ``∇²ℓ_r`` in closed
+form ``diag(p) − p pᵀ`` (``p = softmax(f_r)``) or ``2 I``. The product never forms ``J``: one
+forward graph per batch is kept, ``Jv`` comes from the double-vjp trick (``∂/∂u ⟨Jᵀu, v⟩``) and
+``Jᵀw`` from a vjp on the same graph. The Fisher operators of :mod:`overparam.hessian.fisher`
+share this machinery with another output-space matrix.
 
 Example:
     >>> import torch
@@ -26,6 +37,8 @@ Example:
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -42,58 +55,114 @@ LOSSES = {"mse": F.mse_loss, "cross_entropy": F.cross_entropy}
 _MODULES = {"mse": nn.MSELoss, "cross_entropy": nn.CrossEntropyLoss}
 
 
-def _loss_kind(loss_fn) -> str:
-    """``"mse"`` or ``"cross_entropy"`` for the losses whose output Hessian has a closed form."""
-    if isinstance(loss_fn, str) and loss_fn in LOSSES:
-        return loss_fn
-    for kind, fn in LOSSES.items():
-        if loss_fn is fn:
-            return kind
-    for kind, cls in _MODULES.items():
-        if type(loss_fn) is cls:
-            plain = loss_fn.reduction == "mean" and getattr(loss_fn, "weight", None) is None and \
-                getattr(loss_fn, "label_smoothing", 0.0) == 0.0 and getattr(loss_fn, "ignore_index", -100) == -100
-            if not plain:
-                raise ValueError(f"loss_fn: the GGN supports {cls.__name__} only with reduction='mean' and no weight, "
-                                 f"ignore_index or label_smoothing, got {loss_fn!r}")
-            return kind
-    raise ValueError(f"loss_fn must be 'mse' or 'cross_entropy', F.mse_loss or F.cross_entropy, or nn.MSELoss() or "
-                     f"nn.CrossEntropyLoss() (the losses with a closed-form output Hessian), got {loss_fn!r}")
+def _option(name: str, given, from_module, default):
+    if given is not None and from_module is not None and given != from_module:
+        raise ValueError(f"{name}={given!r} contradicts the loss module's {name}={from_module!r}")
+    return given if given is not None else from_module if from_module is not None else default
 
 
-def _loss_hessian_product(kind: str, out: Tensor, w: Tensor, total: int) -> Tensor:
-    """``∇²ℓ(out) w`` for a batch with outputs ``out (n_b, C...)``; ``total`` = N (all samples)."""
-    if kind == "mse":
-        per_sample = out[0].numel() if out.ndim > 1 else 1
-        return w * (2.0 / (total * per_sample))
-    if out.ndim != 2:
-        raise ValueError(f"cross_entropy GGN needs outputs of shape (N, C), got {tuple(out.shape)}")
-    p = torch.softmax(out.detach(), dim=-1)
-    return (p * w - p * (p * w).sum(-1, keepdim=True)) / total
+@dataclass(frozen=True)
+class ClosedFormLoss:
+    """A loss with a closed-form output Hessian: ``kind`` (``"mse"`` / ``"cross_entropy"``),
+    ``reduction`` (``"mean"`` / ``"sum"``) and the ``ignore_index`` of cross-entropy targets."""
+
+    kind: str
+    reduction: str = "mean"
+    ignore_index: int = -100
+
+    @classmethod
+    def of(cls, loss_fn, reduction: str | None = None, ignore_index: int | None = None) -> ClosedFormLoss:
+        """Read ``loss_fn`` (a name, ``F.mse_loss``/``F.cross_entropy`` or their modules); the
+        keywords default to the module's settings, else ``"mean"`` and ``-100``."""
+        kind, mod_red, mod_ii = None, None, None
+        if isinstance(loss_fn, str) and loss_fn in LOSSES:
+            kind = loss_fn
+        for k, fn in LOSSES.items():
+            if loss_fn is fn:
+                kind = k
+        for k, mcls in _MODULES.items():
+            if type(loss_fn) is mcls:
+                if getattr(loss_fn, "weight", None) is not None or getattr(loss_fn, "label_smoothing", 0.0) != 0.0:
+                    raise ValueError(f"loss_fn: the GGN and the Fisher take {mcls.__name__} without weight or "
+                                     f"label_smoothing, got {loss_fn!r}")
+                kind, mod_red, mod_ii = k, loss_fn.reduction, getattr(loss_fn, "ignore_index", None)
+        if kind is None:
+            raise ValueError(f"loss_fn must be 'mse' or 'cross_entropy', F.mse_loss or F.cross_entropy, or nn.MSELoss() "
+                             f"or nn.CrossEntropyLoss() (the losses with a closed-form output Hessian), got {loss_fn!r}")
+        red = _option("reduction", reduction, mod_red, "mean")
+        if red not in ("mean", "sum"):
+            raise ValueError(f"reduction (or the reduction of loss_fn) must be 'mean' or 'sum', got {red!r}")
+        if kind == "mse" and ignore_index is not None:
+            raise ValueError("ignore_index applies to cross_entropy targets only, not to mse")
+        ii = _option("ignore_index", ignore_index, mod_ii, -100)
+        if isinstance(ii, bool) or not isinstance(ii, int):
+            raise TypeError(f"ignore_index must be an int, got {ii!r}")
+        return cls(kind, red, ii)
+
+    def rows(self, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(f (R, C), targets (R,) or (R, C), keep (R,) bool)`` of one batch's outputs."""
+        if not isinstance(out, Tensor):
+            raise TypeError(f"the model output (after output=) must be a tensor, got {type(out).__name__}: pass output=")
+        if self.kind == "cross_entropy":
+            if out.ndim < 2 or tuple(y.shape) != tuple(out.shape[:-1]) or y.is_floating_point():
+                raise ValueError(f"cross_entropy needs class logits (..., C) and integer targets shaped like their "
+                                 f"leading dimensions, got outputs {tuple(out.shape)} and targets {tuple(y.shape)} "
+                                 f"(for a causal LM use output=lambda o: o.logits[:, :-1] with targets ids[:, 1:])")
+            f, t = out.reshape(-1, out.shape[-1]), y.reshape(-1).to(out.device)
+            return f, t, t != self.ignore_index
+        if tuple(y.shape) != tuple(out.shape):
+            raise ValueError(f"mse needs targets shaped like the outputs, got outputs {tuple(out.shape)} and targets "
+                             f"{tuple(y.shape)}")
+        f = out.reshape(-1, out.shape[-1]) if out.ndim > 1 else out.reshape(-1, 1)
+        return f, y.reshape(f.shape).to(out), torch.ones(f.shape[0], dtype=torch.bool, device=out.device)
+
+    def count(self, f: Tensor, keep: Tensor) -> int:
+        """What ``reduction="mean"`` divides by, for one batch: its non-ignored rows (cross-entropy)
+        or its output entries (MSE)."""
+        return int(keep.sum()) if self.kind == "cross_entropy" else f.numel()
+
+    def value(self, out: Tensor, y: Tensor) -> Tensor:
+        """``Σ_r ℓ_r`` over the kept rows of one batch."""
+        f, t, keep = self.rows(out, y)
+        if self.kind == "cross_entropy":
+            return F.cross_entropy(f, t, ignore_index=self.ignore_index, reduction="sum")
+        return F.mse_loss(f, t, reduction="sum")
+
+    def hessian_product(self, f: Tensor, w: Tensor) -> Tensor:
+        """``∇²ℓ_r w_r`` row by row, ``(R, C)``, written into ``w`` (the softmax is formed over
+        :func:`row_chunks`: at V = 8k the output-space tensors dominate a product's memory)."""
+        if self.kind == "mse":
+            return w.mul_(2.0)
+        for rows in row_chunks(f):
+            p, wr = torch.softmax(f[rows].detach(), dim=-1), w[rows]
+            wr.sub_(torch.linalg.vecdot(p, wr).unsqueeze(-1)).mul_(p)    # p ⊙ (w − ⟨p, w⟩)
+        return w
 
 
-class GGNOperator(Operator):
-    """The generalized Gauss-Newton matrix of an MSE or cross-entropy loss (PSD).
+def row_chunks(f: Tensor, entries: int = 1 << 20):
+    """Slices of the rows of ``f (R, C)`` holding about ``entries`` entries each (at least one row)."""
+    step = max(1, entries // max(1, f.shape[-1]))
+    return [slice(s, s + step) for s in range(0, f.shape[0], step)]
 
-    Args:
-        model: a deterministic ``nn.Module`` (``eval()`` for dropout / BatchNorm).
-        loss_fn: ``"mse"`` / ``F.mse_loss`` / ``nn.MSELoss()`` or ``"cross_entropy"`` /
-            ``F.cross_entropy`` / ``nn.CrossEntropyLoss()`` (mean reduction); anything else
-            is a ``ValueError``.
-        data: one ``(inputs, targets)`` batch or an iterable of batches; per-sample mean.
-        params: which parameters, a spec of :func:`overparam.select`; default all trainable.
-        exclude: parameters to leave out, same grammar.
-        check: verify at construction that a fresh forward pass reproduces the kept outputs
-            (a stochastic or stateful forward raises :class:`NonDeterministicModelError`).
-    """
+
+def _shares_storage(t: Tensor, others) -> bool:
+    ptr = t.untyped_storage().data_ptr()
+    return any(o.untyped_storage().data_ptr() == ptr for o in others)
+
+
+class OutputCurvature(Operator):
+    """``c Σ_r J_rᵀ M_r J_r`` over the rows of all batches, for an output-space PSD matrix ``M_r``
+    given by :meth:`_output_product` (the GGN's ``∇²ℓ_r``, the Fisher's outer products).
+    Subclasses may draw per-batch state in :meth:`_prepare`."""
 
     def __init__(self, model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None,
-                 check: bool = True):
-        self.kind = _loss_kind(loss_fn)
-        self.obj = obj = Objective.build(model, LOSSES[self.kind], data, params, exclude=exclude)
+                 reduction: str | None = None, ignore_index: int | None = None, output="auto",
+                 attention: str | None = "math", check: bool = True):
+        self.loss = loss = ClosedFormLoss.of(loss_fn, reduction, ignore_index)
+        self.obj = obj = Objective.build(model, LOSSES[loss.kind], data, params, exclude=exclude, reduction="sum",
+                                         output=output, attention=attention)
         self.like = tuple(t.shape for t in obj.theta)
         self.dtype, self.device = obj.theta[0].dtype, obj.theta[0].device
-        self._total = sum(int((b[0] if isinstance(b[0], Tensor) else b[0][0]).shape[0]) for b in obj.batches)
         with rng_guard(self.device):
             self._graphs = self._build()
             if check:  # the kept outputs against a fresh forward pass: every product reuses the kept graphs,
@@ -101,38 +170,84 @@ class GGNOperator(Operator):
                     fresh = tuple(obj.outputs(obj.theta, b) for b in obj.batches)
                 check_agree(tuple(g[1].detach() for g in self._graphs), fresh, obj,
                             what="network outputs of fresh forward passes")
+        self._rows = [loss.rows(g[1].detach(), b[1]) for g, b in zip(self._graphs, obj.batches)]
+        total = sum(loss.count(f, keep) for f, _, keep in self._rows)
+        if total == 0:
+            raise ValueError(f"every target equals ignore_index={loss.ignore_index}: the loss has no term")
+        self.scale = 1.0 / total if loss.reduction == "mean" else 1.0
+        obj.loss_fn = lambda out, y, s=self.scale: s * loss.value(out, y)  # L(θ) = c Σ_r ℓ_r, for gradients and checks
+        self._prepare()
 
     def _build(self) -> list:
         graphs = []
         for b in self.obj.batches:
             leaves = self.obj.leaves()
             out = self.obj.outputs(leaves, b)
+            self.loss.rows(out, b[1])  # type and shapes checked before any product
             u = torch.zeros_like(out, requires_grad=True)
             jtu = grad(out, leaves, u, create_graph=True)  # linear in u: d<Jᵀu, v>/du = J v
             graphs.append((leaves, out, u, jtu))
         return graphs
 
+    def _prepare(self) -> None:
+        """Per-batch state drawn once at construction (none for the GGN)."""
+
+    def _output_product(self, i: int, f: Tensor, t: Tensor, jv: Tensor) -> Tensor:
+        """``M_r (Jv)_r`` row by row, ``(R, C)``; may overwrite ``jv``."""
+        raise NotImplementedError
+
     @property
     def names(self) -> list[str]:
+        """Names of the parameters the operator acts on, in order."""
         return list(self.obj.names)
 
     def _mv(self, v: vec.Vec) -> vec.Vec:
-        return self._product(self._graphs, v)
-
-    def _product(self, graphs: list, v: vec.Vec) -> vec.Vec:
         res = None
-        for leaves, out, u, jtu in graphs:
+        for i, (leaves, out, u, jtu) in enumerate(self._graphs):
             live = [(j, t) for j, t in zip(jtu, v) if j.requires_grad]  # parameters the outputs depend on
             if live:
                 jv = torch.autograd.grad([j for j, _ in live], u, [t for _, t in live], retain_graph=True)[0]
             else:
                 jv = torch.zeros_like(out)
-            w = _loss_hessian_product(self.kind, out, jv, self._total)
-            g = grad(out, leaves, w, retain_graph=True)
+            f, t, keep = self._rows[i]
+            if not jv.is_contiguous() or _shares_storage(jv, v):  # an expanded bias gradient, or v passed through
+                jv = jv.contiguous().clone() if jv.is_contiguous() else jv.contiguous()
+            w = self._output_product(i, f, t, jv.reshape(f.shape))  # overwrites jv: our own buffer now
+            w.mul_(keep.unsqueeze(-1).to(w.dtype) * self.scale)
+            g = grad(out, leaves, w.reshape(out.shape), retain_graph=True)
             res = g if res is None else vec.add(res, g)
         return res
 
 
-def ggn(model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None, check: bool = True) -> GGNOperator:
+class GGNOperator(OutputCurvature):
+    """The generalized Gauss-Newton matrix of an MSE or cross-entropy loss (PSD), rows and
+    reductions as in :mod:`overparam.hessian.ggn`.
+
+    Args:
+        model: a deterministic ``nn.Module`` (``eval()`` for dropout / BatchNorm).
+        loss_fn: ``"mse"`` / ``F.mse_loss`` / ``nn.MSELoss()`` or ``"cross_entropy"`` /
+            ``F.cross_entropy`` / ``nn.CrossEntropyLoss()``; anything else is a ``ValueError``.
+        data: one ``(inputs, targets)`` batch or an iterable of batches; outputs ``(N, C)`` or
+            ``(B, T, V)``, cross-entropy targets ``(N,)`` / ``(B, T)``, MSE targets like the outputs.
+        params: which parameters, a spec of :func:`overparam.select`; default all trainable.
+        exclude: parameters to leave out, same grammar.
+        reduction: ``"mean"`` (the token mean over the non-ignored targets of all batches; for MSE
+            the mean over all output entries) or ``"sum"``; None: the loss module's, else ``"mean"``.
+        ignore_index: the cross-entropy target that drops its row; None: the module's, else ``-100``.
+        output: what is read of the model's output (``"auto"``: a ``ModelOutput``'s ``logits``, a
+            tensor as is, else the first tensor; or a callable), as for :class:`HessianOperator`.
+        attention: ``"math"``: forwards under the math SDPA kernel (double-vjp needs it); None: torch's.
+        check: verify at construction that a fresh forward pass reproduces the kept outputs
+            (a stochastic or stateful forward raises :class:`NonDeterministicModelError`).
+    """
+
+    def _output_product(self, i: int, f: Tensor, t: Tensor, jv: Tensor) -> Tensor:
+        return self.loss.hessian_product(f, jv)
+
+
+def ggn(model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None, reduction: str | None = None,
+        ignore_index: int | None = None, output="auto", attention: str | None = "math",
+        check: bool = True) -> GGNOperator:
     """Shorthand for :class:`GGNOperator` ``(model, loss_fn, data, ...)``, same arguments."""
-    return GGNOperator(model, loss_fn, data, params=params, exclude=exclude, check=check)
+    return GGNOperator(model, loss_fn, data, params=params, exclude=exclude, reduction=reduction,
+                       ignore_index=ignore_index, output=output, attention=attention, check=check)

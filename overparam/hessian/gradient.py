@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -30,8 +30,17 @@ from ._model import Objective, check_agree, grad, rng_guard
 __all__ = ["gradient"]
 
 
+def _tensors(out) -> tuple[Tensor, ...]:
+    """The floating tensors of a (possibly raw, ``output=None``) model output, detached."""
+    if isinstance(out, Tensor):
+        return (out.detach(),)
+    items = out.values() if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else ()
+    return tuple(t for item in items for t in _tensors(item))
+
+
 def gradient(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
-             reduction: str = "mean", check: bool = True) -> dict[str, Tensor]:
+             reduction: str = "mean", check: bool = True, output="auto",
+             attention: str | None = "math") -> dict[str, Tensor]:
     """``∇L(θ)`` of ``L = Σ_b (n_b/N) loss_fn(model(x_b), y_b)`` w.r.t. the selected parameters.
 
     Args:
@@ -45,6 +54,9 @@ def gradient(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, 
         check: compare the outputs of the forward pass the gradient came from with those of a
             fresh forward pass (one extra forward without backward): a stochastic or stateful
             forward raises.
+        output: what ``loss_fn`` sees of the model's output (``"auto"``: a ``ModelOutput``'s
+            ``logits``, ...; None; a callable), as for :class:`~overparam.hessian.HessianOperator`.
+        attention: ``"math"`` (the math SDPA kernel in every forward) or None (torch's choice).
 
     Returns:
         ``{name: gradient}`` in ``named_parameters`` order, each shaped like its parameter (detached).
@@ -52,19 +64,24 @@ def gradient(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, 
     Raises:
         NonDeterministicModelError: train-mode dropout or BatchNorm, or a failed check.
     """
-    obj = Objective.build(model, loss_fn, data, params, exclude=exclude, reduction=reduction)
+    obj = Objective.build(model, loss_fn, data, params, exclude=exclude, reduction=reduction, output=output,
+                          attention=attention)
     total, kept = None, []
     with rng_guard(obj.device):
         leaves = obj.leaves()
         for i, (batch, w) in enumerate(zip(obj.batches, obj.weights)):
             out = obj.outputs(leaves, batch)
-            g = grad(obj.loss_fn(out, batch[1]) * w, leaves)
+            loss = obj.loss_fn(out, batch[1]) * w
+            g = grad(loss, leaves)
             total = g if total is None else vec.add(total, g)
-            kept.append(out.detach())
-        if check:
+            kept += [loss.detach(), *_tensors(out)]
+        if check:  # losses and output tensors (a raw output=None may hold none) of a fresh forward pass
             with torch.no_grad():
-                fresh = tuple(obj.outputs(obj.theta, b) for b in obj.batches)
-            check_agree(tuple(kept), fresh, obj, what="network outputs of fresh forward passes")
+                fresh = []
+                for b, w in zip(obj.batches, obj.weights):
+                    out = obj.outputs(obj.theta, b)
+                    fresh += [obj.loss_fn(out, b[1]) * w, *_tensors(out)]
+            check_agree(tuple(kept), tuple(fresh), obj, what="network outputs of fresh forward passes")
     if not all(bool(torch.isfinite(t).all()) for t in total):
         raise ValueError("the gradient is not finite: the parameters, the data or the loss contain NaN/inf")
     return {k: t.detach() for k, t in zip(obj.names, total)}

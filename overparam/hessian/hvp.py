@@ -64,6 +64,12 @@ class HessianOperator(Operator):
             with one vector agree (backends that re-run the forward per product), or, for the
             kept double-backward graph that every product reuses, its gradient equals a fresh
             forward/backward's (as sensitive to dropout or random layers, ~6× cheaper).
+        output: what ``loss_fn`` sees of the model's output: ``"auto"`` (a tensor as is, a
+            ``ModelOutput``/Mapping's ``logits``, else the first tensor of a tuple/list/Mapping),
+            None (the raw output) or a callable (:func:`~overparam.hessian._model.select_output`).
+        attention: ``"math"`` (default): every forward runs under
+            ``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)`` (the flash/efficient SDPA kernels
+            have no double-backward); None: torch's choice of kernel.
 
     Raises:
         NonDeterministicModelError: active dropout, train-mode BatchNorm or a failed check.
@@ -72,8 +78,9 @@ class HessianOperator(Operator):
     def __init__(self, model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
                  backend: str = "auto",
                  reduction: str = "mean", retain_graph: bool | None = None, block: int = 16,
-                 fd_step: float | None = None, check: bool = True):
-        self.obj = obj = Objective.build(model, loss_fn, data, params, exclude=exclude, reduction=reduction)
+                 fd_step: float | None = None, check: bool = True, output="auto", attention: str | None = "math"):
+        self.obj = obj = Objective.build(model, loss_fn, data, params, exclude=exclude, reduction=reduction,
+                                         output=output, attention=attention)
         self.like = tuple(t.shape for t in obj.theta)
         self.dtype, self.device = obj.theta[0].dtype, obj.theta[0].device
         if isinstance(block, bool) or not isinstance(block, int) or block < 1:
@@ -131,21 +138,25 @@ class HessianOperator(Operator):
         if unknown:
             raise ValueError(f"params selects {unknown}, which are not among this operator's parameters {self.obj.names}")
         return HessianOperator(self.obj.model, self.obj.loss_fn, self.obj.batches, params=exactly(sub),
-                               backend=self.backend, reduction=self.obj.reduction, **self._options)
+                               backend=self.backend, reduction=self.obj.reduction, output=self.obj.output,
+                               attention=self.obj.attention, **self._options)
 
 
 def hessian(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
             backend: str | None = "auto", reduction: str = "mean", retain_graph: bool | None = None, block: int = 16,
-            fd_step: float | None = None, check: bool = True) -> HessianOperator:
+            fd_step: float | None = None, check: bool = True, output="auto",
+            attention: str | None = "math") -> HessianOperator:
     """Shorthand for :class:`HessianOperator` ``(model, loss_fn, data, ...)``, same arguments."""
     return HessianOperator(model, loss_fn, data, params=params, exclude=exclude, backend=backend, reduction=reduction,
-                           retain_graph=retain_graph, block=block, fd_step=fd_step, check=check)
+                           retain_graph=retain_graph, block=block, fd_step=fd_step, check=check, output=output,
+                           attention=attention)
 
 
 def blocks(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
-           **kwargs) -> dict[str, HessianOperator]:
+           output="auto", attention: str | None = "math", **kwargs) -> dict[str, HessianOperator]:
     """The diagonal Hessian blocks, one per layer: ``{module name: HessianOperator}`` for every
-    module that directly owns selected parameters (e.g. ``"0"`` for ``0.weight`` and ``0.bias``).
+    module that directly owns selected parameters (e.g. ``"0"`` for ``0.weight`` and ``0.bias``);
+    ``output``, ``attention`` and ``kwargs`` as for :class:`HessianOperator`.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1)).double()
@@ -157,4 +168,5 @@ def blocks(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, ex
     groups: dict[str, list[str]] = {}
     for k in names:
         groups.setdefault(k.rpartition(".")[0], []).append(k)
-    return {mod: HessianOperator(model, loss_fn, data, params=exactly(ks), **kwargs) for mod, ks in groups.items()}
+    return {mod: HessianOperator(model, loss_fn, data, params=exactly(ks), output=output, attention=attention, **kwargs)
+            for mod, ks in groups.items()}

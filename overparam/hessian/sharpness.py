@@ -62,6 +62,7 @@ def lambda_max(A, *, lr: float | None = None, v0=None, tol: float = 1e-4, genera
     ``eigen``). With ``lr`` returns an :class:`EoS` comparing it to ``2/lr``; else the :class:`Eigen`.
 
     ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+    ``output`` and ``attention`` as for :class:`~overparam.hessian.HessianOperator`.
 
     Example:
         >>> A = torch.diag(torch.tensor([1., 4., 2.], dtype=torch.float64))
@@ -107,6 +108,7 @@ def ball_sharpness(f: Callable[[vec.Vec], Tensor], theta, rho: float, *, steps: 
     """ε-sharpness (``adaptive=False``) or adaptive sharpness of a scalar function ``f(θ)``.
 
     ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+    ``output`` and ``attention`` as for :class:`~overparam.hessian.HessianOperator`.
 
     Args:
         f: maps a parameter-shaped vector to a scalar loss.
@@ -158,12 +160,13 @@ def ball_sharpness(f: Callable[[vec.Vec], Tensor], theta, rho: float, *, steps: 
 
 def epsilon_sharpness(model: nn.Module, loss_fn: Callable, data, rho: float, *, params: Spec = None,
                       exclude: Spec = None, steps: int = 20, adaptive: bool = False, eta: float = 0.01, reduction: str = "mean",
-                      generator: GeneratorLike = None) -> Sharpness:
+                      generator: GeneratorLike = None, output="auto", attention: str | None = "math") -> Sharpness:
     """:func:`ball_sharpness` of a model's loss over ``data`` (one batch or a loader, per-sample
     mean), w.r.t. the parameters that ``params`` selects minus ``exclude`` (specs of
     :func:`overparam.select`; default every trainable parameter). The model itself is never modified.
 
     ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+    ``output`` and ``attention`` as for :class:`~overparam.hessian.HessianOperator`.
 
     Example:
         >>> net = torch.nn.Linear(3, 1).double().eval()
@@ -172,5 +175,6 @@ def epsilon_sharpness(model: nn.Module, loss_fn: Callable, data, rho: float, *, 
         >>> bool(s.value >= 0)
         True
     """
-    obj = Objective.build(model, loss_fn, data, params, exclude=exclude, reduction=reduction)
+    obj = Objective.build(model, loss_fn, data, params, exclude=exclude, reduction=reduction, output=output,
+                          attention=attention)
     return ball_sharpness(obj.total_loss, obj.theta, rho, steps=steps, adaptive=adaptive, eta=eta, generator=generator)

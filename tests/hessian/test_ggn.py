@@ -41,7 +41,7 @@ def test_ggn_equals_hessian_for_linear_model_mse():
     assert max_rel_error(G, dense_hessian(lin, F.mse_loss, (x, y))) < 1e-12
 
 
-@pytest.mark.parametrize("bad", ["l1", F.l1_loss, nn.MSELoss(reduction="sum"), nn.CrossEntropyLoss(label_smoothing=0.1),
+@pytest.mark.parametrize("bad", ["l1", F.l1_loss, nn.MSELoss(reduction="none"), nn.CrossEntropyLoss(label_smoothing=0.1),
                                  nn.CrossEntropyLoss(weight=torch.ones(2)), lambda o, t: F.mse_loss(o, t), 3])
 def test_ggn_refuses_losses_without_a_closed_form_output_hessian(bad):
     lin = tanh_mlp([2, 1], generator=0)
@@ -73,3 +73,93 @@ def test_ggn_mse_on_ragged_loader_is_per_sample_mean():
     loader = [(x[:4], y[:4]), (x[4:8], y[4:8]), (x[8:], y[8:])]  # sizes 4, 4, 3
     G = oh.ggn(net, F.mse_loss, loader)
     assert max_rel_error(G.to_dense(), dense_ggn(net, "mse", (x, y))) < 1e-12
+
+
+# -- sequence outputs (B, T, V), ignore_index, reductions (issue 14) ---------------------------------------------------
+from _sequences import V, dense_jacobian, dense_token_ggn, seq_case  # noqa: E402
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_sequence_ggn_equals_dense_token_oracle_with_ignored_targets(reduction):
+    net, ids, y = seq_case(0)
+    G = oh.ggn(net, nn.CrossEntropyLoss(reduction=reduction), (ids, y)).to_dense()
+    assert max_rel_error(G, dense_token_ggn(net, ids, y, reduction=reduction)) < 1e-12
+
+
+def test_sequence_ggn_equals_flattened_computation_with_ignored_rows_removed():
+    net, ids, y = seq_case(1)
+    keep = y.reshape(-1) != -100
+    flat = oh.ggn(net, "cross_entropy", (ids, y[y != -100]), output=lambda o: o.reshape(-1, V)[keep]).to_dense()
+    seq = oh.ggn(net, "cross_entropy", (ids, y)).to_dense()
+    assert max_rel_error(seq, flat) < 1e-13
+    # the ×T bug: a flattened (B·T, V) output is averaged over its B·T rows, not over the B sequences
+    all_flat = oh.ggn(net, "cross_entropy", (ids, y.reshape(-1)), output=lambda o: o.reshape(-1, V)).to_dense()
+    assert max_rel_error(all_flat, seq) < 1e-13
+
+
+def test_sequence_ggn_token_mean_over_a_ragged_loader():
+    net, ids, y = seq_case(2, batch=5, ignored=((0, 0), (0, 1), (3, 2)))
+    loader = [(ids[:1], y[:1]), (ids[1:], y[1:])]  # 2 and 19 kept targets: per-batch means would weigh them 1:1
+    G = oh.ggn(net, "cross_entropy", loader).to_dense()
+    assert max_rel_error(G, dense_token_ggn(net, ids, y)) < 1e-12
+
+
+def test_ignore_index_from_the_module_or_the_keyword():
+    net, ids, y = seq_case(3)
+    y0 = torch.where(y == -100, torch.zeros_like(y), y)  # class 0 ignored instead
+    a = oh.ggn(net, nn.CrossEntropyLoss(ignore_index=0), (ids, y0)).to_dense()
+    b = oh.ggn(net, "cross_entropy", (ids, y0), ignore_index=0).to_dense()
+    want = dense_token_ggn(net, ids, torch.where(y0 == 0, torch.full_like(y0, -100), y0))
+    assert max_rel_error(a, want) < 1e-12 and torch.equal(a, b)
+    with pytest.raises(ValueError, match="ignore_index=1 contradicts"):
+        oh.ggn(net, nn.CrossEntropyLoss(ignore_index=0), (ids, y0), ignore_index=1)
+    with pytest.raises(ValueError, match="ignore_index applies to cross_entropy"):
+        oh.ggn(net, "mse", (ids, y0), ignore_index=0)
+    with pytest.raises(ValueError, match="every target equals ignore_index"):
+        oh.ggn(net, "cross_entropy", (ids, torch.full_like(y, -100)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_sequence_ggn_mse_is_over_all_output_entries(reduction):
+    net, ids, y = seq_case(4, mse=True)
+    _, J = dense_jacobian(net, ids)
+    G = oh.ggn(net, "mse", (ids, y), reduction=reduction).to_dense()
+    assert max_rel_error(G, 2 * J.mT @ J / (y.numel() if reduction == "mean" else 1)) < 1e-12
+
+
+def test_sequence_ggn_refuses_mismatched_targets():
+    net, ids, y = seq_case(5)
+    with pytest.raises(ValueError, match="integer targets shaped like their leading dimensions"):
+        oh.ggn(net, "cross_entropy", (ids, y.reshape(-1)))
+    with pytest.raises(ValueError, match="mse needs targets shaped like the outputs"):
+        oh.ggn(net, "mse", (ids, y.double()))
+    with pytest.raises(ValueError, match="contradicts"):
+        oh.ggn(net, nn.CrossEntropyLoss(reduction="sum"), (ids, y), reduction="mean")
+
+
+@pytest.mark.parametrize("op", [oh.ggn, oh.empirical_fisher])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_products_never_write_into_the_callers_vector(op, loss):
+    """The output-space product works in place on autograd's ``Jv``; where a model passes ``v``
+    straight through (outputs = a parameter, or a broadcast bias) it must not write into ``v``."""
+
+    class Through(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+            self.b = nn.Parameter(torch.randn(3, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.w.view(4, 3) + 0 * x + self.b
+
+    net = Through()
+    x = torch.zeros(4, 3, dtype=torch.float64)
+    y = torch.randn(4, 3, dtype=torch.float64) if loss == "mse" else torch.tensor([0, 1, 2, 1])
+    A = op(net, loss, (x, y))
+    for params in (None, "b"):
+        B = op(net, loss, (x, y), params=params) if params else A
+        v = tuple(torch.randn(s, dtype=torch.float64) for s in B.like)
+        kept = tuple(t.clone() for t in v)
+        B @ v
+        assert all(torch.equal(a, b) for a, b in zip(v, kept))
+    assert max_rel_error(A.to_dense()[-3:, -3:], op(net, loss, (x, y), params="b").to_dense()) < 1e-14
