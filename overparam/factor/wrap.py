@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from ..backend.random import GeneratorLike, construction_generator
 from ..backend.select import Spec, select
-from . import _layers
+from . import _layers, data_inits
 from ._checks import check_module
 from .adapters import LoRALayer, _Options
 from .hadamard import Hadamard, HadamardDifference, Kronecker, LowRankHadamard
@@ -194,14 +194,25 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
     return _wrap_each(model, targets, exclude, prepare, lambda base, p: FactorizedLayer(base, p, residual=adapter))
 
 
-def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = None, generator: GeneratorLike = None,
-          **kwargs) -> list[str]:
+def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = None, loss_fn=None, data=None,
+          generator: GeneratorLike = None, **kwargs) -> list[str]:
     """Wrap each targeted layer in a :class:`~overparam.factor.adapters.LoRALayer`.
 
     ``kwargs`` are :class:`~overparam.factor.adapters.LoRALayer`'s: ``alpha``, ``rslora``,
-    ``dropout``, ``init`` (``"gaussian" | "kaiming" | "pissa"``), ``svd`` (``"svd" |
-    "randomized"``), ``niter``, ``oversample``, ``dora``, ``detach_norm``; they are validated once,
-    then against every selected layer before any is changed. Returns the wrapped names.
+    ``dropout``, ``init``, ``svd`` (``"svd" | "randomized"``), ``niter``, ``oversample``, ``dora``,
+    ``detach_norm``; they are validated once, then against every selected layer before any is
+    changed. ``init``: ``"gaussian" | "kaiming"`` (random ``down``, ``up = 0``), ``"pissa" | "olora" |
+    "milora"`` (from the weight), or from ``data`` (and ``loss_fn``), see
+    :mod:`~overparam.factor.inits` and :mod:`~overparam.factor.data_inits`:
+
+    * ``"lora_ga"`` (needs ``loss_fn``, ``data``): ``ga_direction`` (``"ArB2r"``), ``ga_scale``
+      (``"stable"``), ``ga_gamma`` (16);
+    * ``"eva"`` (needs ``data``): ``rho`` (2.0, the largest rank a layer may take is
+      ``round(rho · rank)``); layers given rank 0 are not wrapped;
+    * ``"corda"`` (needs ``data``): ``corda_mode`` ``"ipm"`` (instruction-previewed, the top
+      components of ``W C``) or ``"kpm"`` (knowledge-preserved, the bottom ones).
+
+    Returns the wrapped names.
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
@@ -209,14 +220,33 @@ def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = 
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
         >>> lora_(net, ["0"], rank=2, generator=0)
         ['0']
+        >>> lora_(torch.nn.Sequential(torch.nn.Linear(4, 4)), rank=2, init="olora")
+        ['0']
     """
+    data_kw = {k: kwargs.pop(k) for k in data_inits.OPTIONS if k in kwargs}
     unknown = sorted(set(kwargs) - set(_Options.__dataclass_fields__) | ({"rank"} & set(kwargs)))
     if unknown:
         raise TypeError(f"lora_ got unexpected keyword arguments {unknown}")
     opts = _Options(rank, **kwargs)
     g = construction_generator(generator)
-    return _wrap_each(model, targets, exclude, lambda name, base: opts.check(base),
-                      lambda base, _: LoRALayer._build(base, opts, g))
+    if opts.init not in data_inits.DATA_INITS:
+        given = [k for k, v in (("loss_fn", loss_fn), ("data", data)) if v is not None] + sorted(data_kw)
+        if given:
+            raise ValueError(f"{given[0]}: init={opts.init!r} takes no data; the data-driven inits are "
+                             f"{data_inits.DATA_INITS}")
+        return _wrap_each(model, targets, exclude, lambda name, base: opts.check(base),
+                          lambda base, _: LoRALayer._build(base, opts, g))
+    chosen = _targets(model, targets, exclude)
+    for name, base in chosen.items():
+        try:
+            opts.check(base)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"layer {name!r}: {e}") from None
+    if opts.init != "lora_ga" and loss_fn is not None:
+        raise ValueError(f"loss_fn: init={opts.init!r} reads only the inputs of data; pass no loss_fn")
+    plan = data_inits.plan(model, chosen, opts, loss_fn, data, **data_kw)
+    return _wrap_each(model, lambda n, m: n in plan, None, lambda name, base: plan[name],
+                      lambda base, p: LoRALayer._build(base, p[0], g, p[1]))
 
 
 def _wrappers(model: nn.Module) -> list[tuple[str, LayerWrapper]]:
