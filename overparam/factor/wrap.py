@@ -42,13 +42,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..backend.checks import check_float, check_rank
 from ..backend.random import GeneratorLike, construction_generator
 from ..backend.select import Spec, select
 from . import _layers, data_inits
 from ._checks import check_module
 from .adapters import LoRALayer, _Options
 from .hadamard import Hadamard, HadamardDifference, Kronecker, LowRankHadamard
+from .hira import HiRALayer
 from .layer import FactorizedLayer, LayerWrapper
+from .shira import SparseUpdate
 from .functional import _check_scale
 from .lowrank import LowRank
 
@@ -143,7 +146,7 @@ def lowrank_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec
     return _wrap_each(model, targets, exclude, prepare, FactorizedLayer)
 
 
-_HADAMARD_KINDS = ("product", "difference", "loha", "lokr")
+_HADAMARD_KINDS = ("product", "difference", "loha", "lokr", "hira", "shira")
 
 
 def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", exclude: Spec = None,
@@ -156,7 +159,11 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
       offset ``α``, see :class:`~overparam.factor.HadamardDifference`);
     * ``kind="loha"`` / ``"lokr"``: a frozen weight plus a zero-initialized LoHa
       (``(L₁R₁ᵀ)⊙(L₂R₂ᵀ)``) or LoKr (``C ⊗ LRᵀ``) update of rank ``rank`` (required; ``depth``
-      does not apply).
+      does not apply);
+    * ``kind="hira"``: a :class:`~overparam.factor.HiRALayer`, ``ΔW = W₀ ⊙ (up downᵀ)`` of rank
+      ``rank`` (``scale`` does not apply);
+    * ``kind="shira"``: a frozen weight plus a :class:`~overparam.factor.SparseUpdate` on
+      ``rank · (rows + cols)`` random entries (SHiRA; ``scale`` does not apply).
 
     The model's output is unchanged at init. Returns the wrapped names.
 
@@ -168,9 +175,9 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
         ['0']
     """
     if kind not in _HADAMARD_KINDS:
-        raise ValueError(f"kind must be 'product', 'difference', 'loha' or 'lokr', got {kind!r}")
+        raise ValueError(f"kind must be one of {_HADAMARD_KINDS}, got {kind!r}")
     _check_scale(scale)
-    adapter = kind in ("loha", "lokr")
+    adapter = kind in ("loha", "lokr", "hira", "shira")
     if adapter and rank is None:
         raise ValueError(f"rank: kind={kind!r} needs rank=")
     if not adapter and rank is not None:
@@ -187,11 +194,20 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
             return Hadamard(W.shape, depth=depth, weight=W)
         if kind == "difference":
             return HadamardDifference(W.shape, depth=depth, weight=W, scale=scale)
+        if kind == "hira":
+            check_rank(rank, _layers.matrix_shape(base), at_most_min=True)
+            check_float(base.weight, "base.weight")
+            return None
+        if kind == "shira":
+            return SparseUpdate(_layers.matrix_shape(base), rank, generator=g, dtype=W.dtype, device=W.device)
         cls = LowRankHadamard if kind == "loha" else Kronecker
         return cls(_layers.matrix_shape(base), rank, scale=scale, zero_init=True, generator=g, dtype=W.dtype,
                    device=W.device)
 
-    return _wrap_each(model, targets, exclude, prepare, lambda base, p: FactorizedLayer(base, p, residual=adapter))
+    def make(base, p):
+        return HiRALayer(base, rank, generator=g) if kind == "hira" else FactorizedLayer(base, p, residual=adapter)
+
+    return _wrap_each(model, targets, exclude, prepare, make)
 
 
 def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = None, loss_fn=None, data=None,
