@@ -7,7 +7,8 @@ Modules: :class:`LowRank`, :class:`LowRankLinear` (``L Rᵀ`` / ``U Uᵀ``), :cl
 (``W_N ⋯ W_1``, balanced), :class:`Hadamard`, :class:`HadamardDifference`,
 :class:`LowRankHadamard` (FedPara/LoHa), :class:`Kronecker` (LoKr), :class:`SparseLowRank`.
 Wrappers (one hierarchy, :class:`LayerWrapper`): :class:`FactorizedLayer`,
-:class:`LoRALayer` (LoRA, rsLoRA, PiSSA, DoRA).
+:class:`LoRALayer` (LoRA, rsLoRA, PiSSA, OLoRA, MiLoRA, LoRA-GA, EVA, CorDA inits, DoRA),
+:class:`HiRALayer` (HiRA); :class:`SparseUpdate` (SHiRA's weight module).
 In place on a model: :func:`lowrank_`, :func:`hadamard_`, :func:`lora_`, :func:`merge_`,
 :func:`unmerge_`, :func:`parametrize_`, :func:`relora_restart_`, :func:`adapter_state_dict`.
 Optimizer protocol: :func:`pairs`. Diagnostics: :mod:`.diagnostics`. Guide: docs/factor.md.
@@ -20,6 +21,8 @@ from .diagnostics import FactorMonitor, FactorStats, balancedness, describe, eff
     singular_values
 from .functional import (LowRankFactors, balance, init_balanced, init_factors, init_orthogonal, init_small,
                          init_spectral, lowrank_product, product)
+from .hira import HiRALayer
+from .shira import SparseUpdate
 from .hadamard import Hadamard, HadamardDifference, Kronecker, LowRankHadamard, kron_split
 from .lowrank import LowRank, LowRankLinear
 from .pairs import pairs
@@ -35,7 +38,7 @@ __all__ = [
     "LowRank", "LowRankLinear", "DeepLinear", "init_balanced_deep", "depth_preconditioner", "psd_power",
     "Hadamard", "HadamardDifference", "LowRankHadamard", "Kronecker", "kron_split",
     "SparseLowRank", "topk_mask",
-    "LoRALayer", "lora_scaling", "relora_restart_",
+    "LoRALayer", "lora_scaling", "relora_restart_", "HiRALayer", "SparseUpdate",
     "LayerWrapper", "FactorizedLayer", "LowRankParametrization", "lowrank_", "hadamard_", "lora_", "merge_", "unmerge_",
     "parametrize_", "adapter_state_dict", "load_adapter_state_dict",
     "pairs",

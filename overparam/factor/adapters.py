@@ -9,6 +9,9 @@
 * ``init="pissa"``: ``up = U_r (S_r/s)^{1/2}``, ``down = V_r (S_r/s)^{1/2}`` from the top-``r``
   SVD of the base weight (``svd="randomized"`` for the fast randomized SVD), and the base
   weight is overwritten in place by the residual ``W − s·up downᵀ`` (PiSSA, Meng et al. 2024).
+* ``init="olora"`` / ``"milora"``: OLoRA (QR) and MiLoRA (minor singular triplets), with the
+  residual base weight likewise; ``"lora_ga"`` / ``"eva"`` / ``"corda"`` are computed from data
+  by :func:`~overparam.factor.lora_` (:mod:`~overparam.factor.inits`).
 * ``dora=True``: ``W' = m ⊙ (W + ΔW)/‖W + ΔW‖_row`` with the magnitude ``m`` initialized to the
   row norms of ``W`` (DoRA, Liu et al. 2024); the norm is detached by default, as the paper does.
 
@@ -37,7 +40,7 @@ from torch import Tensor, nn
 from ..backend.checks import check_float, check_rank
 from ..backend.linalg import top_svd
 from ..backend.random import GeneratorLike, construction_generator, gaussian, uniform
-from . import _layers
+from . import _layers, inits
 from ._checks import check_module
 from .layer import LayerWrapper
 
@@ -61,7 +64,9 @@ def lora_scaling(alpha: float, rank: int, *, rslora: bool = False) -> float:
     return _scaling(alpha, rank, rslora)
 
 
-INITS = ("gaussian", "kaiming", "pissa")
+INITS = ("gaussian", "kaiming", "pissa", "olora", "milora", "lora_ga", "eva", "corda")
+_FROM_WEIGHT = ("pissa", "olora", "milora")
+_FROM_DATA = ("lora_ga", "eva", "corda")
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ class _Options:
     def __post_init__(self) -> None:
         check_rank(self.rank)
         if self.init not in INITS:
-            raise ValueError(f"init must be 'gaussian', 'kaiming' or 'pissa', got {self.init!r}")
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.svd not in ("svd", "randomized"):
             raise ValueError(f"svd must be 'svd' or 'randomized', got {self.svd!r}")
         for name in ("niter", "oversample"):
@@ -98,11 +103,26 @@ class _Options:
     def check(self, base: nn.Module) -> None:
         """The checks that depend on the layer (raises ValueError/TypeError, changes nothing)."""
         _layers.check_supported(base)
-        if self.init == "pissa":
+        if self.init in _FROM_WEIGHT or self.init in ("eva", "corda"):
             check_rank(self.rank, _layers.matrix_shape(base), at_most_min=True)
+        if self.init == "lora_ga":
+            check_rank(2 * self.rank, _layers.matrix_shape(base), name="2·rank", at_most_min=True)
         if isinstance(base, nn.Embedding) and (self.dropout > 0 or self.dora):
             raise ValueError("dropout and dora are not defined for an nn.Embedding base")
         check_float(base.weight, "base.weight")
+
+
+@torch.no_grad()
+def _weight_init(W: Tensor, base: nn.Module, opts: _Options, scaling: float, generator) -> inits.AdapterInit:
+    """PiSSA / OLoRA / MiLoRA factors from the base weight (its ``(rows, cols)`` view)."""
+    W2 = _layers.as_matrix(base, W.detach())
+    if opts.init == "olora":
+        return inits.olora(W2, opts.rank, scaling=scaling)
+    if opts.init == "milora":
+        return inits.milora(W2, opts.rank, scaling=scaling)
+    dec = top_svd(W2, opts.rank, method=opts.svd, niter=opts.niter, oversample=opts.oversample, generator=generator)
+    s = (dec.S / scaling).sqrt()
+    return inits.AdapterInit(dec.U * s, dec.Vh.mT * s, True)
 
 
 def _draw_down(kind: str, cols: int, rank: int, g: torch.Generator, like: Tensor) -> Tensor:
@@ -121,10 +141,11 @@ class LoRALayer(LayerWrapper):
     Args:
         base: an ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.Embedding`` or transformers' ``Conv1D``; held as ``self.base``
             with its parameters frozen (``requires_grad=False``).
-        rank: ``r >= 1`` (``<= min(rows, cols)`` for PiSSA).
+        rank: ``r >= 1`` (``<= min(rows, cols)`` for PiSSA, OLoRA, MiLoRA).
         alpha: ``α`` (default ``r``, i.e. ``s = 1``). rslora: use ``α/√r``.
         dropout: dropout probability on the adapter's input (not for Embedding).
-        init: ``"gaussian" | "kaiming" | "pissa"``.
+        init: ``"gaussian" | "kaiming" | "pissa" | "olora" | "milora"`` (the data-driven
+            ``"lora_ga" | "eva" | "corda"`` through :func:`~overparam.factor.lora_`).
         svd: PiSSA's SVD, ``"svd"`` (exact) or ``"randomized"`` (``niter``, ``oversample``).
         dora: add the DoRA magnitude vector. detach_norm: DoRA's constant-norm gradient trick.
         generator: the only source of randomness of the init.
@@ -142,17 +163,22 @@ class LoRALayer(LayerWrapper):
                  dora: bool = False, detach_norm: bool = True, generator: GeneratorLike = None) -> None:
         opts = _Options(rank, alpha=alpha, rslora=rslora, dropout=dropout, init=init, svd=svd, niter=niter,
                         oversample=oversample, dora=dora, detach_norm=detach_norm)
+        if init in _FROM_DATA:
+            raise ValueError(f"init={init!r} is computed from data: use lora_(model, ..., init={init!r}, data=...)")
         opts.check(base)                                   # before any change to base
         self._setup(base, opts, generator)
 
     @classmethod
-    def _build(cls, base: nn.Module, opts: _Options, generator: GeneratorLike) -> LoRALayer:
-        """Construct from options already checked against ``base`` (by :func:`lora_`)."""
+    def _build(cls, base: nn.Module, opts: _Options, generator: GeneratorLike,
+               start: inits.AdapterInit | None = None) -> LoRALayer:
+        """Construct from options already checked against ``base`` (by :func:`lora_`); ``start``:
+        the factors of a data-driven init."""
         self = cls.__new__(cls)
-        self._setup(base, opts, generator)
+        self._setup(base, opts, generator, start)
         return self
 
-    def _setup(self, base: nn.Module, opts: _Options, generator: GeneratorLike) -> None:
+    def _setup(self, base: nn.Module, opts: _Options, generator: GeneratorLike,
+               start: inits.AdapterInit | None = None) -> None:
         super().__init__(base, residual=True)
         rows, cols = _layers.matrix_shape(base)
         self._linear_like = _layers.layout(base).linear_like      # fused x A Bᵀ paths (Linear, Conv1D)
@@ -164,14 +190,13 @@ class LoRALayer(LayerWrapper):
         for p in base.parameters():
             p.requires_grad_(False)
         W = base.weight
-        if opts.init == "pissa":
-            with torch.no_grad():
-                W2 = _layers.as_matrix(base, W.detach())          # a view: Conv1D's is the transpose
-                dec = top_svd(W2, opts.rank, method=opts.svd, niter=opts.niter, oversample=opts.oversample,
-                              generator=generator)
-                s = (dec.S / self.scaling).sqrt()
-                up, down = dec.U * s, dec.Vh.mT * s
-                W2.addmm_(up, down.mT, alpha=-self.scaling)      # the residual, in place
+        if start is None and opts.init in _FROM_WEIGHT:
+            start = _weight_init(W, base, opts, self.scaling, generator)
+        if start is not None:
+            up, down = start.up, start.down
+            if start.residual:
+                with torch.no_grad():                            # the residual, in place
+                    _layers.as_matrix(base, W.detach()).addmm_(up, down.mT, alpha=-self.scaling)
         else:
             down = _draw_down(opts.init, cols, opts.rank, construction_generator(generator), W)
             up = W.new_zeros(rows, opts.rank)

@@ -42,13 +42,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..backend.checks import check_float, check_rank
 from ..backend.random import GeneratorLike, construction_generator
 from ..backend.select import Spec, select
-from . import _layers
+from . import _layers, data_inits
 from ._checks import check_module
 from .adapters import LoRALayer, _Options
 from .hadamard import Hadamard, HadamardDifference, Kronecker, LowRankHadamard
+from .hira import HiRALayer
 from .layer import FactorizedLayer, LayerWrapper
+from .shira import SparseUpdate
 from .functional import _check_scale
 from .lowrank import LowRank
 
@@ -143,7 +146,7 @@ def lowrank_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec
     return _wrap_each(model, targets, exclude, prepare, FactorizedLayer)
 
 
-_HADAMARD_KINDS = ("product", "difference", "loha", "lokr")
+_HADAMARD_KINDS = ("product", "difference", "loha", "lokr", "hira", "shira")
 
 
 def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", exclude: Spec = None,
@@ -156,7 +159,11 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
       offset ``α``, see :class:`~overparam.factor.HadamardDifference`);
     * ``kind="loha"`` / ``"lokr"``: a frozen weight plus a zero-initialized LoHa
       (``(L₁R₁ᵀ)⊙(L₂R₂ᵀ)``) or LoKr (``C ⊗ LRᵀ``) update of rank ``rank`` (required; ``depth``
-      does not apply).
+      does not apply);
+    * ``kind="hira"``: a :class:`~overparam.factor.HiRALayer`, ``ΔW = W₀ ⊙ (up downᵀ)`` of rank
+      ``rank`` (``scale`` does not apply);
+    * ``kind="shira"``: a frozen weight plus a :class:`~overparam.factor.SparseUpdate` on
+      ``rank · (rows + cols)`` random entries (SHiRA; ``scale`` does not apply).
 
     The model's output is unchanged at init. Returns the wrapped names.
 
@@ -168,9 +175,9 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
         ['0']
     """
     if kind not in _HADAMARD_KINDS:
-        raise ValueError(f"kind must be 'product', 'difference', 'loha' or 'lokr', got {kind!r}")
+        raise ValueError(f"kind must be one of {_HADAMARD_KINDS}, got {kind!r}")
     _check_scale(scale)
-    adapter = kind in ("loha", "lokr")
+    adapter = kind in ("loha", "lokr", "hira", "shira")
     if adapter and rank is None:
         raise ValueError(f"rank: kind={kind!r} needs rank=")
     if not adapter and rank is not None:
@@ -187,21 +194,41 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
             return Hadamard(W.shape, depth=depth, weight=W)
         if kind == "difference":
             return HadamardDifference(W.shape, depth=depth, weight=W, scale=scale)
+        if kind == "hira":
+            check_rank(rank, _layers.matrix_shape(base), at_most_min=True)
+            check_float(base.weight, "base.weight")
+            return None
+        if kind == "shira":
+            return SparseUpdate(_layers.matrix_shape(base), rank, generator=g, dtype=W.dtype, device=W.device)
         cls = LowRankHadamard if kind == "loha" else Kronecker
         return cls(_layers.matrix_shape(base), rank, scale=scale, zero_init=True, generator=g, dtype=W.dtype,
                    device=W.device)
 
-    return _wrap_each(model, targets, exclude, prepare, lambda base, p: FactorizedLayer(base, p, residual=adapter))
+    def make(base, p):
+        return HiRALayer(base, rank, generator=g) if kind == "hira" else FactorizedLayer(base, p, residual=adapter)
+
+    return _wrap_each(model, targets, exclude, prepare, make)
 
 
-def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = None, generator: GeneratorLike = None,
-          **kwargs) -> list[str]:
+def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = None, loss_fn=None, data=None,
+          generator: GeneratorLike = None, **kwargs) -> list[str]:
     """Wrap each targeted layer in a :class:`~overparam.factor.adapters.LoRALayer`.
 
     ``kwargs`` are :class:`~overparam.factor.adapters.LoRALayer`'s: ``alpha``, ``rslora``,
-    ``dropout``, ``init`` (``"gaussian" | "kaiming" | "pissa"``), ``svd`` (``"svd" |
-    "randomized"``), ``niter``, ``oversample``, ``dora``, ``detach_norm``; they are validated once,
-    then against every selected layer before any is changed. Returns the wrapped names.
+    ``dropout``, ``init``, ``svd`` (``"svd" | "randomized"``), ``niter``, ``oversample``, ``dora``,
+    ``detach_norm``; they are validated once, then against every selected layer before any is
+    changed. ``init``: ``"gaussian" | "kaiming"`` (random ``down``, ``up = 0``), ``"pissa" | "olora" |
+    "milora"`` (from the weight), or from ``data`` (and ``loss_fn``), see
+    :mod:`~overparam.factor.inits` and :mod:`~overparam.factor.data_inits`:
+
+    * ``"lora_ga"`` (needs ``loss_fn``, ``data``): ``ga_direction`` (``"ArB2r"``), ``ga_scale``
+      (``"stable"``), ``ga_gamma`` (16);
+    * ``"eva"`` (needs ``data``): ``rho`` (2.0, the largest rank a layer may take is
+      ``round(rho · rank)``); layers given rank 0 are not wrapped;
+    * ``"corda"`` (needs ``data``): ``corda_mode`` ``"ipm"`` (instruction-previewed, the top
+      components of ``W C``) or ``"kpm"`` (knowledge-preserved, the bottom ones).
+
+    Returns the wrapped names.
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
@@ -209,14 +236,33 @@ def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = 
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
         >>> lora_(net, ["0"], rank=2, generator=0)
         ['0']
+        >>> lora_(torch.nn.Sequential(torch.nn.Linear(4, 4)), rank=2, init="olora")
+        ['0']
     """
+    data_kw = {k: kwargs.pop(k) for k in data_inits.OPTIONS if k in kwargs}
     unknown = sorted(set(kwargs) - set(_Options.__dataclass_fields__) | ({"rank"} & set(kwargs)))
     if unknown:
         raise TypeError(f"lora_ got unexpected keyword arguments {unknown}")
     opts = _Options(rank, **kwargs)
     g = construction_generator(generator)
-    return _wrap_each(model, targets, exclude, lambda name, base: opts.check(base),
-                      lambda base, _: LoRALayer._build(base, opts, g))
+    if opts.init not in data_inits.DATA_INITS:
+        given = [k for k, v in (("loss_fn", loss_fn), ("data", data)) if v is not None] + sorted(data_kw)
+        if given:
+            raise ValueError(f"{given[0]}: init={opts.init!r} takes no data; the data-driven inits are "
+                             f"{data_inits.DATA_INITS}")
+        return _wrap_each(model, targets, exclude, lambda name, base: opts.check(base),
+                          lambda base, _: LoRALayer._build(base, opts, g))
+    chosen = _targets(model, targets, exclude)
+    for name, base in chosen.items():
+        try:
+            opts.check(base)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"layer {name!r}: {e}") from None
+    if opts.init != "lora_ga" and loss_fn is not None:
+        raise ValueError(f"loss_fn: init={opts.init!r} reads only the inputs of data; pass no loss_fn")
+    plan = data_inits.plan(model, chosen, opts, loss_fn, data, **data_kw)
+    return _wrap_each(model, lambda n, m: n in plan, None, lambda name, base: plan[name],
+                      lambda base, p: LoRALayer._build(base, p[0], g, p[1]))
 
 
 def _wrappers(model: nn.Module) -> list[tuple[str, LayerWrapper]]:

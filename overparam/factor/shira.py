@@ -1,0 +1,77 @@
+"""SHiRA: a sparse high-rank adapter, a fixed sparse set of trainable entries of the weight.
+
+:class:`SparseUpdate` is the weight module ``ΔW = scatter(values, support)`` — ``values`` the
+trainable entries (zero at init), ``support`` a fixed set of entries of the ``(rows, cols)``
+matrix; with :class:`~overparam.factor.FactorizedLayer` (``residual=True``, as
+:func:`~overparam.factor.hadamard_` with ``kind="shira"`` builds it) the base weight stays frozen
+and ``W = W₀ + ΔW`` merges and unmerges additively. The default support is SHiRA's random one:
+``rank · (rows + cols)`` entries (LoRA's parameter count at rank ``rank``), drawn once with
+:func:`~overparam.factor.topk_mask` of uniform scores (Bhardwaj et al. 2024).
+
+``state_dict`` keys: ``values (nnz,)`` and the buffer ``index (nnz,)`` (flat indices into the
+row-major ``(rows, cols)`` matrix, ascending).
+
+Example:
+    >>> import torch
+    >>> u = SparseUpdate((4, 6), rank=1, generator=0)
+    >>> u.values.shape, u().shape, int(u().count_nonzero())
+    (torch.Size([10]), torch.Size([4, 6]), 0)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..backend.checks import check_rank
+from ..backend.random import GeneratorLike, construction_generator, uniform
+from .functional import _shape2
+from .sparse_lowrank import topk_mask
+
+__all__ = ["SparseUpdate"]
+
+
+class SparseUpdate(nn.Module):
+    """``ΔW (rows, cols)``: trainable ``values`` on a fixed support, zero elsewhere.
+
+    ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+    Args:
+        shape: ``(rows, cols)``.
+        rank: without ``mask``, the support has ``min(rank · (rows + cols), rows · cols)``
+            random entries.
+        mask: a fixed boolean support ``(rows, cols)`` instead (not with ``rank``).
+
+    Example:
+        >>> m = torch.tensor([[True, False], [False, True]])
+        >>> u = SparseUpdate((2, 2), mask=m)
+        >>> with torch.no_grad():
+        ...     _ = u.values.fill_(2.0)
+        >>> u()
+        tensor([[2., 0.],
+                [0., 2.]])
+    """
+
+    def __init__(self, shape: tuple[int, int], rank: int | None = None, *, mask: Tensor | None = None,
+                 generator: GeneratorLike = None, dtype: torch.dtype | None = None, device=None) -> None:
+        super().__init__()
+        self.shape = _shape2(tuple(shape))
+        rows, cols = self.shape
+        if (mask is None) == (rank is None):
+            raise ValueError("give exactly one of rank (a random support) and mask")
+        if mask is None:
+            check_rank(rank)
+            scores = uniform(self.shape, generator=construction_generator(generator), dtype=torch.float64)
+            mask = topk_mask(scores, min(1.0, rank * (rows + cols) / (rows * cols)))
+        elif not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != self.shape:
+            raise ValueError(f"mask must be a bool tensor of shape {self.shape}, got "
+                             f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
+        elif not bool(mask.any()):
+            raise ValueError("mask selects no entry")
+        index = mask.reshape(-1).nonzero().reshape(-1)
+        self.register_buffer("index", index.to(device))
+        self.values = nn.Parameter(torch.zeros(index.numel(), dtype=dtype, device=device))
+
+    def forward(self) -> Tensor:
+        flat = self.values.new_zeros(self.shape[0] * self.shape[1])
+        return flat.index_put((self.index,), self.values).reshape(self.shape)

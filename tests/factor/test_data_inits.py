@@ -1,0 +1,128 @@
+"""The data-driven LoRA inits (LoRA-GA, EVA, CorDA) through ``lora_``: their statistics against
+dense fp64 oracles (closed-form MSE gradient, stacked inputs, covariance), the model untouched
+until the wrap, and merge/unmerge round trips to 1e-12."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import overparam as op
+from overparam.factor import inits
+
+D = torch.float64
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 6)).double()
+
+
+def _data(n=32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 8, dtype=D, generator=g), torch.randn(n, 6, dtype=D, generator=g)
+
+
+def _round_trip(net, x, names):
+    with torch.no_grad():
+        for n in names:
+            m = net.get_submodule(n)
+            m.lora_up.add_(torch.randn(m.lora_up.shape, dtype=D, generator=torch.Generator().manual_seed(5)))
+    ref = net(x)
+    op.factor.merge_(net, unload=False)
+    assert (net(x) - ref).abs().max() < 1e-12
+    op.factor.unmerge_(net)
+    assert (net(x) - ref).abs().max() < 1e-12
+
+
+def test_lora_ga_uses_the_closed_form_gradient_of_the_last_layer():
+    net, (x, y) = _net(), _data()
+    h = torch.tanh(net[0](x))
+    W = net[2].weight.detach().clone()
+    G = 2 * (net[2](h) - y).mT @ h / y.numel()                     # d mean((hWᵀ + b − y)²) / dW
+    y0 = net(x)
+    names = op.factor.lora_(net, "2", rank=2, alpha=4.0, init="lora_ga", loss_fn=F.mse_loss, data=(x, y),
+                            ga_scale="unit")
+    assert names == ["2"]
+    expect = inits.lora_ga(G.detach(), W, 2, scaling=2.0, scale="unit")
+    layer = net[2]
+    assert torch.allclose(layer.lora_up.abs(), expect.up.abs(), atol=1e-10)
+    assert torch.allclose(layer.lora_down.abs(), expect.down.abs(), atol=1e-10)
+    assert (net(x) - y0).abs().max() < 1e-12                           # residual keeps the output
+    _round_trip(net, x, names)
+
+
+def test_lora_ga_averages_batches_per_sample():
+    net, (x, y) = _net(), _data()
+    one, two = _net(), _net()
+    op.factor.lora_(one, rank=1, init="lora_ga", loss_fn=F.mse_loss, data=(x, y))
+    op.factor.lora_(two, rank=1, init="lora_ga", loss_fn=F.mse_loss, data=[(x[:16], y[:16]), (x[16:], y[16:])])
+    for a, b in zip(one.parameters(), two.parameters()):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_eva_components_are_the_top_right_singular_vectors_of_the_stacked_inputs():
+    net, (x, y) = _net(), _data()
+    inputs0, inputs2 = x, torch.tanh(net[0](x)).detach()
+    y0 = net(x)
+    names = op.factor.lora_(net, rank=3, init="eva", data=[(x[:20], y[:20]), (x[20:], y[20:])], rho=1.0)
+    assert names == ["0", "2"] and torch.equal(net(x), y0)
+    for n, X in (("0", inputs0), ("2", inputs2)):
+        Xc = X - X.mean(0)
+        Vh = torch.linalg.svd(Xc, full_matrices=False)[2]
+        down = net.get_submodule(n).lora_down
+        assert torch.allclose((Vh[:3] @ down).abs(), torch.eye(3, dtype=D), atol=1e-10)
+        assert torch.equal(net.get_submodule(n).lora_up, torch.zeros(net.get_submodule(n).lora_up.shape, dtype=D))
+
+
+def test_eva_redistributes_the_rank_budget_and_skips_rank_zero_layers():
+    net, (x, y) = _net(), _data()
+    x = x * torch.tensor([10.0] + [1e-3] * 7, dtype=D)                 # layer 0's inputs: one dominant direction
+    rank, rho = 2, 2.0
+    ratios = {}
+    for n, X in (("0", x), ("2", torch.tanh(net[0](x)).detach())):
+        ratios[n] = inits.pca(X)[1]
+    expect = inits.eva_ranks(ratios, rank * 2, {"0": 4, "2": 4})
+    names = op.factor.lora_(net, rank=rank, alpha=4.0, init="eva", data=(x, y), rho=rho)
+    got = {n: net.get_submodule(n).rank for n in names}
+    assert sum(got.values()) == rank * 2 == sum(expect.values())
+    assert got == {k: v for k, v in expect.items() if v}
+    for n in names:                                                    # α scaled by r_layer / r: α/r kept
+        assert net.get_submodule(n).scaling == pytest.approx(2.0)
+    if expect["0"] == 0:
+        assert isinstance(net[0], torch.nn.Linear)
+
+
+def test_corda_uses_the_mean_normalized_input_covariance():
+    net, (x, y) = _net(), _data()
+    W = net[0].weight.detach().clone()
+    batches = [(x[:10], y[:10]), (x[10:], y[10:])]
+    C = sum((b / b.abs().max()).mT @ (b / b.abs().max()) for b, _ in batches) / 2
+    y0 = net(x)
+    for mode in ("ipm", "kpm"):
+        m = _net()
+        op.factor.lora_(m, "0", rank=3, alpha=6.0, init="corda", data=batches, corda_mode=mode)
+        expect = inits.corda(W, C, 3, scaling=2.0, mode=mode)
+        assert torch.allclose(m[0].lora_up, expect.up, atol=1e-10) and torch.allclose(m[0].lora_down, expect.down, atol=1e-10)
+        assert (m(x) - y0).abs().max() < 1e-12
+        _round_trip(m, x, ["0"])
+
+
+def test_activation_inits_refuse_conv_layers_and_leave_the_model_unchanged():
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 2, 3), torch.nn.Flatten(), torch.nn.Linear(18, 3)).double()
+    x = torch.randn(4, 2, 5, 5, dtype=D)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    for init in ("eva", "corda"):
+        with pytest.raises(ValueError, match="Linear-like"):
+            op.factor.lora_(net, rank=1, init=init, data=(x, None))
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert not any(m._forward_hooks for m in net.modules())
+    names = op.factor.lora_(net, rank=1, init="lora_ga", loss_fn=lambda o, t: o.square().mean(), data=(x, x))
+    assert names == ["0", "2"]
+    _round_trip(net, x, names)
+
+
+def test_a_layer_the_data_never_reaches_is_refused():
+    net = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 3)})
+    net.forward = lambda x: net["a"](x)
+    with pytest.raises(ValueError, match=r"data: layers \['b'\] were not called"):
+        op.factor.lora_(net, rank=1, init="eva", data=(torch.randn(8, 3), None))
