@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..backend import vec
 from ..backend.select import Spec
@@ -76,6 +77,11 @@ class JacobianOperator:
       batched tuple.
     * :meth:`to_dense`: the ``(m, n)`` matrix (small problems).
 
+    ``J v`` differentiates the backward graph once more. A fused attention kernel (flash or
+    memory-efficient ``scaled_dot_product_attention``, e.g. inside ``nn.MultiheadAttention``) has
+    no such derivative: on the first ``J v`` that meets one, the kept graphs are rebuilt with the
+    math attention kernel (same values up to rounding) and ``attention`` becomes ``"math"``.
+
     Args:
         model: a deterministic ``nn.Module`` (``eval()`` for dropout / BatchNorm).
         data: inputs ``(N, ...)``, one ``(inputs, targets)`` batch (targets unused) or an
@@ -90,16 +96,9 @@ class JacobianOperator:
         self.obj = obj = Objective.build(model, _no_loss, as_batches(data), params, exclude=exclude)
         self.like = tuple(t.shape for t in obj.theta)
         self.dtype, self.device = obj.theta[0].dtype, obj.theta[0].device
+        self.attention = "default"
         with rng_guard(self.device):
-            self._graphs = []
-            for b in obj.batches:
-                leaves = obj.leaves()
-                out = obj.outputs(leaves, b)
-                if not isinstance(out, Tensor) or not out.is_floating_point() or out.ndim == 0:
-                    raise ValueError("model(inputs) must return a floating-point tensor (n_b, ...), got "
-                                     f"{type(out).__name__ if not isinstance(out, Tensor) else (out.dtype, tuple(out.shape))}")
-                u = torch.zeros_like(out, requires_grad=True)
-                self._graphs.append((leaves, out, u, grad(out, leaves, u, create_graph=True)))
+            self._graphs = self._build()
             trailing = {tuple(g[1].shape[1:]) for g in self._graphs}
             if len(trailing) > 1:
                 raise ValueError(f"data: the batches give outputs of different trailing shapes {sorted(trailing)}")
@@ -111,6 +110,19 @@ class JacobianOperator:
         self._sizes = [int(g[1].shape[0]) for g in self._graphs]
         self.out_shape = torch.Size([sum(self._sizes), *self._graphs[0][1].shape[1:]])
         self.out_dtype = self._graphs[0][1].dtype
+
+    def _build(self) -> list:
+        """One kept graph per batch: ``(leaves, outputs, u, Jᵀu)`` with ``Jᵀu`` differentiable in ``u``."""
+        graphs = []
+        for b in self.obj.batches:
+            leaves = self.obj.leaves()
+            out = self.obj.outputs(leaves, b)
+            if not isinstance(out, Tensor) or not out.is_floating_point() or out.ndim == 0:
+                raise ValueError("model(inputs) must return a floating-point tensor (n_b, ...), got "
+                                 f"{type(out).__name__ if not isinstance(out, Tensor) else (out.dtype, tuple(out.shape))}")
+            u = torch.zeros_like(out, requires_grad=True)
+            graphs.append((leaves, out, u, grad(out, leaves, u, create_graph=True)))
+        return graphs
 
     # -- shapes ---------------------------------------------------------------------------------
     @property
@@ -142,6 +154,18 @@ class JacobianOperator:
     # -- products on structured vectors ------------------------------------------------------------
     def _jv(self, V: vec.Vec, B: int | None) -> Tensor:
         """``J V`` for a tuple (``B`` None) or a batched tuple; returns ``out_shape`` or ``(B, *out_shape)``."""
+        try:
+            return self._jv_graphs(V, B)
+        except (RuntimeError, NotImplementedError) as e:
+            if "not implemented" not in str(e) or self.attention == "math":
+                raise
+        # a fused attention kernel (flash / memory-efficient SDPA) has no double backward: rebuild the
+        # kept graphs with the math kernel, whose backward is made of differentiable operations
+        with rng_guard(self.device), sdpa_kernel(SDPBackend.MATH):
+            self._graphs, self.attention = self._build(), "math"
+        return self._jv_graphs(V, B)
+
+    def _jv_graphs(self, V: vec.Vec, B: int | None) -> Tensor:
         res = []
         for leaves, out, u, jtu in self._graphs:
             live = [(j, t) for j, t in zip(jtu, V) if j.requires_grad]

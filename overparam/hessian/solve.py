@@ -85,7 +85,7 @@ def _prepare(A, b, damping: float, tol: float, max_iters: int | None, name: str 
         check_int(max_iters, "max_iters")
     B, back = _as_block(op, b, name)
     if B.dtype != op.dtype:
-        raise TypeError(f"{name} has dtype {B.dtype}, the operator's is {op.dtype}")
+        raise TypeError(f"{name} has dtype {B.dtype} but A has dtype {op.dtype}: cast one of them")
     if not bool(torch.isfinite(B).all()):
         raise ValueError(f"{name} holds NaN or inf")
     bn = torch.linalg.vector_norm(B, dim=0)

@@ -93,7 +93,8 @@ def block_spectra(model: nn.Module, loss_fn: Callable, data, *, params: Spec = N
 
     Args:
         model, loss_fn, data, params, exclude: as for :func:`~overparam.hessian.hessian`.
-        k: eigenvalues per block (a block with fewer parameters gets all of its ``n_b``).
+        k: eigenvalues per block, at most the largest block's size (a block with fewer parameters
+            gets all of its ``n_b``).
         which: ``"LA"`` (largest), ``"SA"`` (most negative) or ``"LM"`` (largest magnitude), as in
             :func:`~overparam.hessian.lanczos`.
         probes: trace budget per block: a block of at most ``probes`` parameters gets its exact
@@ -108,8 +109,11 @@ def block_spectra(model: nn.Module, loss_fn: Callable, data, *, params: Spec = N
     check_int(k, "k")
     check_int(probes, "probes", at_least=3)
     g = measurement_generator(generator)
-    rows = []
-    for name, H in blocks(model, loss_fn, data, params=params, exclude=exclude, **kwargs).items():
+    rows, ops = [], blocks(model, loss_fn, data, params=params, exclude=exclude, **kwargs)
+    largest = max(H.n for H in ops.values())
+    if k > largest:
+        raise ValueError(f"k={k} exceeds the size of the largest block ({largest} parameters)")
+    for name, H in ops.items():
         eig = lanczos(H, k=min(k, H.n), which=which, tol=tol, generator=g)
         if H.n <= probes:
             diag = torch.diagonal(H.to_dense())

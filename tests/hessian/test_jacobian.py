@@ -155,3 +155,25 @@ def test_agrees_with_curvlinops(name):
     U = gaussian((J.m, 3), generator=1, dtype=D)
     assert max_rel_error(J @ V, CJ @ V) < 1e-10
     assert max_rel_error(J.T @ U, CJT @ U) < 1e-10
+
+
+class _MHA(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn, self.head = nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x, need_weights=False)[0].mean(dim=1))
+
+
+def test_fused_attention_falls_back_to_the_math_kernel():
+    torch.manual_seed(0)
+    net = _MHA().double().eval()                  # SDPA picks a fused CPU kernel: no double backward
+    x = torch.randn(3, 5, 8, dtype=D)
+    J = oh.jacobian(net, x)
+    Jd, _, _ = dense_jacobian(net, x)
+    U = torch.randn(J.m, 2, dtype=D)
+    assert J.attention == "default" and max_rel_error(J.T @ U, Jd.T @ U) < 1e-12
+    V = torch.randn(J.n, 2, dtype=D)
+    assert max_rel_error(J @ V, Jd @ V) < 1e-10
+    assert J.attention == "math" and max_rel_error(J.T @ U, Jd.T @ U) < 1e-12

@@ -49,11 +49,15 @@ def test_small_blocks_get_every_eigenvalue_and_which_is_honoured():
     torch.manual_seed(0)
     x, y = torch.randn(10, 2, dtype=D), torch.randn(10, 1, dtype=D)
     Hd = dense_hessian(net, nn.functional.mse_loss, (x, y))
-    table = oh.block_spectra(net, nn.functional.mse_loss, (x, y), k=6, which="SA", params=["2"], tol=1e-10,
-                             generator=0)
-    assert len(table) == 1 and table["2"].top.shape == (4,)        # 4 parameters: all of them
+    table = oh.block_spectra(net, nn.functional.mse_loss, (x, y), k=6, which="SA", tol=1e-10, generator=0)
+    assert len(table) == 2 and table["2"].top.shape == (4,)        # 4 parameters: all of them
     assert max_rel_error(table["2"].top, torch.linalg.eigvalsh(Hd[9:, 9:])) < 1e-8
+    assert max_rel_error(table["0"].top, torch.linalg.eigvalsh(Hd[:9, :9])[:6]) < 1e-8
+    only = oh.block_spectra(net, nn.functional.mse_loss, (x, y), k=2, params="2.weight", generator=0)
+    assert [r.params for r in only] == [["2.weight"]]
     with pytest.raises(KeyError, match="no block named"):
-        table["0"]
+        only["0"]
+    with pytest.raises(ValueError, match="largest block"):
+        oh.block_spectra(net, nn.functional.mse_loss, (x, y), k=10)
     with pytest.raises(ValueError, match="probes"):
         oh.block_spectra(net, nn.functional.mse_loss, (x, y), probes=2)
