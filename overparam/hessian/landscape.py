@@ -70,8 +70,8 @@ def filter_normalize(d: Sequence[Tensor], theta: Sequence[Tensor]) -> vec.Vec:
 
     Example:
         >>> d = filter_normalize([torch.ones(2, 2), torch.ones(3)], [torch.tensor([[3., 4.], [0., 1.]]), torch.ones(3)])
-        >>> d[0].tolist(), d[1].tolist()
-        ([[3.5355339059327373, 3.5355339059327373], [0.7071067811865475, 0.7071067811865475]], [0.0, 0.0, 0.0])
+        >>> d[0].norm(dim=1).round(decimals=6).tolist(), d[1].tolist()     # filter norms 5 and 1; the 1-D parameter: 0
+        ([5.0, 1.0], [0.0, 0.0, 0.0])
     """
     out = []
     for t, p in zip(d, theta):

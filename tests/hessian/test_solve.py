@@ -142,3 +142,12 @@ def test_inverse_refuses_what_it_cannot_invert():
         oh.inverse(A, method="lu")
     with pytest.raises(TypeError, match="scale"):
         oh.inverse(A, method="cg", scale=0.1)
+
+
+def test_cg_takes_the_gradient_dict(damped_ggn):
+    G, Gd, lam = damped_ggn
+    b = gaussian((G.n,), generator=6, dtype=D)
+    keyed = dict(zip(G.names, vec.unflatten(b, G.like)))
+    res = oh.cg(G, keyed, damping=lam, tol=1e-10)
+    assert list(res.x) == G.names
+    assert max_rel_error(vec.flatten(res.x.values()), oh.cg(G, b, damping=lam, tol=1e-10).x) < 1e-8
