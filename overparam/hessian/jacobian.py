@@ -2,10 +2,11 @@
 (``m × n``: ``m`` = every output entry of every batch, ``n`` = the selected parameters), with
 ``J v`` and ``Jᵀ u`` products for one vector or a batch of vectors.
 
-One forward graph per batch is kept. ``Jᵀ u`` is a vjp on it; ``J v`` comes from the
+One forward graph per batch is kept. ``Jᵀ u`` is a vjp on it; one ``J v`` comes from the
 double-vjp trick (``J v = ∂/∂u ⟨Jᵀu, v⟩``, linear in a dummy ``u``), so neither needs a fresh
-forward pass nor forward-mode rules. A batch of ``B`` vectors is one batched backward pass
-(``is_grads_batched``), or ``B`` passes where an operation has no batching rule.
+forward pass. ``B`` vectors at once: ``Jᵀ U`` is one batched backward pass
+(``is_grads_batched``, or ``B`` passes where an operation has no batching rule); ``J V`` is
+forward mode, vmapped over the vectors (see :class:`JacobianOperator`).
 
 Example:
     >>> import torch
@@ -77,10 +78,14 @@ class JacobianOperator:
       batched tuple.
     * :meth:`to_dense`: the ``(m, n)`` matrix (small problems).
 
-    ``J v`` differentiates the backward graph once more. A fused attention kernel (flash or
-    memory-efficient ``scaled_dot_product_attention``, e.g. inside ``nn.MultiheadAttention``) has
-    no such derivative: on the first ``J v`` that meets one, the kept graphs are rebuilt with the
-    math attention kernel (same values up to rounding) and ``attention`` becomes ``"math"``.
+    One ``J v`` differentiates the kept backward graph once more (double vjp). Several vectors
+    at once (``J V``) go forward-mode instead (``torch.func.jvp`` vmapped over the vectors, one
+    forward pass with ``B`` tangents: ``jvp_mode == "forward"``); a model with an operation that
+    has no forward-mode or batching rule (an old-style ``autograd.Function``, the fused CPU path of
+    ``nn.MultiheadAttention``) switches to batched double vjps (``jvp_mode == "double-vjp"``). A
+    fused attention kernel (flash or memory-efficient ``scaled_dot_product_attention``) has no
+    double backward either: on the first double vjp that meets one, the kept graphs are rebuilt with
+    the math attention kernel (same values up to rounding) and ``attention`` becomes ``"math"``.
 
     Args:
         model: a deterministic ``nn.Module`` (``eval()`` for dropout / BatchNorm).
@@ -96,7 +101,7 @@ class JacobianOperator:
         self.obj = obj = Objective.build(model, _no_loss, as_batches(data), params, exclude=exclude)
         self.like = tuple(t.shape for t in obj.theta)
         self.dtype, self.device = obj.theta[0].dtype, obj.theta[0].device
-        self.attention = "default"
+        self.attention, self.jvp_mode = "default", "forward"
         with rng_guard(self.device):
             self._graphs = self._build()
             trailing = {tuple(g[1].shape[1:]) for g in self._graphs}
@@ -154,6 +159,11 @@ class JacobianOperator:
     # -- products on structured vectors ------------------------------------------------------------
     def _jv(self, V: vec.Vec, B: int | None) -> Tensor:
         """``J V`` for a tuple (``B`` None) or a batched tuple; returns ``out_shape`` or ``(B, *out_shape)``."""
+        if B is not None and self.jvp_mode == "forward":
+            try:
+                return self._jv_forward(V)
+            except (RuntimeError, NotImplementedError):  # no forward-mode or batching rule, an old-style
+                self.jvp_mode = "double-vjp"             # autograd.Function: the kept graphs from now on
         try:
             return self._jv_graphs(V, B)
         except (RuntimeError, NotImplementedError) as e:
@@ -164,6 +174,17 @@ class JacobianOperator:
         with rng_guard(self.device), sdpa_kernel(SDPBackend.MATH):
             self._graphs, self.attention = self._build(), "math"
         return self._jv_graphs(V, B)
+
+    def _jv_forward(self, V: vec.Vec) -> Tensor:
+        """``J V`` for a batched tuple by forward mode, vmapped over the vectors (one forward pass
+        with ``B`` tangents per data batch): much cheaper than ``B`` double-vjp products."""
+        res = []
+        with torch.no_grad(), rng_guard(self.device):
+            for b in self.obj.batches:
+                def jv(*v, b=b):
+                    return torch.func.jvp(lambda *th: self.obj.outputs(th, b), self.obj.theta, v)[1]
+                res.append(torch.func.vmap(jv)(*V).detach())
+        return torch.cat(res, dim=1)
 
     def _jv_graphs(self, V: vec.Vec, B: int | None) -> Tensor:
         res = []

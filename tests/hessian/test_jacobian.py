@@ -40,7 +40,8 @@ def test_products_match_the_dense_oracle(name):
         V = gaussian((J.n, 3), generator=0, dtype=D)
         U = gaussian((J.m, 4), generator=1, dtype=D)
         assert J.shape == tuple(Jd.shape)
-        assert max_rel_error(J @ V, Jd @ V) < 1e-10
+        assert max_rel_error(J @ V, Jd @ V) < 1e-10 and J.jvp_mode == "forward"
+        assert not (J @ V).requires_grad
         assert max_rel_error(J.T @ U, Jd.T @ U) < 1e-10
         assert max_rel_error(J @ V[:, 0], Jd @ V[:, 0]) < 1e-10
         assert max_rel_error(J.T @ U[:, 0], Jd.T @ U[:, 0]) < 1e-10
@@ -114,6 +115,7 @@ def test_batched_products_fall_back_to_a_loop_without_a_batching_rule():
     Jd, _, _ = dense_jacobian(net, x)
     V, U = torch.randn(J.n, 3, dtype=D), torch.randn(J.m, 3, dtype=D)
     assert max_rel_error(J @ V, Jd @ V) < 1e-12 and max_rel_error(J.T @ U, Jd.T @ U) < 1e-12
+    assert J.jvp_mode == "double-vjp"           # an old-style autograd.Function: no torch.func transforms
     leaf = torch.ones(3, dtype=D, requires_grad=True)
     out = _NoVmap.apply(leaf)
     seeds = torch.eye(3, dtype=D)
@@ -175,5 +177,6 @@ def test_fused_attention_falls_back_to_the_math_kernel():
     U = torch.randn(J.m, 2, dtype=D)
     assert J.attention == "default" and max_rel_error(J.T @ U, Jd.T @ U) < 1e-12
     V = torch.randn(J.n, 2, dtype=D)
-    assert max_rel_error(J @ V, Jd @ V) < 1e-10
-    assert J.attention == "math" and max_rel_error(J.T @ U, Jd.T @ U) < 1e-12
+    assert max_rel_error(J @ V, Jd @ V) < 1e-10                 # no forward-mode rule: double vjps ...
+    assert (J.jvp_mode, J.attention) == ("double-vjp", "math")  # ... with the math attention kernel
+    assert max_rel_error(J.T @ U, Jd.T @ U) < 1e-12 and max_rel_error(J @ V[:, 0], Jd @ V[:, 0]) < 1e-10
