@@ -28,19 +28,11 @@ from pathlib import Path
 
 import torch
 from _timing import interleaved
+from hessian_bench import cnn  # the ~282k-parameter CNN
 from torch import nn
 
 import overparam.hessian as oh
 from overparam.backend.random import construction_generator, fan_in_normal_, gaussian
-
-
-def cnn() -> nn.Module:
-    with torch.device("meta"):
-        net = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 10))
-    return fan_in_normal_(net.to_empty(device="cpu"), generator=0).eval()
 
 
 class Block(nn.Module):

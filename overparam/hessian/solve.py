@@ -166,7 +166,8 @@ def cg(A, b, *, damping: float = 0.0, tol: float = 1e-8, max_iters: int | None =
         [-3.0, -1.0]
     """
     op, B, back, bn = _prepare(A, b, damping, tol, max_iters)
-    apply, M = _product(op, damping), _preconditioner(preconditioner, op, B.shape[1] == 1 and isinstance(b, Tensor) and b.ndim == 1)
+    vector = B.shape[1] == 1 and not (isinstance(b, Tensor) and b.ndim == 2)
+    apply, M = _product(op, damping), _preconditioner(preconditioner, op, vector)
     budget = min(2 * op.n, 10_000) if max_iters is None else max_iters
     if x0 is None:
         X, R, count = torch.zeros_like(B), B.clone(), 0
@@ -269,7 +270,8 @@ class InverseOperator(Operator):
             operators): ``"cholesky"`` (``A + λI`` positive definite) or ``"eigh"`` (any non-singular
             ``A + λI``; the eigenpairs are kept in ``eigenvalues`` / ``eigenvectors``).
         **options: keyword arguments of :func:`cg` / :func:`neumann` (``tol``, ``max_iters``,
-            ``preconditioner``, ``scale``, ``generator``).
+            ``preconditioner``, ``scale``, ``generator``); every product is a block solve, so a
+            function preconditioner gets blocks ``(n, B)``.
 
     Attributes:
         last: the :class:`Solve` of the latest product (iterative methods), else None.

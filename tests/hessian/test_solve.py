@@ -65,6 +65,8 @@ def test_preconditioner_hook(damped_ggn):
     for M in (lambda r: r / d, torch.diag(1 / d), oh.DenseOperator(torch.diag(1 / d))):
         pre = oh.cg(G, b, damping=lam, tol=1e-10, preconditioner=M)
         assert pre.converged and true_residual(Gd, lam, pre.x, b) <= 1e-10
+    shaped = oh.cg(G, vec.unflatten(b, G.like), damping=lam, tol=1e-10, preconditioner=lambda r: r / d)
+    assert max_rel_error(vec.flatten(shaped.x), pre.x) < 1e-8       # a parameter-shaped b: M still gets (n,)
     exact = oh.inverse(Gd, damping=lam, method="cholesky")      # the exact inverse: one step
     one = oh.cg(G, b, damping=lam, tol=1e-10, preconditioner=exact)
     assert one.n_matvecs <= 3 < plain.n_matvecs
