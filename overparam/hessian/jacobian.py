@@ -2,11 +2,11 @@
 (``m × n``: ``m`` = every output entry of every batch, ``n`` = the selected parameters), with
 ``J v`` and ``Jᵀ u`` products for one vector or a batch of vectors.
 
-One forward graph per batch is kept. ``Jᵀ u`` is a vjp on it; one ``J v`` comes from the
-double-vjp trick (``J v = ∂/∂u ⟨Jᵀu, v⟩``, linear in a dummy ``u``), so neither needs a fresh
-forward pass. ``B`` vectors at once: ``Jᵀ U`` is one batched backward pass
-(``is_grads_batched``, or ``B`` passes where an operation has no batching rule); ``J V`` is
-forward mode, vmapped over the vectors (see :class:`JacobianOperator`).
+One forward graph per batch is kept: ``Jᵀ u`` is a backward pass on it (no new forward), ``B``
+vectors at once one batched backward pass (``is_grads_batched``, or ``B`` passes where an
+operation has no batching rule). ``J v`` is forward mode (one forward pass with tangents, vmapped
+over ``B`` vectors), or the double-vjp trick on the kept graph for models without forward-mode
+rules (see :class:`JacobianOperator`).
 
 Example:
     >>> import torch
@@ -78,14 +78,14 @@ class JacobianOperator:
       batched tuple.
     * :meth:`to_dense`: the ``(m, n)`` matrix (small problems).
 
-    One ``J v`` differentiates the kept backward graph once more (double vjp). Several vectors
-    at once (``J V``) go forward-mode instead (``torch.func.jvp`` vmapped over the vectors, one
-    forward pass with ``B`` tangents: ``jvp_mode == "forward"``); a model with an operation that
-    has no forward-mode or batching rule (an old-style ``autograd.Function``, the fused CPU path of
-    ``nn.MultiheadAttention``) switches to batched double vjps (``jvp_mode == "double-vjp"``). A
-    fused attention kernel (flash or memory-efficient ``scaled_dot_product_attention``) has no
-    double backward either: on the first double vjp that meets one, the kept graphs are rebuilt with
-    the math attention kernel (same values up to rounding) and ``attention`` becomes ``"math"``.
+    ``J v`` / ``J V`` is forward mode (``torch.func.jvp``: one forward pass with tangents,
+    vmapped over the vectors: ``jvp_mode == "forward"``). A model with an operation that has no
+    forward-mode or batching rule (an old-style ``autograd.Function``, the fused CPU path of
+    ``nn.MultiheadAttention``) switches, on the first product that meets it, to double vjps on the
+    kept graph (``J v = ∂/∂u ⟨Jᵀu, v⟩``: ``jvp_mode == "double-vjp"``). A fused attention kernel
+    (flash or memory-efficient ``scaled_dot_product_attention``) has no double backward either:
+    the kept graphs are then rebuilt once with the math attention kernel (same values up to
+    rounding) and ``attention`` becomes ``"math"``.
 
     Args:
         model: a deterministic ``nn.Module`` (``eval()`` for dropout / BatchNorm).
@@ -117,7 +117,8 @@ class JacobianOperator:
         self.out_dtype = self._graphs[0][1].dtype
 
     def _build(self) -> list:
-        """One kept graph per batch: ``(leaves, outputs, u, Jᵀu)`` with ``Jᵀu`` differentiable in ``u``."""
+        """One kept graph per batch: ``[leaves, outputs, u, Jᵀu]``; ``u`` and ``Jᵀu`` (differentiable in
+        ``u``, for double vjps) are made on first use (:meth:`_double`)."""
         graphs = []
         for b in self.obj.batches:
             leaves = self.obj.leaves()
@@ -125,9 +126,15 @@ class JacobianOperator:
             if not isinstance(out, Tensor) or not out.is_floating_point() or out.ndim == 0:
                 raise ValueError("model(inputs) must return a floating-point tensor (n_b, ...), got "
                                  f"{type(out).__name__ if not isinstance(out, Tensor) else (out.dtype, tuple(out.shape))}")
-            u = torch.zeros_like(out, requires_grad=True)
-            graphs.append((leaves, out, u, grad(out, leaves, u, create_graph=True)))
+            graphs.append([leaves, out, None, None])
         return graphs
+
+    def _double(self, g: list) -> list:
+        """``g`` with its ``u`` and ``Jᵀu = ∂⟨out, u⟩/∂θ`` (one backward pass with graph, kept)."""
+        if g[2] is None:
+            g[2] = torch.zeros_like(g[1], requires_grad=True)
+            g[3] = grad(g[1], g[0], g[2], create_graph=True)
+        return g
 
     # -- shapes ---------------------------------------------------------------------------------
     @property
@@ -159,9 +166,9 @@ class JacobianOperator:
     # -- products on structured vectors ------------------------------------------------------------
     def _jv(self, V: vec.Vec, B: int | None) -> Tensor:
         """``J V`` for a tuple (``B`` None) or a batched tuple; returns ``out_shape`` or ``(B, *out_shape)``."""
-        if B is not None and self.jvp_mode == "forward":
+        if self.jvp_mode == "forward":
             try:
-                return self._jv_forward(V)
+                return self._jv_forward(V, B)
             except (RuntimeError, NotImplementedError):  # no forward-mode or batching rule, an old-style
                 self.jvp_mode = "double-vjp"             # autograd.Function: the kept graphs from now on
         try:
@@ -175,20 +182,21 @@ class JacobianOperator:
             self._graphs, self.attention = self._build(), "math"
         return self._jv_graphs(V, B)
 
-    def _jv_forward(self, V: vec.Vec) -> Tensor:
-        """``J V`` for a batched tuple by forward mode, vmapped over the vectors (one forward pass
-        with ``B`` tangents per data batch): much cheaper than ``B`` double-vjp products."""
+    def _jv_forward(self, V: vec.Vec, B: int | None) -> Tensor:
+        """``J V`` by forward mode: one forward pass with tangents per data batch, vmapped over the
+        ``B`` vectors of a batched tuple (much cheaper than ``B`` double-vjp products)."""
         res = []
         with torch.no_grad(), rng_guard(self.device):
             for b in self.obj.batches:
                 def jv(*v, b=b):
                     return torch.func.jvp(lambda *th: self.obj.outputs(th, b), self.obj.theta, v)[1]
-                res.append(torch.func.vmap(jv)(*V).detach())
-        return torch.cat(res, dim=1)
+                res.append((jv(*V) if B is None else torch.func.vmap(jv)(*V)).detach())
+        return torch.cat(res, dim=0 if B is None else 1)
 
     def _jv_graphs(self, V: vec.Vec, B: int | None) -> Tensor:
         res = []
-        for leaves, out, u, jtu in self._graphs:
+        for g in self._graphs:
+            leaves, out, u, jtu = self._double(g)
             live = [(j, t) for j, t in zip(jtu, V) if j.requires_grad]
             shape = out.shape if B is None else (B, *out.shape)
             if not live:
