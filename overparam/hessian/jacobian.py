@@ -269,9 +269,11 @@ class JacobianOperator:
         return self._jtu(u, None)
 
     def rmatmat(self, U: Tensor):
-        """``Jᵀ U``: ``(m, B)`` -> ``(n, B)``, or ``(B, *out_shape)`` -> a batched tuple (entries ``(B, *shape_i)``)."""
+        """``Jᵀ U``: ``(m, B)`` -> ``(n, B)``, or ``(B, *out_shape)`` -> a batched tuple (entries ``(B, *shape_i)``).
+
+        With 1-D outputs (``out_shape = (N,)``) a 2-D ``U`` is always the flat block ``(m, B)``."""
         U = self._cast(U, self.out_dtype, "U")
-        if U.ndim == 2 and U.shape[0] == self.m and U.shape[1:] != self.out_shape:
+        if U.ndim == 2 and U.shape[0] == self.m and (len(self.out_shape) == 1 or U.shape[1:] != self.out_shape):
             B = U.shape[1]
             return vec.flatten(self._jtu(U.mT.reshape(B, *self.out_shape), B), batch=True).mT
         if U.ndim != len(self.out_shape) + 1 or U.shape[1:] != self.out_shape:

@@ -180,3 +180,14 @@ def test_fused_attention_falls_back_to_the_math_kernel():
     assert max_rel_error(J @ V, Jd @ V) < 1e-10                 # no forward-mode rule: double vjps ...
     assert (J.jvp_mode, J.attention) == ("double-vjp", "math")  # ... with the math attention kernel
     assert max_rel_error(J.T @ U, Jd.T @ U) < 1e-12 and max_rel_error(J @ V[:, 0], Jd @ V[:, 0]) < 1e-10
+
+
+def test_one_dimensional_outputs_read_a_square_block_as_flat():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1), nn.Flatten(0)).double()   # outputs (N,)
+    x = torch.randn(5, 3, dtype=D)
+    J = oh.jacobian(net, x)
+    Jd, _, _ = dense_jacobian(net, x)
+    U = torch.randn(5, 5, dtype=D)                    # (m, B) with B = m = N
+    assert J.out_shape == (5,) and max_rel_error(J.T @ U, Jd.T @ U) < 1e-12
+    assert max_rel_error(oh.ntk(net, x).to_dense(), Jd @ Jd.T) < 1e-12
