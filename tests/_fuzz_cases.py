@@ -27,7 +27,8 @@ SKIP = {
         "factor.diagnostics.FactorStats", "optim.RPCAResult", "optim.BatchedRun", "optim.StepInfo", "scaling.coord.CoordCheck",
         "scaling.shapes.TensorShape", "scaling.Rule", "scaling.Plan", "prune.Round", "prune.Ticket",
         "prune.scores.Movement", "hessian.Eigen", "hessian.Estimate", "hessian.Quadrature", "hessian.Density",
-        "hessian.EoS", "hessian.Sharpness", "testing.hessian_oracles.CurvatureCase",
+        "hessian.EoS", "hessian.Sharpness", "testing.hessian_oracles.CurvatureCase", "hessian.Solve",
+        "hessian.BlockSpectrum", "hessian.SpectraTable", "hessian.Landscape",
         "problems.MatrixSensing", "problems.MatrixCompletion", "problems.RobustPCA",
         "problems.DeepLinearRegression", "problems.TeacherStudent")},
     **{n: "an exception class" for n in (
@@ -44,6 +45,7 @@ SKIP = {
        for n in ("backend.layers.Layout", "backend.layers.LayerKind", "backend.layers.LayerWeight")},
     "testing.assertions.assert_no_side_effects": "a context manager: its argument is checked on entry (tests/testing)",
     "hessian.plot_density": "draws with matplotlib (tests/hessian/test_density.py)",
+    "hessian.plot_landscape": "draws with matplotlib (tests/hessian/test_landscape.py)",
     "prune.semistructured.to_semi_structured": "needs CUDA (tests/prune/test_semistructured.py); refuses a CPU tensor",
     "scaling.coord.plot_coord_check": "draws with matplotlib (tests/scaling/test_coord.py)",
 }
@@ -236,6 +238,8 @@ CALLS = {
     "hessian.ScaledOperator": {"op": lambda: op.hessian.DenseOperator(spd()), "a": lambda: 2.0},
     "hessian.SumOperator": {"ops": lambda: [op.hessian.DenseOperator(spd()), op.hessian.DenseOperator(spd(seed=1))]},
     "hessian.lanczos": {"k": lambda: 2}, "hessian.power_iteration": {"k": lambda: 1},
+    "hessian.cg": {"b": lambda: t(4)}, "hessian.neumann": {"b": lambda: t(4)},
+    "hessian.block_spectra": {"k": lambda: 2, "probes": lambda: 6}, "hessian.loss_landscape": {"steps": lambda: 3},
     "hessian.hutchinson": {"probes": lambda: 4}, "hessian.hutchpp": {"probes": lambda: 6},
     "hessian.xtrace": {"probes": lambda: 4}, "hessian.trace": {"probes": lambda: 6},
     "hessian.diagonal": {"probes": lambda: 4}, "hessian.slq": {"probes": lambda: 2, "steps": lambda: 3},

@@ -34,7 +34,9 @@ prune.scores.movement_scores prune.targets hessian.gradient hessian.HessianOpera
 hessian.GGNOperator hessian.ggn hessian.EmpiricalFisherOperator hessian.empirical_fisher
 hessian.MCFisherOperator hessian.mc_fisher hessian.blocks hessian.epsilon_sharpness testing.oracles.flat_params
 testing.oracles.outputs_of_flat testing.oracles.loss_of_flat testing.oracles.dense_hessian
-testing.hessian_oracles.dense_ggn scaling.shared_readout prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner"""
+testing.hessian_oracles.dense_ggn scaling.shared_readout hessian.jacobian hessian.JacobianOperator hessian.ntk
+hessian.NTKOperator hessian.block_spectra hessian.loss_landscape prune.learned.EdgePopup prune.learned.LearnableNM
+prune.schedules.GradualPruner"""
 VALUES = """scaling.attention_scale_ backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict factor.unmerge_
 prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery"""
 WRAP = "factor.lowrank_ factor.hadamard_ factor.lora_ prune.apply.parametrize_masks_"

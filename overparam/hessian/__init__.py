@@ -12,6 +12,12 @@
   (stochastic, or exact with ``probes=None``).
 * density: :func:`slq`, :func:`density`, :func:`plot_density`.
 * sharpness: :func:`lambda_max` (vs. ``2/η``), :func:`epsilon_sharpness` / :func:`ball_sharpness`.
+* Jacobians: :func:`jacobian` (``J`` / ``Jᵀ`` products of the model outputs, batched), :func:`ntk`
+  (the empirical NTK ``J Jᵀ`` as an operator, dense, per-sample / per-output blocks).
+* inverses: :func:`cg` (preconditioned, damped), :func:`neumann`, :func:`inverse` (``(A + λI)⁻¹`` as an
+  operator: CG, Neumann, or exact by Cholesky / eigh), each solve a :class:`Solve` with its residuals.
+* per-layer spectra: :func:`block_spectra` (a table of top eigenvalues and traces per block);
+  loss-landscape slices: :func:`loss_landscape`, :func:`plot_landscape`.
 
 Example:
     >>> import torch
@@ -31,10 +37,15 @@ from .fisher import EmpiricalFisherOperator, MCFisherOperator, empirical_fisher,
 from .ggn import GGNOperator, ggn
 from .gradient import gradient
 from .hvp import BACKENDS, HessianOperator, blocks, hessian
+from .jacobian import JacobianOperator, jacobian
+from .landscape import Landscape, loss_landscape, plot_landscape
 from .lanczos import Eigen, lanczos
+from .ntk import NTKOperator, ntk
 from .operators import (DenseOperator, FunctionOperator, IdentityOperator, Operator, ScaledOperator, SumOperator,
                         as_operator)
 from .power import power_iteration
+from .solve import InverseOperator, Solve, cg, inverse, neumann
+from .spectra import BlockSpectrum, SpectraTable, block_spectra
 from .sharpness import EoS, Sharpness, ball_sharpness, eos_threshold, epsilon_sharpness, lambda_max
 from .trace import Estimate, hutchinson, hutchpp, trace, xtrace
 
@@ -47,4 +58,7 @@ __all__ = [
     "Estimate", "hutchinson", "hutchpp", "xtrace", "trace", "diagonal",
     "Quadrature", "Density", "slq", "density", "plot_density",
     "EoS", "Sharpness", "lambda_max", "eos_threshold", "ball_sharpness", "epsilon_sharpness",
+    "JacobianOperator", "jacobian", "NTKOperator", "ntk",
+    "Solve", "cg", "neumann", "InverseOperator", "inverse",
+    "BlockSpectrum", "SpectraTable", "block_spectra", "Landscape", "loss_landscape", "plot_landscape",
 ]
