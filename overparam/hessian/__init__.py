@@ -27,8 +27,10 @@ from ._model import NonDeterministicModelError
 from .density import Density, Quadrature, density, plot_density, slq
 from .diagonal import diagonal
 from .ggn import GGNOperator, ggn
+from .ekfac import EKFACOperator, ekfac
 from .gradient import gradient
 from .hvp import BACKENDS, HessianOperator, blocks, hessian
+from .kfac import KFACOperator, kfac
 from .lanczos import Eigen, lanczos
 from .operators import (DenseOperator, FunctionOperator, IdentityOperator, Operator, ScaledOperator, SumOperator,
                         as_operator)
@@ -40,6 +42,7 @@ __all__ = [
     "NonDeterministicModelError", "gradient",
     "Operator", "DenseOperator", "FunctionOperator", "IdentityOperator", "ScaledOperator", "SumOperator",
     "as_operator", "HessianOperator", "hessian", "BACKENDS", "GGNOperator", "ggn", "blocks",
+    "KFACOperator", "kfac", "EKFACOperator", "ekfac",
     "Eigen", "lanczos", "power_iteration",
     "Estimate", "hutchinson", "hutchpp", "xtrace", "trace", "diagonal",
     "Quadrature", "Density", "slq", "density", "plot_density",
