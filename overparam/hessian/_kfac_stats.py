@@ -143,6 +143,22 @@ def loss_columns(kind: str, fisher: str, out: Tensor, y: Tensor, total: int, *, 
     return (2 * math.sqrt(s)) * (out - y)[None]
 
 
+def backprop(out: Tensor, outs: list[Tensor], cols: Tensor) -> list[Tensor]:
+    """``[J_iᵀ c_k]_k`` stacked ``(K, *outs[i].shape)`` for every recorded layer output: one batched
+    (vmapped) backward pass, or one pass per column where an op has no batching rule."""
+    try:
+        return list(torch.autograd.grad(out, outs, cols, retain_graph=True, allow_unused=True,
+                                        materialize_grads=True, is_grads_batched=True))
+    except RuntimeError:
+        pass
+    gs = [[] for _ in outs]
+    for c in cols:
+        for i, g in enumerate(torch.autograd.grad(out, outs, c, retain_graph=True, allow_unused=True,
+                                                  materialize_grads=True)):
+            gs[i].append(g)
+    return [torch.stack(g) for g in gs]
+
+
 def n_samples(obj: Objective) -> int:
     """``N``: the samples in all batches."""
     return sum(int((b[0] if isinstance(b[0], Tensor) else b[0][0]).shape[0]) for b in obj.batches)
@@ -179,14 +195,9 @@ def sweep(obj: Objective, layers: list[Layer], kind: str, fisher: str, *, mc_sam
                                  "K-FAC needs its gradient: use an out-of-place activation")
         cols = loss_columns(kind, fisher, out, b[1], total, mc_samples=mc_samples, generator=generator)
         outs = [store[i][1] for i in range(len(layers))]
-        gs = [[] for _ in layers]
-        for k in range(cols.shape[0]):
-            grads = torch.autograd.grad(out, outs, cols[k], retain_graph=k + 1 < cols.shape[0],
-                                        allow_unused=True, materialize_grads=True)
-            for i, g in enumerate(grads):
-                gs[i].append(g)
+        gs = backprop(out, outs, cols)
         for i, lay in enumerate(layers):
-            g = lay.outputs(torch.stack(gs[i]))
+            g = lay.outputs(gs[i])
             x = store[i][0]
             a = lay.inputs(x) if lay.has_weight else x.new_ones(g.shape[1], g.shape[2], 1)
             consume(i, a, g)
