@@ -153,3 +153,30 @@ def _kept_columns(m, names, net) -> Tensor:
     if m.bias is not None and pname[id(m.bias)] in names:
         cols.append(d_in)
     return torch.tensor(cols)
+
+
+def dense_curvature(net: nn.Module, kind: str, data, fisher: str = "type-2") -> Tensor:
+    """``Jᵀ H J`` over all trainable parameters (named_parameters order) with ``H`` of
+    :func:`loss_curvature`: the GGN (type-2) or the empirical Fisher; ``J`` checked by central differences."""
+    from overparam.testing.oracles import outputs_of_flat
+    x, y = data
+    f, theta = outputs_of_flat(net, x)
+    J = jacobian_of(f, theta)
+    _fd_check(f, theta, J)
+    return J.T @ loss_curvature(kind, fisher, f(theta).detach(), y) @ J
+
+
+def dense_ekfac(net, kind, data, names, like, *, fisher: str = "type-2", **kw) -> Tensor:
+    """EK-FAC from the definition ``D = diag(Qᵀ C_block Q)``, ``Q = Q_G ⊗ Q_A`` from the oracle
+    factors, ``C`` the dense GGN / empirical Fisher (all parameters trainable and selected)."""
+    C = dense_curvature(net, kind, data, fisher)
+    n = sum(s.numel() for s in like)
+    assert C.shape == (n, n), "dense_ekfac needs every trainable parameter selected"
+    blocks = []
+    for m, A, G in factors(net, kind, data, fisher=fisher, **kw):
+        idx = block_index(net, m, names, like)
+        keep = _kept_columns(m, names, net)
+        Q = torch.kron(torch.linalg.eigh(G).eigenvectors, torch.linalg.eigh(A[keep][:, keep]).eigenvectors)
+        Cb = C[idx[:, None], idx[None, :]]
+        blocks.append((idx, Q @ torch.diag(torch.diagonal(Q.T @ Cb @ Q)) @ Q.T))
+    return assemble(n, blocks)
