@@ -30,7 +30,8 @@ factor.pairs scaling.shapes.infer_shapes scaling.plan prune.init.synflow prune.i
 prune.nm.nm_masks prune.scores.magnitude_scores prune.scores.random_scores prune.scores.snip_scores
 prune.scores.grasp_scores prune.scores.synflow_scores prune.scores.hessian_diagonal prune.scores.obd_scores
 prune.scores.movement_scores prune.targets hessian.gradient hessian.HessianOperator hessian.hessian
-hessian.GGNOperator hessian.ggn hessian.blocks hessian.epsilon_sharpness testing.oracles.flat_params
+hessian.GGNOperator hessian.ggn hessian.blocks hessian.epsilon_sharpness hessian.KFACOperator hessian.kfac
+hessian.EKFACOperator hessian.ekfac testing.oracles.flat_params
 testing.oracles.outputs_of_flat testing.oracles.loss_of_flat testing.oracles.dense_hessian
 testing.hessian_oracles.dense_ggn prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner"""
 VALUES = """backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict factor.unmerge_
