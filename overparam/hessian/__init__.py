@@ -4,6 +4,9 @@
   :func:`ggn` (Gauss-Newton for MSE and cross-entropy), both ``(model, loss_fn, data, *, params=,
   exclude=)`` with ``params`` a spec of :func:`overparam.select`; restriction to a subset of the
   parameters, sums/scales/shifts, ``to_dense()``; any dense tensor or object with ``@`` also works.
+* Kronecker-factored: :func:`kfac` / :func:`ekfac` (Linear and Conv2d layers; GGN, Monte-Carlo or
+  empirical Fisher; expand/reduce weight sharing) with closed-form inverse, eigenpairs, trace,
+  log-determinant and Frobenius norm.
 * :func:`gradient`: the loss gradient by the same side-effect-free forward (used by prune's scores).
 * eigenvalues: :func:`lanczos` (thick restart, full re-orthogonalization, LA/SA/LM, warm start),
   :func:`power_iteration` (deflated baseline).

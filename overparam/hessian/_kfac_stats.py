@@ -55,6 +55,11 @@ class Layer:
     def out(self) -> int:
         return int(self.module.weight.shape[0])
 
+    @property
+    def d(self) -> int:
+        """Columns of the block: ``d_in`` with the weight, plus one with the bias."""
+        return self.d_in * self.has_weight + self.has_bias
+
     def inputs(self, x: Tensor) -> Tensor:
         """The layer input as ``(n, T, d)`` rows of the augmented input (``T`` shared positions; only
         for a layer whose weight is selected: a bias-only block's input is the constant 1)."""
@@ -164,11 +169,12 @@ def n_samples(obj: Objective) -> int:
     return sum(int((b[0] if isinstance(b[0], Tensor) else b[0][0]).shape[0]) for b in obj.batches)
 
 
-def _record(store: dict, i: int, module: nn.Module, args, output) -> None:
+def _record(store: dict, i: int, name: str, module: nn.Module, args, kwargs, output) -> None:
     if i in store:
-        raise ValueError(f"K-FAC needs every covered layer to run once per forward pass; {type(module).__name__} "
-                         f"layer #{i} ran twice (a shared module): leave its parameters out with exclude=")
-    store[i] = (args[0].detach(), output, output._version)
+        raise ValueError(f"K-FAC needs every covered layer to run once per forward pass; layer {name!r} ran twice "
+                         "(a shared module): leave its parameters out with exclude=")
+    x = args[0] if args else kwargs["input"]
+    store[i] = (x.detach(), output, output._version)
 
 
 def sweep(obj: Objective, layers: list[Layer], kind: str, fisher: str, *, mc_samples: int,
@@ -181,7 +187,8 @@ def sweep(obj: Objective, layers: list[Layer], kind: str, fisher: str, *, mc_sam
     kept, fresh = [], []
     for b in obj.batches:
         store: dict = {}
-        handles = [lay.module.register_forward_hook(partial(_record, store, i)) for i, lay in enumerate(layers)]
+        handles = [lay.module.register_forward_hook(partial(_record, store, i, lay.name), with_kwargs=True)
+                   for i, lay in enumerate(layers)]
         try:
             out = obj.outputs(obj.leaves(), b)
         finally:

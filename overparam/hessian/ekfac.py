@@ -51,8 +51,7 @@ class EKFACOperator(KFACOperator):
         super().__init__(model, loss_fn, data, params=params, exclude=exclude, fisher_type=fisher_type,
                          mc_samples=mc_samples, weight_sharing=weight_sharing, generator=generator, check=check)
         bases = KFACOperator._bases(self)
-        self._D = [torch.zeros(lay.out, A.shape[0], dtype=self.dtype, device=self.device)
-                   for lay, A in zip(self._layers, self._A)]
+        self._D = [torch.zeros(QG.shape[1], QA.shape[1], dtype=self.dtype, device=self.device) for QG, QA in bases]
 
         def consume(i: int, a: Tensor, g: Tensor) -> None:
             QG, QA = bases[i]

@@ -34,6 +34,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -52,12 +54,15 @@ __all__ = ["KFACOperator", "kfac"]
 
 
 class EigenbasisOperator(Operator):
-    """``Σ_blocks Q_G (D ∘ (Q_Gᵀ M Q_A)) Q_Aᵀ``: block-diagonal, each block diagonal (entries
-    ``D (out, d)``) in the Kronecker eigenbasis ``Q_A ⊗ Q_G``. K-FAC's inverse, EK-FAC."""
+    """Block-diagonal, each block diagonal in a Kronecker eigenbasis: on a block's matrix ``M (out, d)``,
+    ``rest·M + Q_G ((Q_Gᵀ M Q_A) ∘ (D − rest)) Q_Aᵀ`` with orthonormal ``Q_G (out, r_G)``, ``Q_A (d, r_A)``,
+    eigenvalues ``D (r_G, r_A)``, and ``rest`` the eigenvalue on the complement of the partial basis
+    (none when ``r_G = out`` and ``r_A = d``). K-FAC's inverse, EK-FAC."""
 
-    def __init__(self, layers: list[Layer], like, dtype, device, bases: list[tuple[Tensor, Tensor]], diags: list[Tensor]):
+    def __init__(self, layers: list[Layer], like, dtype, device, bases: list[tuple[Tensor, Tensor]], diags: list[Tensor],
+                 rests: list[float]):
         self._layers, self.like, self.dtype, self.device = layers, tuple(like), dtype, device
-        self._basis, self._diag = bases, diags
+        self._basis, self._diag, self._rest = bases, diags, rests
 
     def _bases(self) -> list[tuple[Tensor, Tensor]]:
         return self._basis
@@ -65,71 +70,110 @@ class EigenbasisOperator(Operator):
     def _diags(self) -> list[Tensor]:
         return self._diag
 
+    def _rests(self) -> list[float]:
+        return self._rest
+
+    def _blocks(self):
+        """``(layer, (Q_G, Q_A), D, rest, size of the complement)`` per block."""
+        for lay, Q, D, rest in zip(self._layers, self._bases(), self._diags(), self._rests()):
+            yield lay, Q, D, rest, lay.out * lay.d - D.numel()
+
     def _mm(self, V: vec.Vec) -> vec.Vec:
         out: list = [None] * len(self.like)
-        for lay, (QG, QA), D in zip(self._layers, self._bases(), self._diags()):
+        for lay, (QG, QA), D, rest, count in self._blocks():
             M = lay.to_matrix(V)
-            lay.from_matrix(QG @ ((QG.mT @ M @ QA) * D) @ QA.mT, out)
+            P = QG.mT @ M @ QA
+            if count == 0 or rest == 0:
+                lay.from_matrix(QG @ (P * D) @ QA.mT, out)
+            else:
+                lay.from_matrix(rest * M + QG @ (P * (D - rest)) @ QA.mT, out)
         return tuple(out)
 
     def _mv(self, v: vec.Vec) -> vec.Vec:
         return tuple(t[0] for t in self._mm(tuple(t[None] for t in v)))
 
     # -- closed forms --------------------------------------------------------------------------
+    def _values(self, blocks) -> Tensor:
+        return torch.cat([torch.cat([D.reshape(-1), D.new_full((count,), rest)]) for _, _, D, rest, count in blocks])
+
     def eigenvalues(self) -> Tensor:
         """All ``n`` eigenvalues, descending ``(n,)``."""
-        return torch.cat([D.reshape(-1) for D in self._diags()]).sort(descending=True).values
+        return self._values(self._blocks()).sort(descending=True).values
 
     def trace(self) -> Tensor:
         """``tr K`` (0-dim)."""
-        return sum(D.sum() for D in self._diags())
+        return sum(D.sum() + count * rest for _, _, D, rest, count in self._blocks())
 
     def frobenius_norm(self) -> Tensor:
         """``‖K‖_F`` (0-dim)."""
-        return torch.stack([D.square().sum() for D in self._diags()]).sum().sqrt()
+        return torch.stack([D.square().sum() + count * rest ** 2 for _, _, D, rest, count in self._blocks()]).sum().sqrt()
 
-    def _damped(self, damping: float) -> list[Tensor]:
+    def _damped(self, damping: float) -> tuple[list[Tensor], list[float]]:
         check_real(damping, "damping", at_least=0.0, finite=True)
-        diags = [D + damping for D in self._diags()]
-        low = min(float(D.min()) for D in diags)
+        diags, rests, low = [], [], float("inf")
+        for _, _, D, rest, count in self._blocks():
+            diags.append(D + damping)
+            rests.append(rest + damping)
+            low = min(low, float(diags[-1].min()), rest + damping if count else float("inf"))
         if low <= 0:
             raise NotPositiveDefiniteError(f"K + damping·I is singular or indefinite (smallest eigenvalue {low:.3e}); "
                                            "pass damping > 0")
-        return diags
+        return diags, rests
 
     def logdet(self, damping: float = 0.0) -> Tensor:
         """``log det(K + damping·I)`` (0-dim); a ``NotPositiveDefiniteError`` when that matrix is singular."""
-        return sum(D.log().sum() for D in self._damped(damping))
+        diags, rests = self._damped(damping)
+        return sum(D.log().sum() + b[4] * math.log(r) if b[4] else D.log().sum()
+                   for D, r, b in zip(diags, rests, self._blocks()))
 
     def inverse(self, damping: float = 0.0) -> EigenbasisOperator:
         """``(K + damping·I)⁻¹`` as an operator, exact (eigenvalues ``1/(λ + damping)``); a
         ``NotPositiveDefiniteError`` when ``K + damping·I`` is singular."""
+        diags, rests = self._damped(damping)
         return EigenbasisOperator(self._layers, self.like, self.dtype, self.device, self._bases(),
-                                  [1.0 / D for D in self._damped(damping)])
+                                  [1.0 / D for D in diags], [1.0 / r for r in rests])
 
     def eigh(self, k: int | None = None) -> Eigen:
-        """The ``k`` largest eigenpairs (all ``n`` for ``k=None``) in closed form, as an
+        """The ``k`` largest eigenpairs (all ``n`` for ``k=None``; ``n²`` memory) in closed form, as an
         :class:`~overparam.hessian.Eigen` (values descending, vectors parameter-shaped with entries
         ``(k, *shape)``, residuals ``‖K x − λ x‖`` from one product)."""
         k = self.n if k is None else check_int(k, "k")
         if k > self.n:
             raise ValueError(f"k must be at most n={self.n}, got {k}")
-        flat = torch.cat([D.reshape(-1) for D in self._diags()])
-        values, idx = flat.topk(k)
+        blocks = list(self._blocks())
+        values, idx = self._values(blocks).topk(k)
+        starts = torch.tensor([0] + [b[2].numel() + b[4] for b in blocks]).cumsum(0)
+        if any(b[4] and bool(((idx >= s + b[2].numel()) & (idx < e)).any()) for b, s, e in zip(blocks, starts, starts[1:])):
+            blocks = [(lay, (_complete(QG), _complete(QA)), _pad(D, lay.out, lay.d, rest), rest, 0)
+                      for lay, (QG, QA), D, rest, _ in blocks]        # a complement eigenvector is wanted
+            values, idx = self._values(blocks).topk(k)
         entries = [torch.zeros(k, *s, dtype=self.dtype, device=self.device) for s in self.like]
         start = 0
-        for lay, (QG, QA), D in zip(self._layers, self._bases(), self._diags()):
+        for lay, (QG, QA), D, _, count in blocks:
             pos = ((idx >= start) & (idx < start + D.numel())).nonzero().squeeze(1)
             o, j = (idx[pos] - start).div(D.shape[1], rounding_mode="floor"), (idx[pos] - start) % D.shape[1]
             tmp: list = [None] * len(self.like)
             lay.from_matrix(QG[:, o].mT[:, :, None] * QA[:, j].mT[:, None, :], tmp)
             for i, _ in lay.slots:
                 entries[i][pos] = tmp[i]
-            start += D.numel()
+            start += D.numel() + count
         vectors = tuple(entries)
         resid = vec.flatten(vec.sub(self._mm(vectors), tuple(values.reshape(-1, *[1] * len(s)) * e
                                                                for s, e in zip(self.like, vectors))), batch=True)
         return Eigen(values, vectors, resid.norm(dim=1), n_matvecs=k)
+
+
+def _complete(Q: Tensor) -> Tensor:
+    """``Q (m, r)`` with orthonormal columns, extended to an orthonormal basis ``(m, m)``."""
+    if Q.shape[1] == Q.shape[0]:
+        return Q
+    return torch.cat([Q, torch.linalg.qr(Q, mode="complete").Q[:, Q.shape[1]:]], dim=1)
+
+
+def _pad(D: Tensor, rows: int, cols: int, rest: float) -> Tensor:
+    out = D.new_full((rows, cols), rest)
+    out[: D.shape[0], : D.shape[1]] = D
+    return out
 
 
 class KFACOperator(EigenbasisOperator):
@@ -180,12 +224,12 @@ class KFACOperator(EigenbasisOperator):
         self.like = tuple(t.shape for t in obj.theta)
         self.dtype, self.device = obj.theta[0].dtype, obj.theta[0].device
         self._layers = layers_of(model, obj.names)
-        zeros = lambda m: torch.zeros(m, m, dtype=self.dtype, device=self.device)  # noqa: E731
-        self._A = [zeros(lay.d_in * lay.has_weight + lay.has_bias) for lay in self._layers]
-        self._G = [zeros(lay.out) for lay in self._layers]
-        total = n_samples(obj)
+        self._A = [torch.zeros(lay.d, lay.d, dtype=self.dtype, device=self.device) for lay in self._layers]
+        self._G = [torch.zeros(lay.out, lay.out, dtype=self.dtype, device=self.device) for lay in self._layers]
+        self._rows: list = [[] for _ in self._layers]   # A = XᵀX kept as X while it has fewer rows than columns
         with rng_guard(self.device):
-            self._sweep(self._accumulate(total), check=check)
+            self._sweep(self._accumulate(n_samples(obj)), check=check)
+        self._X = [None if r is None else torch.cat(r) for r in self._rows]
         self._eig: tuple | None = None
 
     def _sweep(self, consume, *, check: bool) -> None:
@@ -195,11 +239,21 @@ class KFACOperator(EigenbasisOperator):
     def _accumulate(self, total: int):
         def consume(i: int, a: Tensor, g: Tensor) -> None:
             if self.weight_sharing == "expand":
-                a2, g2 = a.reshape(-1, a.shape[-1]), g.reshape(-1, g.shape[-1])
-                self._A[i] += (a2.mT @ a2) / (total * a.shape[1])
+                a2, g2 = a.reshape(-1, a.shape[-1]) / math.sqrt(total * a.shape[1]), g.reshape(-1, g.shape[-1])
             else:
-                a2, g2 = a.mean(1), g.sum(2).reshape(-1, g.shape[-1])
-                self._A[i] += (a2.mT @ a2) / total
+                a2, g2 = a.mean(1) / math.sqrt(total), g.sum(2).reshape(-1, g.shape[-1])
+            rows = self._rows[i]
+            if rows is not None and (self.weight_sharing == "expand" or a.shape[1] == 1):
+                rows.append(a2)         # the rows are the inputs themselves: A's range is theirs (EK-FAC relies on it)
+                if sum(r.shape[0] for r in rows) < a2.shape[1]:
+                    a2 = None
+                else:
+                    a2, self._rows[i] = torch.cat(rows), None
+            elif rows is not None:
+                self._A[i] += sum(r.mT @ r for r in rows) if rows else 0
+                self._rows[i] = None
+            if a2 is not None:
+                self._A[i] += a2.mT @ a2
             self._G[i] += g2.mT @ g2
         return consume
 
@@ -208,16 +262,30 @@ class KFACOperator(EigenbasisOperator):
         """The selected parameters' names, in the order of the operator's vectors."""
         return list(self.obj.names)
 
+    def _input_factor(self, i: int) -> Tensor:
+        X = self._X[i]
+        return self._A[i] if X is None else X.mT @ X
+
     @property
     def factors(self) -> dict[str, tuple[Tensor, Tensor]]:
-        return {lay.name: (A, G) for lay, A, G in zip(self._layers, self._A, self._G)}
+        return {lay.name: (self._input_factor(i), G) for i, (lay, G) in enumerate(zip(self._layers, self._G))}
 
     def _eigen(self) -> tuple:
+        """Eigenpairs of the factors, once. ``A = XᵀX`` with fewer rows than columns: ``Xᵀ = QR``,
+        ``A = Q (R Rᵀ) Qᵀ``, so its range basis costs a thin QR and an ``r × r`` eigh (``r`` rows)."""
         if self._eig is None:
-            ea = [torch.linalg.eigh(A) for A in self._A]
-            eg = [torch.linalg.eigh(G) for G in self._G]
-            self._eig = ([(g.eigenvectors, a.eigenvectors) for a, g in zip(ea, eg)],
-                         [g.eigenvalues[:, None] * a.eigenvalues[None, :] for a, g in zip(ea, eg)])
+            bases, diags = [], []
+            for A, X, G in zip(self._A, self._X, self._G):
+                if X is None:
+                    la, QA = torch.linalg.eigh(A)
+                else:
+                    Q, R = torch.linalg.qr(X.mT)
+                    la, W = torch.linalg.eigh(R @ R.mT)
+                    QA = Q @ W
+                lg, QG = torch.linalg.eigh(G)
+                bases.append((QG, QA))
+                diags.append(lg[:, None] * la[None, :])
+            self._eig = (bases, diags)
         return self._eig
 
     def _bases(self) -> list[tuple[Tensor, Tensor]]:
@@ -226,19 +294,25 @@ class KFACOperator(EigenbasisOperator):
     def _diags(self) -> list[Tensor]:
         return self._eigen()[1]
 
+    def _rests(self) -> list[float]:
+        return [0.0] * len(self._layers)
+
     def _mm(self, V: vec.Vec) -> vec.Vec:
         out: list = [None] * len(self.like)
-        for lay, A, G in zip(self._layers, self._A, self._G):
-            lay.from_matrix(G @ lay.to_matrix(V) @ A, out)
+        for lay, A, X, G in zip(self._layers, self._A, self._X, self._G):
+            M = lay.to_matrix(V)
+            lay.from_matrix(G @ (M @ A if X is None else (M @ X.mT) @ X), out)
         return tuple(out)
 
     def trace(self) -> Tensor:
         """``Σ_blocks tr(A) tr(G)`` (0-dim)."""
-        return sum(A.trace() * G.trace() for A, G in zip(self._A, self._G))
+        return sum((A.trace() if X is None else X.square().sum()) * G.trace()
+                   for A, X, G in zip(self._A, self._X, self._G))
 
     def frobenius_norm(self) -> Tensor:
         """``√Σ_blocks ‖A‖²_F ‖G‖²_F`` (0-dim)."""
-        return torch.stack([A.square().sum() * G.square().sum() for A, G in zip(self._A, self._G)]).sum().sqrt()
+        return torch.stack([(A if X is None else X @ X.mT).square().sum() * G.square().sum()
+                            for A, X, G in zip(self._A, self._X, self._G)]).sum().sqrt()
 
 
 def kfac(model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None, fisher_type: str = "type-2",

@@ -143,6 +143,12 @@ def test_closed_forms_equal_dense(ctor):
     assert max_rel_error(Q.T @ Q, torch.eye(4, dtype=D)) < 1e-12
     assert max_rel_error(Kd @ Q, Q * e.values) < TOL
     assert float(e.residuals.max()) < 1e-12 * float(ev[0])
+    # all n pairs: the 13-column Linear block has 6 samples, so its input factor is kept as a
+    # range basis (a thin QR) and the eigenvectors of its null space come from completing it
+    assert K._X[-1] is not None and K._bases()[-1][1].shape == (13, 6)
+    full = K.eigh()
+    Q = full.matrix()
+    assert max_rel_error(Q.T @ Q, I) < 1e-12 and max_rel_error(Kd @ Q, Q * full.values) < TOL
 
 
 def test_inverse_applies_to_every_vector_form_and_solvers_take_it():
