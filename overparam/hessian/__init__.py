@@ -5,6 +5,9 @@
   :func:`empirical_fisher` and :func:`mc_fisher`, all ``(model, loss_fn, data, *, params=,
   exclude=)`` with ``params`` a spec of :func:`overparam.select`; restriction to a subset of the
   parameters, sums/scales/shifts, ``to_dense()``; any dense tensor or object with ``@`` also works.
+* Kronecker-factored: :func:`kfac` / :func:`ekfac` (Linear and Conv2d layers; GGN, Monte-Carlo or
+  empirical Fisher; expand/reduce weight sharing) with closed-form inverse, eigenpairs, trace,
+  log-determinant and Frobenius norm.
 * :func:`gradient`: the loss gradient by the same side-effect-free forward (used by prune's scores).
 * eigenvalues: :func:`lanczos` (thick restart, full re-orthogonalization, LA/SA/LM, warm start),
   :func:`power_iteration` (deflated baseline).
@@ -35,10 +38,12 @@ from .density import Density, Quadrature, density, plot_density, slq
 from .diagonal import diagonal
 from .fisher import EmpiricalFisherOperator, MCFisherOperator, empirical_fisher, mc_fisher
 from .ggn import GGNOperator, ggn
+from .ekfac import EKFACOperator, ekfac
 from .gradient import gradient
 from .hvp import BACKENDS, HessianOperator, blocks, hessian
 from .jacobian import JacobianOperator, jacobian
 from .landscape import Landscape, loss_landscape, plot_landscape
+from .kfac import KFACOperator, kfac
 from .lanczos import Eigen, lanczos
 from .ntk import NTKOperator, ntk
 from .operators import (DenseOperator, FunctionOperator, IdentityOperator, Operator, ScaledOperator, SumOperator,
@@ -53,7 +58,7 @@ __all__ = [
     "NonDeterministicModelError", "gradient",
     "Operator", "DenseOperator", "FunctionOperator", "IdentityOperator", "ScaledOperator", "SumOperator",
     "as_operator", "HessianOperator", "hessian", "BACKENDS", "GGNOperator", "ggn", "blocks",
-    "EmpiricalFisherOperator", "empirical_fisher", "MCFisherOperator", "mc_fisher",
+    "EmpiricalFisherOperator", "empirical_fisher", "MCFisherOperator", "mc_fisher", "KFACOperator", "kfac", "EKFACOperator", "ekfac",
     "Eigen", "lanczos", "power_iteration",
     "Estimate", "hutchinson", "hutchpp", "xtrace", "trace", "diagonal",
     "Quadrature", "Density", "slq", "density", "plot_density",
