@@ -10,6 +10,11 @@ factors ``X`` (``X @ X.T``), e.g. from ``op.factor.pairs(model)``:
 * :class:`ScaledSGD`: minibatch ScaledGD with incrementally maintained Gram matrices;
 * :func:`rpca_scaledgd`: robust PCA by ScaledGD with hard-thresholded outliers.
 
+In front of any torch optimizer (AdamW, SGD, ...): :class:`Preconditioned` replaces the factor
+pairs' gradients by their ScaledGD / ScaledGD(λ) / PrecGD directions before its step;
+:class:`LoRAFA` (frozen ``A``, projected ``B`` gradient); :func:`loraplus_groups` (LoRA+ learning
+rates). :class:`GaLore` is AdamW with low-rank projected moments for 2-D parameters.
+
 :class:`SubGM` is the plain subgradient method over any parameters. Step rules:
 :func:`constant`, :func:`geometric`, :func:`polyak`. A NaN/inf gradient is not looked for by
 default (it propagates, as in torch's optimizers); ``check_finite=True`` on any of them raises
@@ -18,7 +23,10 @@ default (it propagates, as in torch's optimizers); ``check_finite=True`` on any 
 
 from ._finite import NonFiniteGradientError
 from ._pairs import PairOptimizer, as_pair
+from .galore import GaLore, optimizer_state_bytes
+from .loraplus import LoRAFA, loraplus_groups
 from .precgd import PrecGD
+from .precondition import Preconditioned, precondition_grads_
 from .rpca import RPCAResult, hard_threshold, rpca_scaledgd, sparsify
 from .scaledgd import ScaledGD
 from .scaledsgd import ScaledSGD
@@ -29,5 +37,6 @@ from .subgm import SubGM
 __all__ = [
     "ScaledGD", "PrecGD", "ScaledSM", "ScaledSGD", "SubGM", "rpca_scaledgd", "RPCAResult", "sparsify",
     "hard_threshold", "PairOptimizer", "as_pair", "StepRule", "StepInfo", "Constant", "Geometric", "Polyak",
-    "constant", "geometric", "polyak", "as_rule", "NonFiniteGradientError",
+    "constant", "geometric", "polyak", "as_rule", "NonFiniteGradientError", "Preconditioned", "precondition_grads_",
+    "loraplus_groups", "LoRAFA", "GaLore", "optimizer_state_bytes",
 ]
