@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import overparam as op
+from _lora_twins import peft_named, peft_twins  # noqa: E402  (tests/optim helper)
 from overparam.backend.linalg import NotPositiveDefiniteError
 from overparam.optim import Preconditioned, ScaledGD, precondition_grads_
 from overparam.testing.optim_oracles import damped_precondition as _pre, scaledgd_step
@@ -227,50 +228,18 @@ def test_bad_input():
         Preconditioned(Preconditioned(inner, pairs), pairs)
 
 
-def _peft_pair(dtype=D, rank=4):
-    """The same LoRA model built by peft and by overparam (weights copied), both in ``dtype``."""
-    peft = pytest.importorskip("peft")
-    torch.manual_seed(0)
-    base = nn.Sequential(nn.Linear(12, 10), nn.GELU(), nn.LayerNorm(10), nn.Linear(10, 5)).to(dtype)
-    mine = copy.deepcopy(base)
-    cfg = peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["0", "3"], lora_dropout=0.0)
-    pm = peft.get_peft_model(copy.deepcopy(base), cfg)
-    op.factor.lora_(mine, [nn.Linear], rank=rank, alpha=2 * rank, generator=0)
-    with torch.no_grad():
-        for i, idx in enumerate(("0", "3")):
-            lay = pm.base_model.model.get_submodule(idx)
-            A, B = _rand(rank, lay.in_features, seed=20 + i, dtype=dtype), _rand(lay.out_features, rank, seed=30 + i, dtype=dtype)
-            lay.lora_A["default"].weight.copy_(A); lay.lora_B["default"].weight.copy_(B)
-            mine.get_submodule(idx).lora_down.copy_(A.T); mine.get_submodule(idx).lora_up.copy_(B)
-    for p in pm.base_model.model.get_submodule("2").parameters():   # peft froze the LayerNorm; overparam does not
-        p.requires_grad_(True)
-    assert [n for n, p in pm.named_parameters() if p.requires_grad].__len__() == len(_trainable(mine))
-    return pm, mine
-
-
-def _peft_named(pm):
-    """peft parameter name -> overparam name."""
-    out = {}
-    for n, _ in pm.named_parameters():
-        m = n.removeprefix("base_model.model.")
-        m = (m.replace("base_layer.", "base.").replace(".lora_A.default.weight", ".lora_down")
-             .replace(".lora_B.default.weight", ".lora_up"))
-        out[n] = m
-    return out
-
-
 @pytest.mark.parametrize("reg", [1e-2, 1e-4])
 def test_one_step_equals_peft_riemannian_optimizer(reg):
     """Acceptance (issue 15): one preconditioned AdamW step = peft's create_riemannian_optimizer step, fp64."""
     create_riemannian_optimizer = pytest.importorskip("peft.optimizers").create_riemannian_optimizer
-    pm, mine = _peft_pair()
+    pm, mine = peft_twins()
     x, y = _rand(16, 12, seed=1), _rand(16, 5, seed=2)
     popt = create_riemannian_optimizer(pm, torch.optim.AdamW, lr=1e-2, reg=reg, weight_decay=0.01)
     popt.zero_grad(); (pm(x) - y).pow(2).mean().backward(); popt.step()
     opt = Preconditioned(torch.optim.AdamW(_trainable(mine), lr=1e-2, weight_decay=0.01), op.factor.pairs(mine),
                          damping=reg)
     opt.zero_grad(); (mine(x) - y).pow(2).mean().backward(); opt.step()
-    names, mp = _peft_named(pm), dict(mine.named_parameters())
+    names, mp = peft_named(pm), dict(mine.named_parameters())
     for n, p in pm.named_parameters():
         q = mp[names[n]]
         q = q.T if n.endswith("lora_A.default.weight") else q
