@@ -6,24 +6,28 @@ preconditioners ``(BᵀB + λI)⁻¹`` / ``(AᵀA + λI)⁻¹`` (:class:`~overpa
 trains faster than plain LoRA + AdamW, most of all when the factors are ill-conditioned.
 
 Synthetic task: a random GELU MLP is the "pretrained" model; the fine-tuning target is the same
-MLP with every weight shifted by a rank-``r`` matrix whose singular values span ``1 … 1/κ`` (an
-ill-conditioned shift, so the adapter factors that fit it are ill-conditioned). Each method
-trains for the same number of full-batch steps, at the best learning rate of a small grid
-(best final loss), from the same start:
+MLP with every weight shifted by a rank-``r`` matrix whose singular values span ``1 … 1/κ``
+(``κ = 1000``: an ill-conditioned shift, so the adapter factors that fit it are ill-conditioned).
+Each method trains for the same number of full-batch steps (constant learning rate; ``decay``
+> 0 decays it linearly through an LR scheduler), at the best learning rate of a small grid (best
+final loss), from the same start (LoRA: ``B = 0``, ``A`` Kaiming-uniform, rank ``r``):
 
 * ``lora_adamw``: LoRA (rank ``r``) + AdamW; ``lora_precond``: the same with ScaledGD(λ)
   preconditioning in front of AdamW; ``loraplus``: LoRA+ groups (``ratio``) with AdamW;
 * ``galore``: GaLore (rank ``r``) on the full weights; ``full``: AdamW on every weight.
 
 Each method's optimizer state is measured in bytes (:func:`~overparam.optim.optimizer_state_bytes`).
-The claim holds when the preconditioned run's final loss is below ``margin`` × plain LoRA +
-AdamW's. Digits (scikit-learn): an MLP pretrained on the digits, fine-tuned on the mirrored
+The claim holds when the median over seeds (``ctx.seed`` and ``ctx.seed + extra_seeds``; the
+other methods run at ``ctx.seed`` only) of preconditioned / plain LoRA + AdamW final loss is below
+``margin`` (0.5). The per-seed ratio has a wide spread (quick run, seeds 0, 1, 2: 0.38, 0.055,
+2.5: at seed 2 plain LoRA + AdamW wins), so the verdict is a median, and all ratios are printed. Digits (scikit-learn): an MLP pretrained on the digits, fine-tuned on the mirrored
 images (reported, not part of the verdict).
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 from collections.abc import Callable
 from functools import partial
 
@@ -55,20 +59,6 @@ def _shifted_target(net: nn.Sequential, rank: int, kappa: float, size: float, g:
     return target
 
 
-def _ill_conditioned_adapters_(net: nn.Module, p: dict) -> None:
-    """Start every adapter at ``B = b₀·G S``, ``A = A₀ S⁻ᵀ`` (``G`` Gaussian, ``A₀`` LoRA's init) with
-    ``S = Q₁ diag(1 … κ_a) Q₂ᵀ`` random of condition number ``κ_a = adapter_cond``: a small nonzero
-    start ``ΔW = b₀·G A₀ᵀ`` whatever ``κ_a``, in an ill-conditioned gauge of the factors."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for B, A in pairs(net):
-            r = B.shape[1]
-            s = torch.logspace(0, float(torch.log10(torch.tensor(p["adapter_cond"]))), r, dtype=B.dtype)
-            S = (orthonormal(r, r, generator=g, dtype=B.dtype) * s) @ orthonormal(r, r, generator=g, dtype=B.dtype).T
-            B.copy_(p["adapter_init"] * gaussian(tuple(B.shape), generator=g, dtype=B.dtype).to(B.device) @ S)
-            A.copy_(A @ torch.linalg.inv(S).T)
-
-
 def _optimizer(name: str, net: nn.Module, lr: float, p: dict) -> torch.optim.Optimizer:
     if name == "full":
         return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
@@ -76,7 +66,6 @@ def _optimizer(name: str, net: nn.Module, lr: float, p: dict) -> torch.optim.Opt
         return GaLore(net.parameters(), lr=lr, weight_decay=0.0, rank=p["rank"], update_every=p["galore_every"],
                       scale=p["galore_scale"], generator=0)
     lora_(net, [nn.Linear], rank=p["rank"], init="kaiming", generator=construction_generator(0))
-    _ill_conditioned_adapters_(net, p)
     trainable = [q for q in net.parameters() if q.requires_grad]
     if name == "loraplus":
         return torch.optim.AdamW(loraplus_groups(net, pairs(net), lr=lr, ratio=p["loraplus_ratio"]))
@@ -108,8 +97,8 @@ def _run(name: str, base: nn.Module, loss: Callable[[nn.Module], torch.Tensor], 
     return best
 
 
-def _synthetic(p: dict, ctx: Context) -> dict:
-    g = torch.Generator().manual_seed(ctx.seed)
+def _synthetic(p: dict, ctx: Context, seed: int, methods=METHODS) -> dict:
+    g = torch.Generator().manual_seed(seed)
     base = mlp(p["sizes"], activation=nn.GELU, generator=g, dtype=torch.float64, device=ctx.device)
     target = _shifted_target(base, p["shift_rank"], p["kappa"], p["shift"], g)
     X = gaussian((p["n"], p["sizes"][0]), generator=g, dtype=torch.float64).to(ctx.device)
@@ -120,7 +109,7 @@ def _synthetic(p: dict, ctx: Context) -> dict:
     def loss(net: nn.Module) -> torch.Tensor:
         return F.mse_loss(net(X), Y) / scale           # 1 at the start
 
-    return {name: _run(name, base, loss, p, ctx, "synthetic") for name in METHODS}
+    return {name: _run(name, base, loss, p, ctx, f"synthetic seed {seed}") for name in methods}
 
 
 def _digits(p: dict, ctx: Context) -> dict | None:
@@ -146,9 +135,13 @@ def _digits(p: dict, ctx: Context) -> dict | None:
 
 def run(ctx: Context) -> dict:
     p = ctx.params
-    syn = _synthetic(p, ctx)
+    syn = _synthetic(p, ctx, ctx.seed)
+    ratios = {ctx.seed: syn["lora_precond"]["final"] / syn["lora_adamw"]["final"]}
+    for s in p["extra_seeds"]:
+        other = _synthetic(p, ctx, ctx.seed + s, methods=("lora_adamw", "lora_precond"))
+        ratios[ctx.seed + s] = other["lora_precond"]["final"] / other["lora_adamw"]["final"]
     dig = _digits(p, ctx) if p["digits"] else None
-    ratio = syn["lora_precond"]["final"] / syn["lora_adamw"]["final"]
+    ratio = statistics.median(ratios.values())
     holds = ratio < p["margin"]
     adam = syn["full"]["state_bytes"]
     summary = [f"synthetic: GELU MLP {p['sizes']}, rank-{p['rank']} shift with kappa {p['kappa']:g}, {p['steps']} "
@@ -156,7 +149,9 @@ def run(ctx: Context) -> dict:
     summary += [f"  {k:13s} final loss {v['final']:.3e} (lr {v['lr']:g}), state {v['state_bytes']} bytes "
                 f"({v['state_bytes'] / adam:.3f} of full AdamW)"
                 + (f", max cond(B) {v['max_factor_cond']:.3g}" if v["max_factor_cond"] else "") for k, v in syn.items()]
-    summary.append(f"preconditioned / plain LoRA+AdamW final loss: {ratio:.3g} (claim: < {p['margin']})")
+    summary.append("preconditioned / plain LoRA+AdamW final loss by seed: "
+                   + ", ".join(f"{k}: {v:.3g}" for k, v in ratios.items())
+                   + f"; median {ratio:.3g} (claim: median < {p['margin']})")
     if dig is not None:
         summary.append(f"digits, mirrored images, {p['digits_steps']} steps (cross-entropy, not in the verdict): "
                        + ", ".join(f"{k} {v['final']:.3g}" for k, v in dig.items()))
@@ -172,7 +167,8 @@ def run(ctx: Context) -> dict:
         ctx.savefig(fig, "loss_curves.png")
     every = max(1, p["steps"] // 200)
     strip = lambda res: {k: {**v, "curve": v["curve"][::every]} for k, v in res.items()}  # noqa: E731
-    return {"claim_holds": holds, "summary": summary, "precond_over_plain": ratio, "synthetic": strip(syn),
+    return {"claim_holds": holds, "summary": summary, "precond_over_plain": ratio,
+            "precond_over_plain_by_seed": {str(k): v for k, v in ratios.items()}, "synthetic": strip(syn),
             "digits": strip(dig) if dig is not None else None, "curves_every": every}
 
 
@@ -183,8 +179,8 @@ EXPERIMENT = Experiment(
           "a lower loss than plain LoRA + AdamW at equal steps (LoRA+, GaLore and full fine-tuning for reference)",
     run=run,
     params={"sizes": [32, 64, 64, 16], "rank": 4, "shift_rank": 4, "kappa": 1000.0, "shift": 0.5, "n": 512,
-            "steps": 600, "damping": 1e-3, "decay": 0.0, "adapter_cond": 1.0, "adapter_init": 0.0,
-            "loraplus_ratio": 16.0, "galore_every": 100, "galore_scale": 1.0, "margin": 0.5,
+            "steps": 600, "damping": 1e-3, "decay": 0.0,
+            "loraplus_ratio": 16.0, "galore_every": 100, "galore_scale": 1.0, "margin": 0.5, "extra_seeds": [1, 2],
             "lrs": {"lora_adamw": [1e-2, 3e-2, 1e-1], "lora_precond": [1e-2, 3e-2, 1e-1],
                     "loraplus": [1e-3, 3e-3, 1e-2], "galore": [1e-2, 3e-2, 1e-1], "full": [1e-3, 3e-3, 1e-2]},
             "digits": True, "digits_n": 1797, "digits_hidden": 64, "digits_pretrain": 300, "digits_steps": 300},
