@@ -22,9 +22,8 @@ from torch import nn
 from torch.optim import Optimizer
 
 from ..backend.checks import check_real
-from ..backend.linalg import NotPositiveDefiniteError
 from ._pairs import as_pair
-from .precondition import Preconditioned, _direction
+from .precondition import Preconditioned, _solve_grads_
 
 __all__ = ["loraplus_groups", "LoRAFA"]
 
@@ -152,15 +151,9 @@ class LoRAFA(Preconditioned):
             check_real(s, "scaling", above=0.0)
         self.scalings = [float(s) for s in scalings]
 
-    @torch.no_grad()
     def _precondition(self, damping: float) -> None:
-        for n, ((B, A), s) in enumerate(zip(self.pairs, self.scalings)):
-            if B.grad is None:
-                continue
-            try:
-                B.grad.copy_(_direction(A, B.grad, damping, False).mul_(1.0 / (s * s)))
-            except NotPositiveDefiniteError as e:
-                raise NotPositiveDefiniteError(f"LoRAFA: pair {n}: {e}") from None
+        _solve_grads_([(B.grad, A, 1.0 / (s * s), f"LoRAFA: pair {n}") for n, ((B, A), s)
+                       in enumerate(zip(self.pairs, self.scalings)) if B.grad is not None], damping, False)
 
     def __repr__(self) -> str:
         return f"LoRAFA({len(self.pairs)} pairs, damping={self.damping}) over {self.optimizer!r}"

@@ -10,8 +10,8 @@ ScaledGD directions
 (Tong, Ma & Chi 2021 with ``λ = 0``; ScaledGD(λ), Xu et al. 2023, with ``λ > 0``; PrecGD,
 Zhang, Fattahi & Zhang 2021, with ``λ_t = max(c·√f, λ)``; for LoRA this is the Riemannian
 preconditioner of Zhang & Pilanci 2024, peft's ``create_riemannian_optimizer``). The r×r solves
-are Cholesky solves (:func:`~overparam.backend.linalg.gram_solve`) in at least fp32, cast back
-to the gradient's dtype; ``pinv=True`` uses the pseudo-inverse instead. Every other parameter's
+are Cholesky solves (:func:`~overparam.backend.linalg.spd_solve`, the kernel of the damped Gram
+solve, batched over the pairs of one rank) in at least fp32, cast back to the gradient's dtype; ``pinv=True`` uses the pseudo-inverse instead. Every other parameter's
 gradient is left alone. Parameters, param groups, state, ``state_dict``, LR schedulers and
 ``zero_grad`` are the wrapped optimizer's own.
 """
@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..backend.checks import check_real
-from ..backend.linalg import NotPositiveDefiniteError, gram_solve
+from ..backend.linalg import NotPositiveDefiniteError, spd_solve
 from ._finite import check_finite_flag, check_finite_grads
 from ._pairs import as_pair
 from .steps import loss_value
@@ -41,14 +41,52 @@ _HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks", "_optimizer
           "_optimizer_load_state_dict_post_hooks")
 
 
-def _direction(R: Tensor, g: Tensor, damping: float, pinv: bool) -> Tensor:
-    """``g (RᵀR + λI)⁻¹`` computed in at least fp32, returned in ``g``'s dtype."""
-    dt = torch.promote_types(g.dtype, torch.float32)
-    R, g32 = R.detach().to(dt), g.to(dt)
-    if not pinv:
-        return gram_solve(R, g32, damping=damping).to(g.dtype)
-    G = R.mT @ R + damping * torch.eye(R.shape[-1], dtype=dt, device=R.device)
-    return (g32 @ torch.linalg.pinv(G, hermitian=True)).to(g.dtype)
+def _inverses(grams: list[Tensor], damping: float, pinv: bool, names: list[str]) -> list[Tensor]:
+    """``(G + λI)⁻¹`` of each ``G (r, r)``: one batched Cholesky (``spd_solve`` against ``I``) or
+    ``pinv`` per ``(r, dtype, device)``; a matrix that is not PD raises naming ``names[i]``."""
+    out: list[Tensor] = [None] * len(grams)  # type: ignore[list-item]
+    groups: dict[tuple, list[int]] = {}
+    for i, G in enumerate(grams):
+        groups.setdefault((G.shape[-1], G.dtype, G.device), []).append(i)
+    for (r, dt, dev), idx in groups.items():
+        S = torch.stack([grams[i] for i in idx])
+        eye = torch.eye(r, dtype=dt, device=dev)
+        try:
+            inv = (torch.linalg.pinv(S + damping * eye, hermitian=True) if pinv
+                   else spd_solve(S, eye.expand_as(S), damping=damping))
+        except NotPositiveDefiniteError as e:
+            bad = next(i for i in idx if not bool(torch.linalg.cholesky_ex(grams[i] + damping * eye)[1] == 0))
+            raise NotPositiveDefiniteError(f"{names[bad]}: {e}") from None
+        for k, i in enumerate(idx):
+            out[i] = inv[k]
+    return out
+
+
+@torch.no_grad()
+def _solve_grads_(items: list[tuple[Tensor, Tensor, float, str]], damping: float, pinv: bool) -> None:
+    """For each ``(g, R, scale, name)``: ``g ← scale · g (RᵀR + λI)⁻¹`` in place, computed in at least
+    fp32 from the current ``R``; all inverses first (from the factors, not the gradients)."""
+    if not items:
+        return
+    grams = []
+    for _, R, _, _ in items:
+        Rd = R.detach().to(torch.promote_types(R.dtype, torch.float32))
+        grams.append(Rd.mT @ Rd)
+    invs = _inverses(grams, damping, pinv, [name for *_, name in items])
+    new = [g.to(P.dtype) @ P for (g, _, _, _), P in zip(items, invs)]
+    for (g, _, scale, _), d in zip(items, new):
+        g.copy_(d if scale == 1.0 else d.mul_(scale))
+
+
+def _pair_items(found: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor, float, str]]:
+    items = []
+    for n, (L, R) in enumerate(found):
+        name = f"factor pair {n} (shapes {tuple(L.shape)}, {tuple(R.shape)})"
+        if L.grad is not None:
+            items.append((L.grad, R, 1.0, name))
+        if L is not R and R.grad is not None:
+            items.append((R.grad, L, 1.0, name))
+    return items
 
 
 @torch.no_grad()
@@ -80,22 +118,8 @@ def precondition_grads_(pairs: Iterable[Any], *, damping: float = 0.0, pinv: boo
     if not isinstance(pinv, bool):
         raise TypeError(f"pinv must be a bool, got {type(pinv).__name__}")
     found = [as_pair(p, where=f"pairs[{n}]") for n, p in enumerate(list(pairs))]
-    done = 0
-    for n, (L, R) in enumerate(found):
-        gL, gR = L.grad, (None if L is R else R.grad)
-        if gL is None and gR is None:
-            continue
-        try:
-            new_L = None if gL is None else _direction(R, gL, damping, pinv)
-            new_R = None if gR is None else _direction(L, gR, damping, pinv)
-        except NotPositiveDefiniteError as e:
-            raise NotPositiveDefiniteError(f"factor pair {n} (shapes {tuple(L.shape)}, {tuple(R.shape)}): {e}") from None
-        if new_L is not None:
-            gL.copy_(new_L)
-        if new_R is not None:
-            gR.copy_(new_R)
-        done += 1
-    return done
+    _solve_grads_(_pair_items(found), damping, pinv)
+    return sum(1 for L, R in found if L.grad is not None or R.grad is not None)
 
 
 def _needs_closure(opt: Optimizer) -> bool:
@@ -256,4 +280,4 @@ class Preconditioned(Optimizer):
 
     def _precondition(self, damping: float) -> None:
         """Replace the pairs' gradients by their directions (subclass hook: LoRA-FA)."""
-        precondition_grads_(self.pairs, damping=damping, pinv=self.pinv)
+        _solve_grads_(_pair_items(self.pairs), damping, self.pinv)

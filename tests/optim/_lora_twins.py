@@ -72,3 +72,12 @@ def peft_named(pm):
              .replace(".lora_embedding_B.default", ".lora_down"))
         out[n] = m
     return out
+
+
+def assert_twins_close(pm, mine, *, atol):
+    """Every parameter of the peft model equals its overparam twin (``lora_A`` = ``lora_downᵀ``) to ``atol``."""
+    names, mp = peft_named(pm), dict(mine.named_parameters())
+    for n, p in pm.named_parameters():
+        q = mp[names[n]]
+        q = q.T if n.endswith("lora_A.default.weight") else q
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=atol)

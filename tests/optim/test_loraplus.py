@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import overparam as op
-from _lora_twins import _rand, peft_named, peft_twins, trainable  # tests/optim helper
+from _lora_twins import _rand, assert_twins_close, peft_named, peft_twins, trainable  # tests/optim helper
 from overparam.optim import LoRAFA, loraplus_groups
 from overparam.testing.optim_oracles import damped_precondition as _pre
 
@@ -120,8 +120,4 @@ def test_lorafa_equals_peft_lorafa_optimizer():
     for _ in range(3):
         for o, m in ((popt, pm), (opt, mine)):
             o.zero_grad(); (m(x) - y).pow(2).mean().backward(); o.step()
-    names, mp = peft_named(pm), dict(mine.named_parameters())
-    for n, p in pm.named_parameters():
-        q = mp[names[n]]
-        q = q.T if n.endswith("lora_A.default.weight") else q
-        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-10)
+    assert_twins_close(pm, mine, atol=1e-10)

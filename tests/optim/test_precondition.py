@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import overparam as op
-from _lora_twins import peft_named, peft_twins  # noqa: E402  (tests/optim helper)
+from _lora_twins import assert_twins_close, peft_twins  # noqa: E402  (tests/optim helper)
 from overparam.backend.linalg import NotPositiveDefiniteError
 from overparam.optim import Preconditioned, ScaledGD, precondition_grads_
 from overparam.testing.optim_oracles import damped_precondition as _pre, scaledgd_step
@@ -239,8 +239,4 @@ def test_one_step_equals_peft_riemannian_optimizer(reg):
     opt = Preconditioned(torch.optim.AdamW(_trainable(mine), lr=1e-2, weight_decay=0.01), op.factor.pairs(mine),
                          damping=reg)
     opt.zero_grad(); (mine(x) - y).pow(2).mean().backward(); opt.step()
-    names, mp = peft_named(pm), dict(mine.named_parameters())
-    for n, p in pm.named_parameters():
-        q = mp[names[n]]
-        q = q.T if n.endswith("lora_A.default.weight") else q
-        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-10)
+    assert_twins_close(pm, mine, atol=1e-10)
