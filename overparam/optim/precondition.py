@@ -267,7 +267,7 @@ class Preconditioned(Optimizer):
         """Precondition the pairs' gradients in place, then ``optimizer.step()``; returns the closure's loss."""
         ret, f = loss_value(closure, loss, needed=self.c is not None, who="Preconditioned (with c)")
         if self.check_finite:
-            check_finite_grads(self.optimizer)
+            check_finite_grads(self, every_group=True)
         lam = self.damping
         if self.c is not None:
             if not math.isfinite(f) or f < 0:

@@ -240,3 +240,16 @@ def test_one_step_equals_peft_riemannian_optimizer(reg):
                          damping=reg)
     opt.zero_grad(); (mine(x) - y).pow(2).mean().backward(); opt.step()
     assert_twins_close(pm, mine, atol=1e-10)
+
+
+def test_check_finite_names_the_parameter_before_anything_changes():
+    net = _lora_net(5)
+    opt = Preconditioned(torch.optim.AdamW(_trainable(net), lr=1e-2), op.factor.pairs(net), damping=0.1,
+                         check_finite=True)
+    opt.zero_grad(); _loss(net, _data()).backward()
+    B = next(op.factor.pairs(net))[0]
+    B.grad[0, 0] = float("nan")
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(op.optim.NonFiniteGradientError, match="Preconditioned: the gradient of param_groups"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters())) and not opt.state
