@@ -7,6 +7,13 @@
    (``optimizer.step()`` with the gradients already there).
 2. Iterations to relative error 1e-8 on symmetric Gaussian sensing with κ = 100 (n = 20,
    r = 3, m = 3000, small random init 1e-6): ScaledGD(λ) vs GD (best of a small lr grid).
+3. ``--adapters`` (issue 15), fp32, interleaved rounds, median of 3:
+   (a) one AdamW step with ScaledGD(λ) preconditioning (:class:`overparam.optim.Preconditioned`)
+   vs plain AdamW on a rank-16 LoRA model (4 Linear 1024² layers, batch 64): the whole step
+   (forward, backward, update) and the update alone; (b) where peft is importable, the same update
+   against peft's ``create_riemannian_optimizer`` (AdamW) on the same weights; (c) one GaLore step
+   (rank 128, projector refreshed every 200 steps: ``(refresh step + 199 plain steps)/200``, each
+   timed) vs one AdamW step on a 4096×4096 weight, gradients given.
 
 Run from the repository root: ``OMP_NUM_THREADS=1 overparam bench optim`` (prints a markdown table).
 """
@@ -82,9 +89,128 @@ def iteration_ratio(kappa: float = 100.0, tol: float = 1e-8, seeds=(0, 1, 2)) ->
     return {"runs": out, "median_ratio": statistics.median(o["ratio"] for o in out)}
 
 
+def _lora_model(width: int = 1024, depth: int = 4, rank: int = 16):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(depth)])
+    op.factor.lora_(net, rank=rank, generator=0)
+    with torch.no_grad():
+        for B, _ in op.factor.pairs(net):
+            B.normal_(0, 1e-2)                                 # B ≠ 0, as after some training
+    return net
+
+
+def _adamw_steps(net, opt, x, step_only: bool):
+    def grads():
+        opt.zero_grad()
+        net(x).square().mean().backward()
+
+    grads()
+
+    def step():
+        if not step_only:
+            grads()
+        opt.step()
+    return step
+
+
+def precond_ratio(step_only: bool, rounds: int = 3, inner: int = 10) -> dict:
+    """Preconditioned AdamW vs plain AdamW on a rank-16 LoRA model; ms per step (median of ``rounds``)."""
+    from _timing import interleaved
+
+    x = torch.randn(64, 1024, generator=torch.Generator().manual_seed(1))
+    fns = {}
+    for name in ("plain", "precond"):
+        net = _lora_model()
+        inner_opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+        opt = op.optim.Preconditioned(inner_opt, op.factor.pairs(net), damping=1e-2) if name == "precond" else inner_opt
+        step = _adamw_steps(net, opt, x, step_only)
+        step()
+        fns[name] = (lambda s: lambda: [s() for _ in range(inner)])(step)
+    res = interleaved(fns, repeats=rounds)
+    med = {k: statistics.median(v[0]) / inner for k, v in res.items()}
+    return {"plain_ms": 1e3 * med["plain"], "precond_ms": 1e3 * med["precond"], "ratio": med["precond"] / med["plain"]}
+
+
+def peft_ratio(rounds: int = 3, inner: int = 10) -> dict | None:
+    """The update alone (precondition + AdamW) vs peft's Riemannian AdamW on the same LoRA weights."""
+    try:
+        import peft
+        from peft.optimizers import create_riemannian_optimizer
+    except ImportError:
+        return None
+    from _timing import interleaved
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(4)])
+    pm = peft.get_peft_model(base, peft.LoraConfig(r=16, lora_alpha=16, target_modules=["0", "1", "2", "3"]))
+    mine = _lora_model()
+    with torch.no_grad():
+        for i, (B, A) in enumerate(op.factor.pairs(mine)):
+            lay = pm.base_model.model.get_submodule(str(i))
+            lay.lora_A["default"].weight.copy_(A.T); lay.lora_B["default"].weight.copy_(B)
+    x = torch.randn(64, 1024, generator=torch.Generator().manual_seed(1))
+    popt = create_riemannian_optimizer(pm, torch.optim.AdamW, lr=1e-4, reg=1e-2)
+    opt = op.optim.Preconditioned(torch.optim.AdamW([p for p in mine.parameters() if p.requires_grad], lr=1e-4),
+                                  op.factor.pairs(mine), damping=1e-2)
+    steps = {"peft": _adamw_steps(pm, popt, x, True), "ours": _adamw_steps(mine, opt, x, True)}
+    res = interleaved({k: (lambda s: lambda: [s() for _ in range(inner)])(s) for k, s in steps.items()}, repeats=rounds)
+    med = {k: statistics.median(v[0]) / inner for k, v in res.items()}
+    return {"ours_ms": 1e3 * med["ours"], "peft_ms": 1e3 * med["peft"], "ratio": med["ours"] / med["peft"],
+            "peft": peft.__version__, "torch": torch.__version__}
+
+
+def galore_ratio(n: int = 4096, rank: int = 128, every: int = 200, rounds: int = 3) -> dict:
+    """GaLore (refresh amortised over ``every`` steps) vs AdamW on one ``n × n`` weight, gradients given."""
+    from _timing import interleaved
+
+    g = torch.Generator().manual_seed(0)
+    W1, W2 = (torch.nn.Parameter(torch.randn(n, n, generator=g) / n**0.5) for _ in range(2))
+    G = torch.randn(n, n, generator=g) / n
+    W1.grad, W2.grad = G.clone(), G.clone()
+    ga = op.optim.GaLore([W1], lr=1e-4, rank=rank, update_every=every, generator=0)
+    ad = torch.optim.AdamW([W2], lr=1e-4)
+    ga.step(); ad.step()                                           # state allocated, first projector taken
+
+    def refresh():                                                 # the next step is a refresh step
+        ga.state[W1]["step"] = every * (ga.state[W1]["step"] // every + 1)
+        ga.step()
+
+    res = interleaved({"adamw": ad.step, "galore": ga.step, "galore_refresh": refresh}, repeats=rounds)
+    med = {k: statistics.median(v[0]) for k, v in res.items()}
+    amortised = (med["galore_refresh"] + (every - 1) * med["galore"]) / every
+    return {"adamw_ms": 1e3 * med["adamw"], "galore_ms": 1e3 * med["galore"],
+            "refresh_ms": 1e3 * med["galore_refresh"], "amortised_ms": 1e3 * amortised,
+            "ratio": amortised / med["adamw"],
+            "state_ratio": op.optim.optimizer_state_bytes(ga) / op.optim.optimizer_state_bytes(ad)}
+
+
+def adapters() -> None:
+    print("| rank-16 LoRA, 4 × Linear(1024, 1024), batch 64, fp32 | preconditioned AdamW ms | AdamW ms | ratio |")
+    print("|---|---|---|---|")
+    for label, step_only in (("whole step (forward, backward, update)", False), ("update only", True)):
+        r = precond_ratio(step_only)
+        print(f"| {label} | {r['precond_ms']:.3f} | {r['plain_ms']:.3f} | {r['ratio']:.3f} |")
+    r = peft_ratio()
+    if r is None:
+        print("\npeft is not importable here: the peft row was not measured")
+    else:
+        print(f"\n| update only, same weights (peft {r['peft']}, torch {r['torch']}) | ours ms | peft "
+              "create_riemannian_optimizer ms | ratio |\n|---|---|---|---|")
+        print(f"| rank 16, reg = 1e-2 | {r['ours_ms']:.3f} | {r['peft_ms']:.3f} | {r['ratio']:.3f} |")
+    r = galore_ratio()
+    print("\n| 4096 × 4096, r = 128, T = 200, fp32 | GaLore step ms | refresh step ms | amortised ms | AdamW ms | "
+          "ratio | state bytes ratio |\n|---|---|---|---|---|---|---|")
+    print(f"| gradients given | {r['galore_ms']:.1f} | {r['refresh_ms']:.1f} | {r['amortised_ms']:.1f} | "
+          f"{r['adamw_ms']:.1f} | {r['ratio']:.3f} | {r['state_ratio']:.4f} |")
+
+
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args.add_argument("--adapters", action="store_true", help="only the issue-15 rows (preconditioned AdamW, GaLore)")
     torch.set_num_threads(1)
+    if args.parse_args().adapters:
+        adapters()
+        return
     rows = []
     for label, step_only in (("full step (loss + backward + update)", False), ("update only (optimizer.step)", True)):
         for dtype in (torch.float64, torch.float32):

@@ -101,6 +101,29 @@ def _sensing():
     return op.problems.sensing(6, 1, 30, generator=0)
 
 
+def _lora_model():
+    m = mlp()
+    op.factor.lora_(m, rank=2, generator=0)
+    return m
+
+
+def _wrapped_args(frozen_a=False):
+    """``(optimizer, pairs)`` over one LoRA model (``frozen_a``: the ``A`` factors frozen, for LoRA-FA)."""
+    m = _lora_model()
+    pairs = list(op.factor.pairs(m))
+    for _, A in pairs if frozen_a else ():
+        A.requires_grad_(False)
+    return torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=0.1), pairs
+
+
+_LAST_LORA: list = []          # the model the last _new_lora() built: its pairs come from the same model
+
+
+def _new_lora():
+    _LAST_LORA[:] = [_lora_model()]
+    return _LAST_LORA[0]
+
+
 def _step(model):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     return opt
@@ -196,6 +219,13 @@ CALLS = {
     "optim.ScaledSM": {"params": lambda: list(op.factor.pairs(lowrank_model()))},
     "optim.ScaledSGD": {"params": lambda: list(op.factor.pairs(lowrank_model()))},
     "optim.SubGM": {"params": lambda: list(mlp().parameters()), "step": lambda: 0.1},
+    "optim.Preconditioned": {"*": _wrapped_args, "damping": lambda: 0.1},
+    "optim.LoRAFA": {"*": lambda: _wrapped_args(frozen_a=True), "scaling": lambda: 2.0},
+    "optim.precondition_grads_": {"pairs": lambda: list(op.factor.pairs(lowrank_model()))},
+    "optim.loraplus_groups": {"model": _new_lora, "pairs": lambda: list(op.factor.pairs(_LAST_LORA[0])),
+                              "lr": lambda: 0.1, "ratio": lambda: 4.0},
+    "optim.GaLore": {"params": lambda: list(mlp().parameters()), "rank": lambda: 2},
+    "optim.optimizer_state_bytes": {"optimizer": lambda: torch.optim.AdamW(mlp().parameters())},
     "optim.rpca_scaledgd": {"Y": lambda: t(6, 6), "rank": lambda: 1, "iters": lambda: 3, "alpha": lambda: 0.1},
     "optim.as_pair": {"item": lambda: (t(4, 2), t(3, 2))}, "optim.as_rule": {"step": lambda: 0.1},
     "scaling.coord.coord_check": {"widths": lambda: [4, 8], "steps": lambda: 1},

@@ -39,9 +39,11 @@ def _default_name(gi: int, group: dict, i: int) -> str:
     return f"param_groups[{gi}]['params'][{i}]"
 
 
-def check_finite_grads(opt: Optimizer, describe: Callable[[int, dict, int], str] = _default_name) -> None:
+def check_finite_grads(opt: Optimizer, describe: Callable[[int, dict, int], str] = _default_name, *,
+                       every_group: bool = False) -> None:
     """Raise :class:`NonFiniteGradientError` for the first gradient holding NaN or inf in a group
-    whose ``check_finite`` is True; the message names the parameter (``describe(group index,
+    whose ``check_finite`` is True (every group with ``every_group=True``, for a wrapper around an
+    optimizer that has no such key); the message names the parameter (``describe(group index,
     group, index in group["params"])``), its shape and what was found. Changes nothing.
 
     Example:
@@ -54,7 +56,7 @@ def check_finite_grads(opt: Optimizer, describe: Callable[[int, dict, int], str]
         overparam.optim._finite.NonFiniteGradientError: SGD: the gradient of param_groups[0]['params'][0] (shape (2,)) holds 1 NaN and 0 inf entries; nothing was updated
     """
     for gi, group in enumerate(opt.param_groups):
-        if not group.get("check_finite", False):
+        if not (every_group or group.get("check_finite", False)):
             continue
         for i, p in enumerate(group["params"]):
             g = p.grad
