@@ -34,9 +34,12 @@ Example:
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     >>> masks = {"0.weight": torch.arange(8).repeat_interleave(4).reshape(8, 4) < 3}
     >>> x = torch.randn(5, 4)
-    >>> small = remove_pruned(net, masks, (x,))
-    >>> small[0], small[2]
-    (Linear(in_features=4, out_features=3, bias=True), Linear(in_features=8, out_features=2, bias=True)[...]
+    >>> small = remove_pruned(net, masks, (x,))                      # hidden units 3..7 removed
+    >>> small.get_submodule("0").out_features, small.get_submodule("2").in_features
+    (3, 3)
+    >>> ref = copy.deepcopy(net); apply_masks_(ref, masks)
+    >>> bool(torch.allclose(small(x), ref(x), atol=1e-6))
+    True
 """
 
 from __future__ import annotations
