@@ -15,7 +15,6 @@ import math
 import operator
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, fx, nn
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -49,7 +48,6 @@ class Layout:
 @dataclass
 class Space:
     size: int
-    origin: str                               # the layer that starts it
     fixed: str | None = None                  # why its channels cannot be removed
     producers: list[tuple[str, nn.Module]] = field(default_factory=list)   # (module name, Linear/Conv)
 
@@ -91,9 +89,9 @@ class DepGraph:
             s = self.parent[s]
         return s
 
-    def _new(self, size: int, origin: str, fixed: str | None = None) -> int:
+    def _new(self, size: int) -> int:
         self.parent.append(len(self.spaces))
-        self.spaces.append(Space(size, origin, fixed))
+        self.spaces.append(Space(size))
         return len(self.spaces) - 1
 
     def _union(self, a: int, b: int, why: str) -> None:
@@ -126,9 +124,9 @@ class DepGraph:
             if self.layout.get(a) is not None:
                 self.fix(self.layout[a].space, why)
 
-    def _fresh(self, node: fx.Node, dim: int, producer: tuple[str, nn.Module] | None, origin: str) -> Layout:
+    def _fresh(self, node: fx.Node, dim: int, producer: tuple[str, nn.Module] | None) -> Layout:
         shape = self._shape(node)
-        s = self._new(shape[dim], origin)
+        s = self._new(shape[dim])
         if producer is not None:
             self.spaces[s].producers.append(producer)
         return Layout(s, (dim % len(shape),))
@@ -181,7 +179,7 @@ class DepGraph:
         return None
 
     def _module(self, node: fx.Node, mod: nn.Module, lx: Layout | None) -> Layout | None:
-        shape, nd = self._shape(node), len(self._shape(node.args[0]) or ())
+        nd = len(self._shape(node.args[0]) or ())
         if isinstance(mod, nn.Linear):
             if lx is not None:
                 if lx.dims != (nd - 1,) or lx.block != 1:
@@ -189,7 +187,7 @@ class DepGraph:
                 else:
                     self.uses.append(Use(node.target, "weight", 1, lx.space, lx.repeat))
                     self.consumers.append((node, mod, lx))
-            lay = self._fresh(node, -1, (node.target, mod), node.target)
+            lay = self._fresh(node, -1, (node.target, mod))
             self.uses += [Use(node.target, a, 0, lay.space) for a in ("weight", "bias")]
             return lay
         if isinstance(mod, CONV):
@@ -200,7 +198,7 @@ class DepGraph:
                     else:
                         self.uses.append(Use(node.target, "weight", 1, lx.space))
                         self.consumers.append((node, mod, lx))
-                lay = self._fresh(node, 1, (node.target, mod), node.target)
+                lay = self._fresh(node, 1, (node.target, mod))
             elif mod.groups == mod.in_channels == mod.out_channels and lx is not None and lx.dims == (1,):
                 lay = lx                                                   # depthwise: channel by channel
             else:
@@ -234,7 +232,7 @@ class DepGraph:
     def _getitem(self, node: fx.Node, mods) -> Layout | None:
         src = node.args[0]
         if src.op == "call_module" and isinstance(mods.get(src.target), nn.MultiheadAttention) and node.args[1] == 0:
-            lay = self._fresh(node, -1, None, src.target)
+            lay = self._fresh(node, -1, None)
             self.fix(lay.space, f"it is the output of MultiheadAttention {src.target!r}")
             return lay
         if self.layout.get(src) is not None:
@@ -388,24 +386,13 @@ def _groups(sin: tuple[int, ...], sout: tuple[int, ...]) -> list[tuple[list[int]
             if pi < po:
                 if i >= len(ia):
                     return None
-                gi.append(ia[i]); pi *= sin[ia[i]]; i += 1
+                gi.append(ia[i])
+                pi, i = pi * sin[ia[i]], i + 1
             else:
                 if j >= len(oa):
                     return None
-                go.append(oa[j]); po *= sout[oa[j]]; j += 1
+                go.append(oa[j])
+                po, j = po * sout[oa[j]], j + 1
         groups.append((gi, go))
     return groups if i == len(ia) and j == len(oa) else None
 
-
-def record(gm: fx.GraphModule, inputs: tuple) -> dict[fx.Node, object]:
-    """Run ``gm`` on ``inputs`` node by node; every node's output."""
-    out: dict[fx.Node, object] = {}
-
-    class _Rec(fx.Interpreter):
-        def run_node(self, n):
-            out[n] = r = super().run_node(n)
-            return r
-
-    with torch.no_grad():
-        _Rec(gm).run(*inputs)
-    return out

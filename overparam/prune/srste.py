@@ -71,7 +71,10 @@ def srste_weight(w: Tensor, n: int, m: int, *, decay: float = 2e-4) -> Tensor:
     decay = check_real(decay, "decay", at_least=0.0, finite=True)
     if not isinstance(w, Tensor) or not w.is_floating_point():
         raise TypeError(f"w must be a floating-point tensor, got {getattr(w, 'dtype', type(w).__name__)}")
-    mask = nm_mask(w.detach().abs(), n, m)
+    try:
+        mask = nm_mask(w.detach().abs(), n, m)
+    except ValueError as e:   # NaN weights, a dim not divisible by m
+        raise ValueError(f"w: {e}") from None
     return _SRSTEFn.apply(w, mask, decay)
 
 
