@@ -279,10 +279,14 @@ def _fold(g: DepGraph, keep: dict[int, Tensor], mods, atol: float) -> None:
 
 
 def _shrink(g: DepGraph, keep: dict[int, Tensor], mods) -> None:
+    calls = [n.target for n in g.gm.graph.nodes if n.op == "call_module"]
     for u in g.uses:
         r = g.find(u.space)
         if r not in keep or bool(keep[r].all()):
             continue
+        if calls.count(u.module) > 1:
+            raise ValueError(f"masks: layer {u.module!r} is called more than once (shared weights) and would "
+                             "have to shrink along two sets of channels: not supported")
         mod = mods[u.module]
         t = getattr(mod, u.attr, None)
         if t is None:

@@ -282,6 +282,19 @@ def test_layernormed_residual_stream_output_and_unsupported_ops_are_refused():
     remove_pruned(_randomize(Cum()), {"b.weight": torch.ones(2, 8, dtype=torch.bool)}, (torch.randn(3, 4),))  # nothing removed
 
 
+def test_a_layer_called_twice_is_refused():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(self.a(torch.relu(self.a(x))))
+
+    with pytest.raises(ValueError, match="called more than once"):
+        remove_pruned(_randomize(Twice()), {"a.weight": _rows((4, 4), [0])}, (torch.randn(3, 4),))
+
+
 def test_untraceable_model_and_bad_arguments():
     class Branchy(nn.Module):
         def __init__(self):

@@ -122,6 +122,6 @@ def test_digits_2_4_from_scratch_near_dense_and_above_magnitude_finetune():
     pytest.importorskip("sklearn")
     from _digits import srste_vs_dense
 
-    r = srste_vs_dense(0, 400, width=128)
-    assert r["srste"] >= r["dense"] - 0.015, r
-    assert r["srste"] >= r["magnitude+ft"] - 0.006, r
+    r = srste_vs_dense(0, 400, width=128, opt="sgd")       # measured: dense 0.969, SR-STE 0.967, magnitude+ft 0.955
+    assert r["srste"] >= r["dense"] - 0.01, r
+    assert r["srste"] >= r["magnitude+ft"], r
