@@ -2,8 +2,8 @@
 
 Every Linear/Conv output starts a *space* of channels. Each tensor of the ``torch.fx`` graph
 carries a :class:`Layout` — which of its dims index which space — propagated node by node
-through channel-wise ops (activations, BatchNorm, pooling, dropout), reshapes and transposes
-(heads), elementwise ops between two tensors (which *join* their spaces: a residual add, a
+through channel-wise ops (activations, BatchNorm, pooling, dropout), reshapes, transposes
+(heads) and indexing of other dims (:mod:`overparam.prune._layouts`), elementwise ops between two tensors (which *join* their spaces: a residual add, a
 gate, ``q·kᵀ``), and ``att @ v``. A space reaching something that mixes its channels (a
 LayerNorm, a softmax over channels, an op this file does not know, the model's output) is
 *fixed*, with the reason, so a removal there is refused naming it.
@@ -16,6 +16,8 @@ import operator
 from dataclasses import dataclass, field
 
 from torch import Tensor, fx, nn
+
+from ._layouts import Layout, indexed, reduced, reshaped
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -31,18 +33,6 @@ UNARY = {"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "leaky_relu", "elu"
 BINARY = {"add", "sub", "mul", "truediv", "div", "iadd", "isub", "imul", "itruediv", "rsub"}
 RESHAPE = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 PERMUTE = {"transpose", "permute", "t"}
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Dims ``dims`` of a tensor (most significant first) index a space: flat index ``f`` over
-    them covers the channels ``[f·block, (f+1)·block)`` (heads) and ``repeat`` consecutive ``f``
-    share one channel (a flattened ``C×H×W``)."""
-
-    space: int
-    dims: tuple[int, ...]
-    block: int = 1
-    repeat: int = 1
 
 
 @dataclass
@@ -111,9 +101,6 @@ class DepGraph:
         sp = self.spaces[self.find(s)]
         sp.fixed = sp.fixed or why
 
-    def space(self, lay: Layout) -> Space:
-        return self.spaces[self.find(lay.space)]
-
     # ------------------------------------------------------------------ helpers
     def _shape(self, node) -> tuple[int, ...] | None:
         v = self.values.get(node) if isinstance(node, fx.Node) else None
@@ -159,6 +146,8 @@ class DepGraph:
             return self._reshape(node, x, lx)
         if name in PERMUTE:
             return self._permute(node, x, lx)
+        if name == "getitem":
+            return self._index(node, x, lx)
         if name in ("softmax", "log_softmax"):
             d = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
             if lx is not None and (d is None or d % len(self._shape(x)) in lx.dims):
@@ -290,31 +279,15 @@ class DepGraph:
         return fine
 
     def _reshape(self, node: fx.Node, x, lx: Layout | None) -> Layout | None:
-        if lx is None:
-            return None
-        sin, sout = self._shape(x), self._shape(node)
-        groups = _groups(sin, sout)
-        dims = sorted(lx.dims)
-        if groups is None or list(lx.dims) != dims:
+        out = None if lx is None else reshaped(lx, self._shape(x), self._shape(node))
+        if lx is not None and out is None:
             self.fix(lx.space, f"unsupported reshape (node {node.name})")
-            return None
-        for gi, go in groups:
-            if set(gi) & set(dims):
-                tracked = [d for d in gi if d in dims]
-                lead, trail = gi[:gi.index(tracked[0])], gi[gi.index(tracked[-1]) + 1:]
-                if set(dims) - set(gi) or tracked != list(range(tracked[0], tracked[-1] + 1)) or lead or (
-                        trail and len(go) != 1):
-                    self.fix(lx.space, f"unsupported reshape (node {node.name})")
-                    return None
-                return Layout(lx.space, tuple(go), lx.block, lx.repeat * math.prod(sin[d] for d in trail))
-        self.fix(lx.space, f"unsupported reshape (node {node.name})")
-        return None
+        return out
 
     def _permute(self, node: fx.Node, x, lx: Layout | None) -> Layout | None:
         if lx is None:
             return None
-        nd = len(self._shape(x))
-        name = _name(node.target)
+        nd, name = len(self._shape(x)), _name(node.target)
         if name == "permute":
             perm = [a % nd for a in (node.args[1] if isinstance(node.args[1], (list, tuple)) else node.args[1:])]
         else:
@@ -324,17 +297,18 @@ class DepGraph:
         return Layout(lx.space, tuple(perm.index(d) for d in lx.dims), lx.block, lx.repeat)
 
     def _reduce(self, node: fx.Node, x, lx: Layout | None) -> Layout | None:
-        if lx is None:
-            return None
-        nd = len(self._shape(x))
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
-        dims = set(range(nd)) if dim is None else {d % nd for d in (dim if isinstance(dim, (list, tuple)) else [dim])}
-        if dims & set(lx.dims):
+        keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+        out = None if lx is None else reduced(lx, len(self._shape(x)), dim, keepdim)
+        if lx is not None and out is None:
             self.fix(lx.space, f"{_name(node.target)!r} reduces over it (node {node.name})")
-            return None
-        if node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False):
-            return lx
-        return Layout(lx.space, tuple(d - sum(r < d for r in dims) for d in lx.dims), lx.block, lx.repeat)
+        return out
+
+    def _index(self, node: fx.Node, x, lx: Layout | None) -> Layout | None:
+        out = None if lx is None else indexed(lx, len(self._shape(x)), node.args[1])
+        if lx is not None and out is None:
+            self.fix(lx.space, f"it is indexed (node {node.name})")
+        return out
 
     def _contract(self, node: fx.Node, a, b) -> Layout | None:
         """``a @ bᵀ`` over the last dims of both (q·kᵀ inside an attention)."""
@@ -371,28 +345,4 @@ class DepGraph:
             self.fix(lb.space, f"a product over its channels (node {node.name})")
             return None
         return self._join(node, la, lb)
-
-
-def _groups(sin: tuple[int, ...], sout: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
-    """Pair the dims of a reshape ``sin → sout`` into groups of equal size (dims of size 1 skipped)."""
-    ia = [d for d, s in enumerate(sin) if s != 1]
-    oa = [d for d, s in enumerate(sout) if s != 1]
-    groups, i, j = [], 0, 0
-    while i < len(ia) and j < len(oa):
-        gi, go = [ia[i]], [oa[j]]
-        pi, po = sin[ia[i]], sout[oa[j]]
-        i, j = i + 1, j + 1
-        while pi != po:
-            if pi < po:
-                if i >= len(ia):
-                    return None
-                gi.append(ia[i])
-                pi, i = pi * sin[ia[i]], i + 1
-            else:
-                if j >= len(oa):
-                    return None
-                go.append(oa[j])
-                po, j = po * sout[oa[j]], j + 1
-        groups.append((gi, go))
-    return groups if i == len(ia) and j == len(oa) else None
 

@@ -282,6 +282,31 @@ def test_layernormed_residual_stream_output_and_unsupported_ops_are_refused():
     remove_pruned(_randomize(Cum()), {"b.weight": torch.ones(2, 8, dtype=torch.bool)}, (torch.randn(3, 4),))  # nothing removed
 
 
+def test_indexing_other_dims_is_followed_and_indexing_channels_is_refused():
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 3)
+
+        def forward(self, x):
+            h = F.relu(self.a(x))
+            return self.b(h[:, 0] + h[..., -1, :] + h[:, None, 1].squeeze(1))   # first, last and second token
+
+    net = _randomize(Tokens())
+    masks = {"a.weight": _rows((16, 8), [3, 4, 9])}
+    x = torch.randn(2, 5, 8, generator=_gen(17))
+    small = remove_pruned(net, masks, (x,))
+    assert small.b.in_features == 13
+    _assert_same(small, net, masks, torch.randn(3, 4, 8, generator=_gen(18)))
+
+    class Slice(Tokens):
+        def forward(self, x):
+            return self.b(torch.cat([self.a(x)[..., :8]] * 2, -1))
+
+    with pytest.raises(ValueError, match="it is indexed"):
+        remove_pruned(_randomize(Slice()), masks, (x,))
+
+
 def test_a_layer_called_twice_is_refused():
     class Twice(nn.Module):
         def __init__(self):
