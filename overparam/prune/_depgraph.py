@@ -3,8 +3,8 @@
 Every Linear/Conv output starts a *space* of channels. Each tensor of the ``torch.fx`` graph
 carries a :class:`Layout` — which of its dims index which space — propagated node by node
 through channel-wise ops (activations, BatchNorm, pooling, dropout), reshapes, transposes
-(heads) and indexing of other dims (:mod:`overparam.prune._layouts`), elementwise ops between two tensors (which *join* their spaces: a residual add, a
-gate, ``q·kᵀ``), and ``att @ v``. A space reaching something that mixes its channels (a
+(heads) and indexing of other dims (:mod:`overparam.prune._layouts`), elementwise ops between
+two tensors (which *join* their spaces: a residual add, a gate, ``q·kᵀ``), and ``att @ v``. A space reaching something that mixes its channels (a
 LayerNorm, a softmax over channels, an op this file does not know, the model's output) is
 *fixed*, with the reason, so a removal there is refused naming it.
 """
