@@ -33,7 +33,7 @@ prune.scores.movement_scores prune.targets hessian.gradient hessian.HessianOpera
 hessian.GGNOperator hessian.ggn hessian.blocks hessian.epsilon_sharpness testing.oracles.flat_params
 testing.oracles.outputs_of_flat testing.oracles.loss_of_flat testing.oracles.dense_hessian
 testing.hessian_oracles.dense_ggn prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner
-prune.removal.remove_pruned prune.srste.SRSTE"""
+prune.removal.remove_pruned prune.removal.channel_groups prune.srste.SRSTE"""
 VALUES = """backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict factor.unmerge_
 prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery"""
 WRAP = "factor.lowrank_ factor.hadamard_ factor.lora_ prune.apply.parametrize_masks_"

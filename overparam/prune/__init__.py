@@ -21,7 +21,7 @@ from .learned import EdgePopup, LearnableNM, nm_patterns
 from .lottery import Round, Ticket, lottery  # the function shadows the module name (import from .lottery)
 from .masks import magnitude, n_pruned, prune_smallest, unstructured
 from .nm import is_nm, nm_mask, nm_masks, transposable_nm_mask
-from .removal import PrunedMultiheadAttention, remove_pruned
+from .removal import ChannelGroup, PrunedMultiheadAttention, channel_groups, remove_pruned
 from .schedules import GradualPruner, cubic, exponential, iterative, one_shot
 from .scores import (Movement, grasp_scores, hessian_diagonal, magnitude_scores, movement_scores, obd_scores,
                      random_scores, snip_scores, synflow_scores)
@@ -40,5 +40,6 @@ __all__ = [
     "Movement", "grasp_scores", "hessian_diagonal", "magnitude_scores", "movement_scores", "obd_scores",
     "random_scores", "snip_scores", "synflow_scores",
     "Masks", "kept_fraction", "targets", "compress", "decompress", "is_semi_structured", "to_semi_structured", "validate",
-    "block_mask", "ln_structured", "PrunedMultiheadAttention", "remove_pruned", "SRSTE", "srste_weight",
+    "block_mask", "ln_structured", "ChannelGroup", "PrunedMultiheadAttention", "channel_groups",
+    "remove_pruned", "SRSTE", "srste_weight",
 ]

@@ -15,6 +15,7 @@ import math
 import operator
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, fx, nn
 
 from ._layouts import Layout, indexed, reduced, reshaped
@@ -346,3 +347,25 @@ class DepGraph:
             return None
         return self._join(node, la, lb)
 
+
+def trace(net: nn.Module, inputs: tuple) -> DepGraph:
+    """The dependency graph of ``net`` (traced, then run once in eval mode on ``inputs``; ``net``
+    is left in eval mode: the caller owns it and restores its flags)."""
+    if not isinstance(inputs, tuple) or not inputs:
+        raise TypeError(f"example_inputs must be a non-empty tuple of the model's inputs, got {type(inputs).__name__}")
+    try:
+        gm = fx.symbolic_trace(net)
+    except Exception as e:   # torch.fx raises many kinds (TraceError, TypeError on proxies, ...)
+        raise ValueError(f"model cannot be traced by torch.fx ({type(e).__name__}: {e}); structural removal "
+                         "needs a traceable forward") from e
+    gm.eval()
+    out: dict[fx.Node, object] = {}
+
+    class _Rec(fx.Interpreter):
+        def run_node(self, n):
+            out[n] = r = super().run_node(n)
+            return r
+
+    with torch.no_grad():
+        _Rec(gm).run(*inputs)
+    return DepGraph(gm, out)

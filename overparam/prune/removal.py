@@ -47,16 +47,17 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, fx, nn
 
 from ._attention import PrunedMultiheadAttention
-from ._depgraph import CONV, DepGraph, Layout
+from ._depgraph import CONV, DepGraph, Layout, trace
 from .apply import apply_masks_
 from .targets import check_masks, check_model
 
-__all__ = ["remove_pruned", "PrunedMultiheadAttention"]
+__all__ = ["remove_pruned", "channel_groups", "ChannelGroup", "PrunedMultiheadAttention"]
 
 
 def _row_masks(name: str, mask: Tensor | None, dim: int = 0) -> Tensor | None:
@@ -90,22 +91,14 @@ def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs:
     """
     params = check_model(model)
     check_masks(masks, params)
-    if not isinstance(example_inputs, tuple) or not example_inputs:
-        raise TypeError(f"example_inputs must be a non-empty tuple of the model's inputs, got {type(example_inputs).__name__}")
     if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol > 0 or math.isinf(atol):
         raise ValueError(f"atol must be a positive finite number, got {atol!r}")
     net = copy.deepcopy(model)
     modes = {n: m.training for n, m in net.named_modules()}
     apply_masks_(net, masks)
-    try:
-        gm = fx.symbolic_trace(net)
-    except Exception as e:   # torch.fx raises many kinds (TraceError, TypeError on proxies, ...)
-        raise ValueError(f"model cannot be traced by torch.fx ({type(e).__name__}: {e}); structural removal "
-                         "needs a traceable forward") from e
-    gm.eval()
-    values = record(gm, example_inputs)
+    g = trace(net, example_inputs)
+    gm, values = g.gm, g.values
     reference = [v for n, v in values.items() if n.op == "output"][0]
-    g = DepGraph(gm, values)
     mods = dict(gm.named_modules())
     keep = _keep_per_space(g, masks)
     _check_structured(g, masks, keep, mods)
@@ -125,18 +118,47 @@ def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs:
     return new
 
 
-def record(gm: fx.GraphModule, inputs: tuple) -> dict[fx.Node, object]:
-    """Run ``gm`` on ``inputs`` node by node; every node's output."""
-    out: dict[fx.Node, object] = {}
+@dataclass
+class ChannelGroup:
+    """Channels removed together (one space of the dependency graph).
 
-    class _Rec(fx.Interpreter):
-        def run_node(self, n):
-            out[n] = r = super().run_node(n)
-            return r
+    ``size`` channels; ``producers``: the weights whose output rows (dim 0) make them — mask the
+    same rows in each; ``params``: every ``(parameter or buffer name, dim)`` indexed by them
+    (BatchNorm statistics and affine, a depthwise Conv, the next layers' input columns);
+    ``fixed``: why they cannot be removed (``None``: removable).
+    """
 
-    with torch.no_grad():
-        _Rec(gm).run(*inputs)
-    return out
+    size: int
+    producers: list[str]
+    params: list[tuple[str, int]]
+    fixed: str | None
+
+
+def channel_groups(model: nn.Module, example_inputs: tuple) -> list[ChannelGroup]:
+    """The channel groups of ``model`` as :func:`remove_pruned` sees them, in graph order.
+
+    Residual adds, gates and attention products join layers into one group; a structured mask
+    that :func:`remove_pruned` accepts masks the same rows of every producer of a group (heads of
+    ``nn.MultiheadAttention`` are not listed: they are removed by its own rows and columns).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> hidden, out = channel_groups(net, (torch.randn(3, 4),))
+        >>> hidden.size, hidden.producers, hidden.params, hidden.fixed
+        (8, ['0.weight'], [('0.weight', 0), ('0.bias', 0), ('2.weight', 1)], None)
+        >>> out.fixed
+        "it reaches the model's output"
+    """
+    check_model(model)
+    g = trace(copy.deepcopy(model), example_inputs)
+    mods = dict(g.gm.named_modules())
+    params: dict[int, list[tuple[str, int]]] = {}
+    for u in g.uses:
+        if getattr(mods[u.module], u.attr, None) is not None:
+            params.setdefault(g.find(u.space), []).append((f"{u.module}.{u.attr}", u.dim))
+    return [ChannelGroup(g.spaces[r].size, [f"{n}.weight" for n, _ in g.spaces[r].producers], ps, g.spaces[r].fixed)
+            for r, ps in params.items() if g.spaces[r].producers]
 
 
 def _set(root: nn.Module, target: str, mod: nn.Module) -> None:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from overparam.prune import apply_masks_, ln_structured
-from overparam.prune.removal import PrunedMultiheadAttention, remove_pruned
+from overparam.prune.removal import PrunedMultiheadAttention, channel_groups, remove_pruned
 
 
 def _gen(seed):
@@ -131,6 +131,27 @@ def test_resnet_hidden_channels_and_residual_stream_removed():
     _assert_same(small, net, masks, torch.randn(3, 3, 8, 8, generator=_gen(5)))
     ratio = _nparams(small) / _nparams(net)
     assert 0.5 < ratio < 0.8
+
+
+def test_channel_groups_name_the_coupled_layers_and_build_masks_remove_pruned_accepts():
+    net = _randomize(ResNet())
+    x = torch.randn(2, 3, 8, 8, generator=_gen(19))
+    groups = channel_groups(net, (x,))
+    by = {tuple(gr.producers): gr for gr in groups}
+    stream = by[("stem.weight", "b1.conv2.weight", "b2.conv2.weight")]            # joined by the residual adds
+    assert stream.size == 8 and stream.fixed is None
+    assert {("bn.weight", 0), ("b1.bn2.running_var", 0), ("b1.conv1.weight", 1), ("head.weight", 1)} <= set(stream.params)
+    assert by[("head.weight",)].fixed == "it reaches the model's output"
+    assert by[("b1.conv1.weight",)].size == 12
+    gone = [1, 6]
+    masks = {}
+    for name, dim in stream.params:   # the producers' rows and the BatchNorm affine: removed channels are zero
+        p = net.get_parameter(name) if name.endswith(("weight", "bias")) else None
+        if p is not None and dim == 0 and (name in stream.producers or p.dim() == 1):
+            masks[name] = _rows(p.shape, gone)
+    small = remove_pruned(net, masks, (x,))
+    assert small.stem.out_channels == 6 and small.head.in_features == 6
+    _assert_same(small, net, masks, x)
 
 
 def test_resnet_residual_channels_removed_in_one_conv_only_are_refused():
