@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, fx, nn
+from torch.utils._pytree import tree_leaves
 
 from ._attention import PrunedMultiheadAttention
 from ._depgraph import CONV, DepGraph, Layout, trace
@@ -374,8 +375,7 @@ def _fix_views(g: DepGraph, keep: dict[int, Tensor]) -> None:
 def _check_same(new: nn.Module, inputs: tuple, reference, atol: float) -> None:
     with torch.no_grad():
         got = new.eval()(*inputs)
-    ref = reference if isinstance(reference, (tuple, list)) else (reference,)
-    out = got if isinstance(got, (tuple, list)) else (got,)
+    out, ref = tree_leaves(got), tree_leaves(reference)       # tensors, tuples, dicts of tensors
     for a, b in zip(out, ref):
         if isinstance(a, Tensor) and isinstance(b, Tensor):
             err = float((a - b).abs().max()) if a.shape == b.shape else float("inf")

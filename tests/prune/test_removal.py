@@ -328,6 +328,40 @@ def test_indexing_other_dims_is_followed_and_indexing_channels_is_refused():
         remove_pruned(_randomize(Slice()), masks, (x,))
 
 
+def test_dict_outputs_are_checked_and_the_final_check_catches_a_wrong_model(monkeypatch):
+    class Dict(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            return {"logits": self.b(h), "aux": [h.sum(-1, keepdim=True) * 0]}
+
+    net = _randomize(Dict())
+    with torch.no_grad():
+        net.a.bias.fill_(1.0)                               # removed units are relu(1) = 1, not 0
+    x = torch.randn(3, 4, generator=_gen(20))
+    masks = {"a.weight": _rows((8, 4), [2])}
+    with pytest.raises(ValueError, match="reduces over it"):   # the channel sum reads every channel
+        remove_pruned(net, masks, (x,))
+
+    class Logits(Dict):
+        def forward(self, x):
+            return {"logits": self.b(torch.relu(self.a(x)))}
+
+    net = Logits()
+    net.load_state_dict(_randomize(Dict()).state_dict())
+    with torch.no_grad():
+        net.a.bias.fill_(1.0)
+    small = remove_pruned(net, masks, (x,))
+    torch.testing.assert_close(small(x)["logits"], _masked(net, masks)(x)["logits"])
+    import overparam.prune.removal as R
+    monkeypatch.setattr(R, "_fold", lambda *a: None)       # a model that forgets the folded constants
+    with pytest.raises(ValueError, match="differs from the masked one"):
+        remove_pruned(net, masks, (x,))
+
+
 def test_a_layer_called_twice_is_refused():
     class Twice(nn.Module):
         def __init__(self):
