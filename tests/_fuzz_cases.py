@@ -29,6 +29,8 @@ SKIP = {
         "prune.scores.Movement", "hessian.Eigen", "hessian.Estimate", "hessian.Quadrature", "hessian.Density",
         "hessian.EoS", "hessian.Sharpness", "testing.hessian_oracles.CurvatureCase", "hessian.Solve",
         "hessian.BlockSpectrum", "hessian.SpectraTable", "hessian.Landscape",
+        "prune.scores.Movement", "prune.removal.ChannelGroup", "hessian.Eigen", "hessian.Estimate", "hessian.Quadrature", "hessian.Density",
+        "hessian.EoS", "hessian.Sharpness", "testing.hessian_oracles.CurvatureCase",
         "problems.MatrixSensing", "problems.MatrixCompletion", "problems.RobustPCA",
         "problems.DeepLinearRegression", "problems.TeacherStudent")},
     **{n: "an exception class" for n in (
@@ -246,6 +248,9 @@ CALLS = {
     "prune.init.synflow": {"iterations": lambda: 2},
     "prune.init.prune_at_init": {"loss_fn": BY_NAME["loss_fn"], "data": data},
     "prune.learned.nm_patterns": {"n": lambda: 2, "m": lambda: 4},
+    "prune.removal.remove_pruned": {"example_inputs": lambda: (t(5, 4),)},
+    "prune.removal.channel_groups": {"example_inputs": lambda: (t(5, 4),)},
+    "prune.removal.PrunedMultiheadAttention": {"mha": lambda: _mha(), "keep": lambda: torch.tensor([True, False])},
     "prune.masks.n_pruned": {"n": lambda: 10}, "prune.masks.prune_smallest": {"flat": lambda: t(10), "k": lambda: 3},
     "prune.masks.unstructured": {"scores": lambda: {"a": t(4, 3), "b": t(5, seed=1)}},
     "prune.nm.is_nm": {"mask": lambda: op.prune.nm_mask(t(4, 8), 2, 4)},
@@ -396,6 +401,11 @@ def _masked_param():
     m = mlp()
     op.prune.parametrize_masks_(m, op.prune.magnitude(m, 0.5))
     return m
+
+
+def _mha():
+    with torch.random.fork_rng(devices=[]):
+        return nn.MultiheadAttention(8, 2).to(D)
 
 
 def _nm24():

@@ -14,7 +14,7 @@ Example:
     ['2.weight']
 """
 
-from . import apply, init, learned, masks, nm, schedules, scores, semistructured, structured
+from . import apply, init, learned, masks, nm, removal, schedules, scores, semistructured, srste, structured
 from .apply import Masked, MaskParametrization, apply_masks_, masked, parametrize_masks_, unparametrize_masks_
 from .init import prune_at_init, synflow
 from .learned import EdgePopup, LearnableNM, nm_patterns
@@ -22,15 +22,17 @@ from .lottery import Round, Ticket, lottery  # the function shadows the module n
 from .masks import magnitude, n_pruned, prune_smallest, unstructured
 from .packed import PackedAdamW, PackedOptimizer, PackedSGD, state_bytes
 from .nm import is_nm, nm_mask, nm_masks, transposable_nm_mask
+from .removal import ChannelGroup, PrunedMultiheadAttention, channel_groups, remove_pruned
 from .schedules import GradualPruner, cubic, exponential, iterative, one_shot
 from .scores import (Movement, grasp_scores, hessian_diagonal, magnitude_scores, movement_scores, obd_scores,
                      random_scores, snip_scores, synflow_scores)
 from .targets import Masks, kept_fraction, targets  # the function shadows the module name
+from .srste import SRSTE, srste_weight
 from .semistructured import compress, decompress, is_semi_structured, to_semi_structured, validate
 from .structured import block_mask, ln_structured
 
 __all__ = [
-    "apply", "init", "learned", "masks", "nm", "schedules", "scores", "semistructured", "structured",
+    "apply", "init", "learned", "masks", "nm", "removal", "schedules", "scores", "semistructured", "srste", "structured",
     "Masked", "MaskParametrization", "apply_masks_", "masked", "parametrize_masks_", "unparametrize_masks_",
     "prune_at_init", "synflow", "EdgePopup", "LearnableNM", "nm_patterns", "Round", "Ticket", "lottery",
     "magnitude", "n_pruned", "prune_smallest", "unstructured",
@@ -39,6 +41,6 @@ __all__ = [
     "Movement", "grasp_scores", "hessian_diagonal", "magnitude_scores", "movement_scores", "obd_scores",
     "random_scores", "snip_scores", "synflow_scores",
     "Masks", "kept_fraction", "targets", "compress", "decompress", "is_semi_structured", "to_semi_structured", "validate",
-    "block_mask", "ln_structured",
-    "PackedOptimizer", "PackedSGD", "PackedAdamW", "state_bytes",
+    "block_mask", "ln_structured", "ChannelGroup", "PrunedMultiheadAttention", "channel_groups",
+    "PackedOptimizer", "PackedSGD", "PackedAdamW", "state_bytes", "remove_pruned", "SRSTE", "srste_weight",
 ]

@@ -9,9 +9,12 @@
   :meth:`LearnableNM.masks` decodes the arg-max pattern, so the decoded mask is N:M by
   construction, whatever the logits.
 
-Both are thin ``nn.Module`` shells holding the user's model (unchanged, its parameters are
-only read) and calling it through ``torch.func.functional_call``. Optimize
-``shell.mask_parameters()``.
+Both are thin ``nn.Module`` shells holding the user's model and calling it through
+``torch.func.functional_call``. Optimize ``shell.mask_parameters()``. By default the model's
+parameters are only read (frozen); ``train_weights=True`` trains them jointly with the masks:
+the forward then uses ``θ ⊙ mask`` with gradients reaching ``θ`` (``∂L/∂θ = (∂L/∂θ̃) ⊙ mask``
+for a masked weight, the usual gradient for every other parameter), so optimize
+``[*shell.mask_parameters(), *model.parameters()]``.
 
 Example:
     >>> import torch
@@ -54,12 +57,13 @@ class EdgePopup(nn.Module):
         scope: ``"layerwise"`` or ``"global"``.
         targets, exclude: which weights to mask (see :func:`~overparam.prune.targets.targets`).
         generator: initial scores, Kaiming-uniform like the paper.
+        train_weights: also train the model's parameters through this forward (default: frozen).
     """
 
     def __init__(self, model: nn.Module, sparsity: float, *, targets: Spec = None, exclude: Spec = None,
-                 scope: str = "layerwise", generator: GeneratorLike = None) -> None:
+                 scope: str = "layerwise", generator: GeneratorLike = None, train_weights: bool = False) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.train_weights = model, _check_flag(train_weights)
         self.sparsity = check_sparsity(sparsity)
         self.scope = check_scope(scope)
         g = construction_generator(generator)
@@ -85,12 +89,23 @@ class EdgePopup(nn.Module):
     def forward(self, *args, **kwargs):
         hard = self.masks()
         params = dict(self.model.named_parameters())
-        sub = {k: p.detach() for k, p in params.items()}  # nothing of the model is trained
+        sub = _weights(params, self.train_weights)
         for k, s in zip(self._names, self.scores):
             a = s.abs()
             ste = hard[k].to(a.dtype) + a - a.detach()  # value: the hard mask; gradient: identity
-            sub[k] = params[k].detach() * ste
+            sub[k] = sub[k] * ste
         return torch.func.functional_call(self.model, sub, args, kwargs, strict=False)
+
+
+def _check_flag(train_weights: bool) -> bool:
+    if not isinstance(train_weights, bool):
+        raise TypeError(f"train_weights must be a bool, got {type(train_weights).__name__}")
+    return train_weights
+
+
+def _weights(params: dict[str, nn.Parameter], train: bool) -> dict[str, Tensor]:
+    """The model's parameters as ``functional_call`` gets them: live (``train``) or detached (frozen)."""
+    return dict(params) if train else {k: p.detach() for k, p in params.items()}
 
 
 def nm_patterns(n: int, m: int, *, device=None) -> Tensor:
@@ -119,15 +134,18 @@ class LearnableNM(nn.Module):
         hard: straight-through hard samples in training (the forward sees an exact N:M mask).
         generator: the Gumbel noise (kept in the module: the same seed gives the same samples).
         targets, exclude: which weights to mask (see :func:`~overparam.prune.targets.targets`).
+        train_weights: also train the model's parameters through this forward (default: frozen).
 
     In ``eval()`` mode the forward uses the decoded masks.
     """
 
     def __init__(self, model: nn.Module, n: int, m: int, *, tau: float = 1.0, scale: float = 1.0,
                  prior: str | None = "magnitude", prior_strength: float = 3.0, hard: bool = False,
-                 generator: GeneratorLike = None, targets: Spec = None, exclude: Spec = None) -> None:
+                 generator: GeneratorLike = None, targets: Spec = None, exclude: Spec = None,
+                 train_weights: bool = False) -> None:
         super().__init__()
         check_nm(n, m)
+        self.train_weights = _check_flag(train_weights)
         for name, v in (("tau", tau), ("scale", scale), ("prior_strength", prior_strength)):
             check_real(v, name, finite=True)
         check_real(tau, "tau", above=0.0)
@@ -182,6 +200,6 @@ class LearnableNM(nn.Module):
     def forward(self, *args, **kwargs):
         params = dict(self.model.named_parameters())
         mk = self.soft_masks() if self.training else {k: v.to(params[k].dtype) for k, v in self.masks().items()}
-        sub = {k: p.detach() for k, p in params.items()}  # the model's parameters are frozen
-        sub.update({k: params[k].detach() * mk[k] for k in self._names})
+        sub = _weights(params, self.train_weights)
+        sub.update({k: sub[k] * mk[k] for k in self._names})
         return torch.func.functional_call(self.model, sub, args, kwargs, strict=False)

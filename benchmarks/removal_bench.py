@@ -1,0 +1,124 @@
+"""Structural removal (``overparam.prune.remove_pruned``): parameter count and forward time of the
+smaller model against the masked model it equals (same run, interleaved rounds, median of 3).
+
+1. an MLP 1024-4096-1024 (batch 256) with half of its hidden units removed;
+2. a ResNet-style CNN (stem 64 channels, 4 residual blocks with 128 hidden channels, batch 32 at
+   32×32) with half the hidden channels of every block and a quarter of the residual channels
+   (stem and every block's second conv jointly) removed;
+3. a pre-norm transformer block (d = 512, 8 heads, MLP 2048; batch 8 × 256 tokens, hand-written
+   attention with ``F.scaled_dot_product_attention``) with half the heads and half the MLP units removed.
+
+Eval mode, ``torch.no_grad``. Also the time of the ``remove_pruned`` call itself.
+Run from the repository root: ``python benchmarks/removal_bench.py [--repeats 3 --threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+import torch.nn.functional as F
+from _timing import interleaved
+from torch import nn
+
+import overparam as op
+
+
+class _Res(nn.Module):
+    def __init__(self, c: int, h: int) -> None:
+        super().__init__()
+        self.a, self.na = nn.Conv2d(c, h, 3, padding=1, bias=False), nn.BatchNorm2d(h)
+        self.b, self.nb = nn.Conv2d(h, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return F.relu(x + self.nb(self.b(F.relu(self.na(self.a(x))))))
+
+
+class _CNN(nn.Module):
+    def __init__(self, c: int = 64, h: int = 128, blocks: int = 4) -> None:
+        super().__init__()
+        self.stem, self.norm = nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.blocks = nn.Sequential(*[_Res(c, h) for _ in range(blocks)])
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.norm(self.stem(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+class _Block(nn.Module):
+    def __init__(self, d: int = 512, h: int = 8) -> None:
+        super().__init__()
+        self.n1, self.n2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.up, self.down = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.h, self.dh = h, d // h
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        a = self.n1(x)
+        q, k, v = (f(a).view(B, T, self.h, self.dh).transpose(1, 2) for f in (self.q, self.k, self.v))
+        x = x + self.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, self.h * self.dh))
+        return x + self.down(F.gelu(self.up(self.n2(x))))
+
+
+def _drop(shape, idx) -> torch.Tensor:
+    m = torch.ones(shape, dtype=torch.bool)
+    m[idx] = False
+    return m
+
+
+def _channels(net: nn.Module, conv: str, norm: str, idx) -> dict:
+    w = net.get_submodule(conv).weight
+    c = (w.shape[0],)
+    return {f"{conv}.weight": _drop(w.shape, idx), f"{norm}.weight": _drop(c, idx), f"{norm}.bias": _drop(c, idx)}
+
+
+def cases():
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(1024, 4096), nn.GELU(), nn.Linear(4096, 1024)).eval()
+    yield "MLP 1024-4096-1024, 50% hidden units", mlp, {"0.weight": _drop((4096, 1024), slice(0, 2048))}, \
+        (torch.randn(256, 1024),)
+    cnn = _CNN().eval()
+    masks = _channels(cnn, "stem", "norm", slice(0, 16))
+    for i in range(4):
+        masks.update(_channels(cnn, f"blocks.{i}.a", f"blocks.{i}.na", slice(0, 64)))
+        masks.update(_channels(cnn, f"blocks.{i}.b", f"blocks.{i}.nb", slice(0, 16)))
+    yield "ResNet-style CNN, 50% hidden + 25% residual channels", cnn, masks, (torch.randn(32, 3, 32, 32),)
+    blk = _Block().eval()
+    heads = slice(0, 256)                                          # heads 0..3 of 8 (64 each)
+    masks = {f"{p}.weight": _drop((512, 512), heads) for p in "qkv"}
+    masks["up.weight"] = _drop((2048, 512), slice(0, 1024))
+    yield "transformer block d=512, 50% heads + 50% MLP units", blk, masks, (torch.randn(8, 256, 512),)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    print("| model | params masked → removed | forward masked | forward removed | time ratio | remove_pruned call |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, net, masks, x in cases():
+        t0 = time.perf_counter()
+        small = op.prune.remove_pruned(net, masks, x)
+        t_call = time.perf_counter() - t0
+        ref = copy.deepcopy(net)
+        op.prune.apply_masks_(ref, masks)
+        small.eval()
+        with torch.no_grad():
+            err = float((small(*x) - ref(*x)).abs().max())
+            times = interleaved({"masked": lambda: ref(*x), "removed": lambda: small(*x)}, repeats=args.repeats)
+        tm, tr = (sorted(times[k][0])[len(times[k][0]) // 2] for k in ("masked", "removed"))
+        n0, n1 = (sum(p.numel() for p in m.parameters()) for m in (ref, small))
+        print(f"| {name} | {n0 / 1e6:.2f}M → {n1 / 1e6:.2f}M ({n1 / n0:.2f}×) | {tm * 1e3:.1f} ms | {tr * 1e3:.1f} ms "
+              f"| {tr / tm:.2f}× | {t_call:.2f} s (max error {err:.1e}) |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""``nn.MultiheadAttention`` with some heads removed (built by :func:`overparam.prune.remove_pruned`).
+
+Example:
+    >>> import torch
+    >>> mha = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    >>> pm = PrunedMultiheadAttention(mha, torch.tensor([True, False]))
+    >>> out, w = pm(*(torch.randn(3, 5, 8),) * 3)
+    >>> out.shape, w.shape, pm.in_proj_weight.shape
+    (torch.Size([3, 5, 8]), torch.Size([3, 5, 5]), torch.Size([12, 8]))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = ["PrunedMultiheadAttention"]
+
+
+class PrunedMultiheadAttention(nn.Module):
+    """``nn.MultiheadAttention`` with fewer heads than ``embed_dim / head_dim`` (inner width ``heads·head_dim``).
+
+    Same parameter names (``in_proj_weight (3·h·d, E)``, ``in_proj_bias``, ``out_proj``) and call
+    ``(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+    average_attn_weights=True)``; returns ``(output, weights or None)`` with the weights averaged
+    over the *kept* heads. Built by :func:`remove_pruned`.
+    """
+
+    def __init__(self, mha: nn.MultiheadAttention, keep: Tensor) -> None:
+        super().__init__()
+        if not isinstance(mha, nn.MultiheadAttention):
+            raise TypeError(f"mha must be an nn.MultiheadAttention, got {type(mha).__name__}")
+        if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError("mha: kdim/vdim, add_bias_kv and add_zero_attn are not supported")
+        if not isinstance(keep, Tensor) or keep.dtype != torch.bool or keep.shape != (mha.num_heads,) or not keep.any():
+            raise ValueError(f"keep must be a bool tensor of shape ({mha.num_heads},) keeping at least one head, "
+                             f"got {getattr(keep, 'dtype', type(keep).__name__)} {tuple(getattr(keep, 'shape', ()))}")
+        E, H = mha.embed_dim, mha.num_heads
+        d = E // H
+        rows = (torch.arange(E, device=keep.device).reshape(H, d)[keep]).reshape(-1)
+        idx = torch.cat([rows, rows + E, rows + 2 * E])
+        self.heads, self.head_dim, self.batch_first, self.dropout = int(keep.sum()), d, mha.batch_first, mha.dropout
+        self.head_index = keep.nonzero().flatten().tolist()
+        self.in_proj_weight = nn.Parameter(mha.in_proj_weight.detach()[idx].clone(),
+                                           requires_grad=mha.in_proj_weight.requires_grad)
+        self.in_proj_bias = (None if mha.in_proj_bias is None else
+                             nn.Parameter(mha.in_proj_bias.detach()[idx].clone(),
+                                          requires_grad=mha.in_proj_bias.requires_grad))
+        w = mha.out_proj.weight
+        self.out_proj = nn.Linear(rows.numel(), E, bias=mha.out_proj.bias is not None, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            self.out_proj.weight.copy_(w[:, rows])
+            if mha.out_proj.bias is not None:
+                self.out_proj.bias.copy_(mha.out_proj.bias)
+        self.train(mha.training)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
+                need_weights: bool = True, attn_mask: Tensor | None = None, average_attn_weights: bool = True):
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        B, L, _ = query.shape
+        S, h, d = key.shape[1], self.heads, self.head_dim
+        w = self.in_proj_weight.chunk(3)
+        b = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None,) * 3
+        q, k, v = (F.linear(t, wi, bi).reshape(B, -1, h, d).transpose(1, 2) for t, wi, bi in zip((query, key, value), w, b))
+        scores = (q * d ** -0.5) @ k.transpose(-2, -1)                              # (B, h, L, S)
+        if attn_mask is not None:
+            m = attn_mask if attn_mask.dim() == 2 else attn_mask.reshape(B, -1, L, S)[:, self.head_index]
+            scores = scores.masked_fill(m, float("-inf")) if m.dtype == torch.bool else scores + m
+        if key_padding_mask is not None:
+            kp = key_padding_mask.reshape(B, 1, 1, S)
+            scores = scores.masked_fill(kp, float("-inf")) if kp.dtype == torch.bool else scores + kp
+        att = torch.softmax(scores, dim=-1)
+        out = F.dropout(att, self.dropout, self.training) @ v
+        out = self.out_proj(out.transpose(1, 2).reshape(B, L, h * d))
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        if not need_weights:
+            return out, None
+        return out, (att.mean(1) if average_attn_weights else att)

@@ -1,0 +1,384 @@
+"""Structural removal: turn structured masks into a physically smaller model computing the same function.
+
+:func:`remove_pruned` traces a copy of the model with ``torch.fx``, builds the channel
+dependency graph (:mod:`overparam.prune._depgraph`: which layers' channels are one *space*,
+joined through residual adds, gates and attention products) and removes every channel whose
+producing rows are masked in **every** producer of its space:
+
+* output channels of a Linear or Conv (``mask[c] == False`` over the whole row / filter), with
+  the BatchNorm, depthwise Conv and next-layer columns that index them;
+* hidden units of an MLP (the rows of the first Linear; gated MLPs: of both branches);
+* attention heads of a hand-written attention (the rows of q, k and v for the head; views and
+  ``att @ v`` follow) and of ``nn.MultiheadAttention`` (its ``in_proj_weight`` rows of the head
+  in q, k and v, or the head's columns of ``out_proj.weight``), replaced by :class:`PrunedMultiheadAttention`.
+
+A removed channel of the masked model is not zero but a constant (the producer's bias through
+the BatchNorm and activation): its contribution is folded into the consuming layer's bias
+(``b ← b + W[:, removed] c``; a bias is added if the layer had none). A constant cannot be
+folded into a zero-padded Conv (borders see zeros): then it must be zero — mask the producer's
+bias and the BatchNorm's weight and bias for those channels too — or the call raises.
+
+The result is a new ``torch.fx.GraphModule`` (the user's model is never modified) with the same
+submodule names and the user's train/eval flags; in eval mode it computes the masked model's
+function (checked on ``example_inputs``). BatchNorm in train mode normalizes with batch
+statistics, under which a constant channel is not the same constant: compare in eval mode.
+
+Refused with a ``ValueError`` naming the parameter, layer or node: a mask that is not
+structured (a partially masked row), channels masked in some producers of a space but not all
+(a residual add couples them: removed jointly or not at all), channels of a space that a
+LayerNorm normalizes, an op this module does not know, or the model output reads, and models
+``torch.fx`` cannot trace.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> masks = {"0.weight": torch.arange(8).repeat_interleave(4).reshape(8, 4) < 3}
+    >>> x = torch.randn(5, 4)
+    >>> small = remove_pruned(net, masks, (x,))                      # hidden units 3..7 removed
+    >>> small.get_submodule("0").out_features, small.get_submodule("2").in_features
+    (3, 3)
+    >>> ref = copy.deepcopy(net); apply_masks_(ref, masks)
+    >>> bool(torch.allclose(small(x), ref(x), atol=1e-6))
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, fx, nn
+from torch.utils._pytree import tree_leaves
+
+from ._attention import PrunedMultiheadAttention
+from ._depgraph import CONV, DepGraph, Layout, trace
+from .apply import apply_masks_
+from .targets import check_masks, check_model
+
+__all__ = ["remove_pruned", "channel_groups", "ChannelGroup", "PrunedMultiheadAttention"]
+
+
+def _row_masks(name: str, mask: Tensor | None, dim: int = 0) -> Tensor | None:
+    """Channels of ``mask`` along ``dim`` masked in full (None when no mask)."""
+    if mask is None:
+        return None
+    return ~mask.movedim(dim, 0).reshape(mask.shape[dim], -1).any(1)
+
+
+def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs: tuple, *,
+                  atol: float = 1e-5) -> fx.GraphModule:
+    """A physically smaller copy of ``model`` computing the function of ``model`` with ``masks`` applied.
+
+    Args:
+        model: a module ``torch.fx.symbolic_trace`` can trace (not modified).
+        masks: name → bool tensor of the parameter's shape (``True`` = kept), structured: every
+            masked entry of a Linear/Conv weight lies in a fully masked output row (or filter),
+            or in an input channel that is removed; ``nn.MultiheadAttention`` heads by their
+            ``in_proj_weight`` rows (q, k and v) or ``out_proj.weight`` columns. Masks of biases
+            and norms are applied as they are.
+        example_inputs: a tuple of the model's positional inputs (a few samples); the channel
+            constants are read from, and the result is checked on, this run.
+        atol: tolerance of the two checks on ``example_inputs`` (constancy of a removed channel,
+            equality of the outputs, relative to their scale).
+
+    Returns:
+        a ``torch.fx.GraphModule`` with the removed channels and heads gone.
+
+    Raises:
+        ValueError: see the module docstring (each message names what is refused).
+    """
+    params = check_model(model)
+    check_masks(masks, params)
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol > 0 or math.isinf(atol):
+        raise ValueError(f"atol must be a positive finite number, got {atol!r}")
+    net = copy.deepcopy(model)
+    modes = {n: m.training for n, m in net.named_modules()}
+    apply_masks_(net, masks)
+    g = trace(net, example_inputs)
+    gm, values = g.gm, g.values
+    reference = [v for n, v in values.items() if n.op == "output"][0]
+    mods = dict(gm.named_modules())
+    keep = _keep_per_space(g, masks)
+    _check_structured(g, masks, keep, mods)
+    heads = _mha_heads(g, masks, mods)
+    _fold(g, keep, mods, atol)
+    _shrink(g, keep, mods)
+    for _, target in g.mha:
+        if target in heads and not bool(heads[target].all()):
+            _set(gm, target, PrunedMultiheadAttention(mods[target], heads[target]))
+    _fix_views(g, keep)
+    gm.graph.lint()
+    gm.recompile()
+    new = fx.GraphModule(gm, gm.graph, class_name=type(model).__name__ + "Pruned")
+    _check_same(new, example_inputs, reference, atol)
+    for n, m in new.named_modules():
+        m.training = modes.get(n, model.training)
+    return new
+
+
+@dataclass
+class ChannelGroup:
+    """Channels removed together (one space of the dependency graph).
+
+    ``size`` channels; ``producers``: the weights whose output rows (dim 0) make them — mask the
+    same rows in each; ``params``: every ``(parameter or buffer name, dim)`` indexed by them
+    (BatchNorm statistics and affine, a depthwise Conv, the next layers' input columns);
+    ``fixed``: why they cannot be removed (``None``: removable).
+    """
+
+    size: int
+    producers: list[str]
+    params: list[tuple[str, int]]
+    fixed: str | None
+
+
+def channel_groups(model: nn.Module, example_inputs: tuple) -> list[ChannelGroup]:
+    """The channel groups of ``model`` as :func:`remove_pruned` sees them, in graph order.
+
+    Residual adds, gates and attention products join layers into one group; a structured mask
+    that :func:`remove_pruned` accepts masks the same rows of every producer of a group (heads of
+    ``nn.MultiheadAttention`` are not listed: they are removed by its own rows and columns).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> hidden, out = channel_groups(net, (torch.randn(3, 4),))
+        >>> hidden.size, hidden.producers, hidden.params, hidden.fixed
+        (8, ['0.weight'], [('0.weight', 0), ('0.bias', 0), ('2.weight', 1)], None)
+        >>> out.fixed
+        "it reaches the model's output"
+    """
+    check_model(model)
+    g = trace(copy.deepcopy(model), example_inputs)
+    mods = dict(g.gm.named_modules())
+    params: dict[int, list[tuple[str, int]]] = {}
+    for u in g.uses:
+        if getattr(mods[u.module], u.attr, None) is not None:
+            params.setdefault(g.find(u.space), []).append((f"{u.module}.{u.attr}", u.dim))
+    return [ChannelGroup(g.spaces[r].size, [f"{n}.weight" for n, _ in g.spaces[r].producers], ps, g.spaces[r].fixed)
+            for r, ps in params.items() if g.spaces[r].producers]
+
+
+def _set(root: nn.Module, target: str, mod: nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, mod)
+
+
+def _keep_per_space(g: DepGraph, masks: Mapping[str, Tensor]) -> dict[int, Tensor]:
+    """Root space → bool keep vector; raises for channels masked in some producers only, or in a fixed space."""
+    keep: dict[int, Tensor] = {}
+    roots = {g.find(i) for i in range(len(g.spaces))}
+    for r in roots:
+        sp = g.spaces[r]
+        if not sp.producers:
+            continue
+        gone = [(name, _row_masks(name, masks.get(f"{name}.weight"))) for name, _ in sp.producers]
+        device = sp.producers[0][1].weight.device
+        every = torch.ones(sp.size, dtype=torch.bool, device=device)
+        some = torch.zeros(sp.size, dtype=torch.bool, device=device)
+        for _, gn in gone:
+            gn = torch.zeros(sp.size, dtype=torch.bool, device=device) if gn is None else gn.to(device)
+            every &= gn
+            some |= gn
+        if bool((some & ~every).any()):
+            ch = (some & ~every).nonzero().flatten().tolist()[:8]
+            who = ", ".join(f"{n}.weight" for n, _ in sp.producers)
+            raise ValueError(f"masks: channels {ch} of {who} are coupled (a residual add, a gate or an attention "
+                             f"product joins them) and are masked in some of these weights but not all: "
+                             f"remove them jointly (mask the same rows in each) or not at all")
+        if bool(every.any()) and sp.fixed:
+            raise ValueError(f"masks: the masked output channels of {sp.producers[0][0]}.weight cannot be removed: "
+                             f"{sp.fixed}")
+        if bool(every.all()):
+            raise ValueError(f"masks: every output channel of {sp.producers[0][0]}.weight is masked (nothing would be left)")
+        keep[r] = ~every
+    return keep
+
+
+def _check_structured(g: DepGraph, masks, keep: dict[int, Tensor], mods) -> None:
+    """Every masked entry of a Linear/Conv weight lies in a removed row or a removed input channel."""
+    cols: dict[str, Tensor] = {}
+    for u in g.uses:
+        r = g.find(u.space)
+        if u.attr == "weight" and u.dim == 1 and r in keep:
+            cols[u.module] = keep[r].repeat_interleave(u.repeat)
+    for u in g.uses:
+        if u.attr != "weight" or u.dim != 0 or f"{u.module}.weight" not in masks:
+            continue
+        m = masks[f"{u.module}.weight"]
+        ok = _row_masks(u.module, m).to(m.device)
+        bad = ~m & ~ok.reshape(-1, *([1] * (m.dim() - 1)))
+        if u.module in cols:
+            c = cols[u.module].to(m.device)
+            bad &= c.reshape(1, -1, *([1] * (m.dim() - 2)))
+        if bool(bad.any()):
+            row = int(bad.reshape(m.shape[0], -1).any(1).nonzero()[0])
+            raise ValueError(f"masks[{u.module + '.weight'!r}] is not structured: output channel {row} is partly "
+                             "masked (structural removal removes whole rows / filters and heads)")
+    seen = {f"{u.module}.weight" for u in g.uses} | {f"{t}.in_proj_weight" for _, t in g.mha} | {
+        f"{t}.out_proj.weight" for _, t in g.mha}
+    for k, m in masks.items():
+        mod = k.rpartition(".")[0]
+        if k not in seen and isinstance(mods.get(mod), (nn.Linear,) + CONV) and not bool(m.all()):
+            raise ValueError(f"masks[{k!r}]: layer {mod!r} is not part of the traced graph's channel structure")
+
+
+def _mha_heads(g: DepGraph, masks, mods) -> dict[str, Tensor]:
+    out = {}
+    for node, target in g.mha:
+        mha = mods[target]
+        if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
+            if f"{target}.in_proj_weight" in masks or f"{target}.out_proj.weight" in masks:
+                raise ValueError(f"masks: MultiheadAttention {target!r} with kdim/vdim, add_bias_kv or "
+                                 "add_zero_attn is not supported")
+            continue
+        E, H = mha.embed_dim, mha.num_heads
+        d = E // H
+        qkv = masks.get(f"{target}.in_proj_weight", torch.ones(3 * E, E, dtype=torch.bool))
+        o = masks.get(f"{target}.out_proj.weight", torch.ones(E, E, dtype=torch.bool))
+        rows = (~qkv.any(1)).reshape(3, H, d)
+        colz = (~o.any(0)).reshape(H, d)
+        gone = rows.all(2).all(0) | colz.all(1)
+        part = (~qkv.reshape(3, H, d, E)).any(3).any(2).any(0) | (~o.reshape(E, H, d)).any(2).any(0)
+        if bool((part & ~gone).any()):
+            h = int((part & ~gone).nonzero()[0])
+            raise ValueError(f"masks: head {h} of MultiheadAttention {target!r} is partly masked (remove a head "
+                             "by masking its q, k and v rows of in_proj_weight, or its out_proj.weight columns)")
+        if bool(gone.all()):
+            raise ValueError(f"masks: every head of MultiheadAttention {target!r} is masked (nothing would be left)")
+        if bool(gone.any()):
+            users = [u for u in node.users if u.args[1] == 1 and u.users]
+            if users:
+                raise ValueError(f"masks: the attention weights of {target!r} are used (node {users[0].name}); "
+                                 "with heads removed they average over fewer heads")
+            if mha.in_proj_bias is not None and mha.out_proj.bias is not None:
+                bv = mha.in_proj_bias.detach()[2 * E:].reshape(H, d)
+                cols = torch.arange(E).reshape(H, d)[gone].reshape(-1)
+                with torch.no_grad():   # a removed head's output is its value bias (attention rows sum to 1)
+                    mha.out_proj.bias.add_(mha.out_proj.weight.detach()[:, cols] @ bv[gone].reshape(-1))
+        out[target] = ~gone
+    return out
+
+
+def _fold(g: DepGraph, keep: dict[int, Tensor], mods, atol: float) -> None:
+    """Fold the constant values of removed input channels into each consumer's bias."""
+    for node, mod, lay in g.consumers:
+        r = g.find(lay.space)
+        if r not in keep or bool(keep[r].all()):
+            continue
+        x = g.values[node.args[0]]
+        gone = ~keep[r].repeat_interleave(lay.repeat)
+        if isinstance(mod, nn.Linear):
+            xs = x.reshape(-1, x.shape[-1])[:, gone]
+        else:
+            xs = x.movedim(1, -1).reshape(-1, x.shape[1])[:, gone]
+        c = xs[0]
+        scale = atol * (1 + float(x.abs().max()))
+        if bool(((xs - c).abs() > scale).any()):
+            ch = int(((xs - c).abs() > scale).any(0).nonzero()[0])
+            raise ValueError(f"masks: a removed input channel of {node.target!r} (the {ch}-th removed) is not constant "
+                             "in the masked model, so it cannot be folded: unsupported graph between its producer and "
+                             f"{node.target!r}")
+        if not bool((c != 0).any()):
+            continue
+        w = mod.weight.detach()[:, gone]
+        if isinstance(mod, CONV):
+            pads = mod.padding if isinstance(mod.padding, tuple) else (mod.padding,)
+            if mod.padding_mode == "zeros" and (mod.padding == "same" or any(p != 0 for p in pads)):
+                raise ValueError(f"masks: the removed input channels of Conv {node.target!r} are the nonzero "
+                                 f"constants {c[:4].tolist()} (their producer's bias through the BatchNorm and "
+                                 "activation), which its zero padding does not see at the border: mask the "
+                                 "producer's bias and the BatchNorm's weight and bias for those channels too")
+            w = w.flatten(2).sum(2)
+        fold = w @ c.to(w.dtype)
+        with torch.no_grad():
+            if mod.bias is None:
+                mod.bias = nn.Parameter(fold.clone(), requires_grad=mod.weight.requires_grad)
+            else:
+                mod.bias.add_(fold)
+
+
+def _shrink(g: DepGraph, keep: dict[int, Tensor], mods) -> None:
+    calls = [n.target for n in g.gm.graph.nodes if n.op == "call_module"]
+    for u in g.uses:
+        r = g.find(u.space)
+        if r not in keep or bool(keep[r].all()):
+            continue
+        if calls.count(u.module) > 1:
+            raise ValueError(f"masks: layer {u.module!r} is called more than once (shared weights) and would "
+                             "have to shrink along two sets of channels: not supported")
+        mod = mods[u.module]
+        t = getattr(mod, u.attr, None)
+        if t is None:
+            continue
+        idx = keep[r].repeat_interleave(u.repeat).nonzero().flatten().to(t.device)
+        new = t.detach().index_select(u.dim, idx).clone()
+        if isinstance(t, nn.Parameter):
+            setattr(mod, u.attr, nn.Parameter(new, requires_grad=t.requires_grad))
+        else:
+            setattr(mod, u.attr, new)
+    for u in g.uses:
+        r = g.find(u.space)
+        if r not in keep:
+            continue
+        mod, n = mods[u.module], int(keep[r].sum()) * u.repeat
+        if isinstance(mod, nn.Linear):
+            setattr(mod, "in_features" if u.dim == 1 else "out_features", n)
+        elif isinstance(mod, CONV):
+            if mod.groups > 1:
+                mod.groups = mod.in_channels = mod.out_channels = n
+            else:
+                setattr(mod, "in_channels" if u.dim == 1 else "out_channels", n)
+        elif hasattr(mod, "num_features"):
+            mod.num_features = n
+
+
+def _new_sizes(g: DepGraph, lay: Layout, shape: tuple[int, ...], keep: Tensor, node) -> dict[int, int]:
+    k = keep.repeat_interleave(lay.repeat)
+    if lay.block > 1:
+        kb = k.reshape(-1, lay.block)
+        if not bool((kb == kb[:, :1]).all()):
+            raise ValueError(f"masks: the removed channels are not whole heads of {lay.block} at node {node.name}")
+        k = kb[:, 0]
+    sizes = [shape[d] for d in lay.dims]
+    k = k.reshape(sizes)
+    out = {}
+    for i, d in enumerate(lay.dims):
+        out[d] = int(k.movedim(i, 0).reshape(sizes[i], -1).any(1).sum())
+    if math.prod(out.values()) != int(k.sum()):
+        raise ValueError(f"masks: the removed channels do not form a box over dims {lay.dims} at node {node.name} "
+                         "(e.g. different channels removed in different heads)")
+    return out
+
+
+def _fix_views(g: DepGraph, keep: dict[int, Tensor]) -> None:
+    """Rewrite the constant sizes of ``view``/``reshape`` calls on tensors whose channels shrank."""
+    for node, lay in g.layout.items():
+        if lay is None or g.find(lay.space) not in keep or bool(keep[g.find(lay.space)].all()):
+            continue
+        sizes = _new_sizes(g, lay, tuple(g.values[node].shape), keep[g.find(lay.space)], node)
+        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+        if name not in ("view", "reshape"):
+            continue
+        args = list(node.args)
+        shape_args = args[1:] if not (len(args) == 2 and isinstance(args[1], (list, tuple))) else list(args[1])
+        for d, n in sizes.items():   # a size read at run time (x.shape) is the old width: replaced too
+            if d < len(shape_args) and not (isinstance(shape_args[d], int) and shape_args[d] == -1):
+                shape_args[d] = n
+        node.args = (args[0], *shape_args) if not (len(args) == 2 and isinstance(args[1], (list, tuple))) else (
+            args[0], tuple(shape_args))
+
+
+def _check_same(new: nn.Module, inputs: tuple, reference, atol: float) -> None:
+    with torch.no_grad():
+        got = new.eval()(*inputs)
+    out, ref = tree_leaves(got), tree_leaves(reference)       # tensors, tuples, dicts of tensors
+    for a, b in zip(out, ref):
+        if isinstance(a, Tensor) and isinstance(b, Tensor):
+            err = float((a - b).abs().max()) if a.shape == b.shape else float("inf")
+            if not err <= atol * (1 + float(b.abs().max())):
+                raise ValueError(f"the smaller model differs from the masked one by {err:.3g} on example_inputs: "
+                                 "the graph holds an op whose channel structure is not supported")
