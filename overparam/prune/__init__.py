@@ -15,6 +15,7 @@ Example:
 """
 
 from . import apply, init, learned, masks, nm, schedules, scores, semistructured, structured
+from .calibrate import LayerStats, PrunedMatrix, calibrate, collect_stats  # calibrate: the function shadows the module
 from .apply import Masked, MaskParametrization, apply_masks_, masked, parametrize_masks_, unparametrize_masks_
 from .init import prune_at_init, synflow
 from .learned import EdgePopup, LearnableNM, nm_patterns
@@ -27,6 +28,10 @@ from .scores import (Movement, grasp_scores, hessian_diagonal, magnitude_scores,
 from .targets import Masks, kept_fraction, targets  # the function shadows the module name
 from .semistructured import compress, decompress, is_semi_structured, to_semi_structured, validate
 from .structured import block_mask, ln_structured
+from .owl import owl, owl_sparsities  # the function shadows the module name
+from .reconstruction import LayerError, Reconstruction, plot_reconstruction, reconstruction  # likewise
+from .sparsegpt import sparsegpt_, sparsegpt_matrix
+from .wanda import wanda, wanda_mask, wanda_scores  # likewise
 
 __all__ = [
     "apply", "init", "learned", "masks", "nm", "schedules", "scores", "semistructured", "structured",
@@ -39,4 +44,7 @@ __all__ = [
     "random_scores", "snip_scores", "synflow_scores",
     "Masks", "kept_fraction", "targets", "compress", "decompress", "is_semi_structured", "to_semi_structured", "validate",
     "block_mask", "ln_structured",
+    "LayerStats", "PrunedMatrix", "calibrate", "collect_stats", "sparsegpt_", "sparsegpt_matrix",
+    "wanda", "wanda_mask", "wanda_scores", "owl", "owl_sparsities",
+    "LayerError", "Reconstruction", "reconstruction", "plot_reconstruction",
 ]
