@@ -111,10 +111,14 @@ def input_rows(module: nn.Module, x: Tensor) -> Tensor:
         True
     """
     if isinstance(module, nn.Linear):
+        if x.ndim < 1 or x.shape[-1] != module.in_features:
+            raise ValueError(f"x has shape {tuple(x.shape)}; the layer needs (..., {module.in_features})")
         return x.reshape(-1, module.in_features)
     nd = module.weight.ndim - 2
     if x.ndim == nd + 1:
         x = x.unsqueeze(0)
+    if x.ndim != nd + 2 or x.shape[1] != module.in_channels:
+        raise ValueError(f"x has shape {tuple(x.shape)}; the layer needs (batch, {module.in_channels}, {nd} spatial dims)")
     mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
     x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
     for i, (k, s, dil) in enumerate(zip(module.kernel_size, module.stride, module.dilation)):
@@ -277,11 +281,10 @@ def _run(model: nn.Module, batches: list, hooks: dict[nn.Module, Callable], stop
 def _stat_hooks(layers: dict[str, nn.Module], stats: dict[str, LayerStats], gram: bool, dtype) -> dict:
     def make(name, mod):
         def hook(_m, args):
-            x = args[0]
-            rows = input_rows(mod, x)
-            if rows.shape[-1] != weight_matrix(mod).shape[1]:
-                raise ValueError(f"data: layer {name!r} got input of shape {tuple(x.shape)}, which does not fit its "
-                                 f"weight {tuple(mod.weight.shape)}")
+            try:
+                rows = input_rows(mod, args[0])
+            except ValueError as err:
+                raise ValueError(f"data: layer {name!r} got an input that does not fit it: {err}") from None
             if name not in stats:
                 stats[name] = LayerStats.empty(rows.shape[1], gram=gram, dtype=dtype, device=rows.device)
             stats[name].update(rows)
