@@ -15,6 +15,8 @@ Example:
 """
 
 from . import apply, init, learned, masks, nm, removal, schedules, scores, semistructured, srste, structured
+from . import apply, init, learned, masks, nm, schedules, scores, semistructured, structured
+from .calibrate import LayerStats, PrunedMatrix, calibrate, collect_stats  # calibrate: the function shadows the module
 from .apply import Masked, MaskParametrization, apply_masks_, masked, parametrize_masks_, unparametrize_masks_
 from .init import prune_at_init, synflow
 from .learned import EdgePopup, LearnableNM, nm_patterns
@@ -30,6 +32,10 @@ from .targets import Masks, kept_fraction, targets  # the function shadows the m
 from .srste import SRSTE, srste_weight
 from .semistructured import compress, decompress, is_semi_structured, to_semi_structured, validate
 from .structured import block_mask, ln_structured
+from .owl import owl, owl_sparsities  # the function shadows the module name
+from .reconstruction import LayerError, Reconstruction, plot_reconstruction, reconstruction  # likewise
+from .sparsegpt import sparsegpt_, sparsegpt_matrix
+from .wanda import wanda, wanda_mask, wanda_scores  # likewise
 
 __all__ = [
     "apply", "init", "learned", "masks", "nm", "removal", "schedules", "scores", "semistructured", "srste", "structured",
@@ -43,4 +49,8 @@ __all__ = [
     "Masks", "kept_fraction", "targets", "compress", "decompress", "is_semi_structured", "to_semi_structured", "validate",
     "block_mask", "ln_structured", "ChannelGroup", "PrunedMultiheadAttention", "channel_groups",
     "PackedOptimizer", "PackedSGD", "PackedAdamW", "state_bytes", "remove_pruned", "SRSTE", "srste_weight",
+    "block_mask", "ln_structured",
+    "LayerStats", "PrunedMatrix", "calibrate", "collect_stats", "sparsegpt_", "sparsegpt_matrix",
+    "wanda", "wanda_mask", "wanda_scores", "owl", "owl_sparsities",
+    "LayerError", "Reconstruction", "reconstruction", "plot_reconstruction",
 ]

@@ -1,0 +1,458 @@
+"""Calibration driver: run a model on calibration data, collect each target layer's input
+statistics with bounded memory, and prune layer by layer (or block by block).
+
+One-shot pruning from calibration data (SparseGPT, Wanda, OWL) needs, for each target layer,
+statistics of the inputs ``X`` it sees: the Gram matrix ``XᵀX`` ``(d, d)`` and the per-input
+squared norms ``Σ_rows x_j²`` ``(d,)``. :class:`LayerStats` accumulates them batch by batch
+(memory ``O(d²)`` per layer, whatever the number of calibration tokens).
+
+**Matrix layout.** Every layer is seen as a matrix ``W (out, d)`` acting on input rows
+``x (d,)``; the conversion lives in one place (:func:`weight_matrix`, :func:`input_rows`):
+
+* ``nn.Linear``: ``W = weight``, rows = inputs flattened to ``(-1, in_features)``;
+* ``nn.Conv1d/2d/3d`` (``groups=1``, any stride, padding, padding mode, dilation):
+  ``W = weight`` rearranged ``o c *k -> o (*k c)``, rows = the unfolded input patches in the
+  same order, so ``conv(x) = rows @ Wᵀ``; consecutive columns are consecutive input channels at
+  one kernel position, which is the N:M grouping of :func:`overparam.prune.nm_mask`.
+
+**The driver** (:func:`calibrate`) runs ``model(inputs)`` on the calibration batches (``data``:
+one ``(inputs, targets)`` batch or an iterable of them; targets are ignored; ``inputs`` is a
+tensor, a tuple of positional tensors, or a dict of keyword tensors) under ``torch.no_grad()``
+with forward pre-hooks on the target layers, group by group in execution order. A *group* is
+a block (``blocks=``, a spec of the selection language, e.g. ``"blocks.*"``: the outermost
+selected modules) with the targets inside it, or a single target layer outside every block.
+
+* ``sequential=True`` (SparseGPT's scheme): a group's statistics are taken with every earlier
+  group already pruned, so each layer is fitted to the inputs the pruned model gives it; the
+  forward stops after the group's block (cost: one forward of the model's prefix per group);
+* ``sequential=False`` (parallel): one forward per batch on the dense model collects every
+  layer's statistics, then every layer is pruned.
+
+Blocks and layers must each run once per forward. The model must be deterministic (no
+train-mode dropout or BatchNorm: call ``model.eval()``); hooks are removed and, when a layer
+fails (a singular Gram matrix, say), every weight written so far is restored before the error
+propagates. The global RNG is not touched.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    >>> stats = collect_stats(net, (torch.randn(32, 4), None))
+    >>> stats["0"].gram.shape, stats["2"].rows
+    (torch.Size([4, 4]), 32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import einops
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..backend.nm import check_nm
+from ..backend.select import Spec, select
+from .masks import check_sparsity
+from .targets import DEFAULT_TYPES, Masks, check_model, resolve_overrides
+from .targets import targets as _targets
+
+__all__ = ["LayerStats", "PrunedMatrix", "collect_stats", "calibrate", "weight_matrix", "input_rows", "check_pattern",
+           "layer_sparsities", "block_of"]
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+# ---------------------------------------------------------------- matrix layout (the one place)
+def _check_layer(module: nn.Module, name: str) -> None:
+    if not isinstance(module, DEFAULT_TYPES):
+        raise TypeError(f"targets: {name!r} is a {type(module).__name__}; calibration prunes Linear and Conv1d/2d/3d")
+    if isinstance(module, _CONVS) and module.groups != 1:
+        raise ValueError(f"targets: {name!r} is a grouped convolution (groups={module.groups}); only groups=1 "
+                         "is supported")
+
+
+def weight_matrix(module: nn.Module) -> Tensor:
+    """The layer's weight as a matrix ``(out, d)`` (a view or copy; see the module docstring).
+
+    Example:
+        >>> weight_matrix(torch.nn.Conv2d(3, 5, 2)).shape
+        torch.Size([5, 12])
+    """
+    _check_layer(module, type(module).__name__)
+    w = module.weight.detach()
+    return w if w.ndim == 2 else einops.rearrange(w, "o c ... -> o (... c)")
+
+
+def _matrix_to_weight(module: nn.Module, M: Tensor) -> Tensor:
+    """A matrix ``(out, d)`` (weights or a mask) back in the weight's shape (the inverse of :func:`weight_matrix`)."""
+    shape = module.weight.shape
+    if len(shape) == 2:
+        return M
+    k = dict(zip("xyz", shape[2:]))
+    return einops.rearrange(M, f"o ({' '.join(k)} c) -> o c {' '.join(k)}", c=shape[1], **k)
+
+
+def _set_weight_matrix_(module: nn.Module, W: Tensor) -> None:
+    """Write ``W (out, d)`` into ``module.weight``."""
+    with torch.no_grad():
+        module.weight.copy_(_matrix_to_weight(module, W).to(module.weight.dtype))
+
+
+def input_rows(module: nn.Module, x: Tensor) -> Tensor:
+    """The input rows ``(rows, d)`` of a layer called on ``x``: ``module(x)`` equals
+    ``input_rows(module, x) @ weight_matrix(module).T`` (+ bias), reshaped.
+
+    Example:
+        >>> conv = torch.nn.Conv1d(2, 3, 3, padding=1, bias=False)
+        >>> x = torch.randn(4, 2, 5)
+        >>> y = input_rows(conv, x) @ weight_matrix(conv).T          # (4·5, 3)
+        >>> torch.allclose(y.reshape(4, 5, 3).transpose(1, 2), conv(x), atol=1e-6)
+        True
+    """
+    if isinstance(module, nn.Linear):
+        if x.ndim < 1 or x.shape[-1] != module.in_features:
+            raise ValueError(f"x has shape {tuple(x.shape)}; the layer needs (..., {module.in_features})")
+        return x.reshape(-1, module.in_features)
+    nd = module.weight.ndim - 2
+    if x.ndim == nd + 1:
+        x = x.unsqueeze(0)
+    if x.ndim != nd + 2 or x.shape[1] != module.in_channels:
+        raise ValueError(f"x has shape {tuple(x.shape)}; the layer needs (batch, {module.in_channels}, {nd} spatial dims)")
+    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+    x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
+    for i, (k, s, dil) in enumerate(zip(module.kernel_size, module.stride, module.dilation)):
+        x = x.unfold(2 + i, dil * (k - 1) + 1, s)[..., ::dil]
+    # (b, c, *L, *k) -> (b·L, k·c)
+    ls = " ".join(f"l{i}" for i in range(nd))
+    ks = " ".join(f"k{i}" for i in range(nd))
+    return einops.rearrange(x, f"b c {ls} {ks} -> (b {ls}) ({ks} c)")
+
+
+# ---------------------------------------------------------------- sparsity of each layer
+def check_pattern(sparsity, n, m) -> None:
+    """Exactly one of an unstructured ``sparsity`` in [0, 1) or an N:M pattern ``n``, ``m`` (``1 <= n < m``).
+
+    Example:
+        >>> check_pattern(None, 2, 4); check_pattern(0.5, None, None)
+    """
+    if n is None and m is None:
+        if sparsity is None:
+            raise ValueError("sparsity: give a sparsity or an N:M pattern (n=, m=)")
+        check_sparsity(sparsity)
+        return
+    if n is None or m is None:
+        raise ValueError(f"n, m: give both for an N:M pattern (got n={n}, m={m})")
+    check_nm(n, m)
+    if sparsity is not None:
+        raise ValueError(f"sparsity: an N:M pattern fixes the sparsity; got sparsity={sparsity} with n={n}, m={m}")
+
+
+def layer_sparsities(model: nn.Module, sparsity, n=None, m=None, *, targets: Spec = None, exclude: Spec = None,
+                     overrides: Mapping | None = None) -> dict[str, float] | None:
+    """``{weight name: sparsity}`` of the target weights (None for an N:M pattern).
+
+    ``overrides={spec: sparsity}`` as :func:`overparam.prune.magnitude`, except that a key equal
+    to a target's full name selects exactly that target (and wins over the other keys).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+        >>> layer_sparsities(net, 0.5, overrides={"1.weight": 0.25})
+        {'0.weight': 0.5, '1.weight': 0.25}
+    """
+    check_pattern(sparsity, n, m)
+    names = list(_targets(model, targets, exclude=exclude))
+    if n is not None:
+        if overrides is not None:
+            raise ValueError("overrides: per-layer sparsities do not apply to an N:M pattern")
+        return None
+    own: dict[str, float] = {}
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise TypeError(f"overrides must be a dict {{spec: sparsity}}, got {type(overrides).__name__}")
+        exact = {k: check_sparsity(v, f"overrides[{k!r}]") for k, v in overrides.items() if k in names}
+        rest = {k: v for k, v in overrides.items() if k not in exact}
+        own = {**resolve_overrides(rest, names, model=model), **exact} if rest else exact
+    return {k: own.get(k, sparsity) for k in names}
+
+
+# ---------------------------------------------------------------- statistics
+@dataclass
+class LayerStats:
+    """Input statistics of one layer, accumulated over calibration rows.
+
+    Attributes:
+        gram: ``Σ x xᵀ`` ``(d, d)`` over all rows, or None when not collected.
+        sq_norms: ``Σ x_j²`` ``(d,)`` (the diagonal of the Gram matrix).
+        rows: number of rows accumulated.
+    """
+
+    gram: Tensor | None
+    sq_norms: Tensor
+    rows: int = 0
+
+    @classmethod
+    def empty(cls, d: int, *, gram: bool, dtype: torch.dtype, device) -> LayerStats:
+        g = torch.zeros(d, d, dtype=dtype, device=device) if gram else None
+        return cls(g, torch.zeros(d, dtype=dtype, device=device), 0)
+
+    def update(self, rows: Tensor) -> None:
+        """Add the rows ``(r, d)`` (converted to the statistics' dtype)."""
+        r = rows.detach().to(self.sq_norms.dtype)
+        if self.gram is not None:
+            self.gram.addmm_(r.T, r)
+        self.sq_norms.add_(r.square().sum(0))
+        self.rows += r.shape[0]
+
+    @property
+    def norms(self) -> Tensor:
+        """Per-input L2 norms ``‖X_j‖₂`` ``(d,)`` (Wanda's activation norms)."""
+        return self.sq_norms.sqrt()
+
+
+@dataclass
+class PrunedMatrix:
+    """What a layer-pruning rule returns: the new weight matrix ``(out, d)`` and its bool keep-mask."""
+
+    weight: Tensor
+    mask: Tensor
+
+
+def _inputs_of(batch) -> tuple[tuple, dict]:
+    inputs = batch[0]
+    if isinstance(inputs, Tensor):
+        return (inputs,), {}
+    if isinstance(inputs, Mapping):
+        return (), dict(inputs)
+    return tuple(inputs), {}
+
+
+def _is_batch(b) -> bool:
+    return (isinstance(b, (tuple, list)) and len(b) == 2
+            and (isinstance(b[0], (Tensor, Mapping)) or (isinstance(b[0], tuple) and all(isinstance(t, Tensor) for t in b[0]))))
+
+
+def calibration_batches(data) -> list:
+    """``data`` as a list of ``(inputs, targets)`` batches, with a ``ValueError`` / ``TypeError``
+    naming ``data`` otherwise."""
+    if _is_batch(data):
+        return [data]
+    if isinstance(data, Iterable) and not isinstance(data, (Tensor, str, Mapping)):
+        out = list(data)
+        if out and all(_is_batch(b) for b in out):
+            return out
+    raise ValueError("data must be one (inputs, targets) batch or an iterable of such batches (inputs: a tensor, "
+                     f"a tuple of tensors or a dict of tensors; targets are ignored), got {type(data).__name__}")
+
+
+def _check_deterministic(model: nn.Module) -> None:
+    for name, m in model.named_modules():
+        if m.training and ((isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
+                           or isinstance(m, nn.modules.batchnorm._BatchNorm)):
+            raise ValueError(f"model: {name or '<root>'} ({type(m).__name__}) is in train mode, so calibration "
+                             "would be random or update running statistics; call model.eval() first")
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward once the group's block has run."""
+
+
+def _run(model: nn.Module, batches: list, hooks: dict[nn.Module, Callable], stop: nn.Module | None) -> None:
+    handles = [m.register_forward_pre_hook(h) for m, h in hooks.items()]
+
+    def halt(_m, _i, _o):
+        raise _Stop
+
+    if stop is not None:
+        handles.append(stop.register_forward_hook(halt))
+    try:
+        with torch.no_grad():
+            for b in batches:
+                args, kwargs = _inputs_of(b)
+                try:
+                    model(*args, **kwargs)
+                except _Stop:
+                    pass
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _stat_hooks(layers: dict[str, nn.Module], stats: dict[str, LayerStats], gram: bool, dtype) -> dict:
+    def make(name, mod):
+        def hook(_m, args):
+            try:
+                rows = input_rows(mod, args[0])
+            except ValueError as err:
+                raise ValueError(f"data: layer {name!r} got an input that does not fit it: {err}") from None
+            if name not in stats:
+                stats[name] = LayerStats.empty(rows.shape[1], gram=gram, dtype=dtype, device=rows.device)
+            stats[name].update(rows)
+        return hook
+    return {mod: make(name, mod) for name, mod in layers.items()}
+
+
+def _layers(model, targets, exclude) -> dict[str, nn.Module]:
+    params = _targets(model, targets, exclude=exclude)
+    mods = dict(model.named_modules())
+    out = {}
+    for pname in params:
+        mname = pname.rsplit(".", 1)[0] if "." in pname else ""
+        _check_layer(mods[mname], mname)
+        out[mname] = mods[mname]
+    return out
+
+
+def collect_stats(model: nn.Module, data, *, targets: Spec = None, exclude: Spec = None, gram: bool = True,
+                  dtype: torch.dtype = torch.float64) -> dict[str, LayerStats]:
+    """Input statistics of every target layer over ``data`` (one dense forward per batch).
+
+    Args:
+        model: the model (deterministic: eval mode for dropout / BatchNorm).
+        data: an ``(inputs, targets)`` batch or an iterable of them (targets ignored).
+        targets, exclude: which layers (Linear / Conv weights, as :func:`overparam.prune.targets`).
+        gram: also accumulate the ``(d, d)`` Gram matrices (else only the squared norms).
+        dtype: accumulation dtype (float64 or float32).
+
+    Returns:
+        ``{layer name: LayerStats}`` in model order.
+
+    Example:
+        >>> net = torch.nn.Linear(3, 2)
+        >>> s = collect_stats(net, (torch.ones(4, 3), None), gram=False)[""]
+        >>> s.norms.tolist(), s.gram, s.rows
+        ([2.0, 2.0, 2.0], None, 4)
+    """
+    check_model(model)
+    _check_dtype(dtype)
+    batches = calibration_batches(data)
+    _check_deterministic(model)
+    layers = _layers(model, targets, exclude)
+    stats: dict[str, LayerStats] = {}
+    _run(model, batches, _stat_hooks(layers, stats, gram, dtype), None)
+    _check_all_ran(layers, stats)
+    return {n: stats[n] for n in layers}
+
+
+def _check_dtype(dtype) -> None:
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+
+
+def _check_all_ran(layers, stats) -> None:
+    missing = [n for n in layers if n not in stats]
+    if missing:
+        raise ValueError(f"targets: layers {missing} never ran in model(inputs) on the calibration data")
+
+
+def block_of(model: nn.Module, layers, blocks: Spec) -> dict[str, str]:
+    """``{layer name: the outermost block (of the spec ``blocks``) containing it, or the layer itself}``.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2)), torch.nn.Linear(2, 2))
+        >>> block_of(net, ["0.0", "1"], "0")
+        {'0.0': '0', '1': '1'}
+    """
+    chosen = []
+    if blocks is not None:
+        sel = [n for n in select(model, blocks, kind="modules", argname="blocks") if n]
+        chosen = [n for n in sel if not any(n.startswith(p + ".") for p in sel if p != n)]
+        if not chosen:
+            raise ValueError(f"blocks: {blocks!r} selects no submodule of the model")
+    return {ln: next((b for b in chosen if ln == b or ln.startswith(b + ".")), ln) for ln in layers}
+
+
+def _groups(model: nn.Module, layers: dict[str, nn.Module], blocks: Spec, batches: list) -> list[tuple[nn.Module, list[str]]]:
+    """``[(stop module, [layer names])]`` in execution order (found by one forward on the first batch)."""
+    owner = block_of(model, layers, blocks)
+    mods = dict(model.named_modules())
+    units = {u: mods[u] for u in dict.fromkeys(owner.values())}
+    order: list[str] = []
+    hooks = {m: (lambda u: lambda _m, _a: order.append(u))(u) for u, m in units.items()}
+    _run(model, batches[:1], hooks, None)
+    if len(order) != len(set(order)):
+        raise ValueError("blocks: a block or target layer runs more than once per forward; the calibration "
+                         "driver needs each to run once")
+    missing = [u for u in units if u not in order]
+    if missing:
+        raise ValueError(f"targets/blocks: {missing} never run in model(inputs) on the calibration data")
+    return [(units[u], [ln for ln in layers if owner[ln] == u]) for u in order]
+
+
+def calibrate(model: nn.Module, data, rule: Callable[[str, Tensor, LayerStats], PrunedMatrix], *,
+              targets: Spec = None, exclude: Spec = None, blocks: Spec = None, sequential: bool = True,
+              gram: bool = True, dtype: torch.dtype = torch.float64, restore: bool = False) -> Masks:
+    """Prune the target layers in place with a layer rule fitted to calibration statistics.
+
+    Args:
+        model: the model (deterministic: eval mode for dropout / BatchNorm).
+        data: an ``(inputs, targets)`` batch or an iterable of them; ``model(inputs)`` is run.
+        rule: ``rule(weight name, W (out, d) float copy in dtype, stats) -> PrunedMatrix``: the
+            new weight matrix and its keep-mask, both ``(out, d)``.
+        targets, exclude: which layers (as :func:`overparam.prune.targets`; Linear and Conv).
+        blocks: a spec of the blocks run as units (see the module docstring), or None (each
+            target layer is its own group).
+        sequential: fit each group on the outputs of the already pruned groups (True) or of the
+            dense model (False).
+        gram: collect Gram matrices (False: only squared norms, enough for Wanda).
+        dtype: the statistics' dtype (float64 or float32); ``W`` is passed in it too.
+        restore: write the original weights back at the end (masks only, model unchanged).
+
+    Returns:
+        masks ``{"<layer>.weight": bool tensor of the weight's shape}`` in model order.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+        >>> def keep_big(name, W, stats):
+        ...     mask = W.abs() >= W.abs().median()
+        ...     return PrunedMatrix(W * mask, mask)
+        >>> masks = calibrate(net, (torch.randn(16, 4), None), keep_big, gram=False)
+        >>> sorted(masks), bool((net[0].weight[~masks["0.weight"]] == 0).all())
+        (['0.weight', '2.weight'], True)
+    """
+    check_model(model)
+    if not callable(rule):
+        raise TypeError(f"rule must be callable, got {type(rule).__name__}")
+    _check_dtype(dtype)
+    batches = calibration_batches(data)
+    _check_deterministic(model)
+    layers = _layers(model, targets, exclude)
+    groups = _groups(model, layers, blocks, batches)
+    original = {n: m.weight.detach().clone() for n, m in layers.items()}
+    masks: dict[str, Tensor] = {}
+    try:
+        if not sequential:
+            stats: dict[str, LayerStats] = {}
+            _run(model, batches, _stat_hooks(layers, stats, gram, dtype), None)
+            _check_all_ran(layers, stats)
+        for i, (stop, names) in enumerate(groups):
+            if sequential:
+                stats = {}
+                sub = {n: layers[n] for n in names}
+                _run(model, batches, _stat_hooks(sub, stats, gram, dtype), stop if i < len(groups) - 1 else None)
+                _check_all_ran(sub, stats)
+            for n in names:
+                masks[n] = _prune_layer(n, layers[n], rule, stats.pop(n), dtype)
+    except BaseException:
+        for n, m in layers.items():
+            with torch.no_grad():
+                m.weight.copy_(original[n])
+        raise
+    if restore:
+        for n, m in layers.items():
+            with torch.no_grad():
+                m.weight.copy_(original[n])
+    return {_weight_name(n): masks[n] for n in layers}
+
+
+def _weight_name(layer: str) -> str:
+    return f"{layer}.weight" if layer else "weight"
+
+
+def _prune_layer(name: str, mod: nn.Module, rule, stats: LayerStats, dtype) -> Tensor:
+    W = weight_matrix(mod).to(dtype).clone()
+    out = rule(_weight_name(name), W, stats)
+    if not isinstance(out, PrunedMatrix) or out.weight.shape != W.shape or out.mask.shape != W.shape:
+        raise TypeError(f"rule must return a PrunedMatrix of two {tuple(W.shape)} tensors for layer {name!r}")
+    _set_weight_matrix_(mod, out.weight * out.mask)
+    return _matrix_to_weight(mod, out.mask.to(torch.bool)).contiguous()

@@ -1,0 +1,221 @@
+"""SparseGPT (Frantar & Alistarh 2023): one-shot pruning with optimal-brain-surgeon weight updates.
+
+For a layer ``W (out, d)`` with input Gram matrix ``H = XᵀX`` (:mod:`~overparam.prune.calibrate`),
+each row is pruned column by column, left to right: when entry ``w_j`` of a row is pruned, the
+not yet visited entries of that row absorb the error by the OBS update
+
+    w_{j:} ← w_{j:} − (w_j / U_jj) · U_{j, j:},     U = chol(H⁻¹) upper,  H⁻¹ = UᵀU,
+
+which for the first pruned column is the closed-form OBS solution ``δ = −w_j / [H⁻¹]_jj ·
+H⁻¹_{:, j}`` (later columns use the inverse Hessian of the remaining columns, which row ``j`` of
+``U`` holds). The mask is chosen adaptively: unstructured, at the start of each block of
+``blocksize`` columns, the entries with the smallest ``w² / U_jj²`` in the block (exactly
+``round(s·out·j₂) − round(s·out·j₁)`` of them, so the layer prunes exactly ``round(s·out·d)``);
+N:M, at the start of every group of ``m`` columns, the ``m − n`` smallest of each row's group.
+
+Details: ``H`` is damped by ``damping · mean(diag H)`` (the paper's 1%); an input that is
+always zero (``H_jj = 0``) has its weights set to zero; a Gram matrix that is singular after
+damping (fewer calibration rows than inputs and ``damping=0``, say) raises
+:class:`~overparam.backend.linalg.NotPositiveDefiniteError` (a ``ValueError``).
+
+Two implementations of one signature are registered in :mod:`~overparam.backend.dispatch` as
+routine ``"sparsegpt"``: ``"reference"`` (an unblocked loop that updates all later columns after
+every column: the oracle) and ``"blocked"`` (the paper's lazy batch updates: the column loop
+runs inside a block of ``blocksize`` columns, and the later columns get one matrix product per
+block; ``"auto"``). They give the same mask and weights up to rounding.
+
+Example:
+    >>> import torch
+    >>> X = torch.randn(64, 8, dtype=torch.float64)
+    >>> W = torch.randn(4, 8, dtype=torch.float64)
+    >>> res = sparsegpt_matrix(W, X.T @ X, 0.5)
+    >>> int(res.mask.sum()), bool((res.weight[~res.mask] == 0).all())
+    (16, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..backend import dispatch
+from ..backend.checks import check_float, check_int, check_real
+from ..backend.linalg import NotPositiveDefiniteError
+from ..backend.nm import nm_mask
+from ..backend.select import Spec
+from ..backend.topk import fraction_count, topk_mask
+from .calibrate import LayerStats, PrunedMatrix, calibrate, check_pattern, layer_sparsities
+from .targets import Masks
+
+__all__ = ["sparsegpt_matrix", "sparsegpt_"]
+
+
+def _check(W: Tensor, gram: Tensor, sparsity, n, m, blocksize: int, damping: float) -> None:
+    check_float(W, "W")
+    check_float(gram, "gram")
+    if W.ndim != 2 or gram.shape != (W.shape[1], W.shape[1]):
+        raise ValueError(f"W must be (out, d) and gram (d, d), got {tuple(W.shape)} and {tuple(gram.shape)}")
+    check_int(blocksize, "blocksize")
+    check_real(damping, "damping", at_least=0.0, finite=True)
+    check_pattern(sparsity, n, m)
+    if n is not None:
+        if W.shape[1] % m:
+            raise ValueError(f"m: the input dimension {W.shape[1]} is not divisible by M={m}")
+        if blocksize % m:
+            raise ValueError(f"blocksize: {blocksize} must be a multiple of m={m} (N:M groups may not straddle blocks)")
+    if not bool(W.isfinite().all()) or not bool(gram.isfinite().all()):
+        raise ValueError("W and gram must be finite (NaN or inf found)")
+
+
+def _inverse_factor(W: Tensor, gram: Tensor, damping: float) -> tuple[Tensor, Tensor]:
+    """``(W with dead inputs zeroed, U)`` with ``UᵀU = (H + λI)⁻¹``, ``U`` upper triangular."""
+    H = gram.clone()
+    W = W.to(H.dtype).clone()
+    diag = H.diagonal()
+    dead = diag == 0
+    if bool(dead.any()):
+        diag[dead] = 1.0
+        W[:, dead] = 0.0
+    if damping:
+        diag.add_(damping * float(diag.mean()))
+    d = H.shape[0]
+    L, info = torch.linalg.cholesky_ex(H)
+    pivot = float(L.diagonal().min()) ** 2 if int(info) == 0 else 0.0
+    if pivot <= d * torch.finfo(H.dtype).eps * float(diag.max()):
+        raise NotPositiveDefiniteError(
+            f"gram: the Gram matrix XᵀX (d = {d}) is singular or numerically singular (damping = {damping}); "
+            "use damping > 0 or more calibration rows")
+    U = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    return W, U
+
+
+def _select(W1: Tensor, dU: Tensor, j: int, col: int, sparsity, n, m, counts: tuple[int, int], prune: Tensor) -> None:
+    """Fill ``prune[:, j:...]`` for the mask block / N:M group starting at local column ``j``."""
+    if n is None:
+        scores = W1.square() / dU.square()
+        prune.copy_(topk_mask(scores, counts[1] - counts[0], largest=False))
+    elif col % m == 0:
+        scores = W1[:, j:j + m].square() / dU[j:j + m].square()
+        prune[:, j:j + m] = ~nm_mask(scores, n, m, dim=1)
+
+
+def _count(sparsity, rows: int, cols: int) -> int:
+    return 0 if sparsity is None else fraction_count(sparsity, rows * cols)
+
+
+@dispatch.register("sparsegpt", "reference")
+def sparsegpt_reference(W: Tensor, gram: Tensor, sparsity, n, m, blocksize: int, damping: float) -> PrunedMatrix:
+    """The unblocked loop: after each column, all later columns are updated (``O(out·d²)`` in rank-1 updates)."""
+    W, U = _inverse_factor(W, gram, damping)
+    r, d = W.shape
+    prune = torch.zeros_like(W, dtype=torch.bool)
+    dU = U.diagonal()
+    for j in range(d):
+        if j % blocksize == 0:
+            i2 = min(j + blocksize, d)
+            c = (_count(sparsity, r, j), _count(sparsity, r, i2))
+            if n is None:
+                _select(W[:, j:i2], dU[j:i2], 0, j, sparsity, n, m, c, prune[:, j:i2])
+        if n is not None:
+            _select(W, dU, j, j, sparsity, n, m, (0, 0), prune)
+        err = torch.where(prune[:, j], W[:, j], 0.0) / U[j, j]
+        W[:, j:].sub_(err[:, None] * U[j, j:][None, :])
+        W[:, j].masked_fill_(prune[:, j], 0.0)
+    return PrunedMatrix(W, ~prune)
+
+
+@dispatch.register("sparsegpt", "blocked", priority=1)
+def sparsegpt_blocked(W: Tensor, gram: Tensor, sparsity, n, m, blocksize: int, damping: float) -> PrunedMatrix:
+    """Lazy batch updates: column loop inside each block, one ``(out, B) @ (B, d − j₂)`` product per block."""
+    W, U = _inverse_factor(W, gram, damping)
+    r, d = W.shape
+    prune = torch.zeros_like(W, dtype=torch.bool)
+    for i1 in range(0, d, blocksize):
+        i2 = min(i1 + blocksize, d)
+        W1, U1, P1 = W[:, i1:i2].clone(), U[i1:i2, i1:i2], prune[:, i1:i2]
+        dU = U1.diagonal()
+        Err = torch.zeros_like(W1)
+        if n is None:
+            _select(W1, dU, 0, i1, sparsity, n, m, (_count(sparsity, r, i1), _count(sparsity, r, i2)), P1)
+        for j in range(i2 - i1):
+            if n is not None:
+                _select(W1, dU, j, i1 + j, sparsity, n, m, (0, 0), P1)
+            err = torch.where(P1[:, j], W1[:, j], 0.0) / U1[j, j]
+            W1[:, j:].sub_(err[:, None] * U1[j, j:][None, :])
+            W1[:, j].masked_fill_(P1[:, j], 0.0)
+            Err[:, j] = err
+        W[:, i1:i2] = W1
+        if i2 < d:
+            W[:, i2:].sub_(Err @ U[i1:i2, i2:])
+    return PrunedMatrix(W, ~prune)
+
+
+def sparsegpt_matrix(W: Tensor, gram: Tensor, sparsity: float | None = None, *, n: int | None = None,
+                     m: int | None = None, blocksize: int = 128, damping: float = 0.01,
+                     impl: str | None = None) -> PrunedMatrix:
+    """Prune one weight matrix with SparseGPT's OBS updates (see the module docstring).
+
+    Args:
+        W: ``(out, d)`` weights (any float dtype; the computation runs in ``gram``'s dtype).
+        gram: ``(d, d)`` input Gram matrix ``XᵀX`` (symmetric positive semi-definite).
+        sparsity: pruned fraction in [0, 1) (unstructured); or None with ``n``, ``m``.
+        n, m: keep ``n`` of every ``m`` consecutive inputs (``1 <= n < m``, ``m | d``).
+        blocksize: columns per lazy-update block and per unstructured mask selection
+            (a multiple of ``m``).
+        damping: ``λ = damping · mean(diag H)`` added to the diagonal (>= 0).
+        impl: ``"reference"`` | ``"blocked"`` | ``"auto"`` | None (:mod:`~overparam.backend.dispatch`).
+
+    Returns:
+        :class:`~overparam.prune.calibrate.PrunedMatrix`: ``weight (out, d)`` in ``gram``'s
+        dtype with the pruned entries exactly zero, ``mask (out, d)`` bool (True = kept).
+
+    Example:
+        >>> X = torch.randn(32, 8, dtype=torch.float64)
+        >>> res = sparsegpt_matrix(torch.randn(3, 8, dtype=torch.float64), X.T @ X, n=2, m=4)
+        >>> res.mask.sum(1).tolist()
+        [4, 4, 4]
+    """
+    _check(W, gram, sparsity, n, m, blocksize, damping)
+    return dispatch.choose("sparsegpt", impl, device=W.device)(W, gram, sparsity, n, m, blocksize, damping)
+
+
+def sparsegpt_(model: nn.Module, data, sparsity: float | None = None, *, n: int | None = None, m: int | None = None,
+               targets: Spec = None, exclude: Spec = None, overrides: Mapping | None = None, blocks: Spec = None,
+               sequential: bool = True, blocksize: int = 128, damping: float = 0.01,
+               dtype: torch.dtype = torch.float64) -> Masks:
+    """Prune the model's Linear / Conv weights in place with SparseGPT on calibration data.
+
+    Args:
+        model: the model (deterministic: ``model.eval()`` for dropout / BatchNorm).
+        data: an ``(inputs, targets)`` batch or an iterable of them (targets ignored).
+        sparsity: pruned fraction of each layer in [0, 1), or None with ``n``, ``m`` (N:M).
+        n, m: the N:M pattern along each layer's input (channels, for convolutions).
+        targets, exclude: which layers (:func:`overparam.prune.targets`).
+        overrides: ``{spec: sparsity}`` per-layer sparsities (a key equal to a weight's full
+            name selects exactly that weight, so :func:`overparam.prune.owl` output passes as is).
+        blocks: blocks run as units (:func:`~overparam.prune.calibrate.calibrate`).
+        sequential: calibrate each group on the pruned model's outputs (True) or the dense ones.
+        blocksize, damping: as :func:`sparsegpt_matrix`.
+        dtype: the statistics' and the computation's dtype (float64 or float32).
+
+    Returns:
+        the masks ``{"<layer>.weight": bool}``; the model's weights are updated and pruned.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+        >>> masks = sparsegpt_(net, (torch.randn(64, 8), None), 0.5)
+        >>> [int(v.sum()) for v in masks.values()], int((net[0].weight == 0).sum())
+        ([32, 16], 32)
+    """
+    check_int(blocksize, "blocksize")
+    check_real(damping, "damping", at_least=0.0, finite=True)
+    per_layer = layer_sparsities(model, sparsity, n, m, targets=targets, exclude=exclude, overrides=overrides)
+
+    def rule(name: str, W: Tensor, stats: LayerStats) -> PrunedMatrix:
+        s = None if per_layer is None else per_layer[name]
+        return sparsegpt_matrix(W, stats.gram, s, n=n, m=m, blocksize=blocksize, damping=damping)
+
+    return calibrate(model, data, rule, targets=targets, exclude=exclude, blocks=blocks, sequential=sequential,
+                     dtype=dtype)
