@@ -15,7 +15,6 @@ Example:
 """
 
 from . import apply, init, learned, masks, nm, removal, schedules, scores, semistructured, srste, structured
-from . import apply, init, learned, masks, nm, schedules, scores, semistructured, structured
 from .calibrate import LayerStats, PrunedMatrix, calibrate, collect_stats  # calibrate: the function shadows the module
 from .apply import Masked, MaskParametrization, apply_masks_, masked, parametrize_masks_, unparametrize_masks_
 from .init import prune_at_init, synflow
