@@ -68,7 +68,7 @@ def main(argv=None) -> str:
         res = interleaved({k: step(k) for k in nets}, repeats=a.repeats)
         med = {k: sorted(v[0])[len(v[0]) // 2] / a.inner for k, v in res.items()}
         handle.remove()
-        sb = {k: op.prune.state_bytes(o) for k, o in opts.items()}
+        sb = {k: op.optim.optimizer_state_bytes(o) for k, o in opts.items()}
         lines.append(f"| {name} | {med['unmasked'] * 1e3:.1f} ms | {med['masked'] * 1e3:.1f} ms | {med['packed'] * 1e3:.1f} ms | "
                      f"{med['packed'] / med['unmasked']:.2f}x | {sb['masked'] / 2**20:.1f} MiB | {sb['packed'] / 2**20:.1f} MiB | "
                      f"{sb['packed'] / sb['masked']:.2f}x | {opts['packed'].index_bytes() / 2**20:.1f} MiB "

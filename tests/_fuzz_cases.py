@@ -307,7 +307,6 @@ CALLS = {
                                             "weight_decay": lambda: 0.0},
     "prune.PackedSGD": {"params": lambda: mlp().named_parameters(), "masks": lambda: {"0.weight": torch.ones(8, 4, dtype=torch.bool)}},
     "prune.PackedAdamW": {"params": lambda: mlp().named_parameters(), "masks": lambda: {"0.weight": torch.ones(8, 4, dtype=torch.bool)}},
-    "prune.state_bytes": {"optimizer": lambda: torch.optim.SGD(mlp().parameters(), lr=0.1)},
     "problems.shared_sensing": {"n": lambda: 5, "r": lambda: 1, "m": lambda: 20, "seeds": lambda: [0, 1]},
     "problems.Batched": {"problems": lambda: [op.problems.sensing(5, 1, 20, generator=s) for s in (0, 1)]},
     "optim.run_batched": {"problem": lambda: op.problems.shared_sensing(5, 1, 20, seeds=[0, 1]),

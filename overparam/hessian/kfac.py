@@ -46,7 +46,7 @@ from ..backend.random import GeneratorLike, measurement_generator
 from ..backend.select import Spec
 from ._kfac_stats import FISHER_TYPES, WEIGHT_SHARING, Layer, layers_of, n_samples, sweep
 from ._model import Objective, rng_guard
-from .ggn import LOSSES, _loss_kind
+from .ggn import LOSSES, ClosedFormLoss
 from .lanczos import Eigen
 from .operators import Operator
 
@@ -208,7 +208,10 @@ class KFACOperator(EigenbasisOperator):
     def __init__(self, model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None,
                  fisher_type: str = "type-2", mc_samples: int = 1, weight_sharing: str = "expand",
                  generator: GeneratorLike = None, check: bool = True):
-        self.kind = _loss_kind(loss_fn)
+        loss = ClosedFormLoss.of(loss_fn)
+        if loss.reduction != "mean" or loss.ignore_index != -100:
+            raise ValueError(f"loss_fn: K-FAC takes the mean-reduced loss without a custom ignore_index, got {loss_fn!r}")
+        self.kind = loss.kind
         if fisher_type not in FISHER_TYPES:
             raise ValueError(f"fisher_type must be one of {FISHER_TYPES}, got {fisher_type!r}")
         if weight_sharing not in WEIGHT_SHARING:

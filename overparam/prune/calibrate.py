@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from ..backend.nm import check_nm
 from ..backend.select import Spec, select
 from .masks import check_sparsity
-from .targets import DEFAULT_TYPES, Masks, check_model, resolve_overrides
+from .targets import Masks, check_model, resolve_overrides
 from .targets import targets as _targets
 
 __all__ = ["LayerStats", "PrunedMatrix", "collect_stats", "calibrate", "weight_matrix", "input_rows", "check_pattern",
@@ -65,7 +65,7 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 # ---------------------------------------------------------------- matrix layout (the one place)
 def _check_layer(module: nn.Module, name: str) -> None:
-    if not isinstance(module, DEFAULT_TYPES):
+    if not isinstance(module, (nn.Linear, *_CONVS)):
         raise TypeError(f"targets: {name!r} is a {type(module).__name__}; calibration prunes Linear and Conv1d/2d/3d")
     if isinstance(module, _CONVS) and module.groups != 1:
         raise ValueError(f"targets: {name!r} is a grouped convolution (groups={module.groups}); only groups=1 "

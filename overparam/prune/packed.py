@@ -44,22 +44,7 @@ from torch.optim import Optimizer
 from ..backend.packed_step import packed_adamw_step, packed_sgd_step
 from .targets import check_masks
 
-__all__ = ["PackedOptimizer", "PackedSGD", "PackedAdamW", "state_bytes"]
-
-
-def state_bytes(optimizer: Optimizer) -> int:
-    """Bytes held by the tensors of ``optimizer.state`` (the optimizer-state memory).
-
-    Example:
-        >>> p = torch.nn.Parameter(torch.zeros(10))
-        >>> opt = torch.optim.Adam([p]); p.grad = torch.ones(10); opt.step()
-        >>> state_bytes(opt)   # exp_avg + exp_avg_sq (fp32) + the step counter
-        84
-    """
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    return sum(v.numel() * v.element_size() for st in optimizer.state.values() for v in st.values()
-               if isinstance(v, Tensor))
+__all__ = ["PackedOptimizer", "PackedSGD", "PackedAdamW"]
 
 
 class PackedOptimizer(Optimizer):
@@ -125,7 +110,7 @@ class PackedOptimizer(Optimizer):
 
     def index_bytes(self) -> int:
         """Bytes of the cached flat indices of the kept entries (int64, one per kept entry): memory
-        beside the optimizer state (``state_bytes``), derived from the masks and not saved."""
+        beside the optimizer state (:func:`overparam.optim.optimizer_state_bytes`), derived from the masks and not saved."""
         return sum(i.numel() * i.element_size() for i in self._index.values())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 import overparam as op
-from overparam.prune import PackedAdamW, PackedSGD, masked, state_bytes
+from overparam.optim import optimizer_state_bytes as state_bytes
+from overparam.prune import PackedAdamW, PackedSGD, masked
 
 D = torch.float64
 
