@@ -27,7 +27,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..backend import vec
 from ..backend.select import Spec
@@ -82,10 +81,10 @@ class JacobianOperator:
     vmapped over the vectors: ``jvp_mode == "forward"``). A model with an operation that has no
     forward-mode or batching rule (an old-style ``autograd.Function``, the fused CPU path of
     ``nn.MultiheadAttention``) switches, on the first product that meets it, to double vjps on the
-    kept graph (``J v = ∂/∂u ⟨Jᵀu, v⟩``: ``jvp_mode == "double-vjp"``). A fused attention kernel
-    (flash or memory-efficient ``scaled_dot_product_attention``) has no double backward either:
-    the kept graphs are then rebuilt once with the math attention kernel (same values up to
-    rounding) and ``attention`` becomes ``"math"``.
+    kept graph (``J v = ∂/∂u ⟨Jᵀu, v⟩``: ``jvp_mode == "double-vjp"``). The fused attention
+    kernels (flash / memory-efficient ``scaled_dot_product_attention``) have no double backward:
+    with ``attention="math"`` (default, as for every curvature operator) every forward runs under
+    the math kernel; ``attention=None`` leaves torch's choice.
 
     Args:
         model: a deterministic ``nn.Module`` (``eval()`` for dropout / BatchNorm).
@@ -93,15 +92,20 @@ class JacobianOperator:
             iterable of batches; every batch's outputs must have the same trailing shape.
         params: which parameters, a spec of :func:`overparam.select`; default all trainable.
         exclude: parameters to leave out, same grammar.
+        output: what of the model's output is differentiated (``"auto"``: a tensor, else ``.logits`` or
+            the first tensor; a callable; see docs/index.md "Model outputs and inputs").
+        attention: ``"math"`` (default) or ``None``, as for :func:`~overparam.hessian.hessian`.
         check: verify at construction that a fresh forward pass reproduces the kept outputs
             (a stochastic or stateful forward raises :class:`NonDeterministicModelError`).
     """
 
-    def __init__(self, model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, check: bool = True):
-        self.obj = obj = Objective.build(model, _no_loss, as_batches(data), params, exclude=exclude)
+    def __init__(self, model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, output="auto",
+                 attention: str | None = "math", check: bool = True):
+        self.obj = obj = Objective.build(model, _no_loss, as_batches(data), params, exclude=exclude, output=output,
+                                         attention=attention)
         self.like = tuple(t.shape for t in obj.theta)
         self.dtype, self.device = obj.theta[0].dtype, obj.theta[0].device
-        self.attention, self.jvp_mode = "default", "forward"
+        self.attention, self.jvp_mode = attention, "forward"
         with rng_guard(self.device):
             self._graphs = self._build()
             trailing = {tuple(g[1].shape[1:]) for g in self._graphs}
@@ -171,15 +175,6 @@ class JacobianOperator:
                 return self._jv_forward(V, B)
             except (RuntimeError, NotImplementedError):  # no forward-mode or batching rule, an old-style
                 self.jvp_mode = "double-vjp"             # autograd.Function: the kept graphs from now on
-        try:
-            return self._jv_graphs(V, B)
-        except (RuntimeError, NotImplementedError) as e:
-            if "not implemented" not in str(e) or self.attention == "math":
-                raise
-        # a fused attention kernel (flash / memory-efficient SDPA) has no double backward: rebuild the
-        # kept graphs with the math kernel, whose backward is made of differentiable operations
-        with rng_guard(self.device), sdpa_kernel(SDPBackend.MATH):
-            self._graphs, self.attention = self._build(), "math"
         return self._jv_graphs(V, B)
 
     def _jv_forward(self, V: vec.Vec, B: int | None) -> Tensor:
@@ -322,6 +317,7 @@ class _Transposed:
         return self.J.to_dense(chunk=chunk).mT
 
 
-def jacobian(model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, check: bool = True) -> JacobianOperator:
+def jacobian(model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, output="auto",
+             attention: str | None = "math", check: bool = True) -> JacobianOperator:
     """Shorthand for :class:`JacobianOperator` ``(model, data, ...)``, same arguments."""
-    return JacobianOperator(model, data, params=params, exclude=exclude, check=check)
+    return JacobianOperator(model, data, params=params, exclude=exclude, output=output, attention=attention, check=check)

@@ -49,8 +49,10 @@ class NTKOperator(Operator):
         jacobian: the underlying :class:`~overparam.hessian.JacobianOperator`.
     """
 
-    def __init__(self, model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, check: bool = True):
-        self.jacobian = J = JacobianOperator(model, data, params=params, exclude=exclude, check=check)
+    def __init__(self, model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, output="auto",
+                 attention: str | None = "math", check: bool = True):
+        self.jacobian = J = JacobianOperator(model, data, params=params, exclude=exclude, output=output,
+                                             attention=attention, check=check)
         self.like = (J.out_shape,)
         self.dtype, self.device = J.out_dtype, J.device
 
@@ -111,6 +113,7 @@ class NTKOperator(Operator):
         raise ValueError(f"by must be 'sample' or 'output', got {by!r}")
 
 
-def ntk(model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, check: bool = True) -> NTKOperator:
+def ntk(model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, output="auto",
+        attention: str | None = "math", check: bool = True) -> NTKOperator:
     """Shorthand for :class:`NTKOperator` ``(model, data, ...)``, same arguments."""
-    return NTKOperator(model, data, params=params, exclude=exclude, check=check)
+    return NTKOperator(model, data, params=params, exclude=exclude, output=output, attention=attention, check=check)
