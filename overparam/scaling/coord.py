@@ -169,7 +169,8 @@ def coord_check(make_model: Callable[[int], nn.Module], loss_fn: Callable, data,
         data: one batch ``(inputs, targets)``, ``inputs (batch, ...)``; full-batch steps on it (the
             change of each output is measured on these same inputs, so one fixed batch).
         widths: at least two distinct positive ints (any order; the result is sorted).
-        parameterization: ``"sp"`` | ``"mup"`` | ``"depth-mup"`` (see :func:`~overparam.scaling.plan`).
+        parameterization: ``"sp"`` | ``"mup"`` | ``"depth-mup"`` | ``"completep"`` (see
+            :func:`~overparam.scaling.plan`).
         base_width: width of the base model (default the smallest width).
         lr: the base learning rate.
         steps: optimizer steps ``T``.
