@@ -256,22 +256,6 @@ def test_multihead_attention_heads_removed():
         remove_pruned(net, partial, (x,))
 
 
-def test_pruned_multihead_attention_matches_torch_with_masks():
-    g = torch.Generator().manual_seed(14)
-    mha = nn.MultiheadAttention(8, 2, batch_first=False).eval()
-    pm = PrunedMultiheadAttention(mha, torch.tensor([True, True]))
-    q = torch.randn(5, 3, 8, generator=g)
-    kp = torch.zeros(3, 5, dtype=torch.bool)
-    kp[1, 3:] = True
-    am = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
-    a, wa = mha(q, q, q, key_padding_mask=kp, attn_mask=am)
-    b, wb = pm(q, q, q, key_padding_mask=kp, attn_mask=am)
-    torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(wb, wa, atol=1e-6, rtol=1e-5)
-    with pytest.raises(ValueError, match="keep"):
-        PrunedMultiheadAttention(mha, torch.tensor([False, False]))
-
-
 # ---------------------------------------------------------------------------------------- refusals
 def test_partly_masked_row_is_not_structured():
     net = _randomize(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
