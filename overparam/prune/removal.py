@@ -225,8 +225,11 @@ def _check_structured(g: DepGraph, masks, keep: dict[int, Tensor], mods) -> None
             bad &= c.reshape(1, -1, *([1] * (m.dim() - 2)))
         if bool(bad.any()):
             row = int(bad.reshape(m.shape[0], -1).any(1).nonzero()[0])
+            cols = m.dim() > 1 and bool((~m).equal((~m).any(0, keepdim=True).expand_as(m)))
             raise ValueError(f"masks[{u.module + '.weight'!r}] is not structured: output channel {row} is partly "
-                             "masked (structural removal removes whole rows / filters and heads)")
+                             "masked (structural removal removes whole rows / filters and heads)" + (
+                                 "; it masks whole input channels, which are removed where the rows of the layers "
+                                 "producing them are masked (channel_groups names them)" if cols else ""))
     seen = {f"{u.module}.weight" for u in g.uses} | {f"{t}.in_proj_weight" for _, t in g.mha} | {
         f"{t}.out_proj.weight" for _, t in g.mha}
     for k, m in masks.items():

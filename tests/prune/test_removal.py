@@ -196,6 +196,10 @@ def test_partly_masked_row_is_not_structured():
     m[5, 1] = False
     with pytest.raises(ValueError, match=r"masks\['0.weight'\] is not structured: output channel 5"):
         remove_pruned(net, {"0.weight": m}, (torch.randn(3, 4),))
+    cols = torch.ones(2, 8, dtype=torch.bool)
+    cols[:, 3] = False                                  # an input-channel mask on the last layer
+    with pytest.raises(ValueError, match="whole input channels.*channel_groups"):
+        remove_pruned(net, {"2.weight": cols}, (torch.randn(3, 4),))
 
 
 class PreNorm(nn.Module):
