@@ -3,7 +3,8 @@
 :func:`remove_pruned` traces a copy of the model with ``torch.fx``, builds the channel
 dependency graph (:mod:`overparam.prune._depgraph`: which layers' channels are one *space*,
 joined through residual adds, gates and attention products) and removes every channel whose
-producing rows are masked in **every** producer of its space:
+producing rows are masked in **every** producer of its space, or whose input columns are masked
+in every layer that reads it (outside attention products):
 
 * output channels of a Linear or Conv (``mask[c] == False`` over the whole row / filter), with
   the BatchNorm, depthwise Conv and next-layer columns that index them;
@@ -176,6 +177,15 @@ def _who(sp) -> str:
 def _keep_per_space(g: DepGraph, masks: Mapping[str, Tensor]) -> dict[int, Tensor]:
     """Root space → bool keep vector; raises for channels masked in some producers only, or in a fixed space."""
     keep: dict[int, Tensor] = {}
+    readers: dict[int, list[Tensor]] = {}
+    for u in g.uses:
+        if u.attr == "weight" and u.dim == 1:
+            m = masks.get(f"{u.module}.weight")
+            dead = torch.zeros(g.spaces[g.find(u.space)].size * u.repeat, dtype=torch.bool) if m is None else \
+                _row_masks(u.module, m, 1).cpu()
+            readers.setdefault(g.find(u.space), []).append(dead.reshape(-1, u.repeat).all(1))
+    mixed = {g.find(lay.space) for n, lay in g.layout.items() if lay is not None and (   # q·kᵀ reads it too
+        lay.block > 1 or getattr(n.target, "__name__", "") == "scaled_dot_product_attention")}
     roots = {g.find(i) for i in range(len(g.spaces))}
     for r in roots:
         sp = g.spaces[r]
@@ -189,6 +199,8 @@ def _keep_per_space(g: DepGraph, masks: Mapping[str, Tensor]) -> dict[int, Tenso
             gn = torch.zeros(sp.size, dtype=torch.bool, device=device) if gn is None else gn[a:a + sp.size].to(device)
             every &= gn
             some |= gn
+        unread = torch.zeros(sp.size, dtype=torch.bool, device=device) if sp.fixed or r not in readers or (
+            r in mixed) else torch.stack(readers[r]).all(0).to(device)   # every reader masks its columns: dead too
         if bool((some & ~every).any()):
             ch = (some & ~every).nonzero().flatten().tolist()[:8]
             raise ValueError(f"masks: channels {ch} of {_who(sp)} are coupled (a residual add, a gate or an attention "
@@ -196,9 +208,9 @@ def _keep_per_space(g: DepGraph, masks: Mapping[str, Tensor]) -> dict[int, Tenso
                              f"remove them jointly (mask the same rows in each) or not at all")
         if bool(every.any()) and sp.fixed:
             raise ValueError(f"masks: the masked output channels of {_who(sp)} cannot be removed: {sp.fixed}")
-        if bool(every.all()):
+        if bool((every | unread).all()):
             raise ValueError(f"masks: every output channel of {_who(sp)} is masked (nothing would be left)")
-        keep[r] = ~every
+        keep[r] = ~(every | unread)
     for r, parts in g.parts.items():       # a fused layer split into parts (q, k, v) keeps what its parts keep
         keep[r] = torch.cat([keep[g.find(c)] for c, _ in parts])
         if g.spaces[r].fixed and not bool(keep[r].all()):
@@ -283,20 +295,22 @@ def _fold(g: DepGraph, keep: dict[int, Tensor], mods, atol: float) -> None:
             continue
         x = g.values[node.args[0]]
         gone = ~keep[r].repeat_interleave(lay.repeat)
+        w = mod.weight.detach()[:, gone]
+        live = w.reshape(w.shape[0], w.shape[1], -1).ne(0).any(2).any(0)   # removed channels it still reads
+        if not bool(live.any()):
+            continue
+        w = w[:, live]
         if isinstance(mod, nn.Linear):
-            xs = x.reshape(-1, x.shape[-1])[:, gone]
+            xs = x.reshape(-1, x.shape[-1])[:, gone][:, live]
         else:
-            xs = x.movedim(1, -1).reshape(-1, x.shape[1])[:, gone]
+            xs = x.movedim(1, -1).reshape(-1, x.shape[1])[:, gone][:, live]
         c = xs[0]
         scale = atol * (1 + float(x.abs().max()))
         if bool(((xs - c).abs() > scale).any()):
-            ch = int(((xs - c).abs() > scale).any(0).nonzero()[0])
-            raise ValueError(f"masks: a removed input channel of {node.target!r} (the {ch}-th removed) is not constant "
-                             "in the masked model, so it cannot be folded: unsupported graph between its producer and "
-                             f"{node.target!r}")
+            raise ValueError(f"masks: a removed input channel of {node.target!r} is not constant in the masked model, "
+                             f"so it cannot be folded: unsupported graph between its producer and {node.target!r}")
         if not bool((c != 0).any()):
             continue
-        w = mod.weight.detach()[:, gone]
         if isinstance(mod, CONV):
             pads = mod.padding if isinstance(mod.padding, tuple) else (mod.padding,)
             if mod.padding_mode == "zeros" and (mod.padding == "same" or any(p != 0 for p in pads)):

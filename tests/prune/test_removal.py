@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overparam.prune import apply_masks_
+from overparam.prune import apply_masks_, ln_structured
 from overparam.prune.removal import channel_groups, remove_pruned
 
 
@@ -196,10 +196,34 @@ def test_partly_masked_row_is_not_structured():
     m[5, 1] = False
     with pytest.raises(ValueError, match=r"masks\['0.weight'\] is not structured: output channel 5"):
         remove_pruned(net, {"0.weight": m}, (torch.randn(3, 4),))
+
+
+def test_channels_no_layer_reads_are_removed_and_a_column_masked_in_one_reader_only_is_refused():
+    net = _randomize(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
     cols = torch.ones(2, 8, dtype=torch.bool)
-    cols[:, 3] = False                                  # an input-channel mask on the last layer
+    cols[:, 3] = False                                  # an input-channel mask on the last layer: unit 3 is dead
+    x = torch.randn(5, 4, generator=_gen(23))
+    small = remove_pruned(net, {"2.weight": cols}, (x,))
+    assert small.get_submodule("0").out_features == 7
+    _assert_same(small, net, {"2.weight": cols}, x)
+    cnn = _randomize(ResNet())
+    masks = {"b1.conv2.weight": ln_structured(cnn.b1.conv2.weight, 0.25, dim=1)}   # input channels of conv2
+    xi = torch.randn(2, 3, 8, 8, generator=_gen(24))
+    small = remove_pruned(cnn, masks, (xi,))
+    assert (small.b1.conv1.out_channels, small.b1.bn1.num_features, small.b1.conv2.in_channels) == (9, 9, 9)
+    _assert_same(small, cnn, masks, xi)
+
+    class TwoReaders(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(4, 8), nn.Linear(8, 2), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            return self.b(h) + self.c(h)
+
     with pytest.raises(ValueError, match="whole input channels.*channel_groups"):
-        remove_pruned(net, {"2.weight": cols}, (torch.randn(3, 4),))
+        remove_pruned(_randomize(TwoReaders()), {"b.weight": cols}, (x,))
 
 
 class PreNorm(nn.Module):

@@ -105,3 +105,7 @@ def test_fused_qkv_split_heads_removed(chunk):
     _assert_same(small, net, masks, torch.randn(3, 6, 16, generator=_gen(22)))
     with pytest.raises(ValueError, match=r"qkv.weight rows 16:32, .* are coupled"):
         remove_pruned(net, {"qkv.weight": _rows((48, 16), _head_rows(16, 4, [0]))}, (x,))
+    cols = torch.ones(16, 16, dtype=torch.bool)
+    cols[:, 4:8] = False                        # o's columns of head 1: q·kᵀ still reads q and k, not removed
+    with pytest.raises(ValueError, match="whole input channels"):
+        remove_pruned(net, {"o.weight": cols}, (x,))
