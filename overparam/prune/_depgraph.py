@@ -22,8 +22,7 @@ from ._layouts import Layout, indexed, reduced, reshaped
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
-        nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+POOL = tuple(getattr(nn, f"{k}{d}d") for k in ("MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool") for d in (1, 2, 3))
 UNARY_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Hardswish,
                  nn.Hardsigmoid, nn.Mish, nn.Softplus, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
                  nn.Identity) + POOL
@@ -31,7 +30,7 @@ UNARY = {"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "leaky_relu", "elu"
          "dropout", "exp", "abs", "neg", "sqrt", "rsqrt", "square", "contiguous", "clone", "float", "double", "half",
          "to", "type_as", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
          "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool2d"}
-BINARY = {"add", "sub", "mul", "truediv", "div", "iadd", "isub", "imul", "itruediv", "rsub"}
+BINARY = {"add", "sub", "mul", "truediv", "div", "iadd", "isub", "imul", "itruediv", "rsub", "masked_fill"}
 RESHAPE = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 PERMUTE = {"transpose", "permute", "t"}
 
@@ -40,13 +39,12 @@ PERMUTE = {"transpose", "permute", "t"}
 class Space:
     size: int
     fixed: str | None = None                  # why its channels cannot be removed
-    producers: list[tuple[str, nn.Module]] = field(default_factory=list)   # (module name, Linear/Conv)
+    producers: list[tuple[str, nn.Module, int]] = field(default_factory=list)   # (name, Linear/Conv, first row)
 
 
 @dataclass
 class Use:
     """Parameter ``module.attr`` indexed along ``dim`` by a space (``repeat`` entries per channel)."""
-
     module: str
     attr: str
     dim: int
@@ -69,6 +67,8 @@ class DepGraph:
         self.uses: list[Use] = []
         self.consumers: list[tuple[fx.Node, nn.Module, Layout]] = []     # Linear/Conv reading a space
         self.mha: list[tuple[fx.Node, str]] = []
+        self.parts: dict[int, list[tuple[int, int]]] = {}                # a split space → [(part, offset)]
+        self.split: dict[fx.Node, list[Layout]] = {}                     # a split node → its parts' layouts
         mods = dict(gm.named_modules())
         for node in gm.graph.nodes:
             self.layout[node] = self._visit(node, mods)
@@ -112,7 +112,7 @@ class DepGraph:
             if self.layout.get(a) is not None:
                 self.fix(self.layout[a].space, why)
 
-    def _fresh(self, node: fx.Node, dim: int, producer: tuple[str, nn.Module] | None) -> Layout:
+    def _fresh(self, node: fx.Node, dim: int, producer: tuple[str, nn.Module, int] | None) -> Layout:
         shape = self._shape(node)
         s = self._new(shape[dim])
         if producer is not None:
@@ -128,6 +128,8 @@ class DepGraph:
             return None
         if not isinstance(self.values.get(node), Tensor) and not (node.op == "call_module"
                                                                    and isinstance(mods[node.target], nn.MultiheadAttention)):
+            if _name(node.target) in ("split", "chunk"):
+                return self._split(node)
             if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node):
                 return self._getitem(node, mods)
             if node.op == "call_method" and node.target == "size" or node.op == "call_function" and node.target is getattr:
@@ -148,7 +150,7 @@ class DepGraph:
         if name in PERMUTE:
             return self._permute(node, x, lx)
         if name == "getitem":
-            return self._index(node, x, lx)
+            return self.split[x][node.args[1]] if x in self.split else self._index(node, x, lx)
         if name in ("softmax", "log_softmax"):
             d = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
             if lx is not None and (d is None or d % len(self._shape(x)) in lx.dims):
@@ -177,7 +179,7 @@ class DepGraph:
                 else:
                     self.uses.append(Use(node.target, "weight", 1, lx.space, lx.repeat))
                     self.consumers.append((node, mod, lx))
-            lay = self._fresh(node, -1, (node.target, mod))
+            lay = self._fresh(node, -1, (node.target, mod, 0))
             self.uses += [Use(node.target, a, 0, lay.space) for a in ("weight", "bias")]
             return lay
         if isinstance(mod, CONV):
@@ -188,7 +190,7 @@ class DepGraph:
                     else:
                         self.uses.append(Use(node.target, "weight", 1, lx.space))
                         self.consumers.append((node, mod, lx))
-                lay = self._fresh(node, 1, (node.target, mod))
+                lay = self._fresh(node, 1, (node.target, mod, 0))
             elif mod.groups == mod.in_channels == mod.out_channels and lx is not None and lx.dims == (1,):
                 lay = lx                                                   # depthwise: channel by channel
             else:
@@ -221,12 +223,39 @@ class DepGraph:
 
     def _getitem(self, node: fx.Node, mods) -> Layout | None:
         src = node.args[0]
+        if src in self.split:
+            return self.split[src][node.args[1]]
         if src.op == "call_module" and isinstance(mods.get(src.target), nn.MultiheadAttention) and node.args[1] == 0:
             lay = self._fresh(node, -1, None)
             self.fix(lay.space, f"it is the output of MultiheadAttention {src.target!r}")
             return lay
         if self.layout.get(src) is not None:
             self.fix(self.layout[src].space, f"it is indexed (node {node.name})")
+        return None
+
+    def _split(self, node: fx.Node) -> None:
+        """A fused output (``qkv(x).split(d, dim=-1)``): each part becomes a space of its own, produced by its rows."""
+        x = node.args[0]
+        lx = self.layout.get(x) if isinstance(x, fx.Node) else None
+        if lx is None:
+            return None
+        nd = len(self._shape(x))
+        dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0) % nd
+        root = self.find(lx.space)
+        sp = self.spaces[root]
+        if lx.dims != (dim,) or lx.block != 1 or lx.repeat != 1 or len(x.users) != 1 or len(sp.producers) != 1 or (
+                root in self.parts):
+            self.fix(root, f"{_name(node.target)!r} splits it (node {node.name}), not the output of one layer read once")
+            return None
+        name, mod, first = sp.producers[0]
+        outs, start = [], 0
+        for t in self.values[node]:
+            c = self._new(t.shape[dim])
+            self.spaces[c].producers.append((name, mod, first + start))
+            self.parts.setdefault(root, []).append((c, start))
+            outs.append(Layout(c, lx.dims))
+            start += t.shape[dim]
+        self.split[node] = outs
         return None
 
     def _same(self, node: fx.Node, x, lx: Layout | None) -> Layout | None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+from torch import Tensor
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -77,6 +80,48 @@ def indexed(lx: Layout, nd: int, index) -> Layout | None:
         d_in += 1
     return Layout(lx.space, tuple(where[d] for d in lx.dims), lx.block, lx.repeat)
 
+
+def _new_sizes(g, lay: Layout, shape: tuple[int, ...], keep: Tensor, node) -> dict[int, int]:
+    k = keep.repeat_interleave(lay.repeat)
+    if lay.block > 1:
+        kb = k.reshape(-1, lay.block)
+        if not bool((kb == kb[:, :1]).all()):
+            raise ValueError(f"masks: the removed channels are not whole heads of {lay.block} at node {node.name}")
+        k = kb[:, 0]
+    sizes = [shape[d] for d in lay.dims]
+    k = k.reshape(sizes)
+    out = {}
+    for i, d in enumerate(lay.dims):
+        out[d] = int(k.movedim(i, 0).reshape(sizes[i], -1).any(1).sum())
+    if math.prod(out.values()) != int(k.sum()):
+        raise ValueError(f"masks: the removed channels do not form a box over dims {lay.dims} at node {node.name} "
+                         "(e.g. different channels removed in different heads)")
+    return out
+
+
+def fix_views(g, keep: dict[int, Tensor]) -> None:
+    """Rewrite the sizes of ``view``/``reshape`` and ``split`` calls in ``g.gm`` on tensors whose channels shrank
+    (``keep``: root space of ``g`` → kept channels)."""
+    for node, parts in g.split.items():
+        n = [int(keep[g.find(lay.space)].sum()) for lay in parts]
+        if node.target in ("split", torch.split):
+            node.args = (node.args[0], n[0] if len(set(n)) == 1 else n, *node.args[2:])
+        elif len(set(n)) != 1:
+            raise ValueError(f"masks: the parts of node {node.name} would differ in size {n}; chunk needs equal parts")
+    for node, lay in g.layout.items():
+        if lay is None or g.find(lay.space) not in keep or bool(keep[g.find(lay.space)].all()):
+            continue
+        sizes = _new_sizes(g, lay, tuple(g.values[node].shape), keep[g.find(lay.space)], node)
+        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+        if name not in ("view", "reshape"):
+            continue
+        args = list(node.args)
+        shape_args = args[1:] if not (len(args) == 2 and isinstance(args[1], (list, tuple))) else list(args[1])
+        for d, n in sizes.items():   # a size read at run time (x.shape) is the old width: replaced too
+            if d < len(shape_args) and not (isinstance(shape_args[d], int) and shape_args[d] == -1):
+                shape_args[d] = n
+        node.args = (args[0], *shape_args) if not (len(args) == 2 and isinstance(args[1], (list, tuple))) else (
+            args[0], tuple(shape_args))
 
 def _groups(sin: tuple[int, ...], sout: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
     """Pair the dims of a reshape ``sin → sout`` into groups of equal size (dims of size 1 skipped)."""

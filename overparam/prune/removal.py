@@ -3,13 +3,14 @@
 :func:`remove_pruned` traces a copy of the model with ``torch.fx``, builds the channel
 dependency graph (:mod:`overparam.prune._depgraph`: which layers' channels are one *space*,
 joined through residual adds, gates and attention products) and removes every channel whose
-producing rows are masked in **every** producer of its space:
+producing rows are masked in **every** producer of its space, or whose input columns are masked
+in every layer that reads it (outside attention products):
 
 * output channels of a Linear or Conv (``mask[c] == False`` over the whole row / filter), with
   the BatchNorm, depthwise Conv and next-layer columns that index them;
 * hidden units of an MLP (the rows of the first Linear; gated MLPs: of both branches);
-* attention heads of a hand-written attention (the rows of q, k and v for the head; views and
-  ``att @ v`` follow) and of ``nn.MultiheadAttention`` (its ``in_proj_weight`` rows of the head
+* attention heads of a hand-written attention (the rows of q, k and v for the head, also of one
+  fused q/k/v Linear that is ``split`` or ``chunk``-ed; views, masks and ``att @ v`` follow) and of ``nn.MultiheadAttention`` (its ``in_proj_weight`` rows of the head
   in q, k and v, or the head's columns of ``out_proj.weight``), replaced by :class:`PrunedMultiheadAttention`.
 
 A removed channel of the masked model is not zero but a constant (the producer's bias through
@@ -54,7 +55,8 @@ from torch import Tensor, fx, nn
 from torch.utils._pytree import tree_leaves
 
 from ._attention import PrunedMultiheadAttention
-from ._depgraph import CONV, DepGraph, Layout, trace
+from ._depgraph import CONV, DepGraph, trace
+from ._layouts import fix_views
 from .apply import apply_masks_
 from .targets import check_masks, check_model
 
@@ -109,7 +111,7 @@ def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs:
     for _, target in g.mha:
         if target in heads and not bool(heads[target].all()):
             _set(gm, target, PrunedMultiheadAttention(mods[target], heads[target]))
-    _fix_views(g, keep)
+    fix_views(g, keep)
     gm.graph.lint()
     gm.recompile()
     new = fx.GraphModule(gm, gm.graph, class_name=type(model).__name__ + "Pruned")
@@ -124,7 +126,7 @@ class ChannelGroup:
     """Channels removed together (one space of the dependency graph).
 
     ``size`` channels; ``producers``: the weights whose output rows (dim 0) make them — mask the
-    same rows in each; ``params``: every ``(parameter or buffer name, dim)`` indexed by them
+    same rows in each (``"qkv.weight rows 16:32"`` for a part of a fused layer that is split); ``params``: every ``(parameter or buffer name, dim)`` indexed by them
     (BatchNorm statistics and affine, a depthwise Conv, the next layers' input columns);
     ``fixed``: why they cannot be removed (``None``: removable).
     """
@@ -154,12 +156,12 @@ def channel_groups(model: nn.Module, example_inputs: tuple) -> list[ChannelGroup
     check_model(model)
     g = trace(copy.deepcopy(model), example_inputs)
     mods = dict(g.gm.named_modules())
-    params: dict[int, list[tuple[str, int]]] = {}
+    params: dict[int, list[tuple[str, int]]] = {g.find(i): [] for i in range(len(g.spaces))}
     for u in g.uses:
         if getattr(mods[u.module], u.attr, None) is not None:
-            params.setdefault(g.find(u.space), []).append((f"{u.module}.{u.attr}", u.dim))
-    return [ChannelGroup(g.spaces[r].size, [f"{n}.weight" for n, _ in g.spaces[r].producers], ps, g.spaces[r].fixed)
-            for r, ps in params.items() if g.spaces[r].producers]
+            params[g.find(u.space)].append((f"{u.module}.{u.attr}", u.dim))
+    return [ChannelGroup(g.spaces[r].size, _who(g.spaces[r]).split(", "), ps, g.spaces[r].fixed)
+            for r, ps in params.items() if g.spaces[r].producers and r not in g.parts]
 
 
 def _set(root: nn.Module, target: str, mod: nn.Module) -> None:
@@ -167,34 +169,53 @@ def _set(root: nn.Module, target: str, mod: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, name, mod)
 
 
+def _who(sp) -> str:
+    return ", ".join(f"{n}.weight" + (f" rows {a}:{a + sp.size}" if a or m.weight.shape[0] != sp.size else "")
+                     for n, m, a in sp.producers)
+
+
 def _keep_per_space(g: DepGraph, masks: Mapping[str, Tensor]) -> dict[int, Tensor]:
     """Root space → bool keep vector; raises for channels masked in some producers only, or in a fixed space."""
     keep: dict[int, Tensor] = {}
+    readers: dict[int, list[Tensor]] = {}
+    for u in g.uses:
+        if u.attr == "weight" and u.dim == 1:
+            m = masks.get(f"{u.module}.weight")
+            dead = torch.zeros(g.spaces[g.find(u.space)].size * u.repeat, dtype=torch.bool) if m is None else \
+                _row_masks(u.module, m, 1).cpu()
+            readers.setdefault(g.find(u.space), []).append(dead.reshape(-1, u.repeat).all(1))
+    mixed = {g.find(lay.space) for n, lay in g.layout.items() if lay is not None and (   # q·kᵀ reads it too
+        lay.block > 1 or getattr(n.target, "__name__", "") == "scaled_dot_product_attention")}
     roots = {g.find(i) for i in range(len(g.spaces))}
     for r in roots:
         sp = g.spaces[r]
-        if not sp.producers:
+        if not sp.producers or r in g.parts:
             continue
-        gone = [(name, _row_masks(name, masks.get(f"{name}.weight"))) for name, _ in sp.producers]
         device = sp.producers[0][1].weight.device
         every = torch.ones(sp.size, dtype=torch.bool, device=device)
         some = torch.zeros(sp.size, dtype=torch.bool, device=device)
-        for _, gn in gone:
-            gn = torch.zeros(sp.size, dtype=torch.bool, device=device) if gn is None else gn.to(device)
+        for name, _, a in sp.producers:
+            gn = _row_masks(name, masks.get(f"{name}.weight"))
+            gn = torch.zeros(sp.size, dtype=torch.bool, device=device) if gn is None else gn[a:a + sp.size].to(device)
             every &= gn
             some |= gn
+        unread = torch.zeros(sp.size, dtype=torch.bool, device=device) if sp.fixed or r not in readers or (
+            r in mixed) else torch.stack(readers[r]).all(0).to(device)   # every reader masks its columns: dead too
         if bool((some & ~every).any()):
             ch = (some & ~every).nonzero().flatten().tolist()[:8]
-            who = ", ".join(f"{n}.weight" for n, _ in sp.producers)
-            raise ValueError(f"masks: channels {ch} of {who} are coupled (a residual add, a gate or an attention "
+            raise ValueError(f"masks: channels {ch} of {_who(sp)} are coupled (a residual add, a gate or an attention "
                              f"product joins them) and are masked in some of these weights but not all: "
                              f"remove them jointly (mask the same rows in each) or not at all")
         if bool(every.any()) and sp.fixed:
-            raise ValueError(f"masks: the masked output channels of {sp.producers[0][0]}.weight cannot be removed: "
-                             f"{sp.fixed}")
-        if bool(every.all()):
-            raise ValueError(f"masks: every output channel of {sp.producers[0][0]}.weight is masked (nothing would be left)")
-        keep[r] = ~every
+            raise ValueError(f"masks: the masked output channels of {_who(sp)} cannot be removed: {sp.fixed}")
+        if bool((every | unread).all()):
+            raise ValueError(f"masks: every output channel of {_who(sp)} is masked (nothing would be left)")
+        keep[r] = ~(every | unread)
+    for r, parts in g.parts.items():       # a fused layer split into parts (q, k, v) keeps what its parts keep
+        keep[r] = torch.cat([keep[g.find(c)] for c, _ in parts])
+        if g.spaces[r].fixed and not bool(keep[r].all()):
+            raise ValueError(f"masks: the masked output channels of {_who(g.spaces[r])} cannot be removed: "
+                             f"{g.spaces[r].fixed}")
     return keep
 
 
@@ -216,8 +237,11 @@ def _check_structured(g: DepGraph, masks, keep: dict[int, Tensor], mods) -> None
             bad &= c.reshape(1, -1, *([1] * (m.dim() - 2)))
         if bool(bad.any()):
             row = int(bad.reshape(m.shape[0], -1).any(1).nonzero()[0])
+            cols = m.dim() > 1 and bool((~m).equal((~m).any(0, keepdim=True).expand_as(m)))
             raise ValueError(f"masks[{u.module + '.weight'!r}] is not structured: output channel {row} is partly "
-                             "masked (structural removal removes whole rows / filters and heads)")
+                             "masked (structural removal removes whole rows / filters and heads)" + (
+                                 "; it masks whole input channels, which are removed where the rows of the layers "
+                                 "producing them are masked (channel_groups names them)" if cols else ""))
     seen = {f"{u.module}.weight" for u in g.uses} | {f"{t}.in_proj_weight" for _, t in g.mha} | {
         f"{t}.out_proj.weight" for _, t in g.mha}
     for k, m in masks.items():
@@ -271,20 +295,22 @@ def _fold(g: DepGraph, keep: dict[int, Tensor], mods, atol: float) -> None:
             continue
         x = g.values[node.args[0]]
         gone = ~keep[r].repeat_interleave(lay.repeat)
+        w = mod.weight.detach()[:, gone]
+        live = w.reshape(w.shape[0], w.shape[1], -1).ne(0).any(2).any(0)   # removed channels it still reads
+        if not bool(live.any()):
+            continue
+        w = w[:, live]
         if isinstance(mod, nn.Linear):
-            xs = x.reshape(-1, x.shape[-1])[:, gone]
+            xs = x.reshape(-1, x.shape[-1])[:, gone][:, live]
         else:
-            xs = x.movedim(1, -1).reshape(-1, x.shape[1])[:, gone]
+            xs = x.movedim(1, -1).reshape(-1, x.shape[1])[:, gone][:, live]
         c = xs[0]
         scale = atol * (1 + float(x.abs().max()))
         if bool(((xs - c).abs() > scale).any()):
-            ch = int(((xs - c).abs() > scale).any(0).nonzero()[0])
-            raise ValueError(f"masks: a removed input channel of {node.target!r} (the {ch}-th removed) is not constant "
-                             "in the masked model, so it cannot be folded: unsupported graph between its producer and "
-                             f"{node.target!r}")
+            raise ValueError(f"masks: a removed input channel of {node.target!r} is not constant in the masked model, "
+                             f"so it cannot be folded: unsupported graph between its producer and {node.target!r}")
         if not bool((c != 0).any()):
             continue
-        w = mod.weight.detach()[:, gone]
         if isinstance(mod, CONV):
             pads = mod.padding if isinstance(mod.padding, tuple) else (mod.padding,)
             if mod.padding_mode == "zeros" and (mod.padding == "same" or any(p != 0 for p in pads)):
@@ -334,42 +360,6 @@ def _shrink(g: DepGraph, keep: dict[int, Tensor], mods) -> None:
                 setattr(mod, "in_channels" if u.dim == 1 else "out_channels", n)
         elif hasattr(mod, "num_features"):
             mod.num_features = n
-
-
-def _new_sizes(g: DepGraph, lay: Layout, shape: tuple[int, ...], keep: Tensor, node) -> dict[int, int]:
-    k = keep.repeat_interleave(lay.repeat)
-    if lay.block > 1:
-        kb = k.reshape(-1, lay.block)
-        if not bool((kb == kb[:, :1]).all()):
-            raise ValueError(f"masks: the removed channels are not whole heads of {lay.block} at node {node.name}")
-        k = kb[:, 0]
-    sizes = [shape[d] for d in lay.dims]
-    k = k.reshape(sizes)
-    out = {}
-    for i, d in enumerate(lay.dims):
-        out[d] = int(k.movedim(i, 0).reshape(sizes[i], -1).any(1).sum())
-    if math.prod(out.values()) != int(k.sum()):
-        raise ValueError(f"masks: the removed channels do not form a box over dims {lay.dims} at node {node.name} "
-                         "(e.g. different channels removed in different heads)")
-    return out
-
-
-def _fix_views(g: DepGraph, keep: dict[int, Tensor]) -> None:
-    """Rewrite the constant sizes of ``view``/``reshape`` calls on tensors whose channels shrank."""
-    for node, lay in g.layout.items():
-        if lay is None or g.find(lay.space) not in keep or bool(keep[g.find(lay.space)].all()):
-            continue
-        sizes = _new_sizes(g, lay, tuple(g.values[node].shape), keep[g.find(lay.space)], node)
-        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-        if name not in ("view", "reshape"):
-            continue
-        args = list(node.args)
-        shape_args = args[1:] if not (len(args) == 2 and isinstance(args[1], (list, tuple))) else list(args[1])
-        for d, n in sizes.items():   # a size read at run time (x.shape) is the old width: replaced too
-            if d < len(shape_args) and not (isinstance(shape_args[d], int) and shape_args[d] == -1):
-                shape_args[d] = n
-        node.args = (args[0], *shape_args) if not (len(args) == 2 and isinstance(args[1], (list, tuple))) else (
-            args[0], tuple(shape_args))
 
 
 def _check_same(new: nn.Module, inputs: tuple, reference, atol: float) -> None:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from overparam.prune import apply_masks_, ln_structured
-from overparam.prune.removal import PrunedMultiheadAttention, channel_groups, remove_pruned
+from overparam.prune.removal import channel_groups, remove_pruned
 
 
 def _gen(seed):
@@ -189,89 +189,6 @@ def test_depthwise_conv_follows_its_input_channels():
     _assert_same(small, net, masks, x)
 
 
-# ---------------------------------------------------------------------------------------- attention
-class Attention(nn.Module):
-    def __init__(self, d=16, h=4, sdpa=False):
-        super().__init__()
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-        self.h, self.dh, self.sdpa = h, d // h, sdpa
-
-    def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = (f(x).view(B, T, self.h, self.dh).transpose(1, 2) for f in (self.q, self.k, self.v))
-        if self.sdpa:
-            y = F.scaled_dot_product_attention(q, k, v)
-        else:
-            y = torch.softmax((q @ k.transpose(-2, -1)) * self.dh ** -0.5, dim=-1) @ v
-        return self.o(y.transpose(1, 2).reshape(B, T, C))
-
-
-class TransformerBlock(nn.Module):
-    def __init__(self, d=16, h=4, sdpa=False, mha=False):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, h, batch_first=True) if mha else Attention(d, h, sdpa)
-        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
-        self.mha = mha
-
-    def forward(self, x):
-        a = self.ln1(x)
-        x = x + (self.attn(a, a, a, need_weights=False)[0] if self.mha else self.attn(a))
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
-
-
-def _head_rows(d, h, heads):
-    dh = d // h
-    return [r for i in heads for r in range(i * dh, (i + 1) * dh)]
-
-
-@pytest.mark.parametrize("sdpa", [False, True])
-def test_transformer_block_heads_and_mlp_units_removed(sdpa):
-    net = _randomize(TransformerBlock(sdpa=sdpa))
-    rows = _head_rows(16, 4, [1, 3])
-    masks = {f"attn.{p}.weight": _rows((16, 16), rows) for p in "qkv"}
-    masks["fc1.weight"] = ln_structured(net.fc1.weight, 0.25, dim=0)
-    x = torch.randn(3, 5, 16, generator=_gen(10))
-    small = remove_pruned(net, masks, (x,))
-    assert (small.attn.q.out_features, small.attn.o.in_features, small.fc2.in_features) == (8, 8, 48)
-    _assert_same(small, net, masks, torch.randn(2, 7, 16, generator=_gen(11)))   # other batch and length
-
-
-def test_multihead_attention_heads_removed():
-    net = _randomize(TransformerBlock(mha=True))
-    qkv = torch.ones(48, 16, dtype=torch.bool)
-    for block in range(3):
-        qkv[[block * 16 + r for r in _head_rows(16, 4, [0, 2])]] = False
-    out = torch.ones(16, 16, dtype=torch.bool)
-    out[:, _head_rows(16, 4, [3])] = False                                  # a head removed by its output columns
-    masks = {"attn.in_proj_weight": qkv, "attn.out_proj.weight": out}
-    x = torch.randn(3, 5, 16, generator=_gen(12))
-    small = remove_pruned(net, masks, (x,))
-    assert isinstance(small.attn, PrunedMultiheadAttention) and small.attn.heads == 1
-    assert small.attn.in_proj_weight.shape == (12, 16)
-    _assert_same(small, net, masks, torch.randn(2, 6, 16, generator=_gen(13)))
-    partial = dict(masks, **{"attn.in_proj_weight": qkv.clone()})
-    partial["attn.in_proj_weight"][16] = True                               # one k row of head 0 kept
-    with pytest.raises(ValueError, match="head 0 .* partly masked"):
-        remove_pruned(net, partial, (x,))
-
-
-def test_pruned_multihead_attention_matches_torch_with_masks():
-    g = torch.Generator().manual_seed(14)
-    mha = nn.MultiheadAttention(8, 2, batch_first=False).eval()
-    pm = PrunedMultiheadAttention(mha, torch.tensor([True, True]))
-    q = torch.randn(5, 3, 8, generator=g)
-    kp = torch.zeros(3, 5, dtype=torch.bool)
-    kp[1, 3:] = True
-    am = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
-    a, wa = mha(q, q, q, key_padding_mask=kp, attn_mask=am)
-    b, wb = pm(q, q, q, key_padding_mask=kp, attn_mask=am)
-    torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(wb, wa, atol=1e-6, rtol=1e-5)
-    with pytest.raises(ValueError, match="keep"):
-        PrunedMultiheadAttention(mha, torch.tensor([False, False]))
-
-
 # ---------------------------------------------------------------------------------------- refusals
 def test_partly_masked_row_is_not_structured():
     net = _randomize(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
@@ -281,11 +198,51 @@ def test_partly_masked_row_is_not_structured():
         remove_pruned(net, {"0.weight": m}, (torch.randn(3, 4),))
 
 
+def test_channels_no_layer_reads_are_removed_and_a_column_masked_in_one_reader_only_is_refused():
+    net = _randomize(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
+    cols = torch.ones(2, 8, dtype=torch.bool)
+    cols[:, 3] = False                                  # an input-channel mask on the last layer: unit 3 is dead
+    x = torch.randn(5, 4, generator=_gen(23))
+    small = remove_pruned(net, {"2.weight": cols}, (x,))
+    assert small.get_submodule("0").out_features == 7
+    _assert_same(small, net, {"2.weight": cols}, x)
+    cnn = _randomize(ResNet())
+    masks = {"b1.conv2.weight": ln_structured(cnn.b1.conv2.weight, 0.25, dim=1)}   # input channels of conv2
+    xi = torch.randn(2, 3, 8, 8, generator=_gen(24))
+    small = remove_pruned(cnn, masks, (xi,))
+    assert (small.b1.conv1.out_channels, small.b1.bn1.num_features, small.b1.conv2.in_channels) == (9, 9, 9)
+    _assert_same(small, cnn, masks, xi)
+
+    class TwoReaders(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(4, 8), nn.Linear(8, 2), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            return self.b(h) + self.c(h)
+
+    with pytest.raises(ValueError, match="whole input channels.*channel_groups"):
+        remove_pruned(_randomize(TwoReaders()), {"b.weight": cols}, (x,))
+
+
+class PreNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp, self.ln, self.a, self.b, self.out = (nn.Linear(4, 16), nn.LayerNorm(16), nn.Linear(16, 32),
+                                                       nn.Linear(32, 16), nn.Linear(16, 2))
+
+    def forward(self, x):
+        x = self.inp(x)
+        x = x + self.b(F.gelu(self.a(self.ln(x))))
+        return self.out(self.ln(x))
+
+
 def test_layernormed_residual_stream_output_and_unsupported_ops_are_refused():
-    net = _randomize(TransformerBlock())
-    x = torch.randn(2, 3, 16, generator=_gen(15))
-    with pytest.raises(ValueError, match="cannot be removed"):
-        remove_pruned(net, {"fc2.weight": _rows((16, 64), [0]), "attn.o.weight": _rows((16, 16), [0])}, (x,))
+    net = _randomize(PreNorm())
+    x = torch.randn(2, 3, 4, generator=_gen(15))
+    with pytest.raises(ValueError, match="cannot be removed: LayerNorm 'ln' normalizes over it"):
+        remove_pruned(net, {"b.weight": _rows((16, 32), [0]), "inp.weight": _rows((16, 4), [0])}, (x,))
     out = _randomize(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
     with pytest.raises(ValueError, match="model's output"):
         remove_pruned(out, {"2.weight": _rows((2, 8), [1])}, (torch.randn(3, 4),))

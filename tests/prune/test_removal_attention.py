@@ -1,0 +1,111 @@
+"""Structural removal of attention heads: hand-written (explicit, SDPA, fused q/k/v with a causal mask)
+and nn.MultiheadAttention blocks; the smaller model equals the masked one (fp32, 1e-6)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from overparam.prune import ln_structured
+from overparam.prune.removal import PrunedMultiheadAttention, remove_pruned
+from test_removal import _assert_same, _gen, _randomize, _rows
+
+
+class Attention(nn.Module):
+    def __init__(self, d=16, h=4, sdpa=False):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.h, self.dh, self.sdpa = h, d // h, sdpa
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = (f(x).view(B, T, self.h, self.dh).transpose(1, 2) for f in (self.q, self.k, self.v))
+        if self.sdpa:
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:
+            y = torch.softmax((q @ k.transpose(-2, -1)) * self.dh ** -0.5, dim=-1) @ v
+        return self.o(y.transpose(1, 2).reshape(B, T, C))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, d=16, h=4, sdpa=False, mha=False):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, h, batch_first=True) if mha else Attention(d, h, sdpa)
+        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.mha = mha
+
+    def forward(self, x):
+        a = self.ln1(x)
+        x = x + (self.attn(a, a, a, need_weights=False)[0] if self.mha else self.attn(a))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+def _head_rows(d, h, heads):
+    dh = d // h
+    return [r for i in heads for r in range(i * dh, (i + 1) * dh)]
+
+
+@pytest.mark.parametrize("sdpa", [False, True])
+def test_transformer_block_heads_and_mlp_units_removed(sdpa):
+    net = _randomize(TransformerBlock(sdpa=sdpa))
+    rows = _head_rows(16, 4, [1, 3])
+    masks = {f"attn.{p}.weight": _rows((16, 16), rows) for p in "qkv"}
+    masks["fc1.weight"] = ln_structured(net.fc1.weight, 0.25, dim=0)
+    x = torch.randn(3, 5, 16, generator=_gen(10))
+    small = remove_pruned(net, masks, (x,))
+    assert (small.attn.q.out_features, small.attn.o.in_features, small.fc2.in_features) == (8, 8, 48)
+    _assert_same(small, net, masks, torch.randn(2, 7, 16, generator=_gen(11)))   # other batch and length
+
+
+def test_multihead_attention_heads_removed():
+    net = _randomize(TransformerBlock(mha=True))
+    qkv = torch.ones(48, 16, dtype=torch.bool)
+    for block in range(3):
+        qkv[[block * 16 + r for r in _head_rows(16, 4, [0, 2])]] = False
+    out = torch.ones(16, 16, dtype=torch.bool)
+    out[:, _head_rows(16, 4, [3])] = False                                  # a head removed by its output columns
+    masks = {"attn.in_proj_weight": qkv, "attn.out_proj.weight": out}
+    x = torch.randn(3, 5, 16, generator=_gen(12))
+    small = remove_pruned(net, masks, (x,))
+    assert isinstance(small.attn, PrunedMultiheadAttention) and small.attn.heads == 1
+    assert small.attn.in_proj_weight.shape == (12, 16)
+    _assert_same(small, net, masks, torch.randn(2, 6, 16, generator=_gen(13)))
+    partial = dict(masks, **{"attn.in_proj_weight": qkv.clone()})
+    partial["attn.in_proj_weight"][16] = True                               # one k row of head 0 kept
+    with pytest.raises(ValueError, match="head 0 .* partly masked"):
+        remove_pruned(net, partial, (x,))
+
+
+class Fused(nn.Module):
+    """nanoGPT-style: one Linear for q, k and v, split; a causal mask from a buffer."""
+
+    def __init__(self, d=16, h=4, chunk=False):
+        super().__init__()
+        self.qkv, self.o, self.h, self.chunk = nn.Linear(d, 3 * d), nn.Linear(d, d), h, chunk
+        self.register_buffer("causal", torch.tril(torch.ones(6, 6)).view(1, 1, 6, 6))   # fx: a fixed length
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.qkv(x).chunk(3, dim=-1) if self.chunk else self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.h, C // self.h).transpose(1, 2) for t in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / (k.size(-1) ** 0.5))
+        att = F.softmax(att.masked_fill(self.causal == 0, float("-inf")), dim=-1)
+        return x + self.o((att @ v).transpose(1, 2).contiguous().view(B, T, C))
+
+
+@pytest.mark.parametrize("chunk", [False, True])
+def test_fused_qkv_split_heads_removed(chunk):
+    net = _randomize(Fused(chunk=chunk))
+    rows = [p * 16 + r for p in range(3) for r in _head_rows(16, 4, [0, 3])]
+    masks = {"qkv.weight": _rows((48, 16), rows)}
+    x = torch.randn(2, 6, 16, generator=_gen(21))
+    small = remove_pruned(net, masks, (x,))
+    assert (small.qkv.out_features, small.o.in_features) == (24, 8)
+    _assert_same(small, net, masks, torch.randn(3, 6, 16, generator=_gen(22)))
+    with pytest.raises(ValueError, match=r"qkv.weight rows 16:32, .* are coupled"):
+        remove_pruned(net, {"qkv.weight": _rows((48, 16), _head_rows(16, 4, [0]))}, (x,))
+    cols = torch.ones(16, 16, dtype=torch.bool)
+    cols[:, 4:8] = False                        # o's columns of head 1: q·kᵀ still reads q and k, not removed
+    with pytest.raises(ValueError, match="whole input channels"):
+        remove_pruned(net, {"o.weight": cols}, (x,))
