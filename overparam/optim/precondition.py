@@ -153,7 +153,9 @@ class Preconditioned(Optimizer):
     ``param_groups``, ``state``, ``defaults``, ``state_dict()``, ``load_state_dict()``,
     ``zero_grad()`` and ``add_param_group()`` are the wrapped optimizer's; an LR scheduler built
     on the wrapper changes the wrapped optimizer's learning rates. ``step(closure)`` evaluates the
-    closure (with gradients enabled), preconditions, then calls the wrapped ``step()`` without it.
+    closure (with gradients enabled), preconditions, then calls the wrapped ``step()`` without it;
+``step(loss=...)`` is what PrecGD's ``c`` needs (accepted, unused, without ``c``, so that a training
+loop written for :class:`PrecGD` runs unchanged).
 
     Example:
         >>> import torch, overparam as op

@@ -30,7 +30,7 @@ def test_adapter_finetune_reduced(tmp_path):
     """The machinery at reduced size: the verdict is the median per-seed ratio, state memory as expected.
 
     The claim itself is NOT asserted here: the per-seed ratio is widely spread (at this size,
-    seed 0: plain LoRA + AdamW wins 10×), see the module docstring; the quick run is the reproduction."""
+    seed 0: plain LoRA + AdamW wins 19×), see the module docstring; the quick run is the reproduction."""
     exp = get("adapter-finetune")
     small = replace(exp, quick=SMALL)
     res = run_experiment(small, out=tmp_path, quick=True, progress=False)
