@@ -109,11 +109,15 @@ def _directions(obj: Objective, directions, dims: int, hess_kwargs: dict, g: tor
             eig = lanczos(H, k=dims, which="LA", generator=g)
             return list(vec.unstack(eig.vectors)), "hessian", eig.values
         raise ValueError(f"directions must be 'hessian', 'random' or a list of parameter-shaped vectors, got {directions!r}")
-    ds = list(directions) if isinstance(directions, (list, tuple)) and not isinstance(directions[0], Tensor) else None
+    ds = list(directions) if isinstance(directions, (list, tuple)) else None
     if ds is None or len(ds) != dims:
-        raise ValueError(f"directions must be 'hessian', 'random' or a list of {dims} parameter-shaped vectors (dims={dims})")
+        raise ValueError(f"directions must be 'hessian', 'random' or a list of {dims} parameter-shaped or flat "
+                         f"vectors (dims={dims})")
+    n = sum(s.numel() for s in like)
     out = []
     for i, d in enumerate(ds):
+        if isinstance(d, Tensor) and d.ndim == 1 and d.shape[0] == n:
+            d = vec.unflatten(d, like)                   # a flat (n,) vector
         dv = vec.as_vec(d, name=f"directions[{i}]")
         if vec.shapes(dv) != like:
             raise ValueError(f"directions[{i}] has shapes {vec.shapes(dv)}, the selected parameters {list(like)}")
@@ -135,7 +139,7 @@ def loss_landscape(model: nn.Module, loss_fn: Callable, data, *, params: Spec = 
             the selected parameters move.
         directions: ``"hessian"`` (the top ``dims`` eigenvectors of the Hessian, unit norm, by
             :func:`~overparam.hessian.lanczos`), ``"random"`` (Gaussian), or a list of ``dims``
-            parameter-shaped vectors.
+            vectors, parameter-shaped or flat ``(n,)``.
         dims: 1 (a line) or 2 (a plane).
         steps: grid points per axis (``steps`` or ``steps²`` loss evaluations).
         span: ``a > 0`` for the grid ``[-a, a]``, or ``(lo, hi)``.

@@ -67,6 +67,8 @@ def test_random_filter_normalised_directions_and_given_ones():
             assert max_rel_error(d.reshape(len(d), -1).norm(dim=1), p.reshape(len(p), -1).norm(dim=1)) < 1e-12
     again = oh.loss_landscape(c.model, c.loss_fn, c.batch, directions=[ls.directions[0]], steps=3)
     assert again.kind == "given" and torch.equal(again.values, ls.values)
+    flat = oh.loss_landscape(c.model, c.loss_fn, c.batch, directions=[vec.flatten(ls.directions[0])], steps=3)
+    assert torch.equal(flat.values, ls.values)
     d = vec.flatten(ls.directions[0])
     with torch.no_grad():
         assert max_rel_error(ls.values, torch.stack([f(theta + a * d) for a in ls.alphas])) < 1e-12

@@ -9,7 +9,7 @@ import overparam.hessian as oh
 from overparam.backend import vec
 from overparam.backend.linalg import NotPositiveDefiniteError
 from overparam.backend.random import gaussian
-from overparam.testing import max_rel_error, symmetric_with_spectrum
+from overparam.testing import dense_hessian, max_rel_error, symmetric_with_spectrum, tanh_mlp
 from overparam.testing.hessian_oracles import curvature_case
 
 D = torch.float64
@@ -153,3 +153,17 @@ def test_cg_takes_the_gradient_dict(damped_ggn):
     res = oh.cg(G, keyed, damping=lam, tol=1e-10)
     assert list(res.x) == G.names
     assert max_rel_error(vec.flatten(res.x.values()), oh.cg(G, b, damping=lam, tol=1e-10).x) < 1e-8
+
+
+def test_inverse_composes_with_a_hessian_operator():
+    net = tanh_mlp([3, 5, 2], generator=3)
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(10, 3, generator=g, dtype=D), torch.randn(10, 2, generator=g, dtype=D)
+    H = oh.hessian(net, torch.nn.functional.mse_loss, (x, y))
+    Hd = dense_hessian(net, torch.nn.functional.mse_loss, (x, y))
+    lam = 1.0 - float(torch.linalg.eigvalsh(Hd)[0])          # H + λI has smallest eigenvalue 1
+    v = gaussian((H.n,), generator=7, dtype=D)
+    want = torch.linalg.solve(Hd + lam * torch.eye(H.n, dtype=D), v)
+    for method in ("cg", "eigh"):
+        assert max_rel_error(oh.inverse(H, damping=lam, method=method, **({"tol": 1e-12} if method == "cg" else {})) @ v,
+                             want) < 1e-9
