@@ -13,7 +13,7 @@ Each has ``loss``, ``relative_error``, its ground truth and ``init(kind, scale=,
 (``"small"`` random or ``"spectral"``).
 """
 
-from .batched import Batched, shared_sensing
+from .batched import Batched, shared_completion, shared_sensing
 from .completion import MatrixCompletion, completion
 from .deep_linear import DeepLinearRegression, deep_linear
 from .lifted import LiftedSensing
@@ -26,5 +26,5 @@ __all__ = [
     "MatrixCompletion", "completion", "RobustPCA", "robust_pca", "DeepLinearRegression", "deep_linear",
     "LiftedSensing",
     "TeacherStudent", "teacher_student",
-    "Batched", "shared_sensing",
+    "Batched", "shared_sensing", "shared_completion",
 ]

@@ -3,7 +3,7 @@
 Phase diagrams (error against rank, κ, init scale, step size, seed) need hundreds of small
 instances. :class:`Batched` stacks ``B`` instances of one problem class (any of this package's
 dataclass problems: :class:`MatrixSensing`, :class:`RobustPCA`, :class:`DeepLinearRegression`,
-:class:`TeacherStudent`, :class:`MatrixCompletion` with equal sample counts …) and evaluates
+:class:`TeacherStudent`, :class:`MatrixCompletion` with one observed set: :func:`shared_completion` …) and evaluates
 ``loss``, ``relative_error`` and ``product`` of factors ``(B, …)`` for all of them at once with
 :func:`torch.func.vmap` over the single-instance method — so instance ``b`` of a batched
 computation is exactly the single-instance computation on ``problems[b]``.
@@ -37,9 +37,10 @@ from torch import Tensor
 from torch.func import vmap
 
 from ..backend.random import GeneratorLike
+from .completion import MatrixCompletion, completion
 from .sensing import MatrixSensing, sensing
 
-__all__ = ["Batched", "shared_sensing"]
+__all__ = ["Batched", "shared_sensing", "shared_completion"]
 
 Factors = Any  # a tensor (B, ...), a tuple of them, or a list of them (deep factors)
 
@@ -173,12 +174,7 @@ def shared_sensing(n: int, r: int, m: int, *, seeds: Sequence[int], kappa: float
         >>> B.shared, B.stacked
         (('A',), ('y', 'M_star'))
     """
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("seeds must name at least one instance")
-    kappas = [float(kappa)] * len(seeds) if isinstance(kappa, (int, float)) else list(kappa)
-    if len(kappas) != len(seeds):
-        raise ValueError(f"kappa must be a number or have one entry per seed ({len(seeds)}), got {len(kappas)}")
+    seeds, kappas = _seeds_and_kappas(seeds, kappa)
     for bad in ("outliers", "generator"):
         if bad in kwargs:
             raise ValueError(f"shared_sensing does not take {bad}=")
@@ -190,3 +186,44 @@ def shared_sensing(n: int, r: int, m: int, *, seeds: Sequence[int], kappa: float
         y = (A.reshape(m, -1) @ M.reshape(-1))
         out.append(dataclasses.replace(P, A=A, y=y))
     return Batched(out)
+
+
+def shared_completion(n: int, r: int, p: float, *, seeds: Sequence[int], kappa: float | Sequence[float] = 1.0,
+                      mask_seed: int = 0, **kwargs: Any) -> Batched:
+    """Completion instances sharing one observed set ``Ω``, differing in their ground truths.
+
+    Instance ``b`` is ``completion(n, r, p, kappa=kappa[b], generator=seeds[b])`` with its ``Ω`` (``rows``,
+    ``cols``) replaced by that of ``completion(..., generator=mask_seed)`` and ``values`` read from its
+    own ``M*``; independent Bernoulli sets would differ in size and could not share one tensor program.
+
+    Args:
+        n, r, p: shape, true rank and sampling probability (as :func:`completion`).
+        seeds: one construction seed per instance (ground truth ``M*``).
+        kappa: one condition number for all, or one per instance.
+        mask_seed: seed of the shared observed set.
+        **kwargs: further :func:`completion` options (``n2``, ``symmetric``, ``loss``, ``dtype``, ``device``).
+
+    Example:
+        >>> B = shared_completion(8, 2, 0.5, seeds=[0, 1], kappa=[1.0, 4.0])
+        >>> B.shared, B.stacked
+        (('rows', 'cols'), ('M_star', 'values'))
+    """
+    seeds, kappas = _seeds_and_kappas(seeds, kappa)
+    if "generator" in kwargs:
+        raise ValueError("shared_completion does not take generator=")
+    ref = completion(n, r, p, generator=mask_seed, **kwargs)
+    out: list[MatrixCompletion] = []
+    for s, k in zip(seeds, kappas):
+        P = completion(n, r, p, kappa=k, generator=s, **kwargs)
+        out.append(dataclasses.replace(P, rows=ref.rows, cols=ref.cols, values=P.M_star[ref.rows, ref.cols]))
+    return Batched(out)
+
+
+def _seeds_and_kappas(seeds: Sequence[int], kappa: float | Sequence[float]) -> tuple[list[int], list[float]]:
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one instance")
+    kappas = [float(kappa)] * len(seeds) if isinstance(kappa, (int, float)) else list(kappa)
+    if len(kappas) != len(seeds):
+        raise ValueError(f"kappa must be a number or have one entry per seed ({len(seeds)}), got {len(kappas)}")
+    return seeds, kappas

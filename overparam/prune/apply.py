@@ -12,7 +12,13 @@ monkey-patched). Two policies:
   AMSGrad; RMSprop; Adagrad): with zero weight, zero state and zero gradient their update of
   an entry is exactly zero, so the entry and its state stay exactly zero. One pass per step.
 * ``"full"``: also re-mask the weights and the optimizer state after each step, for any
-  optimizer. ``"auto"`` (default) picks ``"grads"`` for :data:`GRAD_ONLY_EXACT`, else ``"full"``. The model itself is untouched: its
+  optimizer.
+* ``"packed"``: for :class:`~overparam.prune.PackedSGD` / :class:`~overparam.prune.PackedAdamW`,
+  whose state holds only the kept entries and whose step never touches a pruned one: nothing to
+  do per step (the handle checks that the optimizer holds the same masks).
+
+``"auto"`` (default) picks ``"packed"`` for a packed optimizer, ``"grads"`` for :data:`GRAD_ONLY_EXACT`,
+else ``"full"``. The model itself is untouched: its
 ``state_dict`` keys, ``deepcopy``, ``pickle`` and ``torch.compile`` behave exactly as without
 masks. Without an optimizer, :meth:`Masked.apply_` re-applies the masks by hand.
 
@@ -44,6 +50,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .packed import PackedOptimizer
 from .targets import Masks, check_masks, check_model
 
 __all__ = ["GRAD_ONLY_EXACT", "Masked", "masked", "apply_masks_", "MaskParametrization", "parametrize_masks_",
@@ -82,13 +89,21 @@ class Masked:
 
     def __init__(self, model: nn.Module, masks: Mapping[str, Tensor], optimizer: torch.optim.Optimizer | None = None,
                  *, policy: str = "auto") -> None:
-        if policy not in ("auto", "grads", "full"):
-            raise ValueError(f"policy must be 'auto', 'grads' or 'full', got {policy!r}")
+        if policy not in ("auto", "grads", "full", "packed"):
+            raise ValueError(f"policy must be 'auto', 'grads', 'full' or 'packed', got {policy!r}")
+        packed = isinstance(optimizer, PackedOptimizer)
         if policy == "auto":
-            policy = "grads" if type(optimizer) in GRAD_ONLY_EXACT else "full"
+            policy = "packed" if packed else "grads" if type(optimizer) in GRAD_ONLY_EXACT else "full"
+        if (policy == "packed") != packed:
+            raise ValueError(f"policy={policy!r} with a {type(optimizer).__name__}: 'packed' is the policy of "
+                             "PackedSGD / PackedAdamW and only theirs")
         self.policy = policy
         params = check_model(model)
         check_masks(masks, params)
+        if packed:
+            held = optimizer.masks
+            if set(held) != set(masks) or any(not torch.equal(held[k], masks[k].to(held[k].device)) for k in masks):
+                raise ValueError("optimizer holds other masks than masks: call optimizer.set_masks_(masks) first")
         self.model, self.masks, self.optimizer = model, dict(masks), optimizer
         self._params = [params[k] for k in self.masks]
         # masks in each parameter's dtype/device: one foreach multiply per step
@@ -99,7 +114,8 @@ class Masked:
             missing = [k for k, p in zip(self.masks, self._params) if id(p) not in ids]
             if missing:
                 raise ValueError(f"optimizer does not hold masked parameters {missing}")
-            self._hooks = [optimizer.register_step_pre_hook(self._pre)]
+            if policy != "packed":
+                self._hooks = [optimizer.register_step_pre_hook(self._pre)]
             if policy == "full":
                 self._hooks.append(optimizer.register_step_post_hook(self._post))
         self.apply_(state=True)
@@ -168,7 +184,7 @@ def masked(model: nn.Module, masks: Mapping[str, Tensor], *, optimizer: torch.op
         model: any module; not modified beyond zeroing pruned entries.
         masks: name → bool tensor of the parameter's shape (``True`` = kept).
         optimizer: any ``torch.optim.Optimizer`` holding the masked parameters (or ``None``).
-        policy: ``"auto"`` | ``"grads"`` | ``"full"`` (see the module docstring).
+        policy: ``"auto"`` | ``"grads"`` | ``"full"`` | ``"packed"`` (see the module docstring).
 
     Returns:
         a :class:`Masked` handle, usable as a context manager.

@@ -82,3 +82,16 @@ def test_problems_are_not_modified():
     for P, d in zip(Ps, before):
         for k, v in dataclasses.asdict(P).items():
             assert (torch.equal(v, d[k]) if isinstance(v, torch.Tensor) else v == d[k])
+
+
+def test_shared_completion_batches_and_runs():
+    B = op.problems.shared_completion(8, 2, 0.6, seeds=[0, 1, 2], kappa=[1.0, 3.0, 9.0], mask_seed=4)
+    ref = op.problems.completion(8, 2, 0.6, generator=4)
+    assert B.shared == ("rows", "cols") and torch.equal(B.problems[1].rows, ref.rows)
+    X = B.init("small", rank=3, scale=0.3, generators=[5, 6, 7])
+    for b, P in enumerate(B.problems):
+        assert torch.equal(P.values, P.M_star[P.rows, P.cols])
+        xb = (X[0][b], X[1][b])
+        assert _close(B.loss(X)[b], P.loss(xb)) and _close(B.relative_error(X)[b], P.relative_error(xb))
+    run = op.optim.run_batched(B, X, method="scaledgd", steps=5, lr=0.5, damping=1e-3)
+    assert torch.isfinite(run.loss).all()

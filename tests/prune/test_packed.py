@@ -167,3 +167,20 @@ def test_bad_arguments():
         PackedSGD(net.named_parameters(), masks, nesterov=True)
     with pytest.raises(TypeError, match="optimizer"):
         state_bytes(net)
+
+
+def test_masked_takes_a_packed_optimizer():
+    a, (x, y) = _net(), _data()
+    masks = op.prune.magnitude(a, 0.5)
+    opt = PackedAdamW(a.named_parameters(), masks, lr=1e-2)
+    with masked(a, masks, optimizer=opt) as h:
+        assert h.policy == "packed"
+        _train(a, opt, 3, x, y)
+    for n, m in masks.items():
+        assert (dict(a.named_parameters())[n][~m] == 0).all()
+    with pytest.raises(ValueError, match="other masks"):
+        masked(a, op.prune.magnitude(a, 0.75), optimizer=opt)
+    with pytest.raises(ValueError, match="'packed' is the policy"):
+        masked(a, masks, optimizer=opt, policy="grads")
+    with pytest.raises(ValueError, match="'packed' is the policy"):
+        masked(a, masks, optimizer=torch.optim.SGD(a.parameters(), lr=0.1), policy="packed")
