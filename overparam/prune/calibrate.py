@@ -153,14 +153,16 @@ def layer_sparsities(model: nn.Module, sparsity, n=None, m=None, *, targets: Spe
     """``{weight name: sparsity}`` of the target weights (None for an N:M pattern).
 
     ``overrides={spec: sparsity}`` as :func:`overparam.prune.magnitude`, except that a key equal
-    to a target's full name selects exactly that target (and wins over the other keys).
+    to a target's full name selects exactly that target (and wins over the other keys);
+    ``sparsity`` may be None when the overrides cover every target.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
         >>> layer_sparsities(net, 0.5, overrides={"1.weight": 0.25})
         {'0.weight': 0.5, '1.weight': 0.25}
     """
-    check_pattern(sparsity, n, m)
+    if not (sparsity is None and n is None and m is None and overrides is not None):
+        check_pattern(sparsity, n, m)            # (with overrides alone, they must cover every target)
     names = list(_targets(model, targets, exclude=exclude))
     if n is not None:
         if overrides is not None:
@@ -173,6 +175,9 @@ def layer_sparsities(model: nn.Module, sparsity, n=None, m=None, *, targets: Spe
         exact = {k: check_sparsity(v, f"overrides[{k!r}]") for k, v in overrides.items() if k in names}
         rest = {k: v for k, v in overrides.items() if k not in exact}
         own = {**resolve_overrides(rest, names, model=model), **exact} if rest else exact
+    uncovered = [k for k in names if k not in own]
+    if sparsity is None and uncovered:
+        raise ValueError(f"sparsity: None, and overrides do not cover {uncovered}")
     return {k: own.get(k, sparsity) for k in names}
 
 
