@@ -32,9 +32,9 @@ prune.scores.grasp_scores prune.scores.synflow_scores prune.scores.hessian_diago
 prune.scores.movement_scores prune.targets hessian.gradient hessian.HessianOperator hessian.hessian
 hessian.GGNOperator hessian.ggn hessian.blocks hessian.epsilon_sharpness testing.oracles.flat_params
 testing.oracles.outputs_of_flat testing.oracles.loss_of_flat testing.oracles.dense_hessian
-testing.hessian_oracles.dense_ggn prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner"""
+testing.hessian_oracles.dense_ggn prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner prune.collect_stats prune.wanda prune.owl"""
 VALUES = """backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict factor.unmerge_
-prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery"""
+prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery prune.calibrate prune.sparsegpt_"""
 WRAP = "factor.lowrank_ factor.hadamard_ factor.lora_ prune.apply.parametrize_masks_"
 HALF = "factor.merge_ prune.apply.unparametrize_masks_"     # the unwrap halves: checked with their wrap
 KIND = {**{q: "measure" for q in MEASURE.split()}, **{q: "values" for q in VALUES.split()},

@@ -31,7 +31,6 @@ from torch import Tensor, nn
 
 from ..backend.select import Spec
 from .calibrate import _check_deterministic, _layers, _run, calibration_batches, input_rows, weight_matrix
-from .targets import check_model
 
 __all__ = ["LayerError", "Reconstruction", "reconstruction", "plot_reconstruction"]
 
@@ -82,8 +81,9 @@ def reconstruction(dense: nn.Module, pruned: nn.Module, data, *, targets: Spec =
     Returns:
         :class:`Reconstruction`.
     """
-    check_model(dense)
-    check_model(pruned)
+    for name, mdl in (("dense", dense), ("pruned", pruned)):
+        if not isinstance(mdl, nn.Module):
+            raise TypeError(f"{name} must be an nn.Module, got {type(mdl).__name__}")
     batches = calibration_batches(data)
     for mdl in (dense, pruned):
         _check_deterministic(mdl)
