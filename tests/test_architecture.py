@@ -160,3 +160,16 @@ def test_no_file_over_400_lines(top):
     long = {str(p.relative_to(ROOT)): n for p in _sources(ROOT / top)
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"files over {MAX_LINES} lines: {long}"
+
+
+def test_test_file_basenames_are_unique():
+    """pytest imports test files by basename (no __init__.py in tests/): two with one name break collection."""
+    seen: dict[str, Path] = {}
+    dup = []
+    for p in sorted((ROOT / "tests").rglob("*.py")):
+        if p.name == "conftest.py" or p.name == "__init__.py":
+            continue
+        if p.name in seen:
+            dup.append(f"{seen[p.name].relative_to(ROOT)} and {p.relative_to(ROOT)}")
+        seen.setdefault(p.name, p)
+    assert not dup, f"test modules with one basename: {dup}"

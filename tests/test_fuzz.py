@@ -58,6 +58,12 @@ ACCEPTED = {
     ("backend.select.matches", "spec", "bad_choice"): "a predicate: a name that selects nothing is False, not an error",
     ("backend.nm.nm_ungroup", "like", "nan"): "like gives only the shape; the values come from g",
     ("backend.topk.fraction_count", "n", "zero"): "no candidates: the count is 0, a valid result",
+    **{(q, a, "nan"): "an in-place optimizer step returning None: a NaN propagates into param/state as in torch's "
+       "optimizers (checked in tests/backend/test_packed_step.py)" for q in (
+        "backend.packed_step.packed_adamw_step", "backend.packed_step.packed_sgd_step")
+       for a in ("param", "grad", "exp_avg", "exp_avg_sq", "momentum_buffer")},
+    ("optim.run_batched", "steps", "zero"): "documented: steps=0 records the initial state (loss, error) only",
+    ("backend.linalg.spd_solve_ex", "G", "nan"): "documented: a non-finite system is reported by ok=False and solves to zeros, so a batch is never contaminated",
     ("backend.topk.topk_mask", "k", "zero"): "k=0 selects nothing: an all-False mask, a valid result",
     ("backend.checks.check_floats", "tensors", "bogus_key"): "the keys are the names of the tensors to check: any name is valid",
     ("backend.checks.check_rank", "rank", "huge"): "no shape given: no upper bound (with shape and at_most_min it is refused)",

@@ -25,9 +25,10 @@ import torch.nn.functional as F
 import overparam as op
 from _fuzz_cases import SKIP, data, mlp, public_callables, valid_call
 
-MEASURE = """backend.select.select backend.select.matches factor.diagnostics.FactorMonitor factor.adapter_state_dict
+MEASURE = """backend.select.select backend.select.matches backend.layers.weights_of backend.layers.unknown_weight_layers
+backend.layers.repeated_blocks factor.diagnostics.FactorMonitor factor.adapter_state_dict
 factor.pairs scaling.shapes.infer_shapes scaling.plan prune.init.synflow prune.init.prune_at_init prune.masks.magnitude
-prune.nm.nm_masks prune.scores.magnitude_scores prune.scores.random_scores prune.scores.snip_scores
+prune.nm.nm_masks prune.nm.nm_dims prune.scores.magnitude_scores prune.scores.random_scores prune.scores.snip_scores
 prune.scores.grasp_scores prune.scores.synflow_scores prune.scores.hessian_diagonal prune.scores.obd_scores
 prune.scores.movement_scores prune.targets hessian.gradient hessian.HessianOperator hessian.hessian
 hessian.GGNOperator hessian.ggn hessian.blocks hessian.epsilon_sharpness testing.oracles.flat_params

@@ -8,6 +8,8 @@
 * :mod:`~overparam.backend.select`: the one selection language (``op.select``);
 * :mod:`~overparam.backend.topk`: the one top-k / top-fraction selection and its tie rule;
 * :mod:`~overparam.backend.nm`: N:M grouping and masks (reference, batched, Triton);
+* :mod:`~overparam.backend.layers`: the registry of layer kinds (Linear, Conv, Embedding, attention,
+  transformers' ``Conv1D``): how each stores its weight, fans, repeated blocks;
 * :mod:`~overparam.backend.checks`: the argument checks several packages share;
 * :mod:`~overparam.backend.dispatch`: the registry of routines with several implementations;
 * :mod:`~overparam.backend.dist`: ``torch.distributed`` helpers, no-ops in one process;
@@ -21,9 +23,9 @@ Example:
     [('svd', True), ('randomized', True)]
 """
 
-from . import checks, dispatch, dist, kernels, linalg, nm, random, select, topk, vec
+from . import checks, dispatch, dist, kernels, layers, linalg, nm, packed_step, random, select, softmax_ce, sparse24, topk, vec
 from .dispatch import implementations
 from .random import construction_generator, measurement_generator
 
-__all__ = ["vec", "linalg", "random", "select", "topk", "nm", "checks", "dispatch", "dist", "implementations",
+__all__ = ["vec", "linalg", "random", "select", "topk", "nm", "layers", "softmax_ce", "sparse24", "packed_step", "checks", "dispatch", "dist", "implementations",
            "construction_generator", "measurement_generator"]

@@ -25,7 +25,7 @@ from . import dispatch
 from .checks import check_float, check_floats, check_int, check_rank, check_real
 from .random import GeneratorLike, gaussian, measurement_generator
 
-__all__ = ["orthogonalize", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve",
+__all__ = ["orthogonalize", "tridiag_eigh", "tridiag_matrix", "gram_solve", "spd_solve", "spd_solve_ex",
            "NotPositiveDefiniteError", "cholesky_qr2", "SVD", "exact_svd", "randomized_svd", "top_svd"]
 
 
@@ -162,24 +162,61 @@ def spd_solve(G: Tensor, B: Tensor, *, damping: float = 0.0) -> Tensor:
         >>> spd_solve(4 * torch.eye(2, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64))[0]
         tensor([0.2500, 0.2500], dtype=torch.float64)
     """
-    check_floats({"G": G, "B": B}, nonempty=False)
-    if G.ndim < 2 or G.shape[-1] != G.shape[-2]:
-        raise ValueError(f"G must be square (..., r, r), got {tuple(G.shape)}")
-    if B.ndim < 2 or B.shape[-1] != G.shape[-1]:
-        raise ValueError(f"B must have shape (..., n, {G.shape[-1]}) to match G, got {tuple(B.shape)}")
-    check_real(damping, "damping", at_least=0.0)
-    if damping:
-        G = G + damping * torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
-    L, info = torch.linalg.cholesky_ex(G)
-    if bool((info != 0).any()):
+    X, ok = spd_solve_ex(G, B, damping=damping)
+    if not bool(ok.all()):
         if not bool(G.isfinite().all()):
             raise ValueError("G (RᵀR + λI) has NaN or inf entries")
         raise NotPositiveDefiniteError(
             f"RᵀR + λI (r = {G.shape[-1]}, λ = {damping}) is not positive definite: the factor is "
             "rank-deficient; use damping > 0 (ScaledGD(λ))"
         )
+    return X
+
+
+def spd_solve_ex(G: Tensor, B: Tensor, *, damping: float | Tensor = 0.0) -> tuple[Tensor, Tensor]:
+    """:func:`spd_solve` for a batch of independent systems that never raises on one bad system.
+
+    Args:
+        G: ``(..., r, r)`` symmetric.
+        B: ``(..., n, r)``.
+        damping: ``λ >= 0``, a number or a tensor of shape ``G.shape[:-2]`` (one per system).
+
+    Returns:
+        ``(X, ok)``: ``X (..., n, r) = B (G + λI)⁻¹`` and ``ok (...)`` (bool), False where
+        ``G + λI`` is not positive definite or not finite; ``X`` there holds zeros (never NaN, so
+        a caller masking by ``ok`` cannot spread a NaN into the good systems).
+
+    Example:
+        >>> G = torch.stack([4 * torch.eye(2), -torch.eye(2)]).double()
+        >>> X, ok = spd_solve_ex(G, torch.ones(2, 3, 2, dtype=torch.float64))
+        >>> ok.tolist(), X[0, 0].tolist(), X[1].abs().sum().item()
+        ([True, False], [0.25, 0.25], 0.0)
+    """
+    check_floats({"G": G, "B": B}, nonempty=False)
+    if G.ndim < 2 or G.shape[-1] != G.shape[-2]:
+        raise ValueError(f"G must be square (..., r, r), got {tuple(G.shape)}")
+    if B.ndim < 2 or B.shape[-1] != G.shape[-1]:
+        raise ValueError(f"B must have shape (..., n, {G.shape[-1]}) to match G, got {tuple(B.shape)}")
+    eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+    if isinstance(damping, Tensor):
+        if damping.shape != G.shape[:-2]:
+            raise ValueError(f"damping must be a number or have shape {tuple(G.shape[:-2])} (one per system), "
+                             f"got {tuple(damping.shape)}")
+        check_floats({"damping": damping}, nonempty=False)
+        if not bool((damping >= 0).all()):
+            raise ValueError("damping must be >= 0 for every system")
+        G = G + damping.to(G.dtype)[..., None, None] * eye
+    else:
+        check_real(damping, "damping", at_least=0.0)
+        if damping:
+            G = G + damping * eye
+    finite = G.isfinite().all(-1).all(-1)
+    L, info = torch.linalg.cholesky_ex(torch.where(finite[..., None, None], G, eye))
+    ok = (info == 0) & finite
+    L = torch.where(ok[..., None, None], L, eye)
     # B G⁻¹ = (G⁻¹ Bᵀ)ᵀ because G is symmetric.
-    return torch.cholesky_solve(B.mT, L).mT
+    X = torch.cholesky_solve(B.mT, L).mT
+    return torch.where(ok[..., None, None], X, torch.zeros((), dtype=X.dtype, device=X.device)), ok
 
 
 def cholesky_qr2(Y: Tensor) -> tuple[Tensor, Tensor]:

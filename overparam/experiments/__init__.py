@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 from . import harness
+from .sweep import Table, grid_points, heatmap, sweep
 
-__all__ = ["Experiment", "Context", "registry", "get", "harness"]
+__all__ = ["Experiment", "Context", "registry", "get", "harness", "sweep", "Table", "grid_points", "heatmap"]
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Adapters on a frozen base weight: LoRA, rsLoRA, PiSSA, DoRA, and ReLoRA restarts.
 
-:class:`LoRALayer` wraps a Linear, ConvNd or Embedding ``base`` (held, frozen) and adds
+:class:`LoRALayer` wraps a Linear, ConvNd, Embedding or transformers ``Conv1D`` ``base`` (held, frozen) and adds
 ``ΔW = s · up @ downᵀ`` (the weight seen as a matrix ``(rows, cols)``, see
 :mod:`~overparam.factor._layers`) with ``s = α/r`` (or ``α/√r`` with ``rslora=True``):
 
@@ -119,7 +119,7 @@ class LoRALayer(LayerWrapper):
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
     Args:
-        base: an ``nn.Linear``, ``nn.Conv1d/2d/3d`` or ``nn.Embedding``; held as ``self.base``
+        base: an ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.Embedding`` or transformers' ``Conv1D``; held as ``self.base``
             with its parameters frozen (``requires_grad=False``).
         rank: ``r >= 1`` (``<= min(rows, cols)`` for PiSSA).
         alpha: ``α`` (default ``r``, i.e. ``s = 1``). rslora: use ``α/√r``.
@@ -155,6 +155,7 @@ class LoRALayer(LayerWrapper):
     def _setup(self, base: nn.Module, opts: _Options, generator: GeneratorLike) -> None:
         super().__init__(base, residual=True)
         rows, cols = _layers.matrix_shape(base)
+        self._linear_like = _layers.layout(base).linear_like      # fused x A Bᵀ paths (Linear, Conv1D)
         self.rank, self.rslora, self.dora, self.detach_norm = opts.rank, opts.rslora, opts.dora, opts.detach_norm
         self.alpha = float(opts.rank if opts.alpha is None else opts.alpha)
         self.scaling = _scaling(self.alpha, opts.rank, opts.rslora)
@@ -165,7 +166,7 @@ class LoRALayer(LayerWrapper):
         W = base.weight
         if opts.init == "pissa":
             with torch.no_grad():
-                W2 = W.detach().view(rows, cols)
+                W2 = _layers.as_matrix(base, W.detach())          # a view: Conv1D's is the transpose
                 dec = top_svd(W2, opts.rank, method=opts.svd, niter=opts.niter, oversample=opts.oversample,
                               generator=generator)
                 s = (dec.S / self.scaling).sqrt()
@@ -177,7 +178,7 @@ class LoRALayer(LayerWrapper):
         self.lora_down = nn.Parameter(down.contiguous())
         self.lora_up = nn.Parameter(up.contiguous())
         if opts.dora:
-            self.lora_magnitude = nn.Parameter(self._row_norm(W.detach().reshape(rows, cols)))
+            self.lora_magnitude = nn.Parameter(self._row_norm(_layers.as_matrix(base, W.detach())))
         self.register_buffer("_merged_norm", None, persistent=False)
 
     # ----------------------------------------------------------------- math
@@ -187,24 +188,26 @@ class LoRALayer(LayerWrapper):
 
     def delta_weight(self) -> Tensor:
         """``s · up @ downᵀ`` in the base weight's shape."""
-        return (self.scaling * (self.lora_up @ self.lora_down.mT)).reshape(self.base.weight.shape)
+        return _layers.from_matrix(self.base, self._delta_matrix(), self.weight_shape)
+
+    def _delta_matrix(self) -> Tensor:
+        return self.scaling * (self.lora_up @ self.lora_down.mT)
 
     def update(self) -> Tensor:
-        return self.delta_weight()
+        return self._delta_matrix()
 
     def factor_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
         return [(self.lora_up, self.lora_down)]
 
     def _dora_scale(self) -> Tensor:
-        rows, cols = _layers.matrix_shape(self.base)
-        V = self.base.weight.reshape(rows, cols) + (self.scaling * self.lora_up) @ self.lora_down.mT
+        V = _layers.as_matrix(self.base, self.base.weight) + (self.scaling * self.lora_up) @ self.lora_down.mT
         norm = self._row_norm(V)
         if self.detach_norm:
             norm = norm.detach()
         return (self.lora_magnitude / norm).reshape(_layers.bias_shape(self.base))
 
     def _lora_out(self, x: Tensor) -> Tensor:
-        if isinstance(self.base, nn.Linear):
+        if self._linear_like:
             up = self.lora_up if self.scaling == 1.0 else self.lora_up * self.scaling
             return F.linear(self.lora_dropout(x) @ self.lora_down, up)
         return _layers.call(self.base, self.lora_dropout(x), self.delta_weight(), None)
@@ -214,7 +217,7 @@ class LoRALayer(LayerWrapper):
         if self.merged:
             return y
         if not self.dora:
-            if isinstance(self.base, nn.Linear):  # fused: y + s·(x A) Bᵀ in one addmm, no extra pass over y
+            if self._linear_like:  # fused: y + s·(x A) Bᵀ in one addmm, no extra pass over y
                 h = self.lora_dropout(x) @ self.lora_down
                 out = torch.addmm(y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), self.lora_up.mT,
                                   alpha=self.scaling)
@@ -228,8 +231,7 @@ class LoRALayer(LayerWrapper):
     # ---------------------------------------------------------- merge (DoRA's is not additive)
     def _dora_parts(self) -> tuple[Tensor, Tensor]:
         """``V = W + ΔW`` as ``(rows, cols)`` and its row norms."""
-        rows, cols = _layers.matrix_shape(self.base)
-        V = self.base.weight.reshape(rows, cols) + self.delta_weight().reshape(rows, cols)
+        V = _layers.as_matrix(self.base, self.base.weight) + self._delta_matrix()
         return V, self._row_norm(V)
 
     @property
@@ -238,22 +240,21 @@ class LoRALayer(LayerWrapper):
         if self.merged or not self.dora:
             return super().weight
         V, norm = self._dora_parts()
-        return (V * (self.lora_magnitude / norm)[:, None]).reshape(self.weight_shape)
+        return _layers.from_matrix(self.base, V * (self.lora_magnitude / norm)[:, None], self.weight_shape)
 
     def _merged_weight(self) -> Tensor:
         if not self.dora:
             return super()._merged_weight()
         V, norm = self._dora_parts()
         self._merged_norm = norm
-        return (V * (self.lora_magnitude / norm)[:, None]).reshape(self.weight_shape)
+        return _layers.from_matrix(self.base, V * (self.lora_magnitude / norm)[:, None], self.weight_shape)
 
     def _unmerged_weight(self) -> Tensor:
         if not self.dora:
             return super()._unmerged_weight()
-        rows, cols = _layers.matrix_shape(self.base)
-        V = self.base.weight.reshape(rows, cols) * (self._merged_norm / self.lora_magnitude)[:, None]
+        V = _layers.as_matrix(self.base, self.base.weight) * (self._merged_norm / self.lora_magnitude)[:, None]
         self._merged_norm = None
-        return V.reshape(self.weight_shape) - self.delta_weight()
+        return _layers.from_matrix(self.base, V - self._delta_matrix(), self.weight_shape)
 
     @torch.no_grad()
     def restart_(self, *, init: str = "kaiming", generator: GeneratorLike = None) -> None:

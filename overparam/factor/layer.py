@@ -5,7 +5,7 @@ low-rank, Hadamard, LoHa/LoKr and sparse+low-rank weight modules;
 :class:`~overparam.factor.adapters.LoRALayer` for LoRA/rsLoRA/PiSSA/DoRA/ReLoRA). Its protocol,
 which :mod:`~overparam.factor.wrap` and :func:`~overparam.factor.pairs` rely on and nothing else:
 
-* ``base``: the wrapped ``nn.Linear``/``ConvNd``/``Embedding``; ``residual``: ``False`` for a
+* ``base``: the wrapped ``nn.Linear``/``ConvNd``/``Embedding``/transformers ``Conv1D``; ``residual``: ``False`` for a
   re-parameterization (``W = update()``, ``base.weight`` removed), ``True`` for an adapter
   (``W = base.weight + update()``, ``base.weight`` kept and frozen);
 * :meth:`~LayerWrapper.update` (the one method a subclass must define) and the dense ``weight``;
@@ -47,7 +47,7 @@ class LayerWrapper(nn.Module):
     already validated, then freezes what it freezes, and defines :meth:`update`.
 
     Args:
-        base: an ``nn.Linear``, ``nn.Conv1d/2d/3d`` or ``nn.Embedding``.
+        base: an ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.Embedding`` or transformers' ``Conv1D``.
         residual: ``False``: the wrapper replaces ``base.weight`` (which is removed);
             ``True``: it adds an update to ``base.weight`` (kept, frozen by the subclass).
     """
@@ -64,17 +64,22 @@ class LayerWrapper(nn.Module):
 
     def update(self) -> Tensor:
         """The re-parameterized weight (``residual=False``) or the additive update ``ΔW``
-        (``residual=True``), as a ``(rows, cols)`` matrix or in the weight's own shape."""
+        (``residual=True``), as the ``(rows, cols)`` matrix of the computation or (not for a
+        transposed layout such as transformers' ``Conv1D``) in the weight's own shape."""
         raise NotImplementedError
 
     @property
     def weight(self) -> Tensor:
         """The dense weight in the base layer's shape."""
         if not self.residual:
-            return self.update().reshape(self.weight_shape)
+            return self._dense_update()
         if self.merged:
             return self.base.weight
-        return self.base.weight + self.update().reshape(self.weight_shape)
+        return self.base.weight + self._dense_update()
+
+    def _dense_update(self) -> Tensor:
+        """:meth:`update` in the stored weight's shape (a matrix goes back through the layout)."""
+        return _layers.from_matrix(self.base, self.update(), self.weight_shape)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
@@ -83,10 +88,10 @@ class LayerWrapper(nn.Module):
 
     # ------------------------------------------------------------- merge protocol
     def _merged_weight(self) -> Tensor:
-        return self.base.weight + self.update().reshape(self.weight_shape)
+        return self.base.weight + self._dense_update()
 
     def _unmerged_weight(self) -> Tensor:
-        return self.base.weight - self.update().reshape(self.weight_shape)
+        return self.base.weight - self._dense_update()
 
     @torch.no_grad()
     def merge_(self) -> LayerWrapper:
@@ -118,7 +123,7 @@ class LayerWrapper(nn.Module):
             if not self.merged:
                 self.merge_()
         else:
-            base.weight = nn.Parameter(self.weight.detach().clone())
+            base.weight = nn.Parameter(self.weight.detach().clone(memory_format=torch.contiguous_format))
         params = base._parameters
         ordered = [(k, params.pop(k)) for k in self._base_order if k in params]
         rest = list(params.items())
@@ -145,11 +150,11 @@ class FactorizedLayer(LayerWrapper):
     """A base layer whose weight is produced by a weight module ``param`` (``param()``).
 
     Args:
-        base: Linear, ConvNd or Embedding.
+        base: Linear, ConvNd, Embedding or transformers' ``Conv1D``.
         param: a module whose ``forward()`` returns the weight as a ``(rows, cols)`` matrix or
-            in the weight's own shape (:class:`~overparam.factor.LowRank`,
+            (not for ``Conv1D``, stored transposed) in the weight's own shape (:class:`~overparam.factor.LowRank`,
             :class:`~overparam.factor.Hadamard`, :class:`~overparam.factor.SparseLowRank`, ...).
-            A ``param`` with a ``linear(x, bias)`` method computes a Linear base's output itself
+            A ``param`` with a ``linear(x, bias)`` method computes a Linear-like base's output itself
             (:class:`~overparam.factor.LowRank`: ``(x R) Lᵀ``, never forming ``W``).
         residual: ``False``: ``W = param()`` and ``base.weight`` is removed from the base layer;
             ``True``: ``W = base.weight + param()`` with ``base.weight`` kept and frozen (adapter).
@@ -176,6 +181,6 @@ class FactorizedLayer(LayerWrapper):
         return self.param()
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.residual and isinstance(self.base, nn.Linear) and hasattr(self.param, "linear"):
+        if not self.residual and _layers.layout(self.base).linear_like and hasattr(self.param, "linear"):
             return self.param.linear(x, self.base.bias)
         return super().forward(x)

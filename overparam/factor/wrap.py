@@ -13,9 +13,13 @@ protocol. Targets are a selection spec (:func:`overparam.backend.select.select`)
 dotted suffix (``"fc"``), a glob (``"blocks.*.attn.*"``), a module type, a predicate
 ``fn(name, module)``, or a list of these, minus ``exclude=``; ``None`` (the default) selects
 every supported layer. A name of a container (``"blocks.0"``) selects the supported layers inside
-it. Only ``nn.Linear``, ``nn.Conv1d/2d/3d`` and ``nn.Embedding`` are wrapped. An item selecting
+it. Only ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.Embedding`` and transformers' ``Conv1D`` (GPT-2;
+stored ``(in, out)``, every update merged back into that transposed storage) are wrapped — the
+kinds of :mod:`overparam.backend.layers` registered with ``factor=True``. An item selecting
 no supported layer, or a selected layer that is already wrapped, is a ``ValueError`` naming
-``targets``. Every selected layer is checked before any is changed (all or nothing).
+``targets``, and so is a layer whose weight is tied to another module's (GPT-2's ``lm_head``
+and ``transformer.wte``: a merge would change the other owner too). Every selected layer is
+checked before any is changed (all or nothing).
 
 Example:
     >>> import torch
@@ -50,12 +54,12 @@ from .lowrank import LowRank
 
 __all__ = ["lowrank_", "hadamard_", "lora_", "merge_", "unmerge_", "adapter_state_dict", "load_adapter_state_dict"]
 
-_WHAT = "Linear, ConvNd or Embedding layer"
+_WHAT = "Linear, ConvNd, Embedding or Conv1D layer"
 
 
 def _targets(model: nn.Module, targets: Spec, exclude: Spec) -> dict[str, nn.Module]:
     """The supported layers ``targets`` selects, none of them inside a wrapper."""
-    chosen = select(model, targets, exclude=exclude, types=_layers.SUPPORTED, argname="targets", what=_WHAT)
+    chosen = select(model, targets, exclude=exclude, types=_layers.supported_types(), argname="targets", what=_WHAT)
     wrappers = [n for n, m in model.named_modules() if isinstance(m, LayerWrapper)]
     for name in chosen:
         if name == "":
@@ -64,7 +68,24 @@ def _targets(model: nn.Module, targets: Spec, exclude: Spec) -> dict[str, nn.Mod
         for w in wrappers:
             if w == "" or name.startswith(w + "."):
                 raise ValueError(f"targets: layer {w!r} is already wrapped; merge_ it before wrapping it again")
+    _check_untied(model, chosen)
     return chosen
+
+
+def _check_untied(model: nn.Module, chosen: dict[str, nn.Module]) -> None:
+    """A weight tied to another module (GPT-2's ``lm_head`` and ``transformer.wte``) cannot be
+    wrapped: a merge would write the update into the other owner too, an unwrap would untie them."""
+    holders: dict[int, list[tuple[str, nn.Module]]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        for p in m._parameters.values():
+            if p is not None:
+                holders.setdefault(id(p), []).append((n, m))
+    for name, base in chosen.items():
+        w = base._parameters.get("weight")
+        others = [n for n, m in holders.get(id(w), []) if m is not base]
+        if w is not None and others:
+            raise ValueError(f"targets: layer {name!r} shares its weight with {others} (tied weights); wrapping "
+                             f"it would change or untie them: exclude= it, or untie the weights first")
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -112,8 +133,8 @@ def lowrank_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec
     g = construction_generator(generator)
 
     def prepare(name, base):
-        rows, cols = _layers.matrix_shape(base)
-        W = base.weight.detach().reshape(rows, cols)
+        W = _layers.as_matrix(base, base.weight.detach())
+        rows, cols = W.shape
         if symmetric and rows != cols:
             raise ValueError(f"symmetric: the weight is not square ({rows}, {cols})")
         return LowRank((rows, cols), rank, init=init, scale=scale, symmetric=symmetric, weight=W, generator=g,
@@ -160,6 +181,8 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
 
     def prepare(name, base):
         W = base.weight.detach()
+        if _layers.layout(base).transposed:            # element-wise on the (rows, cols) matrix
+            W = _layers.as_matrix(base, W)
         if kind == "product":
             return Hadamard(W.shape, depth=depth, weight=W)
         if kind == "difference":

@@ -10,13 +10,15 @@ factors ``X`` (``X @ X.T``), e.g. from ``op.factor.pairs(model)``:
 * :class:`ScaledSGD`: minibatch ScaledGD with incrementally maintained Gram matrices;
 * :func:`rpca_scaledgd`: robust PCA by ScaledGD with hard-thresholded outliers.
 
-:class:`SubGM` is the plain subgradient method over any parameters. Step rules:
+:class:`SubGM` is the plain subgradient method over any parameters. :func:`run_batched` runs
+GD / ScaledGD(λ) / PrecGD / SubGM on many problem instances at once (a leading batch dimension). Step rules:
 :func:`constant`, :func:`geometric`, :func:`polyak`. A NaN/inf gradient is not looked for by
 default (it propagates, as in torch's optimizers); ``check_finite=True`` on any of them raises
 :class:`NonFiniteGradientError` naming the parameter before anything changes. See docs/optim.md.
 """
 
 from ._finite import NonFiniteGradientError
+from .run_batched import BATCHED_METHODS, BatchedRun, run_batched
 from ._pairs import PairOptimizer, as_pair
 from .precgd import PrecGD
 from .rpca import RPCAResult, hard_threshold, rpca_scaledgd, sparsify
@@ -30,4 +32,5 @@ __all__ = [
     "ScaledGD", "PrecGD", "ScaledSM", "ScaledSGD", "SubGM", "rpca_scaledgd", "RPCAResult", "sparsify",
     "hard_threshold", "PairOptimizer", "as_pair", "StepRule", "StepInfo", "Constant", "Geometric", "Polyak",
     "constant", "geometric", "polyak", "as_rule", "NonFiniteGradientError",
+    "run_batched", "BatchedRun", "BATCHED_METHODS",
 ]

@@ -6,12 +6,14 @@
 * :func:`robust_pca`: low rank plus sparse outliers;
 * :func:`deep_linear`: deep linear (ℓ_p) regression;
 * :func:`teacher_student`: a two-layer teacher-student network;
-* :class:`LiftedSensing`: symmetric sensing lifted to tensors (Ma et al. 2023).
+* :class:`LiftedSensing`: symmetric sensing lifted to tensors (Ma et al. 2023);
+* :class:`Batched`: many instances of one problem as one tensor program (:func:`shared_sensing`).
 
 Each has ``loss``, ``relative_error``, its ground truth and ``init(kind, scale=, rank=)``
 (``"small"`` random or ``"spectral"``).
 """
 
+from .batched import Batched, shared_sensing
 from .completion import MatrixCompletion, completion
 from .deep_linear import DeepLinearRegression, deep_linear
 from .lifted import LiftedSensing
@@ -24,4 +26,5 @@ __all__ = [
     "MatrixCompletion", "completion", "RobustPCA", "robust_pca", "DeepLinearRegression", "deep_linear",
     "LiftedSensing",
     "TeacherStudent", "teacher_student",
+    "Batched", "shared_sensing",
 ]

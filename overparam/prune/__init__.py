@@ -21,6 +21,7 @@ from .init import prune_at_init, synflow
 from .learned import EdgePopup, LearnableNM, nm_patterns
 from .lottery import Round, Ticket, lottery  # the function shadows the module name (import from .lottery)
 from .masks import magnitude, n_pruned, prune_smallest, unstructured
+from .packed import PackedAdamW, PackedOptimizer, PackedSGD, state_bytes
 from .nm import is_nm, nm_mask, nm_masks, transposable_nm_mask
 from .schedules import GradualPruner, cubic, exponential, iterative, one_shot
 from .scores import (Movement, grasp_scores, hessian_diagonal, magnitude_scores, movement_scores, obd_scores,
@@ -44,6 +45,7 @@ __all__ = [
     "random_scores", "snip_scores", "synflow_scores",
     "Masks", "kept_fraction", "targets", "compress", "decompress", "is_semi_structured", "to_semi_structured", "validate",
     "block_mask", "ln_structured",
+    "PackedOptimizer", "PackedSGD", "PackedAdamW", "state_bytes",
     "LayerStats", "PrunedMatrix", "calibrate", "collect_stats", "sparsegpt_", "sparsegpt_matrix",
     "wanda", "wanda_mask", "wanda_scores", "owl", "owl_sparsities",
     "LayerError", "Reconstruction", "reconstruction", "plot_reconstruction",

@@ -37,7 +37,7 @@ Example:
     >>> import torch
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
     >>> stats = collect_stats(net, (torch.randn(32, 4), None))
-    >>> stats["0"].gram.shape, stats["2"].rows
+    >>> stats["0.weight"].gram.shape, stats["2.weight"].rows
     (torch.Size([4, 4]), 32)
 """
 
@@ -51,46 +51,49 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..backend.layers import Layout, kind_of, layout_of, repeated_blocks, weights_of
 from ..backend.nm import check_nm
 from ..backend.select import Spec, select
 from .masks import check_sparsity
-from .targets import DEFAULT_TYPES, Masks, check_model, resolve_overrides
+from .targets import Masks, check_model, resolve_overrides
 from .targets import targets as _targets
 
 __all__ = ["LayerStats", "PrunedMatrix", "collect_stats", "calibrate", "weight_matrix", "input_rows", "check_pattern",
-           "layer_sparsities", "block_of"]
+           "layer_sparsities", "block_of", "module_name"]
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-# ---------------------------------------------------------------- matrix layout (the one place)
-def _check_layer(module: nn.Module, name: str) -> None:
-    if not isinstance(module, DEFAULT_TYPES):
-        raise TypeError(f"targets: {name!r} is a {type(module).__name__}; calibration prunes Linear and Conv1d/2d/3d")
-    if isinstance(module, _CONVS) and module.groups != 1:
+# ---------------------------------------------------------------- matrix layout
+def _layout(module: nn.Module, name: str = "") -> Layout:
+    """The registered layout of ``module.weight``, refusing the kinds calibration cannot prune."""
+    kind, lay = kind_of(module), layout_of(module, "weight")
+    if lay is None or not (lay.linear_like or kind.name == "conv"):
+        raise TypeError(f"targets: {name!r} is a {type(module).__name__}; calibration prunes Linear, Conv1d/2d/3d "
+                        "and Conv1D (GPT-2) layers")
+    if not lay.linear_like and module.groups != 1:
         raise ValueError(f"targets: {name!r} is a grouped convolution (groups={module.groups}); only groups=1 "
                          "is supported")
+    return lay
 
 
 def weight_matrix(module: nn.Module) -> Tensor:
-    """The layer's weight as a matrix ``(out, d)`` (a view or copy; see the module docstring).
+    """The layer's weight as a matrix ``(out, d)``: the registry's ``as_matrix``
+    (:mod:`overparam.backend.layers`), with a convolution's columns ordered (kernel position,
+    channel) so that consecutive columns are consecutive input channels.
 
     Example:
         >>> weight_matrix(torch.nn.Conv2d(3, 5, 2)).shape
         torch.Size([5, 12])
     """
-    _check_layer(module, type(module).__name__)
-    w = module.weight.detach()
-    return w if w.ndim == 2 else einops.rearrange(w, "o c ... -> o (... c)")
+    lay = _layout(module, type(module).__name__)
+    M = lay.as_matrix(module.weight.detach())
+    return M if lay.linear_like else einops.rearrange(M, "o (c k) -> o (k c)", c=module.weight.shape[1])
 
 
 def _matrix_to_weight(module: nn.Module, M: Tensor) -> Tensor:
-    """A matrix ``(out, d)`` (weights or a mask) back in the weight's shape (the inverse of :func:`weight_matrix`)."""
-    shape = module.weight.shape
-    if len(shape) == 2:
-        return M
-    k = dict(zip("xyz", shape[2:]))
-    return einops.rearrange(M, f"o ({' '.join(k)} c) -> o c {' '.join(k)}", c=shape[1], **k)
+    """A matrix ``(out, d)`` (weights or a mask) in the weight's stored shape (the inverse of :func:`weight_matrix`)."""
+    lay = _layout(module)
+    if not lay.linear_like:
+        M = einops.rearrange(M, "o (k c) -> o (c k)", c=module.weight.shape[1])
+    return lay.from_matrix(M, module.weight)
 
 
 def _set_weight_matrix_(module: nn.Module, W: Tensor) -> None:
@@ -110,10 +113,12 @@ def input_rows(module: nn.Module, x: Tensor) -> Tensor:
         >>> torch.allclose(y.reshape(4, 5, 3).transpose(1, 2), conv(x), atol=1e-6)
         True
     """
-    if isinstance(module, nn.Linear):
-        if x.ndim < 1 or x.shape[-1] != module.in_features:
-            raise ValueError(f"x has shape {tuple(x.shape)}; the layer needs (..., {module.in_features})")
-        return x.reshape(-1, module.in_features)
+    lay = _layout(module, type(module).__name__)
+    if lay.linear_like:
+        d = module.weight.shape[lay.in_dim]
+        if x.ndim < 1 or x.shape[-1] != d:
+            raise ValueError(f"x has shape {tuple(x.shape)}; the layer needs (..., {d})")
+        return x.reshape(-1, d)
     nd = module.weight.ndim - 2
     if x.ndim == nd + 1:
         x = x.unsqueeze(0)
@@ -298,13 +303,16 @@ def _stat_hooks(layers: dict[str, nn.Module], stats: dict[str, LayerStats], gram
 
 
 def _layers(model, targets, exclude) -> dict[str, nn.Module]:
-    params = _targets(model, targets, exclude=exclude)
-    mods = dict(model.named_modules())
+    """``{weight name: layer}`` of the target weights (each the ``weight`` of a supported layer)."""
+    registered = weights_of(model)
     out = {}
-    for pname in params:
-        mname = pname.rsplit(".", 1)[0] if "." in pname else ""
-        _check_layer(mods[mname], mname)
-        out[mname] = mods[mname]
+    for pname in _targets(model, targets, exclude=exclude):
+        lw = registered[pname]
+        if lw.param_name != "weight":
+            raise TypeError(f"targets: {pname!r} is not a layer's weight; calibration prunes Linear, Conv1d/2d/3d "
+                            "and Conv1D weights")
+        _layout(lw.module, lw.module_name)
+        out[pname] = lw.module
     return out
 
 
@@ -320,11 +328,11 @@ def collect_stats(model: nn.Module, data, *, targets: Spec = None, exclude: Spec
         dtype: accumulation dtype (float64 or float32).
 
     Returns:
-        ``{layer name: LayerStats}`` in model order.
+        ``{weight name: LayerStats}`` in model order.
 
     Example:
         >>> net = torch.nn.Linear(3, 2)
-        >>> s = collect_stats(net, (torch.ones(4, 3), None), gram=False)[""]
+        >>> s = collect_stats(net, (torch.ones(4, 3), None), gram=False)["weight"]
         >>> s.norms.tolist(), s.gram, s.rows
         ([2.0, 2.0, 2.0], None, 4)
     """
@@ -350,21 +358,35 @@ def _check_all_ran(layers, stats) -> None:
         raise ValueError(f"targets: layers {missing} never ran in model(inputs) on the calibration data")
 
 
-def block_of(model: nn.Module, layers, blocks: Spec) -> dict[str, str]:
-    """``{layer name: the outermost block (of the spec ``blocks``) containing it, or the layer itself}``.
+def block_of(model: nn.Module, weights, blocks: Spec) -> dict[str, str]:
+    """``{weight name: the outermost block (of the spec ``blocks``) containing its layer, or the layer}``.
+
+    ``blocks=None``: the model's repeated blocks (:func:`overparam.backend.layers.repeated_blocks`:
+    GPT-2 ``transformer.h``, LLaMA ``model.layers``, any ModuleList of same-class blocks) if it
+    has some, else every layer alone.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2)), torch.nn.Linear(2, 2))
-        >>> block_of(net, ["0.0", "1"], "0")
-        {'0.0': '0', '1': '1'}
+        >>> block_of(net, ["0.0.weight", "1.weight"], "0")
+        {'0.0.weight': '0', '1.weight': '1'}
     """
-    chosen = []
-    if blocks is not None:
+    chosen: list[str] = []
+    if blocks is None:
+        try:
+            name, container = repeated_blocks(model)
+            chosen = [f"{name}.{c}" if name else c for c, _ in container.named_children()]
+        except ValueError:
+            pass
+    else:
         sel = [n for n in select(model, blocks, kind="modules", argname="blocks") if n]
         chosen = [n for n in sel if not any(n.startswith(p + ".") for p in sel if p != n)]
         if not chosen:
             raise ValueError(f"blocks: {blocks!r} selects no submodule of the model")
-    return {ln: next((b for b in chosen if ln == b or ln.startswith(b + ".")), ln) for ln in layers}
+    out = {}
+    for w in weights:
+        layer = module_name(w)
+        out[w] = next((b for b in chosen if layer == b or layer.startswith(b + ".")), layer)
+    return out
 
 
 def _groups(model: nn.Module, layers: dict[str, nn.Module], blocks: Spec, batches: list) -> list[tuple[nn.Module, list[str]]]:
@@ -395,8 +417,8 @@ def calibrate(model: nn.Module, data, rule: Callable[[str, Tensor, LayerStats], 
         rule: ``rule(weight name, W (out, d) float copy in dtype, stats) -> PrunedMatrix``: the
             new weight matrix and its keep-mask, both ``(out, d)``.
         targets, exclude: which layers (as :func:`overparam.prune.targets`; Linear and Conv).
-        blocks: a spec of the blocks run as units (see the module docstring), or None (each
-            target layer is its own group).
+        blocks: a spec of the blocks run as units (see the module docstring), or None: the
+            model's repeated blocks if it has some (:func:`block_of`), else each layer alone.
         sequential: fit each group on the outputs of the already pruned groups (True) or of the
             dense model (False).
         gram: collect Gram matrices (False: only squared norms, enough for Wanda).
@@ -447,16 +469,17 @@ def calibrate(model: nn.Module, data, rule: Callable[[str, Tensor, LayerStats], 
         for n, m in layers.items():
             with torch.no_grad():
                 m.weight.copy_(original[n])
-    return {_weight_name(n): masks[n] for n in layers}
+    return {n: masks[n] for n in layers}
 
 
-def _weight_name(layer: str) -> str:
-    return f"{layer}.weight" if layer else "weight"
+def module_name(weight_name: str) -> str:
+    """The layer that holds a target weight: ``"blocks.0.fc.weight"`` → ``"blocks.0.fc"`` (``"weight"`` → ``""``)."""
+    return weight_name[: -len(".weight")] if weight_name.endswith(".weight") else ""
 
 
 def _prune_layer(name: str, mod: nn.Module, rule, stats: LayerStats, dtype) -> Tensor:
     W = weight_matrix(mod).to(dtype).clone()
-    out = rule(_weight_name(name), W, stats)
+    out = rule(name, W, stats)
     if not isinstance(out, PrunedMatrix) or out.weight.shape != W.shape or out.mask.shape != W.shape:
         raise TypeError(f"rule must return a PrunedMatrix of two {tuple(W.shape)} tensors for layer {name!r}")
     _set_weight_matrix_(mod, out.weight * out.mask)

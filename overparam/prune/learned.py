@@ -31,10 +31,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..backend.checks import check_real
+from ..backend.layers import weights_of
 from ..backend.nm import check_nm, nm_groups, nm_ungroup
 from ..backend.random import GeneratorLike, construction_generator, uniform
 from .masks import check_scope, check_sparsity, unstructured
 from ..backend.select import Spec
+from .nm import nm_dims
 from .targets import Masks
 from .targets import targets as _targets
 
@@ -62,11 +64,11 @@ class EdgePopup(nn.Module):
         self.scope = check_scope(scope)
         g = construction_generator(generator)
         self._names = list(_targets(model, targets, exclude=exclude))
-        params = dict(model.named_parameters())
+        params, ws = dict(model.named_parameters()), weights_of(model)
         init = []
         for k in self._names:
             w = params[k]
-            bound = (6.0 / w[0].numel()) ** 0.5 if w.dim() > 1 else 1.0
+            bound = (6.0 * w.shape[ws[k].layout.out_dim] / w.numel()) ** 0.5 if w.dim() > 1 else 1.0  # 1/fan-in
             init.append(nn.Parameter((uniform(w.shape, low=-1.0, high=1.0, generator=g, dtype=torch.float64) * bound)
                                      .to(dtype=w.dtype, device=w.device)))
         self.scores = nn.ParameterList(init)
@@ -134,14 +136,14 @@ class LearnableNM(nn.Module):
         self.model, self.n, self.m, self.tau, self.scale, self.hard = model, n, m, tau, scale, hard
         self._gen = None if generator is None else construction_generator(generator)  # None: the default, per sample
         self._names = list(_targets(model, targets, exclude=exclude))
-        params = dict(model.named_parameters())
+        params, self._dims = dict(model.named_parameters()), nm_dims(model, self._names)
         pats = nm_patterns(n, m)
         if len(pats) > 12870:
             raise ValueError(f"C({m}, {n}) = {len(pats)} candidate patterns is too many")
         self.register_buffer("patterns", pats, persistent=False)
         logits = []
         for k in self._names:
-            g = nm_groups(params[k].detach(), m)  # (G, m); raises if not divisible
+            g = nm_groups(params[k].detach(), m, self._dims[k])  # (G, m); raises if not divisible
             if prior == "magnitude":
                 v = g.abs().double() @ pats.double().T
                 v = (v - v.mean(1, keepdim=True)) / (v.std(1, keepdim=True) + 1e-12) * prior_strength
@@ -159,7 +161,7 @@ class LearnableNM(nn.Module):
         params = dict(self.model.named_parameters())
         out = {}
         for k, lg in zip(self._names, self.logits):
-            out[k] = nm_ungroup(self.patterns[lg.detach().argmax(1)], params[k], 1)
+            out[k] = nm_ungroup(self.patterns[lg.detach().argmax(1)], params[k], self._dims[k])
         return out
 
     def soft_masks(self) -> dict[str, Tensor]:
@@ -174,7 +176,7 @@ class LearnableNM(nn.Module):
             y = F.softmax((lg * self.scale + gumbel) / self.tau, dim=1)
             if self.hard:
                 y = F.one_hot(y.argmax(1), y.shape[1]).to(y.dtype) + y - y.detach()
-            out[k] = nm_ungroup(y @ pf, params[k], 1).to(params[k].dtype)
+            out[k] = nm_ungroup(y @ pf, params[k], self._dims[k]).to(params[k].dtype)
         return out
 
     def forward(self, *args, **kwargs):

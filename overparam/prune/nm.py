@@ -2,8 +2,10 @@
 
 For ``nn.Linear`` weights ``(out, in)`` the groups run along ``in``; for convolution weights
 ``(out, in, *kernel)`` along the input channels ``in`` at each (output channel, kernel
-position), the layout sparse tensor cores use after the implicit-GEMM reshape. The input
-dimension must be divisible by M: nothing is padded.
+position), the layout sparse tensor cores use after the implicit-GEMM reshape; for
+transformers' ``Conv1D`` weights, stored ``(in, out)``, along storage dim 0 — the input of the
+computation, not of the storage (:func:`nm_dims` gives the dim of each weight, from
+:mod:`overparam.backend.layers`). The input dimension must be divisible by M: nothing is padded.
 
 Ties are broken deterministically: among equal scores the earlier position in the group is
 kept. :func:`nm_mask`, :func:`nm_groups` and :func:`check_nm` are those of
@@ -25,12 +27,16 @@ import einops
 import torch
 from torch import Tensor, nn
 
+from collections.abc import Mapping
+
+from ..backend.layers import weights_of
 from ..backend.nm import check_nm, grouped_dim, nm_groups, nm_mask
 from ..backend.select import Spec
-from .targets import Masks
+from .targets import Masks, check_model
 from .targets import targets as _targets
 
-__all__ = ["check_nm", "nm_groups", "nm_mask", "is_nm", "nm_masks", "transposable_nm_mask", "transposable_patterns"]
+__all__ = ["check_nm", "nm_groups", "nm_mask", "is_nm", "nm_masks", "nm_dims", "transposable_nm_mask",
+           "transposable_patterns"]
 
 
 def is_nm(mask: Tensor, n: int, m: int, *, dim: int | None = None, exact: bool = True) -> bool:
@@ -46,11 +52,16 @@ def is_nm(mask: Tensor, n: int, m: int, *, dim: int | None = None, exact: bool =
 def nm_masks(model: nn.Module, n: int, m: int, *, targets: Spec = None, exclude: Spec = None,
              scores: dict[str, Tensor] | None = None, impl: str | None = None) -> Masks:
     """N:M masks for the model's prunable weights (``targets``/``exclude`` as in
-    :func:`~overparam.prune.targets.targets`), by magnitude unless ``scores`` are given.
+    :func:`~overparam.prune.targets.targets`), by magnitude unless ``scores`` are given; the
+    groups of each weight run along the input dimension of its computation (:func:`nm_dims`).
 
     Args:
         scores: name → score tensor for exactly the selected weights (a missing or an extra
             name raises ``ValueError`` naming ``scores``).
+
+    Raises:
+        ValueError: a selected weight's input dimension is not divisible by ``m`` (the message
+            names the parameter: exclude it, e.g. a ViT's 3-channel patch convolution).
 
     Example:
         >>> net = torch.nn.Conv2d(8, 4, 3)
@@ -68,7 +79,35 @@ def nm_masks(model: nn.Module, n: int, m: int, *, targets: Spec = None, exclude:
             raise ValueError(f"scores must hold exactly the selected weights {list(params)}: "
                              f"unknown {extra}, missing {missing}")
         src = scores
-    return {k: nm_mask(src[k], n, m, impl=impl) for k in params}
+    dims = nm_dims(model, list(params))
+    out = {}
+    for k in params:
+        try:
+            out[k] = nm_mask(src[k], n, m, dim=dims[k], impl=impl)
+        except ValueError as err:
+            raise ValueError(f"{k}: {err}; leave it out with exclude={k!r}") from None
+    return out
+
+
+def nm_dims(model: nn.Module, masks: Mapping[str, Tensor] | list[str]) -> dict[str, int]:
+    """``{name: dim}``: the storage dimension of each masked weight along which N:M groups run
+    (the computation's input features: 1 for Linear/Conv, 0 for transformers' ``Conv1D``).
+
+    Raises:
+        ValueError: a name of ``masks`` is no registered weight of ``model``.
+
+    Example:
+        >>> nm_dims(torch.nn.Linear(8, 2), {"weight": torch.ones(2, 8, dtype=torch.bool)})
+        {'weight': 1}
+    """
+    check_model(model)
+    if not isinstance(masks, (Mapping, list, tuple)):
+        raise TypeError(f"masks must be a dict name -> tensor (or a list of names), got {type(masks).__name__}")
+    ws = weights_of(model)
+    bad = [k for k in masks if k not in ws]
+    if bad:
+        raise ValueError(f"masks: {bad} name no weight of a registered layer of the model")
+    return {k: ws[k].layout.in_dim for k in masks}
 
 
 # ---------------------------------------------------------------- transposable N:M

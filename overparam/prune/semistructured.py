@@ -13,6 +13,11 @@ metadata before the CUTLASS interleave. A quad with fewer than 2 non-zeros store
 its first free positions; :func:`decompress` is the bit-exact inverse on validated input
 (a ``-0.0`` at a position that is not stored comes back as ``+0.0``).
 
+These functions take the weight as the computation's matrix ``(out, in)``: an ``nn.Linear``
+weight as it is, a transformers ``Conv1D`` weight (stored ``(in, out)``, whose N:M masks from
+:func:`~overparam.prune.nm.nm_masks` run along storage dim 0) as
+``overparam.backend.layers.layout_of(module).as_matrix(weight)``, i.e. ``weight.T``.
+
 Example:
     >>> import torch
     >>> w = torch.tensor([[0., 1.5, 0., -2., 3., 0., 0., 0.] * 2])
@@ -27,6 +32,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from ..backend.sparse24 import compress_24, decompress_24
 
 __all__ = ["pattern_for", "validate", "is_semi_structured", "compress", "decompress", "to_semi_structured"]
 
@@ -82,55 +89,25 @@ def validate(w: Tensor, *, pattern: tuple[int, int] | None = None) -> None:
 
 
 def compress(w: Tensor) -> tuple[Tensor, Tensor]:
-    """2:4 compress a validated 2-D ``(rows, cols)`` tensor, ``cols % 16 == 0``.
+    """2:4 compress a validated 2-D ``(rows, cols)`` tensor, ``cols % 16 == 0``
+    (:func:`overparam.backend.sparse24.compress_24` after :func:`validate`).
 
     Returns:
         ``values (rows, cols/2)`` with ``w``'s dtype and ``meta (rows, cols/16)`` int16.
     """
     validate(w, pattern=(2, 4))
-    rows, cols = w.shape
-    if cols % 16:
-        raise ValueError(f"compress needs cols divisible by 16, got {cols}")
-    q = w.reshape(rows, cols // 4, 4)
-    nz = q != 0
-    # positions of the 2 kept entries: non-zeros first, then the earliest zeros, in position order
-    key = (~nz).to(torch.int64) * 4 + torch.arange(4, device=w.device)
-    idx = torch.sort(torch.topk(key, 2, dim=-1, largest=False).indices, dim=-1).values  # (rows, cols/4, 2)
-    values = torch.gather(q, -1, idx).reshape(rows, cols // 2)
-    code = (idx[..., 0] | (idx[..., 1] << 2)).reshape(rows, cols // 16, 4)
-    packed = code[..., 0] | (code[..., 1] << 4) | (code[..., 2] << 8) | (code[..., 3] << 12)
-    meta = torch.where(packed >= 2**15, packed - 2**16, packed).to(torch.int16)  # the same 16 bits, signed
-    return values, meta
+    return compress_24(w)
 
 
 def decompress(values: Tensor, meta: Tensor, cols: int) -> Tensor:
-    """Inverse of :func:`compress`: the dense ``(rows, cols)`` tensor.
+    """Inverse of :func:`compress`: the dense ``(rows, cols)`` tensor
+    (:func:`overparam.backend.sparse24.decompress_24`).
 
     Args:
         values: ``(rows, cols/2)``; meta: ``(rows, cols/16)`` int16; cols: the dense width, a
             positive multiple of 16 that must agree with both shapes.
     """
-    if isinstance(cols, bool) or not isinstance(cols, int) or cols < 16 or cols % 16:
-        raise ValueError(f"cols must be a positive multiple of 16, got {cols!r}")
-    for name, x in (("values", values), ("meta", meta)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if values.dim() != 2 or meta.dim() != 2:
-        raise ValueError(f"values and meta must be 2-D, got {tuple(values.shape)} and {tuple(meta.shape)}")
-    rows = values.shape[0]
-    if meta.dtype != torch.int16:
-        raise TypeError(f"meta must be int16, got {meta.dtype}")
-    if values.shape[1] != cols // 2 or meta.shape != (rows, cols // 16):
-        raise ValueError(f"cols={cols} does not match values {tuple(values.shape)} and meta {tuple(meta.shape)}: "
-                         f"cols = 2 × values.shape[1] = {2 * values.shape[1]} and 16 × meta.shape[1] = "
-                         f"{16 * meta.shape[1]}")
-    packed = meta.to(torch.int64) & 0xFFFF
-    shifts = torch.tensor([0, 4, 8, 12], device=meta.device)
-    code = ((packed.unsqueeze(-1) >> shifts) & 0xF).reshape(rows, cols // 4)
-    idx = torch.stack([code & 3, (code >> 2) & 3], -1)
-    out = torch.zeros(rows, cols // 4, 4, dtype=values.dtype, device=values.device)
-    out.scatter_(-1, idx, values.reshape(rows, cols // 4, 2))
-    return out.reshape(rows, cols)
+    return decompress_24(values, meta, cols)
 
 
 def to_semi_structured(w: Tensor):
@@ -146,4 +123,4 @@ def to_semi_structured(w: Tensor):
         raise RuntimeError("to_sparse_semi_structured needs a CUDA tensor; use compress()/decompress() on CPU")
     from torch.sparse import to_sparse_semi_structured
 
-    return to_sparse_semi_structured(w)
+    return to_sparse_semi_structured(w.contiguous())     # a Conv1D's (out, in) matrix is a transposed view

@@ -4,11 +4,18 @@ A *mask* in overparam is a ``dict[str, Tensor]`` from parameter names (as in
 ``model.named_parameters()``) to bool tensors of the parameter's shape; ``True`` = kept.
 :func:`targets` picks the parameters a mask covers. The one rule of prune:
 
-* **the prunable weights** are the ``weight`` parameters of ``nn.Linear``, ``nn.Conv1d``,
-  ``nn.Conv2d``, ``nn.Conv3d`` and ``nn.Embedding`` modules (:data:`PRUNABLE`); biases,
-  normalisation layers and the parameters of other modules are never pruned;
-* ``targets=None`` (the default) selects the ``weight`` of every Linear and Conv module
-  (:data:`DEFAULT_TYPES`; embeddings stay dense unless named);
+* **the prunable weights** are the weights of the registered layer kinds
+  (:mod:`overparam.backend.layers`): ``nn.Linear``, ``nn.Conv1d/2d/3d``, transformers'
+  ``Conv1D`` (GPT-2), ``nn.MultiheadAttention``'s ``in_proj_weight`` (and ``q/k/v_proj_weight``)
+  and ``nn.Embedding``; biases, normalisation layers and the parameters of other modules are
+  never pruned;
+* ``targets=None`` (the default) selects every one of them except embeddings, which stay dense
+  unless named. **Tied weights**: a tensor one of whose owners is an Embedding is an embedding
+  (GPT-2's and BERT's read-out tied to the token embedding stays dense by default; name it to
+  prune it). A module that holds a ``weight`` of ≥ 2 dimensions but is of no registered kind
+  makes ``targets=None`` raise a ``ValueError`` naming its type (register it with
+  ``overparam.backend.layers.register_layer``, or ``exclude=`` it): a default never skips a
+  weight-bearing layer silently;
 * ``targets=spec`` selects the prunable weights *inside* what ``spec`` selects (the
   :mod:`overparam.backend.select` grammar: a name or dotted suffix, a glob, a module type, a
   predicate ``fn(name, param)``, or a list): ``"emb"`` selects ``emb.weight`` of an Embedding,
@@ -31,7 +38,7 @@ Example:
     >>> targets(net, "1")
     Traceback (most recent call last):
     ...
-    ValueError: targets: '1' selects no prunable weight (the weight of a Linear, Conv1d/2d/3d or Embedding)
+    ValueError: targets: '1' selects no prunable weight (the weight of a Linear, Conv1d/2d/3d, Conv1D, MultiheadAttention or Embedding)
 """
 
 from __future__ import annotations
@@ -42,30 +49,39 @@ import torch
 from torch import Tensor, nn
 
 from ..backend.checks import check_fraction
+from ..backend.layers import unknown_weight_layers, weights_of
 from ..backend.select import Spec, name_matches, select
 
-__all__ = ["Masks", "DEFAULT_TYPES", "PRUNABLE", "targets", "check_masks", "kept_fraction", "resolve_overrides"]
+__all__ = ["Masks", "targets", "check_masks", "kept_fraction", "resolve_overrides"]
 
 Masks = dict[str, Tensor]
 """Parameter name → bool tensor of the parameter's shape (``True`` = kept)."""
 
-DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-"""Module types whose ``weight`` is pruned when ``targets=None``."""
-
-PRUNABLE: tuple[type[nn.Module], ...] = DEFAULT_TYPES + (nn.Embedding,)
-"""Module types whose ``weight`` can be pruned when a ``targets`` spec names them."""
-
-_WHAT = "prunable weight (the weight of a Linear, Conv1d/2d/3d or Embedding)"
+_WHAT = "prunable weight (the weight of a Linear, Conv1d/2d/3d, Conv1D, MultiheadAttention or Embedding)"
 
 
-def _weights(model: nn.Module, types: tuple[type[nn.Module], ...]) -> dict[str, nn.Parameter]:
-    """``{"<module>.weight": weight}`` of every module of ``types``, in ``named_parameters`` order."""
-    owned = {}
-    for mname, mod in model.named_modules():
-        p = getattr(mod, "weight", None) if isinstance(mod, types) else None
-        if isinstance(p, nn.Parameter):
-            owned[f"{mname}.weight" if mname else "weight"] = p
-    return {n: p for n, p in model.named_parameters() if n in owned}
+def _weights(model: nn.Module, default: bool) -> dict[str, nn.Parameter]:
+    """The registered weights, in ``named_parameters`` order: with ``default`` those every owner
+    of which prunes by default (a tied embedding stays dense), else those any owner can prune."""
+    out = {}
+    for name, w in weights_of(model).items():
+        kinds = [k for _, k in w.owners]
+        if all(k.prune_default for k in kinds) if default else any(k.prunable for k in kinds):
+            out[name] = w.module._parameters[w.param_name]
+    return out
+
+
+def _check_known(model: nn.Module, exclude: Spec) -> None:
+    """``targets=None`` must not skip a weight-bearing layer of an unknown kind (unless excluded)."""
+    unknown = unknown_weight_layers(model)
+    if unknown and exclude is not None:
+        gone = set(select(model, exclude, kind="parameters", argname="exclude"))
+        unknown = {n: t for n, t in unknown.items() if (f"{n}.weight" if n else "weight") not in gone}
+    if unknown:
+        listed = ", ".join(f"{n or '<root>'} ({t.__module__}.{t.__qualname__})" for n, t in unknown.items())
+        raise ValueError(f"targets=None would skip layers of a kind overparam does not know: {listed}; describe "
+                         "the kind with overparam.backend.layers.register_layer(LayerKind(...)), name the "
+                         "targets explicitly, or exclude= them")
 
 
 def _flat(spec: Spec) -> list:
@@ -79,7 +95,7 @@ def targets(model: nn.Module, targets: Spec = None, *, exclude: Spec = None) -> 
 
     Args:
         model: any module.
-        targets: a selection spec; ``None`` = the weight of every Linear/Conv1d/2d/3d.
+        targets: a selection spec; ``None`` = every registered weight but embeddings.
         exclude: a selection spec removed from the selection.
 
     Returns:
@@ -87,7 +103,8 @@ def targets(model: nn.Module, targets: Spec = None, *, exclude: Spec = None) -> 
 
     Raises:
         ValueError: an item of ``targets`` selects no prunable weight, an item of ``exclude``
-            nothing, or nothing is left to prune.
+            nothing, nothing is left to prune, or (``targets=None``) a module holds a ≥ 2-D
+            ``weight`` of no registered kind.
 
     Example:
         >>> emb = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 2))
@@ -96,10 +113,11 @@ def targets(model: nn.Module, targets: Spec = None, *, exclude: Spec = None) -> 
     """
     check_model(model)
     if targets is None:
-        pool = _weights(model, DEFAULT_TYPES)
+        _check_known(model, exclude)
+        pool = _weights(model, True)
         chosen = set(pool)
     else:
-        pool = _weights(model, PRUNABLE)
+        pool = _weights(model, False)
         chosen = set()
         for item in _flat(targets):
             got = set(select(model, item, kind="parameters", argname="targets")).intersection(pool)

@@ -171,3 +171,29 @@ def test_cholesky_qr2_falls_back_on_rank_deficient_input():
     torch.testing.assert_close(Q @ R, Y, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="tall"):
         linalg.cholesky_qr2(torch.ones(2, 3))
+
+
+def test_spd_solve_ex_per_system_damping_and_failures():
+    from overparam.backend.linalg import spd_solve_ex
+
+    g = torch.Generator().manual_seed(0)
+    R = torch.randn(4, 6, 3, generator=g, dtype=torch.float64)
+    Bm = torch.randn(4, 5, 3, generator=g, dtype=torch.float64)
+    G = R.mT @ R
+    lam = torch.tensor([0.0, 0.1, 1.0, 10.0], dtype=torch.float64)
+    X, ok = spd_solve_ex(G, Bm, damping=lam)
+    assert ok.all()
+    for b in range(4):
+        ref = torch.linalg.solve(G[b] + lam[b] * torch.eye(3, dtype=torch.float64), Bm[b].mT).mT
+        assert torch.allclose(X[b], ref, rtol=1e-12, atol=1e-13)
+    G2 = G.clone()
+    G2[1] = -torch.eye(3, dtype=torch.float64)      # not PD
+    G2[2, 0, 0] = float("nan")                      # not finite
+    X2, ok2 = spd_solve_ex(G2, Bm)
+    assert ok2.tolist() == [True, False, False, True]
+    assert torch.isfinite(X2).all() and (X2[1] == 0).all() and (X2[2] == 0).all()
+    assert torch.equal(X2[0], spd_solve_ex(G[:1], Bm[:1])[0][0])
+    with pytest.raises(ValueError, match="damping must be a number or have shape"):
+        spd_solve_ex(G, Bm, damping=torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="damping must be >= 0"):
+        spd_solve_ex(G, Bm, damping=-lam - 1)

@@ -168,7 +168,7 @@ def test_targets_are_selection_specs():
 
 
 def test_an_item_selecting_no_supported_layer_is_an_error_naming_it():
-    with pytest.raises(ValueError, match="targets: 'block.1' matches no Linear, ConvNd or Embedding"):
+    with pytest.raises(ValueError, match="targets: 'block.1' matches no Linear, ConvNd, Embedding or Conv1D"):
         lora_(Net(), ["block.0", "block.1"], rank=1)
     with pytest.raises(ValueError, match="targets: 'blok.*'"):
         lowrank_(Net(), "blok.*", rank=1)

@@ -34,11 +34,11 @@ def test_stats_stream_over_batches_and_equal_the_concatenated_gram():
     stats = collect_stats(net, [(x, None) for x in xs])
     X0 = torch.cat([x.reshape(-1, 5) for x in xs])
     X2 = torch.tanh(net[0](X0))
-    torch.testing.assert_close(stats["0"].gram, X0.T @ X0)
-    torch.testing.assert_close(stats["2"].gram, X2.T @ X2)
-    torch.testing.assert_close(stats["2"].norms, X2.norm(dim=0))
-    assert stats["0"].rows == 26
-    f32 = collect_stats(net, [(x, None) for x in xs], dtype=torch.float32, gram=False)["2"]
+    torch.testing.assert_close(stats["0.weight"].gram, X0.T @ X0)
+    torch.testing.assert_close(stats["2.weight"].gram, X2.T @ X2)
+    torch.testing.assert_close(stats["2.weight"].norms, X2.norm(dim=0))
+    assert stats["0.weight"].rows == 26
+    f32 = collect_stats(net, [(x, None) for x in xs], dtype=torch.float32, gram=False)["2.weight"]
     assert f32.gram is None and f32.sq_norms.dtype == torch.float32
 
 
@@ -130,8 +130,8 @@ def test_dict_and_tuple_inputs_reach_the_model():
 
     m = Two().double()
     x = torch.randn(5, 3, dtype=D)
-    g1 = collect_stats(m, ((x, torch.tensor(2.0, dtype=D)), None))["a"].gram
-    g2 = collect_stats(m, ({"x": x, "scale": torch.tensor(2.0, dtype=D)}, None))["a"].gram
+    g1 = collect_stats(m, ((x, torch.tensor(2.0, dtype=D)), None))["a.weight"].gram
+    g2 = collect_stats(m, ({"x": x, "scale": torch.tensor(2.0, dtype=D)}, None))["a.weight"].gram
     torch.testing.assert_close(g1, 4 * x.T @ x)
     torch.testing.assert_close(g2, g1)
 

@@ -92,3 +92,47 @@ def test_nm_masks_scores_must_name_the_targets():
         N.nm_masks(net, 2, 4, scores={"0.weight": t})
     got = N.nm_masks(net, 2, 4, targets="0", scores={"0.weight": t})
     assert torch.equal(got["0.weight"], N.nm_mask(t, 2, 4))
+
+
+# ------------------------------------------------------------------ layouts (issue 21)
+def _gpt2_like():
+    Conv1D = pytest.importorskip("transformers.pytorch_utils").Conv1D
+    torch.manual_seed(0)
+    return torch.nn.Sequential(Conv1D(12, 8), torch.nn.GELU(), Conv1D(8, 12), torch.nn.Linear(8, 4)).double()
+
+
+def test_conv1d_groups_run_along_the_computations_input():
+    net = _gpt2_like()
+    masks = N.nm_masks(net, 2, 4)
+    assert N.nm_dims(net, masks) == {"0.weight": 0, "2.weight": 0, "3.weight": 1}
+    for k, mk in masks.items():
+        w = dict(net.named_parameters())[k]
+        M = w.T if k != "3.weight" else w                              # the (out, in) matrix of the computation
+        Mk = mk.T if k != "3.weight" else mk
+        assert torch.equal(Mk, N.nm_mask(M.detach().abs(), 2, 4))      # = the Linear rule on the matrix
+        assert N.is_nm(mk, 2, 4, dim=N.nm_dims(net, [k])[k])
+    # a Conv1D whose out (storage dim 1) is not divisible by 4 is fine: only in (dim 0) is grouped
+    Conv1D = type(net[0])
+    assert N.is_nm(N.nm_masks(Conv1D(6, 8), 2, 4)["weight"], 2, 4, dim=0)
+
+
+def test_an_ungroupable_weight_is_named_with_the_exclude_hint():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, stride=4), torch.nn.Flatten(), torch.nn.Linear(8, 4))
+    with pytest.raises(ValueError, match=r"0\.weight: .*divisible.*exclude='0.weight'"):
+        N.nm_masks(net, 2, 4)
+    assert set(N.nm_masks(net, 2, 4, exclude="0")) == {"2.weight"}
+    with pytest.raises(ValueError, match="masks"):
+        N.nm_dims(net, ["0.bias"])
+
+
+def test_learnable_nm_on_a_transposed_weight_groups_along_dim_0():
+    from overparam.prune.learned import LearnableNM
+    net = _gpt2_like()
+    lnm = LearnableNM(net, 2, 4, generator=0)
+    hard = lnm.masks()
+    for k, mk in hard.items():
+        assert N.is_nm(mk, 2, 4, dim=N.nm_dims(net, [k])[k])
+    # the magnitude prior decodes to the magnitude N:M mask
+    assert all(torch.equal(hard[k], v) for k, v in N.nm_masks(net, 2, 4).items())
+    soft = lnm.soft_masks()
+    assert all(soft[k].shape == p.shape for k, p in net.named_parameters() if k in soft)

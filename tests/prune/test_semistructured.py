@@ -74,6 +74,23 @@ def test_cuda_handoff_matches_dense():
     torch.testing.assert_close(sp @ x, w @ x)
 
 
+def test_a_transposed_storage_is_compressed_through_its_matrix_view():
+    """A transformers Conv1D stores (in, out); its N:M mask runs along dim 0, so the (out, in)
+    matrix view ``w.T`` (non-contiguous) is the 2:4 tensor to compress."""
+    g = torch.Generator().manual_seed(0)
+    stored = torch.randn(32, 16, generator=g, dtype=torch.float16)                     # (in, out)
+    stored = stored * nm_mask(stored.abs().float(), 2, 4, dim=0)
+    view = stored.T
+    assert not view.is_contiguous() and SS.is_semi_structured(view)
+    assert not SS.is_semi_structured(stored)                                           # not along the storage rows
+    vals, meta = SS.compress(view)
+    assert torch.equal(SS.decompress(vals, meta, 32), view)
+    if torch.cuda.is_available():
+        sp = SS.to_semi_structured(view.cuda())
+        x = torch.randn(32, 8, dtype=torch.float16, device="cuda")
+        torch.testing.assert_close(sp @ x, view.cuda() @ x)
+
+
 @pytest.mark.parametrize("pattern", [(4, 2), (2, 2), (0, 4), (2,), [2, 4], (2.0, 4), (True, 4)])
 def test_bad_pattern_refused(pattern):
     """Issue 20: N > M was accepted (and answered True)."""

@@ -184,3 +184,48 @@ def test_kept_fraction_and_dialect_names():
         assert not hasattr(op.prune, gone), gone
     with pytest.raises(ValueError, match="masks is empty"):
         kept_fraction({})
+
+
+# ------------------------------------------------------------------ layer kinds (issue 21)
+def test_tied_readout_follows_the_embedding_rule_and_is_pruned_when_named():
+    net = nn.ModuleDict({"emb": nn.Embedding(10, 8), "fc": nn.Linear(8, 8), "head": nn.Linear(8, 10)})
+    net["head"].weight = net["emb"].weight                             # tied: one tensor, two owners
+    assert list(targets(net)) == ["fc.weight"]                         # an owner is an Embedding: dense by default
+    assert list(targets(net, "head")) == ["emb.weight"]                # named through its alias: pruned, first name
+    untied = nn.ModuleDict({"emb": nn.Embedding(10, 8), "fc": nn.Linear(8, 8), "head": nn.Linear(8, 10)})
+    assert list(targets(untied)) == ["fc.weight", "head.weight"]
+
+
+def test_multihead_attention_packed_projection_is_a_default_target():
+    net = nn.ModuleDict({"attn": nn.MultiheadAttention(8, 2), "sep": nn.MultiheadAttention(8, 2, kdim=4, vdim=4)})
+    assert list(targets(net)) == ["attn.in_proj_weight", "attn.out_proj.weight", "sep.q_proj_weight",
+                                  "sep.k_proj_weight", "sep.v_proj_weight", "sep.out_proj.weight"]
+    masks = M.magnitude(net, 0.5)
+    assert set(masks) == set(targets(net)) and abs(kept_fraction(masks) - 0.5) < 1e-9
+
+
+class _Bare(nn.Module):
+    """A weight-bearing layer of no registered kind."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(4, 4))
+
+    def forward(self, x):
+        return x @ self.weight
+
+
+def test_unknown_weight_layer_refuses_the_default_and_names_the_type():
+    net = nn.Sequential(nn.Linear(4, 4), _Bare(), nn.Bilinear(4, 4, 2))
+    with pytest.raises(ValueError, match=r"1 \(.*_Bare\).*2 \(torch.nn.modules.linear.Bilinear\).*register_layer"):
+        targets(net)
+    with pytest.raises(ValueError, match="_Bare"):
+        M.magnitude(net, 0.5)                                          # every default goes through targets
+    assert list(targets(net, exclude=["1", "2"])) == ["0.weight"]      # excluded: no longer skipped silently
+    assert list(targets(net, nn.Linear)) == ["0.weight"]               # named targets: the user chose
+    from overparam.backend import layers
+    layers.register_layer(layers.LayerKind("bare", (_Bare,), {"weight": layers.Layout(transposed=True)}))
+    try:
+        assert list(targets(net, exclude="2")) == ["0.weight", "1.weight"]
+    finally:
+        layers.unregister_layer("bare")
