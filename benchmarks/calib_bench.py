@@ -20,8 +20,7 @@ import statistics
 import torch
 from _timing import interleaved
 
-from overparam.prune import wanda_mask
-from overparam.prune.sparsegpt import sparsegpt_matrix
+from overparam.prune import sparsegpt_matrix, wanda_mask
 
 
 def problem(d: int, tokens: int, seed: int = 0):

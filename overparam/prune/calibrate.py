@@ -1,37 +1,22 @@
 """Calibration driver: run a model on calibration data, collect each target layer's input
 statistics with bounded memory, and prune layer by layer (or block by block).
 
-One-shot pruning from calibration data (SparseGPT, Wanda, OWL) needs, for each target layer,
-statistics of the inputs ``X`` it sees: the Gram matrix ``XᵀX`` ``(d, d)`` and the per-input
-squared norms ``Σ_rows x_j²`` ``(d,)``. :class:`LayerStats` accumulates them batch by batch
-(memory ``O(d²)`` per layer, whatever the number of calibration tokens).
+SparseGPT, Wanda and OWL need, per target layer, statistics of its inputs ``X``: the Gram matrix
+``XᵀX`` ``(d, d)`` and the squared norms ``Σ x_j²`` ``(d,)``, accumulated batch by batch by
+:class:`LayerStats` (memory ``O(d²)`` per layer). Each layer is a matrix ``W (out, d)`` on input
+rows ``x (d,)`` (:mod:`~overparam.prune.matrix_view`: Linear, transformers' Conv1D, Conv1d/2d/3d).
 
-**Matrix layout.** Every layer is seen as a matrix ``W (out, d)`` acting on input rows
-``x (d,)``; the conversion lives in one place (:func:`weight_matrix`, :func:`input_rows`):
-
-* ``nn.Linear``: ``W = weight``, rows = inputs flattened to ``(-1, in_features)``;
-* ``nn.Conv1d/2d/3d`` (``groups=1``, any stride, padding, padding mode, dilation):
-  ``W = weight`` rearranged ``o c *k -> o (*k c)``, rows = the unfolded input patches in the
-  same order, so ``conv(x) = rows @ Wᵀ``; consecutive columns are consecutive input channels at
-  one kernel position, which is the N:M grouping of :func:`overparam.prune.nm_mask`.
-
-**The driver** (:func:`calibrate`) runs ``model(inputs)`` on the calibration batches (``data``:
-one ``(inputs, targets)`` batch or an iterable of them; targets are ignored; ``inputs`` is a
-tensor, a tuple of positional tensors, or a dict of keyword tensors) under ``torch.no_grad()``
-with forward pre-hooks on the target layers, group by group in execution order. A *group* is
-a block (``blocks=``, a spec of the selection language, e.g. ``"blocks.*"``: the outermost
-selected modules) with the targets inside it, or a single target layer outside every block.
-
-* ``sequential=True`` (SparseGPT's scheme): a group's statistics are taken with every earlier
-  group already pruned, so each layer is fitted to the inputs the pruned model gives it; the
-  forward stops after the group's block (cost: one forward of the model's prefix per group);
-* ``sequential=False`` (parallel): one forward per batch on the dense model collects every
-  layer's statistics, then every layer is pruned.
-
-Blocks and layers must each run once per forward. The model must be deterministic (no
-train-mode dropout or BatchNorm: call ``model.eval()``); hooks are removed and, when a layer
-fails (a singular Gram matrix, say), every weight written so far is restored before the error
-propagates. The global RNG is not touched.
+:func:`calibrate` runs ``model(inputs)`` (``data``: one ``(inputs, targets)`` batch or an iterable
+of them, targets ignored; ``inputs`` a tensor, a tuple of tensors or a dict of keyword tensors)
+under ``torch.no_grad()`` with forward pre-hooks on the target layers, group by group in
+execution order. A *group* is a block with the targets inside it (``blocks=``, a selection spec:
+the outermost modules it selects; by default the model's repeated blocks, GPT-2 ``transformer.h``,
+LLaMA ``model.layers``, if it has some), or a target layer outside every block.
+``sequential=True`` (SparseGPT's scheme) takes a group's statistics with every earlier group
+already pruned (one forward of the model's prefix per group); ``sequential=False`` takes all of
+them from one dense pass. Blocks and layers must run once per forward; the model must be
+deterministic (``model.eval()``); hooks are removed, and when a layer fails (a singular Gram
+matrix, say) every weight written so far is restored. The global RNG is not touched.
 
 Example:
     >>> import torch
@@ -46,92 +31,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import einops
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backend.layers import Layout, kind_of, layout_of, repeated_blocks, weights_of
+from ..backend.layers import repeated_blocks, weights_of
 from ..backend.nm import check_nm
 from ..backend.select import Spec, select
 from .masks import check_sparsity
+from .matrix_view import _set_weight_matrix_, _matrix_to_weight, _layout, input_rows, weight_matrix
 from .targets import Masks, check_model, resolve_overrides
 from .targets import targets as _targets
 
-__all__ = ["LayerStats", "PrunedMatrix", "collect_stats", "calibrate", "weight_matrix", "input_rows", "check_pattern",
-           "layer_sparsities", "block_of", "module_name"]
-
-# ---------------------------------------------------------------- matrix layout
-def _layout(module: nn.Module, name: str = "") -> Layout:
-    """The registered layout of ``module.weight``, refusing the kinds calibration cannot prune."""
-    kind, lay = kind_of(module), layout_of(module, "weight")
-    if lay is None or not (lay.linear_like or kind.name == "conv"):
-        raise TypeError(f"targets: {name!r} is a {type(module).__name__}; calibration prunes Linear, Conv1d/2d/3d "
-                        "and Conv1D (GPT-2) layers")
-    if not lay.linear_like and module.groups != 1:
-        raise ValueError(f"targets: {name!r} is a grouped convolution (groups={module.groups}); only groups=1 "
-                         "is supported")
-    return lay
-
-
-def weight_matrix(module: nn.Module) -> Tensor:
-    """The layer's weight as a matrix ``(out, d)``: the registry's ``as_matrix``
-    (:mod:`overparam.backend.layers`), with a convolution's columns ordered (kernel position,
-    channel) so that consecutive columns are consecutive input channels.
-
-    Example:
-        >>> weight_matrix(torch.nn.Conv2d(3, 5, 2)).shape
-        torch.Size([5, 12])
-    """
-    lay = _layout(module, type(module).__name__)
-    M = lay.as_matrix(module.weight.detach())
-    return M if lay.linear_like else einops.rearrange(M, "o (c k) -> o (k c)", c=module.weight.shape[1])
-
-
-def _matrix_to_weight(module: nn.Module, M: Tensor) -> Tensor:
-    """A matrix ``(out, d)`` (weights or a mask) in the weight's stored shape (the inverse of :func:`weight_matrix`)."""
-    lay = _layout(module)
-    if not lay.linear_like:
-        M = einops.rearrange(M, "o (k c) -> o (c k)", c=module.weight.shape[1])
-    return lay.from_matrix(M, module.weight)
-
-
-def _set_weight_matrix_(module: nn.Module, W: Tensor) -> None:
-    """Write ``W (out, d)`` into ``module.weight``."""
-    with torch.no_grad():
-        module.weight.copy_(_matrix_to_weight(module, W).to(module.weight.dtype))
-
-
-def input_rows(module: nn.Module, x: Tensor) -> Tensor:
-    """The input rows ``(rows, d)`` of a layer called on ``x``: ``module(x)`` equals
-    ``input_rows(module, x) @ weight_matrix(module).T`` (+ bias), reshaped.
-
-    Example:
-        >>> conv = torch.nn.Conv1d(2, 3, 3, padding=1, bias=False)
-        >>> x = torch.randn(4, 2, 5)
-        >>> y = input_rows(conv, x) @ weight_matrix(conv).T          # (4·5, 3)
-        >>> torch.allclose(y.reshape(4, 5, 3).transpose(1, 2), conv(x), atol=1e-6)
-        True
-    """
-    lay = _layout(module, type(module).__name__)
-    if lay.linear_like:
-        d = module.weight.shape[lay.in_dim]
-        if x.ndim < 1 or x.shape[-1] != d:
-            raise ValueError(f"x has shape {tuple(x.shape)}; the layer needs (..., {d})")
-        return x.reshape(-1, d)
-    nd = module.weight.ndim - 2
-    if x.ndim == nd + 1:
-        x = x.unsqueeze(0)
-    if x.ndim != nd + 2 or x.shape[1] != module.in_channels:
-        raise ValueError(f"x has shape {tuple(x.shape)}; the layer needs (batch, {module.in_channels}, {nd} spatial dims)")
-    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
-    for i, (k, s, dil) in enumerate(zip(module.kernel_size, module.stride, module.dilation)):
-        x = x.unfold(2 + i, dil * (k - 1) + 1, s)[..., ::dil]
-    # (b, c, *L, *k) -> (b·L, k·c)
-    ls = " ".join(f"l{i}" for i in range(nd))
-    ks = " ".join(f"k{i}" for i in range(nd))
-    return einops.rearrange(x, f"b c {ls} {ks} -> (b {ls}) ({ks} c)")
+__all__ = ["LayerStats", "PrunedMatrix", "collect_stats", "calibrate", "check_pattern", "layer_sparsities", "block_of",
+           "module_name"]
 
 
 # ---------------------------------------------------------------- sparsity of each layer
