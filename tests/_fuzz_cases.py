@@ -32,7 +32,8 @@ SKIP = {
         "prune.scores.Movement", "prune.removal.ChannelGroup", "hessian.Eigen", "hessian.Estimate", "hessian.Quadrature", "hessian.Density",
         "hessian.EoS", "hessian.Sharpness", "testing.hessian_oracles.CurvatureCase",
         "problems.MatrixSensing", "problems.MatrixCompletion", "problems.RobustPCA",
-        "problems.DeepLinearRegression", "problems.TeacherStudent")},
+        "problems.DeepLinearRegression", "problems.TeacherStudent", "prune.LayerStats", "prune.PrunedMatrix",
+        "prune.LayerError", "prune.Reconstruction")},
     **{n: "an exception class" for n in (
         "backend.linalg.NotPositiveDefiniteError", "hessian.NonDeterministicModelError", "optim.NonFiniteGradientError")},
     **{n: "a typing alias / abstract protocol, not a function" for n in (
@@ -50,6 +51,7 @@ SKIP = {
     "hessian.plot_landscape": "draws with matplotlib (tests/hessian/test_landscape.py)",
     "prune.semistructured.to_semi_structured": "needs CUDA (tests/prune/test_semistructured.py); refuses a CPU tensor",
     "scaling.coord.plot_coord_check": "draws with matplotlib (tests/scaling/test_coord.py)",
+    "prune.plot_reconstruction": "draws with matplotlib (tests/prune/test_reconstruction.py)",
 }
 
 
@@ -265,6 +267,14 @@ CALLS = {
     "prune.semistructured.decompress": {"*": lambda: (*op.prune.compress(_nm24()), 16)},
     "prune.structured.slice_norms": {"dim": lambda: 0}, "prune.structured.ln_structured": {"dim": lambda: 0},
     "prune.structured.block_mask": {"w": lambda: t(4, 8), "block": lambda: (2, 2)},
+    "prune.calibrate": {"rule": lambda: (lambda name, W, stats: op.prune.PrunedMatrix(W, W.abs() > W.abs().median()))},
+    "prune.sparsegpt_": {"sparsity": lambda: 0.5}, "prune.wanda": {"sparsity": lambda: 0.5},
+    "prune.sparsegpt_matrix": {"W": lambda: t(4, 8), "gram": lambda: spd(8), "sparsity": lambda: 0.5},
+    "prune.wanda_mask": {"W": lambda: t(4, 8), "norms": lambda: t(8).abs(), "sparsity": lambda: 0.5},
+    "prune.wanda_scores": {"W": lambda: t(4, 8), "norms": lambda: t(8).abs()},
+    "prune.owl_sparsities": {"ratios": lambda: {"a": 0.1, "b": 0.2}, "sizes": lambda: {"a": 4, "b": 8},
+                             "sparsity": lambda: 0.5},
+    "prune.reconstruction": {"dense": mlp, "pruned": lambda: mlp(seed=1)},
     "prune.lottery": {"train_fn": lambda: (lambda model, opt, steps: None), "steps": lambda: 2, "rounds": lambda: 1,
                       "optimizer_fn": lambda: (lambda ps: torch.optim.SGD(ps, lr=0.1))},
     "hessian.DenseOperator": {"A": lambda: spd()},

@@ -38,9 +38,10 @@ testing.oracles.dense_hessian testing.hessian_oracles.dense_ggn scaling.shared_r
 hessian.JacobianOperator hessian.ntk hessian.NTKOperator hessian.block_spectra hessian.loss_landscape
 prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner hessian.KFACOperator
 hessian.kfac hessian.EKFACOperator hessian.ekfac optim.loraplus_groups prune.removal.remove_pruned
-prune.removal.channel_groups prune.srste.SRSTE"""
-VALUES = """scaling.attention_scale_ backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict factor.unmerge_
-prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery"""
+prune.removal.channel_groups prune.srste.SRSTE prune.collect_stats prune.wanda prune.owl"""
+VALUES = """scaling.attention_scale_ backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict
+factor.unmerge_ prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery prune.calibrate
+prune.sparsegpt_"""
 WRAP = "factor.lowrank_ factor.hadamard_ factor.lora_ prune.apply.parametrize_masks_"
 HALF = "factor.merge_ prune.apply.unparametrize_masks_"     # the unwrap halves: checked with their wrap
 KIND = {**{q: "measure" for q in MEASURE.split()}, **{q: "values" for q in VALUES.split()},

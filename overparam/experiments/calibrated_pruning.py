@@ -201,8 +201,8 @@ EXPERIMENT = Experiment(
     claim="one-shot pruning at 50% and 2:4: held-out bits/char of SparseGPT <= Wanda < magnitude",
     run=run,
     params={"train_chars": 2_000_000, "test_chars": 100_000, "split_seed": 0, "width": 128, "depth": 4, "heads": 4,
-            "context": 128, "batch": 32, "steps": 3000, "lr": 3e-3, "calibration": 128, "finetune_steps": 300,
-            "finetune_lr": 5e-4, "margin": 0.02, "tolerance": 0.01},
-    quick={"train_chars": 300_000, "test_chars": 30_000, "width": 64, "depth": 2, "context": 64, "steps": 400,
-           "calibration": 32, "finetune_steps": 40},
+            "context": 128, "batch": 32, "steps": 3000, "lr": 6e-3, "calibration": 128, "finetune_steps": 300,
+            "finetune_lr": 5e-4, "margin": 0.005, "tolerance": 0.005},
+    quick={"train_chars": 300_000, "test_chars": 30_000, "width": 64, "depth": 2, "context": 64, "steps": 600,
+           "lr": 1e-2, "calibration": 32, "finetune_steps": 30},
 )

@@ -1,43 +1,28 @@
 """Calibration driver: run a model on calibration data, collect each target layer's input
 statistics with bounded memory, and prune layer by layer (or block by block).
 
-One-shot pruning from calibration data (SparseGPT, Wanda, OWL) needs, for each target layer,
-statistics of the inputs ``X`` it sees: the Gram matrix ``XᵀX`` ``(d, d)`` and the per-input
-squared norms ``Σ_rows x_j²`` ``(d,)``. :class:`LayerStats` accumulates them batch by batch
-(memory ``O(d²)`` per layer, whatever the number of calibration tokens).
+SparseGPT, Wanda and OWL need, per target layer, statistics of its inputs ``X``: the Gram matrix
+``XᵀX`` ``(d, d)`` and the squared norms ``Σ x_j²`` ``(d,)``, accumulated batch by batch by
+:class:`LayerStats` (memory ``O(d²)`` per layer). Each layer is a matrix ``W (out, d)`` on input
+rows ``x (d,)`` (:mod:`~overparam.prune.matrix_view`: Linear, transformers' Conv1D, Conv1d/2d/3d).
 
-**Matrix layout.** Every layer is seen as a matrix ``W (out, d)`` acting on input rows
-``x (d,)``; the conversion lives in one place (:func:`weight_matrix`, :func:`input_rows`):
-
-* ``nn.Linear``: ``W = weight``, rows = inputs flattened to ``(-1, in_features)``;
-* ``nn.Conv1d/2d/3d`` (``groups=1``, any stride, padding, padding mode, dilation):
-  ``W = weight`` rearranged ``o c *k -> o (*k c)``, rows = the unfolded input patches in the
-  same order, so ``conv(x) = rows @ Wᵀ``; consecutive columns are consecutive input channels at
-  one kernel position, which is the N:M grouping of :func:`overparam.prune.nm_mask`.
-
-**The driver** (:func:`calibrate`) runs ``model(inputs)`` on the calibration batches (``data``:
-one ``(inputs, targets)`` batch or an iterable of them; targets are ignored; ``inputs`` is a
-tensor, a tuple of positional tensors, or a dict of keyword tensors) under ``torch.no_grad()``
-with forward pre-hooks on the target layers, group by group in execution order. A *group* is
-a block (``blocks=``, a spec of the selection language, e.g. ``"blocks.*"``: the outermost
-selected modules) with the targets inside it, or a single target layer outside every block.
-
-* ``sequential=True`` (SparseGPT's scheme): a group's statistics are taken with every earlier
-  group already pruned, so each layer is fitted to the inputs the pruned model gives it; the
-  forward stops after the group's block (cost: one forward of the model's prefix per group);
-* ``sequential=False`` (parallel): one forward per batch on the dense model collects every
-  layer's statistics, then every layer is pruned.
-
-Blocks and layers must each run once per forward. The model must be deterministic (no
-train-mode dropout or BatchNorm: call ``model.eval()``); hooks are removed and, when a layer
-fails (a singular Gram matrix, say), every weight written so far is restored before the error
-propagates. The global RNG is not touched.
+:func:`calibrate` runs ``model(inputs)`` (``data``: one ``(inputs, targets)`` batch or an iterable
+of them, targets ignored; ``inputs`` a tensor, a tuple of tensors or a dict of keyword tensors)
+under ``torch.no_grad()`` with forward pre-hooks on the target layers, group by group in
+execution order. A *group* is a block with the targets inside it (``blocks=``, a selection spec:
+the outermost modules it selects; by default the model's repeated blocks, GPT-2 ``transformer.h``,
+LLaMA ``model.layers``, if it has some), or a target layer outside every block.
+``sequential=True`` (SparseGPT's scheme) takes a group's statistics with every earlier group
+already pruned (one forward of the model's prefix per group); ``sequential=False`` takes all of
+them from one dense pass. Blocks and layers must run once per forward; the model must be
+deterministic (``model.eval()``); hooks are removed, and when a layer fails (a singular Gram
+matrix, say) every weight written so far is restored. The global RNG is not touched.
 
 Example:
     >>> import torch
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
     >>> stats = collect_stats(net, (torch.randn(32, 4), None))
-    >>> stats["0"].gram.shape, stats["2"].rows
+    >>> stats["0.weight"].gram.shape, stats["2.weight"].rows
     (torch.Size([4, 4]), 32)
 """
 
@@ -46,87 +31,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import einops
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..backend.layers import repeated_blocks, weights_of
 from ..backend.nm import check_nm
 from ..backend.select import Spec, select
 from .masks import check_sparsity
+from .matrix_view import _set_weight_matrix_, _matrix_to_weight, _layout, input_rows, weight_matrix
 from .targets import Masks, check_model, resolve_overrides
 from .targets import targets as _targets
 
-__all__ = ["LayerStats", "PrunedMatrix", "collect_stats", "calibrate", "weight_matrix", "input_rows", "check_pattern",
-           "layer_sparsities", "block_of"]
-
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-# ---------------------------------------------------------------- matrix layout (the one place)
-def _check_layer(module: nn.Module, name: str) -> None:
-    if not isinstance(module, (nn.Linear, *_CONVS)):
-        raise TypeError(f"targets: {name!r} is a {type(module).__name__}; calibration prunes Linear and Conv1d/2d/3d")
-    if isinstance(module, _CONVS) and module.groups != 1:
-        raise ValueError(f"targets: {name!r} is a grouped convolution (groups={module.groups}); only groups=1 "
-                         "is supported")
-
-
-def weight_matrix(module: nn.Module) -> Tensor:
-    """The layer's weight as a matrix ``(out, d)`` (a view or copy; see the module docstring).
-
-    Example:
-        >>> weight_matrix(torch.nn.Conv2d(3, 5, 2)).shape
-        torch.Size([5, 12])
-    """
-    _check_layer(module, type(module).__name__)
-    w = module.weight.detach()
-    return w if w.ndim == 2 else einops.rearrange(w, "o c ... -> o (... c)")
-
-
-def _matrix_to_weight(module: nn.Module, M: Tensor) -> Tensor:
-    """A matrix ``(out, d)`` (weights or a mask) back in the weight's shape (the inverse of :func:`weight_matrix`)."""
-    shape = module.weight.shape
-    if len(shape) == 2:
-        return M
-    k = dict(zip("xyz", shape[2:]))
-    return einops.rearrange(M, f"o ({' '.join(k)} c) -> o c {' '.join(k)}", c=shape[1], **k)
-
-
-def _set_weight_matrix_(module: nn.Module, W: Tensor) -> None:
-    """Write ``W (out, d)`` into ``module.weight``."""
-    with torch.no_grad():
-        module.weight.copy_(_matrix_to_weight(module, W).to(module.weight.dtype))
-
-
-def input_rows(module: nn.Module, x: Tensor) -> Tensor:
-    """The input rows ``(rows, d)`` of a layer called on ``x``: ``module(x)`` equals
-    ``input_rows(module, x) @ weight_matrix(module).T`` (+ bias), reshaped.
-
-    Example:
-        >>> conv = torch.nn.Conv1d(2, 3, 3, padding=1, bias=False)
-        >>> x = torch.randn(4, 2, 5)
-        >>> y = input_rows(conv, x) @ weight_matrix(conv).T          # (4·5, 3)
-        >>> torch.allclose(y.reshape(4, 5, 3).transpose(1, 2), conv(x), atol=1e-6)
-        True
-    """
-    if isinstance(module, nn.Linear):
-        if x.ndim < 1 or x.shape[-1] != module.in_features:
-            raise ValueError(f"x has shape {tuple(x.shape)}; the layer needs (..., {module.in_features})")
-        return x.reshape(-1, module.in_features)
-    nd = module.weight.ndim - 2
-    if x.ndim == nd + 1:
-        x = x.unsqueeze(0)
-    if x.ndim != nd + 2 or x.shape[1] != module.in_channels:
-        raise ValueError(f"x has shape {tuple(x.shape)}; the layer needs (batch, {module.in_channels}, {nd} spatial dims)")
-    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
-    for i, (k, s, dil) in enumerate(zip(module.kernel_size, module.stride, module.dilation)):
-        x = x.unfold(2 + i, dil * (k - 1) + 1, s)[..., ::dil]
-    # (b, c, *L, *k) -> (b·L, k·c)
-    ls = " ".join(f"l{i}" for i in range(nd))
-    ks = " ".join(f"k{i}" for i in range(nd))
-    return einops.rearrange(x, f"b c {ls} {ks} -> (b {ls}) ({ks} c)")
+__all__ = ["LayerStats", "PrunedMatrix", "collect_stats", "calibrate", "check_pattern", "layer_sparsities", "block_of",
+           "module_name"]
 
 
 # ---------------------------------------------------------------- sparsity of each layer
@@ -153,14 +70,16 @@ def layer_sparsities(model: nn.Module, sparsity, n=None, m=None, *, targets: Spe
     """``{weight name: sparsity}`` of the target weights (None for an N:M pattern).
 
     ``overrides={spec: sparsity}`` as :func:`overparam.prune.magnitude`, except that a key equal
-    to a target's full name selects exactly that target (and wins over the other keys).
+    to a target's full name selects exactly that target (and wins over the other keys);
+    ``sparsity`` may be None when the overrides cover every target.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
         >>> layer_sparsities(net, 0.5, overrides={"1.weight": 0.25})
         {'0.weight': 0.5, '1.weight': 0.25}
     """
-    check_pattern(sparsity, n, m)
+    if not (sparsity is None and n is None and m is None and overrides is not None):
+        check_pattern(sparsity, n, m)            # (with overrides alone, they must cover every target)
     names = list(_targets(model, targets, exclude=exclude))
     if n is not None:
         if overrides is not None:
@@ -173,6 +92,9 @@ def layer_sparsities(model: nn.Module, sparsity, n=None, m=None, *, targets: Spe
         exact = {k: check_sparsity(v, f"overrides[{k!r}]") for k, v in overrides.items() if k in names}
         rest = {k: v for k, v in overrides.items() if k not in exact}
         own = {**resolve_overrides(rest, names, model=model), **exact} if rest else exact
+    uncovered = [k for k in names if k not in own]
+    if sparsity is None and uncovered:
+        raise ValueError(f"sparsity: None, and overrides do not cover {uncovered}")
     return {k: own.get(k, sparsity) for k in names}
 
 
@@ -293,13 +215,16 @@ def _stat_hooks(layers: dict[str, nn.Module], stats: dict[str, LayerStats], gram
 
 
 def _layers(model, targets, exclude) -> dict[str, nn.Module]:
-    params = _targets(model, targets, exclude=exclude)
-    mods = dict(model.named_modules())
+    """``{weight name: layer}`` of the target weights (each the ``weight`` of a supported layer)."""
+    registered = weights_of(model)
     out = {}
-    for pname in params:
-        mname = pname.rsplit(".", 1)[0] if "." in pname else ""
-        _check_layer(mods[mname], mname)
-        out[mname] = mods[mname]
+    for pname in _targets(model, targets, exclude=exclude):
+        lw = registered[pname]
+        if lw.param_name != "weight":
+            raise TypeError(f"targets: {pname!r} is not a layer's weight; calibration prunes Linear, Conv1d/2d/3d "
+                            "and Conv1D weights")
+        _layout(lw.module, lw.module_name)
+        out[pname] = lw.module
     return out
 
 
@@ -315,11 +240,11 @@ def collect_stats(model: nn.Module, data, *, targets: Spec = None, exclude: Spec
         dtype: accumulation dtype (float64 or float32).
 
     Returns:
-        ``{layer name: LayerStats}`` in model order.
+        ``{weight name: LayerStats}`` in model order.
 
     Example:
         >>> net = torch.nn.Linear(3, 2)
-        >>> s = collect_stats(net, (torch.ones(4, 3), None), gram=False)[""]
+        >>> s = collect_stats(net, (torch.ones(4, 3), None), gram=False)["weight"]
         >>> s.norms.tolist(), s.gram, s.rows
         ([2.0, 2.0, 2.0], None, 4)
     """
@@ -345,21 +270,35 @@ def _check_all_ran(layers, stats) -> None:
         raise ValueError(f"targets: layers {missing} never ran in model(inputs) on the calibration data")
 
 
-def block_of(model: nn.Module, layers, blocks: Spec) -> dict[str, str]:
-    """``{layer name: the outermost block (of the spec ``blocks``) containing it, or the layer itself}``.
+def block_of(model: nn.Module, weights, blocks: Spec) -> dict[str, str]:
+    """``{weight name: the outermost block (of the spec ``blocks``) containing its layer, or the layer}``.
+
+    ``blocks=None``: the model's repeated blocks (:func:`overparam.backend.layers.repeated_blocks`:
+    GPT-2 ``transformer.h``, LLaMA ``model.layers``, any ModuleList of same-class blocks) if it
+    has some, else every layer alone.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2)), torch.nn.Linear(2, 2))
-        >>> block_of(net, ["0.0", "1"], "0")
-        {'0.0': '0', '1': '1'}
+        >>> block_of(net, ["0.0.weight", "1.weight"], "0")
+        {'0.0.weight': '0', '1.weight': '1'}
     """
-    chosen = []
-    if blocks is not None:
+    chosen: list[str] = []
+    if blocks is None:
+        try:
+            name, container = repeated_blocks(model)
+            chosen = [f"{name}.{c}" if name else c for c, _ in container.named_children()]
+        except ValueError:
+            pass
+    else:
         sel = [n for n in select(model, blocks, kind="modules", argname="blocks") if n]
         chosen = [n for n in sel if not any(n.startswith(p + ".") for p in sel if p != n)]
         if not chosen:
             raise ValueError(f"blocks: {blocks!r} selects no submodule of the model")
-    return {ln: next((b for b in chosen if ln == b or ln.startswith(b + ".")), ln) for ln in layers}
+    out = {}
+    for w in weights:
+        layer = module_name(w)
+        out[w] = next((b for b in chosen if layer == b or layer.startswith(b + ".")), layer)
+    return out
 
 
 def _groups(model: nn.Module, layers: dict[str, nn.Module], blocks: Spec, batches: list) -> list[tuple[nn.Module, list[str]]]:
@@ -390,8 +329,8 @@ def calibrate(model: nn.Module, data, rule: Callable[[str, Tensor, LayerStats], 
         rule: ``rule(weight name, W (out, d) float copy in dtype, stats) -> PrunedMatrix``: the
             new weight matrix and its keep-mask, both ``(out, d)``.
         targets, exclude: which layers (as :func:`overparam.prune.targets`; Linear and Conv).
-        blocks: a spec of the blocks run as units (see the module docstring), or None (each
-            target layer is its own group).
+        blocks: a spec of the blocks run as units (see the module docstring), or None: the
+            model's repeated blocks if it has some (:func:`block_of`), else each layer alone.
         sequential: fit each group on the outputs of the already pruned groups (True) or of the
             dense model (False).
         gram: collect Gram matrices (False: only squared norms, enough for Wanda).
@@ -442,16 +381,17 @@ def calibrate(model: nn.Module, data, rule: Callable[[str, Tensor, LayerStats], 
         for n, m in layers.items():
             with torch.no_grad():
                 m.weight.copy_(original[n])
-    return {_weight_name(n): masks[n] for n in layers}
+    return {n: masks[n] for n in layers}
 
 
-def _weight_name(layer: str) -> str:
-    return f"{layer}.weight" if layer else "weight"
+def module_name(weight_name: str) -> str:
+    """The layer that holds a target weight: ``"blocks.0.fc.weight"`` → ``"blocks.0.fc"`` (``"weight"`` → ``""``)."""
+    return weight_name[: -len(".weight")] if weight_name.endswith(".weight") else ""
 
 
 def _prune_layer(name: str, mod: nn.Module, rule, stats: LayerStats, dtype) -> Tensor:
     W = weight_matrix(mod).to(dtype).clone()
-    out = rule(_weight_name(name), W, stats)
+    out = rule(name, W, stats)
     if not isinstance(out, PrunedMatrix) or out.weight.shape != W.shape or out.mask.shape != W.shape:
         raise TypeError(f"rule must return a PrunedMatrix of two {tuple(W.shape)} tensors for layer {name!r}")
     _set_weight_matrix_(mod, out.weight * out.mask)

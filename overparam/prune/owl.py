@@ -30,7 +30,7 @@ from torch import nn
 
 from ..backend.checks import check_real
 from ..backend.select import Spec
-from .calibrate import _weight_name, block_of, collect_stats, weight_matrix
+from .calibrate import block_of, collect_stats, module_name, weight_matrix
 from .masks import check_sparsity
 from .wanda import wanda_scores
 
@@ -100,7 +100,8 @@ def owl(model: nn.Module, data, sparsity: float, *, threshold: float = 5.0, lam:
     check_real(lam, "lam", at_least=0.0, finite=True)
     stats = collect_stats(model, data, targets=targets, exclude=exclude, gram=False, dtype=dtype)
     mods = dict(model.named_modules())
-    scores = {ln: wanda_scores(weight_matrix(mods[ln]).to(dtype), st.norms).reshape(-1) for ln, st in stats.items()}
+    scores = {w: wanda_scores(weight_matrix(mods[module_name(w)]).to(dtype), st.norms).reshape(-1)
+              for w, st in stats.items()}
     owner = block_of(model, list(stats), blocks)
     ratios, sizes = {}, {}
     for g in dict.fromkeys(owner.values()):
@@ -108,4 +109,4 @@ def owl(model: nn.Module, data, sparsity: float, *, threshold: float = 5.0, lam:
         ratios[g] = float((s > threshold * s.mean()).double().mean())
         sizes[g] = s.numel()
     per_group = owl_sparsities(ratios, sizes, sparsity, lam=lam)
-    return {_weight_name(ln): per_group[owner[ln]] for ln in stats}
+    return {w: per_group[owner[w]] for w in stats}

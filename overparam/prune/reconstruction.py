@@ -30,8 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backend.select import Spec
-from .calibrate import _check_deterministic, _layers, _run, calibration_batches, input_rows, weight_matrix
-from .targets import check_model
+from .calibrate import _check_deterministic, _layers, _run, calibration_batches, input_rows, module_name, weight_matrix
 
 __all__ = ["LayerError", "Reconstruction", "reconstruction", "plot_reconstruction"]
 
@@ -82,14 +81,16 @@ def reconstruction(dense: nn.Module, pruned: nn.Module, data, *, targets: Spec =
     Returns:
         :class:`Reconstruction`.
     """
-    check_model(dense)
-    check_model(pruned)
+    for name, mdl in (("dense", dense), ("pruned", pruned)):
+        if not isinstance(mdl, nn.Module):
+            raise TypeError(f"{name} must be an nn.Module, got {type(mdl).__name__}")
     batches = calibration_batches(data)
     for mdl in (dense, pruned):
         _check_deterministic(mdl)
     layers = _layers(dense, targets, exclude)
-    pmods = dict(pruned.named_modules())
-    missing = [n for n in layers if n not in pmods or not hasattr(pmods[n], "weight")
+    mods = dict(pruned.named_modules())
+    pmods = {n: mods.get(module_name(n)) for n in layers}
+    missing = [module_name(n) for n in layers if getattr(pmods[n], "weight", None) is None
                or pmods[n].weight.shape != layers[n].weight.shape]
     if missing:
         raise ValueError(f"pruned: layers {missing} are missing or shaped unlike dense's")
@@ -107,7 +108,7 @@ def reconstruction(dense: nn.Module, pruned: nn.Module, data, *, targets: Spec =
             ref, loc, out = rows[n] @ W[n].T, seen[n] @ W[n].T, seen[n] @ What[n].T
             sums[n] += torch.stack([(out - loc).square().sum(), loc.square().sum(), (out - ref).square().sum(),
                                     ref.square().sum()])
-    return Reconstruction([LayerError(n, float((What[n] != 0).double().mean()), _ratio(s[0], s[1]), _ratio(s[2], s[3]))
+    return Reconstruction([LayerError(module_name(n), float((What[n] != 0).double().mean()), _ratio(s[0], s[1]), _ratio(s[2], s[3]))
                            for n, s in sums.items()])
 
 

@@ -15,7 +15,8 @@ N:M, at the start of every group of ``m`` columns, the ``m − n`` smallest of e
 
 Details: ``H`` is damped by ``damping · mean(diag H)`` (the paper's 1%); an input that is
 always zero (``H_jj = 0``) has its weights set to zero; a Gram matrix that is singular after
-damping (fewer calibration rows than inputs and ``damping=0``, say) raises
+damping (Cholesky fails) or, with ``damping=0``, numerically singular (a pivot ``L_jj² <= d·eps·H_jj``:
+fewer calibration rows than inputs, say) raises
 :class:`~overparam.backend.linalg.NotPositiveDefiniteError` (a ``ValueError``).
 
 Two implementations of one signature are registered in :mod:`~overparam.backend.dispatch` as
@@ -82,8 +83,9 @@ def _inverse_factor(W: Tensor, gram: Tensor, damping: float) -> tuple[Tensor, Te
         diag.add_(damping * float(diag.mean()))
     d = H.shape[0]
     L, info = torch.linalg.cholesky_ex(H)
-    pivot = float(L.diagonal().min()) ** 2 if int(info) == 0 else 0.0
-    if pivot <= d * torch.finfo(H.dtype).eps * float(diag.max()):
+    # without damping, a pivot that is a rounding error of its column (L_jj² <= d·eps·H_jj) means a singular H
+    tiny = not damping and bool((L.diagonal().square() <= d * torch.finfo(H.dtype).eps * diag).any())
+    if int(info) != 0 or tiny:
         raise NotPositiveDefiniteError(
             f"gram: the Gram matrix XᵀX (d = {d}) is singular or numerically singular (damping = {damping}); "
             "use damping > 0 or more calibration rows")

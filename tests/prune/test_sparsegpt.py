@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import overparam as op
 from overparam.backend.linalg import NotPositiveDefiniteError
-from overparam.prune.calibrate import input_rows
+from overparam.prune.matrix_view import input_rows
 from overparam.prune.sparsegpt import sparsegpt_matrix
 
 D = torch.float64
