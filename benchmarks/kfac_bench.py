@@ -17,6 +17,7 @@ It prints a markdown table (also written to benchmarks/results/kfac.md unless --
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=None,
                     help="a subset of: type-2 mc empirical ekfac type-2-factor-damping")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--accuracy", action="store_true", help="only: both float32 type-2 solutions vs our float64 one")
     args = ap.parse_args()
     g = construction_generator(0)
     model = cnn()
@@ -67,6 +69,12 @@ def main() -> None:
     v = vec.flatten([gaussian(p.shape, generator=g) for p in model.parameters()])
     load0 = os.getloadavg()[0]
     print(f"CNN with {n} parameters, batch 256, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    if args.accuracy:
+        ref = ours(copy.deepcopy(model).double(), x.double(), y, "type-2", v.double())
+        for name, r in (("overparam", ours(model, x, y, "type-2", v)), ("curvlinops", theirs(model, x, y, "type-2", v))):
+            print(f"type-2 float32 solution of {name}: relative error {float((r.double() - ref).norm() / ref.norm()):.1e} "
+                  "against overparam's float64 solution", flush=True)
+        return
     rows = []
     cases = {"type-2": ("K-FAC type-2", "type-2", False, True), "mc": ("K-FAC mc (1 sample)", "mc", False, True),
              "empirical": ("K-FAC empirical", "empirical", False, True), "ekfac": ("EK-FAC type-2", "type-2", True, True),
