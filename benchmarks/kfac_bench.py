@@ -17,6 +17,7 @@ It prints a markdown table (also written to benchmarks/results/kfac.md unless --
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -41,7 +42,7 @@ def ours(model, x, y, fisher: str, v, ekfac: bool = False):
     return K.inverse(damping=DAMPING) @ v
 
 
-def theirs(model, x, y, fisher: str, v, ekfac: bool = False):
+def theirs(model, x, y, fisher: str, v, ekfac: bool = False, exact: bool = True):
     import curvlinops
     from curvlinops import KFACInverseLinearOperator
 
@@ -49,14 +50,16 @@ def theirs(model, x, y, fisher: str, v, ekfac: bool = False):
     params = list(model.parameters())
     K = cls(model, nn.CrossEntropyLoss(), params, [(x, y)], fisher_type=fisher, check_deterministic=False,
             separate_weight_and_bias=False)
-    return KFACInverseLinearOperator(K, damping=DAMPING, use_exact_damping=True) @ v
+    return KFACInverseLinearOperator(K, damping=DAMPING, use_exact_damping=exact) @ v
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--cases", nargs="+", default=None, help="a subset of: type-2 mc empirical ekfac")
+    ap.add_argument("--cases", nargs="+", default=None,
+                    help="a subset of: type-2 mc empirical ekfac type-2-factor-damping")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--accuracy", action="store_true", help="only: both float32 type-2 solutions vs our float64 one")
     args = ap.parse_args()
     g = construction_generator(0)
     model = cnn()
@@ -66,16 +69,24 @@ def main() -> None:
     v = vec.flatten([gaussian(p.shape, generator=g) for p in model.parameters()])
     load0 = os.getloadavg()[0]
     print(f"CNN with {n} parameters, batch 256, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    if args.accuracy:
+        ref = ours(copy.deepcopy(model).double(), x.double(), y, "type-2", v.double())
+        for name, r in (("overparam", ours(model, x, y, "type-2", v)), ("curvlinops", theirs(model, x, y, "type-2", v))):
+            print(f"type-2 float32 solution of {name}: relative error {float((r.double() - ref).norm() / ref.norm()):.1e} "
+                  "against overparam's float64 solution", flush=True)
+        return
     rows = []
-    cases = {"type-2": ("K-FAC type-2", "type-2", False), "mc": ("K-FAC mc (1 sample)", "mc", False),
-             "empirical": ("K-FAC empirical", "empirical", False), "ekfac": ("EK-FAC type-2", "type-2", True)}
+    cases = {"type-2": ("K-FAC type-2", "type-2", False, True), "mc": ("K-FAC mc (1 sample)", "mc", False, True),
+             "empirical": ("K-FAC empirical", "empirical", False, True), "ekfac": ("EK-FAC type-2", "type-2", True, True),
+             "type-2-factor-damping": ("K-FAC type-2; curvlinops' default inverse (λ added to each factor, "
+                                       "Cholesky: another operator)", "type-2", False, False)}
     cases = [cases[c] for c in (args.cases or cases)]
-    for case, fisher, ek in cases:
+    for case, fisher, ek, exact in cases:
         runs = interleaved({"ours": lambda: ours(model, x, y, fisher, v, ek),
-                            "theirs": lambda: theirs(model, x, y, fisher, v, ek)}, repeats=args.repeats)
+                            "theirs": lambda: theirs(model, x, y, fisher, v, ek, exact)}, repeats=args.repeats)
         (t_o, r_o), (t_t, r_t) = runs["ours"], runs["theirs"]
         a, b = statistics.median(t_o), statistics.median(t_t)
-        diff = "—" if fisher == "mc" else f"{float((r_o[-1] - r_t[-1]).norm() / r_t[-1].norm()):.1e}"
+        diff = "—" if fisher == "mc" or not exact else f"{float((r_o[-1] - r_t[-1]).norm() / r_t[-1].norm()):.1e}"
         rows.append(f"| {case} | {a:.3f} s | {b:.3f} s | **{a / b:.2f}×** | {diff} |")
         print(rows[-1], f"(rounds ours {[round(t, 3) for t in t_o]}, theirs {[round(t, 3) for t in t_t]})", flush=True)
     head = [f"CNN ({n} parameters), batch 256, float32, cross-entropy; construction + one `(K + {DAMPING:g} I)⁻¹ v`; "

@@ -19,6 +19,13 @@ Every spectral quantity is in closed form from the factors' eigendecompositions 
 ``G = Q_G Λ_G Q_Gᵀ``: eigenvalues ``λ_G,i λ_A,j``; :meth:`inverse` ``(K + λI)⁻¹``; :meth:`trace`
 ``Σ tr(A) tr(G)``; :meth:`logdet`; :meth:`frobenius_norm` ``√Σ ‖A‖²_F ‖G‖²_F``.
 
+An input factor with fewer rows than columns (``N·T < d``: a wide Linear layer on a small batch,
+expand or no shared positions) is kept as its rows ``X`` (``A = XᵀX``): products cost
+``(M Xᵀ) X``, and the eigenbasis of its range is a thin QR of ``Xᵀ`` plus an ``r × r`` eigh
+instead of a ``d × d`` eigh (the benchmark CNN's 4097-column layer on 256 samples). Its null space
+has eigenvalue 0 and needs no basis (``1/λ`` in the inverse), except when :meth:`eigh` is asked
+for one of its pairs.
+
 Example:
     >>> import torch
     >>> net = torch.nn.Linear(3, 2).double()

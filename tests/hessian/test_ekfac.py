@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _kfac_oracle import block_index, dense_curvature, dense_ekfac
-from test_kfac import MODELS, _like, batch, mlp
+from test_kfac import MODELS, _like, batch, covered, mlp
 from torch import nn
 
 import overparam as op
@@ -84,3 +84,37 @@ def test_matches_curvlinops(ctor, name, sharing, fisher):
                                        fisher_type=fisher, kfac_approx=sharing, separate_weight_and_bias=False)
     dense = theirs @ torch.eye(ours.n, dtype=D)
     assert max_rel_error(ours.to_dense(), dense) < TOL
+
+
+def _distinct(M: torch.Tensor) -> bool:
+    ev = torch.linalg.eigvalsh(M)
+    return bool((ev.diff() > 1e-8 * ev.abs().max()).all())
+
+
+@pytest.mark.parametrize("sharing", ["expand", "reduce"])
+def test_matches_curvlinops_on_the_shared_models(case, sharing):
+    """The Linear/Conv2d layers of the LayerNorm, attention, BatchNorm and embedding models too.
+
+    EK-FAC is compared on the blocks whose factors have distinct eigenvalues: elsewhere its basis,
+    and so the operator, is not unique (attention's key projection under "reduce": the sum over
+    positions of the key gradients is zero by softmax's shift invariance, so ``G`` has a null space
+    that the per-sample gradients do not vanish on)."""
+    curvlinops = pytest.importorskip("curvlinops")
+    net, loss = case.model, {"mse": nn.MSELoss(), "cross_entropy": nn.CrossEntropyLoss()}[case.loss]
+    pd = dict(net.named_parameters())
+    for ours_ctor, ctor in ((op.hessian.kfac, curvlinops.KFACLinearOperator), (op.hessian.ekfac, curvlinops.EKFACLinearOperator)):
+        ours = ours_ctor(net, case.loss, case.batch, params=covered(net), weight_sharing=sharing)
+        theirs = ctor(net, loss, [pd[k] for k in ours.names], [case.batch], fisher_type="type-2", kfac_approx=sharing,
+                      separate_weight_and_bias=False)
+        mine, dense = ours.to_dense(), theirs @ torch.eye(ours.n, dtype=D)
+        if ours_ctor is op.hessian.kfac:
+            assert max_rel_error(mine, dense) < TOL
+            continue
+        compared = 0
+        for layer, (A, G) in ours.factors.items():
+            if not (_distinct(A) and _distinct(G)):
+                continue
+            i = block_index(net, net.get_submodule(layer), ours.names, _like(net, ours.names))
+            assert max_rel_error(mine[i[:, None], i[None, :]], dense[i[:, None], i[None, :]]) < TOL
+            compared += 1
+        assert compared >= 1
