@@ -6,6 +6,10 @@
 2. PiSSA init of a 4096x4096 weight at rank 64: overparam ``LoRALayer(init="pissa",
    svd="randomized")`` vs peft ``init_lora_weights="pissa_niter_4"``, with the reconstruction
    error ``‖W − s·B A‖_F`` of the rank-64 part (lower is better; the optimum is the tail energy).
+3. The adapter inits from the weight and from data on two 1024×1024 Linear layers, rank 16,
+   calibration 8 batches of 256 rows: ``lora_(init="olora" | "corda" | "eva" | "lora_ga")`` vs
+   peft's ``olora``, ``preprocess_corda`` + ``corda``, ``get_eva_state_dict`` (incremental PCA,
+   until converged) and ``preprocess_loraga`` + ``lora_ga``, each from a fresh copy of the model.
 
 Ratios are measured in one run, median of 3 repeats. Run from the repository root with peft
 installed: ``overparam bench factor [-- --skip-pissa ...]``.
@@ -126,12 +130,72 @@ def bench_pissa(n: int = 4096, r: int = 64, niter: int = 4, oversample: int = 8,
     return out
 
 
+def bench_inits(n: int = 1024, r: int = 16, batches: int = 8, rows: int = 256) -> dict:
+    import importlib.util
+    import sys
+    import types
+
+    import peft
+    import torch.nn.functional as F
+    if importlib.util.find_spec("attr") is None:     # peft 0.21's corda.py imports attrs without declaring it
+        sys.modules["attr"] = types.ModuleType("attr")
+        sys.modules["attr"].dataclass = __import__("dataclasses").dataclass
+    from peft.tuners.lora.config import CordaConfig
+    from peft.tuners.lora.corda import preprocess_corda
+    from peft.tuners.lora.eva import get_eva_state_dict
+    from peft.tuners.lora.loraga import preprocess_loraga
+
+    import overparam as op
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(n, n), nn.ReLU(), nn.Linear(n, n))
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(rows, n, generator=g).abs(), torch.randn(rows, n, generator=g)) for _ in range(batches)]
+    targets = ["0", "2"]
+
+    def cfg(init, **kw):
+        return peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, init_lora_weights=init, **kw)
+
+    def peft_corda(m):
+        c = cfg("corda", corda_config=CordaConfig(corda_method="ipm"))
+        preprocess_corda(m, c, run_model=lambda: [m(x) for x, _ in data])
+        peft.get_peft_model(m, c)
+
+    def peft_loraga(m):
+        c = cfg("lora_ga", lora_ga_config=peft.LoraGAConfig())
+        preprocess_loraga(m, c, train_step=lambda: [F.mse_loss(m(x), y).backward() for x, y in data])
+        peft.get_peft_model(m, c)
+
+    cases = {
+        "olora": (lambda m: op.factor.lora_(m, targets, rank=r, alpha=2 * r, init="olora"),
+                  lambda m: peft.get_peft_model(m, cfg("olora"))),
+        "corda (ipm)": (lambda m: op.factor.lora_(m, targets, rank=r, alpha=2 * r, init="corda", data=data),
+                        peft_corda),
+        "lora_ga": (lambda m: op.factor.lora_(m, targets, rank=r, alpha=2 * r, init="lora_ga",
+                                              loss_fn=F.mse_loss, data=data), peft_loraga),
+        "eva (rho=2)": (lambda m: op.factor.lora_(m, targets, rank=r, alpha=2 * r, init="eva", data=data),
+                        lambda m: get_eva_state_dict(m, [x for x, _ in data], peft_config=cfg("eva"),
+                                                     forward_fn=lambda mm, x: mm(x), prepare_model_inputs_fn=None,
+                                                     prepare_layer_inputs_fn=None, show_progress_bar=False)),
+    }
+    print("\n| init, two 1024x1024 Linear, rank 16, 8 x 256 calibration rows | overparam s | peft s | ratio |")
+    print("|---|---|---|---|", flush=True)
+    out = {}
+    for name, (ours, theirs) in cases.items():
+        t = {who: median_time(fn, repeats=3, setup=lambda: copy.deepcopy(model))
+             for who, fn in (("overparam", ours), ("peft", theirs))}
+        print(f"| {name} | {t['overparam']:.3f} | {t['peft']:.3f} | {t['overparam'] / t['peft']:.3f} |", flush=True)
+        out[name] = t
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--niter", type=int, default=4)
     ap.add_argument("--oversample", type=int, default=8)
     ap.add_argument("--skip-adapter", action="store_true")
     ap.add_argument("--skip-pissa", action="store_true")
+    ap.add_argument("--skip-inits", action="store_true")
     ap.add_argument("--ab-hand", action="store_true", help="also a two-way A/B of our layer vs the hand-written one")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -170,6 +234,8 @@ def main() -> None:
                 print(f"| {name} | {kind} | {v['seconds']:.3f} | {v['seconds'] / p['seconds']:.3f} | "
                       f"{v['error']:.4f} | {v['error'] / p['error']:.5f} |")
 
+    if not args.skip_inits:
+        bench_inits()                            # prints its rows as they are measured
 
 if __name__ == "__main__":
     main()

@@ -210,6 +210,7 @@ CALLS = {
     "factor.kron_split": {"n": lambda: 12}, "factor.SparseLowRank": {"shape": lambda: (4, 3), "density": lambda: 0.5},
     "factor.topk_mask": {"scores": lambda: t(4, 3), "density": lambda: 0.5},
     "factor.LoRALayer": {"base": LIN}, "factor.lora_scaling": {"alpha": lambda: 4.0},
+    "factor.HiRALayer": {"base": LIN, "rank": lambda: 2}, "factor.SparseUpdate": {"shape": lambda: (4, 3), "rank": lambda: 1},
     "factor.relora_restart_": {"model": lambda: _lora(mlp())},
     "factor.FactorizedLayer": {"base": LIN, "param": lambda: op.factor.LowRank((3, 4), 2, generator=0)},
     "factor.LowRankParametrization": {"rank": lambda: 2},

@@ -103,8 +103,10 @@ class _Options:
     def check(self, base: nn.Module) -> None:
         """The checks that depend on the layer (raises ValueError/TypeError, changes nothing)."""
         _layers.check_supported(base)
-        if self.init in _FROM_WEIGHT or self.init in ("eva", "corda"):
+        if self.init in _FROM_WEIGHT or self.init == "corda":
             check_rank(self.rank, _layers.matrix_shape(base), at_most_min=True)
+        if self.init == "eva":                                  # components live in the input space
+            check_rank(self.rank, (_layers.matrix_shape(base)[1],), at_most_min=True)
         if self.init == "lora_ga":
             check_rank(2 * self.rank, _layers.matrix_shape(base), name="2·rank", at_most_min=True)
         if isinstance(base, nn.Embedding) and (self.dropout > 0 or self.dora):

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ..backend.checks import check_real
 from ..hessian import gradient
 from . import _layers, inits
+from .adapters import lora_scaling
 from .inits import AdapterInit
 
 __all__ = ["DATA_INITS", "plan"]
@@ -93,8 +94,8 @@ def plan(model: nn.Module, chosen: dict[str, nn.Module], opts, loss_fn, data, *,
     their order; EVA leaves out the layers it gives rank 0. ``opts`` are ``lora_``'s options."""
     if data is None:
         raise ValueError(f"data: init={opts.init!r} needs data=")
-    rank, s = opts.rank, opts.alpha
-    scaling = lambda o: (o.alpha if o.alpha is not None else o.rank) / (o.rank ** 0.5 if o.rslora else o.rank)  # noqa: E731
+    rank, alpha = opts.rank, float(opts.rank if opts.alpha is None else opts.alpha)
+    s = lora_scaling(alpha, rank, rslora=opts.rslora)
     W = {n: _layers.as_matrix(m, m.weight.detach()) for n, m in chosen.items()}
     if opts.init == "lora_ga":
         if loss_fn is None:
@@ -104,7 +105,7 @@ def plan(model: nn.Module, chosen: dict[str, nn.Module], opts, loss_fn, data, *,
         out = {}
         for key, n in wanted.items():
             G = _layers.as_matrix(chosen[n], g[key])
-            out[n] = (opts, inits.lora_ga(G, W[n], rank, scaling=scaling(opts), direction=ga_direction,
+            out[n] = (opts, inits.lora_ga(G, W[n], rank, scaling=s, direction=ga_direction,
                                           scale=ga_scale, gamma=ga_gamma))
         return out
     _check_linear_like(chosen, opts.init)
@@ -121,7 +122,7 @@ def plan(model: nn.Module, chosen: dict[str, nn.Module], opts, loss_fn, data, *,
 
         _inputs(model, chosen, data, add)
         _check_seen(chosen, cov)
-        return {n: (opts, inits.corda(W[n], cov[n] / count[n], rank, scaling=scaling(opts), mode=corda_mode))
+        return {n: (opts, inits.corda(W[n], cov[n] / count[n], rank, scaling=s, mode=corda_mode))
                 for n in chosen}
     check_real(rho, "rho", at_least=1.0)
     rows: dict[str, list[Tensor]] = {}
@@ -137,8 +138,7 @@ def plan(model: nn.Module, chosen: dict[str, nn.Module], opts, loss_fn, data, *,
     for n, r in ranks.items():
         if r == 0:
             continue
-        alpha = (s if s is not None else rank) * r / rank
-        o = dataclasses.replace(opts, rank=r, alpha=alpha)
+        o = dataclasses.replace(opts, rank=r, alpha=alpha * r / rank)
         out[n] = (o, AdapterInit(W[n].new_zeros(W[n].shape[0], r), comps[n][:, :r].contiguous(), False))
     return out
 

@@ -38,8 +38,8 @@ class SparseUpdate(nn.Module):
 
     Args:
         shape: ``(rows, cols)``.
-        rank: without ``mask``, the support has ``min(rank · (rows + cols), rows · cols)``
-            random entries.
+        rank: without ``mask``, the support has ``rank · (rows + cols)`` random entries
+            (``<= rows · cols``, else ``ValueError``).
         mask: a fixed boolean support ``(rows, cols)`` instead (not with ``rank``).
 
     Example:
@@ -47,7 +47,7 @@ class SparseUpdate(nn.Module):
         >>> u = SparseUpdate((2, 2), mask=m)
         >>> with torch.no_grad():
         ...     _ = u.values.fill_(2.0)
-        >>> u()
+        >>> u().detach()
         tensor([[2., 0.],
                 [0., 2.]])
     """
@@ -61,8 +61,11 @@ class SparseUpdate(nn.Module):
             raise ValueError("give exactly one of rank (a random support) and mask")
         if mask is None:
             check_rank(rank)
+            if rank * (rows + cols) > rows * cols:
+                raise ValueError(f"rank: rank · (rows + cols) = {rank * (rows + cols)} exceeds the {rows * cols} entries "
+                                 f"of the {rows}×{cols} weight")
             scores = uniform(self.shape, generator=construction_generator(generator), dtype=torch.float64)
-            mask = topk_mask(scores, min(1.0, rank * (rows + cols) / (rows * cols)))
+            mask = topk_mask(scores, rank * (rows + cols) / (rows * cols))
         elif not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != self.shape:
             raise ValueError(f"mask must be a bool tensor of shape {self.shape}, got "
                              f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")

@@ -126,3 +126,30 @@ def test_a_layer_the_data_never_reaches_is_refused():
     net.forward = lambda x: net["a"](x)
     with pytest.raises(ValueError, match=r"data: layers \['b'\] were not called"):
         op.factor.lora_(net, rank=1, init="eva", data=(torch.randn(8, 3), None))
+
+
+WRAPS = {
+    "olora": dict(init="olora"), "milora": dict(init="milora"),
+    "lora_ga": dict(init="lora_ga", loss_fn=F.mse_loss), "eva": dict(init="eva"), "corda": dict(init="corda"),
+}
+
+
+@pytest.mark.parametrize("name", [*WRAPS, "hira", "shira"])
+def test_wrap_then_unload_restores_the_models_state(name):
+    net, (x, y) = _net(), _data()
+    net[0].bias.requires_grad_(False)
+    net[2].train(False)
+    keys, flags = list(net.state_dict()), [p.requires_grad for p in net.parameters()]
+    values = [v.clone() for v in net.state_dict().values()]
+    modes = [m.training for m in net.modules()]
+    if name in WRAPS:
+        kw = dict(WRAPS[name])
+        if kw["init"] in ("lora_ga", "eva", "corda"):
+            kw["data"] = (x, y)
+        op.factor.lora_(net, rank=2, **kw)
+    else:
+        op.factor.hadamard_(net, kind=name, rank=1, generator=0)
+    op.factor.merge_(net)
+    assert list(net.state_dict()) == keys and [p.requires_grad for p in net.parameters()] == flags
+    assert [m.training for m in net.modules()] == modes
+    assert all((a - b).abs().max() < 1e-12 for a, b in zip(net.state_dict().values(), values))
