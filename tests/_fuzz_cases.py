@@ -267,6 +267,8 @@ CALLS = {
     "prune.PackedSGD": {"params": lambda: mlp().named_parameters(), "masks": lambda: {"0.weight": torch.ones(8, 4, dtype=torch.bool)}},
     "prune.PackedAdamW": {"params": lambda: mlp().named_parameters(), "masks": lambda: {"0.weight": torch.ones(8, 4, dtype=torch.bool)}},
     "problems.shared_sensing": {"n": lambda: 5, "r": lambda: 1, "m": lambda: 20, "seeds": lambda: [0, 1]},
+    "backend.layers.uncovered_layers": {"model": lambda: mlp()},
+    "backend.layers.check_covered": {"model": lambda: mlp()},
     "problems.shared_completion": {"n": lambda: 5, "r": lambda: 1, "p": lambda: 0.6, "seeds": lambda: [0, 1]},
     "problems.Batched": {"problems": lambda: [op.problems.sensing(5, 1, 20, generator=s) for s in (0, 1)]},
     "optim.run_batched": {"problem": lambda: op.problems.shared_sensing(5, 1, 20, seeds=[0, 1]),

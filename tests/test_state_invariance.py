@@ -26,6 +26,7 @@ import overparam as op
 from _fuzz_cases import SKIP, data, mlp, public_callables, valid_call
 
 MEASURE = """backend.select.select backend.select.matches backend.layers.weights_of backend.layers.unknown_weight_layers
+backend.layers.uncovered_layers backend.layers.check_covered
 backend.layers.repeated_blocks factor.diagnostics.FactorMonitor factor.adapter_state_dict factor.pairs
 scaling.shapes.infer_shapes scaling.plan prune.init.synflow prune.init.prune_at_init prune.masks.magnitude
 prune.nm.nm_masks prune.nm.nm_dims prune.scores.magnitude_scores prune.scores.random_scores

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .layout import CONV, LINEAR, PACKED, TABLE, TRANSPOSED_LINEAR, Layout, _check_bools
 
-__all__ = ["Layout", "LayerKind", "LayerWeight", "LINEAR", "TRANSPOSED_LINEAR", "register_layer", "unregister_layer",
+__all__ = ["uncovered_layers", "check_covered", "Layout", "LayerKind", "LayerWeight", "LINEAR", "TRANSPOSED_LINEAR", "register_layer", "unregister_layer",
            "kinds", "kind_of", "layout_of", "layer_types", "fans", "weights_of", "unknown_weight_layers",
            "repeated_blocks"]
 
@@ -299,6 +299,58 @@ def unknown_weight_layers(model: nn.Module) -> dict[str, type]:
         if p is not None and p.ndim >= 2 and layout_of(mod, "weight") is None:
             out[mname] = type(mod)
     return out
+
+
+def uncovered_layers(model: nn.Module, which: str = "prunable") -> dict[str, type]:
+    """``{module name: type}`` of the weight-bearing modules a ``targets=None`` default of kind flag
+    ``which`` would skip: :func:`unknown_weight_layers`, and for ``which="factor"`` also the modules of
+    registered kinds without factor support (``nn.MultiheadAttention``'s packed projections,
+    transposed convolutions, ``EmbeddingBag``) that hold a parameter with ≥ 2 dimensions.
+
+    Example:
+        >>> mha = nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 2))
+        >>> list(uncovered_layers(mha)), list(uncovered_layers(mha, "factor"))
+        ([], ['1'])
+    """
+    if which not in ("prunable", "factor"):
+        raise ValueError(f"which must be 'prunable' or 'factor', got {which!r}")
+    out = dict(unknown_weight_layers(model))
+    if which == "factor":
+        for mname, mod in model.named_modules():
+            k = kind_of(mod)
+            if k is not None and not k.factor and any(
+                    p is not None and p.ndim >= 2 for p in mod._parameters.values()):
+                out[mname] = type(mod)
+    return out
+
+
+def check_covered(model: nn.Module, exclude=None, *, which: str = "prunable") -> None:
+    """Raise ``ValueError`` when ``targets=None`` would skip a layer of :func:`uncovered_layers` that
+    ``exclude`` (a selection spec) does not remove: a default never skips a weight silently.
+
+    Example:
+        >>> check_covered(nn.Sequential(nn.Linear(2, 2)), which="factor")
+    """
+    from .select import select
+
+    bad = uncovered_layers(model, which)
+    gone = set(select(model, exclude, kind="parameters", argname="exclude")) if exclude is not None else set()
+    if bad and gone:
+        mods = dict(model.named_modules())
+
+        def covered(n: str) -> bool:
+            names = [pn for pn, p in mods[n]._parameters.items() if p is not None and p.ndim >= 2]
+            return all((f"{n}.{pn}" if n else pn) in gone for pn in names)
+
+        bad = {n: t for n, t in bad.items() if not covered(n)}
+    if not bad:
+        return
+    unknown = unknown_weight_layers(model)
+    listed = ", ".join(f"{n or '<root>'} ({t.__module__}.{t.__qualname__}"
+                       f"{'' if n in unknown else ': no ' + which + ' support'})" for n, t in bad.items())
+    raise ValueError(f"targets=None would skip these weight-bearing layers: {listed}; name the targets explicitly, "
+                     "exclude= them, or describe an unknown kind with "
+                     "overparam.backend.layers.register_layer(LayerKind(...))")
 
 
 def repeated_blocks(model: nn.Module) -> tuple[str, nn.Module]:

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backend.checks import check_float, check_rank
+from ..backend.layers import check_covered
 from ..backend.random import GeneratorLike, construction_generator
 from ..backend.select import Spec, select
 from . import _layers, data_inits
@@ -62,6 +63,8 @@ _WHAT = "Linear, ConvNd, Embedding or Conv1D layer"
 
 def _targets(model: nn.Module, targets: Spec, exclude: Spec) -> dict[str, nn.Module]:
     """The supported layers ``targets`` selects, none of them inside a wrapper."""
+    if targets is None:
+        check_covered(model, exclude, which="factor")
     chosen = select(model, targets, exclude=exclude, types=_layers.supported_types(), argname="targets", what=_WHAT)
     wrappers = [n for n, m in model.named_modules() if isinstance(m, LayerWrapper)]
     for name in chosen:

@@ -48,8 +48,6 @@ __all__ = [
     "Masks", "kept_fraction", "targets", "compress", "decompress", "is_semi_structured", "to_semi_structured", "validate",
     "block_mask", "ln_structured", "ChannelGroup", "PrunedMultiheadAttention", "channel_groups",
     "PackedOptimizer", "PackedSGD", "PackedAdamW", "remove_pruned", "SRSTE", "srste_weight",
-    "block_mask", "ln_structured",
-    "PackedOptimizer", "PackedSGD", "PackedAdamW", "state_bytes",
     "LayerStats", "PrunedMatrix", "calibrate", "collect_stats", "sparsegpt_", "sparsegpt_matrix",
     "wanda", "wanda_mask", "wanda_scores", "owl", "owl_sparsities",
     "LayerError", "Reconstruction", "reconstruction", "plot_reconstruction",

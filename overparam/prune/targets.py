@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backend.checks import check_fraction
-from ..backend.layers import unknown_weight_layers, weights_of
+from ..backend.layers import check_covered, weights_of
 from ..backend.select import Spec, name_matches, select
 
 __all__ = ["Masks", "targets", "check_masks", "kept_fraction", "resolve_overrides"]
@@ -69,19 +69,6 @@ def _weights(model: nn.Module, default: bool) -> dict[str, nn.Parameter]:
         if all(k.prune_default for k in kinds) if default else any(k.prunable for k in kinds):
             out[name] = w.module._parameters[w.param_name]
     return out
-
-
-def _check_known(model: nn.Module, exclude: Spec) -> None:
-    """``targets=None`` must not skip a weight-bearing layer of an unknown kind (unless excluded)."""
-    unknown = unknown_weight_layers(model)
-    if unknown and exclude is not None:
-        gone = set(select(model, exclude, kind="parameters", argname="exclude"))
-        unknown = {n: t for n, t in unknown.items() if (f"{n}.weight" if n else "weight") not in gone}
-    if unknown:
-        listed = ", ".join(f"{n or '<root>'} ({t.__module__}.{t.__qualname__})" for n, t in unknown.items())
-        raise ValueError(f"targets=None would skip layers of a kind overparam does not know: {listed}; describe "
-                         "the kind with overparam.backend.layers.register_layer(LayerKind(...)), name the "
-                         "targets explicitly, or exclude= them")
 
 
 def _flat(spec: Spec) -> list:
@@ -113,7 +100,7 @@ def targets(model: nn.Module, targets: Spec = None, *, exclude: Spec = None) -> 
     """
     check_model(model)
     if targets is None:
-        _check_known(model, exclude)
+        check_covered(model, exclude, which="prunable")
         pool = _weights(model, True)
         chosen = set(pool)
     else:

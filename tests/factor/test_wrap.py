@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import overparam as op
 from overparam.factor import (FactorizedLayer, LayerWrapper, LoRALayer, SparseLowRank, adapter_state_dict, hadamard_,
                               load_adapter_state_dict, lora_, lowrank_, merge_, pairs, unmerge_)
 from overparam.testing import assert_no_side_effects
@@ -328,3 +329,21 @@ def test_model_level_functions_refuse_a_non_module_by_name():
             fn("not a model")
     with pytest.raises(ValueError, match="scale"):              # checked even where kind="product" ignores it
         hadamard_(Net(), "block.0", scale=float("nan"))
+
+
+def test_default_targets_refuse_to_skip_a_weight_bearing_layer_silently():
+    """targets=None on a model with a layer factor cannot wrap (MultiheadAttention's packed projection)
+    raises naming it; exclude= or explicit targets go through."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn, self.mlp = nn.MultiheadAttention(8, 2), nn.Linear(8, 8)
+
+    m = Block()
+    with pytest.raises(ValueError, match=r"attn \(torch.nn.modules.activation.MultiheadAttention: no factor support\)"):
+        op.factor.lora_(m, rank=2)
+    op.factor.lora_(m, rank=2, exclude="attn")             # excluded: wraps the rest (out_proj is excluded too)
+    assert isinstance(m.mlp, op.factor.LoRALayer) and not isinstance(m.attn.out_proj, op.factor.LoRALayer)
+    m2 = Block()
+    op.factor.lora_(m2, "mlp", rank=2)                     # named targets: no check
+    assert isinstance(m2.mlp, op.factor.LoRALayer)
