@@ -153,5 +153,12 @@ def topk_mask(scores: Tensor, k: int, *, largest: bool = True, dim: int | None =
     if ties == "keep":
         kth = torch.topk(s, k, dim=dim, largest=largest).values.narrow(dim, k - 1, 1)
         return s >= kth if largest else s <= kth
-    order = torch.sort(s, dim=dim, descending=largest, stable=True).indices.narrow(dim, 0, k)
-    return torch.zeros_like(s, dtype=torch.bool).scatter_(dim, order, True)
+    # the k-th smallest key per slice, then the tied entries at it by lowest index (no full sort)
+    key = -s if largest else s
+    kth = torch.kthvalue(key, k, dim=dim, keepdim=True).values
+    below = key < kth
+    tied = key == kth
+    room = k - below.sum(dim=dim, keepdim=True)
+    if bool((tied.sum(dim=dim, keepdim=True) == room).all()):   # no surplus tie at the boundary (the usual case)
+        return below | tied
+    return below | (tied & (torch.cumsum(tied, dim=dim) <= room))
