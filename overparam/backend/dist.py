@@ -34,12 +34,24 @@ from torch import Tensor, nn
 from . import vec as _vec
 from .random import GeneratorLike, measurement_generator
 
-__all__ = ["is_distributed", "rank", "world_size", "all_reduce_vec", "all_gather", "global_kth_value", "agree",
+__all__ = ["LOCAL", "is_distributed", "rank", "world_size", "all_reduce_vec", "all_gather", "global_kth_value", "agree",
            "sample_weight", "broadcast_seed", "unwrap", "is_dtensor"]
 
 
+class _Local:
+    def __repr__(self) -> str:
+        return "overparam.backend.dist.LOCAL"
+
+
+LOCAL = _Local()
+"""``group=LOCAL``: this process alone, even inside an initialised process group (e.g. a
+replicated DDP weight, which ``group=None``, the world, would treat as one shard of many)."""
+
+
 def is_distributed(group=None) -> bool:
-    """Whether a process group with more than one rank is active."""
+    """Whether a process group with more than one rank is active (never for :data:`LOCAL`)."""
+    if group is LOCAL:
+        return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 

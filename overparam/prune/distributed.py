@@ -91,7 +91,8 @@ def global_magnitude(model: nn.Module, sparsity: float, *, targets: Spec = None,
     check_sparsity(sparsity)
     params, sharded = _params(model, targets, exclude)
     if not sharded:
-        masks = magnitude(dist.unwrap(model), sparsity, targets=targets, exclude=exclude)
+        # group=LOCAL: the replicated weights are this rank's whole pool (group=None would count them once per rank)
+        masks = magnitude(dist.unwrap(model), sparsity, targets=targets, exclude=exclude, group=dist.LOCAL)
         dist.agree(_mask_fingerprint(masks), "the magnitude masks (are the replicas' weights in sync?)", group=group)
         return masks
     names = list(params)

@@ -3,6 +3,10 @@
 Every worker ``fn(rank, world, *args)`` runs inside an initialised group with a short timeout;
 its return value (or the ``repr`` of the exception it raised) comes back in rank order. The
 parent never waits longer than ``timeout`` seconds: stragglers are killed and the test fails.
+
+Test modules :func:`register` their workers at import; the session fixture ``gloo``
+(conftest.py) runs every registered worker in ONE group (one process start for the folder),
+and :func:`results` hands each test its worker's per-rank results.
 """
 
 from __future__ import annotations
@@ -66,3 +70,40 @@ def launch(fn, *args, world: int = 2, timeout: float = 60.0, pg_timeout: float =
     errors = {r: v for r, (s, v) in got.items() if s == "error"}
     assert not errors, "worker failed:\n" + "\n".join(f"rank {r}: {v}" for r, v in sorted(errors.items()))
     return [got[r][1] for r in range(world)]
+
+
+WORKERS: list = []
+
+
+def register(fn):
+    """Decorator: run ``fn(rank, world)`` in the folder's shared gloo group."""
+    WORKERS.append(fn)
+    return fn
+
+
+def _key(fn) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _run_all(rank: int, world: int, fns) -> dict:
+    out = {}
+    for fn in fns:
+        try:
+            out[_key(fn)] = ("ok", fn(rank, world))
+        except Exception as err:  # noqa: BLE001 - reported per worker by results()
+            out[_key(fn)] = ("error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
+    return out
+
+
+def launch_registered(timeout: float = 90.0) -> dict:
+    """``{worker name: [(status, value) per rank]}`` for every registered worker, in one group."""
+    per_rank = launch(_run_all, list(WORKERS), timeout=timeout)
+    return {k: [r[k] for r in per_rank] for k in per_rank[0]}
+
+
+def results(gloo: dict, fn) -> list:
+    """``fn``'s result on every rank; fails naming the rank whose run raised."""
+    got = gloo[_key(fn)]
+    errors = [f"rank {r}: {v}" for r, (s, v) in enumerate(got) if s == "error"]
+    assert not errors, "worker failed:\n" + "\n".join(errors)
+    return [v for _, v in got]

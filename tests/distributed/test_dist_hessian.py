@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from _dist_launch import launch
+from _dist_launch import register, results
 
 from overparam import hessian as H
 from overparam.backend import dist as opdist
@@ -29,6 +29,7 @@ def _expect_error(fn, *args, **kw) -> str:
     return "no error"
 
 
+@register
 def _worker(rank, world):
     net, x, y, v = _problem()
     sl = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
@@ -54,12 +55,12 @@ def _worker(rank, world):
 
 
 @pytest.mark.dist
-def test_ddp_curvature_equals_one_process():
+def test_ddp_curvature_equals_one_process(gloo):
     net, x, y, v = _problem()
     Hs = H.hessian(net, mse, (x, y))
     hv, grad = Hs @ v, Hs.gradient()
     eig = H.lanczos(Hs, k=5, which="LM", tol=1e-12, generator=11).values
-    r0, r1 = launch(_worker)
+    r0, r1 = results(gloo, _worker)
     assert r0["weight"] == SPLIT / 16 and r1["weight"] == (16 - SPLIT) / 16
     for key in ("hv", "grad", "block", "eig", "hutch", "hpp", "xtrace", "ggn", "seed"):
         assert r0[key] == r1[key], key  # bitwise identical on every rank
