@@ -11,7 +11,8 @@
   shapes/sizes/settings (one fixed-size gather, so a disagreement never hangs a collective);
 * :func:`sample_weight`: this rank's share ``n_r / N`` of the samples, counts declared or
   gathered once; :func:`broadcast_seed`: one generator seed for every rank;
-* :func:`unwrap`: the module inside ``DistributedDataParallel``; :func:`is_dtensor`.
+* :func:`unwrap`: the module inside ``DistributedDataParallel``; :func:`is_dtensor`,
+  :func:`shard_dim` and :func:`dtensor_like` for FSDP2's DTensor parameters.
 
 "Single process" means ``torch.distributed`` is unavailable, not initialized, or the
 world has size 1; then the input is returned untouched (the same objects).
@@ -35,7 +36,7 @@ from . import vec as _vec
 from .random import GeneratorLike, measurement_generator
 
 __all__ = ["LOCAL", "is_distributed", "rank", "world_size", "all_reduce_vec", "all_gather", "global_kth_value", "agree",
-           "sample_weight", "broadcast_seed", "unwrap", "is_dtensor"]
+           "sample_weight", "broadcast_seed", "unwrap", "is_dtensor", "shard_dim", "dtensor_like"]
 
 
 class _Local:
@@ -317,3 +318,35 @@ def is_dtensor(t) -> bool:
     from torch.distributed.tensor import DTensor
 
     return isinstance(t, DTensor)
+
+
+def shard_dim(t, name: str = "t") -> int | None:
+    """The dimension a DTensor on a 1-D mesh is sharded along (None: replicated, or not a DTensor).
+
+    Raises:
+        ValueError: a mesh of more than one dimension, or a placement other than Shard / Replicate
+            (the message names ``name``).
+    """
+    if not is_dtensor(t):
+        return None
+    from torch.distributed.tensor import Replicate, Shard
+
+    if t.device_mesh.ndim != 1:
+        raise ValueError(f"{name}: only 1-D device meshes are supported, got a {t.device_mesh.ndim}-D mesh")
+    (pl,) = t.placements
+    if isinstance(pl, Replicate):
+        return None
+    if isinstance(pl, Shard):
+        return pl.dim
+    raise ValueError(f"{name}: placement {pl} is not supported (Shard or Replicate)")
+
+
+def dtensor_like(local: Tensor, like) -> Tensor:
+    """``local`` (this rank's shard) as a DTensor with ``like``'s mesh, placements and global
+    shape; ``local`` itself when ``like`` is not a DTensor."""
+    if not is_dtensor(like):
+        return local
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(local, like.device_mesh, like.placements, run_check=False, shape=like.shape,
+                              stride=like.stride())

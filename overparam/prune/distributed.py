@@ -43,26 +43,6 @@ def _mask_fingerprint(masks: Masks) -> list:
                                                    * torch.arange(1, m.numel() + 1)).sum())) for k, m in masks.items()]
 
 
-def _shard_dim(name: str, p: Tensor) -> int | None:
-    """The sharded dim of a DTensor parameter on a 1-D mesh (None: replicated)."""
-    from torch.distributed.tensor import Replicate, Shard  # only DTensor parameters get here
-
-    if p.device_mesh.ndim != 1:
-        raise ValueError(f"{name}: only 1-D device meshes are supported, got a {p.device_mesh.ndim}-D mesh")
-    (pl,) = p.placements
-    if isinstance(pl, Replicate):
-        return None
-    if isinstance(pl, Shard):
-        return pl.dim
-    raise ValueError(f"{name}: placement {pl} is not supported (Shard or Replicate)")
-
-
-def _as_dtensor(local: Tensor, p: Tensor) -> Tensor:
-    from torch.distributed.tensor import DTensor
-
-    return DTensor.from_local(local, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride())
-
-
 def _params(model: nn.Module, targets: Spec, exclude: Spec) -> tuple[dict[str, Tensor], bool]:
     params = _targets(dist.unwrap(model), targets, exclude=exclude)
     kinds = {dist.is_dtensor(p) for p in params.values()}
@@ -97,7 +77,7 @@ def global_magnitude(model: nn.Module, sparsity: float, *, targets: Spec = None,
         return masks
     names = list(params)
     for k in names:
-        if _shard_dim(k, params[k]) != 0:
+        if dist.shard_dim(params[k], k) != 0:
             raise ValueError(f"{k}: global magnitude masks need Shard(0) placements (FSDP2's default), "
                              f"got {params[k].placements}")
     pg = params[names[0]].device_mesh.get_group()
@@ -106,7 +86,7 @@ def global_magnitude(model: nn.Module, sparsity: float, *, targets: Spec = None,
     flat = torch.cat(local)
     k_prune = n_pruned(sparsity, sum(params[k].numel() for k in names))
     if k_prune == 0:
-        return {k: _as_dtensor(torch.ones_like(params[k].to_local(), dtype=torch.bool), params[k]) for k in names}
+        return {k: dist.dtensor_like(torch.ones_like(params[k].to_local(), dtype=torch.bool), params[k]) for k in names}
     t = dist.global_kth_value(flat, k_prune, group=pg)
     below = [s < t for s in local]
     tied = [s == t for s in local]
@@ -119,7 +99,7 @@ def global_magnitude(model: nn.Module, sparsity: float, *, targets: Spec = None,
         before = int(allc[:, 1, :i].sum()) + int(allc[:me, 1, i].sum())
         take = max(0, min(left - before, int(counts[1, i])))
         prune = below[i] | (tied[i] & (torch.cumsum(tied[i], 0) <= take))
-        out[k] = _as_dtensor((~prune).reshape(params[k].to_local().shape), params[k])
+        out[k] = dist.dtensor_like((~prune).reshape(params[k].to_local().shape), params[k])
     return out
 
 
@@ -140,11 +120,11 @@ def distributed_nm_masks(model: nn.Module, n: int, m: int, *, targets: Spec = No
     out: Masks = {}
     for k, p in params.items():
         loc = p.to_local().detach()
-        sd, gd = _shard_dim(k, p), dims[k] % p.ndim
+        sd, gd = dist.shard_dim(p, k), dims[k] % p.ndim
         if sd is not None and sd % p.ndim == gd:
             sizes = dist.all_gather(torch.tensor([loc.shape[gd]]), group=p.device_mesh.get_group())[:, 0].tolist()
             if any(s % m for s in sizes):
                 raise ValueError(f"{k}: the shards along its grouped dim {gd} have sizes {sizes}, not all multiples "
                                  f"of m={m}: a shard would split an N:M group")
-        out[k] = _as_dtensor(nm_mask(loc.abs(), n, m, dim=gd), p)
+        out[k] = dist.dtensor_like(nm_mask(loc.abs(), n, m, dim=gd), p)
     return out
