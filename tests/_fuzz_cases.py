@@ -39,7 +39,7 @@ SKIP = {
         "backend.vec.Vec", "backend.select.Spec", "prune.Masks", "optim.StepRule", "hessian.Operator",
         "backend.dispatch.Registry", "optim.PairOptimizer", "factor.LayerWrapper", "prune.PackedOptimizer")},
     **{n: "a process-group query: no argument but an optional torch.distributed group" for n in (
-        "backend.dist.is_distributed", "backend.dist.rank")},
+        "backend.dist.is_distributed", "backend.dist.rank", "backend.dist.world_size")},
     "backend.dispatch.register": "mutates the global implementation registry (tested in tests/backend/test_dispatch.py)",
     **{n: "mutates the global layer-kind registry (tested in tests/backend/test_layers.py)" for n in (
         "backend.layers.register_layer", "backend.layers.unregister_layer")},
@@ -190,6 +190,10 @@ CALLS = {
     "backend.linalg.spd_solve": {"B": lambda: t(2, 3)}, "backend.linalg.spd_solve_ex": {"B": lambda: t(2, 3)},
     "backend.dist.all_reduce_vec": {"x": lambda: (t(3),)}, "backend.dist.all_gather": {"t": lambda: t(3)},
     "backend.dist.global_kth_value": {"values": lambda: t(10), "k": lambda: 3},
+    "backend.dist.agree": {"value": lambda: [(2, 3)], "what": lambda: "shapes"}, "backend.dist.sample_weight": {"count": lambda: 3},
+    "backend.dist.is_dtensor": {"t": lambda: t(3)}, "backend.dist.shard_dim": {"t": lambda: t(3)},
+    "backend.dist.dtensor_like": {"local": lambda: t(3), "like": lambda: t(3)},
+    "hessian.DistributedOperator": {"local": lambda: op.hessian.hessian(mlp(), F.mse_loss, data())},
     "factor.functional.product": {"factors": lambda: [t(3, 2), t(4, 3)]},
     "factor.LowRankLinear": {"in_features": lambda: 4, "out_features": lambda: 3},
     "factor.functional.lowrank_product": {"left": lambda: t(4, 2), "right": lambda: t(3, 2, seed=1)},

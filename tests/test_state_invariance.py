@@ -38,7 +38,8 @@ testing.oracles.dense_hessian testing.hessian_oracles.dense_ggn scaling.shared_r
 hessian.JacobianOperator hessian.ntk hessian.NTKOperator hessian.block_spectra hessian.loss_landscape
 prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner hessian.KFACOperator
 hessian.kfac hessian.EKFACOperator hessian.ekfac optim.loraplus_groups prune.removal.remove_pruned
-prune.removal.channel_groups prune.srste.SRSTE"""
+prune.removal.channel_groups prune.srste.SRSTE hessian.distributed_hessian hessian.distributed_ggn
+prune.global_magnitude prune.distributed_nm_masks backend.dist.unwrap"""
 VALUES = """scaling.attention_scale_ backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict factor.unmerge_
 prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery"""
 WRAP = "factor.lowrank_ factor.hadamard_ factor.lora_ prune.apply.parametrize_masks_"

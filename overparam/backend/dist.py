@@ -261,6 +261,8 @@ def sample_weight(count: int, *, samples: Sequence[int] | None = None, group=Non
     if samples is None:
         counts = all_gather(torch.tensor([count], dtype=torch.int64), group=group)[:, 0].tolist()
     else:
+        if not isinstance(samples, Sequence) or isinstance(samples, str):
+            raise TypeError(f"samples must be a list of per-rank sample counts, got {type(samples).__name__}")
         counts = list(samples)
         if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
             raise ValueError(f"samples must be ints >= 0, one per rank, got {samples!r}")
@@ -312,7 +314,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def is_dtensor(t) -> bool:
-    """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (FSDP2's sharded parameters)."""
+    """Whether the tensor ``t`` is a ``torch.distributed.tensor.DTensor`` (FSDP2's sharded parameters)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
     if not dist.is_available():
         return False
     from torch.distributed.tensor import DTensor
@@ -344,6 +348,9 @@ def shard_dim(t, name: str = "t") -> int | None:
 def dtensor_like(local: Tensor, like) -> Tensor:
     """``local`` (this rank's shard) as a DTensor with ``like``'s mesh, placements and global
     shape; ``local`` itself when ``like`` is not a DTensor."""
+    for name, x in (("local", local), ("like", like)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not is_dtensor(like):
         return local
     from torch.distributed.tensor import DTensor

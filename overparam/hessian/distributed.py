@@ -92,6 +92,8 @@ class DistributedOperator(Operator):
                  check_probes: bool = True):
         if not isinstance(local, Operator):
             raise TypeError(f"local must be an overparam Operator, got {type(local).__name__}")
+        if samples is not None and (not isinstance(samples, Sequence) or isinstance(samples, str)):
+            raise TypeError(f"samples must be a list of per-rank sample counts, got {type(samples).__name__}")
         self.local, self.group, self.check_probes = local, group, bool(check_probes)
         self.like, self.dtype, self.device = local.like, local.dtype, local.device
         dist.agree([tuple(s) for s in self.like] + [str(self.dtype)], "the operator's parameter shapes and dtype",
