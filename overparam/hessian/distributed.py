@@ -149,8 +149,11 @@ def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Sp
     or DDP-wrapped), wrapped in :class:`DistributedOperator` ``(samples=, group=, check_probes=)``.
 
     Example:
-        >>> H.local.backend  # doctest: +SKIP
-        'double_backward'
+        >>> from overparam.testing import tanh_mlp
+        >>> x, y = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64)
+        >>> H = distributed_hessian(tanh_mlp([2, 3, 1], generator=0), torch.nn.functional.mse_loss, (x, y))
+        >>> H.local.backend, H.names
+        ('double_backward', ['0.weight', '0.bias', '2.weight', '2.bias'])
     """
     local = HessianOperator(_plain(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
     return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes)
@@ -164,9 +167,10 @@ def distributed_ggn(model: nn.Module, loss_fn: Callable, data, *, params: Spec =
     With a token-mean cross-entropy the weights are the per-rank counts of non-ignored targets.
 
     Example:
-        >>> G = distributed_ggn(net, torch.nn.functional.mse_loss, (x, y))
-        >>> G.n
-        21
+        >>> from overparam.testing import tanh_mlp
+        >>> x, y = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64)
+        >>> distributed_ggn(tanh_mlp([2, 3, 1], generator=0), torch.nn.functional.mse_loss, (x, y)).n
+        13
     """
     local = GGNOperator(_plain(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
     return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes)
