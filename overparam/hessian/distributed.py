@@ -22,12 +22,10 @@ In a single process the wrapper is the local operator (weight 1, no communicatio
 
 Example:
     >>> import torch
-    >>> from overparam.testing import tanh_mlp
-    >>> net = tanh_mlp([3, 4, 1], generator=0)
-    >>> x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
-    >>> H = distributed_hessian(net, torch.nn.functional.mse_loss, (x, y))
-    >>> H.n, H.weight
-    (21, 1.0)
+    >>> from overparam.hessian.operators import as_operator
+    >>> A = DistributedOperator(as_operator(2 * torch.eye(3, dtype=torch.float64)), samples=[5])
+    >>> A.weight, (A @ torch.ones(3, dtype=torch.float64)).tolist()   # one process: the local operator
+    (1.0, [2.0, 2.0, 2.0])
 """
 
 from __future__ import annotations
