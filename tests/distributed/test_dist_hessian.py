@@ -45,6 +45,8 @@ def _worker(rank, world):
         "hpp": float(H.hutchpp(Hd, 21, generator=3).mean),
         "xtrace": float(H.xtrace(Hd, 20, generator=3).mean),
         "seed": seed,
+        "slq": H.slq(Hd, 2, 12, generator=3).nodes.tolist(),
+        "lmax": float(H.lambda_max(Hd, generator=3, tol=1e-10).values[0]),
         "ggn": (H.distributed_ggn(net, mse, (x[sl], y[sl]), samples=[SPLIT, 16 - SPLIT]) @ v).tolist(),
         # faults: each must raise the same ValueError on both ranks, never hang
         "bad_samples": _expect_error(H.distributed_hessian, net, mse, (x[sl], y[sl]), samples=[SPLIT + rank, 9]),
@@ -62,7 +64,7 @@ def test_ddp_curvature_equals_one_process(gloo):
     eig = H.lanczos(Hs, k=5, which="LM", tol=1e-12, generator=11).values
     r0, r1 = results(gloo, _worker)
     assert r0["weight"] == SPLIT / 16 and r1["weight"] == (16 - SPLIT) / 16
-    for key in ("hv", "grad", "block", "eig", "hutch", "hpp", "xtrace", "ggn", "seed"):
+    for key in ("hv", "grad", "block", "eig", "hutch", "hpp", "xtrace", "ggn", "seed", "slq", "lmax"):
         assert r0[key] == r1[key], key  # bitwise identical on every rank
     torch.testing.assert_close(torch.tensor(r0["hv"], dtype=torch.float64), hv, rtol=0, atol=1e-10)
     torch.testing.assert_close(torch.tensor(r0["grad"], dtype=torch.float64), grad, rtol=0, atol=1e-10)
@@ -73,6 +75,9 @@ def test_ddp_curvature_equals_one_process(gloo):
     for key, fn, kw in (("hutch", H.hutchinson, dict(probes=20, generator=r0["seed"])),
                         ("hpp", H.hutchpp, dict(probes=21, generator=3)), ("xtrace", H.xtrace, dict(probes=20, generator=3))):
         assert abs(r0[key] - float(fn(Hs, **kw).mean)) < 1e-10, key
+    torch.testing.assert_close(torch.tensor(r0["slq"], dtype=torch.float64), H.slq(Hs, 2, 12, generator=3).nodes,
+                               rtol=0, atol=1e-8)
+    assert abs(r0["lmax"] - float(H.lambda_max(Hs, generator=3, tol=1e-10).values[0])) < 1e-10
     torch.testing.assert_close(torch.tensor(r0["ggn"], dtype=torch.float64), H.ggn(net, mse, (x, y)) @ v,
                                rtol=0, atol=1e-10)
     for r in (r0, r1):
