@@ -77,6 +77,12 @@ def _worker(rank, world):
     prune.apply_masks_(fs, mg)
     out["fsdp_applied"] = [p.full_tensor().tolist() for p in (fs[0].weight, fs[2].weight)]
     out["fsdp_hessian"] = _error(H.distributed_hessian, fs, mse, (x, y))
+    fa = _net()  # masked AdamW on FSDP2 shards with DTensor masks (gradients reduce-scattered: to rounding)
+    fully_shard(fa[0])
+    fully_shard(fa[2])
+    fully_shard(fa)
+    _adamw_steps(fa, fa, prune.global_magnitude(fa, 0.5), [(x[half], y[half])])
+    out["fsdp_adamw"] = [p.full_tensor().detach().tolist() for p in fa.parameters()]
     col = _net()
     fully_shard(col, shard_placement_fn=lambda p: Shard(1) if p.ndim == 2 else Shard(0))
     out["nm_split"] = _error(prune.distributed_nm_masks, col, 2, 4, targets="0")
@@ -103,6 +109,8 @@ def test_masks_and_masked_adamw_equal_one_process(gloo):
             assert torch.equal(torch.tensor(got, dtype=torch.float64), w.detach() * m)
         for got, w in zip(r["ddp_adamw"], adamw):  # bitwise: DDP's gradient mean is (g0 + g1) / 2 exactly
             assert torch.equal(torch.tensor(got, dtype=torch.float64), w)
+        for got, w in zip(r["fsdp_adamw"], adamw):
+            torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), w, rtol=0, atol=1e-12)
         assert "ranks disagree on the magnitude masks" in r["bad_shapes"]
         assert r["fsdp_hessian"].startswith("TypeError: the model has DTensor (FSDP2")
         assert "not all multiples of m=4" in r["nm_split"] and "0.weight" in r["nm_split"]
