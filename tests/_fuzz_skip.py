@@ -29,7 +29,7 @@ SKIP = {
         "backend.vec.Vec", "backend.select.Spec", "prune.Masks", "optim.StepRule", "hessian.Operator",
         "backend.dispatch.Registry", "optim.PairOptimizer", "factor.LayerWrapper", "prune.PackedOptimizer")},
     **{n: "a process-group query: no argument but an optional torch.distributed group" for n in (
-        "backend.dist.is_distributed", "backend.dist.rank")},
+        "backend.dist.is_distributed", "backend.dist.rank", "backend.dist.world_size")},
     "backend.dispatch.register": "mutates the global implementation registry (tested in tests/backend/test_dispatch.py)",
     **{n: "mutates the global layer-kind registry (tested in tests/backend/test_layers.py)" for n in (
         "backend.layers.register_layer", "backend.layers.unregister_layer")},

@@ -54,9 +54,11 @@ ACCEPTED = {
     **{(q, "a", "nan_float"): "vector algebra: a NaN scalar propagates as in torch" for q in (
         "backend.vec.axpy", "backend.vec.axpy_", "backend.vec.scale")},
     **{(q, "*", "nan"): "reads only shapes, never values" for q in (
-        "backend.vec.shapes", "backend.vec.numel", "backend.vec.zeros_like", "backend.nm.grouped_dim")},
+        "backend.vec.shapes", "backend.vec.numel", "backend.vec.zeros_like", "backend.nm.grouped_dim",
+        "backend.dist.is_dtensor", "backend.dist.shard_dim")},
     ("backend.select.matches", "spec", "bad_choice"): "a predicate: a name that selects nothing is False, not an error",
     ("backend.nm.nm_ungroup", "like", "nan"): "like gives only the shape; the values come from g",
+    ("backend.dist.dtensor_like", "like", "nan"): "like gives only the layout; the values come from local",
     ("backend.topk.fraction_count", "n", "zero"): "no candidates: the count is 0, a valid result",
     **{(q, a, "nan"): "an in-place optimizer step returning None: a NaN propagates into param/state as in torch's "
        "optimizers (checked in tests/backend/test_packed_step.py)" for q in (

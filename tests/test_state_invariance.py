@@ -26,20 +26,22 @@ import overparam as op
 from _fuzz_cases import SKIP, data, mlp, public_callables, valid_call
 
 MEASURE = """backend.select.select backend.select.matches backend.layers.weights_of backend.layers.unknown_weight_layers
-backend.layers.uncovered_layers backend.layers.check_covered
-backend.layers.repeated_blocks factor.diagnostics.FactorMonitor factor.adapter_state_dict factor.pairs
-scaling.shapes.infer_shapes scaling.plan prune.init.synflow prune.init.prune_at_init prune.masks.magnitude
-prune.nm.nm_masks prune.nm.nm_dims prune.scores.magnitude_scores prune.scores.random_scores
-prune.scores.snip_scores prune.scores.grasp_scores prune.scores.synflow_scores prune.scores.hessian_diagonal
-prune.scores.obd_scores prune.scores.movement_scores prune.targets hessian.gradient hessian.HessianOperator
-hessian.hessian hessian.GGNOperator hessian.ggn hessian.EmpiricalFisherOperator hessian.empirical_fisher
+backend.layers.uncovered_layers backend.layers.check_covered backend.layers.repeated_blocks
+factor.diagnostics.FactorMonitor factor.adapter_state_dict factor.pairs scaling.shapes.infer_shapes
+scaling.plan prune.init.synflow prune.init.prune_at_init prune.masks.magnitude prune.nm.nm_masks
+prune.nm.nm_dims prune.scores.magnitude_scores prune.scores.random_scores prune.scores.snip_scores
+prune.scores.grasp_scores prune.scores.synflow_scores prune.scores.hessian_diagonal prune.scores.obd_scores
+prune.scores.movement_scores prune.targets hessian.gradient hessian.HessianOperator hessian.hessian
+hessian.GGNOperator hessian.ggn hessian.EmpiricalFisherOperator hessian.empirical_fisher
 hessian.MCFisherOperator hessian.mc_fisher hessian.blocks hessian.epsilon_sharpness
 testing.oracles.flat_params testing.oracles.outputs_of_flat testing.oracles.loss_of_flat
 testing.oracles.dense_hessian testing.hessian_oracles.dense_ggn scaling.shared_readout hessian.jacobian
 hessian.JacobianOperator hessian.ntk hessian.NTKOperator hessian.block_spectra hessian.loss_landscape
 prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner hessian.KFACOperator
 hessian.kfac hessian.EKFACOperator hessian.ekfac optim.loraplus_groups prune.removal.remove_pruned
-prune.removal.channel_groups prune.srste.SRSTE prune.collect_stats prune.wanda prune.owl"""
+prune.removal.channel_groups prune.srste.SRSTE prune.collect_stats prune.wanda prune.owl
+hessian.distributed_hessian hessian.distributed_ggn prune.global_magnitude prune.distributed_nm_masks
+backend.dist.unwrap"""
 VALUES = """scaling.attention_scale_ backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict
 factor.unmerge_ prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery prune.calibrate
 prune.sparsegpt_"""

@@ -7,6 +7,12 @@
   (the threshold of a global magnitude mask under data or FSDP sharding), by bisection on
   the order-preserving integer image of the floats: ≤ 64 rounds of one ``all_reduce`` of a
   count each, no gather of the values.
+* :func:`agree`: raise the same ``ValueError`` on every rank when ranks hold different
+  shapes/sizes/settings (one fixed-size gather, so a disagreement never hangs a collective);
+* :func:`sample_weight`: this rank's share ``n_r / N`` of the samples, counts declared or
+  gathered once; :func:`broadcast_seed`: one generator seed for every rank;
+* :func:`unwrap`: the module inside ``DistributedDataParallel``; :func:`is_dtensor`,
+  :func:`shard_dim` and :func:`dtensor_like` for FSDP2's DTensor parameters.
 
 "Single process" means ``torch.distributed`` is unavailable, not initialized, or the
 world has size 1; then the input is returned untouched (the same objects).
@@ -19,25 +25,45 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import vec as _vec
+from .random import GeneratorLike, measurement_generator
 
-__all__ = ["is_distributed", "rank", "all_reduce_vec", "all_gather", "global_kth_value"]
+__all__ = ["LOCAL", "is_distributed", "rank", "world_size", "all_reduce_vec", "all_gather", "global_kth_value", "agree",
+           "sample_weight", "broadcast_seed", "unwrap", "is_dtensor", "shard_dim", "dtensor_like"]
+
+
+class _Local:
+    def __repr__(self) -> str:
+        return "overparam.backend.dist.LOCAL"
+
+
+LOCAL = _Local()
+"""``group=LOCAL``: this process alone, even inside an initialised process group (e.g. a
+replicated DDP weight, which ``group=None``, the world, would treat as one shard of many)."""
 
 
 def is_distributed(group=None) -> bool:
-    """Whether a process group with more than one rank is active."""
+    """Whether a process group with more than one rank is active (never for :data:`LOCAL`)."""
+    if group is LOCAL:
+        return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 
 def rank(group=None) -> int:
     """This process's rank in ``group`` (0 in a single process)."""
     return dist.get_rank(group) if is_distributed(group) else 0
+
+
+def world_size(group=None) -> int:
+    """Number of ranks in ``group`` (1 in a single process)."""
+    return dist.get_world_size(group) if is_distributed(group) else 1
 
 
 def all_gather(t: Tensor, *, group=None) -> Tensor:
@@ -57,12 +83,18 @@ def all_gather(t: Tensor, *, group=None) -> Tensor:
     return torch.stack(parts)
 
 
-def all_reduce_vec(x: Iterable[Tensor], *, op: str = "sum", group=None) -> _vec.Vec:
+def all_reduce_vec(x: Iterable[Tensor], *, op: str = "sum", weight: float | None = None, check: bool = False,
+                   group=None) -> _vec.Vec:
     """All-reduce a vector in place over ranks and return it.
 
     Args:
         x: a parameter-shaped vector (same shapes on every rank).
         op: ``"sum"`` or ``"mean"``.
+        weight: multiply this rank's vector by ``weight`` before the reduction (e.g. its
+            :func:`sample_weight`, so that ``op="sum"`` gives the sample-weighted mean); None: 1.
+            In a single process the vector is scaled in place.
+        check: first verify with :func:`agree` that every rank holds the same shapes (one
+            small extra gather; a mismatch raises ``ValueError`` instead of hanging).
         group: process group (default: the world).
 
     Returns:
@@ -76,9 +108,18 @@ def all_reduce_vec(x: Iterable[Tensor], *, op: str = "sum", group=None) -> _vec.
     if op not in ("sum", "mean"):
         raise ValueError(f"op must be 'sum' or 'mean', got {op!r}")
     xs = _vec.as_vec(x)
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float))):
+        raise TypeError(f"weight must be a float or None, got {type(weight).__name__}")
     if not is_distributed(group):
+        if weight is not None and weight != 1:
+            for t in xs:
+                t.mul_(weight)
         return xs
+    if check:
+        agree([tuple(t.shape) for t in xs], "vector shapes", group=group)
     flat = _vec.flatten(xs)
+    if weight is not None and weight != 1:
+        flat = flat * weight
     dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
     if op == "mean":
         flat /= dist.get_world_size(group)
@@ -166,3 +207,153 @@ def global_kth_value(values: Tensor, k: int, *, group=None) -> Tensor:
     if not 1 <= k <= total:
         raise ValueError(f"k must be in [1, {total}] (values over all ranks), got {k}")
     return _kth_by_bisection(values, k, _dist_reduce(group))
+
+
+def _fingerprint(value) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(value).encode(), digest_size=8).digest(), "little") >> 1
+
+
+def agree(value, what: str, *, group=None) -> None:
+    """Raise ``ValueError`` on every rank unless ``value`` (anything with a stable ``repr``:
+    shapes, counts, names, settings) is the same on every rank of ``group``.
+
+    One all-gather of two int64 numbers (rank-independent size), so ranks that disagree get
+    a clear error instead of a collective that hangs or mixes mismatched buffers. A no-op in
+    a single process.
+
+    Example:
+        >>> agree([(2, 3), (4,)], "parameter shapes")   # one process: nothing to compare
+    """
+    if not isinstance(what, str):
+        raise TypeError(f"what must be a str, got {type(what).__name__}")
+    if not is_distributed(group):
+        return
+    prints = all_gather(torch.tensor([_fingerprint(value)], dtype=torch.int64), group=group)[:, 0].tolist()
+    if len(set(prints)) > 1:
+        groups: dict[int, list[int]] = {}
+        for r, f in enumerate(prints):
+            groups.setdefault(f, []).append(r)
+        me = rank(group)
+        raise ValueError(f"ranks disagree on {what}: rank {me} has {value!r}; ranks grouped by equal value: "
+                         f"{sorted(groups.values())}")
+
+
+def sample_weight(count: int, *, samples: Sequence[int] | None = None, group=None) -> float:
+    """This rank's share ``n_r / N`` of the samples, ``N = Σ_r n_r`` over the ranks of ``group``.
+
+    Args:
+        count: this rank's number of samples ``n_r`` (>= 0).
+        samples: the declared counts of every rank, in rank order (the same list on every rank,
+            checked with :func:`agree`; ``samples[rank]`` must equal ``count``), or None: the
+            counts are gathered once.
+        group: process group (default: the world).
+
+    Returns:
+        ``n_r / N`` (1.0 in a single process, where a declared ``samples`` must be ``[count]``).
+
+    Example:
+        >>> sample_weight(7)
+        1.0
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"count must be an int >= 0, got {count!r}")
+    world, me = world_size(group), rank(group)
+    if samples is None:
+        counts = all_gather(torch.tensor([count], dtype=torch.int64), group=group)[:, 0].tolist()
+    else:
+        if not isinstance(samples, Sequence) or isinstance(samples, str):
+            raise TypeError(f"samples must be a list of per-rank sample counts, got {type(samples).__name__}")
+        counts = list(samples)
+        if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+            raise ValueError(f"samples must be ints >= 0, one per rank, got {samples!r}")
+        agree(counts, "the declared samples (per-rank sample counts)", group=group)
+        if len(counts) != world:
+            raise ValueError(f"samples must hold one count per rank ({world}), got {len(counts)}: {counts}")
+        if counts[me] != count:
+            raise ValueError(f"samples[{me}] = {counts[me]} but rank {me} holds {count} samples")
+    total = sum(counts)
+    if total == 0:
+        raise ValueError("no rank holds any sample")
+    return count / total
+
+
+def broadcast_seed(generator: GeneratorLike = None, *, group=None) -> int:
+    """One generator seed, identical on every rank: rank 0's ``generator`` turned into a seed
+    (an int as is; None: drawn by the measurement rule from rank 0's global RNG, which is not
+    advanced), broadcast to all. Pass it as ``generator=`` to every stochastic solver so that
+    all ranks draw the same probes.
+
+    Example:
+        >>> broadcast_seed(5)
+        5
+    """
+    if isinstance(generator, int) and not isinstance(generator, bool):
+        if generator < 0:
+            raise ValueError(f"generator seed must be >= 0, got {generator}")
+        seed = generator
+    else:
+        seed = int(torch.randint(0, 2**62, (1,), generator=measurement_generator(generator)))
+    if not is_distributed(group):
+        return seed
+    t = torch.tensor([seed], dtype=torch.int64)
+    dist.broadcast(t, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+    return int(t[0])
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module a ``DistributedDataParallel`` wraps (``model.module``), else ``model`` itself.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> unwrap(net) is net
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def is_dtensor(t) -> bool:
+    """Whether the tensor ``t`` is a ``torch.distributed.tensor.DTensor`` (FSDP2's sharded parameters)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
+    if not dist.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def shard_dim(t, name: str = "t") -> int | None:
+    """The dimension a DTensor on a 1-D mesh is sharded along (None: replicated, or not a DTensor).
+
+    Raises:
+        ValueError: a mesh of more than one dimension, or a placement other than Shard / Replicate
+            (the message names ``name``).
+    """
+    if not is_dtensor(t):
+        return None
+    from torch.distributed.tensor import Replicate, Shard
+
+    if t.device_mesh.ndim != 1:
+        raise ValueError(f"{name}: only 1-D device meshes are supported, got a {t.device_mesh.ndim}-D mesh")
+    (pl,) = t.placements
+    if isinstance(pl, Replicate):
+        return None
+    if isinstance(pl, Shard):
+        return pl.dim
+    raise ValueError(f"{name}: placement {pl} is not supported (Shard or Replicate)")
+
+
+def dtensor_like(local: Tensor, like) -> Tensor:
+    """``local`` (this rank's shard) as a DTensor with ``like``'s mesh, placements and global
+    shape; ``local`` itself when ``like`` is not a DTensor."""
+    for name, x in (("local", local), ("like", like)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not is_dtensor(like):
+        return local
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(local, like.device_mesh, like.placements, run_check=False, shape=like.shape,
+                              stride=like.stride())

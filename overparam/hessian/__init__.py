@@ -19,6 +19,8 @@
   (the empirical NTK ``J Jᵀ`` as an operator, dense, per-sample / per-output blocks).
 * inverses: :func:`cg` (preconditioned, damped), :func:`neumann`, :func:`inverse` (``(A + λI)⁻¹`` as an
   operator: CG, Neumann, or exact by Cholesky / eigh), each solve a :class:`Solve` with its residuals.
+* data-parallel ranks: :func:`distributed_hessian` / :func:`distributed_ggn` (plain or DDP model,
+  each rank's products summed by all-reduce, weighted by sample counts): :class:`DistributedOperator`.
 * per-layer spectra: :func:`block_spectra` (a table of top eigenvalues and traces per block);
   loss-landscape slices: :func:`loss_landscape`, :func:`plot_landscape`.
 
@@ -36,6 +38,7 @@ Example:
 from ._model import NonDeterministicModelError
 from .density import Density, Quadrature, density, plot_density, slq
 from .diagonal import diagonal
+from .distributed import DistributedOperator, distributed_ggn, distributed_hessian
 from .fisher import EmpiricalFisherOperator, MCFisherOperator, empirical_fisher, mc_fisher
 from .ggn import GGNOperator, ggn
 from .ekfac import EKFACOperator, ekfac
@@ -66,4 +69,5 @@ __all__ = [
     "JacobianOperator", "jacobian", "NTKOperator", "ntk",
     "Solve", "cg", "neumann", "InverseOperator", "inverse",
     "BlockSpectrum", "SpectraTable", "block_spectra", "Landscape", "loss_landscape", "plot_landscape",
+    "DistributedOperator", "distributed_hessian", "distributed_ggn",
 ]

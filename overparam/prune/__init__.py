@@ -21,6 +21,7 @@ from .init import prune_at_init, synflow
 from .learned import EdgePopup, LearnableNM, nm_patterns
 from .lottery import Round, Ticket, lottery  # the function shadows the module name (import from .lottery)
 from .masks import magnitude, n_pruned, prune_smallest, unstructured
+from .distributed import distributed_nm_masks, global_magnitude
 from .packed import PackedAdamW, PackedOptimizer, PackedSGD
 from .nm import is_nm, nm_mask, nm_masks, transposable_nm_mask
 from .removal import ChannelGroup, PrunedMultiheadAttention, channel_groups, remove_pruned
@@ -40,7 +41,7 @@ __all__ = [
     "apply", "init", "learned", "masks", "nm", "removal", "schedules", "scores", "semistructured", "srste", "structured",
     "Masked", "MaskParametrization", "apply_masks_", "masked", "parametrize_masks_", "unparametrize_masks_",
     "prune_at_init", "synflow", "EdgePopup", "LearnableNM", "nm_patterns", "Round", "Ticket", "lottery",
-    "magnitude", "n_pruned", "prune_smallest", "unstructured",
+    "magnitude", "n_pruned", "prune_smallest", "unstructured", "global_magnitude", "distributed_nm_masks",
     "is_nm", "nm_mask", "nm_masks", "transposable_nm_mask",
     "GradualPruner", "cubic", "exponential", "iterative", "one_shot",
     "Movement", "grasp_scores", "hessian_diagonal", "magnitude_scores", "movement_scores", "obd_scores",

@@ -47,6 +47,30 @@ def test_kth_value_extremes_and_errors():
         opdist.global_kth_value(torch.tensor([1, 2]), 1)
 
 
+def test_new_helpers_in_one_process():
+    x = (torch.ones(2, dtype=torch.float64),)
+    assert opdist.all_reduce_vec(x, weight=0.25, check=True) is x and x[0].tolist() == [0.25, 0.25]
+    opdist.agree([(2, 3)], "shapes")  # nothing to compare with
+    assert opdist.sample_weight(5) == 1.0 and opdist.sample_weight(5, samples=[5]) == 1.0
+    with pytest.raises(ValueError, match=r"samples\[0\] = 4 but rank 0 holds 5"):
+        opdist.sample_weight(5, samples=[4])
+    with pytest.raises(ValueError, match="one count per rank"):
+        opdist.sample_weight(5, samples=[5, 5])
+    with pytest.raises(ValueError, match="no rank holds any sample"):
+        opdist.sample_weight(0)
+    with pytest.raises(ValueError, match="count"):
+        opdist.sample_weight(-1)
+    assert opdist.broadcast_seed(7) == 7
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    assert opdist.broadcast_seed() == opdist.broadcast_seed()  # a measurement: the global RNG is not advanced
+    assert torch.equal(state, torch.get_rng_state())
+    net = torch.nn.Linear(2, 2)
+    assert opdist.unwrap(net) is net and not opdist.is_dtensor(net.weight) and opdist.shard_dim(net.weight) is None
+    assert opdist.dtensor_like(net.weight, net.weight) is net.weight
+    assert not opdist.is_distributed(opdist.LOCAL) and opdist.world_size(opdist.LOCAL) == 1
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,8 +89,19 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
         kth = {k: float(opdist.global_kth_value(shard, k)) for k in (1, 10, 40, 84)}
         gathered = opdist.all_gather(torch.tensor([opdist.rank(), 7])).tolist()
         sharded_top = topk_mask(shard, 40, largest=False).tolist()  # k counts entries over both ranks
+        weighted = opdist.all_reduce_vec((torch.ones(2, dtype=torch.float64),), weight=float(rank + 1), check=True)
+        extra = {"weight": opdist.sample_weight(3 + rank), "declared": opdist.sample_weight(3 + rank, samples=[3, 4]),
+                 "seed": opdist.broadcast_seed(None if rank else 123), "weighted": weighted[0].tolist(),
+                 "local": opdist.world_size(opdist.LOCAL), "world": opdist.world_size()}
+        for key, call in (("disagree", lambda: opdist.agree(rank, "the rank")),
+                          ("bad_shapes", lambda: opdist.all_reduce_vec((torch.ones(2 + rank),), check=True))):
+            try:
+                call()
+                extra[key] = "no error"
+            except ValueError as err:
+                extra[key] = str(err)
         queue.put((rank, vec.flatten(summed).tolist(), vec.flatten(mean).tolist(), shard.tolist(), kth,
-                   opdist.is_distributed(), gathered, sharded_top))
+                   opdist.is_distributed(), gathered, sharded_top, extra))
     finally:
         dist.destroy_process_group()
 
@@ -88,7 +123,11 @@ def test_two_process_gloo_group():
     got = results[0][7] + results[1][7]
     order = sorted(range(len(all_vals)), key=lambda i: (float(all_vals[i]), i))
     assert got == [i in set(order[:40]) for i in range(len(all_vals))]
-    for rank, summed, mean, _, kth, ws, gathered, _ in results:
+    for rank, summed, mean, _, kth, ws, gathered, _, extra in results:
+        assert extra["weight"] == (3 + rank) / 7 and extra["declared"] == extra["weight"]
+        assert extra["seed"] == 123 and extra["weighted"] == [3.0, 3.0] and (extra["local"], extra["world"]) == (1, 2)
+        assert extra["disagree"].startswith(f"ranks disagree on the rank: rank {rank} has {rank}")
+        assert "ranks disagree on vector shapes" in extra["bad_shapes"]
         assert ws and gathered == [[0, 7], [1, 7]]
         assert summed == [3.0] * 4 + [10.0]
         assert mean == [1.5] * 4 + [5.0]

@@ -1,0 +1,174 @@
+"""Curvature operators over data-parallel ranks: each rank's product on its own data, summed.
+
+Every rank builds the operator on its shard of the data (a ``DistributedSampler`` DataLoader,
+or any per-rank batches); :class:`DistributedOperator` multiplies the local product by the
+rank's sample share ``n_r / N`` (loss ``"mean"``; 1 for ``"sum"``) and all-reduces it, so that
+``A v`` is the product of the operator on all the data, identical on every rank. Every solver
+of :mod:`overparam.hessian` (:func:`lanczos`, :func:`hutchinson`, :func:`hutchpp`,
+:func:`xtrace`, :func:`slq`, :func:`lambda_max`, ...) runs on it unchanged, provided every rank
+draws the same probes: pass the same ``generator`` seed on every rank
+(:func:`overparam.backend.dist.broadcast_seed`). With ``check_probes=True`` (default) each
+product first verifies that the ranks hold the same vector (a fingerprint gather) and raises
+``ValueError`` otherwise.
+
+``distributed_hessian`` / ``distributed_ggn`` take a plain or ``DistributedDataParallel``
+model (the functional forward runs on ``model.module``). FSDP2 models (``fully_shard``,
+DTensor parameters) are refused with a ``TypeError``: FSDP2's forward all-gathers the
+parameters into unsharded tensors, so neither the kept double-backward graph (the parameters
+are "not used in the graph") nor the functional forward of the other backends sees the
+sharded parameters; see docs/distributed.md.
+
+In a single process the wrapper is the local operator (weight 1, no communication).
+
+Example:
+    >>> import torch
+    >>> from overparam.hessian.operators import as_operator
+    >>> A = DistributedOperator(as_operator(2 * torch.eye(3, dtype=torch.float64)), samples=[5])
+    >>> A.weight, (A @ torch.ones(3, dtype=torch.float64)).tolist()   # one process: the local operator
+    (1.0, [2.0, 2.0, 2.0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..backend import dist, vec
+from ..backend.select import Spec
+from ._model import _batch_size
+from .ggn import GGNOperator
+from .hvp import HessianOperator
+from .operators import Operator
+
+__all__ = ["DistributedOperator", "distributed_hessian", "distributed_ggn"]
+
+
+def _local_count(op: Operator, samples: Sequence[int] | None, group) -> int | None:
+    """Samples behind a local operator's mean (None when its loss is a sum)."""
+    if isinstance(op, GGNOperator):
+        return round(1.0 / op.scale) if op.loss.reduction == "mean" else None
+    obj = getattr(op, "obj", None)
+    if obj is not None:
+        return sum(_batch_size(b[0]) for b in obj.batches) if obj.reduction == "mean" else None
+    if samples is None:
+        raise TypeError(f"cannot count the samples behind a {type(op).__name__}; pass samples= (the per-rank counts)")
+    counts = list(samples)
+    if len(counts) != dist.world_size(group):
+        raise ValueError(f"samples must hold one count per rank ({dist.world_size(group)}), got {counts}")
+    return counts[dist.rank(group)]
+
+
+def _fingerprint(flat: Tensor) -> Tensor:
+    """Two int64 numbers that differ (almost surely) when two vectors differ in any bit."""
+    bits = flat.detach().contiguous().view(-1).view({8: torch.int64, 4: torch.int32, 2: torch.int16}[flat.element_size()])
+    bits = bits.to(torch.int64)
+    idx = torch.arange(1, bits.numel() + 1, dtype=torch.int64, device=bits.device)
+    return torch.stack([bits.sum(), (bits * idx).sum()]).cpu()
+
+
+class DistributedOperator(Operator):
+    """``A = Σ_r w_r A_r``: a local curvature operator ``A_r`` (built on rank ``r``'s data)
+    summed over the ranks of ``group`` with weights ``w_r = n_r / N`` (mean losses) or 1 (sums).
+
+    Args:
+        local: this rank's operator (:class:`HessianOperator`, :class:`GGNOperator`, or any
+            Operator when ``samples`` is given); same parameter shapes on every rank (checked).
+        samples: per-rank sample counts in rank order (identical on every rank, checked), or
+            None: counted from ``local``'s data and gathered once.
+        group: process group (default: the world).
+        check_probes: verify before every product that all ranks multiply the same vector.
+
+    Shapes: as ``local`` (flat ``(n,)``, blocks ``(n, B)`` or parameter-shaped tuples).
+
+    Raises:
+        ValueError: ranks disagree on the parameter shapes, the declared counts, or a probe.
+    """
+
+    def __init__(self, local: Operator, *, samples: Sequence[int] | None = None, group=None,
+                 check_probes: bool = True):
+        if not isinstance(local, Operator):
+            raise TypeError(f"local must be an overparam Operator, got {type(local).__name__}")
+        if samples is not None and (not isinstance(samples, Sequence) or isinstance(samples, str)):
+            raise TypeError(f"samples must be a list of per-rank sample counts, got {type(samples).__name__}")
+        self.local, self.group, self.check_probes = local, group, bool(check_probes)
+        self.like, self.dtype, self.device = local.like, local.dtype, local.device
+        dist.agree([tuple(s) for s in self.like] + [str(self.dtype)], "the operator's parameter shapes and dtype",
+                   group=group)
+        count = _local_count(local, samples, group)
+        if count is None and samples is not None:
+            raise ValueError("samples= weights mean losses; the local operator's loss is a sum (weight 1 per rank)")
+        dist.agree(count is None, "whether the loss is a mean (weighted by samples) or a sum", group=group)
+        self.weight = 1.0 if count is None else dist.sample_weight(count, samples=samples, group=group)
+
+    @property
+    def names(self) -> list[str]:
+        """The local operator's parameter names (the same on every rank)."""
+        return list(self.local.names)
+
+    def _check(self, V: vec.Vec) -> None:
+        if self.check_probes and dist.is_distributed(self.group):
+            dist.agree(_fingerprint(vec.flatten(V)).tolist(), "the probe vector (use the same generator seed on "
+                       "every rank: overparam.backend.dist.broadcast_seed)", group=self.group)
+
+    def _reduce(self, out: vec.Vec) -> vec.Vec:
+        return dist.all_reduce_vec(out, weight=self.weight, group=self.group)
+
+    def _mv(self, v: vec.Vec) -> vec.Vec:
+        self._check(v)
+        return self._reduce(self.local._mv(v))
+
+    def _mm(self, V: vec.Vec) -> vec.Vec:
+        self._check(V)
+        return self._reduce(self.local._mm(V))
+
+    def gradient(self) -> Tensor:
+        """The gradient of the loss on all the data, flat ``(n,)``, identical on every rank."""
+        if not hasattr(self.local, "gradient"):
+            raise TypeError(f"the local {type(self.local).__name__} has no gradient()")
+        return self._reduce((self.local.gradient().clone(),))[0]
+
+
+def _plain(model: nn.Module) -> nn.Module:
+    inner = dist.unwrap(model)
+    if any(dist.is_dtensor(p) for p in inner.parameters()):
+        raise TypeError("the model has DTensor (FSDP2 / fully_shard) parameters: curvature products are not supported "
+                        "on them (FSDP2's forward all-gathers unsharded copies the functional forward cannot reach); "
+                        "build the operator on an unsharded replica (docs/distributed.md)")
+    return inner
+
+
+def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
+                        samples: Sequence[int] | None = None, group=None, check_probes: bool = True,
+                        **kwargs) -> DistributedOperator:
+    """The Hessian of the loss on the data of all ranks: :class:`~overparam.hessian.HessianOperator`
+    ``(model, loss_fn, data, params=, exclude=, **kwargs)`` on this rank's ``data`` (``model`` plain
+    or DDP-wrapped), wrapped in :class:`DistributedOperator` ``(samples=, group=, check_probes=)``.
+
+    Example:
+        >>> from overparam.testing import tanh_mlp
+        >>> x, y = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64)
+        >>> H = distributed_hessian(tanh_mlp([2, 3, 1], generator=0), torch.nn.functional.mse_loss, (x, y))
+        >>> H.local.backend, H.names
+        ('double_backward', ['0.weight', '0.bias', '2.weight', '2.bias'])
+    """
+    local = HessianOperator(_plain(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
+    return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes)
+
+
+def distributed_ggn(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
+                    samples: Sequence[int] | None = None, group=None, check_probes: bool = True,
+                    **kwargs) -> DistributedOperator:
+    """The Gauss-Newton matrix on the data of all ranks: :class:`~overparam.hessian.GGNOperator` on
+    this rank's ``data`` wrapped in :class:`DistributedOperator` (arguments as :func:`distributed_hessian`).
+    With a token-mean cross-entropy the weights are the per-rank counts of non-ignored targets.
+
+    Example:
+        >>> from overparam.testing import tanh_mlp
+        >>> x, y = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64)
+        >>> distributed_ggn(tanh_mlp([2, 3, 1], generator=0), torch.nn.functional.mse_loss, (x, y)).n
+        13
+    """
+    local = GGNOperator(_plain(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
+    return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes)
