@@ -130,7 +130,7 @@ def bench_pissa(n: int = 4096, r: int = 64, niter: int = 4, oversample: int = 8,
     return out
 
 
-def bench_inits(n: int = 1024, r: int = 16, batches: int = 8, rows: int = 256) -> dict:
+def bench_inits(n: int = 1024, r: int = 16, batches: int = 8, rows: int = 256, only: list[str] | None = None) -> dict:
     import importlib.util
     import sys
     import types
@@ -173,6 +173,9 @@ def bench_inits(n: int = 1024, r: int = 16, batches: int = 8, rows: int = 256) -
                         peft_corda),
         "lora_ga": (lambda m: op.factor.lora_(m, targets, rank=r, alpha=2 * r, init="lora_ga",
                                               loss_fn=F.mse_loss, data=data), peft_loraga),
+        "lora_ga (svd='randomized')": (lambda m: op.factor.lora_(m, targets, rank=r, alpha=2 * r, init="lora_ga",
+                                                                 loss_fn=F.mse_loss, data=data, svd="randomized"),
+                                       peft_loraga),
         "eva (rho=2)": (lambda m: op.factor.lora_(m, targets, rank=r, alpha=2 * r, init="eva", data=data),
                         lambda m: get_eva_state_dict(m, [x for x, _ in data], peft_config=cfg("eva"),
                                                      forward_fn=lambda mm, x: mm(x), prepare_model_inputs_fn=None,
@@ -182,6 +185,8 @@ def bench_inits(n: int = 1024, r: int = 16, batches: int = 8, rows: int = 256) -
     print("|---|---|---|---|", flush=True)
     out = {}
     for name, (ours, theirs) in cases.items():
+        if only and name.split(" ")[0] not in only:
+            continue
         t = {who: median_time(fn, repeats=3, setup=lambda: copy.deepcopy(model))
              for who, fn in (("overparam", ours), ("peft", theirs))}
         print(f"| {name} | {t['overparam']:.3f} | {t['peft']:.3f} | {t['overparam'] / t['peft']:.3f} |", flush=True)
@@ -196,6 +201,7 @@ def main() -> None:
     ap.add_argument("--skip-adapter", action="store_true")
     ap.add_argument("--skip-pissa", action="store_true")
     ap.add_argument("--skip-inits", action="store_true")
+    ap.add_argument("--inits", nargs="*", help="only these init rows (olora corda lora_ga eva)")
     ap.add_argument("--ab-hand", action="store_true", help="also a two-way A/B of our layer vs the hand-written one")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -235,7 +241,7 @@ def main() -> None:
                       f"{v['error']:.4f} | {v['error'] / p['error']:.5f} |")
 
     if not args.skip_inits:
-        bench_inits()                            # prints its rows as they are measured
+        bench_inits(only=args.inits)             # prints its rows as they are measured
 
 if __name__ == "__main__":
     main()

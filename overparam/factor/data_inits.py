@@ -106,7 +106,8 @@ def plan(model: nn.Module, chosen: dict[str, nn.Module], opts, loss_fn, data, *,
         for key, n in wanted.items():
             G = _layers.as_matrix(chosen[n], g[key])
             out[n] = (opts, inits.lora_ga(G, W[n], rank, scaling=s, direction=ga_direction,
-                                          scale=ga_scale, gamma=ga_gamma))
+                                          scale=ga_scale, gamma=ga_gamma, svd=opts.svd,
+                                          niter=opts.niter, oversample=opts.oversample))
         return out
     _check_linear_like(chosen, opts.init)
     if opts.init == "corda":

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from ..backend.checks import check_rank, check_real
+from ..backend.linalg import top_svd
 
 __all__ = ["AdapterInit", "olora", "milora", "lora_ga", "pca", "eva_ranks", "corda", "corda_damped_covariance"]
 
@@ -90,13 +91,15 @@ GA_SCALES = ("stable", "unit", "gd_scale", "weight_svd")
 
 
 def lora_ga(G: Tensor, W: Tensor, rank: int, *, scaling: float, direction: str = "ArB2r", scale: str = "stable",
-            gamma: float = 16.0) -> AdapterInit:
+            gamma: float = 16.0, svd: str = "svd", niter: int = 4, oversample: int = 8) -> AdapterInit:
     """LoRA-GA from the gradient ``G (rows, cols)`` of the loss in ``W``; ``2·rank <= min(rows, cols)``.
 
     ``direction`` picks the singular indices of ``down`` / ``up``: ``"ArB2r"`` (``:r`` / ``r:2r``),
     ``"A2rBr"`` (``r:2r`` / ``:r``), ``"ArBr"`` (odd / even of ``:2r``); ``up`` carries its singular
     values. ``scale``: ``"stable"`` (``up · rows^{1/4}/√gamma``), ``"unit"``, ``"gd_scale"`` (both
-    divided by ``s``), ``"weight_svd"`` (``up · σ₁(W)/S_up[0]``).
+    divided by ``s``), ``"weight_svd"`` (``up · σ₁(W)/S_up[0]``). The top ``2·rank`` singular
+    triplets of ``G`` come from :func:`~overparam.backend.linalg.top_svd` (``svd="svd"`` exact,
+    ``"randomized"`` with ``niter``, ``oversample``).
 
     Example:
         >>> G = torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0]))
@@ -110,7 +113,8 @@ def lora_ga(G: Tensor, W: Tensor, rank: int, *, scaling: float, direction: str =
     if scale not in GA_SCALES:
         raise ValueError(f"ga_scale must be one of {GA_SCALES}, got {scale!r}")
     check_real(gamma, "ga_gamma", above=0.0)
-    U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+    dec = top_svd(G, 2 * rank, method=svd, niter=niter, oversample=oversample)
+    U, S, Vh = dec.U, dec.S, dec.Vh
     a, b = {"ArB2r": (slice(0, rank), slice(rank, 2 * rank)), "A2rBr": (slice(rank, 2 * rank), slice(0, rank)),
             "ArBr": (slice(1, 2 * rank, 2), slice(0, 2 * rank, 2))}[direction]
     down, up = Vh[a].mT, U[:, b] * S[b]

@@ -168,3 +168,11 @@ def test_lora_refuses_data_for_a_data_free_init_and_data_inits_without_data():
     with pytest.raises(ValueError, match="computed from data"):
         op.factor.LoRALayer(torch.nn.Linear(4, 4), rank=1, init="corda")
     assert not any(isinstance(m, op.factor.LoRALayer) for m in net.modules())
+
+
+def test_lora_ga_randomized_svd_matches_the_exact_one_on_a_low_rank_gradient():
+    G = _W(12, 3, 1) @ _W(3, 10, 2)                                   # rank 3 < 2r + oversample
+    exact = inits.lora_ga(G, _W(12, 10), 1, scaling=1.0, scale="unit")
+    fast = inits.lora_ga(G, _W(12, 10), 1, scaling=1.0, scale="unit", svd="randomized", oversample=2)
+    assert torch.allclose(fast.up.abs(), exact.up.abs(), atol=1e-10)
+    assert torch.allclose(fast.down.abs(), exact.down.abs(), atol=1e-10)
