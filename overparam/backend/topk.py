@@ -101,7 +101,7 @@ def _smallest_flat(flat: Tensor, k: int, ties: str, group) -> Tensor:
 
 
 def topk_mask(scores: Tensor, k: int, *, largest: bool = True, dim: int | None = None, ties: str = "index",
-              group=None) -> Tensor:
+              group=dist.LOCAL) -> Tensor:
     """Bool mask selecting the ``k`` largest (or smallest) entries of ``scores``.
 
     Args:
@@ -112,7 +112,9 @@ def topk_mask(scores: Tensor, k: int, *, largest: bool = True, dim: int | None =
         dim: ``None`` (one selection over the whole tensor) or the dimension of the slices.
         ties: ``"index"``: exactly ``k``, entries tied at the boundary taken by lowest index (then
             lowest rank); ``"keep"``: also every entry tied with the ``k``-th (``k = 0`` selects none).
-        group: process group when each rank holds a shard (``dim=None`` only).
+        group: :data:`~overparam.backend.dist.LOCAL` (default: this process's scores alone, also inside
+            a process group, e.g. replicated DDP weights), or the process group (``None``: the world)
+            whose ranks each hold a shard of the scores (``dim=None`` only).
 
     Returns:
         bool tensor of ``scores``' shape.
@@ -139,7 +141,7 @@ def topk_mask(scores: Tensor, k: int, *, largest: bool = True, dim: int | None =
                 raise ValueError("scores contain NaN")
             return torch.zeros_like(s, dtype=torch.bool)
         return _smallest_flat(-flat if largest else flat, k, ties, group).reshape(s.shape)
-    if group is not None and dist.is_distributed(group):
+    if dist.is_distributed(group):
         raise ValueError("group (sharded scores) needs dim=None")
     if s.ndim == 0 or not -s.ndim <= dim < s.ndim:
         raise ValueError(f"dim must be a dimension of scores (shape {tuple(s.shape)}), got {dim}")

@@ -60,7 +60,7 @@ def n_pruned(sparsity: float, n: int) -> int:
     return fraction_count(check_sparsity(sparsity), n)
 
 
-def prune_smallest(flat: Tensor, k: int, *, group=None) -> Tensor:
+def prune_smallest(flat: Tensor, k: int, *, group=_dist.LOCAL) -> Tensor:
     """Bool keep-mask ``(n,)`` pruning exactly the ``k`` smallest entries of ``flat`` ``(n,)``:
     the complement of :func:`overparam.backend.topk.topk_mask` ``(flat, k, largest=False)``.
 
@@ -80,7 +80,7 @@ def prune_smallest(flat: Tensor, k: int, *, group=None) -> Tensor:
     return _prune_smallest(flat, k, group)
 
 
-def _prune_smallest(flat: Tensor, k: int, group=None) -> Tensor:
+def _prune_smallest(flat: Tensor, k: int, group=_dist.LOCAL) -> Tensor:
     """:func:`prune_smallest` without the argument checks (the callers made the scores)."""
     return ~topk_mask(flat.reshape(-1), k, largest=False, group=group)
 
@@ -99,7 +99,7 @@ def unstructured(
     scope: str = "global",
     overrides: Mapping[str, float] | None = None,
     previous: Mapping[str, Tensor] | None = None,
-    group=None,
+    group=_dist.LOCAL,
 ) -> Masks:
     """Keep the highest-scoring entries; prune exactly ``floor(s·n + 1/2)`` per scope.
 
@@ -113,7 +113,9 @@ def unstructured(
             raises ``ValueError``. (Model-level functions take any selection spec as a key.)
         previous: masks of an earlier round: entries already pruned stay pruned (monotone masks);
             raises if the new sparsity would revive some.
-        group: process group when each rank holds a shard of the scores (global scope only).
+        group: ``LOCAL`` (default: the scores of this process alone, also under DDP, whose weights are
+            replicated), or the process group (``None``: the world) whose ranks each hold a shard of
+            the scores (global scope only).
 
     Returns:
         name → bool mask of each score's shape.
@@ -181,7 +183,7 @@ def magnitude(
     scope: str = "global",
     overrides: Mapping | None = None,
     previous: Mapping[str, Tensor] | None = None,
-    group=None,
+    group=_dist.LOCAL,
 ) -> Masks:
     """Magnitude masks ``|θ|`` for the model's prunable weights.
 
@@ -194,7 +196,7 @@ def magnitude(
         overrides: ``{spec: sparsity}``; the targets a key selects (any selection spec,
             resolved by :func:`overparam.backend.select.matches`) are pruned on their own.
             Every key must select a target.
-        previous: masks of an earlier round (monotone masks); group: process group.
+        previous: masks of an earlier round (monotone masks); group: as :func:`unstructured`.
 
     Example:
         >>> net = torch.nn.Linear(10, 10)

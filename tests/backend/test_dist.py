@@ -88,7 +88,7 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
         shard = torch.randint(-20, 20, (37 + 11 * rank,), generator=g).to(torch.float32)  # unequal shards, ties
         kth = {k: float(opdist.global_kth_value(shard, k)) for k in (1, 10, 40, 84)}
         gathered = opdist.all_gather(torch.tensor([opdist.rank(), 7])).tolist()
-        sharded_top = topk_mask(shard, 40, largest=False).tolist()  # k counts entries over both ranks
+        sharded_top = topk_mask(shard, 40, largest=False, group=None).tolist()  # the world: k counts entries over both ranks
         weighted = opdist.all_reduce_vec((torch.ones(2, dtype=torch.float64),), weight=float(rank + 1), check=True)
         extra = {"weight": opdist.sample_weight(3 + rank), "declared": opdist.sample_weight(3 + rank, samples=[3, 4]),
                  "seed": opdist.broadcast_seed(None if rank else 123), "weighted": weighted[0].tolist(),
