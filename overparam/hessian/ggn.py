@@ -25,7 +25,7 @@ form ``diag(p) − p pᵀ`` (``p = softmax(f_r)``) or ``2 I``. The product never
 forward graph per batch is kept, ``Jv`` comes from the double-vjp trick (``∂/∂u ⟨Jᵀu, v⟩``, with
 ``u`` one zero expanded to the outputs' shape: no ``(B·T, V)`` buffer is kept for it) and ``Jᵀw``
 from a vjp on the same graph. The cross-entropy ``∇²ℓ_r (Jv)_r`` is
-:func:`overparam.backend.softmax_ce.softmax_ce_hvp` (``kernel=`` chooses its implementation),
+:func:`overparam.backend.softmax_ce.softmax_ce_hvp` (``impl=`` chooses its implementation),
 applied over row chunks and written into ``Jv``, so it adds no ``(B·T, V)`` buffer. The Fisher
 operators of :mod:`overparam.hessian.fisher` share this machinery with another output-space matrix.
 
@@ -132,14 +132,14 @@ class ClosedFormLoss:
             return F.cross_entropy(f, t, ignore_index=self.ignore_index, reduction="sum")
         return F.mse_loss(f, t, reduction="sum")
 
-    def hessian_product(self, f: Tensor, w: Tensor, kernel: str | None = None) -> Tensor:
+    def hessian_product(self, f: Tensor, w: Tensor, impl: str | None = None) -> Tensor:
         """``∇²ℓ_r w_r`` row by row, ``(R, C)``, written into ``w``; cross-entropy through
-        :func:`~overparam.backend.softmax_ce.softmax_ce_hvp` (``kernel``: its ``impl``) over
+        :func:`~overparam.backend.softmax_ce.softmax_ce_hvp` (``impl``: its implementation) over
         :func:`row_chunks`, so that no further ``(R, C)`` buffer is formed."""
         if self.kind == "mse":
             return w.mul_(2.0)
         for rows in row_chunks(f):
-            w[rows] = softmax_ce_hvp(f[rows].detach(), w[rows], reduction="sum", impl=kernel)
+            w[rows] = softmax_ce_hvp(f[rows].detach(), w[rows], reduction="sum", impl=impl)
         return w
 
 
@@ -244,7 +244,7 @@ class GGNOperator(OutputCurvature):
         attention: ``"math"``: forwards under the math SDPA kernel (double-vjp needs it); None: torch's.
         check: verify at construction that a fresh forward pass reproduces the kept outputs
             (a stochastic or stateful forward raises :class:`NonDeterministicModelError`).
-        kernel: cross-entropy only: the implementation of the routine ``"softmax_ce_hvp"`` of
+        impl: cross-entropy only: the implementation of the routine ``"softmax_ce_hvp"`` of
             :mod:`overparam.backend.softmax_ce` for ``∇²ℓ_r (Jv)_r`` (``"reference"``, ``"compiled"``,
             ``"triton"``); None: the dispatch's choice (``OVERPARAM_IMPL``, else ``"auto"``: Triton on
             CUDA when installed, else the reference).
@@ -252,22 +252,23 @@ class GGNOperator(OutputCurvature):
 
     def __init__(self, model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None,
                  reduction: str | None = None, ignore_index: int | None = None, output="auto",
-                 attention: str | None = "math", check: bool = True, kernel: str | None = None):
-        self.kernel = kernel
+                 attention: str | None = "math", check: bool = True, impl: str | None = None):
+        self.impl = impl
         super().__init__(model, loss_fn, data, params=params, exclude=exclude, reduction=reduction,
                          ignore_index=ignore_index, output=output, attention=attention, check=check)
-        if kernel is not None:
+        if impl is not None:
             if self.loss.kind != "cross_entropy":
-                raise ValueError(f"kernel applies to cross_entropy only, not to {self.loss.kind}, got {kernel!r}")
-            dispatch.choose("softmax_ce_hvp", kernel, device=self.device)  # unknown or unavailable: raises here
+                raise ValueError(f"impl applies to cross_entropy only (the softmax_ce_hvp routine), not to "
+                                 f"{self.loss.kind}, got {impl!r}")
+            dispatch.choose("softmax_ce_hvp", impl, device=self.device)  # unknown or unavailable: raises here
 
     def _output_product(self, i: int, f: Tensor, t: Tensor, jv: Tensor) -> Tensor:
-        return self.loss.hessian_product(f, jv, self.kernel)
+        return self.loss.hessian_product(f, jv, self.impl)
 
 
 def ggn(model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None, reduction: str | None = None,
         ignore_index: int | None = None, output="auto", attention: str | None = "math",
-        check: bool = True, kernel: str | None = None) -> GGNOperator:
+        check: bool = True, impl: str | None = None) -> GGNOperator:
     """Shorthand for :class:`GGNOperator` ``(model, loss_fn, data, ...)``, same arguments."""
     return GGNOperator(model, loss_fn, data, params=params, exclude=exclude, reduction=reduction,
-                       ignore_index=ignore_index, output=output, attention=attention, check=check, kernel=kernel)
+                       ignore_index=ignore_index, output=output, attention=attention, check=check, impl=impl)

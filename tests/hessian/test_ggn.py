@@ -169,7 +169,7 @@ def test_products_never_write_into_the_callers_vector(op, loss):
 
 
 # -- the cross-entropy output product through backend.softmax_ce (issue 14 / 17 part 3) -----------------------------
-def test_cross_entropy_product_goes_through_the_softmax_ce_routine_with_the_chosen_kernel(monkeypatch):
+def test_cross_entropy_product_goes_through_the_softmax_ce_routine_with_the_chosen_impl(monkeypatch):
     ggn_mod = sys.modules["overparam.hessian.ggn"]
     real, seen = ggn_mod.softmax_ce_hvp, []
 
@@ -180,7 +180,7 @@ def test_cross_entropy_product_goes_through_the_softmax_ce_routine_with_the_chos
     monkeypatch.setattr(ggn_mod, "softmax_ce_hvp", spy)
     monkeypatch.setattr(ggn_mod, "row_chunks", lambda f: [slice(0, 3), slice(3, None)])  # two chunks of rows
     net, ids, y = seq_case(0)
-    G = oh.ggn(net, "cross_entropy", (ids, y), kernel="reference")
+    G = oh.ggn(net, "cross_entropy", (ids, y), impl="reference")
     Gd = G.to_dense()
     assert seen and {s[0] for s in seen} == {"reference"} and {s[2] for s in seen} == {"sum"}
     assert {s[1] for s in seen[:2]} == {torch.Size([3, V]), torch.Size([2 * 4 - 3, V])}
@@ -190,17 +190,17 @@ def test_cross_entropy_product_goes_through_the_softmax_ce_routine_with_the_chos
     assert {s[0] for s in seen} == {None}  # the dispatch's own choice (OVERPARAM_IMPL, else auto)
 
 
-def test_kernel_is_checked():
+def test_impl_is_checked():
     net, ids, y = seq_case(0)
     with pytest.raises(ValueError, match="one of 'auto', 'reference', 'compiled'"):
-        oh.ggn(net, "cross_entropy", (ids, y), kernel="fused")
+        oh.ggn(net, "cross_entropy", (ids, y), impl="fused")
     mse_net, mse_ids, mse_y = seq_case(0, mse=True)
-    with pytest.raises(ValueError, match="kernel applies to cross_entropy only"):
-        oh.ggn(mse_net, "mse", (mse_ids, mse_y), kernel="reference")
+    with pytest.raises(ValueError, match="impl applies to cross_entropy only"):
+        oh.ggn(mse_net, "mse", (mse_ids, mse_y), impl="reference")
     triton = next(i for i in implementations("softmax_ce_hvp") if i.name == "triton")
     if not triton.available:
         with pytest.raises(RuntimeError, match="triton"):
-            oh.ggn(net, "cross_entropy", (ids, y), kernel="triton")
+            oh.ggn(net, "cross_entropy", (ids, y), impl="triton")
 
 
 def test_the_kept_graph_holds_no_output_sized_buffer_for_the_double_vjp():
