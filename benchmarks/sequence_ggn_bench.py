@@ -4,8 +4,9 @@ A small GPT-2 (transformers; 2 layers, width 64, vocabulary V = 8192, context 12
 eval mode) on a batch of 8 random token sequences whose labels hold 10% of ``-100``:
 
 * **overparam**: ``op.hessian.ggn(model, "cross_entropy", (ids, labels))`` on the ``(B, T, V)``
-  logits (one kept forward graph; each product a double-vjp ``Jv``, the softmax Hessian on the
-  kept rows, one vjp);
+  logits (one kept forward graph; each product a double-vjp ``Jv`` with ``u`` one expanded zero,
+  the softmax Hessian ``backend.softmax_ce.softmax_ce_hvp`` (its ``"auto"`` choice: the reference
+  on CPU) over row chunks in place, one vjp);
 * **eager**: what one writes by hand with ``torch.func``: the logits flattened to ``(B·T, V)``,
   ignored rows removed, then per product ``jvp`` (forward-mode ``Jv``), the softmax Hessian and
   ``vjp`` (``Jᵀw``), i.e. two forward passes per product and no kept graph.

@@ -22,9 +22,12 @@ class weights or label smoothing).
 
 ``J_r`` is the Jacobian of row ``f_r`` w.r.t. the selected parameters and ``∇²ℓ_r`` in closed
 form ``diag(p) − p pᵀ`` (``p = softmax(f_r)``) or ``2 I``. The product never forms ``J``: one
-forward graph per batch is kept, ``Jv`` comes from the double-vjp trick (``∂/∂u ⟨Jᵀu, v⟩``) and
-``Jᵀw`` from a vjp on the same graph. The Fisher operators of :mod:`overparam.hessian.fisher`
-share this machinery with another output-space matrix.
+forward graph per batch is kept, ``Jv`` comes from the double-vjp trick (``∂/∂u ⟨Jᵀu, v⟩``, with
+``u`` one zero expanded to the outputs' shape: no ``(B·T, V)`` buffer is kept for it) and ``Jᵀw``
+from a vjp on the same graph. The cross-entropy ``∇²ℓ_r (Jv)_r`` is
+:func:`overparam.backend.softmax_ce.softmax_ce_hvp` (``impl=`` chooses its implementation),
+applied over row chunks and written into ``Jv``, so it adds no ``(B·T, V)`` buffer. The Fisher
+operators of :mod:`overparam.hessian.fisher` share this machinery with another output-space matrix.
 
 Example:
     >>> import torch
@@ -44,8 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backend import vec
+from ..backend import dispatch, vec
 from ..backend.select import Spec
+from ..backend.softmax_ce import softmax_ce_hvp
 from ._model import Objective, check_agree, grad, rng_guard
 from .operators import Operator
 
@@ -128,14 +132,14 @@ class ClosedFormLoss:
             return F.cross_entropy(f, t, ignore_index=self.ignore_index, reduction="sum")
         return F.mse_loss(f, t, reduction="sum")
 
-    def hessian_product(self, f: Tensor, w: Tensor) -> Tensor:
-        """``∇²ℓ_r w_r`` row by row, ``(R, C)``, written into ``w`` (the softmax is formed over
-        :func:`row_chunks`: at V = 8k the output-space tensors dominate a product's memory)."""
+    def hessian_product(self, f: Tensor, w: Tensor, impl: str | None = None) -> Tensor:
+        """``∇²ℓ_r w_r`` row by row, ``(R, C)``, written into ``w``; cross-entropy through
+        :func:`~overparam.backend.softmax_ce.softmax_ce_hvp` (``impl``: its implementation) over
+        :func:`row_chunks`, so that no further ``(R, C)`` buffer is formed."""
         if self.kind == "mse":
             return w.mul_(2.0)
         for rows in row_chunks(f):
-            p, wr = torch.softmax(f[rows].detach(), dim=-1), w[rows]
-            wr.sub_(torch.linalg.vecdot(p, wr).unsqueeze(-1)).mul_(p)    # p ⊙ (w − ⟨p, w⟩)
+            w[rows] = softmax_ce_hvp(f[rows].detach(), w[rows], reduction="sum", impl=impl)
         return w
 
 
@@ -184,7 +188,8 @@ class OutputCurvature(Operator):
             leaves = self.obj.leaves()
             out = self.obj.outputs(leaves, b)
             self.loss.rows(out, b[1])  # type and shapes checked before any product
-            u = torch.zeros_like(out, requires_grad=True)
+            # u: one zero expanded to the outputs' shape (no (B·T, V) buffer, here or saved in the graph of Jᵀu)
+            u = torch.zeros((), dtype=out.dtype, device=out.device, requires_grad=True).expand(out.shape)
             jtu = grad(out, leaves, u, create_graph=True)  # linear in u: d<Jᵀu, v>/du = J v
             graphs.append((leaves, out, u, jtu))
         return graphs
@@ -239,15 +244,31 @@ class GGNOperator(OutputCurvature):
         attention: ``"math"``: forwards under the math SDPA kernel (double-vjp needs it); None: torch's.
         check: verify at construction that a fresh forward pass reproduces the kept outputs
             (a stochastic or stateful forward raises :class:`NonDeterministicModelError`).
+        impl: cross-entropy only: the implementation of the routine ``"softmax_ce_hvp"`` of
+            :mod:`overparam.backend.softmax_ce` for ``∇²ℓ_r (Jv)_r`` (``"reference"``, ``"compiled"``,
+            ``"triton"``); None: the dispatch's choice (``OVERPARAM_IMPL``, else ``"auto"``: Triton on
+            CUDA when installed, else the reference).
     """
 
+    def __init__(self, model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None,
+                 reduction: str | None = None, ignore_index: int | None = None, output="auto",
+                 attention: str | None = "math", check: bool = True, impl: str | None = None):
+        self.impl = impl
+        super().__init__(model, loss_fn, data, params=params, exclude=exclude, reduction=reduction,
+                         ignore_index=ignore_index, output=output, attention=attention, check=check)
+        if impl is not None:
+            if self.loss.kind != "cross_entropy":
+                raise ValueError(f"impl applies to cross_entropy only (the softmax_ce_hvp routine), not to "
+                                 f"{self.loss.kind}, got {impl!r}")
+            dispatch.choose("softmax_ce_hvp", impl, device=self.device)  # unknown or unavailable: raises here
+
     def _output_product(self, i: int, f: Tensor, t: Tensor, jv: Tensor) -> Tensor:
-        return self.loss.hessian_product(f, jv)
+        return self.loss.hessian_product(f, jv, self.impl)
 
 
 def ggn(model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None, reduction: str | None = None,
         ignore_index: int | None = None, output="auto", attention: str | None = "math",
-        check: bool = True) -> GGNOperator:
+        check: bool = True, impl: str | None = None) -> GGNOperator:
     """Shorthand for :class:`GGNOperator` ``(model, loss_fn, data, ...)``, same arguments."""
     return GGNOperator(model, loss_fn, data, params=params, exclude=exclude, reduction=reduction,
-                       ignore_index=ignore_index, output=output, attention=attention, check=check)
+                       ignore_index=ignore_index, output=output, attention=attention, check=check, impl=impl)

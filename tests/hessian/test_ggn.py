@@ -1,8 +1,11 @@
+import sys
+
 import pytest
 import torch
 from torch import nn
 
 import overparam.hessian as oh
+from overparam.backend.dispatch import implementations
 from overparam.backend.random import construction_generator, gaussian
 from overparam.testing import assert_no_side_effects, dense_hessian, max_rel_error, tanh_mlp
 from overparam.testing.hessian_oracles import dense_ggn, small_cnn
@@ -163,3 +166,58 @@ def test_products_never_write_into_the_callers_vector(op, loss):
         B @ v
         assert all(torch.equal(a, b) for a, b in zip(v, kept))
     assert max_rel_error(A.to_dense()[-3:, -3:], op(net, loss, (x, y), params="b").to_dense()) < 1e-14
+
+
+# -- the cross-entropy output product through backend.softmax_ce (issue 14 / 17 part 3) -----------------------------
+def test_cross_entropy_product_goes_through_the_softmax_ce_routine_with_the_chosen_impl(monkeypatch):
+    ggn_mod = sys.modules["overparam.hessian.ggn"]
+    real, seen = ggn_mod.softmax_ce_hvp, []
+
+    def spy(z, u, target=None, **kw):
+        seen.append((kw["impl"], z.shape, kw["reduction"]))
+        return real(z, u, target, **kw)
+
+    monkeypatch.setattr(ggn_mod, "softmax_ce_hvp", spy)
+    monkeypatch.setattr(ggn_mod, "row_chunks", lambda f: [slice(0, 3), slice(3, None)])  # two chunks of rows
+    net, ids, y = seq_case(0)
+    G = oh.ggn(net, "cross_entropy", (ids, y), impl="reference")
+    Gd = G.to_dense()
+    assert seen and {s[0] for s in seen} == {"reference"} and {s[2] for s in seen} == {"sum"}
+    assert {s[1] for s in seen[:2]} == {torch.Size([3, V]), torch.Size([2 * 4 - 3, V])}
+    assert max_rel_error(Gd, dense_token_ggn(net, ids, y)) < 1e-12
+    seen.clear()
+    oh.ggn(net, "cross_entropy", (ids, y)) @ tuple(torch.ones(s, dtype=torch.float64) for s in G.like)
+    assert {s[0] for s in seen} == {None}  # the dispatch's own choice (OVERPARAM_IMPL, else auto)
+
+
+def test_impl_is_checked():
+    net, ids, y = seq_case(0)
+    with pytest.raises(ValueError, match="one of 'auto', 'reference', 'compiled'"):
+        oh.ggn(net, "cross_entropy", (ids, y), impl="fused")
+    mse_net, mse_ids, mse_y = seq_case(0, mse=True)
+    with pytest.raises(ValueError, match="impl applies to cross_entropy only"):
+        oh.ggn(mse_net, "mse", (mse_ids, mse_y), impl="reference")
+    triton = next(i for i in implementations("softmax_ce_hvp") if i.name == "triton")
+    if not triton.available:
+        with pytest.raises(RuntimeError, match="triton"):
+            oh.ggn(net, "cross_entropy", (ids, y), impl="triton")
+
+
+def test_the_kept_graph_holds_no_output_sized_buffer_for_the_double_vjp():
+    """The graph of ``Jᵀu`` saves ``u``; ``u`` is one zero expanded to the logits' shape, so the
+    tensors the construction saves (forward and ``Jᵀu`` graphs) stay below one logits buffer."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Embedding(7, 3), nn.Linear(3, 512)).double()
+    ids, y = torch.randint(0, 7, (4, 16)), torch.randint(0, 512, (4, 16))
+    saved = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        G = oh.ggn(net, "cross_entropy", (ids, y), check=False)
+    logits_bytes = 4 * 16 * 512 * 8
+    assert 0 < sum(saved.values()) < logits_bytes / 2
+    v = tuple(torch.randn(s, dtype=torch.float64) for s in G.like)  # the product itself: the oracles above
+    assert sum(float((a * b).sum()) for a, b in zip(v, G @ v)) > 0  # (PSD, and J v ≠ 0 for a random v)
