@@ -63,6 +63,8 @@ from .shapes import TensorShape, _select_trainable, infer_shapes
 __all__ = ["PARAMETERIZATIONS", "Rule", "Plan", "plan"]
 
 PARAMETERIZATIONS = ("sp", "mup", "depth-mup", "completep", "umup")
+#: parameterizations whose plan another module builds (``{name: fn(model, **plan's keywords)}``)
+_REGISTERED: dict[str, Callable[..., Plan]] = {}
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -277,9 +279,8 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module | N
     """
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
-    if parameterization == "umup":  # u-μP's rules live in umup.py (imported here: it builds on Plan)
-        from .umup import _from_plan
-        return _from_plan(model, base=base, delta=delta, optimizer=optimizer, init_std=init_std,
+    if parameterization in _REGISTERED:  # "umup": its rules live in umup.py, which registers them
+        return _REGISTERED[parameterization](model, base=base, delta=delta, optimizer=optimizer, init_std=init_std,
                           zero_output=zero_output, roles=roles, depth=depth, branches=branches,
                           branch_outputs=branch_outputs)
     if base is None:

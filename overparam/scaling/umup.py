@@ -39,7 +39,7 @@ from torch import nn
 from ..backend.checks import check_real
 from ..backend.select import Spec
 from .depth import resolve_depth
-from .plan import Plan, Rule
+from .plan import _REGISTERED, Plan, Rule
 from .shapes import TensorShape, _select_trainable, fans
 
 __all__ = ["UMUP_TYPES", "UmupAlphas", "residual_taus", "umup_types", "umup_plan"]
@@ -227,3 +227,6 @@ def _from_plan(model: nn.Module, *, base, delta, optimizer, init_std, zero_outpu
                          f"None (keep the model's init), got {init_std!r}")
     return umup_plan(model, optimizer=optimizer, init=init_std is not None, roles=roles, depth=depth,
                      branches=branches, branch_outputs=branch_outputs)
+
+
+_REGISTERED["umup"] = _from_plan

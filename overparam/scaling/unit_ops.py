@@ -43,72 +43,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..backend.checks import check_dim, check_float, check_real
+from .unit_losses import cross_entropy, mse_loss
+from .unit_scale import CONSTRAINTS, _constrain, _loginterp, _mult, _Scale, scale_bwd, scale_fwd
 
 __all__ = ["CONSTRAINTS", "scale_fwd", "scale_bwd", "linear", "linear_readout", "matmul", "gelu", "silu", "softmax",
            "layer_norm", "rms_norm", "embedding", "scaled_dot_product_attention", "residual_split", "residual_add",
            "residual_apply", "cross_entropy", "mse_loss"]
-
-#: how an op's output and input-gradient scales are tied: equal to the output scale, to the
-#: input-gradient scale, their geometric mean, or None (separate: a "cut" edge, e.g. the read-out)
-CONSTRAINTS = ("to_output_scale", "to_grad_input_scale", "gmean", None)
-
-
-def _scale(x, name: str) -> float:
-    return check_real(x, name, above=0.0, finite=True)
-
-
-def _constrain(constraint, out: float, *grads: float) -> tuple[float, ...]:
-    """Apply ``constraint`` to ``(output scale, *input-gradient scales)``."""
-    if constraint not in CONSTRAINTS:
-        raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
-    if constraint is None:
-        return (out, *grads)
-    if constraint == "to_output_scale":
-        s = out
-    elif constraint == "to_grad_input_scale":
-        if len(grads) != 1:
-            raise ValueError(f"constraint='to_grad_input_scale' needs one input gradient, this op has {len(grads)}")
-        s = grads[0]
-    else:
-        s = math.prod((out, *grads)) ** (1 / (1 + len(grads)))
-    return (s,) * (1 + len(grads))
-
-
-class _Scale(torch.autograd.Function):
-    """``y = fwd·x`` whose backward is ``bwd·g``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, fwd: float, bwd: float) -> Tensor:
-        ctx.bwd = bwd
-        return x * fwd if fwd != 1 else x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        return (g * ctx.bwd if ctx.bwd != 1 else g), None, None
-
-
-def scale_fwd(input: Tensor, scale: float) -> Tensor:
-    """``scale · input`` in the forward pass, the gradient passed through unscaled.
-
-    Example:
-        >>> x = torch.ones(2, requires_grad=True)
-        >>> scale_fwd(x, 3.0).sum().backward(); x.grad
-        tensor([1., 1.])
-    """
-    check_float(input, "input")
-    return _Scale.apply(input, _scale(scale, "scale"), 1.0)
-
-
-def scale_bwd(input: Tensor, scale: float) -> Tensor:
-    """``input`` unchanged in the forward pass, its gradient multiplied by ``scale``.
-
-    Example:
-        >>> x = torch.ones(2, requires_grad=True)
-        >>> scale_bwd(x, 3.0).sum().backward(); x.grad
-        tensor([3., 3.])
-    """
-    check_float(input, "input")
-    return _Scale.apply(input, 1.0, _scale(scale, "scale"))
 
 
 class _Linear(torch.autograd.Function):
@@ -210,18 +150,9 @@ def matmul(left: Tensor, right: Tensor, *, constraint: str | None = "to_output_s
     return _Scale.apply(torch.matmul(_Scale.apply(left, 1.0, s_l), _Scale.apply(right, 1.0, s_r)), s_out, 1.0)
 
 
-def _loginterp(alpha: float, lower: float, upper: float) -> float:
-    """``lower^(1-alpha) · upper^alpha``."""
-    return math.exp(alpha * math.log(upper) + (1 - alpha) * math.log(lower))
-
-
 def _elementwise(f, x: Tensor, s_out: float, s_in: float, constraint) -> Tensor:
     s_out, s_in = _constrain(constraint, s_out, s_in)
     return _Scale.apply(f(_Scale.apply(x, 1.0, s_in)), s_out, 1.0)
-
-
-def _mult(mult) -> float:
-    return check_real(mult, "mult", above=0.0, finite=True)
 
 
 def gelu(input: Tensor, mult: float = 1.0, *, constraint: str | None = "to_output_scale",
@@ -413,50 +344,3 @@ def residual_apply(fn, input: Tensor, tau: float = 1.0) -> Tensor:
     return residual_add(fn(r), s, tau)
 
 
-def _reduction(reduction: str) -> str:
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    return reduction
-
-
-def cross_entropy(input: Tensor, target: Tensor, *, reduction: str = "mean", mult: float = 1.0) -> Tensor:
-    """Unit-scaled cross-entropy of logits ``(B, V)`` or ``(V,)`` (α_loss-softmax = ``mult``):
-    logit gradients ``×V/√(V-1)``, the sum over the batch then ``×1/B`` in the forward only.
-
-    Example:
-        >>> float(cross_entropy(torch.zeros(2, 4), torch.tensor([0, 1])))  # log 4
-        1.3862943649291992
-    """
-    check_float(input, "input")
-    if input.ndim not in (1, 2) or input.shape[-1] < 2:
-        raise ValueError(f"input must be logits (B, V) or (V,) with V >= 2, got shape {tuple(input.shape)}")
-    if not isinstance(target, Tensor) or target.dtype != torch.int64 or target.shape != input.shape[:-1]:
-        raise ValueError(f"target must be int64 class indices of shape {tuple(input.shape[:-1])}, got "
-                         f"{tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__}")
-    _reduction(reduction)
-    m = _mult(mult)
-    batch, vocab = (1, input.shape[0]) if input.ndim == 1 else input.shape
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= vocab):
-        raise ValueError(f"target classes must lie in [0, {vocab})")
-    logits = _Scale.apply(input, m, vocab / (vocab - 1) ** 0.5)
-    loss = F.cross_entropy(logits, target, reduction="sum")
-    return _Scale.apply(loss, 1 / batch, 1.0) if reduction == "mean" else loss
-
-
-def mse_loss(input: Tensor, target: Tensor, *, reduction: str = "mean") -> Tensor:
-    """Unit-scaled mean squared error: gradients ``×8^-1/2`` (of the summed loss, unit RMS for
-    unit-RMS independent input and target), the sum then ``×1/numel`` in the forward only.
-
-    Example:
-        >>> float(mse_loss(torch.ones(4), torch.zeros(4)))
-        1.0
-    """
-    check_float(input, "input")
-    check_float(target, "target")
-    if input.shape != target.shape:
-        raise ValueError(f"input and target must have the same shape, got {tuple(input.shape)} and "
-                         f"{tuple(target.shape)}")
-    _reduction(reduction)
-    s = 8 ** -0.5
-    loss = F.mse_loss(_Scale.apply(input, 1.0, s), _Scale.apply(target, 1.0, s), reduction="sum")
-    return _Scale.apply(loss, 1 / max(input.numel(), 1), 1.0) if reduction == "mean" else loss
