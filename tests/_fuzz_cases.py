@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import overparam as op
+from _fuzz_umup import UMUP_CALLS
 
 PACKAGES = ("backend", "factor", "optim", "scaling", "prune", "hessian", "problems", "testing")
 D = torch.float64
@@ -409,6 +410,9 @@ def _mha():
 
 def _nm24():
     return t(4, 16) * op.prune.nm_mask(t(4, 16), 2, 4)
+
+
+CALLS.update(UMUP_CALLS)
 
 
 def valid_call(qual, fn):

@@ -55,6 +55,7 @@ ACCEPTED = {
         "backend.vec.axpy", "backend.vec.axpy_", "backend.vec.scale")},
     **{(q, "*", "nan"): "reads only shapes, never values" for q in (
         "backend.vec.shapes", "backend.vec.numel", "backend.vec.zeros_like", "backend.nm.grouped_dim")},
+    ("scaling.unit_ops.embedding", "weight", "nan"): "a lookup reads only the indexed rows, as F.embedding",
     ("backend.select.matches", "spec", "bad_choice"): "a predicate: a name that selects nothing is False, not an error",
     ("backend.nm.nm_ungroup", "like", "nan"): "like gives only the shape; the values come from g",
     ("backend.topk.fraction_count", "n", "zero"): "no candidates: the count is 0, a valid result",

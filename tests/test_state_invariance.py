@@ -38,16 +38,16 @@ testing.oracles.dense_hessian testing.hessian_oracles.dense_ggn scaling.shared_r
 hessian.JacobianOperator hessian.ntk hessian.NTKOperator hessian.block_spectra hessian.loss_landscape
 prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner hessian.KFACOperator
 hessian.kfac hessian.EKFACOperator hessian.ekfac optim.loraplus_groups prune.removal.remove_pruned
-prune.removal.channel_groups prune.srste.SRSTE"""
+prune.removal.channel_groups prune.srste.SRSTE scaling.umup_types scaling.umup_plan"""
 VALUES = """scaling.attention_scale_ backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict factor.unmerge_
 prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery"""
-WRAP = "factor.lowrank_ factor.hadamard_ factor.lora_ prune.apply.parametrize_masks_"
-HALF = "factor.merge_ prune.apply.unparametrize_masks_"     # the unwrap halves: checked with their wrap
+WRAP = "factor.lowrank_ factor.hadamard_ factor.lora_ prune.apply.parametrize_masks_ scaling.unit_scale_"
+HALF = "factor.merge_ prune.apply.unparametrize_masks_ scaling.unwrap_units_"     # the unwrap halves: checked with their wrap
 KIND = {**{q: "measure" for q in MEASURE.split()}, **{q: "values" for q in VALUES.split()},
         **{q: "wrap" for q in WRAP.split()}, **{q: "half" for q in HALF.split()}}
 UNWRAP = {"factor.lowrank_": op.factor.merge_, "factor.hadamard_": op.factor.merge_, "factor.lora_": op.factor.merge_,
-          "prune.apply.parametrize_masks_": op.prune.unparametrize_masks_}
-EXACT = {"factor.lora_"}     # merge of a fresh LoRA (B = 0) gives the same weights back
+          "prune.apply.parametrize_masks_": op.prune.unparametrize_masks_, "scaling.unit_scale_": op.scaling.unwrap_units_}
+EXACT = {"factor.lora_", "scaling.unit_scale_"}  # a fresh LoRA merged (B = 0), unit wrappers unwrapped: same weights
 HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks",
          "_load_state_dict_pre_hooks")
 

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from ..backend.checks import check_dim, check_float, check_real
 from .unit_losses import cross_entropy, mse_loss
-from .unit_scale import CONSTRAINTS, _constrain, _loginterp, _mult, _Scale, scale_bwd, scale_fwd
+from .unit_scale import CONSTRAINTS, _constrain, _loginterp, _mult, _same_dtype, _Scale, scale_bwd, scale_fwd
 
 __all__ = ["CONSTRAINTS", "scale_fwd", "scale_bwd", "linear", "linear_readout", "matmul", "gelu", "silu", "softmax",
            "layer_norm", "rms_norm", "embedding", "scaled_dot_product_attention", "residual_split", "residual_add",
@@ -89,6 +89,7 @@ def _check_linear(input: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[i
         check_float(bias, "bias")
         if tuple(bias.shape) != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    _same_dtype(input=input, weight=weight, bias=bias)
     fan_out, fan_in = weight.shape
     return fan_out, fan_in, max(input.numel() // max(fan_in, 1), 1)
 
@@ -146,6 +147,7 @@ def matmul(left: Tensor, right: Tensor, *, constraint: str | None = "to_output_s
     if left.ndim < 2 or right.ndim < 2 or left.shape[-1] != right.shape[-2]:
         raise ValueError(f"left (..., n, k) and right (..., k, m) do not match: {tuple(left.shape)} and "
                          f"{tuple(right.shape)}")
+    _same_dtype(left=left, right=right)
     s_out, s_l, s_r = _constrain(constraint, left.shape[-1] ** -0.5, right.shape[-1] ** -0.5, left.shape[-2] ** -0.5)
     return _Scale.apply(torch.matmul(_Scale.apply(left, 1.0, s_l), _Scale.apply(right, 1.0, s_r)), s_out, 1.0)
 
@@ -202,6 +204,8 @@ def softmax(input: Tensor, dim: int = -1, mult: float = 1.0, *, constraint: str 
     m = _mult(mult)
     d = check_dim(dim, input.ndim)
     n = input.shape[d]
+    if n == 0:
+        raise ValueError(f"input has size 0 along dim {dim}: a softmax needs at least one entry")
     a = 1 / (1 + 4 / m ** 2)
     s_out, s_in = _loginterp(a, n, n ** 0.5), _loginterp(a, n / m, (n / m) ** 0.5)
     return _elementwise(lambda v: F.softmax(v * m, dim=d), input, s_out, s_in, constraint)
@@ -234,6 +238,7 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bi
     """
     ns = _norm_shape(input, normalized_shape)
     check_real(eps, "eps", at_least=0.0)
+    _same_dtype(input=input, weight=weight, bias=bias)
     return F.layer_norm(input, ns, _param_grad(weight, "weight", ns, input), _param_grad(bias, "bias", ns, input), eps)
 
 
@@ -246,6 +251,7 @@ def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, eps:
     """
     ns = _norm_shape(input, normalized_shape)
     check_real(eps, "eps", at_least=0.0)
+    _same_dtype(input=input, weight=weight)
     return F.rms_norm(input, ns, _param_grad(weight, "weight", ns, input), eps)
 
 
@@ -262,6 +268,8 @@ def embedding(input: Tensor, weight: Tensor) -> Tensor:
     check_float(weight, "weight")
     if weight.ndim != 2:
         raise ValueError(f"weight must be a (vocab, dim) matrix, got shape {tuple(weight.shape)}")
+    if weight.shape[0] == 0:
+        raise ValueError("weight has no rows (an empty vocabulary)")
     if input.numel() and (int(input.min()) < 0 or int(input.max()) >= weight.shape[0]):
         raise ValueError(f"input indices must lie in [0, {weight.shape[0]}), got [{int(input.min())}, {int(input.max())}]")
     return F.embedding(input, _Scale.apply(weight, 1.0, (weight.shape[0] / max(input.numel(), 1)) ** 0.5))
@@ -287,6 +295,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, *, i
     if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
         raise ValueError(f"query/key/value shapes do not match: {tuple(query.shape)}, {tuple(key.shape)}, "
                          f"{tuple(value.shape)}")
+    _same_dtype(query=query, key=key, value=value)
     if not isinstance(is_causal, bool):
         raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
     m = _mult(mult)

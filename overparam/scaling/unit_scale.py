@@ -93,3 +93,10 @@ def _mult(mult) -> float:
     return check_real(mult, "mult", above=0.0, finite=True)
 
 
+
+
+def _same_dtype(**tensors: Tensor | None) -> None:
+    """Refuse tensors of different dtypes, naming them (torch would fail deep inside the op)."""
+    given = {k: t.dtype for k, t in tensors.items() if t is not None}
+    if len(set(given.values())) > 1:
+        raise TypeError(f"{', '.join(given)} must have one dtype, got {given}")
