@@ -238,8 +238,9 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bi
     """
     ns = _norm_shape(input, normalized_shape)
     check_real(eps, "eps", at_least=0.0)
+    w, b = _param_grad(weight, "weight", ns, input), _param_grad(bias, "bias", ns, input)
     _same_dtype(input=input, weight=weight, bias=bias)
-    return F.layer_norm(input, ns, _param_grad(weight, "weight", ns, input), _param_grad(bias, "bias", ns, input), eps)
+    return F.layer_norm(input, ns, w, b, eps)
 
 
 def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, eps: float = 1e-5) -> Tensor:
@@ -251,8 +252,9 @@ def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, eps:
     """
     ns = _norm_shape(input, normalized_shape)
     check_real(eps, "eps", at_least=0.0)
+    w = _param_grad(weight, "weight", ns, input)
     _same_dtype(input=input, weight=weight)
-    return F.rms_norm(input, ns, _param_grad(weight, "weight", ns, input), eps)
+    return F.rms_norm(input, ns, w, eps)
 
 
 def embedding(input: Tensor, weight: Tensor) -> Tensor:
