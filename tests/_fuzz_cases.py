@@ -158,7 +158,7 @@ BY_NAME = {
 LIN = lambda: nn.Linear(4, 3).to(D)  # noqa: E731
 
 # qualname -> {param: factory}: what BY_NAME gets wrong for this callable
-CALLS = {
+CALLS = {**UMUP_CALLS,
     "backend.vec.dot": {"y": BY_NAME["y"]}, "backend.vec.unflatten": {"flat": lambda: t(7)},
     "backend.vec.stack": {"vectors": lambda: [(t(3), t(2)), (t(3, seed=1), t(2, seed=1))]},
     "backend.vec.unstack": {"batch": lambda: (t(2, 3), t(2, 2))},
@@ -410,9 +410,6 @@ def _mha():
 
 def _nm24():
     return t(4, 16) * op.prune.nm_mask(t(4, 16), 2, 4)
-
-
-CALLS.update(UMUP_CALLS)
 
 
 def valid_call(qual, fn):

@@ -113,13 +113,14 @@ def test_bad_input():
         residual_taus(["attn", "ffn"])
 
 
-def _train(model, x, y, steps=3, lr=0.05):
+def _train(model, x, y, steps=3, lr=0.05, fwd=None):
+    """Losses of ``steps`` Adam steps under the u-μP plan (``fwd``: the model's forward, e.g. compiled)."""
     p = umup_plan(model)
     opt = torch.optim.Adam(p.param_groups(model, lr=lr))
     losses = []
     for _ in range(steps):
         opt.zero_grad()
-        loss = U.cross_entropy(model(x), y)
+        loss = U.cross_entropy((fwd or model)(x), y)
         loss.backward()
         opt.step()
         losses.append(float(loss))
@@ -138,15 +139,7 @@ def test_compiled_umup_model_gives_the_eager_losses():
     compiled.load_state_dict(eager.state_dict())
     compiled_fn = torch.compile(compiled, backend="aot_eager")
     l_eager = _train(eager, x, y)
-    p = umup_plan(compiled)
-    opt = torch.optim.Adam(p.param_groups(compiled, lr=0.05))
-    l_comp = []
-    for _ in range(3):
-        opt.zero_grad()
-        loss = U.cross_entropy(compiled_fn(x), y)
-        loss.backward()
-        opt.step()
-        l_comp.append(float(loss))
+    l_comp = _train(compiled, x, y, fwd=compiled_fn)
     assert l_comp == pytest.approx(l_eager, rel=1e-5, abs=1e-6)
     assert l_eager[-1] < l_eager[0]
 
