@@ -120,7 +120,7 @@ def _train(model, x, y, steps=3, lr=0.05, fwd=None):
     losses = []
     for _ in range(steps):
         opt.zero_grad()
-        loss = U.cross_entropy((fwd or model)(x), y)
+        loss = U.cross_entropy((model if fwd is None else fwd)(x), y)
         loss.backward()
         opt.step()
         losses.append(float(loss))
