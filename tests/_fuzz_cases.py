@@ -17,6 +17,7 @@ from torch import nn
 
 import overparam as op
 from _fuzz_skip import PACKAGES, SKIP, public_callables  # noqa: F401  (re-exported)
+from _fuzz_umup import UMUP_CALLS
 
 D = torch.float64
 
@@ -107,7 +108,7 @@ BY_NAME = {
 LIN = lambda: nn.Linear(4, 3).to(D)  # noqa: E731
 
 # qualname -> {param: factory}: what BY_NAME gets wrong for this callable
-CALLS = {
+CALLS = {**UMUP_CALLS,
     "backend.vec.dot": {"y": BY_NAME["y"]}, "backend.vec.unflatten": {"flat": lambda: t(7)},
     "backend.vec.stack": {"vectors": lambda: [(t(3), t(2)), (t(3, seed=1), t(2, seed=1))]},
     "backend.vec.unstack": {"batch": lambda: (t(2, 3), t(2, 2))},

@@ -56,6 +56,7 @@ ACCEPTED = {
     **{(q, "*", "nan"): "reads only shapes, never values" for q in (
         "backend.vec.shapes", "backend.vec.numel", "backend.vec.zeros_like", "backend.nm.grouped_dim",
         "backend.dist.is_dtensor", "backend.dist.shard_dim")},
+    ("scaling.unit_ops.embedding", "weight", "nan"): "a lookup reads only the indexed rows, as F.embedding",
     ("backend.select.matches", "spec", "bad_choice"): "a predicate: a name that selects nothing is False, not an error",
     ("backend.nm.nm_ungroup", "like", "nan"): "like gives only the shape; the values come from g",
     ("backend.dist.dtensor_like", "like", "nan"): "like gives only the layout; the values come from local",

@@ -41,12 +41,12 @@ prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner 
 hessian.kfac hessian.EKFACOperator hessian.ekfac optim.loraplus_groups prune.removal.remove_pruned
 prune.removal.channel_groups prune.srste.SRSTE prune.collect_stats prune.wanda prune.owl
 hessian.distributed_hessian hessian.distributed_ggn prune.global_magnitude prune.distributed_nm_masks
-backend.dist.unwrap"""
+backend.dist.unwrap scaling.umup_types scaling.umup_plan"""
 VALUES = """scaling.attention_scale_ backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict
 factor.unmerge_ prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery prune.calibrate
 prune.sparsegpt_"""
-WRAP = "factor.lowrank_ factor.hadamard_ factor.lora_ prune.apply.parametrize_masks_"
-HALF = "factor.merge_ prune.apply.unparametrize_masks_"     # the unwrap halves: checked with their wrap
+WRAP = "factor.lowrank_ factor.hadamard_ factor.lora_ prune.apply.parametrize_masks_ scaling.unit_scale_"
+HALF = "factor.merge_ prune.apply.unparametrize_masks_ scaling.unwrap_units_"     # the unwrap halves: checked with their wrap
 KIND = {**{q: "measure" for q in MEASURE.split()}, **{q: "values" for q in VALUES.split()},
         **{q: "wrap" for q in WRAP.split()}, **{q: "half" for q in HALF.split()}}
 UNWRAP = {"factor.lowrank_": op.factor.merge_, "factor.hadamard_": op.factor.merge_, "factor.lora_": op.factor.merge_,

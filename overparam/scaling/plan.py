@@ -62,7 +62,9 @@ from .shapes import TensorShape, _select_trainable, infer_shapes
 
 __all__ = ["PARAMETERIZATIONS", "Rule", "Plan", "plan"]
 
-PARAMETERIZATIONS = ("sp", "mup", "depth-mup", "completep")
+PARAMETERIZATIONS = ("sp", "mup", "depth-mup", "completep", "umup")
+#: parameterizations whose plan another module builds (``{name: fn(model, **plan's keywords)}``)
+_REGISTERED: dict[str, Callable[..., Plan]] = {}
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -230,7 +232,7 @@ def _groups(p: Plan, params: dict[str, nn.Parameter], names: list[str], *, lr: f
         groups.setdefault(key, group)["params"].append(params[k])
     return list(groups.values())
 
-def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, delta: nn.Module | None = None,
+def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module | None = None, delta: nn.Module | None = None,
          optimizer: str = "adam", init_std: float | Callable[[str, TensorShape], float | None] | None = "lecun",
          zero_output: bool = False, roles: dict[Spec, str] | None = None, depth: tuple[int, int] | None = None,
          branches: Spec = None, branch_outputs: Spec = None) -> Plan:
@@ -240,8 +242,10 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
         model: the model to train (any architecture; the rules see only parameter shapes and
             owning module types, see :func:`~overparam.scaling.infer_shapes`).
         parameterization: ``"sp"``, ``"mup"``, ``"depth-mup"`` or ``"completep"`` (μP in width plus
-            the depth rules with branch multiplier ``L^{-1/2}`` or ``L^{-1}``).
-        base: the same architecture at the width whose hyperparameters were tuned, with the same
+            the depth rules with branch multiplier ``L^{-1/2}`` or ``L^{-1}``), or ``"umup"``
+            (:func:`~overparam.scaling.umup_plan`: no ``base``; ``roles``, ``depth``,
+            ``branches``, ``branch_outputs`` and ``init_std=None`` as there).
+        base: (required except for ``"umup"``) the same architecture at the width whose hyperparameters were tuned, with the same
             parameter names (for the depth rules build it at the model's depth: the base depth is
             given by ``depth=``). Only shapes are read: build it on the meta device.
         delta: a third width, when ``model`` equals ``base`` in some growing dimension (needed
@@ -275,6 +279,12 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module, de
     """
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+    if parameterization in _REGISTERED:  # "umup": its rules live in umup.py, which registers them
+        return _REGISTERED[parameterization](model, base=base, delta=delta, optimizer=optimizer, init_std=init_std,
+                          zero_output=zero_output, roles=roles, depth=depth, branches=branches,
+                          branch_outputs=branch_outputs)
+    if base is None:
+        raise ValueError(f"{parameterization!r} needs base=, the model at the width whose hyperparameters were tuned")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if init_std is None and zero_output:

@@ -177,7 +177,7 @@ def test_param_groups_cover_once_and_weight_decay_rules():
 def test_bad_input():
     m = mlp(16)
     with pytest.raises(ValueError, match="parameterization"):
-        plan(m, "umup", base=mlp(8))
+        plan(m, "u-mup", base=mlp(8))
     with pytest.raises(ValueError, match="optimizer"):
         plan(m, base=mlp(8), optimizer="lion")
     with pytest.raises(ValueError, match="depth"):
