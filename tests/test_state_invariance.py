@@ -50,8 +50,8 @@ HALF = "factor.merge_ prune.apply.unparametrize_masks_ scaling.unwrap_units_"   
 KIND = {**{q: "measure" for q in MEASURE.split()}, **{q: "values" for q in VALUES.split()},
         **{q: "wrap" for q in WRAP.split()}, **{q: "half" for q in HALF.split()}}
 UNWRAP = {"factor.lowrank_": op.factor.merge_, "factor.hadamard_": op.factor.merge_, "factor.lora_": op.factor.merge_,
-          "prune.apply.parametrize_masks_": op.prune.unparametrize_masks_}
-EXACT = {"factor.lora_"}     # merge of a fresh LoRA (B = 0) gives the same weights back
+          "prune.apply.parametrize_masks_": op.prune.unparametrize_masks_, "scaling.unit_scale_": op.scaling.unwrap_units_}
+EXACT = {"factor.lora_", "scaling.unit_scale_"}  # a fresh LoRA merged (B = 0), unit wrappers unwrapped: same weights
 HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks",
          "_load_state_dict_pre_hooks")
 
