@@ -65,7 +65,7 @@ def owl_sparsities(ratios: Mapping[str, float], sizes: Mapping[str, int], sparsi
     if bool((N <= 0).any()):
         raise ValueError("sizes must be > 0")
     span = float(D.max() - D.min())
-    Dn = (D - D.min()) * (2 * lam / span) if span > 0 else torch.zeros_like(D)
+    Dn = (D - D.min()) / span * (2 * lam) if span > 0 else torch.zeros_like(D)   # divide first: a subnormal span
     out = s - (Dn - (N * Dn).sum() / N.sum())
     bad = [k for k, v in zip(keys, out.tolist()) if not 0.0 <= v < 1.0]
     if bad:

@@ -28,6 +28,12 @@ def test_weighted_mean_is_exact_and_order_reversed(ratios, sizes, s, lam):
                 assert vals[i] < vals[j] + 1e-15            # more outliers: pruned less
 
 
+def test_a_subnormal_spread_of_ratios_is_no_nan():
+    """Found by hypothesis in CI: ratios 0 and 5e-324 once gave 0 * inf = NaN sparsities."""
+    out = owl_sparsities({"a": 0.0, "b": 5e-324}, {"a": 1, "b": 1}, 0.5, lam=0.0625)
+    assert out == pytest.approx({"a": 0.5625, "b": 0.4375}, abs=1e-12)
+
+
 def test_the_spread_is_two_lambda_and_bad_lam_is_refused():
     out = owl_sparsities({"a": 0.0, "b": 0.1, "c": 0.05}, {"a": 1, "b": 1, "c": 1}, 0.5, lam=0.1)
     assert out == pytest.approx({"a": 0.6, "b": 0.4, "c": 0.5}, abs=1e-12)
