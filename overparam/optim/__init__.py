@@ -34,12 +34,12 @@ from .rpca import RPCAResult, hard_threshold, rpca_scaledgd, sparsify
 from .scaledgd import ScaledGD
 from .scaledsgd import ScaledSGD
 from .scaledsm import ScaledSM
-from .steps import Constant, Geometric, Polyak, StepInfo, StepRule, as_rule, constant, geometric, polyak
+from .steps import closure_loss, Constant, Geometric, Polyak, StepInfo, StepRule, as_rule, constant, geometric, polyak
 from .subgm import SubGM
 
 __all__ = [
     "ScaledGD", "PrecGD", "ScaledSM", "ScaledSGD", "SubGM", "rpca_scaledgd", "RPCAResult", "sparsify",
     "hard_threshold", "PairOptimizer", "as_pair", "StepRule", "StepInfo", "Constant", "Geometric", "Polyak",
-    "constant", "geometric", "polyak", "as_rule", "NonFiniteGradientError", "Preconditioned", "precondition_grads_",
+    "constant", "geometric", "polyak", "as_rule", "closure_loss", "NonFiniteGradientError", "Preconditioned", "precondition_grads_",
     "run_batched", "BatchedRun", "BATCHED_METHODS", "AdamAtan2", "loraplus_groups", "LoRAFA", "GaLore", "optimizer_state_bytes",
 ]

@@ -22,6 +22,7 @@ from torch.optim import Optimizer
 from ..backend.checks import check_float
 from ..backend.linalg import NotPositiveDefiniteError, gram_solve
 from ._finite import check_finite_flag, check_finite_grads
+from .steps import closure_loss
 
 __all__ = ["as_pair", "PairOptimizer", "PairStep", "check_nonnegative"]
 
@@ -201,7 +202,4 @@ class PairOptimizer(Optimizer):
 
     @staticmethod
     def _closure_loss(closure) -> Tensor | None:
-        if closure is None:
-            return None
-        with torch.enable_grad():
-            return closure()
+        return closure_loss(closure)

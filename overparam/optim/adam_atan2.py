@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 
 from ..backend.checks import check_real
 from ._finite import check_finite_flag, check_finite_grads
+from .steps import closure_loss
 
 __all__ = ["AdamAtan2"]
 
@@ -64,10 +65,7 @@ class AdamAtan2(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One step; ``closure`` (re-evaluating the loss, run with grad enabled) is optional."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         check_finite_grads(self)
         for group in self.param_groups:
             b1, b2 = group["betas"]

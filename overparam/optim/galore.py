@@ -33,6 +33,7 @@ from ..backend.checks import check_int, check_real
 from ..backend.linalg import top_svd
 from ..backend.random import GeneratorLike
 from ._finite import check_finite_flag, check_finite_grads
+from .steps import closure_loss
 
 __all__ = ["GaLore", "optimizer_state_bytes"]
 
@@ -142,10 +143,7 @@ class GaLore(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         check_finite_grads(self)
         for group in self.param_groups:
             b1, b2 = group["betas"]

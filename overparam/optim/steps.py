@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["loss_value", "StepInfo", "StepRule", "Constant", "Geometric", "Polyak", "constant", "geometric", "polyak", "as_rule"]
+__all__ = ["closure_loss", "loss_value", "StepInfo", "StepRule", "Constant", "Geometric", "Polyak", "constant", "geometric", "polyak", "as_rule"]
 
 
 @dataclass(frozen=True)
@@ -140,16 +140,32 @@ def as_rule(step: StepRule | float, name: str = "step") -> StepRule:
     raise TypeError(f"{name} must be a step rule (constant/geometric/polyak) or a number, got {type(step).__name__}")
 
 
+def closure_loss(closure):
+    """``closure()`` evaluated with grad enabled, or ``None`` without a closure: what an optimizer's
+    ``step(closure)`` returns.
+
+    Example:
+        >>> closure_loss(None) is None
+        True
+    """
+    if closure is None:
+        return None
+    if not callable(closure):
+        raise TypeError(f"closure must be callable or None, got {type(closure).__name__}")
+    import torch
+
+    with torch.enable_grad():
+        return closure()
+
+
 def loss_value(closure, loss, *, needed: bool, who: str):
     """Evaluate ``closure`` (with grad enabled) or take ``loss``; returns ``(returned, float|None)``."""
     import torch
 
     if closure is not None and loss is not None:
         raise ValueError(f"{who}.step: pass a closure or loss=, not both")
-    ret = None
+    ret = closure_loss(closure)
     if closure is not None:
-        with torch.enable_grad():
-            ret = closure()
         loss = ret
     if loss is None:
         if needed:

@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -41,7 +40,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..backend.packed_step import packed_adamw_step, packed_sgd_step
+from ..backend.packed_step import check_adamw_hyper, check_sgd_hyper, packed_adamw_step, packed_sgd_step
+from ..optim import closure_loss
 from .targets import check_masks
 
 __all__ = ["PackedOptimizer", "PackedSGD", "PackedAdamW"]
@@ -148,9 +148,7 @@ class PackedSGD(PackedOptimizer):
 
     def __init__(self, params: Iterable[Any], masks: Mapping[str, Tensor], *, lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False) -> None:
-        for name, v in (("lr", lr), ("momentum", momentum), ("dampening", dampening), ("weight_decay", weight_decay)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        check_sgd_hyper(lr, momentum, dampening, weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov needs momentum > 0 and dampening = 0")
         super().__init__(params, masks, dict(lr=lr, momentum=momentum, dampening=dampening,
@@ -158,10 +156,7 @@ class PackedSGD(PackedOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for g in self.param_groups:
             for p in g["params"]:
                 if p.grad is None:
@@ -201,20 +196,15 @@ class PackedAdamW(PackedOptimizer):
     def __init__(self, params: Iterable[Any], masks: Mapping[str, Tensor], *, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2,
                  amsgrad: bool = False, decoupled: bool = True) -> None:
-        for name, v in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
             raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
+        check_adamw_hyper(lr, betas[0], betas[1], eps, weight_decay, 1.0)
         super().__init__(params, masks, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                              amsgrad=bool(amsgrad), decoupled=bool(decoupled)))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for g in self.param_groups:
             b1, b2 = g["betas"]
             lr, wd = g["lr"], g["weight_decay"]
