@@ -22,7 +22,6 @@ from torch.optim import Optimizer
 from ..backend.checks import check_float
 from ..backend.linalg import NotPositiveDefiniteError, gram_solve
 from ._finite import check_finite_flag, check_finite_grads
-from .steps import closure_loss
 
 __all__ = ["as_pair", "PairOptimizer", "PairStep", "check_nonnegative"]
 
@@ -199,7 +198,3 @@ class PairOptimizer(Optimizer):
                 raise NotPositiveDefiniteError(
                     f"{type(self).__name__}: factor pair {n} (shapes {tuple(L.shape)}, {tuple(R.shape)}): {e}") from None
         return out
-
-    @staticmethod
-    def _closure_loss(closure) -> Tensor | None:
-        return closure_loss(closure)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .steps import closure_loss
 from ._pairs import PairOptimizer
 
 __all__ = ["ScaledGD"]
@@ -56,7 +57,7 @@ class ScaledGD(PairOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = self._closure_loss(closure)
+        loss = closure_loss(closure)
         self._check_finite()
         for group in self.param_groups:
             for ps in self._pair_steps(group, group["damping"]):

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..backend.linalg import spd_solve
+from .steps import closure_loss
 from ._pairs import PairOptimizer
 
 __all__ = ["ScaledSGD"]
@@ -73,7 +74,7 @@ class ScaledSGD(PairOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = self._closure_loss(closure)
+        loss = closure_loss(closure)
         self._check_finite()
         for group in self.param_groups:
             lr, lam = group["lr"], group["damping"]
