@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .steps import closure_loss
 from ._pairs import PairOptimizer
+from .steps import closure_loss
 
 __all__ = ["ScaledGD"]
 

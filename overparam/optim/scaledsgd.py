@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from ..backend.linalg import spd_solve
-from .steps import closure_loss
 from ._pairs import PairOptimizer
+from .steps import closure_loss
 
 __all__ = ["ScaledSGD"]
 
