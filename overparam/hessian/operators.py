@@ -33,8 +33,21 @@ __all__ = ["Operator", "DenseOperator", "FunctionOperator", "SumOperator", "Scal
 
 
 class Operator:
-    """Base class: subclasses set ``like`` (entry shapes), ``dtype``, ``device`` and implement
-    ``_mv(v: Vec) -> Vec``; ``_mm`` (batched tuples) defaults to a loop over ``_mv``."""
+    """A symmetric linear operator ``(n, n)`` on parameter-shaped vectors.
+
+    Subclasses set ``like`` (the entries' shapes), ``dtype``, ``device`` and implement
+    ``_mv(v: Vec) -> Vec``; ``_mm`` (batched tuples) defaults to a loop over ``_mv``. Operators
+    add, subtract, negate, scale by Python numbers and :meth:`shift`.
+
+    Example:
+        >>> class Twice(Operator):
+        ...     like, dtype, device = (torch.Size([2]), torch.Size([1])), torch.float64, torch.device("cpu")
+        ...     def _mv(self, v):
+        ...         return tuple(2 * t for t in v)
+        >>> A = Twice()
+        >>> A.shape, A @ torch.ones(3, dtype=torch.float64)
+        ((3, 3), tensor([2., 2., 2.], dtype=torch.float64))
+    """
 
     like: tuple[torch.Size, ...]
     dtype: torch.dtype
@@ -50,10 +63,22 @@ class Operator:
     # -- public ---------------------------------------------------------------------------------
     @property
     def n(self) -> int:
+        """The dimension ``n``: the total number of entries of a vector the operator acts on.
+
+        Example:
+            >>> IdentityOperator([(2, 3), (4,)]).n
+            10
+        """
         return sum(s.numel() for s in self.like)
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(n, n)``, as for a matrix.
+
+        Example:
+            >>> as_operator(torch.eye(3)).shape
+            (3, 3)
+        """
         return (self.n, self.n)
 
     def _check_vec(self, v: vec.Vec, batched: bool) -> None:
@@ -65,7 +90,15 @@ class Operator:
                 raise ValueError(f"entry {i} has shape {tuple(t.shape)}, expected {'(B, ) + ' if batched else ''}{tuple(s)}")
 
     def matvec(self, v: Tensor | Sequence[Tensor]) -> Tensor | vec.Vec:
-        """``A v`` for a flat ``(n,)`` tensor (returns ``(n,)``) or a parameter-shaped tuple (returns a tuple)."""
+        """``A v`` for a flat ``(n,)`` tensor (returns ``(n,)``) or a parameter-shaped tuple (returns a tuple).
+
+        Example:
+            >>> I = IdentityOperator([(2,), (1,)])
+            >>> I.matvec(torch.arange(3.0, dtype=torch.float64))
+            tensor([0., 1., 2.], dtype=torch.float64)
+            >>> [t.shape for t in I.matvec((torch.ones(2), torch.ones(1)))]
+            [torch.Size([2]), torch.Size([1])]
+        """
         if isinstance(v, Tensor):
             if v.shape != (self.n,):
                 raise ValueError(f"flat vector must have shape ({self.n},), got {tuple(v.shape)}")
@@ -75,7 +108,14 @@ class Operator:
         return self._mv(vs)
 
     def matmat(self, V: Tensor | Sequence[Tensor]) -> Tensor | vec.Vec:
-        """``A V`` for a block ``(n, B)`` (returns ``(n, B)``) or a batched tuple (entries ``(B, *shape_i)``)."""
+        """``A V`` for a block ``(n, B)`` (returns ``(n, B)``) or a batched tuple (entries ``(B, *shape_i)``).
+
+        Example:
+            >>> A = as_operator(torch.diag(torch.tensor([1., 2.])))
+            >>> A.matmat(torch.ones(2, 3))
+            tensor([[1., 1., 1.],
+                    [2., 2., 2.]])
+        """
         if isinstance(V, Tensor):
             if V.ndim != 2 or V.shape[0] != self.n:
                 raise ValueError(f"block must have shape ({self.n}, B), got {tuple(V.shape)}")
@@ -91,7 +131,13 @@ class Operator:
         return self.matvec(x)
 
     def to_dense(self, *, chunk: int = 64) -> Tensor:
-        """The ``(n, n)`` matrix, built ``chunk`` columns at a time (for small problems)."""
+        """The ``(n, n)`` matrix, built ``chunk`` columns at a time (for small problems).
+
+        Example:
+            >>> (3 * IdentityOperator([(2,)])).to_dense()
+            tensor([[3., 0.],
+                    [0., 3.]], dtype=torch.float64)
+        """
         n = self.n
         cols = []
         for s in range(0, n, chunk):
@@ -101,7 +147,12 @@ class Operator:
         return torch.cat(cols, dim=1)
 
     def shift(self, sigma: float) -> Operator:
-        """``A + σ I``."""
+        """``A + σ I``, an operator of the same shape.
+
+        Example:
+            >>> as_operator(torch.zeros(2, 2)).shift(0.5) @ torch.ones(2)
+            tensor([0.5000, 0.5000])
+        """
         return SumOperator([self, ScaledOperator(IdentityOperator.like_op(self), sigma)])
 
     def __add__(self, other):
@@ -136,7 +187,13 @@ def _check_compatible(ops: Sequence[Operator]) -> None:
 
 
 class SumOperator(Operator):
-    """``A_1 + … + A_k`` of operators on the same parameter shapes."""
+    """``A_1 + … + A_k`` of operators on the same parameter shapes (``A + B`` builds one).
+
+    Example:
+        >>> I = IdentityOperator([(2,)])
+        >>> SumOperator([I, I, I]) @ torch.ones(2, dtype=torch.float64)
+        tensor([3., 3.], dtype=torch.float64)
+    """
 
     def __init__(self, ops: Sequence[Operator]):
         ops = list(ops)
@@ -159,7 +216,12 @@ class SumOperator(Operator):
 
 
 class ScaledOperator(Operator):
-    """``a · A`` for a Python number ``a``."""
+    """``a · A`` for a Python number ``a`` (``a * A`` builds one).
+
+    Example:
+        >>> ScaledOperator(IdentityOperator([(2,)]), -2.0) @ torch.ones(2, dtype=torch.float64)
+        tensor([-2., -2.], dtype=torch.float64)
+    """
 
     def __init__(self, op: Operator, a: float):
         if not isinstance(op, Operator):
@@ -177,7 +239,13 @@ class ScaledOperator(Operator):
 
 
 class IdentityOperator(Operator):
-    """The identity on vectors shaped like ``like``."""
+    """The identity on vectors shaped like ``like`` (a sequence of entry shapes; ``n`` = their total size).
+
+    Example:
+        >>> I = IdentityOperator([(2, 2), (3,)])
+        >>> I.n, bool((I.to_dense() == torch.eye(7, dtype=torch.float64)).all())
+        (7, True)
+    """
 
     def __init__(self, like: Sequence[torch.Size], *, dtype=torch.float64, device=None):
         self.like = tuple(torch.Size(s) for s in like)
@@ -185,6 +253,12 @@ class IdentityOperator(Operator):
 
     @classmethod
     def like_op(cls, op: Operator) -> IdentityOperator:
+        """The identity on the vectors ``op`` acts on (same entry shapes, dtype and device).
+
+        Example:
+            >>> IdentityOperator.like_op(as_operator(torch.eye(3))).shape
+            (3, 3)
+        """
         return cls(op.like, dtype=op.dtype, device=op.device)
 
     def _mv(self, v):
@@ -196,7 +270,12 @@ class IdentityOperator(Operator):
 
 class DenseOperator(Operator):
     """A dense symmetric ``(n, n)`` tensor as an operator on flat vectors (symmetry is checked
-    to ``1e3·eps`` relative, since every solver here assumes it)."""
+    to ``1e3·eps`` relative, since every solver here assumes it).
+
+    Example:
+        >>> DenseOperator(torch.tensor([[2., 1.], [1., 2.]])) @ torch.tensor([1., -1.])
+        tensor([ 1., -1.])
+    """
 
     def __init__(self, A: Tensor):
         if not isinstance(A, Tensor) or A.ndim != 2 or A.shape[0] != A.shape[1]:
@@ -219,11 +298,24 @@ class DenseOperator(Operator):
         return ((self.A @ V[0].mT).mT,)
 
     def to_dense(self, *, chunk: int = 64) -> Tensor:
+        """The wrapped ``(n, n)`` tensor itself (no copy; ``chunk`` is unused).
+
+        Example:
+            >>> A = torch.eye(2)
+            >>> DenseOperator(A).to_dense() is A
+            True
+        """
         return self.A
 
 
 class FunctionOperator(Operator):
-    """Wraps a function on flat vectors ``(n,) -> (n,)`` (or any object with ``.matvec`` or ``@``)."""
+    """Wraps a function on flat vectors ``(n,) -> (n,)`` (or any object with ``.matvec`` or ``@``).
+
+    Example:
+        >>> A = FunctionOperator(lambda v: v.flip(0), 3)
+        >>> A @ torch.tensor([1., 2., 3.], dtype=torch.float64)
+        tensor([3., 2., 1.], dtype=torch.float64)
+    """
 
     def __init__(self, fn, n: int, *, dtype=torch.float64, device=None):
         if not callable(fn):
