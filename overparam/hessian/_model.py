@@ -35,7 +35,17 @@ ATTENTION = ("math", None)
 
 class NonDeterministicModelError(ValueError):
     """The model gives different curvature products for the same vector (active dropout,
-    train-mode BatchNorm, or another stochastic/stateful module)."""
+    train-mode BatchNorm, or another stochastic/stateful module). A ``ValueError``.
+
+    Example:
+        >>> from overparam.hessian import hessian
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))  # train mode
+        >>> try:
+        ...     hessian(net, torch.nn.functional.mse_loss, (torch.randn(4, 2), torch.randn(4, 2)))
+        ... except NonDeterministicModelError:
+        ...     print("refused")
+        refused
+    """
 
 
 def parameter_names(model: nn.Module, params: Spec = None, exclude: Spec = None) -> list[str]:

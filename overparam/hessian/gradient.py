@@ -63,6 +63,13 @@ def gradient(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, 
 
     Raises:
         NonDeterministicModelError: train-mode dropout or BatchNorm, or a failed check.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 1, bias=False).double()
+        >>> x, y = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+        >>> g = gradient(net, torch.nn.functional.mse_loss, (x, y))
+        >>> torch.allclose(g["weight"], 2 * (net(x) - y).T @ x / 8), net.weight.grad is None
+        (True, True)
     """
     obj = Objective.build(model, loss_fn, data, params, exclude=exclude, reduction=reduction, output=output,
                           attention=attention)

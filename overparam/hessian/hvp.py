@@ -73,6 +73,18 @@ class HessianOperator(Operator):
 
     Raises:
         NonDeterministicModelError: active dropout, train-mode BatchNorm or a failed check.
+
+    Shapes: acts on flat ``(n,)`` vectors / ``(n, B)`` blocks, ``n`` = the selected parameters'
+    total size, or on parameter-shaped tuples (see :class:`~overparam.hessian.operators.Operator`).
+
+    Reference: Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation 1994.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 1, bias=False).double()
+        >>> x = torch.randn(16, 2, dtype=torch.float64)
+        >>> H = HessianOperator(net, torch.nn.functional.mse_loss, (x, torch.zeros(16, 1, dtype=torch.float64)))
+        >>> torch.allclose(H.to_dense(), 2 * x.T @ x / 16)  # MSE of a linear model: 2 XᵀX / N
+        True
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
@@ -97,7 +109,14 @@ class HessianOperator(Operator):
 
     @property
     def jvp_mode(self) -> str | None:
-        """``"forward-over-reverse"`` or ``"reverse-over-reverse"`` (the jvp backend's fallback); None for others."""
+        """``"forward-over-reverse"`` or ``"reverse-over-reverse"`` (the jvp backend's fallback); None for others.
+
+        Example:
+            >>> net = torch.nn.Linear(2, 1).double()
+            >>> data = (torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64))
+            >>> hessian(net, torch.nn.functional.mse_loss, data, backend="double_backward").jvp_mode is None
+            True
+        """
         return getattr(self._impl, "mode", None)
 
     @property
@@ -107,12 +126,27 @@ class HessianOperator(Operator):
 
     @property
     def names(self) -> list[str]:
-        """Names of the parameters the operator acts on, in order."""
+        """Names of the parameters the operator acts on, in order.
+
+        Example:
+            >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1)).double()
+            >>> data = (torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64))
+            >>> hessian(net, torch.nn.functional.mse_loss, data, params="2.*").names
+            ['2.weight', '2.bias']
+        """
         return list(self.obj.names)
 
     def gradient(self) -> Tensor:
         """The loss gradient ``∇L(θ)`` at the operator's parameters, flat ``(n,)`` (free with a
-        kept double-backward graph, one forward/backward otherwise)."""
+        kept double-backward graph, one forward/backward otherwise).
+
+        Example:
+            >>> net = torch.nn.Linear(2, 1, bias=False).double()
+            >>> x, y = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+            >>> g = hessian(net, torch.nn.functional.mse_loss, (x, y)).gradient()
+            >>> torch.allclose(g, 2 * ((net(x) - y).T @ x / 8).flatten())
+            True
+        """
         return vec.flatten(self._gradient())
 
     def _gradient(self) -> vec.Vec:
@@ -130,8 +164,12 @@ class HessianOperator(Operator):
         ``params`` / ``exclude`` are specs of :func:`overparam.select` over the model.
 
         Example:
-            >>> H.restrict("0").names  # doctest: +SKIP
-            ['0.weight', '0.bias']
+            >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1)).double()
+            >>> data = (torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64))
+            >>> H = hessian(net, torch.nn.functional.mse_loss, data)
+            >>> B = H.restrict("0.*")
+            >>> B.names, torch.allclose(B.to_dense(), H.to_dense()[:9, :9])
+            (['0.weight', '0.bias'], True)
         """
         sub = parameter_names(self.obj.model, params, exclude)
         unknown = sorted(set(sub) - set(self.obj.names))
@@ -146,7 +184,18 @@ def hessian(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, e
             backend: str | None = "auto", reduction: str = "mean", retain_graph: bool | None = None, block: int = 16,
             fd_step: float | None = None, check: bool = True, output="auto",
             attention: str | None = "math") -> HessianOperator:
-    """Shorthand for :class:`HessianOperator` ``(model, loss_fn, data, ...)``, same arguments."""
+    """Shorthand for :class:`HessianOperator` ``(model, loss_fn, data, ...)``, same arguments.
+
+    Returns:
+        a :class:`HessianOperator` of shape ``(n, n)``, ``n`` the selected parameters' total size.
+
+    Example:
+        >>> net = torch.nn.Linear(3, 1).double()
+        >>> data = (torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64))
+        >>> H = hessian(net, torch.nn.functional.mse_loss, data)
+        >>> H.shape, torch.allclose(H.to_dense(), H.to_dense().T)
+        ((4, 4), True)
+    """
     return HessianOperator(model, loss_fn, data, params=params, exclude=exclude, backend=backend, reduction=reduction,
                            retain_graph=retain_graph, block=block, fd_step=fd_step, check=check, output=output,
                            attention=attention)
