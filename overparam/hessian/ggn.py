@@ -203,7 +203,13 @@ class OutputCurvature(Operator):
 
     @property
     def names(self) -> list[str]:
-        """Names of the parameters the operator acts on, in order."""
+        """Names of the parameters the operator acts on, in order.
+
+        Example:
+            >>> net = torch.nn.Linear(2, 2).double()
+            >>> ggn(net, "mse", (torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64))).names
+            ['weight', 'bias']
+        """
         return list(self.obj.names)
 
     def _mv(self, v: vec.Vec) -> vec.Vec:
@@ -248,6 +254,18 @@ class GGNOperator(OutputCurvature):
             :mod:`overparam.backend.softmax_ce` for ``∇²ℓ_r (Jv)_r`` (``"reference"``, ``"compiled"``,
             ``"triton"``); None: the dispatch's choice (``OVERPARAM_IMPL``, else ``"auto"``: Triton on
             CUDA when installed, else the reference).
+
+    Shapes: an ``(n, n)`` operator, ``n`` the selected parameters' total size.
+
+    Reference: Schraudolph, "Fast curvature matrix-vector products for second-order gradient
+    descent", Neural Computation 2002.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 1, bias=False).double()
+        >>> x, y = torch.randn(16, 2, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64)
+        >>> G = GGNOperator(net, "mse", (x, y))
+        >>> torch.allclose(G.to_dense(), 2 * x.T @ x / 16)  # a linear model: the GGN is the Hessian
+        True
     """
 
     def __init__(self, model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None,
@@ -269,6 +287,14 @@ class GGNOperator(OutputCurvature):
 def ggn(model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec = None, reduction: str | None = None,
         ignore_index: int | None = None, output="auto", attention: str | None = "math",
         check: bool = True, impl: str | None = None) -> GGNOperator:
-    """Shorthand for :class:`GGNOperator` ``(model, loss_fn, data, ...)``, same arguments."""
+    """Shorthand for :class:`GGNOperator` ``(model, loss_fn, data, ...)``, same arguments.
+
+    Example (cross-entropy; the GGN is positive semi-definite):
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)).double()
+        >>> x, y = torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 3, (10,))
+        >>> G = ggn(net, torch.nn.functional.cross_entropy, (x, y))
+        >>> G.shape, bool(torch.linalg.eigvalsh(G.to_dense()).min() > -1e-12)
+        ((31, 31), True)
+    """
     return GGNOperator(model, loss_fn, data, params=params, exclude=exclude, reduction=reduction,
                        ignore_index=ignore_index, output=output, attention=attention, check=check, impl=impl)
