@@ -45,6 +45,17 @@ def diagonal(A, probes: int | None = 100, *, kind: str = "rademacher", block: in
         :class:`~overparam.hessian.Estimate` whose ``mean`` and ``stderr`` are parameter-shaped
         vectors (tuples; one ``(n,)`` entry for a dense matrix) and ``samples`` is ``(probes, n)``
         (exact: ``stderr`` zeros, ``samples`` None, ``n_matvecs = n``).
+
+    Reference: Bekas, Kokiopoulou and Saad, "An estimator for the diagonal of a matrix", Applied
+    Numerical Mathematics 2007.
+
+    Example:
+        >>> B = torch.tensor([[2., 1.], [1., 5.]], dtype=torch.float64)
+        >>> diagonal(B, probes=None).mean[0]
+        tensor([2., 5.], dtype=torch.float64)
+        >>> est = diagonal(B, probes=400, generator=0)
+        >>> bool((est.mean[0] - torch.tensor([2., 5.], dtype=torch.float64)).abs().max() < 4 * est.stderr[0].max())
+        True
     """
     op = as_operator(A)
     _check_block(block)

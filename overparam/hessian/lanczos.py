@@ -44,6 +44,11 @@ class Eigen:
         residuals: ``(k,)`` residual norms ``‖A x_i − λ_i x_i‖``.
         n_matvecs: operator products used.
         converged: whether every residual met the tolerance.
+
+    Example:
+        >>> e = lanczos(torch.diag(torch.tensor([3., 1., 2.], dtype=torch.float64)), k=1, generator=0)
+        >>> e.values, e.matrix().shape, e.converged
+        (tensor([3.], dtype=torch.float64), torch.Size([3, 1]), True)
     """
 
     values: Tensor
@@ -53,7 +58,14 @@ class Eigen:
     converged: bool = True
 
     def matrix(self) -> Tensor:
-        """The eigenvectors as columns of an ``(n, k)`` tensor."""
+        """The eigenvectors as columns of an ``(n, k)`` tensor.
+
+        Example:
+            >>> A = torch.diag(torch.tensor([3., 1., 2.], dtype=torch.float64))
+            >>> X = lanczos(A, k=2, generator=0).matrix()
+            >>> X.shape, torch.allclose(X.T @ X, torch.eye(2, dtype=torch.float64))
+            (torch.Size([3, 2]), True)
+        """
         return vec.flatten(self.vectors, batch=True).mT
 
 

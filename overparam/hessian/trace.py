@@ -36,6 +36,11 @@ class Estimate:
 
     ``mean`` and ``stderr`` are 0-dim tensors for traces, tensors/vectors for diagonals.
     ``samples`` holds the per-probe estimates when they exist.
+
+    Example:
+        >>> est = hutchinson(torch.eye(4, dtype=torch.float64), probes=3, generator=0)
+        >>> float(est.mean), float(est.stderr), est.n_matvecs, est.samples.shape
+        (4.0, 0.0, 3, torch.Size([3]))
     """
 
     mean: Tensor
@@ -76,6 +81,14 @@ def hutchinson(A, probes: int = 100, *, kind: str = "rademacher", block: int = 1
 
     Returns:
         :class:`Estimate` with ``samples (probes,)`` = ``v_iᵀ A v_i``.
+
+    Reference: Hutchinson, "A stochastic estimator of the trace of the influence matrix for
+    Laplacian smoothing splines", Communications in Statistics 1989.
+
+    Example:
+        >>> A = torch.diag(torch.arange(1., 11., dtype=torch.float64))
+        >>> float(hutchinson(A, probes=8, generator=0).mean)  # exact on a diagonal with Rademacher probes
+        55.0
     """
     op = as_operator(A)
     _check_probes(probes, 1, "hutchinson")
@@ -94,6 +107,15 @@ def hutchpp(A, probes: int = 99, *, kind: str = "rademacher", block: int = 16,
     The standard error is that of the Hutchinson part (the ``tr(QᵀAQ)`` part is exact).
 
     ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
+    Reference: Meyer, Musco, Musco and Woodruff, "Hutch++: optimal stochastic trace estimation",
+    SOSA 2021.
+
+    Example (exact when the sketch captures the whole range):
+        >>> from overparam.testing import symmetric_with_spectrum
+        >>> A = symmetric_with_spectrum([5., 3., 1.] + [0.] * 17, generator=0)
+        >>> round(float(hutchpp(A, probes=12, generator=0).mean), 8)
+        9.0
     """
     op = as_operator(A)
     _check_probes(probes, 3, "hutchpp")
@@ -121,6 +143,16 @@ def xtrace(A, probes: int = 100, *, block: int = 16, generator: GeneratorLike = 
     Exact (to rounding) when ``rank A < probes//2``; ``samples`` are the leave-one-out estimates.
 
     ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
+    Reference: Epperly, Tropp and Webber, "XTrace: making the most of every sample in stochastic
+    trace estimation", SIAM J. Matrix Anal. Appl. 2024.
+
+    Example:
+        >>> from overparam.testing import symmetric_with_spectrum
+        >>> A = symmetric_with_spectrum([5., 3., 1.] + [0.] * 17, generator=0)
+        >>> est = xtrace(A, probes=10, generator=0)
+        >>> round(float(est.mean), 8), est.n_matvecs
+        (9.0, 10)
     """
     op = as_operator(A)
     _check_probes(probes, 4, "xtrace")
