@@ -40,7 +40,15 @@ __all__ = ["Sharpness", "ball_sharpness", "epsilon_sharpness", "lambda_max", "eo
 
 
 def eos_threshold(lr: float) -> float:
-    """The edge-of-stability reference ``2/η`` of full-batch GD with step ``lr``."""
+    """The edge-of-stability reference ``2/η`` of full-batch GD with step ``lr``.
+
+    Reference: Cohen, Kaur, Li, Kolter and Talwalkar, "Gradient descent on neural networks typically
+    occurs at the edge of stability", ICLR 2021.
+
+    Example:
+        >>> eos_threshold(0.01)
+        200.0
+    """
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     return 2.0 / lr
@@ -48,7 +56,17 @@ def eos_threshold(lr: float) -> float:
 
 @dataclass
 class EoS:
-    """``λ_max`` of the Hessian next to the GD stability threshold ``2/η``: ``ratio = λ_max·η/2``."""
+    """``λ_max`` of the Hessian next to the GD stability threshold ``2/η``: ``ratio = λ_max·η/2``.
+
+    Attributes:
+        lambda_max: the top eigenvalue; threshold: ``2/η``; ratio: ``λ_max·η/2`` (≥ 1: at or past
+        the edge of stability); eigen: the :class:`~overparam.hessian.Eigen` it came from.
+
+    Example:
+        >>> e = lambda_max(torch.diag(torch.tensor([3., 1.], dtype=torch.float64)), lr=0.5, generator=0)
+        >>> round(e.lambda_max, 6), e.threshold, round(e.ratio, 6)
+        (3.0, 4.0, 0.75)
+    """
 
     lambda_max: float
     threshold: float
@@ -87,6 +105,12 @@ class Sharpness:
         loss: ``L(θ)``; perturbed_loss: ``L(θ + δ)``.
         delta: the perturbation ``δ`` (parameter-shaped).
         n_grads: gradient evaluations used.
+
+    Example:
+        >>> f = lambda th: (th[0] ** 2).sum()
+        >>> s = ball_sharpness(f, (torch.zeros(2, dtype=torch.float64),), rho=0.5, steps=5, generator=0)
+        >>> round(float(s.value), 6), round(float(s.perturbed_loss - s.loss), 6)  # ρ² λ_max(2I)/2 = 0.25
+        (0.25, 0.25)
     """
 
     value: Tensor
@@ -118,6 +142,20 @@ def ball_sharpness(f: Callable[[vec.Vec], Tensor], theta, rho: float, *, steps: 
         adaptive: use ``T = diag(|θ| + eta)`` (ASAM) instead of ``T = I``.
         eta: ASAM's offset ``η >= 0``.
         generator: for the random start when the gradient at θ is zero.
+
+    Returns:
+        a :class:`Sharpness`; ``delta`` is shaped like ``theta``.
+
+    Reference: Keskar et al., "On large-batch training for deep learning: generalization gap and
+    sharp minima", ICLR 2017 (ε-sharpness); Kwon, Kim, Park and Choi, "ASAM: adaptive
+    sharpness-aware minimization", ICML 2021 (adaptive).
+
+    Example (a quadratic ``½θᵀAθ`` at 0: ``½ρ²λ_max``):
+        >>> A = torch.diag(torch.tensor([3., 1., -2.], dtype=torch.float64))
+        >>> s = ball_sharpness(lambda th: 0.5 * th[0] @ A @ th[0], (torch.zeros(3, dtype=torch.float64),),
+        ...                    rho=0.1, steps=100, generator=0)
+        >>> round(float(s.value), 6), [d.shape for d in s.delta]
+        (0.015, [torch.Size([3])])
     """
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")
