@@ -97,6 +97,14 @@ class JacobianOperator:
         attention: ``"math"`` (default) or ``None``, as for :func:`~overparam.hessian.hessian`.
         check: verify at construction that a fresh forward pass reproduces the kept outputs
             (a stochastic or stateful forward raises :class:`NonDeterministicModelError`).
+
+    Example (a Linear layer: ``J (dW, db) = x dWᵀ + db``):
+        >>> net = torch.nn.Linear(3, 2).double()
+        >>> x = torch.randn(5, 3, dtype=torch.float64)
+        >>> J = JacobianOperator(net, x)
+        >>> dW, db = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+        >>> torch.allclose(J @ (dW, db), x @ dW.T + db)
+        True
     """
 
     def __init__(self, model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, output="auto",
@@ -143,28 +151,80 @@ class JacobianOperator:
     # -- shapes ---------------------------------------------------------------------------------
     @property
     def names(self) -> list[str]:
-        """Names of the parameters the operator acts on, in order."""
+        """Names of the parameters the operator acts on, in order.
+
+        Example:
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(5, 3, dtype=torch.float64)
+            >>> J = jacobian(net, x)
+            >>> J.names
+            ['weight', 'bias']
+        """
         return list(self.obj.names)
 
     @property
     def n(self) -> int:
+        """``n``: the number of selected parameter entries (the columns of ``J``).
+
+        Example:
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(5, 3, dtype=torch.float64)
+            >>> J = jacobian(net, x)
+            >>> J.n
+            8
+        """
         return sum(s.numel() for s in self.like)
 
     @property
     def m(self) -> int:
+        """``m``: the number of output entries of all batches (the rows of ``J``).
+
+        Example:
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(5, 3, dtype=torch.float64)
+            >>> J = jacobian(net, x)
+            >>> J.m, J.out_shape
+            (10, torch.Size([5, 2]))
+        """
         return self.out_shape.numel()
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(m, n)``.
+
+        Example:
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(5, 3, dtype=torch.float64)
+            >>> J = jacobian(net, x)
+            >>> J.shape
+            (10, 8)
+        """
         return (self.m, self.n)
 
     @property
     def T(self) -> _Transposed:
-        """``Jᵀ`` as an operator (``Jᵀ @ u``)."""
+        """``Jᵀ`` as an operator (``Jᵀ @ u``): ``(m,)`` -> ``(n,)``.
+
+        Example:
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(5, 3, dtype=torch.float64)
+            >>> J = jacobian(net, x)
+            >>> u, v = torch.randn(10, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+            >>> torch.allclose(u @ (J @ v), (J.T @ u) @ v)
+            True
+        """
         return _Transposed(self)
 
     def outputs(self) -> Tensor:
-        """The model outputs ``out_shape`` at the operator's parameters (detached)."""
+        """The model outputs ``out_shape`` at the operator's parameters (detached).
+
+        Example:
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(5, 3, dtype=torch.float64)
+            >>> J = jacobian(net, x)
+            >>> torch.equal(J.outputs(), net(x).detach())
+            True
+        """
         return torch.cat([g[1].detach() for g in self._graphs])
 
     # -- products on structured vectors ------------------------------------------------------------
@@ -235,7 +295,15 @@ class JacobianOperator:
 
     # -- public products -------------------------------------------------------------------------
     def matvec(self, v):
-        """``J v``: flat ``(n,)`` -> ``(m,)``, or a parameter-shaped tuple -> outputs ``out_shape``."""
+        """``J v``: flat ``(n,)`` -> ``(m,)``, or a parameter-shaped tuple -> outputs ``out_shape``.
+
+        Example:
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(5, 3, dtype=torch.float64)
+            >>> J = jacobian(net, x)
+            >>> J.matvec(torch.ones(8, dtype=torch.float64)).shape, J.matvec((net.weight, net.bias)).shape
+            (torch.Size([10]), torch.Size([5, 2]))
+        """
         if isinstance(v, Tensor):
             if v.shape != (self.n,):
                 raise ValueError(f"v must have shape ({self.n},) or be parameter-shaped, got {tuple(v.shape)}")
@@ -245,7 +313,16 @@ class JacobianOperator:
         return self._jv(vs, None)
 
     def matmat(self, V):
-        """``J V``: block ``(n, B)`` -> ``(m, B)``, or a batched tuple (entries ``(B, *shape_i)``) -> ``(B, *out_shape)``."""
+        """``J V``: block ``(n, B)`` -> ``(m, B)``, or a batched tuple (entries ``(B, *shape_i)``) -> ``(B, *out_shape)``.
+
+        Example:
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(5, 3, dtype=torch.float64)
+            >>> J = jacobian(net, x)
+            >>> V = torch.randn(8, 4, dtype=torch.float64)
+            >>> torch.allclose(J.matmat(V), J.to_dense() @ V)
+            True
+        """
         if isinstance(V, Tensor):
             if V.ndim != 2 or V.shape[0] != self.n:
                 raise ValueError(f"V must have shape ({self.n}, B), got {tuple(V.shape)}")
@@ -255,7 +332,17 @@ class JacobianOperator:
         return self._jv(Vs, self._check_params(Vs, batched=True))
 
     def rmatvec(self, u: Tensor):
-        """``Jᵀ u``: flat ``(m,)`` -> ``(n,)``, or ``u`` of ``out_shape`` -> a parameter-shaped tuple."""
+        """``Jᵀ u``: flat ``(m,)`` -> ``(n,)``, or ``u`` of ``out_shape`` -> a parameter-shaped tuple.
+
+        Example (``Jᵀ u`` is the gradient of ``⟨model(x), u⟩``):
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(5, 3, dtype=torch.float64)
+            >>> J = jacobian(net, x)
+            >>> u = torch.randn(5, 2, dtype=torch.float64)
+            >>> gW, gb = J.rmatvec(u)
+            >>> torch.allclose(gW, u.T @ x), torch.allclose(gb, u.sum(0))
+            (True, True)
+        """
         u = self._cast(u, self.out_dtype, "u")
         if u.shape == (self.m,):
             return vec.flatten(self._jtu(u.reshape(self.out_shape), None))
@@ -266,7 +353,16 @@ class JacobianOperator:
     def rmatmat(self, U: Tensor):
         """``Jᵀ U``: ``(m, B)`` -> ``(n, B)``, or ``(B, *out_shape)`` -> a batched tuple (entries ``(B, *shape_i)``).
 
-        With 1-D outputs (``out_shape = (N,)``) a 2-D ``U`` is always the flat block ``(m, B)``."""
+        With 1-D outputs (``out_shape = (N,)``) a 2-D ``U`` is always the flat block ``(m, B)``.
+
+        Example:
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(5, 3, dtype=torch.float64)
+            >>> J = jacobian(net, x)
+            >>> U = torch.randn(10, 3, dtype=torch.float64)
+            >>> torch.allclose(J.rmatmat(U), J.to_dense().T @ U)
+            True
+        """
         U = self._cast(U, self.out_dtype, "U")
         if U.ndim == 2 and U.shape[0] == self.m and (len(self.out_shape) == 1 or U.shape[1:] != self.out_shape):
             B = U.shape[1]
@@ -279,7 +375,16 @@ class JacobianOperator:
         return self.matmat(x) if isinstance(x, Tensor) and x.ndim == 2 else self.matvec(x)
 
     def to_dense(self, *, chunk: int = 64) -> Tensor:
-        """The ``(m, n)`` Jacobian, built from ``Jᵀ`` products ``chunk`` rows at a time (small problems)."""
+        """The ``(m, n)`` Jacobian, built from ``Jᵀ`` products ``chunk`` rows at a time (small problems).
+
+        Example (row ``(sample 0, output 0)``: ``x_0`` for ``W[0]``, then zeros, then ``e_0`` for the bias):
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(5, 3, dtype=torch.float64)
+            >>> J = jacobian(net, x)
+            >>> torch.allclose(J.to_dense()[0], torch.cat([x[0], torch.zeros(3, dtype=torch.float64),
+            ...                                            torch.tensor([1., 0.], dtype=torch.float64)]))
+            True
+        """
         rows = []
         for s in range(0, self.m, chunk):
             E = torch.zeros(self.m, min(chunk, self.m - s), dtype=self.out_dtype, device=self.device)
@@ -319,5 +424,12 @@ class _Transposed:
 
 def jacobian(model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, output="auto",
              attention: str | None = "math", check: bool = True) -> JacobianOperator:
-    """Shorthand for :class:`JacobianOperator` ``(model, data, ...)``, same arguments."""
+    """Shorthand for :class:`JacobianOperator` ``(model, data, ...)``, same arguments.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+        >>> J = jacobian(net, torch.randn(5, 3, dtype=torch.float64), params="2.*")
+        >>> J.shape, J.names
+        ((10, 10), ['2.weight', '2.bias'])
+    """
     return JacobianOperator(model, data, params=params, exclude=exclude, output=output, attention=attention, check=check)
