@@ -47,6 +47,16 @@ class NTKOperator(Operator):
 
     Attributes:
         jacobian: the underlying :class:`~overparam.hessian.JacobianOperator`.
+
+    Reference: Jacot, Gabriel and Hongler, "Neural tangent kernel: convergence and generalization in
+    neural networks", NeurIPS 2018.
+
+    Example (a Linear layer: ``K[(i, a), (j, b)] = δ_ab (x_iᵀ x_j + 1)``):
+        >>> net = torch.nn.Linear(3, 2).double()
+        >>> x = torch.randn(4, 3, dtype=torch.float64)
+        >>> K = NTKOperator(net, x)
+        >>> torch.allclose(K.blocks("output")[0], x @ x.T + 1), K.shape
+        (True, (8, 8))
     """
 
     def __init__(self, model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, output="auto",
@@ -58,6 +68,15 @@ class NTKOperator(Operator):
 
     @property
     def names(self) -> list[str]:
+        """Names of the parameters of the Jacobian, in order.
+
+        Example:
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(4, 3, dtype=torch.float64)
+            >>> K = ntk(net, x)
+            >>> K.names
+            ['weight', 'bias']
+        """
         return self.jacobian.names
 
     def _mv(self, v: vec.Vec) -> vec.Vec:
@@ -79,7 +98,16 @@ class NTKOperator(Operator):
         return torch.cat(out)
 
     def to_dense(self, *, chunk: int = 64) -> Tensor:
-        """The dense ``(m, m)`` kernel ``J Jᵀ`` from the dense ``J`` (``m`` products with ``Jᵀ``)."""
+        """The dense ``(m, m)`` kernel ``J Jᵀ`` from the dense ``J`` (``m`` products with ``Jᵀ``).
+
+        Example:
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(4, 3, dtype=torch.float64)
+            >>> K = ntk(net, x)
+            >>> J = K.jacobian.to_dense()
+            >>> torch.allclose(K.to_dense(), J @ J.T)
+            True
+        """
         check_int(chunk, "chunk")
         Jd = self._jacobian_rows(torch.arange(self.n, device=self.device), chunk)
         return Jd @ Jd.mT
@@ -92,6 +120,14 @@ class NTKOperator(Operator):
                 against each other); ``"output"``: ``(C, N, N)``, kernel ``a`` = ``J_a J_aᵀ`` (output
                 ``a`` of every sample against output ``a`` of every sample, the scalar NTK of output ``a``).
             chunk: rows of ``J`` per batched ``Jᵀ`` product (memory ``chunk × n``).
+
+        Example (for a Linear layer the outputs do not interact: each sample's block is diagonal):
+            >>> net = torch.nn.Linear(3, 2).double()
+            >>> x = torch.randn(4, 3, dtype=torch.float64)
+            >>> K = ntk(net, x)
+            >>> S = K.blocks("sample")
+            >>> S.shape, torch.allclose(S[0], (x[0] @ x[0] + 1) * torch.eye(2, dtype=torch.float64))
+            (torch.Size([4, 2, 2]), True)
         """
         check_int(chunk, "chunk")
         N = self.like[0][0]
@@ -115,5 +151,12 @@ class NTKOperator(Operator):
 
 def ntk(model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, output="auto",
         attention: str | None = "math", check: bool = True) -> NTKOperator:
-    """Shorthand for :class:`NTKOperator` ``(model, data, ...)``, same arguments."""
+    """Shorthand for :class:`NTKOperator` ``(model, data, ...)``, same arguments.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
+        >>> K = ntk(net, torch.randn(5, 3, dtype=torch.float64))
+        >>> K.shape, bool(torch.linalg.eigvalsh(K.to_dense()).min() > -1e-10)  # PSD
+        ((10, 10), True)
+    """
     return NTKOperator(model, data, params=params, exclude=exclude, output=output, attention=attention, check=check)

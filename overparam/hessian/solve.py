@@ -53,6 +53,11 @@ class Solve:
             ``(iterations + 1, B)`` for a block), the first for the start ``x_0``, the last for ``x``.
         n_matvecs: products with ``A`` used (``B`` vectors in a block count once).
         converged: whether every final residual is ``<= tol``.
+
+    Example:
+        >>> res = cg(torch.diag(torch.tensor([1., 2., 4.], dtype=torch.float64)), torch.ones(3, dtype=torch.float64))
+        >>> res.x, res.converged, bool(res.residuals[-1] < 1e-12)  # three iterations for three eigenvalues
+        (tensor([1.0000, 0.5000, 0.2500], dtype=torch.float64), True, True)
     """
 
     x: Tensor | vec.Vec | dict[str, Tensor]
@@ -332,5 +337,13 @@ class InverseOperator(Operator):
 
 
 def inverse(A, *, damping: float = 0.0, method: str = "cg", **options) -> InverseOperator:
-    """Shorthand for :class:`InverseOperator` ``(A, ...)``, same arguments."""
+    """Shorthand for :class:`InverseOperator` ``(A, ...)``, same arguments.
+
+    Example (the CG inverse agrees with the exact one):
+        >>> from overparam.testing import symmetric_with_spectrum
+        >>> A = symmetric_with_spectrum([4., 2., 1., 0.5], generator=0)
+        >>> v = torch.ones(4, dtype=torch.float64)
+        >>> torch.allclose(inverse(A, damping=0.1, tol=1e-12) @ v, inverse(A, damping=0.1, method="cholesky") @ v)
+        True
+    """
     return InverseOperator(A, damping=damping, method=method, **options)
