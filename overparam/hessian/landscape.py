@@ -51,6 +51,13 @@ class Landscape:
         center: the loss at ``θ`` (0-dim).
         kind: ``"hessian"``, ``"random"`` or ``"given"``.
         eigenvalues: the Hessian eigenvalues of the directions (``kind="hessian"``), else None.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 1).double()
+        >>> data = (torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64))
+        >>> ls = loss_landscape(net, torch.nn.functional.mse_loss, data, steps=5, generator=0)
+        >>> ls.kind, ls.values.shape, ls.betas is None, ls.names
+        ('hessian', torch.Size([5]), True, ['weight', 'bias'])
     """
 
     alphas: Tensor
@@ -151,6 +158,17 @@ def loss_landscape(model: nn.Module, loss_fn: Callable, data, *, params: Spec = 
 
     Returns:
         :class:`Landscape`.
+
+    Reference: Li, Xu, Taylor, Studer and Goldstein, "Visualizing the loss landscape of neural
+    nets", NeurIPS 2018.
+
+    Example (a quadratic loss along its top eigenvector: ``L(θ + α d) = L(θ) + α gᵀd + ½ λ α²``):
+        >>> net = torch.nn.Linear(2, 1, bias=False).double()
+        >>> x, y = torch.randn(16, 2, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64)
+        >>> ls = loss_landscape(net, torch.nn.functional.mse_loss, (x, y), steps=3, span=1.0, generator=0)
+        >>> curvature = ls.values[0] + ls.values[2] - 2 * ls.center  # second difference, step 1
+        >>> torch.allclose(curvature, ls.eigenvalues[0])
+        True
     """
     if dims not in (1, 2) or isinstance(dims, bool):
         raise ValueError(f"dims must be 1 or 2, got {dims!r}")

@@ -43,6 +43,14 @@ class BlockSpectrum:
         top: ``(min(k, n_b),)`` eigenvalues of the block, ordered by ``which`` (``"LA"``: largest first).
         trace: :class:`~overparam.hessian.Estimate` of the block's trace (``stderr`` 0 when exact).
         n_matvecs: Hessian-block products used for this row.
+
+    Example (the read-out block; its trace is exact: at most ``probes`` parameters):
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+        >>> data = (torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64))
+        >>> table = block_spectra(net, torch.nn.functional.mse_loss, data, k=2, generator=0)
+        >>> row = table["2"]
+        >>> row.params, row.size, row.top.shape, bool(row.trace.mean > 0), float(row.trace.stderr)
+        (['2.weight', '2.bias'], 5, torch.Size([2]), True, 0.0)
     """
 
     name: str
@@ -55,7 +63,15 @@ class BlockSpectrum:
 
 @dataclass
 class SpectraTable:
-    """Rows of :class:`BlockSpectrum`, one per block, in parameter order; ``table["layer"]`` finds a row by name."""
+    """Rows of :class:`BlockSpectrum`, one per block, in parameter order; ``table["layer"]`` finds a row by name.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+        >>> data = (torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64))
+        >>> table = block_spectra(net, torch.nn.functional.mse_loss, data, k=2, generator=0)
+        >>> len(table), [row.name for row in table], table["0"].size
+        (2, ['0', '2'], 16)
+    """
 
     rows: list[BlockSpectrum]
 
@@ -72,7 +88,15 @@ class SpectraTable:
         raise KeyError(f"no block named {name!r}; blocks: {[r.name for r in self.rows]}")
 
     def to_text(self, *, digits: int = 4) -> str:
-        """A markdown table: block, size, top eigenvalues, trace and its standard error."""
+        """A markdown table: block, size, top eigenvalues, trace and its standard error.
+
+        Example:
+            >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+            >>> data = (torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64))
+            >>> table = block_spectra(net, torch.nn.functional.mse_loss, data, k=2, generator=0)
+            >>> print(table.to_text().splitlines()[0])
+            | block | size | top eigenvalues | trace | ± |
+        """
         check_int(digits, "digits")
         out = ["| block | size | top eigenvalues | trace | ± |", "| --- | --- | --- | --- | --- |"]
         for r in self.rows:
@@ -105,6 +129,15 @@ def block_spectra(model: nn.Module, loss_fn: Callable, data, *, params: Spec = N
 
     Returns:
         :class:`SpectraTable` with one :class:`BlockSpectrum` per block.
+
+    Example (each row's eigenvalues are those of the dense block):
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+        >>> data = (torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64))
+        >>> table = block_spectra(net, torch.nn.functional.mse_loss, data, k=2, generator=0)
+        >>> from overparam.hessian import hessian
+        >>> H = hessian(net, torch.nn.functional.mse_loss, data).to_dense()
+        >>> torch.allclose(table["2"].top, torch.linalg.eigvalsh(H[16:, 16:]).flip(0)[:2])
+        True
     """
     check_int(k, "k")
     check_int(probes, "probes", at_least=3)
