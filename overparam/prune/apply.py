@@ -84,7 +84,18 @@ class Masked:
     """A handle keeping pruned weights, gradients and optimizer state at exactly zero.
 
     Create it with :func:`masked`; it is active from creation until :meth:`remove` (or the end
-    of a ``with`` block). Attributes: ``model``, ``masks``, ``optimizer``.
+    of a ``with`` block). Attributes: ``model``, ``masks``, ``optimizer``, ``policy``.
+
+    Example:
+        >>> net = torch.nn.Linear(4, 2)
+        >>> opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        >>> with masked(net, {"weight": torch.tensor([[True, False] * 2] * 2)}, optimizer=opt) as handle:
+        ...     for _ in range(3):
+        ...         opt.zero_grad()
+        ...         net(torch.randn(8, 4)).square().sum().backward()
+        ...         opt.step()
+        >>> handle.policy, bool((net.weight[:, 1::2] == 0).all())
+        ('grads', True)
     """
 
     def __init__(self, model: nn.Module, masks: Mapping[str, Tensor], optimizer: torch.optim.Optimizer | None = None,
@@ -122,14 +133,36 @@ class Masked:
 
     @torch.no_grad()
     def mask_grads_(self) -> None:
-        """Zero the pruned entries of the gradients (done before every optimizer step)."""
+        """Zero the pruned entries of the gradients (done before every optimizer step).
+
+        Example:
+            >>> net = torch.nn.Linear(4, 2)
+            >>> masks = {"weight": torch.tensor([[True, False] * 2] * 2)}
+            >>> opt = torch.optim.Adam(net.parameters(), lr=0.1)
+            >>> handle = masked(net, masks, optimizer=opt)
+            >>> net(torch.randn(3, 4)).sum().backward()
+            >>> handle.mask_grads_()
+            >>> bool((net.weight.grad[:, 1::2] == 0).all()), bool((net.weight.grad[:, ::2] != 0).all())
+            (True, True)
+        """
         pairs = [(p.grad, m) for p, m in zip(self._params, self._fmasks) if p.grad is not None]
         if pairs:
             torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
     @torch.no_grad()
     def mask_state_(self) -> None:
-        """Zero the pruned entries of every optimizer state tensor shaped like its parameter."""
+        """Zero the pruned entries of every optimizer state tensor shaped like its parameter.
+
+        Example:
+            >>> net = torch.nn.Linear(4, 2)
+            >>> masks = {"weight": torch.tensor([[True, False] * 2] * 2)}
+            >>> opt = torch.optim.Adam(net.parameters(), lr=0.1)
+            >>> handle = masked(net, masks, optimizer=opt)
+            >>> net(torch.randn(3, 4)).sum().backward(); opt.step()
+            >>> handle.mask_state_()
+            >>> bool((opt.state[net.weight]["exp_avg_sq"][:, 1::2] == 0).all())
+            True
+        """
         if self.optimizer is None:
             return
         ts, ms = [], []
@@ -143,7 +176,21 @@ class Masked:
 
     @torch.no_grad()
     def apply_(self, *, state: bool = True) -> None:
-        """Re-apply the masks to weights, gradients and (if ``state``) optimizer state."""
+        """Re-apply the masks to weights, gradients and (if ``state``) optimizer state.
+
+        Example (after changing weights by hand):
+            >>> net = torch.nn.Linear(4, 2)
+            >>> masks = {"weight": torch.tensor([[True, False] * 2] * 2)}
+            >>> opt = torch.optim.Adam(net.parameters(), lr=0.1)
+            >>> handle = masked(net, masks, optimizer=opt)
+            >>> with torch.no_grad():
+            ...     _ = net.weight.fill_(1.0)
+            >>> handle.apply_()
+            >>> net.weight
+            Parameter containing:
+            tensor([[1., 0., 1., 0.],
+                    [1., 0., 1., 0.]], requires_grad=True)
+        """
         torch._foreach_mul_(self._params, self._fmasks)
         self.mask_grads_()
         if state:
@@ -158,7 +205,17 @@ class Masked:
         self.mask_state_()
 
     def remove(self) -> None:
-        """Detach the optimizer hooks (weights stay as they are)."""
+        """Detach the optimizer hooks (weights stay as they are).
+
+        Example:
+            >>> net = torch.nn.Linear(4, 2)
+            >>> masks = {"weight": torch.tensor([[True, False] * 2] * 2)}
+            >>> opt = torch.optim.Adam(net.parameters(), lr=0.1)
+            >>> handle = masked(net, masks, optimizer=opt)
+            >>> handle.remove()
+            >>> handle
+            Masked(1 tensors, density 0.5000, policy='grads', active=False)
+        """
         for h in self._hooks:
             h.remove()
         self._hooks = []
@@ -188,6 +245,18 @@ def masked(model: nn.Module, masks: Mapping[str, Tensor], *, optimizer: torch.op
 
     Returns:
         a :class:`Masked` handle, usable as a context manager.
+
+    Example (AdamW with weight decay keeps the pruned entries exactly zero):
+        >>> from overparam.prune import magnitude
+        >>> net = torch.nn.Linear(8, 8)
+        >>> opt = torch.optim.AdamW(net.parameters(), lr=0.1, weight_decay=0.1)
+        >>> handle = masked(net, magnitude(net, 0.75), optimizer=opt)
+        >>> for _ in range(3):
+        ...     opt.zero_grad()
+        ...     net(torch.randn(4, 8)).square().sum().backward()
+        ...     opt.step()
+        >>> int((net.weight == 0).sum()), handle.policy
+        (48, 'grads')
     """
     return Masked(model, masks, optimizer, policy=policy)
 
@@ -197,6 +266,11 @@ class MaskParametrization(nn.Module):
 
     ``order`` is the owning module's parameter names as they were registered before any mask
     parametrization; :func:`unparametrize_masks_` restores that order.
+
+    Example:
+        >>> p = MaskParametrization(torch.tensor([True, False]))
+        >>> p(torch.tensor([3.0, 4.0]))
+        tensor([3., 0.])
     """
 
     def __init__(self, mask: Tensor, order: list[str] | None = None) -> None:
@@ -207,6 +281,13 @@ class MaskParametrization(nn.Module):
         self.order = list(order or [])
 
     def forward(self, w: Tensor) -> Tensor:
+        """``w * mask`` (any shape broadcasting with the mask; the weight's own shape in practice).
+
+        Example:
+            >>> MaskParametrization(torch.tensor([[True], [False]])).forward(torch.ones(2, 2))
+            tensor([[1., 1.],
+                    [0., 0.]])
+        """
         return w * self.mask
 
 
@@ -242,7 +323,16 @@ def parametrize_masks_(model: nn.Module, masks: Masks) -> nn.Module:
 
 def unparametrize_masks_(model: nn.Module) -> nn.Module:
     """Remove every :class:`MaskParametrization`, leaving the masked values in the original
-    ``Parameter`` objects, re-registered in the module's original order; returns ``model``."""
+    ``Parameter`` objects, re-registered in the module's original order; returns ``model``.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 1)
+        >>> w = net.weight
+        >>> _ = parametrize_masks_(net, {"weight": torch.tensor([[False, True]])})
+        >>> _ = unparametrize_masks_(net)
+        >>> net.weight is w, bool(w[0, 0] == 0), [n for n, _ in net.named_parameters()]
+        (True, True, ['weight', 'bias'])
+    """
     check_model(model)
     for mod in list(model.modules()):
         ours = _mask_parametrizations(mod)
