@@ -38,6 +38,20 @@ def synflow(model: nn.Module, sparsity: float, *, input_shape: Sequence[int], it
 
     ``targets``, ``exclude``, ``scope`` and ``overrides`` as in :func:`~overparam.prune.masks.magnitude`
     (an override's sparsity is reached along the same exponential schedule).
+
+    Returns:
+        masks ``{"<layer>.weight": bool tensor of the weight's shape}`` (data-free: only
+        ``input_shape``, the shape of one input without the batch dimension, is needed).
+
+    Reference: Tanaka, Kunin, Yamins and Ganguli, "Pruning neural networks without any data by
+    iteratively conserving synaptic flow", NeurIPS 2020.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> masks = synflow(net, 0.5, input_shape=(4,), iterations=5)
+        >>> {k: tuple(v.shape) for k, v in masks.items()}, sum(int(v.sum()) for v in masks.values())
+        ({'0.weight': (8, 4), '2.weight': (2, 8)}, 24)
     """
     check_rank(iterations, name="iterations")  # an int >= 1
     names = list(_targets(model, targets, exclude=exclude))
@@ -64,6 +78,21 @@ def prune_at_init(model: nn.Module, method: str, sparsity: float, *, loss_fn=Non
         loss_fn, data: for snip, grasp, obd (``data`` one ``(inputs, targets)`` batch).
         input_shape, iterations: for synflow. generator: for random and obd's probes.
         targets, exclude, scope, overrides: as in :func:`~overparam.prune.masks.magnitude`.
+
+    Returns:
+        masks ``{"<layer>.weight": bool tensor of the weight's shape}``.
+
+    Reference: Lee, Ajanthan and Torr, "SNIP: single-shot network pruning based on connection
+    sensitivity", ICLR 2019; Wang, Zhang and Grosse, "Picking winning tickets before training by
+    preserving gradient flow" (GraSP), ICLR 2020; Tanaka et al. 2020 (SynFlow).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> data = (torch.randn(16, 4), torch.randint(0, 2, (16,)))
+        >>> masks = prune_at_init(net, "snip", 0.75, loss_fn=torch.nn.functional.cross_entropy, data=data)
+        >>> sum(int(v.sum()) for v in masks.values()), sum(v.numel() for v in masks.values())
+        (12, 48)
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

@@ -58,6 +58,21 @@ class EdgePopup(nn.Module):
         targets, exclude: which weights to mask (see :func:`~overparam.prune.targets.targets`).
         generator: initial scores, Kaiming-uniform like the paper.
         train_weights: also train the model's parameters through this forward (default: frozen).
+
+    Reference: Ramanujan, Wortsman, Kembhavi, Farhadi and Rastegari, "What's hidden in a randomly
+    weighted neural network?", CVPR 2020.
+
+    Example (a few steps move the scores; the weights stay frozen):
+        >>> net = torch.nn.Linear(8, 2)
+        >>> w0 = net.weight.detach().clone()
+        >>> ep = EdgePopup(net, 0.5, generator=0)
+        >>> opt = torch.optim.SGD(ep.mask_parameters(), lr=1.0)
+        >>> for _ in range(3):
+        ...     opt.zero_grad()
+        ...     ep(torch.randn(16, 8)).square().mean().backward()
+        ...     opt.step()
+        >>> torch.equal(net.weight, w0), int(ep.masks()["weight"].sum())
+        (True, 8)
     """
 
     def __init__(self, model: nn.Module, sparsity: float, *, targets: Spec = None, exclude: Spec = None,
@@ -78,15 +93,38 @@ class EdgePopup(nn.Module):
         self.scores = nn.ParameterList(init)
 
     def mask_parameters(self) -> Iterator[nn.Parameter]:
-        """The trainable scores."""
+        """The trainable scores, one per masked weight and shaped like it.
+
+        Example:
+            >>> net = torch.nn.Linear(8, 2)
+            >>> [tuple(s.shape) for s in EdgePopup(net, 0.5, generator=0).mask_parameters()]
+            [(2, 8)]
+        """
         return iter(self.scores)
 
     def masks(self) -> Masks:
-        """The current hard masks (top-k of ``|s|``, exact counts)."""
+        """The current hard masks (top-k of ``|s|``, exact counts).
+
+        Example:
+            >>> net = torch.nn.Linear(8, 2)
+            >>> ep = EdgePopup(net, 0.25, generator=0)
+            >>> m = ep.masks()["weight"]
+            >>> int(m.sum()), torch.equal(m, ep.scores[0].abs() >= ep.scores[0].abs()[m].min())
+            (12, True)
+        """
         return unstructured({k: s.detach().abs() for k, s in zip(self._names, self.scores)}, self.sparsity,
                             scope=self.scope)
 
     def forward(self, *args, **kwargs):
+        """The model's output with weights ``θ ⊙ mask`` (straight-through gradients to the scores).
+
+        Example:
+            >>> net = torch.nn.Linear(8, 2)
+            >>> ep = EdgePopup(net, 0.5, generator=0)
+            >>> x = torch.randn(3, 8)
+            >>> torch.allclose(ep(x), x @ (net.weight * ep.masks()["weight"]).T + net.bias)
+            True
+        """
         hard = self.masks()
         params = dict(self.model.named_parameters())
         sub = _weights(params, self.train_weights)
@@ -137,6 +175,15 @@ class LearnableNM(nn.Module):
         train_weights: also train the model's parameters through this forward (default: frozen).
 
     In ``eval()`` mode the forward uses the decoded masks.
+
+    Reference: Fang et al., "MaskLLM: learnable semi-structured sparsity for large language
+    models", NeurIPS 2024.
+
+    Example:
+        >>> net = torch.nn.Linear(8, 2)
+        >>> nm = LearnableNM(net, 2, 4, generator=0)
+        >>> nm(torch.randn(5, 8)).shape, nm.masks()["weight"].reshape(2, 2, 4).sum(-1).unique().tolist()
+        (torch.Size([5, 2]), [2])
     """
 
     def __init__(self, model: nn.Module, n: int, m: int, *, tau: float = 1.0, scale: float = 1.0,
@@ -171,11 +218,24 @@ class LearnableNM(nn.Module):
         self.logits = nn.ParameterList(logits)
 
     def mask_parameters(self) -> Iterator[nn.Parameter]:
-        """The trainable logits, one ``(groups, C(m, n))`` tensor per masked weight."""
+        """The trainable logits, one ``(groups, C(m, n))`` tensor per masked weight.
+
+        Example:
+            >>> net = torch.nn.Linear(8, 2)
+            >>> [tuple(p.shape) for p in LearnableNM(net, 2, 4).mask_parameters()]  # 4 groups, C(4, 2) = 6
+            [(4, 6)]
+        """
         return iter(self.logits)
 
     def masks(self) -> Masks:
-        """Decoded masks: each group takes its arg-max pattern (valid N:M always)."""
+        """Decoded masks: each group takes its arg-max pattern (valid N:M always).
+
+        Example (with the magnitude prior the decoded mask is 2:4 magnitude pruning):
+            >>> net = torch.nn.Linear(8, 2)
+            >>> from overparam.prune import nm_masks
+            >>> torch.equal(LearnableNM(net, 2, 4).masks()["weight"], nm_masks(net, 2, 4)["weight"])
+            True
+        """
         params = dict(self.model.named_parameters())
         out = {}
         for k, lg in zip(self._names, self.logits):
@@ -183,7 +243,14 @@ class LearnableNM(nn.Module):
         return out
 
     def soft_masks(self) -> dict[str, Tensor]:
-        """One Gumbel-softmax sample of the soft masks (differentiable in the logits)."""
+        """One Gumbel-softmax sample of the soft masks (differentiable in the logits).
+
+        Example (each group's soft mask sums to N):
+            >>> net = torch.nn.Linear(8, 2)
+            >>> soft = LearnableNM(net, 2, 4, generator=0).soft_masks()["weight"]
+            >>> torch.allclose(soft.reshape(2, 2, 4).sum(-1), torch.full((2, 2), 2.0)), soft.requires_grad
+            (True, True)
+        """
         params = dict(self.model.named_parameters())
         out = {}
         pf = self.patterns.float()
@@ -198,6 +265,16 @@ class LearnableNM(nn.Module):
         return out
 
     def forward(self, *args, **kwargs):
+        """The model's output with weights ``θ ⊙ mask``: a soft Gumbel sample in training, the decoded
+        N:M masks in ``eval()`` mode.
+
+        Example:
+            >>> net = torch.nn.Linear(8, 2)
+            >>> nm = LearnableNM(net, 2, 4, generator=0).eval()
+            >>> x = torch.randn(3, 8)
+            >>> torch.allclose(nm(x), x @ (net.weight * nm.masks()["weight"]).T + net.bias)
+            True
+        """
         params = dict(self.model.named_parameters())
         mk = self.soft_masks() if self.training else {k: v.to(params[k].dtype) for k, v in self.masks().items()}
         sub = _weights(params, self.train_weights)
