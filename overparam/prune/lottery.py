@@ -51,7 +51,17 @@ __all__ = ["Round", "Ticket", "lottery"]
 @dataclass
 class Round:
     """One IMP round: its masks (before training), their density, the trained checkpoint and
-    ``train_fn``'s return value."""
+    ``train_fn``'s return value.
+
+    Example:
+        >>> net = torch.nn.Linear(10, 1)
+        >>> def train(model, opt, steps):
+        ...     for _ in range(steps):
+        ...         opt.zero_grad(); model(torch.ones(4, 10)).square().mean().backward(); opt.step()
+        >>> r = lottery(net, train, optimizer_fn=lambda p: torch.optim.SGD(p, lr=0.01), steps=3, rounds=1).rounds[1]
+        >>> r.index, r.density, int(r.masks["weight"].sum()), sorted(r.checkpoint)
+        (1, 0.8, 8, ['bias', 'weight'])
+    """
 
     index: int
     density: float
@@ -63,7 +73,17 @@ class Round:
 @dataclass
 class Ticket:
     """The outcome of :func:`lottery`: ``rounds[0]`` is the dense run; ``init`` = ``θ₀`` and
-    ``rewind`` = ``θ_k`` (state_dicts), ``rewind_step`` = k."""
+    ``rewind`` = ``θ_k`` (state_dicts), ``rewind_step`` = k.
+
+    Example (the survivors of the last round were rewound to ``θ₀`` and retrained):
+        >>> net = torch.nn.Linear(10, 1)
+        >>> def train(model, opt, steps):
+        ...     for _ in range(steps):
+        ...         opt.zero_grad(); model(torch.ones(4, 10)).square().mean().backward(); opt.step()
+        >>> t = lottery(net, train, optimizer_fn=lambda p: torch.optim.SGD(p, lr=0.01), steps=3, rounds=2, rate=0.5)
+        >>> len(t.rounds), t.rewind_step, t.mode, torch.equal(t.init["weight"], t.rewind["weight"])
+        (3, 0, 'rewind', True)
+    """
 
     rounds: list[Round]
     init: dict[str, Tensor]
@@ -74,7 +94,17 @@ class Ticket:
 
     @property
     def masks(self) -> Masks:
-        """The last round's masks."""
+        """The last round's masks.
+
+        Example:
+            >>> net = torch.nn.Linear(10, 1)
+            >>> def train(model, opt, steps):
+            ...     for _ in range(steps):
+            ...         opt.zero_grad(); model(torch.ones(4, 10)).square().mean().backward(); opt.step()
+            >>> t = lottery(net, train, optimizer_fn=lambda p: torch.optim.SGD(p, lr=0.01), steps=3, rounds=2, rate=0.5)
+            >>> int(t.masks["weight"].sum()), int((net.weight == 0).sum())
+            (2, 8)
+        """
         return self.rounds[-1].masks
 
 
@@ -113,6 +143,24 @@ def lottery(
         finetune_steps: steps per round for ``"finetune"`` (default ``steps − k``).
         targets, exclude, scope, overrides: as in :func:`~overparam.prune.masks.magnitude`.
         keep_checkpoints: keep a state_dict copy of each round's trained model.
+
+    Returns:
+        a :class:`Ticket`: ``rounds[t].masks`` are the masks of round ``t`` (density ``(1 − rate)^t``).
+
+    Reference: Frankle and Carbin, "The lottery ticket hypothesis", ICLR 2019; Frankle, Dziugaite,
+    Roy and Carbin, "Linear mode connectivity and the lottery ticket hypothesis", ICML 2020
+    (rewinding); Renda, Frankle and Carbin, "Comparing rewinding and fine-tuning in neural network
+    pruning", ICLR 2020 (LR rewinding).
+
+    Example (weight rewinding to step 2, then two rounds at 50%):
+        >>> net = torch.nn.Linear(10, 1)
+        >>> def train(model, opt, steps):
+        ...     for _ in range(steps):
+        ...         opt.zero_grad(); model(torch.ones(4, 10)).square().mean().backward(); opt.step()
+        >>> t = lottery(net, train, optimizer_fn=lambda p: torch.optim.SGD(p, lr=0.01), steps=5, rounds=2,
+        ...             rate=0.5, rewind_to=2)
+        >>> [round(r.density, 2) for r in t.rounds], t.rewind_step
+        ([1.0, 0.5, 0.2], 2)
     """
     if mode not in ("rewind", "lr", "finetune"):
         raise ValueError(f"mode must be 'rewind', 'lr' or 'finetune', got {mode!r}")

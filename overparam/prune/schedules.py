@@ -33,7 +33,12 @@ __all__ = ["one_shot", "iterative", "exponential", "cubic", "GradualPruner"]
 
 
 def one_shot(sparsity: float) -> list[float]:
-    """``[sparsity]``."""
+    """``[sparsity]``: a schedule of one round.
+
+    Example:
+        >>> one_shot(0.9)
+        [0.9]
+    """
     return [check_sparsity(sparsity)]
 
 
@@ -44,7 +49,12 @@ def _rounds(rounds: int) -> int:
 
 
 def iterative(rate: float, rounds: int) -> list[float]:
-    """Sparsity after each of ``rounds`` rounds pruning ``rate`` of the survivors: ``1 − (1 − rate)^t``."""
+    """Sparsity after each of ``rounds`` rounds pruning ``rate`` of the survivors: ``1 − (1 − rate)^t``.
+
+    Example:
+        >>> [round(s, 3) for s in iterative(0.2, 3)]
+        [0.2, 0.36, 0.488]
+    """
     check_sparsity(rate, "rate")
     return [1.0 - (1.0 - rate) ** t for t in range(1, _rounds(rounds) + 1)]
 
@@ -68,6 +78,13 @@ def cubic(step: int, *, final: float, begin: int, end: int, initial: float = 0.0
         final, initial: ``s_f`` and ``s_i`` in [0, 1).
         begin, end: ``t₀`` and ``t₀ + nΔt``; before ``begin`` the sparsity is ``initial``, after ``end`` ``final``.
         every: ``Δt``; the sparsity changes only at ``begin + kΔt``.
+
+    Reference: Zhu and Gupta, "To prune, or not to prune: exploring the efficacy of pruning for
+    model compression", ICLR workshop 2018.
+
+    Example (held constant between pruning steps; the cubic reaches half of ``s_f`` early):
+        >>> [round(cubic(t, final=0.8, begin=0, end=100, every=25), 4) for t in (0, 10, 25, 50, 99, 100)]
+        [0.0, 0.0, 0.4625, 0.7, 0.7875, 0.8]
     """
     check_sparsity(final, "final")
     check_sparsity(initial, "initial")
@@ -125,6 +142,16 @@ class GradualPruner:
         _targets(self.model, self.targets, exclude=self.exclude)  # a bad spec fails here, not mid-training
 
     def step(self, step: int) -> Masks | None:
+        """Re-prune to ``schedule(step)`` if it grew (call after ``optimizer.step()``); returns the
+        current masks (None before the first pruning).
+
+        Example:
+            >>> net = torch.nn.Linear(10, 10)
+            >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+            >>> gp = GradualPruner(net, opt, lambda t: cubic(t, final=0.5, begin=0, end=4, every=2))
+            >>> gp.step(0) is None, int(gp.step(2)["weight"].sum()), gp.history
+            (True, 56, [(2, 0.4375)])
+        """
         s = check_sparsity(self.schedule(step), "schedule(step)")
         if self.history and s <= self.history[-1][1]:
             return self.masks
@@ -147,7 +174,17 @@ class GradualPruner:
         return self.masks
 
     def remove(self) -> None:
-        """Detach the optimizer hooks."""
+        """Detach the optimizer hooks (the weights keep their zeros; later steps no longer mask).
+
+        Example:
+            >>> net = torch.nn.Linear(10, 10)
+            >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+            >>> gp = GradualPruner(net, opt, lambda t: cubic(t, final=0.5, begin=0, end=4, every=2))
+            >>> _ = gp.step(4)
+            >>> gp.remove()
+            >>> gp._handle is None, int((net.weight == 0).sum())
+            (True, 50)
+        """
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
