@@ -98,6 +98,20 @@ def snip_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None
 
     Args:
         data: one batch ``(inputs, targets)``; ``loss_fn(model(inputs), targets)`` is a scalar.
+
+    Returns:
+        ``{name: scores}``, each shaped like its parameter.
+
+    Reference: Lee, Ajanthan and Torr, "SNIP: single-shot network pruning based on connection
+    sensitivity", ICLR 2019.
+
+    Example (a linear model with MSE: ``g = 2 (Xw − y)ᵀX / N``):
+        >>> net = torch.nn.Linear(3, 1, bias=False)
+        >>> x, y = torch.randn(8, 3), torch.randn(8, 1)
+        >>> s = snip_scores(net, torch.nn.functional.mse_loss, (x, y))
+        >>> g = 2 * (net(x) - y).T @ x / 8
+        >>> torch.allclose(s["weight"], (net.weight * g).abs().detach(), atol=1e-6)
+        True
     """
     ps = _targets(model, targets, exclude=exclude)
     gs = hessian.gradient(model, loss_fn, _batch(data), params=_exactly(ps))  # refuses train-mode dropout / BatchNorm
@@ -135,6 +149,15 @@ def synflow_scores(model: nn.Module, input_shape: Sequence[int], *, masks: dict[
 
     The copy is put in eval mode (BatchNorm uses running statistics); the model is untouched.
     Scores are float64: in float32 ``R`` overflows or loses the small scores of deep nets.
+
+    Reference: Tanaka, Kunin, Yamins and Ganguli, "Pruning neural networks without any data by
+    iteratively conserving synaptic flow", NeurIPS 2020.
+
+    Example (one Linear layer: ``R = Σ_ij |W_ij|``, so the score of a weight is ``|W_ij|``):
+        >>> net = torch.nn.Linear(3, 2)
+        >>> s = synflow_scores(net, (3,))
+        >>> s["weight"].dtype, torch.allclose(s["weight"], net.weight.detach().abs().double())
+        (torch.float64, True)
     """
     names = list(_targets(model, targets, exclude=exclude))
     twin = copy.deepcopy(model).double().eval()
@@ -164,6 +187,13 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec =
 
     ``H`` is :func:`overparam.hessian.hessian`, which refuses (``NonDeterministicModelError``)
     a model with train-mode dropout or BatchNorm: call ``model.eval()`` first.
+
+    Example (a linear model with MSE: ``diag H = 2 Σ_n x_n² / N``):
+        >>> net = torch.nn.Linear(3, 1, bias=False).double()
+        >>> x = torch.randn(8, 3, dtype=torch.float64)
+        >>> d = hessian_diagonal(net, torch.nn.functional.mse_loss, (x, torch.zeros(8, 1, dtype=torch.float64)))
+        >>> torch.allclose(d["weight"], 2 * x.square().mean(0, keepdim=True))
+        True
     """
     ps = _targets(model, targets, exclude=exclude)
     if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
@@ -180,6 +210,15 @@ def obd_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None,
     """Optimal Brain Damage saliency ``½ H_ii θ_i²`` (exact diagonal, or Hutchinson with ``probes``).
 
     ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+
+    Reference: LeCun, Denker and Solla, "Optimal brain damage", NeurIPS 1989.
+
+    Example:
+        >>> net = torch.nn.Linear(3, 1, bias=False).double()
+        >>> x = torch.randn(8, 3, dtype=torch.float64)
+        >>> s = obd_scores(net, torch.nn.functional.mse_loss, (x, torch.zeros(8, 1, dtype=torch.float64)))
+        >>> torch.allclose(s["weight"], x.square().mean(0) * net.weight.detach().square())
+        True
     """
     diag = hessian_diagonal(model, loss_fn, data, targets=targets, exclude=exclude, probes=probes, generator=generator)
     ps = _targets(model, targets, exclude=exclude)
@@ -187,7 +226,16 @@ def obd_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = None,
 
 
 def movement_scores(model: nn.Module, *, targets: Spec = None, exclude: Spec = None) -> dict[str, Tensor]:
-    """First-order movement ``−θ ⊙ ∂L/∂θ`` from the current ``.grad`` (zero where there is none)."""
+    """First-order movement ``−θ ⊙ ∂L/∂θ`` from the current ``.grad`` (zero where there is none).
+
+    Reference: Sanh, Wolf and Rush, "Movement pruning: adaptive sparsity by fine-tuning", NeurIPS 2020.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 1)
+        >>> net(torch.ones(1, 2)).sum().backward()  # ∂L/∂W = 1
+        >>> torch.equal(movement_scores(net)["weight"], -net.weight.detach())
+        True
+    """
     out = {}
     for k, p in _targets(model, targets, exclude=exclude).items():
         out[k] = -(p.detach() * p.grad) if p.grad is not None else torch.zeros_like(p.detach())
@@ -210,7 +258,15 @@ class Movement:
     steps: int = 0
 
     def update(self, model: nn.Module, *, targets: Spec = None, exclude: Spec = None) -> None:
-        """Add ``movement_scores(model, targets=, exclude=)`` (the same selection every call)."""
+        """Add ``movement_scores(model, targets=, exclude=)`` (the same selection every call).
+
+        Example:
+            >>> net, mv = torch.nn.Linear(2, 1), Movement()
+            >>> for _ in range(3):
+            ...     net.zero_grad(); net(torch.ones(1, 2)).sum().backward(); mv.update(net)
+            >>> mv.steps, torch.allclose(mv.scores["weight"], -3 * net.weight.detach())
+            (3, True)
+        """
         for k, s in movement_scores(model, targets=targets, exclude=exclude).items():
             self.scores[k] = self.scores[k] + s if k in self.scores else s.clone()
         self.steps += 1
