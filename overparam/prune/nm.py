@@ -41,7 +41,13 @@ __all__ = ["check_nm", "nm_groups", "nm_mask", "is_nm", "nm_masks", "nm_dims", "
 
 def is_nm(mask: Tensor, n: int, m: int, *, dim: int | None = None, exact: bool = True) -> bool:
     """Whether every group of ``m`` along ``dim`` (default as in :func:`nm_mask`) holds exactly
-    (``exact``) or at most ``n`` non-zeros."""
+    (``exact``) or at most ``n`` non-zeros.
+
+    Example:
+        >>> mask = torch.tensor([[True, False, True, False], [False, False, True, False]])
+        >>> is_nm(mask, 2, 4), is_nm(mask, 2, 4, exact=False)
+        (False, True)
+    """
     check_nm(n, m)
     if not isinstance(mask, Tensor):
         raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")

@@ -77,7 +77,16 @@ def is_semi_structured(w: Tensor, *, pattern: tuple[int, int] | None = None) -> 
 
 
 def validate(w: Tensor, *, pattern: tuple[int, int] | None = None) -> None:
-    """Raise ``ValueError`` naming the first offending group unless ``w`` is semi-structured."""
+    """Raise ``ValueError`` naming the first offending group unless ``w`` is semi-structured.
+
+    Example:
+        >>> validate(torch.tensor([[1., 0., 2., 0.]], dtype=torch.float16))  # 2:4: fine
+        >>> try:
+        ...     validate(torch.tensor([[1., 1., 2., 0.]], dtype=torch.float16))
+        ... except ValueError as e:
+        ...     print(e)
+        w is not 2:4 sparse: row 0, columns 0..3 hold 3 non-zeros (1 bad groups in all)
+    """
     n, m = _pattern(w, pattern)
     bad = _violations(w, n, m)
     if bool(bad.any()):
@@ -94,6 +103,12 @@ def compress(w: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns:
         ``values (rows, cols/2)`` with ``w``'s dtype and ``meta (rows, cols/16)`` int16.
+
+    Example:
+        >>> w = torch.tensor([[1., 0., 2., 0.] * 4, [0., 3., 0., 4.] * 4])
+        >>> values, meta = compress(w)
+        >>> values.shape, meta.shape, meta.dtype, values[1, :2].tolist()
+        (torch.Size([2, 8]), torch.Size([2, 1]), torch.int16, [3.0, 4.0])
     """
     validate(w, pattern=(2, 4))
     return compress_24(w)
@@ -106,6 +121,11 @@ def decompress(values: Tensor, meta: Tensor, cols: int) -> Tensor:
     Args:
         values: ``(rows, cols/2)``; meta: ``(rows, cols/16)`` int16; cols: the dense width, a
             positive multiple of 16 that must agree with both shapes.
+
+    Example (a round trip is exact):
+        >>> w = torch.tensor([[1., 0., 2., 0.] * 4, [0., 3., 0., 4.] * 4])
+        >>> torch.equal(decompress(*compress(w), 16), w)
+        True
     """
     return decompress_24(values, meta, cols)
 
@@ -117,6 +137,13 @@ def to_semi_structured(w: Tensor):
     Raises:
         ValueError: ``w`` is not semi-structured (nothing is converted).
         RuntimeError: ``w`` is not on a CUDA device.
+
+    Example (on CPU the validation runs, the conversion is refused):
+        >>> try:
+        ...     to_semi_structured(torch.tensor([[1., 0., 2., 0.] * 4] * 32, dtype=torch.float16))
+        ... except RuntimeError as e:
+        ...     print(str(e).split(";")[0])
+        to_sparse_semi_structured needs a CUDA tensor
     """
     validate(w)
     if w.device.type != "cuda":
