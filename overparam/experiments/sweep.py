@@ -35,25 +35,53 @@ __all__ = ["Table", "sweep", "grid_points", "heatmap"]
 
 @dataclass
 class Table:
-    """Rows of equal keys (a tidy table). ``columns`` keeps the first row's key order."""
+    """Rows of equal keys (a tidy table). ``columns`` keeps the first row's key order.
+
+    Example:
+        >>> t = Table([{"k": 1, "err": 0.5}, {"k": 2, "err": 0.25}])
+        >>> len(t), t.columns, t.column("err")
+        (2, ['k', 'err'], [0.5, 0.25])
+    """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def columns(self) -> list[str]:
+        """The column names, in the first row's key order (empty for an empty table).
+
+        Example:
+            >>> t = Table([{"method": "gd", "k": 1, "err": 0.5}, {"method": "sgd", "k": 1, "err": 0.25},
+            ...            {"method": "gd", "k": 2, "err": 0.75}])
+            >>> t.columns, Table().columns
+            (['method', 'k', 'err'], [])
+        """
         return list(self.rows[0]) if self.rows else []
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def column(self, name: str) -> list[Any]:
-        """The values of column ``name`` (KeyError naming the columns if absent)."""
+        """The values of column ``name`` (KeyError naming the columns if absent).
+
+        Example:
+            >>> t = Table([{"method": "gd", "k": 1, "err": 0.5}, {"method": "sgd", "k": 1, "err": 0.25},
+            ...            {"method": "gd", "k": 2, "err": 0.75}])
+            >>> t.column("k")
+            [1, 1, 2]
+        """
         if self.rows and name not in self.rows[0]:
             raise KeyError(f"no column {name!r}; the columns are {self.columns}")
         return [r[name] for r in self.rows]
 
     def where(self, **equal: Any) -> Table:
-        """The rows whose columns equal the given values. Example: ``t.where(method="gd")``."""
+        """The rows whose columns equal the given values, as a new :class:`Table`.
+
+        Example:
+            >>> t = Table([{"method": "gd", "k": 1, "err": 0.5}, {"method": "sgd", "k": 1, "err": 0.25},
+            ...            {"method": "gd", "k": 2, "err": 0.75}])
+            >>> t.where(method="gd").column("err"), len(t.where(method="gd", k=2))
+            ([0.5, 0.75], 1)
+        """
         for k in equal:
             self.column(k)
         return Table([r for r in self.rows if all(r[k] == v for k, v in equal.items())])
@@ -61,7 +89,15 @@ class Table:
     def pivot(self, x: str, y: str, value: str, *, agg: Callable[[list[float]], float] | None = None
               ) -> tuple[list[Any], list[Any], torch.Tensor]:
         """``(x values, y values, grid (len(x), len(y)))``: ``agg`` (default: the mean) of ``value``
-        over the rows at each ``(x, y)``; NaN where no row has that pair. Values sorted when sortable."""
+        over the rows at each ``(x, y)``; NaN where no row has that pair. Values sorted when sortable.
+
+        Example:
+            >>> t = Table([{"method": "gd", "k": 1, "err": 0.5}, {"method": "sgd", "k": 1, "err": 0.25},
+            ...            {"method": "gd", "k": 2, "err": 0.75}])
+            >>> xs, ys, grid = t.pivot("method", "k", "err")
+            >>> xs, ys, grid.tolist()
+            (['gd', 'sgd'], [1, 2], [[0.5, 0.75], [0.25, nan]])
+        """
         agg = agg or (lambda v: sum(v) / len(v))
         xs, ys = _levels(self.column(x)), _levels(self.column(y))
         cells: dict[tuple, list[float]] = {}
@@ -75,7 +111,16 @@ class Table:
         return xs, ys, out
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write the table as CSV (header = :attr:`columns`); returns the path."""
+        """Write the table as CSV (header = :attr:`columns`); returns the path.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> t = Table([{"method": "gd", "k": 1, "err": 0.5}, {"method": "sgd", "k": 1, "err": 0.25},
+            ...            {"method": "gd", "k": 2, "err": 0.75}])
+            >>> path = t.to_csv(pathlib.Path(tempfile.mkdtemp()) / "t.csv")
+            >>> path.read_text().splitlines()[:2]
+            ['method,k,err', 'gd,1,0.5']
+        """
         path = Path(path)
         with path.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=self.columns)
@@ -84,7 +129,18 @@ class Table:
         return path
 
     def to_pandas(self):
-        """A ``pandas.DataFrame`` (ImportError naming pandas when it is not installed)."""
+        """A ``pandas.DataFrame`` (ImportError naming pandas when it is not installed).
+
+        Example:
+            >>> t = Table([{"method": "gd", "k": 1, "err": 0.5}, {"method": "sgd", "k": 1, "err": 0.25},
+            ...            {"method": "gd", "k": 2, "err": 0.75}])
+            >>> try:
+            ...     shape = t.to_pandas().shape
+            ... except ImportError:
+            ...     shape = (len(t), len(t.columns))  # pandas is optional
+            >>> shape
+            (3, 3)
+        """
         try:
             import pandas as pd
         except ImportError as e:  # pragma: no cover - depends on the environment
@@ -136,6 +192,13 @@ def sweep(fn: Callable[..., Any], axes: Mapping[str, Sequence[Any]], *, seeds: S
 
     Returns:
         a :class:`Table` with columns ``*axes, seed, *measured``.
+
+    Example (``batch=True``: one call for the whole grid, e.g. a batched solver):
+        >>> def run(points):
+        ...     return [{"err": p["k"] / (1 + p["seed"])} for p in points]
+        >>> t = sweep(run, {"k": [1, 2]}, seeds=[0, 1], batch=True)
+        >>> t.columns, t.column("err")
+        (['k', 'seed', 'err'], [1.0, 0.5, 2.0, 1.0])
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
@@ -164,7 +227,14 @@ def sweep(fn: Callable[..., Any], axes: Mapping[str, Sequence[Any]], *, seeds: S
 def heatmap(table: Table, x: str, y: str, value: str, *, ax=None, agg: Callable[[list[float]], float] | None = None,
             title: str | None = None, vmin: float | None = None, vmax: float | None = None, fmt: str = ".2f"):
     """Draw :meth:`Table.pivot` ``(x, y, value)`` as an annotated heat map on ``ax`` (a new figure
-    when None); returns the axes, or None when matplotlib is not installed."""
+    when None); returns the axes, or None when matplotlib is not installed.
+
+    Example:
+        >>> t = sweep(lambda a, b, seed: {"y": a * b}, {"a": [1, 2], "b": [1, 3]}, seeds=[0])
+        >>> ax = heatmap(t, "a", "b", "y")
+        >>> ax is None or ax.get_xlabel() == "a"
+        True
+    """
     from .harness import pyplot
 
     plt = pyplot()
