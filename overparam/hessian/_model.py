@@ -72,6 +72,18 @@ def grad(out: Tensor, inputs, grad_outputs=None, *, create_graph: bool = False, 
                                      allow_unused=True, materialize_grads=True))
 
 
+def batched_grad(outputs, inputs, grads: Sequence[Tensor], B: int) -> tuple[Tensor, ...]:
+    """``torch.autograd.grad`` for ``B`` seeds at once (leading dim of ``grads``): one vmapped
+    backward pass, or ``B`` passes where an operation has no batching rule."""
+    try:
+        return tuple(torch.autograd.grad(outputs, inputs, grads, retain_graph=True, allow_unused=True,
+                                         materialize_grads=True, is_grads_batched=True))
+    except RuntimeError:  # no vmap rule for some backward op: one pass per seed
+        rows = [grad(outputs, inputs, [g[b] for g in grads] if isinstance(outputs, (list, tuple)) else grads[0][b],
+                     retain_graph=True) for b in range(B)]
+        return tuple(torch.stack([r[i] for r in rows]) for i in range(len(inputs)))
+
+
 def select_output(out, output="auto") -> Tensor:
     """The tensor a loss sees of a model's output ``out``.
 

@@ -32,7 +32,8 @@ from ..backend import vec
 from ..backend.random import GeneratorLike
 from ..backend.select import Spec
 from ._model import rng_guard
-from .kfac import EigenbasisOperator, KFACOperator
+from .eigenbasis import EigenbasisOperator
+from .kfac import KFACOperator
 
 __all__ = ["EKFACOperator", "ekfac"]
 

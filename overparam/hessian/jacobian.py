@@ -23,14 +23,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
 from ..backend import vec
 from ..backend.select import Spec
-from ._model import Objective, check_agree, grad, rng_guard
+from ._model import Objective, batched_grad as _batched_grad, check_agree, grad, rng_guard
 
 __all__ = ["JacobianOperator", "jacobian", "as_batches"]
 
@@ -48,18 +46,6 @@ def as_batches(data) -> object:
                              "got a 0-dim tensor")
         return (data, data.new_empty((data.shape[0], 0)))
     return data
-
-
-def _batched_grad(outputs, inputs, grads: Sequence[Tensor], B: int) -> tuple[Tensor, ...]:
-    """``torch.autograd.grad`` for ``B`` seeds at once (leading dim of ``grads``): one vmapped
-    backward pass, or ``B`` passes where an operation has no batching rule."""
-    try:
-        return tuple(torch.autograd.grad(outputs, inputs, grads, retain_graph=True, allow_unused=True,
-                                         materialize_grads=True, is_grads_batched=True))
-    except RuntimeError:  # no vmap rule for some backward op: one pass per seed
-        rows = [grad(outputs, inputs, [g[b] for g in grads] if isinstance(outputs, (list, tuple)) else grads[0][b],
-                     retain_graph=True) for b in range(B)]
-        return tuple(torch.stack([r[i] for r in rows]) for i in range(len(inputs)))
 
 
 class JacobianOperator:
@@ -154,9 +140,7 @@ class JacobianOperator:
         """Names of the parameters the operator acts on, in order.
 
         Example:
-            >>> net = torch.nn.Linear(3, 2).double()
-            >>> x = torch.randn(5, 3, dtype=torch.float64)
-            >>> J = jacobian(net, x)
+            >>> net, x = torch.nn.Linear(3, 2).double(), torch.randn(5, 3, dtype=torch.float64); J = jacobian(net, x)
             >>> J.names
             ['weight', 'bias']
         """
@@ -167,9 +151,7 @@ class JacobianOperator:
         """``n``: the number of selected parameter entries (the columns of ``J``).
 
         Example:
-            >>> net = torch.nn.Linear(3, 2).double()
-            >>> x = torch.randn(5, 3, dtype=torch.float64)
-            >>> J = jacobian(net, x)
+            >>> net, x = torch.nn.Linear(3, 2).double(), torch.randn(5, 3, dtype=torch.float64); J = jacobian(net, x)
             >>> J.n
             8
         """
@@ -180,9 +162,7 @@ class JacobianOperator:
         """``m``: the number of output entries of all batches (the rows of ``J``).
 
         Example:
-            >>> net = torch.nn.Linear(3, 2).double()
-            >>> x = torch.randn(5, 3, dtype=torch.float64)
-            >>> J = jacobian(net, x)
+            >>> net, x = torch.nn.Linear(3, 2).double(), torch.randn(5, 3, dtype=torch.float64); J = jacobian(net, x)
             >>> J.m, J.out_shape
             (10, torch.Size([5, 2]))
         """
@@ -193,9 +173,7 @@ class JacobianOperator:
         """``(m, n)``.
 
         Example:
-            >>> net = torch.nn.Linear(3, 2).double()
-            >>> x = torch.randn(5, 3, dtype=torch.float64)
-            >>> J = jacobian(net, x)
+            >>> net, x = torch.nn.Linear(3, 2).double(), torch.randn(5, 3, dtype=torch.float64); J = jacobian(net, x)
             >>> J.shape
             (10, 8)
         """
@@ -206,9 +184,7 @@ class JacobianOperator:
         """``Jᵀ`` as an operator (``Jᵀ @ u``): ``(m,)`` -> ``(n,)``.
 
         Example:
-            >>> net = torch.nn.Linear(3, 2).double()
-            >>> x = torch.randn(5, 3, dtype=torch.float64)
-            >>> J = jacobian(net, x)
+            >>> net, x = torch.nn.Linear(3, 2).double(), torch.randn(5, 3, dtype=torch.float64); J = jacobian(net, x)
             >>> u, v = torch.randn(10, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
             >>> torch.allclose(u @ (J @ v), (J.T @ u) @ v)
             True
@@ -219,9 +195,7 @@ class JacobianOperator:
         """The model outputs ``out_shape`` at the operator's parameters (detached).
 
         Example:
-            >>> net = torch.nn.Linear(3, 2).double()
-            >>> x = torch.randn(5, 3, dtype=torch.float64)
-            >>> J = jacobian(net, x)
+            >>> net, x = torch.nn.Linear(3, 2).double(), torch.randn(5, 3, dtype=torch.float64); J = jacobian(net, x)
             >>> torch.equal(J.outputs(), net(x).detach())
             True
         """
@@ -298,9 +272,7 @@ class JacobianOperator:
         """``J v``: flat ``(n,)`` -> ``(m,)``, or a parameter-shaped tuple -> outputs ``out_shape``.
 
         Example:
-            >>> net = torch.nn.Linear(3, 2).double()
-            >>> x = torch.randn(5, 3, dtype=torch.float64)
-            >>> J = jacobian(net, x)
+            >>> net, x = torch.nn.Linear(3, 2).double(), torch.randn(5, 3, dtype=torch.float64); J = jacobian(net, x)
             >>> J.matvec(torch.ones(8, dtype=torch.float64)).shape, J.matvec((net.weight, net.bias)).shape
             (torch.Size([10]), torch.Size([5, 2]))
         """
@@ -316,9 +288,7 @@ class JacobianOperator:
         """``J V``: block ``(n, B)`` -> ``(m, B)``, or a batched tuple (entries ``(B, *shape_i)``) -> ``(B, *out_shape)``.
 
         Example:
-            >>> net = torch.nn.Linear(3, 2).double()
-            >>> x = torch.randn(5, 3, dtype=torch.float64)
-            >>> J = jacobian(net, x)
+            >>> net, x = torch.nn.Linear(3, 2).double(), torch.randn(5, 3, dtype=torch.float64); J = jacobian(net, x)
             >>> V = torch.randn(8, 4, dtype=torch.float64)
             >>> torch.allclose(J.matmat(V), J.to_dense() @ V)
             True
@@ -335,9 +305,7 @@ class JacobianOperator:
         """``Jᵀ u``: flat ``(m,)`` -> ``(n,)``, or ``u`` of ``out_shape`` -> a parameter-shaped tuple.
 
         Example (``Jᵀ u`` is the gradient of ``⟨model(x), u⟩``):
-            >>> net = torch.nn.Linear(3, 2).double()
-            >>> x = torch.randn(5, 3, dtype=torch.float64)
-            >>> J = jacobian(net, x)
+            >>> net, x = torch.nn.Linear(3, 2).double(), torch.randn(5, 3, dtype=torch.float64); J = jacobian(net, x)
             >>> u = torch.randn(5, 2, dtype=torch.float64)
             >>> gW, gb = J.rmatvec(u)
             >>> torch.allclose(gW, u.T @ x), torch.allclose(gb, u.sum(0))
@@ -356,9 +324,7 @@ class JacobianOperator:
         With 1-D outputs (``out_shape = (N,)``) a 2-D ``U`` is always the flat block ``(m, B)``.
 
         Example:
-            >>> net = torch.nn.Linear(3, 2).double()
-            >>> x = torch.randn(5, 3, dtype=torch.float64)
-            >>> J = jacobian(net, x)
+            >>> net, x = torch.nn.Linear(3, 2).double(), torch.randn(5, 3, dtype=torch.float64); J = jacobian(net, x)
             >>> U = torch.randn(10, 3, dtype=torch.float64)
             >>> torch.allclose(J.rmatmat(U), J.to_dense().T @ U)
             True
@@ -378,9 +344,7 @@ class JacobianOperator:
         """The ``(m, n)`` Jacobian, built from ``Jᵀ`` products ``chunk`` rows at a time (small problems).
 
         Example (row ``(sample 0, output 0)``: ``x_0`` for ``W[0]``, then zeros, then ``e_0`` for the bias):
-            >>> net = torch.nn.Linear(3, 2).double()
-            >>> x = torch.randn(5, 3, dtype=torch.float64)
-            >>> J = jacobian(net, x)
+            >>> net, x = torch.nn.Linear(3, 2).double(), torch.randn(5, 3, dtype=torch.float64); J = jacobian(net, x)
             >>> torch.allclose(J.to_dense()[0], torch.cat([x[0], torch.zeros(3, dtype=torch.float64),
             ...                                            torch.tensor([1., 0.], dtype=torch.float64)]))
             True
