@@ -22,7 +22,6 @@ PENDING = {
     "prune",
     "hessian",
     "problems",
-    "testing",
     "experiments",
 }
 
