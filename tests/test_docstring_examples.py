@@ -18,7 +18,6 @@ EXEMPT_METHODS = {"extra_repr"}
 PENDING = {
     "factor",
     "optim",
-    "scaling",
     "prune",
     "hessian",
     "problems",

@@ -73,6 +73,20 @@ class UnitModule(nn.Module):
         self.train(base.training)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The unit-scaled op of ``base`` on ``x`` (Linear: ``(..., fan_in) -> (..., fan_out)``;
+        Embedding: integer ids ``(...,) -> (..., dim)``; norms and activations keep the shape).
+
+        Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
+
+        Example:
+            >>> _ = torch.manual_seed(0)
+            >>> u = UnitModule(nn.Linear(256, 64, bias=False))
+            >>> with torch.no_grad():
+            ...     _ = u.weight.normal_()
+            >>> y = u(torch.randn(512, 256)).detach()  # unit-variance weights and inputs → unit-variance outputs
+            >>> y.shape, 0.95 < float(y.std()) < 1.05
+            (torch.Size([512, 64]), True)
+        """
         b = self.base
         if isinstance(b, nn.Linear):
             return (U.linear_readout if self.readout else U.linear)(x, self.weight, self.bias)
@@ -107,6 +121,16 @@ class UnitResidual(nn.Module):
         self.branch, self.tau = branch, check_real(tau, "tau", above=0.0, finite=True)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(τ·branch(x) + x)/√(1+τ²)``, of the shape of ``x`` (the branch must keep it).
+
+        Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
+
+        Example:
+            >>> block = UnitResidual(nn.Identity(), tau=0.5)
+            >>> x = torch.ones(3)
+            >>> torch.allclose(block(x), (0.5 * x + x) / 1.25 ** 0.5)
+            True
+        """
         return U.residual_apply(self.branch, x, self.tau)
 
 
