@@ -17,7 +17,6 @@ EXEMPT_METHODS = {"extra_repr"}
 # packages whose examples are still being written (issue 16); strict: a finished package must leave the set
 PENDING = {
     "factor",
-    "optim",
     "prune",
     "hessian",
     "problems",

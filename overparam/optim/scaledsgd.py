@@ -74,6 +74,28 @@ class ScaledSGD(PairOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """One step on the rows with a nonzero gradient: ``L_I ← L_I − η ∇_{L_I} f (RᵀR + λI)⁻¹``
+        (likewise ``R``), the stored Grams updated by the changed rows (``L (n1, k)``, ``R (n2, k)``).
+
+        Args:
+            closure: optional; re-evaluates the loss (with grad enabled) and returns it.
+
+        Returns:
+            the closure's loss, or None.
+
+        Example:
+            >>> _ = torch.manual_seed(0)
+            >>> L, R = torch.randn(5, 2, requires_grad=True), torch.randn(4, 2, requires_grad=True)
+            >>> opt = ScaledSGD([(L, R)], lr=0.5)
+            >>> (L[1] @ R[2] - 1.0).square().backward()  # one observed entry (1, 2)
+            >>> L0, R0 = L.detach().clone(), R.detach().clone()
+            >>> opt.step()
+            >>> changed = (L.detach() != L0).any(1).nonzero().flatten().tolist(), (R.detach() != R0).any(1).nonzero().flatten().tolist()
+            >>> changed  # only the touched rows move
+            ([1], [2])
+            >>> torch.allclose(opt.state[L]["gram_L"], L.detach().T @ L.detach(), atol=1e-5)  # Gram kept up to date
+            True
+        """
         loss = closure_loss(closure)
         self._check_finite()
         for group in self.param_groups:
