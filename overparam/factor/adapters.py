@@ -214,16 +214,42 @@ class LoRALayer(LayerWrapper):
         return torch.linalg.vector_norm(M, dim=1)
 
     def delta_weight(self) -> Tensor:
-        """``s · up @ downᵀ`` in the base weight's shape."""
+        """``s · up @ downᵀ`` in the base weight's shape (``up (rows, r)``, ``down (cols, r)``, ``s = α/r``).
+
+        Reference: E. J. Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (2021).
+
+        Example:
+            >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, alpha=4.0, generator=0)
+            >>> float(layer.delta_weight().abs().max())  # up = 0 at init
+            0.0
+            >>> with torch.no_grad():
+            ...     _ = layer.lora_up.fill_(1.0)
+            >>> torch.equal(layer.delta_weight(), 2.0 * layer.lora_up @ layer.lora_down.T)
+            True
+        """
         return _layers.from_matrix(self.base, self._delta_matrix(), self.weight_shape)
 
     def _delta_matrix(self) -> Tensor:
         return self.scaling * (self.lora_up @ self.lora_down.mT)
 
     def update(self) -> Tensor:
+        """``ΔW = s · up @ downᵀ`` as the ``(rows, cols)`` matrix of the computation.
+
+        Example:
+            >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, generator=0)
+            >>> layer.update().shape, torch.equal(layer.update(), layer.delta_weight())
+            (torch.Size([3, 4]), True)
+        """
         return self._delta_matrix()
 
     def factor_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """``[(up (rows, r), down (cols, r))]``: the pair protocol (``ΔW ∝ up @ downᵀ``).
+
+        Example:
+            >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, generator=0)
+            >>> [(L is layer.lora_up, R is layer.lora_down) for L, R in layer.factor_pairs()]
+            [(True, True)]
+        """
         return [(self.lora_up, self.lora_down)]
 
     def _dora_scale(self) -> Tensor:
@@ -240,6 +266,18 @@ class LoRALayer(LayerWrapper):
         return _layers.call(self.base, self.lora_dropout(x), self.delta_weight(), None)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``base(x) + s · (dropout(x) down) upᵀ`` (Linear: ``(..., in) → (..., out)``); DoRA rescales
+        the rows: ``m ⊙ (W + ΔW)/‖W + ΔW‖_row``. Merged: ``base(x)``.
+
+        Example:
+            >>> base = nn.Linear(4, 3)
+            >>> layer = LoRALayer(base, rank=2, generator=0)
+            >>> with torch.no_grad():
+            ...     _ = layer.lora_up.normal_(generator=torch.Generator().manual_seed(1))
+            >>> x = torch.randn(5, 4, generator=torch.Generator().manual_seed(2))
+            >>> torch.allclose(layer(x), base(x) + x @ layer.delta_weight().T, atol=1e-6)
+            True
+        """
         y = self.base(x)
         if self.merged:
             return y
@@ -263,7 +301,17 @@ class LoRALayer(LayerWrapper):
 
     @property
     def weight(self) -> Tensor:
-        """The dense weight in the base layer's shape (DoRA: ``m ⊙ V/‖V‖_row``)."""
+        """The dense weight in the base layer's shape: ``W₀ + ΔW`` (DoRA: ``m ⊙ V/‖V‖_row``, ``V = W₀ + ΔW``).
+
+        Reference: DoRA, S.-Y. Liu et al., "DoRA: Weight-Decomposed Low-Rank Adaptation" (2024).
+
+        Example:
+            >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, dora=True, generator=0)
+            >>> with torch.no_grad():
+            ...     _ = layer.lora_magnitude.mul_(2.0)
+            >>> torch.allclose(layer.weight, 2.0 * layer.base.weight)  # ΔW = 0: V = W₀, m = 2‖W₀‖_row
+            True
+        """
         if self.merged or not self.dora:
             return super().weight
         V, norm = self._dora_parts()
@@ -288,6 +336,17 @@ class LoRALayer(LayerWrapper):
         """ReLoRA: ``W ← W + ΔW``, then ``down`` re-drawn and ``up = 0`` (the output is unchanged).
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+        Reference: V. Lialin et al., "ReLoRA: High-Rank Training Through Low-Rank Updates" (2023).
+
+        Example:
+            >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, generator=0)
+            >>> with torch.no_grad():
+            ...     _ = layer.lora_up.fill_(0.5)
+            >>> W = layer.weight.detach().clone()
+            >>> layer.restart_(generator=1)
+            >>> torch.allclose(layer.weight, W), float(layer.lora_up.abs().max())
+            (True, 0.0)
         """
         _check_restart(self, init)
         self.base.weight.add_(self.delta_weight())
