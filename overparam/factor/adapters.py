@@ -220,7 +220,7 @@ class LoRALayer(LayerWrapper):
 
         Example:
             >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, alpha=4.0, generator=0)
-            >>> float(layer.delta_weight().abs().max())  # up = 0 at init
+            >>> float(layer.delta_weight().detach().abs().max())  # up = 0 at init
             0.0
             >>> with torch.no_grad():
             ...     _ = layer.lora_up.fill_(1.0)
@@ -345,7 +345,7 @@ class LoRALayer(LayerWrapper):
             ...     _ = layer.lora_up.fill_(0.5)
             >>> W = layer.weight.detach().clone()
             >>> layer.restart_(generator=1)
-            >>> torch.allclose(layer.weight, W), float(layer.lora_up.abs().max())
+            >>> torch.allclose(layer.weight, W), float(layer.lora_up.detach().abs().max())
             (True, 0.0)
         """
         _check_restart(self, init)

@@ -182,7 +182,7 @@ class LowRankHadamard(nn.Module):
             >>> m = LowRankHadamard((4, 5), rank=2, generator=0)
             >>> torch.equal(m(), (m.left1 @ m.right1.T) * (m.left2 @ m.right2.T))
             True
-            >>> float(LowRankHadamard((4, 5), rank=2, zero_init=True, generator=0)().abs().max())
+            >>> float(LowRankHadamard((4, 5), rank=2, zero_init=True, generator=0)().detach().abs().max())
             0.0
         """
         return (self.left1 @ self.right1.mT) * (self.left2 @ self.right2.mT)
