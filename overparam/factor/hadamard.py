@@ -104,7 +104,7 @@ class HadamardDifference(nn.Module):
             ``u = (w₊ + α^N)^{1/N}``, ``v = (w₋ + α^N)^{1/N}`` (exact, and no zero entry).
 
     Example:
-        >>> float(HadamardDifference((3,), scale=0.1)().abs().max())
+        >>> float(HadamardDifference((3,), scale=0.1)().detach().abs().max())
         0.0
     """
 
