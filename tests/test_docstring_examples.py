@@ -18,7 +18,6 @@ EXEMPT_METHODS = {"extra_repr"}
 PENDING = {
     "prune",
     "hessian",
-    "problems",
     "experiments",
 }
 
