@@ -41,6 +41,8 @@ class AdamAtan2(Optimizer):
         check_finite: raise :class:`~overparam.optim.NonFiniteGradientError` naming a parameter
             whose gradient holds NaN or inf, before anything changes.
 
+    Reference: K. Everett et al., "Scaling Exponents Across Parameterizations and Optimizers" (ICML 2024).
+
     Example:
         >>> import torch, overparam as op
         >>> w = torch.zeros(3, requires_grad=True)

@@ -73,6 +73,8 @@ class GaLore(Optimizer):
             the global RNG is never advanced).
         check_finite: raise :class:`~overparam.optim.NonFiniteGradientError` on a NaN/inf gradient.
 
+    Reference: J. Zhao et al., "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection" (ICML 2024).
+
     Example:
         >>> W = torch.nn.Parameter(torch.randn(32, 16, generator=torch.Generator().manual_seed(0)))
         >>> opt = GaLore([W], lr=1e-2, rank=4, update_every=10)

@@ -41,6 +41,9 @@ class PrecGD(PairOptimizer):
     loss the caller computed (a float or 0-dim tensor) for the current iterate. The damping
     used at the last step is ``opt.last_damping`` (a list, one per group).
 
+    Reference: G. Zhang, S. Fattahi & R. Y. Zhang, "Preconditioned Gradient Descent for Over-Parameterized
+        Nonconvex Matrix Factorization" (NeurIPS 2021).
+
     Example:
         >>> import torch, overparam as op
         >>> P = op.problems.sensing(n=8, r=2, m=200, generator=0)

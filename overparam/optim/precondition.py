@@ -106,6 +106,9 @@ def precondition_grads_(pairs: Iterable[Any], *, damping: float = 0.0, pinv: boo
     Returns:
         the number of pairs with at least one gradient.
 
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via Scaled
+        Gradient Descent" (JMLR 2021); X. Xu et al. (ICML 2023) for the damping λ.
+
     Example:
         >>> L = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True)
         >>> R = torch.eye(2, requires_grad=True)
@@ -156,6 +159,11 @@ class Preconditioned(Optimizer):
     closure (with gradients enabled), preconditions, then calls the wrapped ``step()`` without it;
 ``step(loss=...)`` is what PrecGD's ``c`` needs (accepted, unused, without ``c``, so that a training
 loop written for :class:`PrecGD` runs unchanged).
+
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via Scaled
+        Gradient Descent" (JMLR 2021); X. Xu et al. (ICML 2023) for ScaledGD(λ); G. Zhang, S. Fattahi & R. Y. Zhang
+        (NeurIPS 2021) for PrecGD; F. Zhang & M. Pilanci, "Riemannian Preconditioned LoRA for Fine-Tuning
+        Foundation Models" (ICML 2024).
 
     Example:
         >>> import torch, overparam as op

@@ -38,6 +38,9 @@ def sparsify(M: Tensor, alpha: float) -> Tensor:
     ``kᵢ = floor(α nᵢ + 1/2)``, the library's count rule
     (:func:`overparam.backend.topk.topk_mask` with ``ties="keep"``).
 
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via Scaled
+        Gradient Descent" (JMLR 2021), the operator 𝒯_α of robust PCA.
+
     Example:
         >>> sparsify(torch.tensor([[5., 1.], [1., 0.]]), 0.5)
         tensor([[5., 0.],
@@ -119,6 +122,9 @@ def rpca_scaledgd(Y: Tensor, rank: int, *, alpha: float | None = None, init_alph
         iters: maximum number of steps (``0`` returns the spectral initialisation);
             ``tol >= 0``: stop when the relative residual is below it.
         callback: called as ``callback(t, L, R, S)`` after every step.
+
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via Scaled
+        Gradient Descent" (JMLR 2021), robust PCA.
 
     Example:
         >>> import overparam as op

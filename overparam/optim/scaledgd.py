@@ -41,6 +41,10 @@ class ScaledGD(PairOptimizer):
             optimizers, a non-finite gradient then propagates into the factors (the r×r solve
             spreads it over the whole factor).
 
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via Scaled
+        Gradient Descent" (JMLR 2021); X. Xu, Y. Shen, Y. Chi & C. Ma, "The Power of Preconditioning in
+        Overparameterized Low-Rank Matrix Sensing" (ICML 2023) for ScaledGD(λ).
+
     Example:
         >>> import torch, overparam as op
         >>> P = op.problems.sensing(n=8, r=2, m=200, generator=0)

@@ -46,6 +46,9 @@ class ScaledSGD(PairOptimizer):
             whose gradient holds NaN/inf, before any update (see :class:`ScaledGD`; off by default:
             a non-finite gradient then also enters the incrementally kept Gram matrices).
 
+    Reference: G. Zhang, H.-M. Chiu & R. Y. Zhang, "Accelerating SGD for Highly Ill-Conditioned Huge-Scale Online
+        Matrix Completion" (NeurIPS 2022).
+
     Example:
         >>> import torch, overparam as op
         >>> P = op.problems.completion(n=30, r=2, p=0.5, symmetric=False, generator=0)

@@ -42,6 +42,9 @@ class ScaledSM(PairOptimizer):
 
     ``step(closure)`` or ``step(loss=value)`` supplies ``f(x_t)`` (needed by Polyak).
 
+    Reference: T. Tong, C. Ma & Y. Chi, "Low-Rank Matrix Recovery with Scaled Subgradient Methods: Fast and Robust
+        Convergence Without the Condition Number" (IEEE TSP 2021).
+
     Example:
         >>> import torch, overparam as op
         >>> P = op.problems.sensing(n=10, r=2, m=300, symmetric=False, loss="l1", generator=0)

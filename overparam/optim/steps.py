@@ -170,6 +170,8 @@ def constant(lr: float) -> Constant:
 def geometric(lr0: float, decay: float) -> Geometric:
     """``η_t = lr0 · decay^t`` with ``decay ∈ (0, 1]`` (SubGM's step, Ma & Fattahi 2022).
 
+    Reference: J. Ma & S. Fattahi (JMLR 2023) (SubGM); T. Tong, C. Ma & Y. Chi (IEEE TSP 2021) (ScaledSM).
+
     Example:
         >>> rule = geometric(lr0=1.0, decay=0.5)
         >>> [rule(StepInfo(t, None, 1.0, None)) for t in range(3)]
@@ -182,6 +184,9 @@ def polyak(f_star: float | None = 0.0, *, gamma0: float = 1.0, decay: float = 0.
     """Polyak's step ``(f − f*)/‖g‖²``; ``f_star=None`` estimates the optimum as
     ``f_best − γ₀ρᵗ`` (``gamma0``, ``decay``). ``max_lr`` caps the step. The optimizer must get the
     loss (``step(closure)`` or ``step(loss=...)``).
+
+    Reference: B. T. Polyak, "Introduction to Optimization" (1987); S. Boyd, "Subgradient Methods" notes (estimated
+        optimal value).
 
     Example:
         >>> rule = polyak(0.0, max_lr=0.3)

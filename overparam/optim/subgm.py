@@ -41,6 +41,9 @@ class SubGM(Optimizer):
     ``step(closure)`` or ``step(loss=value)`` gives ``f(x_t)`` for the Polyak rule; the
     Polyak denominator is ``Σ‖g‖²`` over all groups (``‖g‖`` with ``normalize=True``).
 
+    Reference: J. Ma & S. Fattahi, "Global Convergence of Sub-gradient Method for Robust Matrix Recovery: Small
+        Initialization, Noisy Measurements, and Over-parameterization" (JMLR 2023).
+
     Example:
         >>> import torch, overparam as op
         >>> P = op.problems.sensing(n=10, r=2, m=400, loss="l1", generator=0)
