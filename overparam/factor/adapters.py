@@ -54,6 +54,8 @@ def _scaling(alpha: float, rank: int, rslora: bool) -> float:
 def lora_scaling(alpha: float, rank: int, *, rslora: bool = False) -> float:
     """``α/r``, or ``α/√r`` for rsLoRA (Kalajdzievski 2023).
 
+    Reference: E. J. Hu et al. (LoRA, ICLR 2022): s = α/r; D. Kalajdzievski (rsLoRA, 2023): s = α/√r.
+
     Example:
         >>> lora_scaling(16, 4), lora_scaling(16, 4, rslora=True)
         (4.0, 8.0)
@@ -151,6 +153,11 @@ class LoRALayer(LayerWrapper):
         svd: PiSSA's SVD, ``"svd"`` (exact) or ``"randomized"`` (``niter``, ``oversample``).
         dora: add the DoRA magnitude vector. detach_norm: DoRA's constant-norm gradient trick.
         generator: the only source of randomness of the init.
+
+    Reference: E. J. Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (ICLR 2022); D. Kalajdzievski,
+        "A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA" (rsLoRA, 2023); F. Meng, Z. Wang & M.
+        Zhang, "PiSSA: Principal Singular Values and Singular Vectors Adaptation of Large Language Models" (NeurIPS
+        2024); S.-Y. Liu et al., "DoRA: Weight-Decomposed Low-Rank Adaptation" (ICML 2024).
 
     Example:
         >>> W = torch.nn.Linear(6, 6, bias=False).double()
@@ -379,6 +386,8 @@ def relora_restart_(model: nn.Module, optimizer: torch.optim.Optimizer | None = 
 
     Returns:
         the number of layers restarted.
+
+    Reference: V. Lialin et al., "ReLoRA: High-Rank Training Through Low-Rank Updates" (ICLR 2024).
 
     Example:
         >>> net = torch.nn.Sequential(LoRALayer(torch.nn.Linear(4, 4), rank=1, generator=0))

@@ -50,6 +50,9 @@ def init_balanced_deep(dims: Sequence[int], *, end_to_end: Tensor | None = None,
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
+    Reference: S. Arora, N. Cohen & E. Hazan, "On the Optimization of Deep Networks: Implicit Acceleration by
+        Overparameterization" (ICML 2018).
+
     Example:
         >>> Ws = init_balanced_deep([3, 5, 4], scale=1.0, generator=0, dtype=torch.float64)
         >>> bool(torch.allclose(Ws[1].T @ Ws[1], Ws[0] @ Ws[0].T))
@@ -94,6 +97,9 @@ class DeepLinear(nn.Module):
         dims: ``[d_0 (input), d_1, ..., d_N (output)]``; hidden widths may differ.
         end_to_end: optional ``(d_N, d_0)`` matrix the product starts at (else random, size ``scale``).
         scale, generator, dtype, device: see :func:`init_balanced_deep`.
+
+    Reference: S. Arora, N. Cohen & E. Hazan, "On the Optimization of Deep Networks: Implicit Acceleration by
+        Overparameterization" (ICML 2018).
 
     Example:
         >>> net = DeepLinear([3, 8, 2], scale=0.1, generator=0)
@@ -176,6 +182,9 @@ def depth_preconditioner(W: Tensor, grad: Tensor, depth: int) -> Tensor:
 
     GD with step ``η`` on balanced factors of depth ``N`` moves the end-to-end matrix by
     ``−η`` times this (Arora et al. 2018, Theorem 1), up to ``O(η²)``.
+
+    Reference: S. Arora, N. Cohen & E. Hazan, "On the Optimization of Deep Networks: Implicit Acceleration by
+        Overparameterization" (ICML 2018).
 
     Example:
         >>> W = torch.eye(2, dtype=torch.float64) * 4

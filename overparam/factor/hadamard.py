@@ -103,6 +103,9 @@ class HadamardDifference(nn.Module):
         scale: ``α``: without ``weight``, ``u = v = α`` (so ``w = 0``); with ``weight``,
             ``u = (w₊ + α^N)^{1/N}``, ``v = (w₋ + α^N)^{1/N}`` (exact, and no zero entry).
 
+    Reference: T. Vaškevičius, V. Kanade & P. Rebeschini, "Implicit Regularization for Optimal Sparse Recovery"
+        (NeurIPS 2019) (the u⊙u − v⊙v parameterization).
+
     Example:
         >>> float(HadamardDifference((3,), scale=0.1)().detach().abs().max())
         0.0
@@ -148,6 +151,9 @@ class LowRankHadamard(nn.Module):
         shape: ``(m, n)``. rank: ``1 <= k <= min(m, n)``; the product has rank up to ``k²``.
         scale: factors start at ``scale ·`` Gaussian.
         zero_init: start ``L₂ = 0`` so that ``W = 0`` (the LoHa adapter init).
+
+    Reference: N. Hyeon-Woo, M. Ye-Bin & T.-H. Oh, "FedPara: Low-Rank Hadamard Product for Communication-Efficient
+        Federated Learning" (ICLR 2022); LoHa (LyCORIS).
 
     Example:
         >>> W = LowRankHadamard((9, 9), rank=3, scale=1.0, generator=0, dtype=torch.float64)()
@@ -214,6 +220,9 @@ class Kronecker(nn.Module):
         shape: ``(m, n)``; ``m = a1·b1`` and ``n = a2·b2`` by :func:`kron_split` with ``factor``.
         rank: ``1 <= k <= min(b1, b2)`` (``L Rᵀ`` has no higher rank).
         zero_init: start ``L = 0`` so that ``W = 0`` (adapter init).
+
+    Reference: LoKr: S.-Y. Yeh et al., "Navigating Text-To-Image Customization: From LyCORIS Fine-Tuning to Model
+        Evaluation" (ICLR 2024).
 
     Example:
         >>> Kronecker((12, 8), rank=2, generator=0)().shape

@@ -45,6 +45,9 @@ class HiRALayer(LayerWrapper):
         rank: ``1 <= r <= min(rows, cols)``.
         generator: the only source of randomness of the init (``down``).
 
+    Reference: Q. Huang et al., "HiRA: Parameter-Efficient Hadamard High-Rank Adaptation for Large Language Models"
+        (ICLR 2025).
+
     Example:
         >>> layer = HiRALayer(torch.nn.Linear(5, 3).double(), rank=2, generator=0)
         >>> with torch.no_grad():

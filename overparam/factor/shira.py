@@ -42,6 +42,8 @@ class SparseUpdate(nn.Module):
             (``<= rows · cols``, else ``ValueError``).
         mask: a fixed boolean support ``(rows, cols)`` instead (not with ``rank``).
 
+    Reference: K. Bhardwaj et al., "Sparse High Rank Adapters" (SHiRA, NeurIPS 2024).
+
     Example:
         >>> m = torch.tensor([[True, False], [False, True]])
         >>> u = SparseUpdate((2, 2), mask=m)

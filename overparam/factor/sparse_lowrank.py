@@ -58,6 +58,9 @@ class SparseLowRank(_PairMixin, nn.Module):
             ``S`` the residual (exact where the support covers the residual).
         init, scale: low-rank init without ``weight`` (``S`` then starts at 0).
 
+    Reference: A. Han et al., "SLTrain: a sparse plus low-rank approach for parameter and memory efficient
+        pretraining" (NeurIPS 2024) (random fixed support).
+
     Example:
         >>> W = torch.randn(5, 4, dtype=torch.float64)
         >>> f = SparseLowRank((5, 4), rank=2, mask=torch.ones(5, 4, dtype=torch.bool), weight=W)

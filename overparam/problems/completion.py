@@ -204,6 +204,8 @@ def completion(n: int, r: int, p: float, *, kappa: float = 1.0, n2: int | None =
     Returns:
         a :class:`MatrixCompletion`.
 
+    Reference: G. Zhang, H.-M. Chiu & R. Y. Zhang (NeurIPS 2022); T. Tong, C. Ma & Y. Chi (JMLR 2021).
+
     Example:
         >>> P = completion(n=30, r=2, p=0.3, kappa=5.0, generator=0)
         >>> 0.2 < P.num_observed / 900 < 0.4, torch.linalg.svdvals(P.M_star)[:2]

@@ -99,6 +99,8 @@ def robust_pca(n: int, r: int, alpha: float, *, kappa: float = 1.0, n2: int | No
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
+    Reference: T. Tong, C. Ma & Y. Chi (JMLR 2021), robust PCA experiments.
+
     Example:
         >>> P = robust_pca(n=40, r=2, alpha=0.1, magnitude=5.0, generator=0)
         >>> frac = float((P.S_star != 0).double().mean())

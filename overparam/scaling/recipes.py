@@ -113,6 +113,8 @@ def shared_readout(model: nn.Module, plan: Plan, module: Spec = "lm_head") -> Sh
             tensor's rule is not ``"input"`` (the read-out multiplier belongs to a tied tensor
             planned as an embedding), or read-outs with different multipliers.
 
+    Reference: G. Yang, E. J. Hu et al., "Tensor Programs V" (2022): mup's MuSharedReadout.
+
     Example:
         >>> from overparam.scaling import plan
         >>> class LM(nn.Module):
@@ -170,6 +172,8 @@ def attention_scale_(model: nn.Module, base: nn.Module) -> dict[str, tuple[float
         ValueError: no module with a float ``.scaling`` in ``model``, or one without a
             counterpart with a float ``.scaling`` in ``base``.
         TypeError: ``model``/``base`` not modules.
+
+    Reference: G. Yang, E. J. Hu et al., "Tensor Programs V" (2022): μP's 1/d attention scale.
 
     Example:
         >>> import torch

@@ -160,6 +160,9 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
             dimension is seen to grow and every tensor would be ``"fixed"``).
         TypeError: ``model``/``base``/``delta`` not modules, ``roles`` not a dict.
 
+    Reference: G. Yang, E. J. Hu et al., "Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
+        Hyperparameter Transfer" (2022) (the base/delta shapes of μTransfer).
+
     Example:
         >>> mlp = lambda w: nn.Sequential(nn.Linear(4, w), nn.ReLU(), nn.Linear(w, 3))
         >>> {k: (v.role, v.m_in, v.m_out) for k, v in infer_shapes(mlp(16), base=mlp(8)).items()}

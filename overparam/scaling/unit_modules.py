@@ -48,6 +48,8 @@ class UnitModule(nn.Module):
         readout: a Linear used as the read-out (output ``1/fan_in``, :func:`unit_ops.linear_readout`).
         mult: the nonlinearity's multiplier (α_ffn-act) for GELU/SiLU.
 
+    Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
+
     Example:
         >>> layer = nn.Linear(16, 4)
         >>> u = UnitModule(layer)
@@ -108,6 +110,8 @@ class UnitResidual(nn.Module):
     """``residual_add(branch(b), s, tau)`` with ``b, s = residual_split(x, tau)``: a residual
     block ``x + f(x)`` in u-μP form (τ from :func:`~overparam.scaling.residual_taus`).
 
+    Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
+
     Example:
         >>> block = UnitResidual(nn.Identity(), tau=1.0)
         >>> block(torch.ones(2))
@@ -149,6 +153,8 @@ def unit_scale_(model: nn.Module, targets: Spec = None, *, exclude: Spec = None,
     Raises:
         ValueError: a spec that selects nothing (the message names the keyword), a read-out that
             is not a selected Linear, an already wrapped model, the model itself as a target.
+
+    Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 4), nn.SiLU(), nn.Linear(4, 2))
