@@ -80,11 +80,7 @@ class ScaledSGD(PairOptimizer):
         """One step on the rows with a nonzero gradient: ``L_I ← L_I − η ∇_{L_I} f (RᵀR + λI)⁻¹``
         (likewise ``R``), the stored Grams updated by the changed rows (``L (n1, k)``, ``R (n2, k)``).
 
-        Args:
-            closure: optional; re-evaluates the loss (with grad enabled) and returns it.
-
-        Returns:
-            the closure's loss, or None.
+        Returns the loss of the optional ``closure`` (evaluated with grad enabled), or None.
 
         Example:
             >>> _ = torch.manual_seed(0)

@@ -84,12 +84,8 @@ class SubGM(Optimizer):
     def step(self, closure: Callable[[], Tensor] | None = None, *, loss: float | Tensor | None = None):
         """One step ``x ← x − η_t g`` (``η_t g/‖g‖`` with ``normalize=True``) on every parameter.
 
-        Args:
-            closure: re-evaluates and returns the loss; or
-            loss: the current loss (needed by the Polyak rule); not both.
-
-        Returns:
-            the closure's loss, or None.
+        The Polyak rule needs ``f(x_t)``: a ``closure`` that re-evaluates it, or ``loss=`` (not both).
+        Returns the closure's loss, or None.
 
         Example:
             >>> x = torch.tensor([3.0, -4.0], requires_grad=True)
