@@ -76,12 +76,8 @@ def tanh_mlp(sizes: Sequence[int], *, generator: GeneratorLike = None, dtype=tor
 
     Example:
         >>> net = tanh_mlp([3, 5, 2], generator=0)
-        >>> net
-        Sequential(
-          (0): Linear(in_features=3, out_features=5, bias=True)
-          (1): Tanh()
-          (2): Linear(in_features=5, out_features=2, bias=True)
-        )
+        >>> [type(m).__name__ for m in net], net[0].weight.shape, net[0].weight.dtype
+        (['Linear', 'Tanh', 'Linear'], torch.Size([5, 3]), torch.float64)
         >>> net(torch.zeros(4, 3, dtype=torch.float64)).shape
         torch.Size([4, 2])
     """
