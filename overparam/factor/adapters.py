@@ -54,8 +54,6 @@ def _scaling(alpha: float, rank: int, rslora: bool) -> float:
 def lora_scaling(alpha: float, rank: int, *, rslora: bool = False) -> float:
     """``α/r``, or ``α/√r`` for rsLoRA (Kalajdzievski 2023).
 
-    Reference: E. J. Hu et al. (LoRA, ICLR 2022): s = α/r; D. Kalajdzievski (rsLoRA, 2023): s = α/√r.
-
     Example:
         >>> lora_scaling(16, 4), lora_scaling(16, 4, rslora=True)
         (4.0, 8.0)
@@ -154,10 +152,8 @@ class LoRALayer(LayerWrapper):
         dora: add the DoRA magnitude vector. detach_norm: DoRA's constant-norm gradient trick.
         generator: the only source of randomness of the init.
 
-    Reference: E. J. Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (ICLR 2022); D. Kalajdzievski,
-        "A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA" (rsLoRA, 2023); F. Meng, Z. Wang & M.
-        Zhang, "PiSSA: Principal Singular Values and Singular Vectors Adaptation of Large Language Models" (NeurIPS
-        2024); S.-Y. Liu et al., "DoRA: Weight-Decomposed Low-Rank Adaptation" (ICML 2024).
+    Reference: LoRA (E. J. Hu et al., ICLR 2022); rsLoRA (D. Kalajdzievski, 2023); PiSSA (F. Meng, Z. Wang &
+        M. Zhang, NeurIPS 2024); DoRA (S.-Y. Liu et al., ICML 2024).
 
     Example:
         >>> W = torch.nn.Linear(6, 6, bias=False).double()
@@ -223,14 +219,9 @@ class LoRALayer(LayerWrapper):
     def delta_weight(self) -> Tensor:
         """``s · up @ downᵀ`` in the base weight's shape (``up (rows, r)``, ``down (cols, r)``, ``s = α/r``).
 
-        Reference: E. J. Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (2021).
-
         Example:
             >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, alpha=4.0, generator=0)
-            >>> float(layer.delta_weight().detach().abs().max())  # up = 0 at init
-            0.0
-            >>> with torch.no_grad():
-            ...     _ = layer.lora_up.fill_(1.0)
+            >>> _ = nn.init.ones_(layer.lora_up)  # 0 at init
             >>> torch.equal(layer.delta_weight(), 2.0 * layer.lora_up @ layer.lora_down.T)
             True
         """
@@ -277,12 +268,10 @@ class LoRALayer(LayerWrapper):
         the rows: ``m ⊙ (W + ΔW)/‖W + ΔW‖_row``. Merged: ``base(x)``.
 
         Example:
-            >>> base = nn.Linear(4, 3)
-            >>> layer = LoRALayer(base, rank=2, generator=0)
-            >>> with torch.no_grad():
-            ...     _ = layer.lora_up.normal_(generator=torch.Generator().manual_seed(1))
+            >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, generator=0)
+            >>> _ = nn.init.normal_(layer.lora_up, generator=torch.Generator().manual_seed(1))
             >>> x = torch.randn(5, 4, generator=torch.Generator().manual_seed(2))
-            >>> torch.allclose(layer(x), base(x) + x @ layer.delta_weight().T, atol=1e-6)
+            >>> torch.allclose(layer(x), layer.base(x) + x @ layer.delta_weight().T, atol=1e-6)
             True
         """
         y = self.base(x)
@@ -310,12 +299,9 @@ class LoRALayer(LayerWrapper):
     def weight(self) -> Tensor:
         """The dense weight in the base layer's shape: ``W₀ + ΔW`` (DoRA: ``m ⊙ V/‖V‖_row``, ``V = W₀ + ΔW``).
 
-        Reference: DoRA, S.-Y. Liu et al., "DoRA: Weight-Decomposed Low-Rank Adaptation" (2024).
-
         Example:
             >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, dora=True, generator=0)
-            >>> with torch.no_grad():
-            ...     _ = layer.lora_magnitude.mul_(2.0)
+            >>> with torch.no_grad(): _ = layer.lora_magnitude.mul_(2.0)
             >>> torch.allclose(layer.weight, 2.0 * layer.base.weight)  # ΔW = 0: V = W₀, m = 2‖W₀‖_row
             True
         """
@@ -344,12 +330,9 @@ class LoRALayer(LayerWrapper):
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
-        Reference: V. Lialin et al., "ReLoRA: High-Rank Training Through Low-Rank Updates" (2023).
-
         Example:
             >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, generator=0)
-            >>> with torch.no_grad():
-            ...     _ = layer.lora_up.fill_(0.5)
+            >>> _ = nn.init.constant_(layer.lora_up, 0.5)
             >>> W = layer.weight.detach().clone()
             >>> layer.restart_(generator=1)
             >>> torch.allclose(layer.weight, W), float(layer.lora_up.detach().abs().max())

@@ -223,8 +223,7 @@ loop written for :class:`PrecGD` runs unchanged).
 
         Example:
             >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
-            >>> inner = torch.optim.SGD([L, R], lr=0.1)
-            >>> opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
             >>> opt.param_groups is inner.param_groups, opt.param_groups[0]["lr"]
             (True, 0.1)
         """
@@ -240,10 +239,7 @@ loop written for :class:`PrecGD` runs unchanged).
 
         Example:
             >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
-            >>> inner = torch.optim.SGD([L, R], lr=0.1)
-            >>> opt = Preconditioned(inner, [(L, R)], damping=1.0)
-            >>> inner = torch.optim.SGD([L, R], lr=0.1, momentum=0.9)
-            >>> opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1, momentum=0.9); opt = Preconditioned(inner, [(L, R)], damping=1.0)
             >>> (L @ R.T).sum().backward(); opt.step()
             >>> opt.state is inner.state, tuple(opt.state[L]["momentum_buffer"].shape)
             (True, (3, 2))
@@ -260,8 +256,7 @@ loop written for :class:`PrecGD` runs unchanged).
 
         Example:
             >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
-            >>> inner = torch.optim.SGD([L, R], lr=0.1)
-            >>> opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
             >>> opt.defaults["lr"], opt.defaults is inner.defaults
             (0.1, True)
         """
@@ -276,8 +271,7 @@ loop written for :class:`PrecGD` runs unchanged).
 
         Example:
             >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
-            >>> inner = torch.optim.SGD([L, R], lr=0.1)
-            >>> opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
             >>> opt.state_dict() == inner.state_dict()
             True
         """
@@ -288,8 +282,7 @@ loop written for :class:`PrecGD` runs unchanged).
 
         Example:
             >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
-            >>> inner = torch.optim.SGD([L, R], lr=0.1)
-            >>> opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
             >>> sd = opt.state_dict()
             >>> sd["param_groups"][0]["lr"] = 0.05
             >>> opt.load_state_dict(sd)
@@ -303,8 +296,7 @@ loop written for :class:`PrecGD` runs unchanged).
 
         Example:
             >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
-            >>> inner = torch.optim.SGD([L, R], lr=0.1)
-            >>> opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
             >>> (L @ R.T).sum().backward()
             >>> opt.zero_grad()
             >>> L.grad is None, R.grad is None
@@ -317,8 +309,7 @@ loop written for :class:`PrecGD` runs unchanged).
 
         Example:
             >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
-            >>> inner = torch.optim.SGD([L, R], lr=0.1)
-            >>> opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
             >>> bias = torch.zeros(3, requires_grad=True)
             >>> opt.add_param_group({"params": [bias], "lr": 0.01})
             >>> len(inner.param_groups), len(opt.pairs)
@@ -355,8 +346,7 @@ loop written for :class:`PrecGD` runs unchanged).
 
         Example:
             >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
-            >>> inner = torch.optim.SGD([L, R], lr=0.1)
-            >>> opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
             >>> (L @ R.T).sum().backward()
             >>> expect = L.detach() - 0.1 * L.grad @ torch.linalg.inv(R.detach().T @ R.detach() + torch.eye(2))
             >>> opt.step()
