@@ -152,6 +152,9 @@ class LoRALayer(LayerWrapper):
         dora: add the DoRA magnitude vector. detach_norm: DoRA's constant-norm gradient trick.
         generator: the only source of randomness of the init.
 
+    Reference: LoRA (E. J. Hu et al., ICLR 2022); rsLoRA (D. Kalajdzievski, 2023); PiSSA (F. Meng, Z. Wang &
+        M. Zhang, NeurIPS 2024); DoRA (S.-Y. Liu et al., ICML 2024).
+
     Example:
         >>> W = torch.nn.Linear(6, 6, bias=False).double()
         >>> W0 = W.weight.detach().clone()
@@ -214,16 +217,37 @@ class LoRALayer(LayerWrapper):
         return torch.linalg.vector_norm(M, dim=1)
 
     def delta_weight(self) -> Tensor:
-        """``s · up @ downᵀ`` in the base weight's shape."""
+        """``s · up @ downᵀ`` in the base weight's shape (``up (rows, r)``, ``down (cols, r)``, ``s = α/r``).
+
+        Example:
+            >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, alpha=4.0, generator=0)
+            >>> _ = nn.init.ones_(layer.lora_up)  # 0 at init
+            >>> torch.equal(layer.delta_weight(), 2.0 * layer.lora_up @ layer.lora_down.T)
+            True
+        """
         return _layers.from_matrix(self.base, self._delta_matrix(), self.weight_shape)
 
     def _delta_matrix(self) -> Tensor:
         return self.scaling * (self.lora_up @ self.lora_down.mT)
 
     def update(self) -> Tensor:
+        """``ΔW = s · up @ downᵀ`` as the ``(rows, cols)`` matrix of the computation.
+
+        Example:
+            >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, generator=0)
+            >>> layer.update().shape, torch.equal(layer.update(), layer.delta_weight())
+            (torch.Size([3, 4]), True)
+        """
         return self._delta_matrix()
 
     def factor_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """``[(up (rows, r), down (cols, r))]``: the pair protocol (``ΔW ∝ up @ downᵀ``).
+
+        Example:
+            >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, generator=0)
+            >>> [(L is layer.lora_up, R is layer.lora_down) for L, R in layer.factor_pairs()]
+            [(True, True)]
+        """
         return [(self.lora_up, self.lora_down)]
 
     def _dora_scale(self) -> Tensor:
@@ -240,6 +264,16 @@ class LoRALayer(LayerWrapper):
         return _layers.call(self.base, self.lora_dropout(x), self.delta_weight(), None)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``base(x) + s · (dropout(x) down) upᵀ`` (Linear: ``(..., in) → (..., out)``); DoRA rescales
+        the rows: ``m ⊙ (W + ΔW)/‖W + ΔW‖_row``. Merged: ``base(x)``.
+
+        Example:
+            >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, generator=0)
+            >>> _ = nn.init.normal_(layer.lora_up, generator=torch.Generator().manual_seed(1))
+            >>> x = torch.randn(5, 4, generator=torch.Generator().manual_seed(2))
+            >>> torch.allclose(layer(x), layer.base(x) + x @ layer.delta_weight().T, atol=1e-6)
+            True
+        """
         y = self.base(x)
         if self.merged:
             return y
@@ -263,7 +297,14 @@ class LoRALayer(LayerWrapper):
 
     @property
     def weight(self) -> Tensor:
-        """The dense weight in the base layer's shape (DoRA: ``m ⊙ V/‖V‖_row``)."""
+        """The dense weight in the base layer's shape: ``W₀ + ΔW`` (DoRA: ``m ⊙ V/‖V‖_row``, ``V = W₀ + ΔW``).
+
+        Example:
+            >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, dora=True, generator=0)
+            >>> with torch.no_grad(): _ = layer.lora_magnitude.mul_(2.0)
+            >>> torch.allclose(layer.weight, 2.0 * layer.base.weight)  # ΔW = 0: V = W₀, m = 2‖W₀‖_row
+            True
+        """
         if self.merged or not self.dora:
             return super().weight
         V, norm = self._dora_parts()
@@ -288,6 +329,14 @@ class LoRALayer(LayerWrapper):
         """ReLoRA: ``W ← W + ΔW``, then ``down`` re-drawn and ``up = 0`` (the output is unchanged).
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+        Example:
+            >>> layer = LoRALayer(nn.Linear(4, 3), rank=2, generator=0)
+            >>> _ = nn.init.constant_(layer.lora_up, 0.5)
+            >>> W = layer.weight.detach().clone()
+            >>> layer.restart_(generator=1)
+            >>> torch.allclose(layer.weight, W), float(layer.lora_up.detach().abs().max())
+            (True, 0.0)
         """
         _check_restart(self, init)
         self.base.weight.add_(self.delta_weight())
@@ -320,6 +369,8 @@ def relora_restart_(model: nn.Module, optimizer: torch.optim.Optimizer | None = 
 
     Returns:
         the number of layers restarted.
+
+    Reference: V. Lialin et al., "ReLoRA: High-Rank Training Through Low-Rank Updates" (ICLR 2024).
 
     Example:
         >>> net = torch.nn.Sequential(LoRALayer(torch.nn.Linear(4, 4), rank=1, generator=0))

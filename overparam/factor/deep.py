@@ -50,6 +50,9 @@ def init_balanced_deep(dims: Sequence[int], *, end_to_end: Tensor | None = None,
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
+    Reference: S. Arora, N. Cohen & E. Hazan, "On the Optimization of Deep Networks: Implicit Acceleration by
+        Overparameterization" (ICML 2018).
+
     Example:
         >>> Ws = init_balanced_deep([3, 5, 4], scale=1.0, generator=0, dtype=torch.float64)
         >>> bool(torch.allclose(Ws[1].T @ Ws[1], Ws[0] @ Ws[0].T))
@@ -95,6 +98,9 @@ class DeepLinear(nn.Module):
         end_to_end: optional ``(d_N, d_0)`` matrix the product starts at (else random, size ``scale``).
         scale, generator, dtype, device: see :func:`init_balanced_deep`.
 
+    Reference: S. Arora, N. Cohen & E. Hazan, "On the Optimization of Deep Networks: Implicit Acceleration by
+        Overparameterization" (ICML 2018).
+
     Example:
         >>> net = DeepLinear([3, 8, 2], scale=0.1, generator=0)
         >>> net.weight.shape
@@ -111,14 +117,38 @@ class DeepLinear(nn.Module):
 
     @property
     def depth(self) -> int:
+        """The number ``N`` of factors (``len(dims) - 1``).
+
+        Example:
+            >>> DeepLinear([3, 8, 8, 2], generator=0).depth
+            3
+        """
         return len(self.factors)
 
     @property
     def weight(self) -> Tensor:
-        """The end-to-end ``(d_N, d_0)`` matrix."""
+        """The end-to-end ``(d_N, d_0)`` matrix ``W_N ⋯ W_1``.
+
+        Example:
+            >>> W = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0]], dtype=torch.float64)
+            >>> net = DeepLinear([3, 4, 2], end_to_end=W, generator=0)
+            >>> torch.allclose(net.weight, W)  # a balanced factorization of W
+            True
+        """
         return product(list(self.factors))
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x (..., d_0)`` → ``x W_1ᵀ ⋯ W_Nᵀ`` of shape ``(..., d_N)`` (factor by factor).
+
+        Reference: S. Arora, N. Cohen & E. Hazan, "On the Optimization of Deep Networks: Implicit
+        Acceleration by Overparameterization" (2018).
+
+        Example:
+            >>> net = DeepLinear([3, 8, 2], scale=0.1, generator=0)
+            >>> x = torch.ones(5, 3)
+            >>> net(x).shape, torch.allclose(net(x), x @ net.weight.T, atol=1e-7)
+            (torch.Size([5, 2]), True)
+        """
         for W in self.factors:
             x = x @ W.mT
         return x
@@ -152,6 +182,9 @@ def depth_preconditioner(W: Tensor, grad: Tensor, depth: int) -> Tensor:
 
     GD with step ``η`` on balanced factors of depth ``N`` moves the end-to-end matrix by
     ``−η`` times this (Arora et al. 2018, Theorem 1), up to ``O(η²)``.
+
+    Reference: S. Arora, N. Cohen & E. Hazan, "On the Optimization of Deep Networks: Implicit Acceleration by
+        Overparameterization" (ICML 2018).
 
     Example:
         >>> W = torch.eye(2, dtype=torch.float64) * 4

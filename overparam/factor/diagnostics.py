@@ -124,7 +124,14 @@ class FactorStats:
     """Diagnostics of one factorized matrix (see :func:`describe`): descending singular values
     (the ``top`` largest), entropy effective rank (``0.0`` for a zero matrix, e.g. a LoRA update
     at init), balancedness (None for a matrix or module),
-    relative distance to a target (None without one)."""
+    relative distance to a target (None without one).
+
+    Example:
+        >>> L = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+        >>> st = describe((L, L), target=torch.diag(torch.tensor([4.0, 1.0, 1.0])))
+        >>> st.singular_values, st.balancedness, round(st.distance, 4)  # ‖LLᵀ − T‖/‖T‖ = 1/√18
+        ([4.0, 1.0, 0.0], 0.0, 0.2357)
+    """
 
     singular_values: list[float]
     effective_rank: float
@@ -185,6 +192,16 @@ class FactorMonitor:
             raise ValueError(f"every must be an int >= 1, got {self.every!r}")
 
     def step(self) -> None:
+        """Count one optimizer step; record every ``every``-th (counting from 0) into ``history``.
+
+        Example:
+            >>> from overparam.factor import LowRankLinear
+            >>> mon = FactorMonitor(LowRankLinear(3, 3, rank=2, generator=0), every=2, top=1)
+            >>> for _ in range(5):
+            ...     mon.step()
+            >>> [s for s, _ in mon.history], len(mon.history[0][1][0].singular_values)
+            ([0, 2, 4], 1)
+        """
         if self.count % self.every == 0:
             ps = list(pairs(self.model))
             tg = list(self.references) if self.references is not None else [None] * len(ps)
@@ -195,5 +212,17 @@ class FactorMonitor:
         self.count += 1
 
     def hook(self, optimizer, args, kwargs) -> None:
-        """Signature of ``torch.optim.Optimizer.register_step_post_hook``."""
+        """Signature of ``torch.optim.Optimizer.register_step_post_hook``: calls :meth:`step`.
+
+        Example:
+            >>> from overparam.factor import LowRankLinear
+            >>> model = LowRankLinear(3, 3, rank=2, generator=0)
+            >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            >>> mon = FactorMonitor(model)
+            >>> _ = opt.register_step_post_hook(mon.hook)
+            >>> for _ in range(3):
+            ...     opt.zero_grad(); model(torch.ones(1, 3)).sum().backward(); opt.step()
+            >>> [s for s, _ in mon.history]
+            [0, 1, 2]
+        """
         self.step()

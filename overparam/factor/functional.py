@@ -55,6 +55,14 @@ class LowRankFactors:
     right: Tensor
 
     def product(self) -> Tensor:
+        """The ``(n1, n2)`` matrix ``left @ right.T``.
+
+        Example:
+            >>> f = LowRankFactors(torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0], [4.0], [5.0]]))
+            >>> f.product()
+            tensor([[ 3.,  4.,  5.],
+                    [ 6.,  8., 10.]])
+        """
         return self.left @ self.right.mT
 
 

@@ -81,6 +81,14 @@ class Hadamard(nn.Module):
         self.factors = nn.ParameterList([nn.Parameter(f) for f in fs])
 
     def forward(self) -> Tensor:
+        """The weight ``u_1 ⊙ ⋯ ⊙ u_N`` (of ``shape``).
+
+        Example:
+            >>> w = torch.tensor([-8.0, 0.0, 27.0])
+            >>> h = Hadamard((3,), depth=3, weight=w)
+            >>> torch.allclose(h(), w), h.factors[1].tolist()  # u_2 = |w|^(1/3)
+            (True, [2.0, 0.0, 3.0])
+        """
         w = self.factors[0]
         for f in list(self.factors)[1:]:
             w = w * f
@@ -95,8 +103,11 @@ class HadamardDifference(nn.Module):
         scale: ``α``: without ``weight``, ``u = v = α`` (so ``w = 0``); with ``weight``,
             ``u = (w₊ + α^N)^{1/N}``, ``v = (w₋ + α^N)^{1/N}`` (exact, and no zero entry).
 
+    Reference: T. Vaškevičius, V. Kanade & P. Rebeschini, "Implicit Regularization for Optimal Sparse Recovery"
+        (NeurIPS 2019) (the u⊙u − v⊙v parameterization).
+
     Example:
-        >>> float(HadamardDifference((3,), scale=0.1)().abs().max())
+        >>> float(HadamardDifference((3,), scale=0.1)().detach().abs().max())
         0.0
     """
 
@@ -116,6 +127,18 @@ class HadamardDifference(nn.Module):
         self.u, self.v = nn.Parameter(u), nn.Parameter(v)
 
     def forward(self) -> Tensor:
+        """The weight ``u^{⊙N} − v^{⊙N}`` (of ``shape``).
+
+        Reference: the ``β = u ⊙ u − v ⊙ v`` parameterization of sparse regression (T. Vaškevičius,
+        V. Kanade & P. Rebeschini, "Implicit Regularization for Optimal Sparse Recovery", 2019; see
+        also "Sparse linear regression: a new parameterization with benign overfitting").
+
+        Example:
+            >>> w = torch.tensor([1.5, 0.0, -2.0], dtype=torch.float64)
+            >>> h = HadamardDifference((3,), weight=w, scale=0.1)
+            >>> torch.allclose(h(), w), bool((h.u > 0).all() and (h.v > 0).all())
+            (True, True)
+        """
         return self.u**self.depth - self.v**self.depth
 
 
@@ -128,6 +151,9 @@ class LowRankHadamard(nn.Module):
         shape: ``(m, n)``. rank: ``1 <= k <= min(m, n)``; the product has rank up to ``k²``.
         scale: factors start at ``scale ·`` Gaussian.
         zero_init: start ``L₂ = 0`` so that ``W = 0`` (the LoHa adapter init).
+
+    Reference: N. Hyeon-Woo, M. Ye-Bin & T.-H. Oh, "FedPara: Low-Rank Hadamard Product for Communication-Efficient
+        Federated Learning" (ICLR 2022); LoHa (LyCORIS).
 
     Example:
         >>> W = LowRankHadamard((9, 9), rank=3, scale=1.0, generator=0, dtype=torch.float64)()
@@ -153,6 +179,18 @@ class LowRankHadamard(nn.Module):
                 self.left2.zero_()
 
     def forward(self) -> Tensor:
+        """The ``(m, n)`` weight ``(L₁R₁ᵀ) ⊙ (L₂R₂ᵀ)``.
+
+        Reference: N. Hyeon-Woo, M. Ye-Bin & T.-H. Oh, "FedPara: Low-Rank Hadamard Product for
+        Communication-Efficient Federated Learning" (2022).
+
+        Example:
+            >>> m = LowRankHadamard((4, 5), rank=2, generator=0)
+            >>> torch.equal(m(), (m.left1 @ m.right1.T) * (m.left2 @ m.right2.T))
+            True
+            >>> float(LowRankHadamard((4, 5), rank=2, zero_init=True, generator=0)().detach().abs().max())
+            0.0
+        """
         return (self.left1 @ self.right1.mT) * (self.left2 @ self.right2.mT)
 
 
@@ -183,6 +221,9 @@ class Kronecker(nn.Module):
         rank: ``1 <= k <= min(b1, b2)`` (``L Rᵀ`` has no higher rank).
         zero_init: start ``L = 0`` so that ``W = 0`` (adapter init).
 
+    Reference: LoKr: S.-Y. Yeh et al., "Navigating Text-To-Image Customization: From LyCORIS Fine-Tuning to Model
+        Evaluation" (ICLR 2024).
+
     Example:
         >>> Kronecker((12, 8), rank=2, generator=0)().shape
         torch.Size([12, 8])
@@ -205,4 +246,15 @@ class Kronecker(nn.Module):
                 self.left.zero_()
 
     def forward(self) -> Tensor:
+        """The ``(m, n)`` weight ``C ⊗ (L Rᵀ)`` (``torch.kron``).
+
+        Reference: LoKr, S.-Y. Yeh et al., "Navigating Text-To-Image Customization: From LyCORIS
+        Fine-Tuning to Model Evaluation" (2024).
+
+        Example:
+            >>> m = Kronecker((6, 4), rank=1, generator=0)  # C (2, 2), L (3, 1), R (2, 1)
+            >>> W = m()
+            >>> W.shape, torch.equal(W[3:, 2:], m.kron[1, 1] * (m.left @ m.right.T))  # block (1, 1)
+            (torch.Size([6, 4]), True)
+        """
         return torch.kron(self.kron, self.left @ self.right.mT)

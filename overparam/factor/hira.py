@@ -45,6 +45,9 @@ class HiRALayer(LayerWrapper):
         rank: ``1 <= r <= min(rows, cols)``.
         generator: the only source of randomness of the init (``down``).
 
+    Reference: Q. Huang et al., "HiRA: Parameter-Efficient Hadamard High-Rank Adaptation for Large Language Models"
+        (ICLR 2025).
+
     Example:
         >>> layer = HiRALayer(torch.nn.Linear(5, 3).double(), rank=2, generator=0)
         >>> with torch.no_grad():
@@ -69,7 +72,22 @@ class HiRALayer(LayerWrapper):
         self.register_buffer("_unmerged", None, persistent=False)
 
     def update(self) -> Tensor:
-        """``W₀ ⊙ (up @ downᵀ)`` as the ``(rows, cols)`` matrix (``W₀`` the unmerged base weight)."""
+        """``W₀ ⊙ (up @ downᵀ)`` as the ``(rows, cols)`` matrix (``W₀`` the unmerged base weight).
+
+        Reference: Q. Huang et al., "HiRA: Parameter-Efficient Hadamard High-Rank Adaptation for Large
+        Language Models" (ICLR 2025).
+
+        Example:
+            >>> layer = HiRALayer(nn.Linear(5, 3), rank=2, generator=0)
+            >>> with torch.no_grad():
+            ...     _ = layer.hira_up.fill_(1.0)
+            >>> dW = layer.update()
+            >>> dW.shape, torch.equal(dW, layer.base.weight * (layer.hira_up @ layer.hira_down.T))
+            (torch.Size([3, 5]), True)
+            >>> _ = layer.merge_()
+            >>> torch.equal(layer.update(), dW)  # still from the unmerged W₀
+            True
+        """
         W0 = self._unmerged if self.merged else self.base.weight
         return _layers.as_matrix(self.base, W0) * (self.hira_up @ self.hira_down.mT)
 

@@ -50,6 +50,20 @@ class LayerWrapper(nn.Module):
         base: an ``nn.Linear``, ``nn.Conv1d/2d/3d``, ``nn.Embedding`` or transformers' ``Conv1D``.
         residual: ``False``: the wrapper replaces ``base.weight`` (which is removed);
             ``True``: it adds an update to ``base.weight`` (kept, frozen by the subclass).
+
+    Example:
+        >>> class Scaled(LayerWrapper):  # W = base.weight + c · base.weight, c trainable
+        ...     def __init__(self, base):
+        ...         super().__init__(base, residual=True)
+        ...         base.weight.requires_grad_(False)
+        ...         self.c = nn.Parameter(torch.tensor(0.5))
+        ...     def update(self):
+        ...         return self.c * self.base.weight
+        >>> base = nn.Linear(2, 2, bias=False)
+        >>> W0 = base.weight.detach().clone()
+        >>> layer = Scaled(base)
+        >>> torch.allclose(layer(torch.eye(2)), 1.5 * W0.T), list(layer.adapter_parameters())
+        (True, ['c'])
     """
 
     def __init__(self, base: nn.Module, *, residual: bool) -> None:
@@ -65,12 +79,28 @@ class LayerWrapper(nn.Module):
     def update(self) -> Tensor:
         """The re-parameterized weight (``residual=False``) or the additive update ``ΔW``
         (``residual=True``), as the ``(rows, cols)`` matrix of the computation or (not for a
-        transposed layout such as transformers' ``Conv1D``) in the weight's own shape."""
+        transposed layout such as transformers' ``Conv1D``) in the weight's own shape.
+
+        Example:
+            >>> from overparam.factor import LowRank
+            >>> layer = FactorizedLayer(nn.Linear(4, 3), LowRank((3, 4), 2, generator=0))
+            >>> torch.equal(layer.update(), layer.param())  # a re-parameterization: W = update()
+            True
+        """
         raise NotImplementedError
 
     @property
     def weight(self) -> Tensor:
-        """The dense weight in the base layer's shape."""
+        """The dense weight in the base layer's shape: ``update()`` (re-parameterization) or
+        ``base.weight + update()`` (adapter; ``base.weight`` once merged).
+
+        Example:
+            >>> from overparam.factor import LowRank
+            >>> base = nn.Linear(4, 3)
+            >>> layer = FactorizedLayer(base, LowRank((3, 4), 1, scale=1.0, generator=0), residual=True)
+            >>> layer.weight.shape, torch.equal(layer.weight, base.weight + layer.param())
+            (torch.Size([3, 4]), True)
+        """
         if not self.residual:
             return self._dense_update()
         if self.merged:
@@ -82,6 +112,17 @@ class LayerWrapper(nn.Module):
         return _layers.from_matrix(self.base, self.update(), self.weight_shape)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The base layer's computation with the dense :attr:`weight` (``base(x)`` once merged):
+        a Linear maps ``(..., in)`` to ``(..., out)``.
+
+        Example:
+            >>> from overparam.factor import LowRank
+            >>> base = nn.Linear(4, 3)
+            >>> layer = FactorizedLayer(base, LowRank((3, 4), 1, scale=1.0, generator=0), residual=True)
+            >>> x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+            >>> torch.allclose(layer(x), x @ layer.weight.T + base.bias)
+            True
+        """
         if self.merged:
             return self.base(x)
         return _layers.call(self.base, x, self.weight, getattr(self.base, "bias", None))
@@ -95,7 +136,19 @@ class LayerWrapper(nn.Module):
 
     @torch.no_grad()
     def merge_(self) -> LayerWrapper:
-        """Fold the update into ``base.weight`` in place (forward then runs the base only)."""
+        """Fold the update into ``base.weight`` in place (forward then runs the base only); returns self.
+
+        Raises:
+            ValueError: a re-parameterization (``residual=False``) or an already merged adapter.
+
+        Example:
+            >>> from overparam.factor import LowRank
+            >>> base = nn.Linear(4, 3)
+            >>> layer = FactorizedLayer(base, LowRank((3, 4), 1, scale=1.0, generator=0), residual=True)
+            >>> W = layer.weight.detach().clone()
+            >>> layer.merge_().merged, torch.allclose(base.weight, W)
+            (True, True)
+        """
         if not self.residual:
             raise ValueError("only adapters (residual wrappers) merge in place; merge_(model) unloads the others")
         if self.merged:
@@ -106,7 +159,16 @@ class LayerWrapper(nn.Module):
 
     @torch.no_grad()
     def unmerge_(self) -> LayerWrapper:
-        """Undo :meth:`merge_`."""
+        """Undo :meth:`merge_` (``base.weight`` back to its value before, up to round-off); returns self.
+
+        Example:
+            >>> from overparam.factor import LowRank
+            >>> base = nn.Linear(4, 3)
+            >>> layer = FactorizedLayer(base, LowRank((3, 4), 1, scale=1.0, generator=0), residual=True)
+            >>> W0 = base.weight.detach().clone()
+            >>> layer.merge_().unmerge_().merged, torch.allclose(base.weight, W0, atol=1e-6)
+            (False, True)
+        """
         if not self.merged:
             raise ValueError("this adapter is not merged")
         self.base.weight.copy_(self._unmerged_weight())
@@ -117,7 +179,16 @@ class LayerWrapper(nn.Module):
     def unwrap(self) -> nn.Module:
         """The base layer with the dense weight as an ordinary parameter: parameters in their
         original registration order, with their original ``requires_grad`` flags. An adapter
-        keeps its ``base.weight`` tensor (the update is merged into it)."""
+        keeps its ``base.weight`` tensor (the update is merged into it).
+
+        Example:
+            >>> from overparam.factor import LowRank
+            >>> layer = FactorizedLayer(nn.Linear(4, 3), LowRank((3, 4), 2, generator=0))
+            >>> W = layer.weight.detach().clone()
+            >>> plain = layer.unwrap()
+            >>> type(plain).__name__, [k for k, _ in plain.named_parameters()], torch.equal(plain.weight, W)
+            ('Linear', ['weight', 'bias'], True)
+        """
         base = self.base
         if self.residual:
             if not self.merged:
@@ -135,12 +206,28 @@ class LayerWrapper(nn.Module):
 
     # ------------------------------------------------------------- pair / adapter protocol
     def factor_pairs(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
-        """The ``(L, R)`` pairs this wrapper owns directly (its submodules yield their own)."""
+        """The ``(L, R)`` pairs this wrapper owns directly (its submodules yield their own).
+
+        Example:
+            >>> from overparam.factor import LoRALayer, LowRank
+            >>> FactorizedLayer(nn.Linear(4, 3), LowRank((3, 4), 2, generator=0)).factor_pairs()  # in param
+            []
+            >>> [(tuple(a.shape), tuple(b.shape)) for a, b in LoRALayer(nn.Linear(4, 3), 2).factor_pairs()]
+            [((3, 2), (4, 2))]
+        """
         return []
 
     def adapter_parameters(self) -> dict[str, nn.Parameter]:
         """An adapter's own parameters (all but ``base.*``) by their key relative to this layer;
-        empty for a re-parameterization (its parameters are the model's weights)."""
+        empty for a re-parameterization (its parameters are the model's weights).
+
+        Example:
+            >>> from overparam.factor import LowRank
+            >>> base = nn.Linear(4, 3)
+            >>> layer = FactorizedLayer(base, LowRank((3, 4), 1, scale=1.0, generator=0), residual=True)
+            >>> list(layer.adapter_parameters())
+            ['param.left', 'param.right']
+        """
         if not self.residual:
             return {}
         return {k: p for k, p in self.named_parameters() if not k.startswith("base.")}
@@ -178,9 +265,28 @@ class FactorizedLayer(LayerWrapper):
         self.param = param
 
     def update(self) -> Tensor:
+        """``param()``: the weight (``residual=False``) or the update ``ΔW`` (``residual=True``).
+
+        Example:
+            >>> from overparam.factor import LowRank
+            >>> base = nn.Linear(4, 3)
+            >>> layer = FactorizedLayer(base, LowRank((3, 4), 1, scale=1.0, generator=0), residual=True)
+            >>> torch.equal(layer.update(), layer.param.left @ layer.param.right.T)
+            True
+        """
         return self.param()
 
     def forward(self, x: Tensor) -> Tensor:
+        """The base layer's computation with ``W = param()``; a Linear-like base with a ``param`` that
+        has ``linear(x, bias)`` (:class:`~overparam.factor.LowRank`) never forms ``W``: ``(..., in) → (..., out)``.
+
+        Example:
+            >>> from overparam.factor import LowRank
+            >>> layer = FactorizedLayer(nn.Linear(4, 3), LowRank((3, 4), 2, scale=1.0, generator=0))
+            >>> x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+            >>> torch.allclose(layer(x), x @ layer.weight.T + layer.base.bias, atol=1e-6)
+            True
+        """
         if not self.residual and _layers.layout(self.base).linear_like and hasattr(self.param, "linear"):
             return self.param.linear(x, self.base.bias)
         return super().forward(x)

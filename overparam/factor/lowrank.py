@@ -80,10 +80,26 @@ class LowRank(_PairMixin, nn.Module):
         _register_pair(self, f, symmetric)
 
     def forward(self) -> Tensor:
+        """The dense ``(n1, n2)`` matrix ``L Rᵀ`` (``U Uᵀ`` when symmetric).
+
+        Example:
+            >>> m = LowRank((4, 3), rank=2, generator=0)
+            >>> W = m()
+            >>> W.shape, torch.equal(W, m.left @ m.right.T), int(torch.linalg.matrix_rank(W.detach()))
+            (torch.Size([4, 3]), True, 2)
+        """
         return self.matrix()
 
     def linear(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
-        """``x Wᵀ + b`` computed as ``(x R) Lᵀ + b``, never forming ``W``: ``x (..., n2)`` → ``(..., n1)``."""
+        """``x Wᵀ + b`` computed as ``(x R) Lᵀ + b``, never forming ``W``: ``x (..., n2)`` → ``(..., n1)``.
+
+        Example:
+            >>> m = LowRank((4, 3), rank=2, scale=1.0, generator=0)
+            >>> x, b = torch.randn(5, 3, generator=torch.Generator().manual_seed(1)), torch.ones(4)
+            >>> y = m.linear(x, b)
+            >>> y.shape, torch.allclose(y, x @ m().T + b, atol=1e-6)
+            (torch.Size([5, 4]), True)
+        """
         right = self.left if self.symmetric else self.right
         return F.linear(x @ right, self.left, bias)
 
@@ -127,10 +143,25 @@ class LowRankLinear(_PairMixin, nn.Module):
 
     @property
     def weight(self) -> Tensor:
-        """The dense ``(out, in)`` weight (computed, not stored)."""
+        """The dense ``(out, in)`` weight ``L Rᵀ`` (computed, not stored).
+
+        Example:
+            >>> layer = LowRankLinear(3, 4, rank=2, generator=0)
+            >>> layer.weight.shape, torch.equal(layer.weight, layer.left @ layer.right.T)
+            (torch.Size([4, 3]), True)
+        """
         return self.matrix()
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x (..., in)`` → ``(x R) Lᵀ + b`` of shape ``(..., out)``, never forming ``W``.
+
+        Example:
+            >>> layer = LowRankLinear(3, 4, rank=2, scale=1.0, generator=0)
+            >>> x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(1))
+            >>> y = layer(x)
+            >>> y.shape, torch.allclose(y, x @ layer.weight.T + layer.bias, atol=1e-6)
+            (torch.Size([2, 5, 4]), True)
+        """
         right = self.left if self.symmetric else self.right
         return F.linear(x @ right, self.left, self.bias)
 

@@ -55,9 +55,29 @@ class LowRankParametrization(nn.Module):
         self.shape: tuple[int, ...] | None = None
 
     def forward(self, left: Tensor, right: Tensor) -> Tensor:
+        """``(left @ rightᵀ)`` reshaped to the weight's shape: ``left (rows, rank)``, ``right (cols, rank)``.
+
+        Example:
+            >>> import torch
+            >>> P = LowRankParametrization(1)
+            >>> L, R = P.right_inverse(torch.ones(2, 3, dtype=torch.float64))  # sets P.shape = (2, 3)
+            >>> L.shape, R.shape, torch.allclose(P(L, R), torch.ones(2, 3, dtype=torch.float64))
+            (torch.Size([2, 1]), torch.Size([3, 1]), True)
+        """
         return (left @ right.mT).reshape(self.shape)
 
     def right_inverse(self, W: Tensor) -> tuple[Tensor, Tensor]:
+        """The initial ``(L (rows, rank), R (cols, rank))`` for ``W`` of any shape seen as
+        ``(rows = W.shape[0], cols = rest)``: the top-``rank`` SVD factors (``init="svd"``), or a random pair.
+
+        Example:
+            >>> import torch
+            >>> W = torch.randn(4, 2, 3, dtype=torch.float64)  # e.g. a Conv1d weight
+            >>> P = LowRankParametrization(4)
+            >>> L, R = P.right_inverse(W)
+            >>> L.shape, R.shape, torch.allclose(P(L, R), W)  # rank 4 = min(4, 6): exact
+            (torch.Size([4, 4]), torch.Size([6, 4]), True)
+        """
         self.shape = tuple(W.shape)
         M = W.detach().reshape(W.shape[0], -1)
         f = init_factors(self.init, tuple(M.shape), self.rank, weight=M, scale=self.scale, generator=self._generator,

@@ -42,6 +42,8 @@ class SparseUpdate(nn.Module):
             (``<= rows · cols``, else ``ValueError``).
         mask: a fixed boolean support ``(rows, cols)`` instead (not with ``rank``).
 
+    Reference: K. Bhardwaj et al., "Sparse High Rank Adapters" (SHiRA, NeurIPS 2024).
+
     Example:
         >>> m = torch.tensor([[True, False], [False, True]])
         >>> u = SparseUpdate((2, 2), mask=m)
@@ -76,5 +78,17 @@ class SparseUpdate(nn.Module):
         self.values = nn.Parameter(torch.zeros(index.numel(), dtype=dtype, device=device))
 
     def forward(self) -> Tensor:
+        """The dense ``(rows, cols)`` update: ``values`` at the support, zero elsewhere.
+
+        Reference: K. Bhardwaj et al., "Sparse High Rank Adapters" (SHiRA, 2024).
+
+        Example:
+            >>> u = SparseUpdate((4, 6), rank=1, generator=0)  # 1 · (4 + 6) = 10 random entries
+            >>> with torch.no_grad():
+            ...     _ = u.values.fill_(1.0)
+            >>> dW = u()
+            >>> dW.shape, int((dW != 0).sum()), u.values.numel()
+            (torch.Size([4, 6]), 10, 10)
+        """
         flat = self.values.new_zeros(self.shape[0] * self.shape[1])
         return flat.index_put((self.index,), self.values).reshape(self.shape)

@@ -58,6 +58,9 @@ class SparseLowRank(_PairMixin, nn.Module):
             ``S`` the residual (exact where the support covers the residual).
         init, scale: low-rank init without ``weight`` (``S`` then starts at 0).
 
+    Reference: A. Han et al., "SLTrain: a sparse plus low-rank approach for parameter and memory efficient
+        pretraining" (NeurIPS 2024) (random fixed support).
+
     Example:
         >>> W = torch.randn(5, 4, dtype=torch.float64)
         >>> f = SparseLowRank((5, 4), rank=2, mask=torch.ones(5, 4, dtype=torch.bool), weight=W)
@@ -103,8 +106,28 @@ class SparseLowRank(_PairMixin, nn.Module):
             self.mask = None
 
     def support(self) -> Tensor:
-        """The current boolean support ``(m, n)``."""
+        """The current boolean support ``(m, n)``: the fixed mask, or (``learned=True``) the
+        ``density`` fraction of entries of largest ``|S|``.
+
+        Reference: A. Han et al., "SLTrain: a sparse plus low-rank approach for parameter and memory
+        efficient pretraining" (2024) (a random fixed support).
+
+        Example:
+            >>> f = SparseLowRank((4, 5), rank=1, density=0.25, generator=0)
+            >>> s = f.support()
+            >>> s.shape, s.dtype, int(s.sum())  # 25% of the 20 entries
+            (torch.Size([4, 5]), torch.bool, 5)
+        """
         return topk_mask(self.sparse.detach().abs(), self.density) if self.learned else self.mask
 
     def forward(self) -> Tensor:
+        """The ``(m, n)`` weight ``S ⊙ mask + L Rᵀ``.
+
+        Example:
+            >>> f = SparseLowRank((4, 5), rank=1, density=0.25, generator=0)
+            >>> with torch.no_grad():
+            ...     _ = f.sparse.fill_(1.0)
+            >>> torch.equal(f(), f.support().float() + f.left @ f.right.T)
+            True
+        """
         return self.sparse * self.support() + self.matrix()

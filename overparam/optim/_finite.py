@@ -20,7 +20,23 @@ __all__ = ["NonFiniteGradientError", "check_finite_flag", "check_finite_grads"]
 
 
 class NonFiniteGradientError(ValueError):
-    """A gradient holds NaN or inf (raised by ``step()`` of an optimizer built with ``check_finite=True``)."""
+    """A gradient holds NaN or inf (raised by ``step()`` of an optimizer built with ``check_finite=True``).
+
+    A ``ValueError``; the message names the parameter (for pair optimizers the pair and factor).
+
+    Example:
+        >>> from overparam.optim import ScaledGD
+        >>> X = torch.ones(3, 1, requires_grad=True)
+        >>> opt = ScaledGD([X], check_finite=True)
+        >>> X.grad = torch.tensor([[0.0], [float("inf")], [0.0]])
+        >>> try:
+        ...     opt.step()
+        ... except NonFiniteGradientError as e:
+        ...     print(e)
+        ScaledGD: the gradient of factor X of pairs[0] in param group 0 (shape (3, 1)) holds 0 NaN and 1 inf entries; nothing was updated
+        >>> X.detach().flatten().tolist()  # unchanged
+        [1.0, 1.0, 1.0]
+    """
 
 
 def check_finite_flag(value) -> bool:

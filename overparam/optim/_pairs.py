@@ -131,7 +131,24 @@ class PairOptimizer(Optimizer):
     ``check_finite`` (a default for every group, or per group): subclasses call
     :meth:`_check_finite` first thing in ``step()``, which raises
     :class:`~overparam.optim.NonFiniteGradientError` naming the pair and factor whose gradient
-    holds NaN or inf, before anything changes (see ``overparam.optim._finite``)."""
+    holds NaN or inf, before anything changes (see ``overparam.optim._finite``).
+
+    Each param group keeps its distinct tensors in ``"params"`` and the pairs as index tuples
+    ``"pair_index"`` (a symmetric ``X`` is ``(i, i)``).
+
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via
+    Scaled Gradient Descent" (2021); X. Xu et al., "The Power of Preconditioning in Overparameterized
+    Low-Rank Matrix Sensing" (2023).
+
+    Example:
+        >>> class Plain(PairOptimizer):  # a pair optimizer needs only __init__ and step
+        ...     def __init__(self, params, lr=0.1):
+        ...         super().__init__(params, dict(lr=lr, damping=0.0))
+        >>> L, R, X = torch.zeros(4, 2), torch.zeros(3, 2), torch.zeros(5, 2)
+        >>> opt = Plain([(L, R), X])
+        >>> opt.param_groups[0]["pair_index"], [tuple(t.shape) for t in opt.param_groups[0]["params"]]
+        ([(0, 1), (2, 2)], [(4, 2), (3, 2), (5, 2)])
+    """
 
     _nonnegative: tuple[str, ...] = ("lr", "damping")
 
@@ -141,6 +158,20 @@ class PairOptimizer(Optimizer):
         super().__init__(_normalize(params), defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group ``{"pairs": [(L (n1, k), R (n2, k)) or X (n, k), ...], **hyperparameters}``
+        (``"params"`` is accepted in place of ``"pairs"``); missing hyperparameters take the defaults.
+
+        Raises:
+            ValueError: no pairs, both ``"pairs"`` and ``"params"``, a tensor in two pairs, factors of
+                mismatched rank, a negative hyperparameter.
+
+        Example:
+            >>> from overparam.optim import ScaledGD
+            >>> opt = ScaledGD([torch.zeros(4, 2)], lr=0.5)
+            >>> opt.add_param_group({"pairs": [(torch.zeros(3, 2), torch.zeros(5, 2))], "damping": 0.1})
+            >>> [(g["pair_index"], g["lr"], g["damping"]) for g in opt.param_groups]
+            [([(0, 0)], 0.5, 0.0), ([(0, 1)], 0.5, 0.1)]
+        """
         group = dict(param_group)
         if "pairs" in group and "params" in group:
             raise ValueError("a param group must give its factors as 'pairs' or 'params', not both")

@@ -41,6 +41,8 @@ class AdamAtan2(Optimizer):
         check_finite: raise :class:`~overparam.optim.NonFiniteGradientError` naming a parameter
             whose gradient holds NaN or inf, before anything changes.
 
+    Reference: K. Everett et al., "Scaling Exponents Across Parameterizations and Optimizers" (ICML 2024).
+
     Example:
         >>> import torch, overparam as op
         >>> w = torch.zeros(3, requires_grad=True)
@@ -59,12 +61,38 @@ class AdamAtan2(Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (``torch.optim.Optimizer.add_param_group``), its hyperparameters checked first.
+
+        Example:
+            >>> a, b = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
+            >>> opt = AdamAtan2([a], lr=0.1)
+            >>> opt.add_param_group({"params": [b], "lr": 0.01, "b": 2.0})
+            >>> [(g["lr"], g["b"]) for g in opt.param_groups]
+            [(0.1, 1.0), (0.01, 2.0)]
+            >>> opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)], "betas": (0.9, 1.0)})
+            Traceback (most recent call last):
+            ...
+            ValueError: betas[1] must be in [0, 1), got 1.0
+        """
         _check_hyper(param_group)
         super().add_param_group(param_group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
-        """One step; ``closure`` (re-evaluating the loss, run with grad enabled) is optional."""
+        """One step; ``closure`` (re-evaluating the loss, run with grad enabled) is optional.
+
+        Per tensor ``θ`` of any shape: ``θ ← θ(1 − lr·wd) − lr·a·atan2(m̂, b·√v̂)``; returns the closure's loss or None.
+
+        Reference: K. Everett et al., "Scaling Exponents Across Parameterizations and Optimizers" (2024).
+
+        Example:
+            >>> w = torch.zeros(3, requires_grad=True)
+            >>> opt = AdamAtan2([w], lr=0.1)
+            >>> w.grad = torch.tensor([1e-12, -5.0, 0.0])
+            >>> opt.step()  # first step: m̂ = g, √v̂ = |g|, so a·atan2 = (4/π)(π/4)·sign(g)
+            >>> w.tolist()
+            [-0.10000000149011612, 0.10000000149011612, 0.0]
+        """
         loss = closure_loss(closure)
         check_finite_grads(self)
         for group in self.param_groups:

@@ -73,6 +73,8 @@ class GaLore(Optimizer):
             the global RNG is never advanced).
         check_finite: raise :class:`~overparam.optim.NonFiniteGradientError` on a NaN/inf gradient.
 
+    Reference: J. Zhao et al., "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection" (ICML 2024).
+
     Example:
         >>> W = torch.nn.Parameter(torch.randn(32, 16, generator=torch.Generator().manual_seed(0)))
         >>> opt = GaLore([W], lr=1e-2, rank=4, update_every=10)
@@ -118,6 +120,19 @@ class GaLore(Optimizer):
         check_finite_flag(g["check_finite"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (``torch.optim.Optimizer.add_param_group``); its keys are checked, and
+        ``rank`` may not exceed ``min(m, n)`` of a projected ``(m, n)`` parameter.
+
+        Example:
+            >>> opt = GaLore([torch.nn.Parameter(torch.zeros(8, 4))], rank=2)
+            >>> opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(4, 4))], "rank": None})
+            >>> [g["rank"] for g in opt.param_groups]
+            [2, None]
+            >>> opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3, 5))], "rank": 4})
+            Traceback (most recent call last):
+            ...
+            ValueError: rank = 4 exceeds min(m, n) = 3 of param_groups[2]['params'][0] (3, 5)
+        """
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         self._check(group)
@@ -143,6 +158,22 @@ class GaLore(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """One AdamW step with the moments of each projected ``W (m, n)`` kept for ``G̃ = G Q (m, r)``
+        (``proj="right"``, ``Q (n, r)``) or ``Qᵀ G (r, n)`` (``"left"``); the projector is refreshed at
+        steps ``0, T, 2T, ...``. Returns the closure's loss or None.
+
+        Reference: J. Zhao et al., "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection" (2024).
+
+        Example:
+            >>> W = torch.nn.Parameter(torch.randn(6, 4, generator=torch.Generator().manual_seed(0)))
+            >>> opt = GaLore([W], lr=0.1, rank=2, svd="svd")
+            >>> W0 = W.detach().clone()
+            >>> (W.sum(1) ** 2).sum().backward()
+            >>> opt.step()
+            >>> Q = opt.state[W]["projector"]  # (n, r): the step lies in its span
+            >>> tuple(Q.shape), torch.allclose((W.detach() - W0) @ (torch.eye(4) - Q @ Q.T), torch.zeros(6, 4), atol=1e-6)
+            ((4, 2), True)
+        """
         loss = closure_loss(closure)
         check_finite_grads(self)
         for group in self.param_groups:

@@ -63,6 +63,8 @@ def loraplus_groups(model: nn.Module, pairs: Iterable[Any], *, lr: float, ratio:
     Returns:
         a list of 4 dicts ``{"params": [...], "lr": ..., "weight_decay": ...}``.
 
+    Reference: S. Hayou, N. Ghosh & B. Yu, "LoRA+: Efficient Low Rank Adaptation of Large Models" (ICML 2024).
+
     Example:
         >>> import torch, overparam as op
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
@@ -120,6 +122,9 @@ class LoRAFA(Preconditioned):
         scaling: ``s > 0``, one number or one per pair (``LoRALayer.scaling``: ``α/r``).
         damping: ``δ >= 0`` added to ``AᵀA``.
         check_finite: as :class:`Preconditioned`.
+
+    Reference: L. Zhang et al., "LoRA-FA: Memory-efficient Low-rank Adaptation for Large Language Models
+        Fine-tuning" (2023).
 
     Example:
         >>> import torch, overparam as op

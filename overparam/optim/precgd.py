@@ -41,6 +41,9 @@ class PrecGD(PairOptimizer):
     loss the caller computed (a float or 0-dim tensor) for the current iterate. The damping
     used at the last step is ``opt.last_damping`` (a list, one per group).
 
+    Reference: G. Zhang, S. Fattahi & R. Y. Zhang, "Preconditioned Gradient Descent for Over-Parameterized
+        Nonconvex Matrix Factorization" (NeurIPS 2021).
+
     Example:
         >>> import torch, overparam as op
         >>> P = op.problems.sensing(n=8, r=2, m=200, generator=0)
@@ -61,6 +64,28 @@ class PrecGD(PairOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None, *, loss: float | Tensor | None = None):
+        """One step ``X ← X − η ∇f(X)(XᵀX + λ_t I)⁻¹`` with ``λ_t = max(c·√f, min_damping)``
+        (pairs ``(L (n1, k), R (n2, k))``: each factor by the other's damped Gram).
+
+        Args:
+            closure: re-evaluates and returns the loss ``f(X_t)``; or
+            loss: ``f(X_t)`` computed by the caller (a float or 0-dim tensor); exactly one of the two.
+
+        Returns:
+            the closure's loss, or None. ``opt.last_damping`` holds ``λ_t`` per group.
+
+        Raises:
+            ValueError: neither or both of ``closure``/``loss``, or a negative or non-finite loss.
+
+        Example:
+            >>> X = torch.tensor([[1.0], [0.0]], requires_grad=True)
+            >>> opt = PrecGD([X], lr=1.0, c=1.0)
+            >>> f = (X @ X.T - torch.eye(2)).square().sum() / 4  # f = 1/4, λ = c·√f = 1/2
+            >>> f.backward()
+            >>> opt.step(loss=f)
+            >>> opt.last_damping, X.detach().flatten().tolist()  # ∇f = 0 here: X is a critical point
+            ([0.5], [1.0, 0.0])
+        """
         ret, f = loss_value(closure, loss, needed=True, who="PrecGD")
         self._check_finite()
         if not math.isfinite(f) or f < 0:

@@ -106,6 +106,9 @@ def precondition_grads_(pairs: Iterable[Any], *, damping: float = 0.0, pinv: boo
     Returns:
         the number of pairs with at least one gradient.
 
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via Scaled
+        Gradient Descent" (JMLR 2021); X. Xu et al. (ICML 2023) for the damping λ.
+
     Example:
         >>> L = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True)
         >>> R = torch.eye(2, requires_grad=True)
@@ -156,6 +159,11 @@ class Preconditioned(Optimizer):
     closure (with gradients enabled), preconditions, then calls the wrapped ``step()`` without it;
 ``step(loss=...)`` is what PrecGD's ``c`` needs (accepted, unused, without ``c``, so that a training
 loop written for :class:`PrecGD` runs unchanged).
+
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via Scaled
+        Gradient Descent" (JMLR 2021); X. Xu et al. (ICML 2023) for ScaledGD(λ); G. Zhang, S. Fattahi & R. Y. Zhang
+        (NeurIPS 2021) for PrecGD; F. Zhang & M. Pilanci, "Riemannian Preconditioned LoRA for Fine-Tuning
+        Foundation Models" (ICML 2024).
 
     Example:
         >>> import torch, overparam as op
@@ -211,6 +219,14 @@ loop written for :class:`PrecGD` runs unchanged).
     # ---------------------------------------------------------------- the wrapped optimizer's own
     @property
     def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        """The wrapped optimizer's ``param_groups`` (the same list; setting it sets theirs).
+
+        Example:
+            >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> opt.param_groups is inner.param_groups, opt.param_groups[0]["lr"]
+            (True, 0.1)
+        """
         return self.optimizer.param_groups
 
     @param_groups.setter
@@ -219,6 +235,15 @@ loop written for :class:`PrecGD` runs unchanged).
 
     @property
     def state(self):  # type: ignore[override]
+        """The wrapped optimizer's ``state`` (the preconditioner keeps none).
+
+        Example:
+            >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1, momentum=0.9); opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> (L @ R.T).sum().backward(); opt.step()
+            >>> opt.state is inner.state, tuple(opt.state[L]["momentum_buffer"].shape)
+            (True, (3, 2))
+        """
         return self.optimizer.state
 
     @state.setter
@@ -227,6 +252,14 @@ loop written for :class:`PrecGD` runs unchanged).
 
     @property
     def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        """The wrapped optimizer's ``defaults``.
+
+        Example:
+            >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> opt.defaults["lr"], opt.defaults is inner.defaults
+            (0.1, True)
+        """
         return self.optimizer.defaults
 
     @defaults.setter
@@ -234,19 +267,54 @@ loop written for :class:`PrecGD` runs unchanged).
         self.optimizer.defaults = value
 
     def state_dict(self) -> dict[str, Any]:
-        """The wrapped optimizer's ``state_dict()`` (the preconditioner keeps no state)."""
+        """The wrapped optimizer's ``state_dict()`` (the preconditioner keeps no state).
+
+        Example:
+            >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> opt.state_dict() == inner.state_dict()
+            True
+        """
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """The wrapped optimizer's ``load_state_dict``."""
+        """The wrapped optimizer's ``load_state_dict``.
+
+        Example:
+            >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> sd = opt.state_dict()
+            >>> sd["param_groups"][0]["lr"] = 0.05
+            >>> opt.load_state_dict(sd)
+            >>> inner.param_groups[0]["lr"]
+            0.05
+        """
         self.optimizer.load_state_dict(state_dict)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """The wrapped optimizer's ``zero_grad``."""
+        """The wrapped optimizer's ``zero_grad``.
+
+        Example:
+            >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> (L @ R.T).sum().backward()
+            >>> opt.zero_grad()
+            >>> L.grad is None, R.grad is None
+            (True, True)
+        """
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group to the wrapped optimizer (its tensors are not preconditioned unless in ``pairs``)."""
+        """Add a group to the wrapped optimizer (its tensors are not preconditioned unless in ``pairs``).
+
+        Example:
+            >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> bias = torch.zeros(3, requires_grad=True)
+            >>> opt.add_param_group({"params": [bias], "lr": 0.01})
+            >>> len(inner.param_groups), len(opt.pairs)
+            (2, 1)
+        """
         self.optimizer.add_param_group(param_group)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -266,7 +334,25 @@ loop written for :class:`PrecGD` runs unchanged).
     # ---------------------------------------------------------------- the step
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None, *, loss: float | Tensor | None = None):
-        """Precondition the pairs' gradients in place, then ``optimizer.step()``; returns the closure's loss."""
+        """Precondition the pairs' gradients in place, then ``optimizer.step()``; returns the closure's loss.
+
+        ``L.grad ← L.grad (RᵀR + λI)⁻¹``, ``R.grad ← R.grad (LᵀL + λI)⁻¹`` (``L (n1, k)``, ``R (n2, k)``),
+        with ``λ = damping``, or ``λ_t = max(c·√f, damping)`` from ``closure``/``loss`` when ``c`` is set
+        (``opt.last_damping``).
+
+        Args:
+            closure: optional; evaluated with grad enabled before preconditioning.
+            loss: the current loss, for ``c`` (accepted and unused without it).
+
+        Example:
+            >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
+            >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
+            >>> (L @ R.T).sum().backward()
+            >>> expect = L.detach() - 0.1 * L.grad @ torch.linalg.inv(R.detach().T @ R.detach() + torch.eye(2))
+            >>> opt.step()
+            >>> torch.allclose(L.detach(), expect), opt.last_damping
+            (True, 1.0)
+        """
         ret, f = loss_value(closure, loss, needed=self.c is not None, who="Preconditioned (with c)")
         if self.check_finite:
             check_finite_grads(self, every_group=True)

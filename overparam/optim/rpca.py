@@ -38,6 +38,9 @@ def sparsify(M: Tensor, alpha: float) -> Tensor:
     ``kᵢ = floor(α nᵢ + 1/2)``, the library's count rule
     (:func:`overparam.backend.topk.topk_mask` with ``ties="keep"``).
 
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via Scaled
+        Gradient Descent" (JMLR 2021), the operator 𝒯_α of robust PCA.
+
     Example:
         >>> sparsify(torch.tensor([[5., 1.], [1., 0.]]), 0.5)
         tensor([[5., 0.],
@@ -75,7 +78,25 @@ def _check_outliers(M: Tensor) -> None:
 
 @dataclass
 class RPCAResult:
-    """``L (n1, r)``, ``R (n2, r)``, ``S (n1, n2)``; ``history``: ``‖LRᵀ + S − Y‖_F / ‖Y‖_F`` per step."""
+    """The result of :func:`rpca_scaledgd`: ``Y ≈ L Rᵀ + S``.
+
+    Attributes:
+        L: ``(n1, r)``; R: ``(n2, r)``; S: ``(n1, n2)`` the sparse outlier estimate.
+        iterations: steps taken; converged: whether ``tol`` was reached.
+        history: ``‖LRᵀ + S − Y‖_F / ‖Y‖_F`` per step.
+
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via
+    Scaled Gradient Descent" (2021), robust PCA.
+
+    Example:
+        >>> Y = torch.outer(torch.arange(1.0, 5.0, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+        >>> Y[0, 0] += 100.0  # one outlier on a rank-1 matrix
+        >>> res = rpca_scaledgd(Y, 1, alpha=0.3, iters=60)
+        >>> res.L.shape, res.R.shape, res.S.shape, res.iterations == len(res.history)
+        (torch.Size([4, 1]), torch.Size([3, 1]), torch.Size([4, 3]), True)
+        >>> round(float(res.S[0, 0]), 3), res.history[-1] < 1e-6
+        (100.0, True)
+    """
 
     L: Tensor
     R: Tensor
@@ -101,6 +122,9 @@ def rpca_scaledgd(Y: Tensor, rank: int, *, alpha: float | None = None, init_alph
         iters: maximum number of steps (``0`` returns the spectral initialisation);
             ``tol >= 0``: stop when the relative residual is below it.
         callback: called as ``callback(t, L, R, S)`` after every step.
+
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via Scaled
+        Gradient Descent" (JMLR 2021), robust PCA.
 
     Example:
         >>> import overparam as op

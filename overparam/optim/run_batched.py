@@ -58,6 +58,14 @@ class BatchedRun:
         converged: ``(B,)`` bool — reached ``tol``.
         diverged: ``(B,)`` bool — non-finite / above ``diverge_above`` / non-PD Gram matrix.
         stopped_at: ``(B,)`` long — the step at which the instance stopped, ``-1`` if it ran all steps.
+        method: the method name; extra: method-specific records.
+
+    Example:
+        >>> import overparam as op
+        >>> P = op.problems.shared_sensing(6, 1, 60, seeds=[0, 1])
+        >>> run = run_batched(P, P.init("spectral", rank=1), method="gd", steps=4, lr=0.1, record_every=2)
+        >>> run.steps, tuple(run.loss.shape), tuple(run.X.shape)  # (len(steps), B); X (B, n, k)
+        ([0, 2, 4], (3, 2), (2, 6, 1))
     """
 
     X: Any
@@ -71,7 +79,16 @@ class BatchedRun:
     extra: dict = field(default_factory=dict)
 
     def rows(self) -> list[dict]:
-        """One dict per instance and checkpoint: ``instance, step, loss, relative_error`` (tidy form)."""
+        """One dict per instance and checkpoint: ``instance, step, loss, relative_error`` (tidy form),
+        ordered by checkpoint, then instance.
+
+        Example:
+            >>> import overparam as op
+            >>> P = op.problems.shared_sensing(6, 1, 60, seeds=[0, 1])
+            >>> rows = run_batched(P, P.init("spectral", rank=1), method="gd", steps=1, lr=0.1).rows()
+            >>> len(rows), sorted(rows[0]), [(r["instance"], r["step"]) for r in rows]
+            (4, ['instance', 'loss', 'relative_error', 'step'], [(0, 0), (1, 0), (0, 1), (1, 1)])
+        """
         out = []
         for i, s in enumerate(self.steps):
             for b in range(self.loss.shape[1]):
@@ -147,6 +164,17 @@ def run_batched(problem: Any, X0: Any, *, method: str, steps: int, lr: float | T
 
     Returns:
         a :class:`BatchedRun`.
+
+    Reference: ScaledGD(λ): X. Xu et al., "The Power of Preconditioning in Overparameterized Low-Rank
+    Matrix Sensing" (2023); PrecGD: G. Zhang, S. Fattahi & R. Y. Zhang (2021); SubGM: J. Ma & S. Fattahi (2022).
+
+    Example:
+        >>> import overparam as op
+        >>> P = op.problems.shared_sensing(6, 1, 80, seeds=[0, 1])
+        >>> X0 = P.init("spectral", rank=1)  # (B, n, k) = (2, 6, 1)
+        >>> run = run_batched(P, X0, method="scaledgd", steps=25, lr=torch.tensor([0.5, 0.0]), tol=1e-4)
+        >>> run.converged.tolist(), torch.equal(run.X[1], X0[1])  # instance 1 has step size 0
+        ([True, False], True)
     """
     if method not in BATCHED_METHODS:
         raise ValueError(f"method must be one of {BATCHED_METHODS}, got {method!r}")

@@ -41,6 +41,10 @@ class ScaledGD(PairOptimizer):
             optimizers, a non-finite gradient then propagates into the factors (the r×r solve
             spreads it over the whole factor).
 
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via Scaled
+        Gradient Descent" (JMLR 2021); X. Xu, Y. Shen, Y. Chi & C. Ma, "The Power of Preconditioning in
+        Overparameterized Low-Rank Matrix Sensing" (ICML 2023) for ScaledGD(λ).
+
     Example:
         >>> import torch, overparam as op
         >>> P = op.problems.sensing(n=8, r=2, m=200, generator=0)
@@ -57,6 +61,27 @@ class ScaledGD(PairOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """One ScaledGD(λ) step on every pair: ``L ← L − η ∇_L f (RᵀR + λI)⁻¹`` and
+        ``R ← R − η ∇_R f (LᵀL + λI)⁻¹`` (``L (n1, k)``, ``R (n2, k)``, both from the old factors).
+
+        Args:
+            closure: optional; re-evaluates the loss (with grad enabled) and returns it.
+
+        Returns:
+            the closure's loss, or None.
+
+        Example:
+            >>> _ = torch.manual_seed(0)
+            >>> L, R, M = torch.randn(4, 2, requires_grad=True), torch.randn(3, 2, requires_grad=True), torch.randn(4, 3)
+            >>> opt = ScaledGD([(L, R)], lr=0.5, damping=0.1)
+            >>> (0.5 * (L @ R.T - M).square().sum()).backward()
+            >>> L0, R0 = L.detach().clone(), R.detach().clone()
+            >>> expect_L = L0 - 0.5 * L.grad @ torch.linalg.inv(R0.T @ R0 + 0.1 * torch.eye(2))
+            >>> expect_R = R0 - 0.5 * R.grad @ torch.linalg.inv(L0.T @ L0 + 0.1 * torch.eye(2))
+            >>> opt.step()
+            >>> torch.allclose(L.detach(), expect_L, atol=1e-5), torch.allclose(R.detach(), expect_R, atol=1e-5)
+            (True, True)
+        """
         loss = closure_loss(closure)
         self._check_finite()
         for group in self.param_groups:

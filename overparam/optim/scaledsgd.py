@@ -46,6 +46,9 @@ class ScaledSGD(PairOptimizer):
             whose gradient holds NaN/inf, before any update (see :class:`ScaledGD`; off by default:
             a non-finite gradient then also enters the incrementally kept Gram matrices).
 
+    Reference: G. Zhang, H.-M. Chiu & R. Y. Zhang, "Accelerating SGD for Highly Ill-Conditioned Huge-Scale Online
+        Matrix Completion" (NeurIPS 2022).
+
     Example:
         >>> import torch, overparam as op
         >>> P = op.problems.completion(n=30, r=2, p=0.5, symmetric=False, generator=0)
@@ -74,6 +77,24 @@ class ScaledSGD(PairOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """One step on the rows with a nonzero gradient: ``L_I ← L_I − η ∇_{L_I} f (RᵀR + λI)⁻¹``
+        (likewise ``R``), the stored Grams updated by the changed rows (``L (n1, k)``, ``R (n2, k)``).
+
+        Returns the loss of the optional ``closure`` (evaluated with grad enabled), or None.
+
+        Example:
+            >>> _ = torch.manual_seed(0)
+            >>> L, R = torch.randn(5, 2, requires_grad=True), torch.randn(4, 2, requires_grad=True)
+            >>> opt = ScaledSGD([(L, R)], lr=0.5)
+            >>> (L[1] @ R[2] - 1.0).square().backward()  # one observed entry (1, 2)
+            >>> L0, R0 = L.detach().clone(), R.detach().clone()
+            >>> opt.step()
+            >>> changed = (L.detach() != L0).any(1).nonzero().flatten().tolist(), (R.detach() != R0).any(1).nonzero().flatten().tolist()
+            >>> changed  # only the touched rows move
+            ([1], [2])
+            >>> torch.allclose(opt.state[L]["gram_L"], L.detach().T @ L.detach(), atol=1e-5)  # Gram kept up to date
+            True
+        """
         loss = closure_loss(closure)
         self._check_finite()
         for group in self.param_groups:

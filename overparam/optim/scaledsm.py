@@ -42,6 +42,9 @@ class ScaledSM(PairOptimizer):
 
     ``step(closure)`` or ``step(loss=value)`` supplies ``f(x_t)`` (needed by Polyak).
 
+    Reference: T. Tong, C. Ma & Y. Chi, "Low-Rank Matrix Recovery with Scaled Subgradient Methods: Fast and Robust
+        Convergence Without the Condition Number" (IEEE TSP 2021).
+
     Example:
         >>> import torch, overparam as op
         >>> P = op.problems.sensing(n=10, r=2, m=300, symmetric=False, loss="l1", generator=0)
@@ -64,6 +67,25 @@ class ScaledSM(PairOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None, *, loss: float | Tensor | None = None):
+        """One scaled subgradient step ``L ← L − η_t g_L (RᵀR + λI)⁻¹``, ``R ← R − η_t g_R (LᵀL + λI)⁻¹``
+        (``L (n1, k)``, ``R (n2, k)``), ``η_t`` from the group's step rule.
+
+        Args:
+            closure: re-evaluates and returns the loss; or
+            loss: the current loss (needed by the Polyak rule); not both.
+
+        Returns:
+            the closure's loss, or None.
+
+        Example:
+            >>> X = torch.tensor([[2.0]], requires_grad=True)
+            >>> opt = ScaledSM([X], step=polyak(0.0))
+            >>> f = (X @ X.T - 1.0).abs().sum()  # f = 3, g = 2·sign·X = 4, scaled ‖g‖² = g²/XᵀX = 4
+            >>> f.backward()
+            >>> opt.step(loss=f)  # η = 3/4: X ← 2 − 0.75 · 4/4
+            >>> X.item()
+            1.25
+        """
         needs = any(g["step"].needs_loss for g in self.param_groups)
         ret, f = loss_value(closure, loss, needed=needs, who="ScaledSM")
         self._check_finite()

@@ -27,7 +27,13 @@ __all__ = ["closure_loss", "loss_value", "StepInfo", "StepRule", "Constant", "Ge
 @dataclass(frozen=True)
 class StepInfo:
     """What a rule sees at step ``step`` (0-based): the loss ``f(x_t)`` (None when the
-    optimizer was not given one), the squared (sub)gradient norm and the best loss so far."""
+    optimizer was not given one), the squared (sub)gradient norm and the best loss so far.
+
+    Example:
+        >>> info = StepInfo(step=0, loss=2.0, grad_sq_norm=4.0, best_loss=None)
+        >>> polyak(0.0)(info)  # (2 - 0) / 4
+        0.5
+    """
 
     step: int
     loss: float | None
@@ -37,7 +43,19 @@ class StepInfo:
 
 class StepRule:
     """Base class of step rules; ``needs_loss`` says whether ``step()`` must get a loss and
-    ``needs_grad_norm`` whether the optimizer must compute ``‖g‖²`` (a device sync)."""
+    ``needs_grad_norm`` whether the optimizer must compute ``‖g‖²`` (a device sync).
+
+    A subclass implements ``__call__(info: StepInfo) -> float``; any optimizer taking ``step=`` accepts it.
+
+    Example:
+        >>> class InverseT(StepRule):  # η_t = 1/(t + 1)
+        ...     def __call__(self, info):
+        ...         return 1.0 / (info.step + 1)
+        >>> [InverseT()(StepInfo(t, None, 1.0, None)) for t in range(3)]
+        [1.0, 0.5, 0.3333333333333333]
+        >>> as_rule(InverseT()).needs_loss
+        False
+    """
 
     needs_loss: bool = False
     needs_grad_norm: bool = False
@@ -48,6 +66,13 @@ class StepRule:
 
 @dataclass(frozen=True)
 class Constant(StepRule):
+    """The constant step ``η_t = lr`` (made by :func:`constant`).
+
+    Example:
+        >>> Constant(0.1)(StepInfo(step=7, loss=None, grad_sq_norm=1.0, best_loss=None))
+        0.1
+    """
+
     lr: float
 
     def __post_init__(self):
@@ -59,6 +84,16 @@ class Constant(StepRule):
 
 @dataclass(frozen=True)
 class Geometric(StepRule):
+    """The geometrically decaying step ``η_t = lr0 · decay^t`` (made by :func:`geometric`).
+
+    Reference: J. Ma & S. Fattahi, "Global Convergence of Sub-gradient Method for Robust Matrix
+    Recovery: Small Initialization, Noisy Measurements, and Over-parameterization" (2022).
+
+    Example:
+        >>> Geometric(1.0, 0.5)(StepInfo(step=3, loss=None, grad_sq_norm=1.0, best_loss=None))
+        0.125
+    """
+
     lr0: float
     decay: float
 
@@ -73,6 +108,19 @@ class Geometric(StepRule):
 
 @dataclass(frozen=True)
 class Polyak(StepRule):
+    """Polyak's step ``min((f − f*)/‖g‖², max_lr)``, or with ``f_star=None`` the estimated-optimum
+    variant ``(f − f_best + γ₀ρᵗ)/‖g‖²`` (made by :func:`polyak`); 0 when ``‖g‖ = 0`` or the gap is ≤ 0.
+
+    Reference: B. T. Polyak, "Introduction to Optimization" (1987), §5.3; S. Boyd, "Subgradient
+    Methods" lecture notes (estimated optimal value).
+
+    Example:
+        >>> Polyak(f_star=1.0)(StepInfo(step=0, loss=3.0, grad_sq_norm=4.0, best_loss=None))  # (3 - 1) / 4
+        0.5
+        >>> Polyak(f_star=None, gamma0=1.0, decay=0.5)(StepInfo(step=1, loss=3.0, grad_sq_norm=1.0, best_loss=2.0))
+        1.5
+    """
+
     f_star: float | None = 0.0
     gamma0: float = 1.0
     decay: float = 0.9
@@ -109,18 +157,42 @@ def _check(name: str, v: float) -> None:
 
 
 def constant(lr: float) -> Constant:
-    """``η_t = lr``. Example: ``constant(0.1)``."""
+    """``η_t = lr`` (``lr >= 0``).
+
+    Example:
+        >>> rule = constant(0.1)
+        >>> rule, rule(StepInfo(step=5, loss=None, grad_sq_norm=1.0, best_loss=None))
+        (Constant(lr=0.1), 0.1)
+    """
     return Constant(lr)
 
 
 def geometric(lr0: float, decay: float) -> Geometric:
-    """``η_t = lr0 · decay^t`` with ``decay ∈ (0, 1]``. Example: ``geometric(lr0=1e-2, decay=0.95)``."""
+    """``η_t = lr0 · decay^t`` with ``decay ∈ (0, 1]`` (SubGM's step, Ma & Fattahi 2022).
+
+    Reference: J. Ma & S. Fattahi (JMLR 2023) (SubGM); T. Tong, C. Ma & Y. Chi (IEEE TSP 2021) (ScaledSM).
+
+    Example:
+        >>> rule = geometric(lr0=1.0, decay=0.5)
+        >>> [rule(StepInfo(t, None, 1.0, None)) for t in range(3)]
+        [1.0, 0.5, 0.25]
+    """
     return Geometric(lr0, decay)
 
 
 def polyak(f_star: float | None = 0.0, *, gamma0: float = 1.0, decay: float = 0.9, max_lr: float = math.inf) -> Polyak:
     """Polyak's step ``(f − f*)/‖g‖²``; ``f_star=None`` estimates the optimum as
-    ``f_best − γ₀ρᵗ`` (``gamma0``, ``decay``). ``max_lr`` caps the step. Example: ``polyak(0.0)``."""
+    ``f_best − γ₀ρᵗ`` (``gamma0``, ``decay``). ``max_lr`` caps the step. The optimizer must get the
+    loss (``step(closure)`` or ``step(loss=...)``).
+
+    Reference: B. T. Polyak, "Introduction to Optimization" (1987); S. Boyd, "Subgradient Methods" notes (estimated
+        optimal value).
+
+    Example:
+        >>> rule = polyak(0.0, max_lr=0.3)
+        >>> rule.needs_loss, rule(StepInfo(step=0, loss=2.0, grad_sq_norm=4.0, best_loss=None))  # min(2/4, 0.3)
+        (True, 0.3)
+    """
     return Polyak(f_star, gamma0, decay, max_lr)
 
 

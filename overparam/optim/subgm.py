@@ -41,6 +41,9 @@ class SubGM(Optimizer):
     ``step(closure)`` or ``step(loss=value)`` gives ``f(x_t)`` for the Polyak rule; the
     Polyak denominator is ``Σ‖g‖²`` over all groups (``‖g‖`` with ``normalize=True``).
 
+    Reference: J. Ma & S. Fattahi, "Global Convergence of Sub-gradient Method for Robust Matrix Recovery: Small
+        Initialization, Noisy Measurements, and Over-parameterization" (JMLR 2023).
+
     Example:
         >>> import torch, overparam as op
         >>> P = op.problems.sensing(n=10, r=2, m=400, loss="l1", generator=0)
@@ -60,6 +63,16 @@ class SubGM(Optimizer):
                                       check_finite=check_finite_flag(check_finite)))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (``torch.optim.Optimizer.add_param_group``); its ``"step"`` may be a rule or a
+        number (a constant step), ``"check_finite"`` must be a bool.
+
+        Example:
+            >>> a, b = torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)
+            >>> opt = SubGM([a], step=0.1)
+            >>> opt.add_param_group({"params": [b], "step": 0.5})
+            >>> [g["step"] for g in opt.param_groups]
+            [Constant(lr=0.1), Constant(lr=0.5)]
+        """
         param_group = dict(param_group)
         if "step" in param_group:
             param_group["step"] = as_rule(param_group["step"])
@@ -69,6 +82,21 @@ class SubGM(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None, *, loss: float | Tensor | None = None):
+        """One step ``x ← x − η_t g`` (``η_t g/‖g‖`` with ``normalize=True``) on every parameter.
+
+        The Polyak rule needs ``f(x_t)``: a ``closure`` that re-evaluates it, or ``loss=`` (not both).
+        Returns the closure's loss, or None.
+
+        Example:
+            >>> x = torch.tensor([3.0, -4.0], requires_grad=True)
+            >>> from overparam.optim import polyak
+            >>> opt = SubGM([x], step=polyak(0.0))
+            >>> f = x.abs().sum()  # f = 7, g = sign(x), ‖g‖² = 2
+            >>> f.backward()
+            >>> opt.step(loss=f)  # η = 7/2
+            >>> x.tolist()
+            [-0.5, -0.5]
+        """
         needs = any(g["step"].needs_loss for g in self.param_groups)
         ret, f = loss_value(closure, loss, needed=needs, who="SubGM")
         check_finite_grads(self)

@@ -60,6 +60,14 @@ class Batched:
     Factors are passed with a leading batch dimension: ``X (B, n, k)``, ``(L (B, n1, k), R (B, n2, k))``,
     or for deep linear a list of ``(B, d_i, d_{i-1})`` tensors — each entry of the single-instance
     argument gets a leading ``B``.
+
+    Example:
+        >>> B = Batched([sensing(n=4, r=1, m=20, generator=s) for s in (0, 1)])
+        >>> len(B), B.stacked, B.shared
+        (2, ('A', 'y', 'M_star'), ())
+        >>> B2 = shared_sensing(4, 1, 20, seeds=[0, 1])  # one measurement ensemble, kept once
+        >>> B2.shared
+        ('A',)
     """
 
     def __init__(self, problems: Sequence[Any]) -> None:
@@ -118,15 +126,39 @@ class Batched:
         return vmap(one)(self._stacked, *args)
 
     def loss(self, X: Factors) -> Tensor:
-        """Per-instance losses ``(B,)`` of factors with a leading batch dimension."""
+        """Per-instance losses ``(B,)`` of factors with a leading batch dimension.
+
+        Example:
+            >>> Ps = [sensing(n=4, r=1, m=20, generator=s) for s in (0, 1)]
+            >>> B = Batched(Ps)
+            >>> X = B.init("small", rank=2, generators=[2, 3])  # (B, n, k)
+            >>> L = B.loss(X)
+            >>> L.shape, torch.allclose(L, torch.stack([Ps[0].loss(X[0]), Ps[1].loss(X[1])]))
+            (torch.Size([2]), True)
+        """
         return self._call("loss", X)
 
     def relative_error(self, X: Factors) -> Tensor:
-        """Per-instance relative errors ``(B,)``."""
+        """Per-instance relative errors ``(B,)``.
+
+        Example:
+            >>> Ps = [sensing(n=4, r=1, m=20, generator=s) for s in (0, 1)]
+            >>> B = Batched(Ps)
+            >>> B.relative_error(torch.zeros(2, 4, 1, dtype=torch.float64))
+            tensor([1., 1.], dtype=torch.float64)
+        """
         return self._call("relative_error", X)
 
     def product(self, X: Factors) -> Tensor:
-        """Per-instance products ``(B, …)`` (for the matrix problems ``XXᵀ`` / ``LRᵀ``)."""
+        """Per-instance products ``(B, …)`` (for the matrix problems ``XXᵀ`` / ``LRᵀ``).
+
+        Example:
+            >>> Ps = [sensing(n=4, r=1, m=20, generator=s) for s in (0, 1)]
+            >>> B = Batched(Ps)
+            >>> X = torch.ones(2, 4, 3, dtype=torch.float64)
+            >>> B.product(X).shape, float(B.product(X)[1, 0, 0])
+            (torch.Size([2, 4, 4]), 3.0)
+        """
         return self._call("product", X)
 
     def init(self, kind: str = "small", *, generators: Sequence[GeneratorLike] | None = None, **kwargs: Any) -> Factors:
@@ -134,6 +166,16 @@ class Batched:
 
         ``generators=None`` gives every instance ``generator=None`` (draws from torch's default
         generator in instance order, as a loop over the instances would).
+
+        Example:
+            >>> Ps = [sensing(n=4, r=1, m=20, generator=s) for s in (0, 1)]
+            >>> B = Batched(Ps)
+            >>> L, R = Batched([sensing(n=4, r=1, m=20, symmetric=False, generator=s) for s in (0, 1)]).init(
+            ...     "small", rank=2, generators=[5, 6])
+            >>> L.shape, R.shape
+            (torch.Size([2, 4, 2]), torch.Size([2, 4, 2]))
+            >>> torch.equal(B.init(generators=[5, 6])[1], Ps[1].init(generator=6))
+            True
         """
         if generators is None:
             generators = [None] * self.size

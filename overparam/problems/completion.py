@@ -36,7 +36,18 @@ __all__ = ["MatrixCompletion", "completion"]
 
 @dataclass
 class MatrixCompletion:
-    """``M_star (n1, n2)``; observed entries ``rows, cols (N,)`` (long), ``values (N,)``; ``p``."""
+    """``M_star (n1, n2)``; observed entries ``rows, cols (N,)`` (long), ``values (N,)``; ``p``.
+
+    Built by :func:`completion`.
+
+    Reference: G. Zhang, H.-M. Chiu & R. Y. Zhang, "Accelerating SGD for Highly Ill-Conditioned
+    Huge-Scale Online Matrix Completion" (2022); T. Tong, C. Ma & Y. Chi (2021).
+
+    Example:
+        >>> P = completion(n=5, n2=4, r=1, p=0.5, generator=0)
+        >>> P.rows.shape == P.cols.shape == P.values.shape, torch.equal(P.values, P.M_star[P.rows, P.cols])
+        (True, True)
+    """
 
     M_star: Tensor
     rows: Tensor
@@ -49,27 +60,63 @@ class MatrixCompletion:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(n1, n2)``, the shape of ``M*``.
+
+        Example:
+            >>> completion(n=5, n2=4, r=1, p=0.5, generator=0).shape
+            (5, 4)
+        """
         return tuple(self.M_star.shape)
 
     @property
     def num_observed(self) -> int:
+        """``N = |Ω|``, the number of observed entries.
+
+        Example:
+            >>> P = completion(n=5, n2=4, r=1, p=0.5, generator=0)
+            >>> P.num_observed == int(P.mask.sum()), completion(n=5, r=1, p=1.0, generator=0).num_observed
+            (True, 25)
+        """
         return self.rows.shape[0]
 
     @property
     def mask(self) -> Tensor:
-        """Boolean ``(n1, n2)`` indicator of ``Ω``."""
+        """Boolean ``(n1, n2)`` indicator of ``Ω`` (symmetric problems: a symmetric mask).
+
+        Example:
+            >>> m = completion(n=6, r=1, p=0.5, symmetric=True, generator=0).mask
+            >>> m.shape, m.dtype, torch.equal(m, m.T)
+            (torch.Size([6, 6]), torch.bool, True)
+        """
         m = torch.zeros(self.shape, dtype=torch.bool, device=self.M_star.device)
         m[self.rows, self.cols] = True
         return m
 
     def product(self, X) -> Tensor:
         """``XXᵀ`` or ``LRᵀ`` (dense ``(n1, n2)``) from ``X (n, k)`` or ``(L (n1, k), R (n2, k))`` in
-        the problem's dtype and on its device (else a TypeError/ValueError naming ``X``)."""
+        the problem's dtype and on its device (else a TypeError/ValueError naming ``X``).
+
+        Example:
+            >>> P = completion(n=5, n2=4, r=1, p=0.5, generator=0)
+            >>> L, R = torch.ones(5, 1, dtype=torch.float64), torch.arange(4.0, dtype=torch.float64)[:, None]
+            >>> P.product((L, R))[0]
+            tensor([0., 1., 2., 3.], dtype=torch.float64)
+        """
         L, R = check_factors(X, self.shape, self.symmetric, self.M_star)
         return L @ R.mT
 
     def residual(self, X, entries: Tensor | None = None) -> Tensor:
-        """``(LRᵀ − M*)`` on the observed entries (all, or the subset ``entries``), ``(N,)``."""
+        """``(LRᵀ − M*)`` on the observed entries (all, or the subset ``entries``): ``(N,)`` or ``(len(entries),)``.
+
+        Example:
+            >>> P = completion(n=5, n2=4, r=1, p=0.5, generator=0)
+            >>> L, R = P.init("small", generator=1)
+            >>> r = P.residual((L, R))
+            >>> r.shape == P.values.shape, torch.allclose(r, (L @ R.T - P.M_star)[P.rows, P.cols])
+            (True, True)
+            >>> torch.equal(P.residual((L, R), entries=torch.tensor([2, 0])), r[[2, 0]])
+            True
+        """
         L, R = check_factors(X, self.shape, self.symmetric, self.M_star)
         i, j, v = self.rows, self.cols, self.values
         if entries is not None:
@@ -77,7 +124,16 @@ class MatrixCompletion:
         return (L[i] * R[j]).sum(-1) - v
 
     def loss(self, X, entries: Tensor | None = None) -> Tensor:
-        """The completion loss (see the module docstring); with ``entries`` an unbiased estimate."""
+        """The completion loss (see the module docstring), a 0-dim tensor; with ``entries`` an unbiased
+        estimate (the mean over the minibatch, scaled by ``N/p``).
+
+        Example:
+            >>> P = completion(n=5, n2=4, r=1, p=0.5, generator=0)
+            >>> L, R = P.init("small", generator=1)
+            >>> r = P.residual((L, R))
+            >>> torch.allclose(P.loss((L, R)), 0.5 * r.square().sum() / P.p)
+            True
+        """
         r = self.residual(X, entries)
         if self.loss_kind == "l1":
             return r.abs().mean()
@@ -88,13 +144,26 @@ class MatrixCompletion:
         """``size`` observed-entry indices drawn uniformly with replacement, ``(size,)`` long.
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+        Example:
+            >>> P = completion(n=5, n2=4, r=1, p=0.5, generator=0)
+            >>> idx = P.minibatch(7, generator=0)
+            >>> idx.shape, idx.dtype, bool((idx >= 0).all() and (idx < P.num_observed).all())
+            (torch.Size([7]), torch.int64, True)
         """
         check_int(size, "size")
         g = construction_generator(generator)
         return torch.randint(0, self.num_observed, (size,), generator=g).to(self.rows.device)
 
     def relative_error(self, X) -> Tensor:
-        """``‖product(X) − M*‖_F / ‖M*‖_F``."""
+        """``‖product(X) − M*‖_F / ‖M*‖_F`` over all entries (observed or not), 0-dim.
+
+        Example:
+            >>> P = completion(n=5, n2=4, r=1, p=0.5, generator=0)
+            >>> U, s, Vh = torch.linalg.svd(P.M_star)
+            >>> float(P.relative_error((U[:, :1] * s[0], Vh[:1].T))) < 1e-12
+            True
+        """
         return torch.linalg.matrix_norm(self.product(X) - self.M_star) / torch.linalg.matrix_norm(self.M_star)
 
     def init(self, kind: str = "small", *, rank: int | None = None, scale: float = 1e-3,
@@ -102,6 +171,15 @@ class MatrixCompletion:
         """``"small"``: ``scale·G/√n``; ``"spectral"``: top-``rank`` factors of ``P_Ω(M*)/p``.
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+        Returns:
+            ``(L (n1, rank), R (n2, rank))``, or ``X (n, rank)`` for a symmetric problem.
+
+        Example:
+            >>> P = completion(n=5, n2=4, r=1, p=0.5, generator=0)
+            >>> L, R = P.init("spectral", rank=2)
+            >>> L.shape, R.shape
+            (torch.Size([5, 2]), torch.Size([4, 2]))
         """
         def observed() -> Tensor:
             Y = torch.zeros_like(self.M_star)
@@ -122,6 +200,16 @@ def completion(n: int, r: int, p: float, *, kappa: float = 1.0, n2: int | None =
         n, n2: shape (``n2 = n`` by default). r: rank. p: sampling probability in (0, 1].
         kappa: condition number of ``M*``. symmetric: PSD ``M*`` and symmetric ``Ω``.
         loss: ``"l2"`` or ``"l1"``. generator: seeds ``M*`` and ``Ω``.
+
+    Returns:
+        a :class:`MatrixCompletion`.
+
+    Reference: G. Zhang, H.-M. Chiu & R. Y. Zhang (NeurIPS 2022); T. Tong, C. Ma & Y. Chi (JMLR 2021).
+
+    Example:
+        >>> P = completion(n=30, r=2, p=0.3, kappa=5.0, generator=0)
+        >>> 0.2 < P.num_observed / 900 < 0.4, torch.linalg.svdvals(P.M_star)[:2]
+        (True, tensor([1.0000, 0.2000], dtype=torch.float64))
     """
     check_int(n, "n")
     if not 0 < p <= 1:

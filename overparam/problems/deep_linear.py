@@ -32,7 +32,17 @@ __all__ = ["DeepLinearRegression", "deep_linear"]
 
 @dataclass
 class DeepLinearRegression:
-    """``X (N, d_in)``, ``Y (N, d_out)``, ``W_star (d_out, d_in)``, ``depth`` factors, ℓ_p exponent ``p``."""
+    """``X (N, d_in)``, ``Y (N, d_out)``, ``W_star (d_out, d_in)``, ``depth`` factors, ℓ_p exponent ``p``.
+    Built by :func:`deep_linear`.
+
+    Reference: S. Arora, N. Cohen & E. Hazan, "On the Optimization of Deep Networks: Implicit
+    Acceleration by Overparameterization" (2018).
+
+    Example:
+        >>> P = deep_linear(d_in=3, d_out=2, r=2, depth=2, samples=20, generator=0)
+        >>> P.X.shape, P.Y.shape, torch.allclose(P.Y, P.X @ P.W_star.T)
+        (torch.Size([20, 3]), torch.Size([20, 2]), True)
+    """
 
     X: Tensor
     Y: Tensor
@@ -42,7 +52,15 @@ class DeepLinearRegression:
     p: float = 2.0
 
     def product(self, factors: Sequence[Tensor]) -> Tensor:
-        """End-to-end matrix ``W_N ⋯ W_1`` ``(d_out, d_in)``."""
+        """End-to-end matrix ``W_N ⋯ W_1`` ``(d_out, d_in)`` of ``[W_1 (k, d_in), …, W_N (d_out, k)]``.
+
+        Example:
+            >>> P = deep_linear(d_in=3, d_out=2, r=2, depth=2, samples=20, generator=0)
+            >>> W1, W2 = torch.ones(4, 3, dtype=torch.float64), torch.ones(2, 4, dtype=torch.float64)
+            >>> P.product([W1, W2])
+            tensor([[4., 4., 4.],
+                    [4., 4., 4.]], dtype=torch.float64)
+        """
         if len(factors) != self.depth:
             raise ValueError(f"expected {self.depth} factors, got {len(factors)}")
         W = factors[0]
@@ -51,12 +69,27 @@ class DeepLinearRegression:
         return W
 
     def loss(self, factors: Sequence[Tensor]) -> Tensor:
-        """``1/(pN) Σ ‖W x − y‖_p^p``."""
+        """``1/(pN) Σ ‖W x − y‖_p^p`` (0-dim), ``W = W_N ⋯ W_1``.
+
+        Example:
+            >>> P = deep_linear(d_in=3, d_out=2, r=2, depth=2, samples=20, generator=0)
+            >>> Z = [torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)]
+            >>> torch.allclose(P.loss(Z), P.Y.square().sum() / (2 * 20))
+            True
+            >>> float(P.loss([P.W_star, torch.eye(2, dtype=torch.float64)]))  # zero at the truth
+            0.0
+        """
         r = self.X @ self.product(factors).mT - self.Y
         return r.abs().pow(self.p).sum() / (self.p * self.X.shape[0])
 
     def relative_error(self, factors: Sequence[Tensor]) -> Tensor:
-        """``‖W_N⋯W_1 − W*‖_F / ‖W*‖_F``."""
+        """``‖W_N⋯W_1 − W*‖_F / ‖W*‖_F`` (0-dim).
+
+        Example:
+            >>> P = deep_linear(d_in=3, d_out=2, r=2, depth=2, samples=20, generator=0)
+            >>> float(P.relative_error([P.W_star, -torch.eye(2, dtype=torch.float64)]))  # −W*
+            2.0
+        """
         return torch.linalg.matrix_norm(self.product(factors) - self.W_star) / torch.linalg.matrix_norm(self.W_star)
 
     def init(self, kind: str = "small", *, rank: int | None = None, scale: float = 1e-3,
@@ -68,6 +101,12 @@ class DeepLinearRegression:
           estimate ``USVᵀ``: ``W_1 = S^{1/N}Vᵀ``, ``W_j = S^{1/N}``, ``W_N = US^{1/N}``.
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+        Example:
+            >>> P = deep_linear(d_in=4, d_out=3, r=2, depth=3, samples=30, generator=0)
+            >>> Ws = P.init("spectral", rank=2)  # balanced: W_{j+1}ᵀ W_{j+1} = W_j W_jᵀ
+            >>> [tuple(W.shape) for W in Ws], float(P.relative_error(Ws)) < 1e-10  # noiseless: exact
+            ([(2, 4), (2, 2), (3, 2)], True)
         """
         d_out, d_in = self.W_star.shape
         k = min(d_in, d_out) if rank is None else rank
@@ -101,6 +140,16 @@ def deep_linear(d_in: int, d_out: int, r: int, depth: int, samples: int, *, kapp
     Args:
         d_in, d_out: input/output dimensions. r: rank of ``W*``. depth: number of factors ``N >= 1``.
         samples: ``N`` data points. kappa: condition number of ``W*``. p: ℓ_p exponent ``>= 1``.
+
+    Returns:
+        a :class:`DeepLinearRegression`.
+
+    Reference: S. Arora, N. Cohen & E. Hazan (2018) (ℓ_p regression, ``p > 2``, for the acceleration claim).
+
+    Example:
+        >>> P = deep_linear(d_in=5, d_out=3, r=2, depth=4, samples=10, kappa=3.0, p=4.0, generator=0)
+        >>> P.depth, P.p, torch.linalg.svdvals(P.W_star)[:2]
+        (4, 4.0, tensor([1.0000, 0.3333], dtype=torch.float64))
     """
     for name, v in (("d_in", d_in), ("d_out", d_out), ("depth", depth), ("samples", samples)):
         check_int(v, name)

@@ -79,6 +79,9 @@ class LiftedSensing:
         lifted_A: ``(m, d, d)``, the ``sym(A_i) ⊗ I_r`` (``sym A = (A + Aᵀ)/2``); ``d = n · rank``.
         shape: the variable's shape, ``(d,) * order`` (``s = 1``) or ``(d,) * order + (s,)``.
 
+    Reference: Z. Ma, I. Molybog, J. Lavaei & S. Sojoudi, "Over-parametrization via Lifting for
+    Low-rank Matrix Sensing: Conversion of Spurious Solutions to Strict Saddle Points" (ICML 2023).
+
     Example:
         >>> import overparam as op
         >>> P = op.problems.sensing(n=3, r=1, m=8, generator=0)
@@ -127,14 +130,38 @@ class LiftedSensing:
 
     @property
     def n(self) -> int:
+        """``n``, the side of the symmetric ``M* (n, n)``.
+
+        Example:
+            >>> from overparam.problems import sensing
+            >>> P = sensing(n=3, r=1, m=5, generator=0)
+            >>> LiftedSensing(P, rank=2).n
+            3
+        """
         return self.problem.shape[0]
 
     @property
     def d(self) -> int:
+        """``d = n · rank``, the length of ``w = vec(X)``.
+
+        Example:
+            >>> from overparam.problems import sensing
+            >>> P = sensing(n=3, r=1, m=5, generator=0)
+            >>> LiftedSensing(P, rank=2).d
+            6
+        """
         return self.n * self.rank
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The variable's shape: ``(d,) * order``, plus a trailing ``(search_rank,)`` when it exceeds 1.
+
+        Example:
+            >>> from overparam.problems import sensing
+            >>> P = sensing(n=3, r=1, m=5, generator=0)
+            >>> LiftedSensing(P, rank=1, order=3).shape, LiftedSensing(P, rank=1, order=2, search_rank=4).shape
+            ((3, 3, 3), (3, 3, 4))
+        """
         return (self.d,) * self.order + ((self.search_rank,) if self.search_rank > 1 else ())
 
     def _columns(self, T: Tensor) -> Tensor:
@@ -145,7 +172,16 @@ class LiftedSensing:
 
     def lift(self, X: Tensor) -> Tensor:
         """``vec(X)^{⊗l}``: ``X (n, rank) -> shape`` (for ``s > 1`` in the first of the ``s``
-        tensors, the others zero: the same point of the lifted matrix space)."""
+        tensors, the others zero: the same point of the lifted matrix space).
+
+        Example:
+            >>> from overparam.problems import sensing
+            >>> P = sensing(n=3, r=1, m=5, generator=0)
+            >>> lifted = LiftedSensing(P, rank=1, order=2)
+            >>> X = torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64)
+            >>> torch.equal(lifted.lift(X), torch.outer(X[:, 0], X[:, 0]))  # w ⊗ w
+            True
+        """
         if tuple(X.shape) != (self.n, self.rank):
             raise ValueError(f"X must have shape {(self.n, self.rank)}, got {tuple(X.shape)}")
         w = X.reshape(-1)
@@ -157,7 +193,17 @@ class LiftedSensing:
         return torch.cat([T.unsqueeze(-1), T.new_zeros(T.shape + (self.search_rank - 1,))], dim=-1)
 
     def measure(self, T: Tensor) -> Tensor:
-        """``Σ_j ⟨𝐰_j, (𝐀_{i_1} ⊗ ⋯ ⊗ 𝐀_{i_l}) 𝐰_j⟩`` for all index tuples: ``shape -> (m,)*l``."""
+        """``Σ_j ⟨𝐰_j, (𝐀_{i_1} ⊗ ⋯ ⊗ 𝐀_{i_l}) 𝐰_j⟩`` for all index tuples: ``shape -> (m,)*l``.
+
+        Example:
+            >>> from overparam.problems import sensing
+            >>> P = sensing(n=3, r=1, m=5, generator=0)
+            >>> lifted = LiftedSensing(P, rank=1, order=2)
+            >>> X = P.init("spectral")
+            >>> y = P.measure(X @ X.T)  # on lift(X) the lifted measurements are products y_i y_j
+            >>> torch.allclose(lifted.measure(lifted.lift(X)), torch.outer(y, y))
+            True
+        """
         T = self._columns(T)
         letters = iter(string.ascii_letters)
         a = [next(letters) for _ in range(self.order)]
@@ -168,7 +214,15 @@ class LiftedSensing:
         return torch.einsum(f"{spec}->{''.join(i)}", T, *([self.lifted_A] * self.order), T)
 
     def targets(self) -> Tensor:
-        """``y_{i_1} ⋯ y_{i_l}``: ``(m,) * order``."""
+        """``y_{i_1} ⋯ y_{i_l}``: ``(m,) * order``.
+
+        Example:
+            >>> from overparam.problems import sensing
+            >>> P = sensing(n=3, r=1, m=5, generator=0)
+            >>> t = LiftedSensing(P, rank=1, order=3).targets()
+            >>> t.shape, torch.allclose(t[1, 2, 4], P.y[1] * P.y[2] * P.y[4])
+            (torch.Size([5, 5, 5]), True)
+        """
         y = self.problem.y
         out = y
         for _ in range(self.order - 1):
@@ -176,14 +230,36 @@ class LiftedSensing:
         return out
 
     def loss(self, T: Tensor) -> Tensor:
-        """``h(𝐰) = 1/(4 m^l) ‖measure(𝐰) − targets‖²`` (``order=1`` is the problem's own loss)."""
+        """``h(𝐰) = 1/(4 m^l) ‖measure(𝐰) − targets‖²`` (``order=1`` is the problem's own loss); 0-dim.
+
+        Example:
+            >>> from overparam.problems import sensing
+            >>> P = sensing(n=3, r=1, m=5, generator=0)
+            >>> X = P.init("spectral")
+            >>> torch.allclose(LiftedSensing(P, rank=1, order=1).loss(X.reshape(-1)), P.loss(X))
+            True
+            >>> U, s, _ = torch.linalg.svd(P.M_star)
+            >>> lifted = LiftedSensing(P, rank=1, order=2)
+            >>> float(lifted.loss(lifted.lift(U[:, :1] * s[0].sqrt()))) < 1e-28  # zero at the lifted truth
+            True
+        """
         r = self.measure(T) - self.targets()
         return 0.25 * r.square().mean()
 
     def unlift(self, T: Tensor) -> Tensor:
         """``X (n, rank)`` by the partial trace of the lifted matrix: ``G = M Mᵀ`` for the mode-1
         unfolding ``M (d, d^{l-1}·s)`` of ``T``, ``wwᵀ ≈ G / tr(G)^{(l−1)/l}``, ``w`` its scaled
-        leading eigenvector. Exact on ``T = lift(X)`` up to the sign of ``X``."""
+        leading eigenvector. Exact on ``T = lift(X)`` up to the sign of ``X``.
+
+        Example:
+            >>> from overparam.problems import sensing
+            >>> P = sensing(n=3, r=1, m=5, generator=0)
+            >>> lifted = LiftedSensing(P, rank=2, order=3)
+            >>> X = torch.tensor([[1.0, 0.5], [-2.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+            >>> Xb = lifted.unlift(lifted.lift(X))
+            >>> Xb.shape, torch.allclose(Xb, X) or torch.allclose(Xb, -X)
+            (torch.Size([3, 2]), True)
+        """
         M = self._columns(T).reshape(self.d, -1)
         G = M @ M.mT
         evals, evecs = torch.linalg.eigh(G)
@@ -192,7 +268,16 @@ class LiftedSensing:
         return w.reshape(self.n, self.rank)
 
     def product(self, T: Tensor) -> Tensor:
-        """The matrix ``XXᵀ`` of ``X = unlift(T)``."""
+        """The ``(n, n)`` matrix ``XXᵀ`` of ``X = unlift(T)``.
+
+        Example:
+            >>> from overparam.problems import sensing
+            >>> P = sensing(n=3, r=1, m=5, generator=0)
+            >>> lifted = LiftedSensing(P, rank=1, order=2)
+            >>> X = torch.tensor([[1.0], [2.0], [-1.0]], dtype=torch.float64)
+            >>> torch.allclose(lifted.product(lifted.lift(X)), X @ X.T)
+            True
+        """
         X = self.unlift(T)
         return X @ X.mT
 
@@ -200,6 +285,14 @@ class LiftedSensing:
         """A small Gaussian variable of :attr:`shape` (entries ``N(0, scale²)``).
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+        Example:
+            >>> from overparam.problems import sensing
+            >>> P = sensing(n=3, r=1, m=5, generator=0)
+            >>> lifted = LiftedSensing(P, rank=2, order=2, search_rank=3)
+            >>> T = lifted.init(scale=0.1, generator=0)
+            >>> T.shape, T.dtype, torch.equal(T, lifted.init(scale=0.1, generator=0))
+            (torch.Size([6, 6, 3]), torch.float64, True)
         """
         A = self.lifted_A
         return scale * gaussian(self.shape, generator=generator, dtype=A.dtype, device=A.device)

@@ -28,7 +28,16 @@ __all__ = ["RobustPCA", "robust_pca"]
 
 @dataclass
 class RobustPCA:
-    """``Y = M_star + S_star``, all ``(n1, n2)``; ``rank`` of ``M_star``."""
+    """``Y = M_star + S_star``, all ``(n1, n2)``; ``rank`` of ``M_star``. Built by :func:`robust_pca`.
+
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via
+    Scaled Gradient Descent" (2021), robust PCA.
+
+    Example:
+        >>> P = robust_pca(n=6, r=1, alpha=0.1, generator=0)
+        >>> torch.equal(P.Y, P.M_star + P.S_star), int(torch.linalg.matrix_rank(P.M_star))
+        (True, 1)
+    """
 
     Y: Tensor
     M_star: Tensor
@@ -37,7 +46,16 @@ class RobustPCA:
 
     def loss(self, X: tuple[Tensor, Tensor], S: Tensor | None = None) -> Tensor:
         """``½‖LRᵀ + S − Y‖_F²`` (``S = 0`` by default); ``L (n1, k)``, ``R (n2, k)``, ``S (n1, n2)``
-        in the problem's dtype and on its device (else a TypeError/ValueError naming the argument)."""
+        in the problem's dtype and on its device (else a TypeError/ValueError naming the argument).
+        Returns a 0-dim tensor.
+
+        Example:
+            >>> P = robust_pca(n=6, r=1, alpha=0.1, generator=0)
+            >>> U, s, Vh = torch.linalg.svd(P.M_star)
+            >>> X = (U[:, :1] * s[0], Vh[:1].T)
+            >>> torch.allclose(P.loss(X), 0.5 * P.S_star.square().sum()), float(P.loss(X, P.S_star)) < 1e-28
+            (True, True)
+        """
         L, R = check_factors(X, tuple(self.Y.shape), False, self.Y)
         if S is not None:
             check_tensor(S, "S", tuple(self.Y.shape), self.Y)
@@ -45,15 +63,30 @@ class RobustPCA:
         return 0.5 * (D if S is None else D + S).square().sum()
 
     def relative_error(self, X: tuple[Tensor, Tensor]) -> Tensor:
-        """``‖LRᵀ − M*‖_F / ‖M*‖_F``."""
+        """``‖LRᵀ − M*‖_F / ‖M*‖_F`` (0-dim).
+
+        Example:
+            >>> P = robust_pca(n=6, r=1, alpha=0.1, generator=0)
+            >>> L, R = torch.zeros(6, 1, dtype=torch.float64), torch.zeros(6, 1, dtype=torch.float64)
+            >>> float(P.relative_error((L, R)))
+            1.0
+        """
         L, R = check_factors(X, tuple(self.Y.shape), False, self.Y)
         return torch.linalg.matrix_norm(L @ R.mT - self.M_star) / torch.linalg.matrix_norm(self.M_star)
 
     def init(self, kind: str = "spectral", *, rank: int | None = None, scale: float = 1e-3,
              generator: GeneratorLike = None) -> tuple[Tensor, Tensor]:
-        """``"small"`` (``scale·G/√n``) or ``"spectral"`` (top-``rank`` factors of ``Y``).
+        """``"small"`` (``scale·G/√n``) or ``"spectral"`` (top-``rank`` factors of ``Y``):
+        ``(L (n1, rank), R (n2, rank))``.
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+        Example:
+            >>> P = robust_pca(n=6, r=1, alpha=0.1, generator=0)
+            >>> L, R = P.init()  # spectral, rank 1
+            >>> U, s, Vh = torch.linalg.svd(P.Y)
+            >>> L.shape, torch.allclose(L @ R.T, s[0] * torch.outer(U[:, 0], Vh[0]))
+            (torch.Size([6, 1]), True)
         """
         return _initial_factors(kind, shape=tuple(self.Y.shape), rank=self.rank if rank is None else rank, like=self.Y,
                                 symmetric=False, scale=scale, generator=generator, spectral_source=lambda: self.Y)
@@ -61,9 +94,18 @@ class RobustPCA:
 
 def robust_pca(n: int, r: int, alpha: float, *, kappa: float = 1.0, n2: int | None = None, magnitude: float = 10.0,
                generator: GeneratorLike = None, dtype=torch.float64, device=None) -> RobustPCA:
-    """A robust-PCA instance with outlier fraction ``alpha ∈ [0, 1)`` (see the module docstring).
+    """A robust-PCA instance with outlier fraction ``alpha ∈ [0, 1)`` (see the module docstring):
+    ``M* (n, n2)`` of rank ``r`` and condition number ``kappa``, outliers of size up to ``magnitude · max|M*|``.
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+    Reference: T. Tong, C. Ma & Y. Chi (JMLR 2021), robust PCA experiments.
+
+    Example:
+        >>> P = robust_pca(n=40, r=2, alpha=0.1, magnitude=5.0, generator=0)
+        >>> frac = float((P.S_star != 0).double().mean())
+        >>> 0.05 < frac < 0.15, bool(P.S_star.abs().max() <= 5.0 * P.M_star.abs().max())
+        (True, True)
     """
     check_int(n, "n")
     if not 0 <= alpha < 1:

@@ -61,7 +61,20 @@ def ground_truth(n: int, r: int, *, kappa: float = 1.0, n2: int | None = None, s
 
 @dataclass
 class MatrixSensing:
-    """A sensing instance. ``A``: ``(m, n1, n2)``; ``y``: ``(m,)``; ``M_star``: ``(n1, n2)``."""
+    """A sensing instance. ``A``: ``(m, n1, n2)``; ``y``: ``(m,)``; ``M_star``: ``(n1, n2)``.
+
+    Built by :func:`sensing`; ``outlier_mask`` ``(m,)`` marks corrupted measurements (None without).
+
+    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via
+    Scaled Gradient Descent" (2021) (the setting and losses); J. Ma & S. Fattahi (2022) for ``l1`` with outliers.
+
+    Example:
+        >>> P = sensing(n=4, r=1, m=30, generator=0)
+        >>> P.A.shape, P.y.shape, P.M_star.shape, P.rank, P.symmetric
+        (torch.Size([30, 4, 4]), torch.Size([30]), torch.Size([4, 4]), 1, True)
+        >>> torch.allclose(P.y, P.measure(P.M_star))  # noiseless
+        True
+    """
 
     A: Tensor
     y: Tensor
@@ -73,14 +86,33 @@ class MatrixSensing:
 
     @property
     def m(self) -> int:
+        """The number of measurements ``m``.
+
+        Example:
+            >>> sensing(n=4, r=1, m=30, generator=0).m
+            30
+        """
         return self.A.shape[0]
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(n1, n2)``, the shape of ``M*``.
+
+        Example:
+            >>> sensing(n=4, n2=6, r=1, m=30, symmetric=False, generator=0).shape
+            (4, 6)
+        """
         return tuple(self.M_star.shape)
 
     def measure(self, M: Tensor) -> Tensor:
-        """``𝒜(M) = (<A_i, M>)_i``: ``(n1, n2) -> (m,)``, or batched ``(b, n1, n2) -> (b, m)``."""
+        """``𝒜(M) = (<A_i, M>)_i``: ``(n1, n2) -> (m,)``, or batched ``(b, n1, n2) -> (b, m)``.
+
+        Example:
+            >>> P = sensing(n=4, r=1, m=30, generator=0)
+            >>> M = torch.eye(4, dtype=torch.float64)
+            >>> torch.allclose(P.measure(M)[0], (P.A[0] * M).sum()), P.measure(torch.stack([M, M])).shape
+            (True, torch.Size([2, 30]))
+        """
         check_tensor(M, "M", self.shape, self.M_star, batched=True)
         flat = self.A.reshape(self.m, -1)
         return M.reshape(*M.shape[:-2], -1) @ flat.mT
@@ -88,15 +120,41 @@ class MatrixSensing:
     def product(self, X: Tensor | tuple[Tensor, Tensor]) -> Tensor:
         """The matrix a factorization represents: ``XXᵀ`` (``X (..., n, k)``) or ``LRᵀ``
         (``L (..., n1, k)``, ``R (..., n2, k)``), in the problem's dtype and on its device
-        (else a TypeError/ValueError naming ``X``; nothing is cast)."""
+        (else a TypeError/ValueError naming ``X``; nothing is cast).
+
+        Example:
+            >>> P = sensing(n=4, r=1, m=30, generator=0)
+            >>> X = torch.ones(4, 2, dtype=torch.float64)
+            >>> P.product(X)[0]  # X Xᵀ: every entry is k = 2
+            tensor([2., 2., 2., 2.], dtype=torch.float64)
+        """
         L, R = check_factors(X, self.shape, self.symmetric, self.M_star, batched=True)
         return L @ R.mT
 
     def residual(self, X) -> Tensor:
+        """``𝒜(product(X)) − y``: ``(m,)`` (``(b, m)`` for batched factors).
+
+        Example:
+            >>> P = sensing(n=4, r=1, m=30, generator=0)
+            >>> X = P.init("spectral", rank=1)
+            >>> P.residual(X).shape, float(P.residual(torch.zeros(4, 1, dtype=torch.float64)).add(P.y).abs().max())
+            (torch.Size([30]), 0.0)
+        """
         return self.measure(self.product(X)) - self.y
 
     def loss(self, X) -> Tensor:
-        """``1/(4m)‖r‖²`` (symmetric) / ``1/(2m)‖r‖²`` (asymmetric), or ``1/m ‖r‖₁`` for ``l1``."""
+        """``1/(4m)‖r‖²`` (symmetric) / ``1/(2m)‖r‖²`` (asymmetric), or ``1/m ‖r‖₁`` for ``l1``;
+        a 0-dim tensor (``(b,)`` for batched factors), differentiable in ``X``.
+
+        Example:
+            >>> P = sensing(n=4, r=1, m=30, generator=0)
+            >>> X0 = torch.zeros(4, 1, dtype=torch.float64)
+            >>> torch.allclose(P.loss(X0), P.y.square().mean() / 4)
+            True
+            >>> U, s, _ = torch.linalg.svd(P.M_star)
+            >>> float(P.loss(U[:, :1] * s[:1].sqrt())) < 1e-25  # zero at the truth
+            True
+        """
         r = self.residual(X)
         if self.loss_kind == "l1":
             return r.abs().mean(-1)
@@ -104,7 +162,13 @@ class MatrixSensing:
         return c * r.square().mean(-1)
 
     def relative_error(self, X) -> Tensor:
-        """``‖product(X) − M*‖_F / ‖M*‖_F``."""
+        """``‖product(X) − M*‖_F / ‖M*‖_F``: 0-dim (``(b,)`` batched).
+
+        Example:
+            >>> P = sensing(n=4, r=1, m=30, generator=0)
+            >>> float(P.relative_error(torch.zeros(4, 1, dtype=torch.float64)))
+            1.0
+        """
         D = self.product(X) - self.M_star
         return torch.linalg.matrix_norm(D) / torch.linalg.matrix_norm(self.M_star)
 
@@ -116,6 +180,18 @@ class MatrixSensing:
         * ``"spectral"``: top-``rank`` part of ``𝒜*(y) = (1/m) Σ y_i A_i`` (spectral init).
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+        Returns:
+            ``X (n, rank)`` (symmetric) or ``(L (n1, rank), R (n2, rank))``.
+
+        Example:
+            >>> P = sensing(n=4, r=1, m=30, generator=0)
+            >>> X = P.init("small", rank=3, scale=1e-3, generator=1)
+            >>> X.shape, float(X.norm()) < 1e-2
+            (torch.Size([4, 3]), True)
+            >>> L, R = sensing(n=4, r=1, m=30, symmetric=False, generator=0).init("spectral")
+            >>> L.shape, R.shape
+            (torch.Size([4, 1]), torch.Size([4, 1]))
         """
         return _initial_factors(kind, shape=self.shape, rank=self.rank if rank is None else rank, like=self.M_star,
                                 symmetric=self.symmetric, scale=scale, generator=generator,
@@ -197,6 +273,16 @@ def sensing(n: int, r: int, m: int, *, kappa: float = 1.0, n2: int | None = None
 
     Returns:
         a :class:`MatrixSensing` with ``A (m, n, n2)``, noiseless ``y (m,)``.
+
+    Reference: T. Tong, C. Ma & Y. Chi (2021) (ill-conditioned ``M*``); J. Ma & S. Fattahi (2022) (outliers).
+
+    Example:
+        >>> P = sensing(n=5, r=2, m=40, kappa=10.0, outliers=0.2, generator=0)
+        >>> torch.linalg.svdvals(P.M_star)[:2]  # linspace(1, 1/κ, r)
+        tensor([1.0000, 0.1000], dtype=torch.float64)
+        >>> bad = P.outlier_mask
+        >>> torch.allclose(P.y[~bad], P.measure(P.M_star)[~bad]), bool((P.y[bad] != P.measure(P.M_star)[bad]).all())
+        (True, True)
     """
     check_int(n, "n")
     check_int(m, "m")

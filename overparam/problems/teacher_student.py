@@ -32,7 +32,19 @@ ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "quadratic": torch.square
 
 @dataclass
 class TeacherStudent:
-    """Training ``X (N, d)``, ``y (N,)``; held-out ``X_test (N_test, d)``, ``y_test``; teacher ``W_star``, ``a_star``."""
+    """Training ``X (N, d)``, ``y (N,)``; held-out ``X_test (N_test, d)``, ``y_test``; teacher ``W_star``, ``a_star``.
+    Built by :func:`teacher_student`.
+
+    Reference: the two-layer teacher-student setting of over-parameterization studies; with the
+    quadratic activation it is symmetric matrix sensing with rank-one measurements (e.g. Y. Li, T. Ma
+    & H. Zhang, "Algorithmic Regularization in Over-parameterized Matrix Sensing and Neural Networks
+    with Quadratic Activations", 2018).
+
+    Example:
+        >>> P = teacher_student(d=4, teacher_width=2, samples=30, test_samples=50, generator=0)
+        >>> P.X.shape, P.y.shape, P.X_test.shape, P.W_star.shape, P.a_star.tolist()
+        (torch.Size([30, 4]), torch.Size([30]), torch.Size([50, 4]), torch.Size([2, 4]), [1.0, 1.0])
+    """
 
     X: Tensor
     y: Tensor
@@ -45,7 +57,15 @@ class TeacherStudent:
 
     def forward(self, params: tuple[Tensor, Tensor], X: Tensor) -> Tensor:
         """``σ(X Wᵀ) a``: ``(N, d) -> (N,)`` for a student ``params = (W (k, d), a (k,))`` in the
-        problem's dtype and on its device (else a TypeError/ValueError naming the argument)."""
+        problem's dtype and on its device (else a TypeError/ValueError naming the argument).
+
+        Example:
+            >>> P = teacher_student(d=4, teacher_width=2, samples=30, test_samples=50, generator=0)
+            >>> torch.allclose(P.forward((P.W_star, P.a_star), P.X), P.y)  # the teacher
+            True
+            >>> P.forward((torch.ones(3, 4, dtype=torch.float64), torch.ones(3, dtype=torch.float64)), P.X[:2]).shape
+            torch.Size([2])
+        """
         if not (isinstance(params, tuple) and len(params) == 2):
             raise TypeError(f"params must be a pair (W (k, d), a (k,)), got {type(params).__name__}")
         d = self.X.shape[1]
@@ -55,11 +75,28 @@ class TeacherStudent:
         return ACTIVATIONS[self.activation](X @ W.mT) @ a
 
     def loss(self, params: tuple[Tensor, Tensor]) -> Tensor:
+        """Training loss ``1/(2N) Σ (f(x_i) − y_i)²`` (``loss="l1"``: mean ``|f − y|``), 0-dim.
+
+        Example:
+            >>> P = teacher_student(d=4, teacher_width=2, samples=30, test_samples=50, generator=0)
+            >>> float(P.loss((P.W_star, P.a_star)))
+            0.0
+            >>> zero = (torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+            >>> torch.allclose(P.loss(zero), 0.5 * P.y.square().mean())
+            True
+        """
         r = self.forward(params, self.X) - self.y
         return r.abs().mean() if self.loss_kind == "l1" else 0.5 * r.square().mean()
 
     def relative_error(self, params: tuple[Tensor, Tensor]) -> Tensor:
-        """Held-out ``‖f − f*‖ / ‖f*‖`` over ``X_test``."""
+        """Held-out ``‖f − f*‖ / ‖f*‖`` over ``X_test`` (0-dim).
+
+        Example:
+            >>> P = teacher_student(d=4, teacher_width=2, samples=30, test_samples=50, generator=0)
+            >>> W, a = P.W_star, P.a_star
+            >>> float(P.relative_error((W, a))), float(P.relative_error((W, 2 * a)))  # f = 2 f*
+            (0.0, 1.0)
+        """
         return torch.linalg.vector_norm(self.forward(params, self.X_test) - self.y_test) / torch.linalg.vector_norm(self.y_test)
 
     def init(self, kind: str = "small", *, rank: int | None = None, scale: float = 1e-3,
@@ -71,6 +108,15 @@ class TeacherStudent:
           eigenpairs of ``(1/2N) Σ y_i (x_i x_iᵀ − I)`` (an unbiased estimate of ``W*ᵀ diag(a*) W*``), ``a = 1``.
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+        Returns:
+            ``(W (rank, d), a (rank,))``.
+
+        Example:
+            >>> P = teacher_student(d=4, teacher_width=2, samples=4000, test_samples=10, generator=0)
+            >>> W, a = P.init("spectral")
+            >>> W.shape, a.tolist(), bool(torch.dist(W.T @ W, P.W_star.T @ P.W_star) < 0.2)
+            (torch.Size([2, 4]), [1.0, 1.0], True)
         """
         k = self.W_star.shape[0] if rank is None else rank
         d = self.X.shape[1]
@@ -98,6 +144,20 @@ def teacher_student(d: int, teacher_width: int, samples: int, *, activation: str
     """Build a two-layer teacher-student problem (see the module docstring).
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+    Args:
+        d: input dimension. teacher_width: ``k* ∈ [1, d]``. samples, test_samples: ``N``, ``N_test``.
+        activation: ``"quadratic"``, ``"relu"`` or ``"tanh"``. loss: ``"l2"`` or ``"l1"``.
+
+    Returns:
+        a :class:`TeacherStudent`.
+
+    Example:
+        >>> P = teacher_student(d=6, teacher_width=3, samples=20, activation="relu", generator=0)
+        >>> torch.allclose(P.W_star @ P.W_star.T, torch.eye(3, dtype=torch.float64))  # orthonormal rows
+        True
+        >>> torch.allclose(P.y, torch.relu(P.X @ P.W_star.T).sum(1))
+        True
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")

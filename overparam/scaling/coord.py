@@ -35,7 +35,10 @@ __all__ = ["CoordCheck", "coord_check", "plot_coord_check"]
 
 @dataclass
 class CoordCheck:
-    """Result of :func:`coord_check`.
+    """Result of :func:`coord_check` (Yang et al. 2022, Tensor Programs V, Fig. 5).
+
+    Reference: G. Yang, E. J. Hu et al., "Tensor Programs V: Tuning Large Neural Networks via
+    Zero-Shot Hyperparameter Transfer", 2022.
 
     Attributes:
         widths: ``W`` sizes along ``axis``, ascending (the widths; the depths of
@@ -47,6 +50,12 @@ class CoordCheck:
         losses: ``(W, T + 1)`` training loss at each recorded point.
         parameterization: the plan used.
         axis: ``"width"`` or ``"depth"``.
+
+    Example:
+        >>> cc = CoordCheck([8, 16], ["fc"], rms=torch.ones(2, 2, 1), delta=torch.tensor([[[0.0], [0.1]], [[0.0], [0.2]]]),
+        ...                 losses=torch.zeros(2, 2), parameterization="sp")
+        >>> cc.delta.shape, round(cc.slopes()["fc"], 6)  # (W, T + 1, M); the change doubles with the width
+        (torch.Size([2, 2, 1]), 1.0)
     """
 
     widths: list[int]
@@ -59,14 +68,39 @@ class CoordCheck:
 
     @property
     def depths(self) -> list[int]:
-        """The depths of a depth check (``axis == "depth"``)."""
+        """The depths of a depth check (``axis == "depth"``): ``widths`` under its name.
+
+        Example:
+            >>> cc = CoordCheck([2, 8], ["out"], torch.ones(2, 1, 1), torch.ones(2, 1, 1), torch.zeros(2, 1), "depth-mup",
+            ...                 axis="depth")
+            >>> cc.depths
+            [2, 8]
+            >>> CoordCheck([8, 16], ["out"], torch.ones(2, 1, 1), torch.ones(2, 1, 1), torch.zeros(2, 1), "mup").depths
+            Traceback (most recent call last):
+            ...
+            AttributeError: a width coordinate check has no depths: use .widths
+        """
         if self.axis != "depth":
             raise AttributeError("a width coordinate check has no depths: use .widths")
         return self.widths
 
     def slopes(self, which: str = "delta", step: int = -1) -> dict[str, float]:
         """Least-squares slope of ``log(value)`` against ``log(width)`` (or ``log(depth)``) per
-        module at ``step`` (0 is flat; 1 grows like the width or depth)."""
+        module at ``step`` (0 is flat; 1 grows like the width or depth).
+
+        Args:
+            which: ``"delta"`` (the change since step 0, default) or ``"rms"``.
+            step: index into the ``T + 1`` recorded points (default the last).
+
+        Returns:
+            ``{module name: slope}``.
+
+        Example:
+            >>> rms = torch.tensor([[[1.0, 1.0]], [[1.0, 4.0]]])  # (W=2, T+1=1, M=2)
+            >>> cc = CoordCheck([10, 100], ["a", "b"], rms, rms, torch.zeros(2, 1), "sp")
+            >>> {k: round(v, 6) for k, v in cc.slopes("rms").items()}  # b grows like width^log10(4)
+            {'a': 0.0, 'b': 0.60206}
+        """
         if which not in ("rms", "delta"):
             raise ValueError(f"which must be 'rms' or 'delta', got {which!r}")
         v = getattr(self, which)[:, step, :].double()
@@ -193,6 +227,17 @@ def coord_check(make_model: Callable[[int], nn.Module], loss_fn: Callable, data,
             matches no module (or selects none that owns parameters).
         TypeError: ``make_model``/``loss_fn`` not callable, ``widths`` not a list, a ``modules``
             item of the wrong type.
+
+    Reference: G. Yang, E. J. Hu et al., "Tensor Programs V" (2022), Fig. 5 (the coordinate check).
+
+    Example:
+        >>> mlp = lambda w: nn.Sequential(nn.Linear(4, w), nn.ReLU(), nn.Linear(w, 2))
+        >>> x, y = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 2
+        >>> cc = coord_check(mlp, nn.functional.cross_entropy, (x, y), widths=[16, 8], steps=1, generator=0)
+        >>> cc.widths, cc.modules, tuple(cc.delta.shape)  # (W, T + 1, M)
+        ([8, 16], ['0', '2'], (2, 2, 2))
+        >>> bool((cc.delta[:, 0] == 0).all())  # no change before the first step
+        True
     """
     widths = _check_args(make_model, loss_fn, data, widths, "widths", base_width, "base_width", steps, optimizer)
     base_width = widths[0] if base_width is None else base_width
@@ -222,7 +267,25 @@ def coord_check(make_model: Callable[[int], nn.Module], loss_fn: Callable, data,
 
 def plot_coord_check(cc: CoordCheck, axes=None, *, which: str = "delta"):
     """One panel per recorded step: ``which`` ("delta" or "rms") against width (or depth) per module, log-log.
-    matplotlib is imported only here; returns the axes."""
+    matplotlib is imported only here; returns the axes (one per step ``0..T``).
+
+    ``axes``: a sequence of at least ``T + 1`` matplotlib ``Axes`` (or anything with their
+    ``loglog``/``set_title``/``set_xlabel``/``set_ylabel``/``legend`` methods), or None for a new figure.
+
+    Example:
+        >>> class Ax:  # records the calls; pass real matplotlib axes in practice
+        ...     def __init__(self): self.lines = []
+        ...     def loglog(self, x, y, **kw): self.lines.append((x, y, kw["label"]))
+        ...     def set_title(self, t): self.title = t
+        ...     def set_xlabel(self, t): self.xlabel = t
+        ...     def set_ylabel(self, t): pass
+        ...     def legend(self, **kw): pass
+        >>> cc = CoordCheck([8, 16], ["fc"], torch.ones(2, 2, 1), torch.tensor([[[0.0], [1.0]], [[0.0], [2.0]]]),
+        ...                 torch.zeros(2, 2), "mup")
+        >>> axes = plot_coord_check(cc, [Ax(), Ax()])
+        >>> axes[1].title, axes[1].xlabel, axes[1].lines
+        ('step 1', 'width', [([8, 16], [1.0, 2.0], 'fc')])
+    """
     if which not in ("rms", "delta"):
         raise ValueError(f"which must be 'rms' or 'delta', got {which!r}")
     v = getattr(cc, which)

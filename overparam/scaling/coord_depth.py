@@ -82,6 +82,26 @@ def coord_check_depth(make_model: Callable[[int], nn.Module], loss_fn: Callable,
             rule without ``branches=``/``branch_outputs=``, ``modules`` selecting no module
             present at every depth.
         TypeError: ``make_model``/``loss_fn`` not callable, ``depths`` not a list.
+
+    Reference: G. Yang, D. Yu, C. Zhu, S. Hayou, "Tensor Programs VI: Feature Learning in Infinite-Depth
+    Neural Networks" (2023); B. Bordelon et al., "Depthwise Hyperparameter Transfer in Residual Networks" (2023).
+
+    Example:
+        >>> class Res(nn.Module):
+        ...     def __init__(self, L):
+        ...         super().__init__()
+        ...         self.inp, self.out = nn.Linear(4, 8), nn.Linear(8, 2)
+        ...         self.blocks = nn.ModuleList(nn.Linear(8, 8) for _ in range(L))
+        ...     def forward(self, x):
+        ...         h = self.inp(x)
+        ...         for b in self.blocks:
+        ...             h = h + b(h)
+        ...         return self.out(h)
+        >>> x, y = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 2
+        >>> cc = coord_check_depth(Res, nn.functional.cross_entropy, (x, y), depths=[1, 4], steps=1, modules="out",
+        ...                        record="input", generator=0, plan_kwargs=dict(branches="blocks", branch_outputs="blocks.*"))
+        >>> cc.depths, cc.modules, tuple(cc.rms.shape)  # (L, T + 1, M)
+        ([1, 4], ['out'], (2, 2, 1))
     """
     depths = _check_args(make_model, loss_fn, data, depths, "depths", base_depth, "base_depth", steps, optimizer)
     if record not in ("output", "input"):

@@ -70,6 +70,20 @@ def muon_param_groups(plan: Plan, model: nn.Module, *, lr: float, adam_lr: float
     Raises:
         ValueError: a plan not made for Adam, an unknown ``adjust_lr_fn``, and whatever
             :meth:`~overparam.scaling.Plan.param_groups` refuses.
+
+    Reference: K. Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024);
+    G. Yang, J. B. Simon, J. Bernstein, "A Spectral Condition for Feature Learning" (2023).
+
+    Example:
+        >>> from overparam.scaling import plan
+        >>> mlp = lambda w: nn.Sequential(nn.Linear(4, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 3))
+        >>> model = mlp(32)
+        >>> p = plan(model, "mup", base=mlp(8))
+        >>> muon, adam = muon_param_groups(p, model, lr=0.02, adam_lr=1e-3, adjust_lr_fn="match_rms_adamw")
+        >>> [(len(g["params"]), g["lr"]) for g in muon]  # 0.02 / √m with m = 4: the hidden matrix
+        [(1, 0.01)]
+        >>> sum(len(g["params"]) for g in muon + adam) == len(list(model.parameters()))
+        True
     """
     if not isinstance(plan, Plan):
         raise TypeError(f"plan must be a Plan (op.scaling.plan(...)), got {type(plan).__name__}")

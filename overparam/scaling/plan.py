@@ -79,6 +79,15 @@ class Rule:
         lr_scale: factor on the base learning rate (weight decay: see :meth:`Plan.param_groups`).
         size: the tensor's shape, checked when the plan is applied.
         eps_scale: factor on Adam's base ε (``param_groups(..., eps=)``).
+
+    Reference: G. Yang, E. J. Hu et al., "Tensor Programs V: Tuning Large Neural Networks via
+        Zero-Shot Hyperparameter Transfer" (2022), Table 3.
+
+    Example:
+        >>> mlp = lambda w: nn.Sequential(nn.Linear(4, w), nn.ReLU(), nn.Linear(w, 3))
+        >>> r = plan(mlp(32), "mup", base=mlp(8)).rules["2.weight"]  # the read-out, m_in = 4
+        >>> r.shape.role, r.size, round(r.init_std * 8 ** 0.5 * 4, 12), r.lr_scale  # σ₀/m_in, σ₀ = 1/√8; LR ×1/m_in
+        ('output', (3, 32), 1.0, 0.25)
     """
 
     shape: TensorShape
@@ -117,6 +126,21 @@ class Plan:
 
     Print it for a table. Apply it with :meth:`init_` (once, before training) and
     :meth:`param_groups` (to build any ``torch.optim`` optimizer).
+
+    Attributes:
+        parameterization: ``"sp"``, ``"mup"``, ``"depth-mup"``, ``"completep"`` or ``"umup"``.
+        optimizer: ``"adam"`` or ``"sgd"``.
+        rules: ``{parameter name: Rule}`` in ``named_parameters`` order.
+
+    Reference: G. Yang, E. J. Hu et al., "Tensor Programs V: Tuning Large Neural Networks via
+        Zero-Shot Hyperparameter Transfer" (2022), Table 3; depth rules: Yang, Yu, Zhu & Hayou 2023 (depth-μP), Dey et al.
+    2025 (CompleteP).
+
+    Example:
+        >>> mlp = lambda w: nn.Sequential(nn.Linear(4, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 3))
+        >>> p = plan(mlp(32), "mup", base=mlp(8))
+        >>> [(k, r.shape.role, r.lr_scale) for k, r in p.rules.items() if k.endswith("weight")]
+        [('0.weight', 'input', 1.0), ('2.weight', 'hidden', 0.25), ('4.weight', 'output', 0.25)]
     """
 
     parameterization: str
@@ -158,6 +182,19 @@ class Plan:
         ``init_scale`` other than 1 (depth-μP branch-output biases): call it once per model.
 
         ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+        Raises:
+            ValueError: ``model`` lacks a planned parameter or has another shape for one.
+
+        Example:
+            >>> mlp = lambda w: nn.Sequential(nn.Linear(64, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 3))
+            >>> model = mlp(256)
+            >>> p = plan(model, "mup", base=mlp(64))
+            >>> p.init_(model, generator=0)
+            >>> round(float(model[2].weight.detach().std() * 64 ** 0.5 * 2), 1)  # hidden: σ₀/√m_in, σ₀ = 1/√64, m_in = 4
+            1.0
+            >>> round(float(model[4].weight.detach().std() * 64 ** 0.5 * 4), 1)  # output: σ₀/m_in
+            1.0
         """
         params = self._check(model)
         g = construction_generator(generator)
@@ -195,6 +232,14 @@ class Plan:
             ValueError: a non-finite or non-positive ``lr``, a negative or non-finite
                 ``weight_decay``, an unknown ``decay``, ``eps`` not > 0 or on an SGD plan, or a
                 trainable parameter of ``model`` that the plan does not cover.
+
+        Example:
+            >>> mlp = lambda w: nn.Sequential(nn.Linear(4, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 3))
+            >>> model = mlp(32)
+            >>> groups = plan(model, "mup", base=mlp(8)).param_groups(model, lr=1e-2, weight_decay=0.1, eps=1e-8)
+            >>> [(len(g["params"]), g["lr"], g["weight_decay"], g["eps"]) for g in groups]  # lr · wd kept
+            [(3, 0.01, 0.1, 2.5e-09), (1, 0.0025, 0.4, 2.5e-09), (1, 0.0025, 0.4, 1e-08), (1, 0.01, 0.1, 1e-08)]
+            >>> opt = torch.optim.AdamW(groups)
         """
         params = self._check(model)
         planned = {id(params[k]) for k in self.rules}
@@ -276,6 +321,15 @@ def plan(model: nn.Module, parameterization: str = "mup", *, base: nn.Module | N
             with ``init_std=None`` or without an ``"output"`` tensor, a model without trainable
             parameters, or a ``base`` of the model's own shapes without ``delta``.
         TypeError: a spec item of the wrong type.
+
+    Reference: G. Yang, E. J. Hu et al., "Tensor Programs V: Tuning Large Neural Networks via
+    Zero-Shot Hyperparameter Transfer" (2022), Table 3.
+
+    Example:
+        >>> mlp = lambda w: nn.Sequential(nn.Linear(4, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 3))
+        >>> p = plan(mlp(32), "mup", base=mlp(8), optimizer="sgd")
+        >>> {k: r.lr_scale for k, r in p.rules.items() if k.endswith("weight")}  # SGD: m_out, m_out/m_in, 1/m_in
+        {'0.weight': 4.0, '2.weight': 1.0, '4.weight': 0.25}
     """
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")

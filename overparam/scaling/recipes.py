@@ -41,7 +41,22 @@ __all__ = ["SharedReadout", "shared_readout", "attention_scale_"]
 
 class SharedReadout:
     """A handle: the read-out modules' outputs are multiplied by ``multiplier`` until :meth:`remove`
-    (or the end of a ``with`` block). Made by :func:`shared_readout`."""
+    (or the end of a ``with`` block). Made by :func:`shared_readout`.
+
+    Args:
+        modules: ``{name: module}`` whose outputs are scaled (any output shape).
+        multiplier: a finite positive float (μP's read-out multiplier ``1/m``).
+
+    Reference: G. Yang, E. J. Hu et al., "Tensor Programs V" (2022): mup's ``MuSharedReadout``.
+
+    Example:
+        >>> import torch
+        >>> lin = nn.Linear(3, 2)
+        >>> x = torch.ones(1, 3)
+        >>> with SharedReadout({"head": lin}, 0.5) as h:
+        ...     torch.allclose(lin(x), h.multiplier * (x @ lin.weight.T + lin.bias))
+        True
+    """
 
     def __init__(self, modules: dict[str, nn.Module], multiplier: float):
         if not (isinstance(modules, dict) and modules and all(isinstance(m, nn.Module) for m in modules.values())):
@@ -51,7 +66,20 @@ class SharedReadout:
         self._hooks = [m.register_forward_hook(lambda mod, args, out: out * multiplier) for m in modules.values()]
 
     def remove(self) -> None:
-        """Remove the hooks (the model is then as before)."""
+        """Remove the hooks (the model is then as before); calling it again does nothing.
+
+        Example:
+            >>> import torch
+            >>> lin = nn.Linear(3, 2)
+            >>> x = torch.ones(1, 3)
+            >>> before = lin(x)
+            >>> h = SharedReadout({"head": lin}, 0.25)
+            >>> torch.allclose(lin(x), before / 4)
+            True
+            >>> h.remove()
+            >>> torch.equal(lin(x), before), h
+            (True, SharedReadout(['head'], multiplier=0.25, active=False))
+        """
         for h in self._hooks:
             h.remove()
         self._hooks = []
@@ -84,6 +112,23 @@ def shared_readout(model: nn.Module, plan: Plan, module: Spec = "lm_head") -> Sh
         ValueError: ``module`` selects no module with a ``weight`` the plan covers, or the
             tensor's rule is not ``"input"`` (the read-out multiplier belongs to a tied tensor
             planned as an embedding), or read-outs with different multipliers.
+
+    Reference: G. Yang, E. J. Hu et al., "Tensor Programs V" (2022): mup's MuSharedReadout.
+
+    Example:
+        >>> from overparam.scaling import plan
+        >>> class LM(nn.Module):
+        ...     def __init__(self, w):
+        ...         super().__init__()
+        ...         self.emb, self.lm_head = nn.Embedding(10, w), nn.Linear(w, 10, bias=False)
+        ...         self.lm_head.weight = self.emb.weight
+        ...     def forward(self, ids):
+        ...         return self.lm_head(self.emb(ids))
+        >>> model = LM(32)
+        >>> h = shared_readout(model, plan(model, "mup", base=LM(8), roles={"emb": "input"}))
+        >>> h.modules, h.multiplier  # 1/m for m = 32/8
+        (['lm_head'], 0.25)
+        >>> h.remove()
     """
     if not isinstance(plan, Plan):
         raise TypeError(f"plan must be a Plan (op.scaling.plan(...)), got {type(plan).__name__}")
@@ -127,6 +172,8 @@ def attention_scale_(model: nn.Module, base: nn.Module) -> dict[str, tuple[float
         ValueError: no module with a float ``.scaling`` in ``model``, or one without a
             counterpart with a float ``.scaling`` in ``base``.
         TypeError: ``model``/``base`` not modules.
+
+    Reference: G. Yang, E. J. Hu et al., "Tensor Programs V" (2022): μP's 1/d attention scale.
 
     Example:
         >>> import torch

@@ -55,6 +55,14 @@ class TensorShape:
         role: one of :data:`ROLES`.
         fan_in, fan_out: the fans of this tensor in the target model.
         m_in, m_out: width multipliers ``fan / base fan`` (1.0 for a dimension that does not grow).
+
+    Reference: G. Yang & E. J. Hu, "Tensor Programs IV: Feature Learning in Infinite-Width Neural
+    Networks" (2021); Tensor Programs V (2022).
+
+    Example:
+        >>> s = infer_shapes(nn.Linear(32, 3), base=nn.Linear(8, 3))["weight"]
+        >>> s
+        TensorShape(role='output', fan_in=32, fan_out=3, m_in=4.0, m_out=1.0)
     """
 
     role: str
@@ -151,6 +159,17 @@ def infer_shapes(model: nn.Module, *, base: nn.Module, delta: nn.Module | None =
             parameters, or a ``base`` of the model's own shapes without ``delta`` (then no
             dimension is seen to grow and every tensor would be ``"fixed"``).
         TypeError: ``model``/``base``/``delta`` not modules, ``roles`` not a dict.
+
+    Reference: G. Yang, E. J. Hu et al., "Tensor Programs V: Tuning Large Neural Networks via Zero-Shot
+        Hyperparameter Transfer" (2022) (the base/delta shapes of μTransfer).
+
+    Example:
+        >>> mlp = lambda w: nn.Sequential(nn.Linear(4, w), nn.ReLU(), nn.Linear(w, 3))
+        >>> {k: (v.role, v.m_in, v.m_out) for k, v in infer_shapes(mlp(16), base=mlp(8)).items()}
+        {'0.weight': ('input', 1.0, 2.0), '0.bias': ('input', 1.0, 2.0), '2.weight': ('output', 2.0, 1.0), '2.bias': ('fixed', 1.0, 1.0)}
+        >>> s = infer_shapes(mlp(8), base=mlp(8), delta=mlp(16), roles={"2.bias": "output"})  # the base itself
+        >>> s["0.weight"].m_out, s["2.bias"].role
+        (1.0, 'output')
     """
     for arg, m in (("model", model), ("base", base), ("delta", delta)):
         if m is not None and not isinstance(m, nn.Module):

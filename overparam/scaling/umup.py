@@ -60,6 +60,8 @@ class UmupAlphas:
         residual_attn_ratio: attention branches' weight relative to FFN branches.
         loss_softmax: the loss's ``mult`` (``unit_ops.cross_entropy``).
 
+    Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
+
     Example:
         >>> UmupAlphas(ffn_act=2.0).ffn_act
         2.0
@@ -89,6 +91,8 @@ def residual_taus(kinds, *, residual_mult: float = 1.0, residual_attn_ratio: flo
     Args:
         kinds: a sequence of ``"attn"``/``"mlp"`` (the branches in order), or an int ``L``
             (``L`` MLP branches).
+
+    Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
 
     Example:
         >>> [round(t, 4) for t in residual_taus(3)]
@@ -130,6 +134,8 @@ def umup_types(model: nn.Module, *, roles: dict[Spec, str] | None = None) -> dic
             :data:`UMUP_TYPES` overrides the type of what the spec selects (a matrix type applies to
             the selected matrices, a vector type to the selected vectors: ``{"head": "output"}``
             leaves ``head.bias`` a bias).
+
+    Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
 
     Example:
         >>> m = nn.Sequential(nn.Embedding(10, 8), nn.LayerNorm(8), nn.Linear(8, 10))
@@ -180,6 +186,8 @@ def umup_plan(model: nn.Module, *, optimizer: str = "adam", init: bool = True, r
 
     Returns:
         a :class:`~overparam.scaling.Plan` with ``parameterization="umup"``.
+
+    Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 16), nn.Linear(16, 16), nn.Linear(16, 2))

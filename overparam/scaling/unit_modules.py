@@ -48,6 +48,8 @@ class UnitModule(nn.Module):
         readout: a Linear used as the read-out (output ``1/fan_in``, :func:`unit_ops.linear_readout`).
         mult: the nonlinearity's multiplier (α_ffn-act) for GELU/SiLU.
 
+    Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
+
     Example:
         >>> layer = nn.Linear(16, 4)
         >>> u = UnitModule(layer)
@@ -73,6 +75,20 @@ class UnitModule(nn.Module):
         self.train(base.training)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The unit-scaled op of ``base`` on ``x`` (Linear: ``(..., fan_in) -> (..., fan_out)``;
+        Embedding: integer ids ``(...,) -> (..., dim)``; norms and activations keep the shape).
+
+        Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
+
+        Example:
+            >>> _ = torch.manual_seed(0)
+            >>> u = UnitModule(nn.Linear(256, 64, bias=False))
+            >>> with torch.no_grad():
+            ...     _ = u.weight.normal_()
+            >>> y = u(torch.randn(512, 256)).detach()  # unit-variance weights and inputs → unit-variance outputs
+            >>> y.shape, 0.95 < float(y.std()) < 1.05
+            (torch.Size([512, 64]), True)
+        """
         b = self.base
         if isinstance(b, nn.Linear):
             return (U.linear_readout if self.readout else U.linear)(x, self.weight, self.bias)
@@ -94,6 +110,8 @@ class UnitResidual(nn.Module):
     """``residual_add(branch(b), s, tau)`` with ``b, s = residual_split(x, tau)``: a residual
     block ``x + f(x)`` in u-μP form (τ from :func:`~overparam.scaling.residual_taus`).
 
+    Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
+
     Example:
         >>> block = UnitResidual(nn.Identity(), tau=1.0)
         >>> block(torch.ones(2))
@@ -107,6 +125,16 @@ class UnitResidual(nn.Module):
         self.branch, self.tau = branch, check_real(tau, "tau", above=0.0, finite=True)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(τ·branch(x) + x)/√(1+τ²)``, of the shape of ``x`` (the branch must keep it).
+
+        Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
+
+        Example:
+            >>> block = UnitResidual(nn.Identity(), tau=0.5)
+            >>> x = torch.ones(3)
+            >>> torch.allclose(block(x), (0.5 * x + x) / 1.25 ** 0.5)
+            True
+        """
         return U.residual_apply(self.branch, x, self.tau)
 
 
@@ -125,6 +153,8 @@ def unit_scale_(model: nn.Module, targets: Spec = None, *, exclude: Spec = None,
     Raises:
         ValueError: a spec that selects nothing (the message names the keyword), a read-out that
             is not a selected Linear, an already wrapped model, the model itself as a target.
+
+    Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 4), nn.SiLU(), nn.Linear(4, 2))

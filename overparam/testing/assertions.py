@@ -15,7 +15,22 @@ __all__ = ["assert_vec_close", "assert_orthonormal", "assert_no_side_effects", "
 
 
 def max_rel_error(actual: Tensor, expected: Tensor) -> float:
-    """``max |a - e| / max(|e|)`` (0 when both are zero)."""
+    """``max |a - e| / max(|e|)`` (0 when both are zero): the worst entry-wise error relative to the
+    largest entry of ``expected``.
+
+    Args:
+        actual: tensor of any shape ``(...)``.
+        expected: tensor broadcastable with ``actual``; a zero ``expected`` gives the absolute error.
+
+    Returns:
+        A Python float.
+
+    Example:
+        >>> max_rel_error(torch.tensor([1.0, 2.1]), torch.tensor([1.0, 2.0]))  # 0.1 / 2
+        0.04999995231628418
+        >>> max_rel_error(torch.zeros(2), torch.zeros(2))
+        0.0
+    """
     for name, t in (("actual", actual), ("expected", expected)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
@@ -27,7 +42,17 @@ def max_rel_error(actual: Tensor, expected: Tensor) -> float:
 
 
 def assert_vec_close(actual: Iterable[Tensor], expected: Iterable[Tensor], *, rtol: float, atol: float = 0.0) -> None:
-    """Entry-wise ``torch.testing.assert_close`` over two parameter-shaped vectors."""
+    """Entry-wise ``torch.testing.assert_close`` over two parameter-shaped vectors (lists of tensors
+    with matching shapes); the message names the first entry that differs.
+
+    Example:
+        >>> a = [torch.ones(2, 3), torch.zeros(4)]
+        >>> assert_vec_close(a, [torch.ones(2, 3), torch.zeros(4)], rtol=1e-6)
+        >>> assert_vec_close(a, [torch.ones(2, 3), torch.ones(4)], rtol=1e-6)
+        Traceback (most recent call last):
+        ...
+        AssertionError: entry 1: ...
+    """
     a, e = vec.as_vec(actual, name="actual"), vec.as_vec(expected, name="expected")
     check_real(rtol, "rtol", at_least=0.0)
     check_real(atol, "atol", at_least=0.0)
@@ -40,7 +65,16 @@ def assert_vec_close(actual: Iterable[Tensor], expected: Iterable[Tensor], *, rt
 
 
 def assert_orthonormal(Q: Tensor, *, atol: float) -> None:
-    """``‖QᵀQ − I‖_max <= atol`` for ``Q`` of shape ``(..., n, k)``."""
+    """``‖QᵀQ − I‖_max <= atol`` for ``Q`` of shape ``(..., n, k)`` (orthonormal columns).
+
+    Example:
+        >>> Q, _ = torch.linalg.qr(torch.randn(5, 3, dtype=torch.float64))
+        >>> assert_orthonormal(Q, atol=1e-12)
+        >>> assert_orthonormal(2 * Q, atol=1e-12)
+        Traceback (most recent call last):
+        ...
+        AssertionError: QᵀQ deviates from I by 3.000e+00 > 1.0e-12
+    """
     check_float(Q, "Q")
     eye = torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device)
     err = float((Q.mT @ Q - eye).abs().max()) if Q.shape[-1] else 0.0

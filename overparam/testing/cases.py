@@ -18,6 +18,13 @@ def random_orthogonal(n: int, *, generator: GeneratorLike = None, dtype=torch.fl
     """A Haar-random orthogonal ``(n, n)`` matrix: :func:`overparam.backend.random.orthonormal` with ``k = n``.
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+    Example:
+        >>> Q = random_orthogonal(4, generator=0)
+        >>> Q.shape, torch.allclose(Q.T @ Q, torch.eye(4, dtype=torch.float64))
+        (torch.Size([4, 4]), True)
+        >>> torch.equal(Q, random_orthogonal(4, generator=0))  # rebuilt from its seed
+        True
     """
     return orthonormal(n, n, generator=generator, dtype=dtype)
 
@@ -42,6 +49,13 @@ def ill_conditioned(n: int, k: int, cond: float, *, generator: GeneratorLike = N
     """An ``(n, k)`` matrix with singular values log-spaced from 1 to ``1/cond``.
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+    Example:
+        >>> A = ill_conditioned(5, 3, 100.0, generator=0)
+        >>> A.shape
+        torch.Size([5, 3])
+        >>> torch.linalg.svdvals(A)
+        tensor([1.0000, 0.1000, 0.0100], dtype=torch.float64)
     """
     check_int(n, "n")
     check_rank(k, (n,), name="k", at_most_min=True)
@@ -56,7 +70,16 @@ def ill_conditioned(n: int, k: int, cond: float, *, generator: GeneratorLike = N
 def tanh_mlp(sizes: Sequence[int], *, generator: GeneratorLike = None, dtype=torch.float64) -> nn.Sequential:
     """A tanh MLP ``Linear → tanh → … → Linear`` with weights drawn from ``generator``.
 
+    ``sizes = (d_0, ..., d_L)`` gives ``L`` linear layers mapping ``(batch, d_0)`` to ``(batch, d_L)``;
+    weights are ``N(0, 1/fan_in)``, biases ``N(0, 0.01)``.
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+    Example:
+        >>> net = tanh_mlp([3, 5, 2], generator=0)
+        >>> [type(m).__name__ for m in net], net[0].weight.shape, net[0].weight.dtype
+        (['Linear', 'Tanh', 'Linear'], torch.Size([5, 3]), torch.float64)
+        >>> net(torch.zeros(4, 3, dtype=torch.float64)).shape
+        torch.Size([4, 2])
     """
     g = construction_generator(generator)
     layers: list[nn.Module] = []

@@ -23,7 +23,17 @@ __all__ = ["flat_params", "outputs_of_flat", "loss_of_flat", "hessian_of", "jaco
 
 
 def flat_params(model: nn.Module, *, only_trainable: bool = True) -> tuple[list[str], Tensor]:
-    """Names and the concatenated values ``(n,)`` of a model's parameters (detached copy)."""
+    """Names and the concatenated values ``(n,)`` of a model's parameters (detached copy), in
+    ``named_parameters`` order; ``only_trainable=False`` includes frozen parameters.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 3)
+        >>> names, theta = flat_params(net)
+        >>> names, theta.shape
+        (['weight', 'bias'], torch.Size([9]))
+        >>> torch.equal(theta[:6], net.weight.detach().flatten())
+        True
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     named = [(k, p) for k, p in model.named_parameters() if p.requires_grad or not only_trainable]
