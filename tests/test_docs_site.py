@@ -6,6 +6,7 @@
 * the "Coming from ..." pages run: their ``title="overparam"`` code blocks (after the page's
   ``title="setup"`` blocks) are executed; where the anchor is torch itself (torch.nn.utils.prune,
   torch.ao.pruning) the anchor's blocks and the ``title="check"`` blocks comparing both run too;
+* the getting-started tour runs and shows the README's two set-up commands verbatim;
 * every test file docs/guarantees.md cites exists.
 
 ``mkdocs build --strict`` itself runs in CI (.ci/run), with the ``docs`` extra.
@@ -103,6 +104,15 @@ def test_coming_from_snippets_run(page):
 def test_coming_from_index_links_every_page():
     text = (DOCS / "coming-from" / "index.md").read_text()
     assert all(f"({p})" in text for p in COMING_FROM), COMING_FROM
+
+
+def test_getting_started_tour_runs_and_shows_the_readme_commands():
+    page = DOCS / "getting-started.md"
+    lines = page.read_text().splitlines()
+    for line in (ROOT / ".ci" / "commands").read_text().splitlines():
+        assert line.split(":", 1)[1].strip() in lines, line
+    with torch.random.fork_rng():
+        exec(compile(code_blocks(page, "tour"), str(page), "exec"), {"__name__": "docs_tour"})
 
 
 def test_guarantees_cite_existing_tests():
