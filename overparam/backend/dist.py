@@ -11,7 +11,8 @@
   shapes/sizes/settings (one fixed-size gather, so a disagreement never hangs a collective);
 * :func:`sample_weight`: this rank's share ``n_r / N`` of the samples, counts declared or
   gathered once; :func:`broadcast_seed`: one generator seed for every rank;
-* :func:`unwrap`: the module inside ``DistributedDataParallel``; :func:`is_dtensor`,
+* :func:`unwrap`: the module inside ``DistributedDataParallel``; :func:`unsharded_copy`: a plain
+  copy of an FSDP2 model with its full parameters (functional forwards: curvature); :func:`is_dtensor`,
   :func:`shard_dim` and :func:`dtensor_like` for FSDP2's DTensor parameters.
 
 "Single process" means ``torch.distributed`` is unavailable, not initialized, or the
@@ -36,7 +37,7 @@ from . import vec as _vec
 from .random import GeneratorLike, measurement_generator
 
 __all__ = ["LOCAL", "is_distributed", "rank", "world_size", "all_reduce_vec", "all_gather", "global_kth_value", "agree",
-           "sample_weight", "broadcast_seed", "unwrap", "is_dtensor", "shard_dim", "dtensor_like"]
+           "sample_weight", "broadcast_seed", "unwrap", "unsharded_copy", "is_dtensor", "shard_dim", "dtensor_like"]
 
 
 class _Local:
@@ -139,10 +140,8 @@ def _ordered_keys(values: Tensor) -> Tensor:
 
 
 def _from_key(key: Tensor, dtype: torch.dtype) -> Tensor:
-    ity = _INT_VIEW[dtype]
-    k = key.to(ity)
-    mask = torch.iinfo(ity).max
-    return torch.where(k < 0, k ^ mask, k).view(dtype)
+    k = key.to(_INT_VIEW[dtype])
+    return torch.where(k < 0, k ^ torch.iinfo(k.dtype).max, k).view(dtype)
 
 
 def _kth_by_bisection(values: Tensor, k: int, reduce: Callable[[Tensor, str], Tensor]) -> Tensor:
@@ -311,6 +310,48 @@ def unwrap(model: nn.Module) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def unsharded_copy(model: nn.Module) -> nn.Module:
+    """A plain module computing what an FSDP2 (``fully_shard``) ``model`` computes, for functional
+    forwards (``functional_call``: curvature products, jvp, finite differences). DTensor parameters
+    become detached copies of their full tensors (one all-gather each, every rank, in
+    ``named_parameters`` order; tied ones stay tied); FSDP's classes and forward hooks are dropped
+    (other hooks kept); buffers and attributes are shared with ``model``, which is left untouched.
+    FSDP's mixed-precision casts are not applied. Without DTensor parameters: ``unwrap(model)``.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> unsharded_copy(net) is net
+        True
+    """
+    inner = unwrap(model)
+    if not any(is_dtensor(p) for p in inner.parameters()):
+        return inner
+    from torch.distributed.fsdp import FSDPModule
+
+    made: dict[int, object] = {}  # id -> copy (shared parameters and modules are copied once)
+
+    def fsdp_hook(f) -> bool:  # FSDP's own (bound methods / closures / partials of torch.distributed.fsdp)
+        return str(getattr(getattr(f, "func", f), "__module__", "")).startswith("torch.distributed.fsdp")
+
+    def param(p):
+        if id(p) not in made:
+            made[id(p)] = nn.Parameter((p.full_tensor() if is_dtensor(p) else p).detach(), requires_grad=p.requires_grad)
+        return made[id(p)]
+
+    def module(m: nn.Module) -> nn.Module:
+        if id(m) not in made:
+            cls = type(m).__mro__[type(m)._orig_cls_mro_index] if isinstance(m, FSDPModule) else type(m)
+            made[id(m)] = new = cls.__new__(cls)
+            new.__dict__.update(m.__dict__, _parameters={k: p if p is None else param(p) for k, p in m._parameters.items()},
+                                _buffers=dict(m._buffers),
+                                _modules={k: c if c is None else module(c) for k, c in m._modules.items()},
+                                **{h: {i: f for i, f in getattr(m, h).items() if not fsdp_hook(f)}
+                                   for h in ("_forward_pre_hooks", "_forward_hooks")})
+        return made[id(m)]
+
+    return module(inner)
 
 
 def is_dtensor(t) -> bool:

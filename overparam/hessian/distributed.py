@@ -11,12 +11,12 @@ draws the same probes: pass the same ``generator`` seed on every rank
 product first verifies that the ranks hold the same vector (a fingerprint gather) and raises
 ``ValueError`` otherwise.
 
-``distributed_hessian`` / ``distributed_ggn`` take a plain or ``DistributedDataParallel``
-model (the functional forward runs on ``model.module``). FSDP2 models (``fully_shard``,
-DTensor parameters) are refused with a ``TypeError``: FSDP2's forward all-gathers the
-parameters into unsharded tensors, so neither the kept double-backward graph (the parameters
-are "not used in the graph") nor the functional forward of the other backends sees the
-sharded parameters; see docs/distributed.md.
+``distributed_hessian`` / ``distributed_ggn`` take a plain, ``DistributedDataParallel`` or FSDP2
+(``fully_shard``, DTensor parameters) model. The functional forward runs on ``model.module`` (DDP)
+or on :func:`overparam.backend.dist.unsharded_copy` (FSDP2: the full parameters gathered once, when
+the operator is built, into a plain copy without FSDP's hooks, whose forward FSDP would otherwise
+reroute through its own all-gathered tensors). Vectors are full-size and identical on every rank,
+as under DDP: FSDP's memory saving is traded for exact products; see docs/distributed.md.
 
 In a single process the wrapper is the local operator (weight 1, no communication).
 
@@ -130,21 +130,13 @@ class DistributedOperator(Operator):
         return self._reduce((self.local.gradient().clone(),))[0]
 
 
-def _plain(model: nn.Module) -> nn.Module:
-    inner = dist.unwrap(model)
-    if any(dist.is_dtensor(p) for p in inner.parameters()):
-        raise TypeError("the model has DTensor (FSDP2 / fully_shard) parameters: curvature products are not supported "
-                        "on them (FSDP2's forward all-gathers unsharded copies the functional forward cannot reach); "
-                        "build the operator on an unsharded replica (docs/distributed.md)")
-    return inner
-
-
 def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
                         samples: Sequence[int] | None = None, group=None, check_probes: bool = True,
                         **kwargs) -> DistributedOperator:
     """The Hessian of the loss on the data of all ranks: :class:`~overparam.hessian.HessianOperator`
-    ``(model, loss_fn, data, params=, exclude=, **kwargs)`` on this rank's ``data`` (``model`` plain
-    or DDP-wrapped), wrapped in :class:`DistributedOperator` ``(samples=, group=, check_probes=)``.
+    ``(model, loss_fn, data, params=, exclude=, **kwargs)`` on this rank's ``data`` (``model`` plain,
+    DDP-wrapped or FSDP2: :func:`~overparam.backend.dist.unsharded_copy`), wrapped in
+    :class:`DistributedOperator` ``(samples=, group=, check_probes=)``.
 
     Example:
         >>> from overparam.testing import tanh_mlp
@@ -153,7 +145,7 @@ def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Sp
         >>> H.local.backend, H.names
         ('double_backward', ['0.weight', '0.bias', '2.weight', '2.bias'])
     """
-    local = HessianOperator(_plain(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
+    local = HessianOperator(dist.unsharded_copy(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
     return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes)
 
 
@@ -170,5 +162,5 @@ def distributed_ggn(model: nn.Module, loss_fn: Callable, data, *, params: Spec =
         >>> distributed_ggn(tanh_mlp([2, 3, 1], generator=0), torch.nn.functional.mse_loss, (x, y)).n
         13
     """
-    local = GGNOperator(_plain(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
+    local = GGNOperator(dist.unsharded_copy(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
     return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes)
