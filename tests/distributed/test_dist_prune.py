@@ -114,6 +114,41 @@ def _worker(rank, world):
     return out
 
 
+def _lottery(model, fwd, parts):
+    """3 IMP rounds with rewinding to step 2 (SGD + momentum), each step on the mean of the parts' losses."""
+    def train(_, opt, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            sum(mse(fwd(x), y) for x, y in parts).div(len(parts)).backward()
+            opt.step()
+
+    t = prune.lottery(model, train, optimizer_fn=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), steps=6,
+                      rounds=3, rate=0.5, rewind_to=2)
+    return [{k.removeprefix("module."): v.tolist() for k, v in r.masks.items()} for r in t.rounds], \
+        [p.detach().clone() for p in model.parameters()]
+
+
+@register
+def _lottery_worker(rank, world):
+    x, y = _data()
+    net = _net()
+    half = slice(0, 5) if rank == 0 else slice(5, 10)
+    ddp = torch.nn.parallel.DistributedDataParallel(net)
+    masks, weights = _lottery(ddp, ddp, [(x[half], y[half])])
+    return {"masks": masks, "weights": [w.tolist() for w in weights]}
+
+
+@pytest.mark.dist
+def test_lottery_under_ddp_equals_one_process(gloo):
+    x, y = _data()
+    net = _net()
+    masks, weights = _lottery(net, net, [(x[:5], y[:5]), (x[5:], y[5:])])
+    for r in results(gloo, _lottery_worker):
+        assert r["masks"] == masks  # every round's masks, tied weights included
+        for got, w in zip(r["weights"], weights):  # bitwise: DDP's gradient mean is (g0 + g1) / 2 exactly
+            assert torch.equal(torch.tensor(got, dtype=torch.float64), w)
+
+
 @pytest.mark.dist
 def test_masks_and_masked_adamw_equal_one_process(gloo):
     x, y = _data()
