@@ -222,5 +222,5 @@ class PairOptimizer(Optimizer):
                                     pg))
             except NotPositiveDefiniteError as e:
                 raise NotPositiveDefiniteError(
-                    f"{type(self).__name__}: factor pair {n} (shapes {tuple(L.shape)}, {tuple(R.shape)}): {e}") from None
+                    f"{type(self).__name__}: factor pair {n} (shapes {tuple(ps[i].shape)}, {tuple(ps[j].shape)}): {e}") from None
         return out
