@@ -8,8 +8,8 @@ of :mod:`overparam.hessian` (:func:`lanczos`, :func:`hutchinson`, :func:`hutchpp
 :func:`xtrace`, :func:`slq`, :func:`lambda_max`, ...) runs on it unchanged, provided every rank
 draws the same probes: pass the same ``generator`` seed on every rank
 (:func:`overparam.backend.dist.broadcast_seed`). With ``check_probes=True`` (default) each
-product first verifies that the ranks hold the same vector (a fingerprint gather) and raises
-``ValueError`` otherwise.
+product verifies that the ranks held the same vector (a fingerprint carried by the product's
+all-reduce) and raises ``ValueError`` on every rank otherwise.
 
 ``distributed_hessian`` / ``distributed_ggn`` take a plain, ``DistributedDataParallel`` or FSDP2
 (``fully_shard``, DTensor parameters) model. The functional forward runs on ``model.module`` (DDP)
