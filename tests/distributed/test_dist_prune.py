@@ -35,11 +35,14 @@ def _adamw_steps(model, ddp_or_net, masks, parts):
     return [p.detach().clone() for p in model.parameters()]
 
 
-def _packed_steps(model, fwd, masks, parts, kind):
-    """5 steps of prune.PackedAdamW / PackedSGD (packed state), losses as in :func:`_adamw_steps`."""
+def _packed_steps(model, fwd, masks, parts, kind, remask=None):
+    """5 steps of prune.PackedAdamW / PackedSGD (packed state), losses as in :func:`_adamw_steps`;
+    with ``remask``, then ``set_masks_(remask(model))`` (state re-packed) and 2 more steps."""
     opt = (prune.PackedAdamW(model.named_parameters(), masks, lr=0.05, weight_decay=0.1) if kind == "adamw" else
            prune.PackedSGD(model.named_parameters(), masks, lr=0.05, momentum=0.9, weight_decay=0.1))
-    for _ in range(5):
+    for i in range(5 if remask is None else 7):
+        if i == 5:
+            opt.set_masks_(remask(model))
         opt.zero_grad()
         sum(mse(fwd(x), y) for x, y in parts).div(len(parts)).backward()
         opt.step()
@@ -106,6 +109,10 @@ def _worker(rank, world):
         w, st = _packed_steps(fp, fp, prune.global_magnitude(fp, 0.5), [(x[half], y[half])], kind)
         out[f"fsdp_packed_{kind}"] = [p.full_tensor().tolist() for p in w]
         out[f"fsdp_packed_{kind}_state"] = sorted((k, v.numel()) for k, v in st.items() if v.ndim)
+    fp = _fsdp(_net())
+    w, _ = _packed_steps(fp, fp, prune.global_magnitude(fp, 0.5), [(x[half], y[half])], "adamw",
+                         remask=lambda m: prune.global_magnitude(m, 0.75))
+    out["fsdp_packed_remask"] = [p.full_tensor().tolist() for p in w]
     fp = _fsdp(_net())
     out["packed_plain_mask"] = _error(prune.PackedAdamW, fp.named_parameters(), _full(prune.global_magnitude(fp, 0.5)))
     col = _net()
@@ -182,6 +189,11 @@ def test_masks_and_masked_adamw_equal_one_process(gloo):
         for kind in ("adamw", "sgd"):  # bitwise: FSDP2's reduce-scattered mean of two halves is exact
             for got, w in zip(r[f"fsdp_packed_{kind}"], packed[kind][0]):
                 assert torch.equal(torch.tensor(got, dtype=torch.float64), w), kind
+        pn = _net()
+        remasked, _ = _packed_steps(pn, pn, prune.magnitude(pn, 0.5), [(x[:5], y[:5]), (x[5:], y[5:])], "adamw",
+                                    remask=lambda m: prune.magnitude(m, 0.75))
+        for got, w in zip(r["fsdp_packed_remask"], remasked):  # set_masks_ re-packs each shard's state
+            assert torch.equal(torch.tensor(got, dtype=torch.float64), w)
         assert "must be a DTensor with the same placements" in r["packed_plain_mask"]
         assert "ranks disagree on the magnitude masks" in r["bad_shapes"]
         assert "not all multiples of m=4" in r["nm_split"] and "0.weight" in r["nm_split"]
