@@ -1,4 +1,5 @@
-"""Top Hessian eigenvalues and the trace of a DDP model, each rank on half the data.
+"""Top Hessian eigenvalues and the trace of a DDP model, each rank on half the data; then the
+same eigenvalues of an FSDP2 (``fully_shard``) copy of the model.
 
 Launch (CPU, gloo):
     torchrun --nproc-per-node 2 examples/distributed_hessian.py
@@ -29,6 +30,14 @@ def main() -> None:
     tr = op.hessian.hutchpp(H, 60, generator=seed)
     print(f"rank {rank}: share {H.weight:.3f}, top-5 {[round(v, 6) for v in eig.values.tolist()]}, "
           f"trace {float(tr.mean):.4f} ± {float(tr.stderr):.4f}")
+    from torch.distributed.fsdp import fully_shard
+
+    fs = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1)).double()
+    fs.load_state_dict(net.state_dict())
+    fully_shard(fs)  # DTensor parameters: the operator gathers them once into a plain copy
+    eig_fsdp = op.hessian.lanczos(op.hessian.distributed_hessian(fs, torch.nn.functional.mse_loss, loader), k=5,
+                                  which="LA", generator=seed)
+    print(f"rank {rank}: FSDP2 top-5 {[round(v, 6) for v in eig_fsdp.values.tolist()]}")
     if rank == 0:  # the single-process answer on all the data, for comparison
         one = op.hessian.lanczos(op.hessian.hessian(net, torch.nn.functional.mse_loss, (x, y)), k=5, which="LA",
                                  generator=seed)

@@ -60,6 +60,7 @@ ACCEPTED = {
     ("backend.select.matches", "spec", "bad_choice"): "a predicate: a name that selects nothing is False, not an error",
     ("backend.nm.nm_ungroup", "like", "nan"): "like gives only the shape; the values come from g",
     ("backend.dist.dtensor_like", "like", "nan"): "like gives only the layout; the values come from local",
+    ("backend.dist.local_part", "like", "nan"): "like gives only the layout; the values come from full",
     ("backend.topk.fraction_count", "n", "zero"): "no candidates: the count is 0, a valid result",
     **{(q, a, "nan"): "an in-place optimizer step returning None: a NaN propagates into param/state as in torch's "
        "optimizers (checked in tests/backend/test_packed_step.py)" for q in (

@@ -41,7 +41,7 @@ prune.learned.EdgePopup prune.learned.LearnableNM prune.schedules.GradualPruner 
 hessian.kfac hessian.EKFACOperator hessian.ekfac optim.loraplus_groups prune.removal.remove_pruned
 prune.removal.channel_groups prune.srste.SRSTE prune.collect_stats prune.wanda prune.owl
 hessian.distributed_hessian hessian.distributed_ggn prune.global_magnitude prune.distributed_nm_masks
-backend.dist.unwrap scaling.umup_types scaling.umup_plan"""
+backend.dist.unwrap backend.dist.unsharded_copy scaling.umup_types scaling.umup_plan"""
 VALUES = """scaling.attention_scale_ backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict
 factor.unmerge_ prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery prune.calibrate
 prune.sparsegpt_"""

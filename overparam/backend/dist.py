@@ -1,18 +1,11 @@
 """``torch.distributed`` helpers; exact no-ops in a single process.
 
-* :func:`all_reduce_vec`: sum or average a parameter-shaped vector over ranks with one
-  collective on the flattened vector (e.g. HVPs computed on each rank's data shard).
-* :func:`all_gather`: one small tensor from every rank, stacked in rank order;
-* :func:`global_kth_value`: the exact k-th smallest value of a tensor sharded over ranks
-  (the threshold of a global magnitude mask under data or FSDP sharding), by bisection on
-  the order-preserving integer image of the floats: ≤ 64 rounds of one ``all_reduce`` of a
-  count each, no gather of the values.
-* :func:`agree`: raise the same ``ValueError`` on every rank when ranks hold different
-  shapes/sizes/settings (one fixed-size gather, so a disagreement never hangs a collective);
-* :func:`sample_weight`: this rank's share ``n_r / N`` of the samples, counts declared or
-  gathered once; :func:`broadcast_seed`: one generator seed for every rank;
-* :func:`unwrap`: the module inside ``DistributedDataParallel``; :func:`is_dtensor`,
-  :func:`shard_dim` and :func:`dtensor_like` for FSDP2's DTensor parameters.
+Reductions of parameter-shaped vectors (:func:`all_reduce_vec`), small gathers, the exact k-th
+value of a sharded tensor (:func:`global_kth_value`: bisection on the order-preserving integer
+image of the floats, ≤ 64 scalar all-reduces, no gather of the values), fault checks that never
+hang (:func:`agree`), per-rank sample weights and shared seeds, and the glue for DDP
+(:func:`unwrap`) and FSDP2's DTensor parameters (:func:`unsharded_copy`, :func:`shard_dim`,
+:func:`dtensor_like`, :func:`local_part`). See docs/distributed.md.
 
 "Single process" means ``torch.distributed`` is unavailable, not initialized, or the
 world has size 1; then the input is returned untouched (the same objects).
@@ -26,17 +19,19 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from . import vec as _vec
+from ._kth import INT_VIEW, kth_by_bisection
 from .random import GeneratorLike, measurement_generator
 
 __all__ = ["LOCAL", "is_distributed", "rank", "world_size", "all_reduce_vec", "all_gather", "global_kth_value", "agree",
-           "sample_weight", "broadcast_seed", "unwrap", "is_dtensor", "shard_dim", "dtensor_like"]
+           "sample_weight", "broadcast_seed", "unwrap", "unsharded_copy", "is_dtensor", "shard_dim", "dtensor_like",
+           "local_part"]
 
 
 class _Local:
@@ -127,44 +122,6 @@ def all_reduce_vec(x: Iterable[Tensor], *, op: str = "sum", weight: float | None
     return xs
 
 
-_INT_VIEW = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
-
-
-def _ordered_keys(values: Tensor) -> Tensor:
-    """Integers (int64) whose order is the order of the floats (for non-NaN values)."""
-    ity = _INT_VIEW[values.dtype]
-    bits = values.contiguous().view(ity)
-    mask = torch.iinfo(ity).max
-    return torch.where(bits < 0, bits ^ mask, bits).to(torch.int64)
-
-
-def _from_key(key: Tensor, dtype: torch.dtype) -> Tensor:
-    ity = _INT_VIEW[dtype]
-    k = key.to(ity)
-    mask = torch.iinfo(ity).max
-    return torch.where(k < 0, k ^ mask, k).view(dtype)
-
-
-def _kth_by_bisection(values: Tensor, k: int, reduce: Callable[[Tensor, str], Tensor]) -> Tensor:
-    """k-th smallest (1-based) of the union of all ranks' ``values`` by integer bisection.
-
-    ``reduce(t, how)`` combines a 0-dim int64 tensor over ranks with ``how`` in {"sum", "min", "max"}.
-    """
-    keys = _ordered_keys(values.reshape(-1))
-    big, small = torch.iinfo(torch.int64).max, torch.iinfo(torch.int64).min
-    lo = int(reduce(keys.min() if keys.numel() else torch.tensor(big, device=keys.device), "min"))
-    hi = int(reduce(keys.max() if keys.numel() else torch.tensor(small, device=keys.device), "max"))
-    # invariant: count(keys <= hi) >= k, answer in [lo, hi]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        cnt = int(reduce((keys <= mid).sum(), "sum"))
-        if cnt >= k:
-            hi = mid
-        else:
-            lo = mid + 1
-    return _from_key(torch.tensor(lo, device=values.device), values.dtype)
-
-
 def _dist_reduce(group):
     ops = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
 
@@ -193,7 +150,7 @@ def global_kth_value(values: Tensor, k: int, *, group=None) -> Tensor:
         >>> global_kth_value(torch.tensor([[4., 4.], [1., 9.]]), 3)
         tensor(4.)
     """
-    if not isinstance(values, Tensor) or values.dtype not in _INT_VIEW:
+    if not isinstance(values, Tensor) or values.dtype not in INT_VIEW:
         raise TypeError("values must be a floating-point tensor (float16, bfloat16, float32 or float64)")
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"k must be an int, got {type(k).__name__}")
@@ -206,7 +163,7 @@ def global_kth_value(values: Tensor, k: int, *, group=None) -> Tensor:
     total = int(_dist_reduce(group)(torch.tensor(values.numel(), device=values.device), "sum"))
     if not 1 <= k <= total:
         raise ValueError(f"k must be in [1, {total}] (values over all ranks), got {k}")
-    return _kth_by_bisection(values, k, _dist_reduce(group))
+    return kth_by_bisection(values, k, _dist_reduce(group))
 
 
 def _fingerprint(value) -> int:
@@ -313,6 +270,48 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def unsharded_copy(model: nn.Module) -> nn.Module:
+    """A plain module computing what an FSDP2 (``fully_shard``) ``model`` computes, for functional
+    forwards (``functional_call``: curvature products, jvp, finite differences). DTensor parameters
+    become detached copies of their full tensors (one all-gather each, every rank, in
+    ``named_parameters`` order; tied ones stay tied); FSDP's classes and forward hooks are dropped
+    (other hooks kept); buffers and attributes are shared with ``model``, which is left untouched.
+    FSDP's mixed-precision casts are not applied. Without DTensor parameters: ``unwrap(model)``.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> unsharded_copy(net) is net
+        True
+    """
+    inner = unwrap(model)
+    if not any(is_dtensor(p) for p in inner.parameters()):
+        return inner
+    from torch.distributed.fsdp import FSDPModule
+
+    made: dict[int, object] = {}  # id -> copy (shared parameters and modules are copied once)
+
+    def fsdp_hook(f) -> bool:  # FSDP's own (bound methods / closures / partials of torch.distributed.fsdp)
+        return str(getattr(getattr(f, "func", f), "__module__", "")).startswith("torch.distributed.fsdp")
+
+    def param(p):
+        if id(p) not in made:
+            made[id(p)] = nn.Parameter((p.full_tensor() if is_dtensor(p) else p).detach(), requires_grad=p.requires_grad)
+        return made[id(p)]
+
+    def module(m: nn.Module) -> nn.Module:
+        if id(m) not in made:
+            cls = type(m).__mro__[type(m)._orig_cls_mro_index] if isinstance(m, FSDPModule) else type(m)
+            made[id(m)] = new = cls.__new__(cls)
+            new.__dict__.update(m.__dict__, _parameters={k: p if p is None else param(p) for k, p in m._parameters.items()},
+                                _buffers=dict(m._buffers),
+                                _modules={k: c if c is None else module(c) for k, c in m._modules.items()},
+                                **{h: {i: f for i, f in getattr(m, h).items() if not fsdp_hook(f)}
+                                   for h in ("_forward_pre_hooks", "_forward_hooks")})
+        return made[id(m)]
+
+    return module(inner)
+
+
 def is_dtensor(t) -> bool:
     """Whether the tensor ``t`` is a ``torch.distributed.tensor.DTensor`` (FSDP2's sharded parameters)."""
     if not isinstance(t, Tensor):
@@ -357,3 +356,25 @@ def dtensor_like(local: Tensor, like) -> Tensor:
 
     return DTensor.from_local(local, like.device_mesh, like.placements, run_check=False, shape=like.shape,
                               stride=like.stride())
+
+
+def local_part(full: Tensor, like) -> Tensor:
+    """This rank's part of ``full`` (the whole tensor, identical on every rank) in ``like``'s layout:
+    the chunk a ``Shard(d)`` DTensor holds locally (no communication); ``full`` itself when ``like``
+    is replicated or not a DTensor. The inverse of :func:`dtensor_like` for full tensors.
+
+    Example:
+        >>> local_part(torch.ones(3, 2), torch.zeros(3, 2)).shape
+        torch.Size([3, 2])
+    """
+    for name, x in (("full", full), ("like", like)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if full.shape != like.shape:
+        raise ValueError(f"full has shape {tuple(full.shape)} but like has the global shape {tuple(like.shape)}")
+    d = shard_dim(like, "like")
+    if d is None:
+        return full
+    n, r = like.device_mesh.size(), like.device_mesh.get_local_rank()
+    parts = full.chunk(n, d)  # DTensor's Shard rule: torch.chunk, missing trailing chunks empty
+    return parts[r] if r < len(parts) else full.narrow(d, 0, 0)

@@ -8,15 +8,15 @@ of :mod:`overparam.hessian` (:func:`lanczos`, :func:`hutchinson`, :func:`hutchpp
 :func:`xtrace`, :func:`slq`, :func:`lambda_max`, ...) runs on it unchanged, provided every rank
 draws the same probes: pass the same ``generator`` seed on every rank
 (:func:`overparam.backend.dist.broadcast_seed`). With ``check_probes=True`` (default) each
-product first verifies that the ranks hold the same vector (a fingerprint gather) and raises
-``ValueError`` otherwise.
+product verifies that the ranks held the same vector (a fingerprint carried by the product's
+all-reduce) and raises ``ValueError`` on every rank otherwise.
 
-``distributed_hessian`` / ``distributed_ggn`` take a plain or ``DistributedDataParallel``
-model (the functional forward runs on ``model.module``). FSDP2 models (``fully_shard``,
-DTensor parameters) are refused with a ``TypeError``: FSDP2's forward all-gathers the
-parameters into unsharded tensors, so neither the kept double-backward graph (the parameters
-are "not used in the graph") nor the functional forward of the other backends sees the
-sharded parameters; see docs/distributed.md.
+``distributed_hessian`` / ``distributed_ggn`` take a plain, ``DistributedDataParallel`` or FSDP2
+(``fully_shard``, DTensor parameters) model. The functional forward runs on ``model.module`` (DDP)
+or on :func:`overparam.backend.dist.unsharded_copy` (FSDP2: the full parameters gathered once, when
+the operator is built, into a plain copy without FSDP's hooks, whose forward FSDP would otherwise
+reroute through its own all-gathered tensors). Vectors are full-size and identical on every rank,
+as under DDP: FSDP's memory saving is traded for exact products; see docs/distributed.md.
 
 In a single process the wrapper is the local operator (weight 1, no communication).
 
@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -58,6 +59,9 @@ def _local_count(op: Operator, samples: Sequence[int] | None, group) -> int | No
     if len(counts) != dist.world_size(group):
         raise ValueError(f"samples must hold one count per rank ({dist.world_size(group)}), got {counts}")
     return counts[dist.rank(group)]
+
+
+_PROBE_MSG = "the probe vector (use the same generator seed on every rank: overparam.backend.dist.broadcast_seed)"
 
 
 def _fingerprint(flat: Tensor) -> Tensor:
@@ -109,19 +113,37 @@ class DistributedOperator(Operator):
 
     def _check(self, V: vec.Vec) -> None:
         if self.check_probes and dist.is_distributed(self.group):
-            dist.agree(_fingerprint(vec.flatten(V)).tolist(), "the probe vector (use the same generator seed on "
-                       "every rank: overparam.backend.dist.broadcast_seed)", group=self.group)
+            dist.agree(_fingerprint(vec.flatten(V)).tolist(), _PROBE_MSG, group=self.group)
 
     def _reduce(self, out: vec.Vec) -> vec.Vec:
         return dist.all_reduce_vec(out, weight=self.weight, group=self.group)
 
+    def _product(self, V: vec.Vec, local: Callable[[vec.Vec], vec.Vec]) -> vec.Vec:
+        """``Σ_r w_r A_r V`` with the probe check riding on the product's all-reduce: each rank adds
+        four 8-bit pieces ``f`` of its probe's fingerprint and their squares to the reduced buffer;
+        the ranks agree iff ``W·Σf² = (Σf)²`` for every piece (exact in fp32/fp64 for W ≤ 256), so
+        one collective per product instead of two; other dtypes: a separate check first."""
+        fused = self.check_probes and dist.is_distributed(self.group) and self.dtype in (torch.float32, torch.float64) \
+            and dist.world_size(self.group) <= 256
+        if not fused:
+            self._check(V)
+            return self._reduce(local(V))
+        key = hashlib.blake2b(repr(_fingerprint(vec.flatten(V)).tolist()).encode(), digest_size=4).digest()
+        f = torch.tensor(list(key), dtype=self.dtype, device=self.device)
+        out = local(V)
+        flat = vec.flatten(out)
+        buf = torch.cat([flat * self.weight if self.weight != 1 else flat, f, f * f])
+        dist.all_reduce_vec((buf,), group=self.group)
+        s, s2 = buf[-8:-4], buf[-4:]
+        if bool((s2 * dist.world_size(self.group) != s * s).any()):
+            raise ValueError(f"ranks disagree on {_PROBE_MSG}")
+        return vec.copy_(out, vec.unflatten(buf[:-8], out))
+
     def _mv(self, v: vec.Vec) -> vec.Vec:
-        self._check(v)
-        return self._reduce(self.local._mv(v))
+        return self._product(v, self.local._mv)
 
     def _mm(self, V: vec.Vec) -> vec.Vec:
-        self._check(V)
-        return self._reduce(self.local._mm(V))
+        return self._product(V, self.local._mm)
 
     def gradient(self) -> Tensor:
         """The gradient of the loss on all the data, flat ``(n,)``, identical on every rank."""
@@ -130,21 +152,13 @@ class DistributedOperator(Operator):
         return self._reduce((self.local.gradient().clone(),))[0]
 
 
-def _plain(model: nn.Module) -> nn.Module:
-    inner = dist.unwrap(model)
-    if any(dist.is_dtensor(p) for p in inner.parameters()):
-        raise TypeError("the model has DTensor (FSDP2 / fully_shard) parameters: curvature products are not supported "
-                        "on them (FSDP2's forward all-gathers unsharded copies the functional forward cannot reach); "
-                        "build the operator on an unsharded replica (docs/distributed.md)")
-    return inner
-
-
 def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
                         samples: Sequence[int] | None = None, group=None, check_probes: bool = True,
                         **kwargs) -> DistributedOperator:
     """The Hessian of the loss on the data of all ranks: :class:`~overparam.hessian.HessianOperator`
-    ``(model, loss_fn, data, params=, exclude=, **kwargs)`` on this rank's ``data`` (``model`` plain
-    or DDP-wrapped), wrapped in :class:`DistributedOperator` ``(samples=, group=, check_probes=)``.
+    ``(model, loss_fn, data, params=, exclude=, **kwargs)`` on this rank's ``data`` (``model`` plain,
+    DDP-wrapped or FSDP2: :func:`~overparam.backend.dist.unsharded_copy`), wrapped in
+    :class:`DistributedOperator` ``(samples=, group=, check_probes=)``.
 
     Example:
         >>> from overparam.testing import tanh_mlp
@@ -153,7 +167,7 @@ def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Sp
         >>> H.local.backend, H.names
         ('double_backward', ['0.weight', '0.bias', '2.weight', '2.bias'])
     """
-    local = HessianOperator(_plain(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
+    local = HessianOperator(dist.unsharded_copy(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
     return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes)
 
 
@@ -170,5 +184,5 @@ def distributed_ggn(model: nn.Module, loss_fn: Callable, data, *, params: Spec =
         >>> distributed_ggn(tanh_mlp([2, 3, 1], generator=0), torch.nn.functional.mse_loss, (x, y)).n
         13
     """
-    local = GGNOperator(_plain(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
+    local = GGNOperator(dist.unsharded_copy(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
     return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes)

@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ..backend import dist
 from ..backend.checks import check_float
-from ..backend.linalg import NotPositiveDefiniteError, gram_solve
+from ..backend.linalg import NotPositiveDefiniteError, spd_solve
 from ._finite import check_finite_flag, check_finite_grads
 
 __all__ = ["as_pair", "PairOptimizer", "PairStep", "check_nonnegative"]
@@ -105,6 +106,7 @@ class PairStep:
     gR: Tensor | None
     dL: Tensor
     dR: Tensor | None
+    group: Any = None  # FSDP2 row shards (the factors' process group): sums are all-reduced
 
     @property
     def symmetric(self) -> bool:
@@ -115,13 +117,34 @@ class PairStep:
         s = (self.gL * self.dL).sum()
         if self.dR is not None:
             s = s + (self.gR * self.dR).sum()
-        return s
+        return dist.all_reduce_vec((s,), group=self.group)[0] if self.group is not None else s
 
     def apply_(self, lr: float | Tensor) -> None:
         """``L -= lr·dL``, ``R -= lr·dR`` (in place, both from the old factors)."""
         self.L.sub_(lr * self.dL)
         if self.dR is not None:
             self.R.sub_(lr * self.dR)
+
+
+def _local(t: Tensor) -> Tensor:
+    return t.to_local() if dist.is_dtensor(t) else t
+
+
+def _group(t: Tensor):
+    """The process group over which a factor's rows are sharded (FSDP2 ``Shard(0)``), else None."""
+    d = dist.shard_dim(t, "factor")
+    if d is not None and d % t.ndim != 0:
+        raise ValueError(f"pair optimizers need factors sharded along their rows (Shard(0), FSDP2's default), got "
+                         f"{t.placements} for a factor of shape {tuple(t.shape)}")
+    return None if d is None else t.device_mesh.get_group()
+
+
+def _local_gram(t: Tensor) -> tuple[Tensor, Tensor]:
+    """``(local factor, FᵀF)``: for row shards the Gram matrix is the all-reduced sum of the shards' (r×r)."""
+    loc = _local(t)
+    G = loc.mT @ loc
+    pg = _group(t)
+    return loc, G if pg is None else dist.all_reduce_vec((G,), group=pg)[0]
 
 
 class PairOptimizer(Optimizer):
@@ -218,14 +241,17 @@ class PairOptimizer(Optimizer):
                 continue
             if L.grad is not None and L.grad.is_sparse or R.grad is not None and R.grad.is_sparse:
                 raise TypeError(f"{type(self).__name__} does not support sparse gradients")
-            gL = L.grad if L.grad is not None else torch.zeros_like(L)
+            gL = _local(L.grad if L.grad is not None else torch.zeros_like(L))
+            pg, (Ll, GL) = _group(L), _local_gram(L)
             try:
                 if i == j:
-                    out.append(PairStep(L, L, gL, None, gram_solve(L, gL, damping=damping), None))
+                    out.append(PairStep(Ll, Ll, gL, None, spd_solve(GL, gL, damping=damping), None, pg))
                     continue
-                gR = R.grad if R.grad is not None else torch.zeros_like(R)
-                out.append(PairStep(L, R, gL, gR, gram_solve(R, gL, damping=damping), gram_solve(L, gR, damping=damping)))
+                gR = _local(R.grad if R.grad is not None else torch.zeros_like(R))
+                L, (R, GR) = Ll, _local_gram(R)
+                out.append(PairStep(L, R, gL, gR, spd_solve(GR, gL, damping=damping), spd_solve(GL, gR, damping=damping),
+                                    pg))
             except NotPositiveDefiniteError as e:
                 raise NotPositiveDefiniteError(
-                    f"{type(self).__name__}: factor pair {n} (shapes {tuple(L.shape)}, {tuple(R.shape)}): {e}") from None
+                    f"{type(self).__name__}: factor pair {n} (shapes {tuple(ps[i].shape)}, {tuple(ps[j].shape)}): {e}") from None
         return out

@@ -8,6 +8,10 @@ row-major order (``p[mask]``): at sparsity ``s`` their state is ``(1 − s)×`` 
 (the masks themselves are the user's, not copied). Unmasked parameters (biases, norms, anything
 not in ``masks``) get the ordinary dense update.
 
+FSDP2 (``fully_shard``, DTensor parameters): each mask must be a DTensor with its parameter's
+placements (:func:`~overparam.prune.global_magnitude` gives them); every rank packs and updates the
+kept entries of its own shard (no communication), so ``state_dict()`` holds this rank's shard.
+
 Semantics — exactly those of the dense masked step (``masked(model, masks, optimizer=SGD/AdamW)``,
 which these equal to 1e-12 in fp64): the pruned weights are zeroed once at construction and never
 touched again; a kept entry gets the torch optimizer's update from its own gradient and state.
@@ -40,11 +44,17 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ..backend import dist
 from ..backend.packed_step import check_adamw_hyper, check_sgd_hyper, packed_adamw_step, packed_sgd_step
 from ..optim import closure_loss
 from .targets import check_masks
 
 __all__ = ["PackedOptimizer", "PackedSGD", "PackedAdamW"]
+
+
+def _local(t: Tensor) -> Tensor:
+    """This rank's shard of an FSDP2 (DTensor) parameter, gradient or mask; ``t`` itself otherwise."""
+    return t.to_local() if dist.is_dtensor(t) else t
 
 
 class PackedOptimizer(Optimizer):
@@ -92,9 +102,13 @@ class PackedOptimizer(Optimizer):
             old = self._masks.get(id(p))
             m = masks.get(name)
             if m is not None:
+                if dist.is_dtensor(p) and not (dist.is_dtensor(m) and m.placements == p.placements):
+                    raise ValueError(f"masks[{name!r}]: the parameter is an FSDP2 DTensor {p.placements}; its mask "
+                                     "must be a DTensor with the same placements (prune.global_magnitude gives them)")
                 m = m.to(device=p.device)
                 new[id(p)] = m
                 p.mul_(m)
+            pl, ml, ol = _local(p), None if m is None else _local(m), None if old is None else _local(old)
             st = self.state.get(p)
             if not st:
                 continue
@@ -102,11 +116,11 @@ class PackedOptimizer(Optimizer):
                 v = st.get(k)
                 if v is None:
                     continue
-                dense = v if old is None else torch.zeros(p.shape, dtype=v.dtype, device=v.device).masked_scatter_(old, v)
-                st[k] = dense if m is None else dense[m] if old is not m else v
+                dense = v if ol is None else torch.zeros(pl.shape, dtype=v.dtype, device=v.device).masked_scatter_(ol, v)
+                st[k] = dense if ml is None else dense[ml] if old is not m else v
         self._masks = new
         # flat indices of the kept entries: a gather/scatter by index is ~10x faster than by boolean mask
-        self._index = {k: m.reshape(-1).nonzero().squeeze(1) for k, m in new.items()}
+        self._index = {k: _local(m).reshape(-1).nonzero().squeeze(1) for k, m in new.items()}
 
     def index_bytes(self) -> int:
         """Bytes of the cached flat indices of the kept entries (int64, one per kept entry): memory
@@ -120,7 +134,7 @@ class PackedOptimizer(Optimizer):
         for g in self.param_groups:
             for name, p in zip(g["param_names"], g["params"]):
                 m = self._masks.get(id(p))
-                n = p.numel() if m is None else int(m.sum())
+                n = _local(p).numel() if m is None else int(_local(m).sum())
                 for k in self._packed_keys:
                     v = self.state.get(p, {}).get(k)
                     if v is not None and v.numel() != n:
@@ -165,9 +179,9 @@ class PackedSGD(PackedOptimizer):
                 st = self.state[p]
                 first = g["momentum"] and "momentum_buffer" not in st
                 if first:
-                    st["momentum_buffer"] = torch.empty(p.numel() if i is None else i.numel(), dtype=p.dtype,
+                    st["momentum_buffer"] = torch.empty(_local(p).numel() if i is None else i.numel(), dtype=p.dtype,
                                                         device=p.device)
-                packed_sgd_step(p, p.grad, i, st.get("momentum_buffer"), lr=g["lr"], momentum=g["momentum"],
+                packed_sgd_step(_local(p), _local(p.grad), i, st.get("momentum_buffer"), lr=g["lr"], momentum=g["momentum"],
                                 dampening=g["dampening"], weight_decay=g["weight_decay"], nesterov=g["nesterov"],
                                 first=bool(first))
         return loss
@@ -214,14 +228,14 @@ class PackedAdamW(PackedOptimizer):
                 i = self._index.get(id(p))
                 st = self.state[p]
                 if not st:
-                    k = p.numel() if i is None else i.numel()
+                    k = _local(p).numel() if i is None else i.numel()
                     st["step"] = torch.tensor(0.0, dtype=torch.float32)
                     st["exp_avg"] = torch.zeros(k, dtype=p.dtype, device=p.device)
                     st["exp_avg_sq"] = torch.zeros(k, dtype=p.dtype, device=p.device)
                     if g["amsgrad"]:
                         st["max_exp_avg_sq"] = torch.zeros(k, dtype=p.dtype, device=p.device)
                 st["step"] += 1
-                packed_adamw_step(p, p.grad, i, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"), lr=lr,
+                packed_adamw_step(_local(p), _local(p.grad), i, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"), lr=lr,
                                   beta1=b1, beta2=b2, eps=g["eps"], weight_decay=wd, step=float(st["step"]),
                                   decoupled=g["decoupled"])
         return loss

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..backend import dist as _dist
 from ..backend.random import GeneratorLike, construction_generator, gaussian
 from ..backend.select import Spec
 from .depth import ALPHA, depth_factors, resolve_depth
@@ -201,7 +202,8 @@ class Plan:
         for k, r in self.rules.items():
             p = params[k]
             if r.init_std is not None:
-                p.copy_(gaussian(tuple(p.shape), generator=g, dtype=torch.float64).mul_(r.init_std))
+                full = gaussian(tuple(p.shape), generator=g, dtype=torch.float64).mul_(r.init_std)
+                (p.to_local() if _dist.is_dtensor(p) else p).copy_(_dist.local_part(full, p))  # FSDP2: this rank's shard
             elif r.init_scale != 1:
                 p.mul_(r.init_scale)
 

@@ -10,6 +10,7 @@ import torch.multiprocessing as mp
 
 from overparam.backend import dist as opdist
 from overparam.backend import vec
+from overparam.backend._kth import kth_by_bisection
 from overparam.backend.topk import topk_mask
 
 
@@ -29,7 +30,7 @@ def test_kth_by_bisection_matches_kthvalue_with_ties_and_signs(dtype):
     ident = lambda t, how: t  # noqa: E731 - one rank: reductions are identities
     for k in [1, 2, 50, 150, 299, 300]:
         expected = torch.kthvalue(vals.float(), k).values
-        got = opdist._kth_by_bisection(vals, k, ident)
+        got = kth_by_bisection(vals, k, ident)
         assert got.dtype == dtype and float(got) == float(expected)
         assert float(opdist.global_kth_value(vals, k)) == float(expected)
 
@@ -38,7 +39,7 @@ def test_kth_value_extremes_and_errors():
     vals = torch.tensor([float("-inf"), 1e-30, 3.0e38, float("inf")])
     ident = lambda t, how: t  # noqa: E731
     for k in range(1, 5):
-        assert float(opdist._kth_by_bisection(vals, k, ident)) == float(torch.kthvalue(vals, k).values)
+        assert float(kth_by_bisection(vals, k, ident)) == float(torch.kthvalue(vals, k).values)
     with pytest.raises(ValueError, match=r"k must be in \[1, 4\]"):
         opdist.global_kth_value(vals, 5)
     with pytest.raises(ValueError, match="NaN"):

@@ -43,9 +43,9 @@ def _entry(rank: int, world: int, port: int, q, fn, args, pg_timeout: float) -> 
         q.put((rank, "error", f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
 
 
-def launch(fn, *args, world: int = 2, timeout: float = 60.0, pg_timeout: float = 15.0) -> list:
+def launch(fn, *args, world: int = 2, timeout: float = 60.0, pg_timeout: float = 15.0, dead=()) -> list:
     """``[fn's result on rank 0, on rank 1, ...]``; raises ``AssertionError`` naming the rank whose
-    worker raised or did not finish."""
+    worker raised or did not finish. Ranks in ``dead`` are expected to exit without a result (None)."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = _free_port()
@@ -54,7 +54,7 @@ def launch(fn, *args, world: int = 2, timeout: float = 60.0, pg_timeout: float =
         p.start()
     got = {}
     try:
-        for _ in procs:
+        for _ in range(world - len(dead)):
             rank, status, value = q.get(timeout=timeout)
             got[rank] = (status, value)
     except _queue.Empty:
@@ -65,11 +65,11 @@ def launch(fn, *args, world: int = 2, timeout: float = 60.0, pg_timeout: float =
             if p.is_alive():
                 p.kill()
                 p.join()
-    missing = sorted(set(range(world)) - set(got))
+    missing = sorted(set(range(world)) - set(got) - set(dead))
     assert not missing, f"ranks {missing} did not finish within {timeout} s"
     errors = {r: v for r, (s, v) in got.items() if s == "error"}
     assert not errors, "worker failed:\n" + "\n".join(f"rank {r}: {v}" for r, v in sorted(errors.items()))
-    return [got[r][1] for r in range(world)]
+    return [got[r][1] if r in got else None for r in range(world)]
 
 
 WORKERS: list = []

@@ -84,3 +84,52 @@ def test_ddp_curvature_equals_one_process(gloo):
         assert "ranks disagree on the declared samples" in r["bad_samples"]
         assert "ranks disagree on the probe vector" in r["bad_probe"]
         assert "ranks disagree on the operator's parameter shapes" in r["bad_shapes"]
+
+
+def _fsdp_net():
+    from torch.distributed.fsdp import fully_shard
+
+    net, *_ = _problem()
+    for layer in (net[0], net[2]):
+        fully_shard(layer)
+    return fully_shard(net)
+
+
+@register
+def _fsdp_worker(rank, world):
+    """FSDP2 (Shard(0) DTensor parameters): the operators run on the gathered full parameters."""
+    _, x, y, v = _problem()
+    sl = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
+    net = _fsdp_net()
+    shards = [p.to_local().clone() for p in net.parameters()]
+    out = {}
+    for backend in ("double_backward", "jvp"):
+        Hd = H.distributed_hessian(net, mse, (x[sl], y[sl]), backend=backend)
+        out[backend] = {"hv": (Hd @ v).tolist(), "names": Hd.names,
+                        "eig": H.lanczos(Hd, k=5, which="LM", tol=1e-12, generator=11).values.tolist()}
+    out["ggn"] = (H.distributed_ggn(net, mse, (x[sl], y[sl])) @ v).tolist()
+    out["fd"] = (H.distributed_hessian(net, mse, (x[sl], y[sl]), backend="finite_difference") @ v).tolist()
+    out["untouched"] = all(type(p).__name__ == "DTensor" and torch.equal(p.to_local(), s)
+                           for p, s in zip(net.parameters(), shards))
+    out["still_trains"] = float(mse(net(x[sl]), y[sl]))  # FSDP's own forward still works afterwards
+    return out
+
+
+@pytest.mark.dist
+def test_fsdp2_curvature_equals_one_process(gloo):
+    net, x, y, v = _problem()
+    Hs = H.hessian(net, mse, (x, y))
+    hv = Hs @ v
+    eig = H.lanczos(Hs, k=5, which="LM", tol=1e-12, generator=11).values
+    r0, r1 = results(gloo, _fsdp_worker)
+    for r, sl in ((r0, slice(0, SPLIT)), (r1, slice(SPLIT, None))):  # FSDP's own forward still works afterwards
+        assert abs(r.pop("still_trains") - float(mse(net(x[sl]), y[sl]).detach())) < 1e-12
+    assert r0 == r1  # bitwise identical on every rank
+    for backend in ("double_backward", "jvp"):
+        assert r0[backend]["names"] == Hs.names
+        torch.testing.assert_close(torch.tensor(r0[backend]["hv"], dtype=torch.float64), hv, rtol=0, atol=1e-10)
+        torch.testing.assert_close(torch.tensor(r0[backend]["eig"], dtype=torch.float64), eig, rtol=0, atol=1e-10)
+    torch.testing.assert_close(torch.tensor(r0["ggn"], dtype=torch.float64), H.ggn(net, mse, (x, y)) @ v,
+                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(torch.tensor(r0["fd"], dtype=torch.float64), hv, rtol=1e-5, atol=1e-6)
+    assert r0["untouched"]
