@@ -26,6 +26,9 @@ class PrunedMultiheadAttention(nn.Module):
     average_attn_weights=True)``; returns ``(output, weights or None)`` with the weights averaged
     over the *kept* heads. Built by :func:`remove_pruned`.
 
+    Reference: P. Michel, O. Levy & G. Neubig, "Are Sixteen Heads Really Better than One?" (NeurIPS 2019) (head
+        pruning)
+
     Example:
         >>> mha = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval(); x = torch.randn(2, 5, 8)
         >>> pm = PrunedMultiheadAttention(mha, torch.tensor([True, True]))   # every head kept: the same module

@@ -113,6 +113,9 @@ def reconstruction(dense: nn.Module, pruned: nn.Module, data, *, targets: Spec =
     Returns:
         :class:`Reconstruction`.
 
+    Reference: the layer-wise reconstruction objective of E. Frantar & D. Alistarh, "SparseGPT: Massive Language
+        Models Can Be Accurately Pruned in One-Shot" (ICML 2023)
+
     Example:
         >>> import copy; lin = lambda i, o: torch.nn.Linear(i, o, bias=False)
         >>> dense = torch.nn.Sequential(lin(4, 6), torch.nn.ReLU(), lin(6, 3)); pruned = copy.deepcopy(dense)

@@ -159,6 +159,8 @@ def channel_groups(model: nn.Module, example_inputs: tuple) -> list[ChannelGroup
     that :func:`remove_pruned` accepts masks the same rows of every producer of a group (heads of
     ``nn.MultiheadAttention`` are not listed: they are removed by its own rows and columns).
 
+    Reference: G. Fang et al., "DepGraph: Towards Any Structural Pruning" (CVPR 2023)
+
     Example:
         >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))

@@ -61,6 +61,9 @@ def srste_weight(w: Tensor, n: int, m: int, *, decay: float = 2e-4) -> Tensor:
         n, m: keep ``n`` of every ``m`` (``1 <= n < m``).
         decay: ``λ_W >= 0`` (the paper uses 2e-4).
 
+    Reference: A. Zhou et al., "Learning N:M Fine-grained Structured Sparse Neural Networks From Scratch" (ICLR
+        2021), eq. 5
+
     Example:
         >>> w = torch.tensor([[4., -1., 3., 0.5]], requires_grad=True)
         >>> out = srste_weight(w, 2, 4, decay=0.5)

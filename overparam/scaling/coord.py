@@ -272,6 +272,9 @@ def plot_coord_check(cc: CoordCheck, axes=None, *, which: str = "delta"):
     ``axes``: a sequence of at least ``T + 1`` matplotlib ``Axes`` (or anything with their
     ``loglog``/``set_title``/``set_xlabel``/``set_ylabel``/``legend`` methods), or None for a new figure.
 
+    Reference: G. Yang et al., "Tensor Programs V: Tuning Large Neural Networks via Zero-Shot Hyperparameter
+        Transfer" (2022), the coordinate check
+
     Example:
         >>> import matplotlib; matplotlib.use("Agg")
         >>> cc = CoordCheck([8, 16], ["fc"], torch.ones(2, 2, 1), torch.tensor([[[0.5], [1.0]], [[0.5], [2.0]]]),
