@@ -218,6 +218,9 @@ def init_orthogonal(shape: tuple[int, int], rank: int, *, scale: float = 1.0, sy
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
+    Reference: A. M. Saxe, J. L. McClelland & S. Ganguli, "Exact solutions to the nonlinear dynamics of learning in
+        deep linear neural networks" (ICLR 2014)
+
     Example:
         >>> f = init_orthogonal((6, 5), 3, generator=0, dtype=torch.float64)
         >>> torch.linalg.svdvals(f.product())[:4].round(decimals=6)
