@@ -241,15 +241,15 @@ def _layers(model, targets, exclude) -> dict[str, nn.Module]:
 
 def collect_stats(model: nn.Module, data, *, targets: Spec = None, exclude: Spec = None, gram: bool = True,
                   dtype: torch.dtype = torch.float64) -> dict[str, LayerStats]:
-    """Input statistics ``{weight name: LayerStats}`` (model order) of every target layer over ``data``
-    (one dense forward per batch).
+    """Each target layer's input statistics over ``data`` (one forward per batch): ``{weight name: LayerStats}``.
 
     Args:
         model: the model (deterministic: eval mode for dropout / BatchNorm).
         data: an ``(inputs, targets)`` batch or an iterable of them (targets ignored).
         targets, exclude: which layers (Linear / Conv weights, as :func:`overparam.prune.targets`).
-        gram: also accumulate the ``(d, d)`` Gram matrices (else only the squared norms).
-        dtype: accumulation dtype (float64 or float32).
+        gram, dtype: also accumulate the ``(d, d)`` Gram matrices (else squared norms only); float64 or float32.
+
+    Reference: the statistics of SparseGPT (E. Frantar & D. Alistarh, ICML 2023) and Wanda (M. Sun et al., ICLR 2024).
 
     Example:
         >>> net = torch.nn.Linear(3, 2)
@@ -337,12 +337,12 @@ def calibrate(model: nn.Module, data, rule: Callable[[str, Tensor, LayerStats], 
         data: an ``(inputs, targets)`` batch or an iterable of them; ``model(inputs)`` is run.
         rule: ``rule(weight name, W (out, d) float copy in dtype, stats) -> PrunedMatrix`` (new W, keep-mask).
         targets, exclude: which layers (as :func:`overparam.prune.targets`; Linear and Conv).
-        blocks: a spec of the blocks run as units (see the module docstring), or None: the
-            model's repeated blocks if it has some (:func:`block_of`), else each layer alone.
+        blocks: a spec of the blocks run as units (module docstring), or None: the repeated blocks (:func:`block_of`).
         sequential: fit each group on the outputs of the pruned earlier groups (True) or the dense model's (False).
-        gram: collect Gram matrices (False: only squared norms, enough for Wanda).
-        dtype: the statistics' dtype (float64 or float32); ``W`` is passed in it too.
+        gram, dtype: Gram matrices too (False: squared norms only, enough for Wanda); float64 or float32 (``W``'s too).
         restore: write the original weights back at the end (masks only, model unchanged).
+
+    Reference: the sequential layer-wise scheme of SparseGPT (E. Frantar & D. Alistarh, ICML 2023).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
