@@ -178,6 +178,9 @@ def nm_mask(scores: Tensor, n: int, m: int, *, dim: int | None = None, impl: str
     Returns:
         bool mask of ``scores``' shape with exactly ``n`` kept per group.
 
+    Reference: A. Mishra et al., "Accelerating Sparse Deep Neural Networks" (arXiv:2104.08378, 2021): the 2:4
+        pattern of sparse tensor cores
+
     Example:
         >>> nm_mask(torch.tensor([1., 3., 2., 0.]), 1, 2).tolist()
         [False, True, True, False]

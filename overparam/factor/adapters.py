@@ -54,6 +54,9 @@ def _scaling(alpha: float, rank: int, rslora: bool) -> float:
 def lora_scaling(alpha: float, rank: int, *, rslora: bool = False) -> float:
     """``α/r``, or ``α/√r`` for rsLoRA (Kalajdzievski 2023).
 
+    Reference: E. J. Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (ICLR 2022); D. Kalajdzievski,
+        "A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA" (2023)
+
     Example:
         >>> lora_scaling(16, 4), lora_scaling(16, 4, rslora=True)
         (4.0, 8.0)

@@ -67,6 +67,8 @@ def effective_rank(s: Tensor, *, eps: float = 0.0) -> Tensor:
     ``s`` must be a non-empty, finite, non-negative floating-point vector with a positive entry
     (singular values, e.g. from :func:`singular_values`); entries ``p_i <= eps`` are dropped.
 
+    Reference: O. Roy & M. Vetterli, "The Effective Rank: A Measure of Effective Dimensionality" (EUSIPCO 2007)
+
     Example:
         >>> float(effective_rank(torch.tensor([1.0, 1.0, 0.0])))
         2.0
@@ -90,6 +92,9 @@ def effective_rank(s: Tensor, *, eps: float = 0.0) -> Tensor:
 def balancedness(x) -> Tensor:
     """``‖LᵀL − RᵀR‖_F`` for a pair ``(L, R)``; for a factor list ``[W_1, ..., W_N]``,
     ``max_j ‖W_{j+1}ᵀ W_{j+1} − W_j W_jᵀ‖_F``.
+
+    Reference: S. S. Du, W. Hu & J. D. Lee, "Algorithmic Regularization in Learning Deep Homogeneous Models: Layers
+        are Automatically Balanced" (NeurIPS 2018)
 
     Example:
         >>> round(float(balancedness((torch.eye(2), 2 * torch.eye(2)))), 4)

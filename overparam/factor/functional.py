@@ -145,6 +145,9 @@ def init_small(shape: tuple[int, int], rank: int, *, scale: float = 1e-3, symmet
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
+    Reference: Y. Li, T. Ma & H. Zhang, "Algorithmic Regularization in Over-parameterized Matrix Sensing and Neural
+        Networks with Quadratic Activations" (COLT 2018) (small random initialization)
+
     Example:
         >>> f = init_small((6, 5), 8, scale=1e-3, generator=0)
         >>> f.left.shape, f.right.shape
@@ -167,6 +170,9 @@ def balance(left: Tensor, right: Tensor) -> LowRankFactors:
 
     ``L = Q₁R₁``, ``R = Q₂R₂`` (QR), ``R₁R₂ᵀ = A S Bᵀ`` (small SVD), then ``L' = Q₁A S^{1/2}``,
     ``R' = Q₂B S^{1/2}``; zero columns pad the width back to ``k`` when ``k > min(n1, n2)``.
+
+    Reference: S. S. Du, W. Hu & J. D. Lee, "Algorithmic Regularization in Learning Deep Homogeneous Models: Layers
+        are Automatically Balanced" (NeurIPS 2018)
 
     Example:
         >>> f = balance(torch.randn(5, 2, dtype=torch.float64), 3 * torch.randn(4, 2, dtype=torch.float64))
@@ -194,6 +200,9 @@ def init_balanced(shape: tuple[int, int], rank: int, *, scale: float = 1e-3, gen
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
+    Reference: S. Arora, N. Cohen, N. Golowich & W. Hu, "A Convergence Analysis of Gradient Descent for Deep Linear
+        Neural Networks" (ICLR 2019) (balanced initialization)
+
     Example:
         >>> f = init_balanced((6, 5), 3, generator=0, dtype=torch.float64)
         >>> float((f.left.T @ f.left - f.right.T @ f.right).abs().max()) < 1e-12
@@ -208,6 +217,9 @@ def init_orthogonal(shape: tuple[int, int], rank: int, *, scale: float = 1.0, sy
     """``L = √scale · Q₁``, ``R = √scale · Q₂`` with orthonormal columns (``rank <= min(n1, n2)``).
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+    Reference: A. M. Saxe, J. L. McClelland & S. Ganguli, "Exact solutions to the nonlinear dynamics of learning in
+        deep linear neural networks" (ICLR 2014)
 
     Example:
         >>> f = init_orthogonal((6, 5), 3, generator=0, dtype=torch.float64)
@@ -239,6 +251,9 @@ def init_spectral(W: Tensor, rank: int, *, method: str = "svd", symmetric: bool 
 
     ``generator=None``: the randomized SVD's sketch never advances the global RNG (the measurement
     rule, docs/index.md).
+
+    Reference: the spectral initialization of T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix
+        Estimation via Scaled Gradient Descent" (JMLR 2021)
 
     Example:
         >>> W = torch.diag(torch.tensor([3., 2., 1.]))

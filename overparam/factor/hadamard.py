@@ -54,6 +54,9 @@ class Hadamard(nn.Module):
         scale: without ``weight``, every factor starts at the constant ``scale`` (``init="constant"``)
             or at ``scale ·`` Gaussian (``init="small"``).
 
+    Reference: P. D. Hoff, "Lasso, fractional norm and structured sparse estimation using a Hadamard product
+        parametrization" (Comput. Stat. Data Anal. 2017)
+
     Example:
         >>> h = Hadamard((2, 3), depth=3, scale=0.5)
         >>> float(h()[0, 0].detach())

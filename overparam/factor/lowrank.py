@@ -61,6 +61,9 @@ class LowRank(_PairMixin, nn.Module):
         scale: size of the random inits.
         generator: the only source of randomness.
 
+    Reference: S. Burer & R. D. C. Monteiro, "A Nonlinear Programming Algorithm for Solving Semidefinite Programs
+        via Low-Rank Factorization" (Math. Program. 2003)
+
     Example:
         >>> W = LowRank((4, 3), rank=2, init="orthogonal", scale=1.0, generator=0)()
         >>> W.shape

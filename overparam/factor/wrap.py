@@ -131,6 +131,9 @@ def lowrank_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
 
+    Reference: S. Burer & R. D. C. Monteiro, "A Nonlinear Programming Algorithm for Solving Semidefinite Programs
+        via Low-Rank Factorization" (Math. Program. 2003)
+
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
         >>> lowrank_(net, "0", rank=2, init="small", generator=0)
@@ -171,6 +174,10 @@ def hadamard_(model: nn.Module, targets: Spec = None, *, kind: str = "product", 
     The model's output is unchanged at init. Returns the wrapped names.
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+    Reference: T. Vaškevičius, V. Kanade & P. Rebeschini, "Implicit Regularization for Optimal Sparse Recovery"
+        (NeurIPS 2019) (``u^N − v^N``); LoHa: N. Hyeon-Woo, M. Ye-Bin & T.-H. Oh, "FedPara" (ICLR 2022); LoKr: S.-Y.
+        Yeh et al. (LyCORIS, ICLR 2024)
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
@@ -234,6 +241,12 @@ def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = 
     Returns the wrapped names.
 
     ``generator=None`` draws from torch's default generator (the construction rule, docs/index.md).
+
+    Reference: E. J. Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (ICLR 2022); rsLoRA: D.
+        Kalajdzievski, "A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA" (2023); DoRA: S.-Y. Liu et
+        al., "DoRA: Weight-Decomposed Low-Rank Adaptation" (ICML 2024); PiSSA: F. Meng, Z. Wang & M. Zhang, "PiSSA:
+        Principal Singular Values and Singular Vectors Adaptation of Large Language Models" (NeurIPS 2024); the
+        other inits: :mod:`~overparam.factor.inits`, :mod:`~overparam.factor.data_inits`
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))

@@ -174,6 +174,10 @@ def density(A, probes: int | Tensor = 10, steps: int = 80, *, sigma: float | Non
             ± 6σ (then the density integrates to 1 up to the trapezoid rule's error).
         scale: ``"linear"`` (density of λ) or ``"log"`` (density of ``log10(|λ| + floor)``).
 
+    Reference: S. Ubaru, J. Chen & Y. Saad, "Fast Estimation of tr(f(A)) via Stochastic Lanczos Quadrature" (SIMAX
+        2017); B. Ghorbani, S. Krishnan & Y. Xiao, "An Investigation into Neural Net Optimization via Hessian
+        Eigenvalue Density" (ICML 2019)
+
     Example:
         >>> A = torch.diag(torch.linspace(0, 1, 50, dtype=torch.float64))
         >>> rho = density(A, probes=4, steps=20, generator=0)

@@ -88,6 +88,14 @@ class DistributedOperator(Operator):
 
     Raises:
         ValueError: ranks disagree on the parameter shapes, the declared counts, or a probe.
+
+    Example:
+        >>> from overparam.hessian import HessianOperator; from overparam.testing import tanh_mlp
+        >>> x, y = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64)
+        >>> H = HessianOperator(tanh_mlp([2, 3, 1], generator=0), torch.nn.functional.mse_loss, (x, y))
+        >>> A, v = DistributedOperator(H), torch.randn(H.n, dtype=torch.float64)   # one process: weight 1
+        >>> A.weight, A.n, torch.allclose(A @ v, H @ v)
+        (1.0, 13, True)
     """
 
     def __init__(self, local: Operator, *, samples: Sequence[int] | None = None, group=None,
@@ -108,7 +116,14 @@ class DistributedOperator(Operator):
 
     @property
     def names(self) -> list[str]:
-        """The local operator's parameter names (the same on every rank)."""
+        """The local operator's parameter names (the same on every rank).
+
+        Example:
+            >>> from overparam.hessian import HessianOperator; from overparam.testing import tanh_mlp
+            >>> x, y = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64)
+            >>> DistributedOperator(HessianOperator(tanh_mlp([2, 3, 1]), torch.nn.functional.mse_loss, (x, y))).names
+            ['0.weight', '0.bias', '2.weight', '2.bias']
+        """
         return list(self.local.names)
 
     def _check(self, V: vec.Vec) -> None:
@@ -146,7 +161,16 @@ class DistributedOperator(Operator):
         return self._product(V, self.local._mm)
 
     def gradient(self) -> Tensor:
-        """The gradient of the loss on all the data, flat ``(n,)``, identical on every rank."""
+        """The gradient of the loss on all the data, flat ``(n,)``, identical on every rank.
+
+        Example:
+            >>> from overparam.hessian import HessianOperator; from overparam.testing import tanh_mlp
+            >>> x, y = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64)
+            >>> H = HessianOperator(tanh_mlp([2, 3, 1], generator=0), torch.nn.functional.mse_loss, (x, y))
+            >>> g = DistributedOperator(H).gradient()   # one process: the local gradient
+            >>> g.shape, torch.allclose(g, H.gradient())
+            (torch.Size([13]), True)
+        """
         if not hasattr(self.local, "gradient"):
             raise TypeError(f"the local {type(self.local).__name__} has no gradient()")
         return self._reduce((self.local.gradient().clone(),))[0]

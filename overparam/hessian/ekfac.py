@@ -107,6 +107,9 @@ def ekfac(model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec
           check: bool = True) -> EKFACOperator:
     """Shorthand for :class:`EKFACOperator` ``(model, loss_fn, data, ...)``, same arguments.
 
+    Reference: T. George et al., "Fast Approximate Natural Gradient Descent in a Kronecker-factored Eigenbasis"
+        (NeurIPS 2018)
+
     Example:
         >>> net = torch.nn.Linear(3, 2).double()
         >>> E = ekfac(net, "mse", (torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)))

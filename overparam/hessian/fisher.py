@@ -141,6 +141,9 @@ def empirical_fisher(model: nn.Module, loss_fn, data, *, params: Spec = None, ex
                      attention: str | None = "math", check: bool = True) -> EmpiricalFisherOperator:
     """Shorthand for :class:`EmpiricalFisherOperator` ``(model, loss_fn, data, ...)``, same arguments.
 
+    Reference: F. Kunstner, L. Balles & P. Hennig, "Limitations of the Empirical Fisher Approximation for Natural
+        Gradient Descent" (NeurIPS 2019)
+
     Example (sequence logits ``(B, T, V)``, targets ``(B, T)`` with ``-100`` dropped):
         >>> net = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5)).double()
         >>> ids = torch.tensor([[1, 2, 3], [4, 0, 1]])
@@ -157,6 +160,9 @@ def mc_fisher(model: nn.Module, loss_fn, data, *, mc_samples: int = 1, generator
               params: Spec = None, exclude: Spec = None, reduction: str | None = None, ignore_index: int | None = None,
               output="auto", attention: str | None = "math", check: bool = True) -> MCFisherOperator:
     """Shorthand for :class:`MCFisherOperator` ``(model, loss_fn, data, ...)``, same arguments.
+
+    Reference: F. Kunstner, L. Balles & P. Hennig, "Limitations of the Empirical Fisher Approximation for Natural
+        Gradient Descent" (NeurIPS 2019)
 
     Example:
         >>> net = torch.nn.Linear(3, 2).double()

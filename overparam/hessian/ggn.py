@@ -289,6 +289,9 @@ def ggn(model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec =
         check: bool = True, impl: str | None = None) -> GGNOperator:
     """Shorthand for :class:`GGNOperator` ``(model, loss_fn, data, ...)``, same arguments.
 
+    Reference: N. N. Schraudolph, "Fast Curvature Matrix-Vector Products for Second-Order Gradient Descent" (Neural
+        Computation 2002)
+
     Example (cross-entropy; the GGN is positive semi-definite):
         >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)).double()
         >>> x, y = torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 3, (10,))

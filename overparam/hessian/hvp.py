@@ -189,6 +189,8 @@ def hessian(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, e
     Returns:
         a :class:`HessianOperator` of shape ``(n, n)``, ``n`` the selected parameters' total size.
 
+    Reference: B. A. Pearlmutter, "Fast Exact Multiplication by the Hessian" (Neural Computation 1994)
+
     Example:
         >>> net = torch.nn.Linear(3, 1).double()
         >>> data = (torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64))

@@ -250,6 +250,10 @@ def kfac(model: nn.Module, loss_fn, data, *, params: Spec = None, exclude: Spec 
          check: bool = True) -> KFACOperator:
     """Shorthand for :class:`KFACOperator` ``(model, loss_fn, data, ...)``, same arguments.
 
+    Reference: J. Martens & R. Grosse, "Optimizing Neural Networks with Kronecker-factored Approximate Curvature"
+        (ICML 2015); R. Grosse & J. Martens, "A Kronecker-factored approximate Fisher matrix for convolution layers"
+        (ICML 2016)
+
     Example (a damped K-FAC inverse as a preconditioner for a two-layer network):
         >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
         >>> K = kfac(net, "cross_entropy", (torch.randn(32, 3, dtype=torch.float64), torch.randint(0, 2, (32,))))

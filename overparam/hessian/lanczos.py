@@ -172,6 +172,9 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
     Returns:
         :class:`Eigen` with ``values (k,)`` ordered by ``which`` (LA/LM descending, SA ascending).
 
+    Reference: C. Lanczos, "An Iteration Method for the Solution of the Eigenvalue Problem of Linear Differential
+        and Integral Operators" (J. Res. NBS 1950)
+
     Example:
         >>> A = torch.diag(torch.arange(1., 31., dtype=torch.float64))
         >>> lanczos(A, k=3, generator=0).values.round(decimals=8).tolist()

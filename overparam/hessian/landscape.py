@@ -201,6 +201,8 @@ def plot_landscape(landscape: Landscape, ax=None, *, levels: int = 20, **kwargs)
     """Plot a :class:`Landscape`: a line (1-D) or filled contours (2-D); returns the axes, or
     None with a warning when matplotlib is not installed (``pip install 'overparam[plot]'``).
 
+    Reference: H. Li et al., "Visualizing the Loss Landscape of Neural Nets" (NeurIPS 2018)
+
     Example:
         >>> ls = Landscape(torch.linspace(-1, 1, 3), None, torch.tensor([1., 0., 1.]), (), [], torch.tensor(0.), "given")
         >>> plot_landscape(ls) is not None   # doctest: +SKIP

@@ -153,6 +153,9 @@ def ntk(model: nn.Module, data, *, params: Spec = None, exclude: Spec = None, ou
         attention: str | None = "math", check: bool = True) -> NTKOperator:
     """Shorthand for :class:`NTKOperator` ``(model, data, ...)``, same arguments.
 
+    Reference: A. Jacot, F. Gabriel & C. Hongler, "Neural Tangent Kernel: Convergence and Generalization in Neural
+        Networks" (NeurIPS 2018)
+
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
         >>> K = ntk(net, torch.randn(5, 3, dtype=torch.float64))

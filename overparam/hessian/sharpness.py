@@ -62,6 +62,9 @@ class EoS:
         lambda_max: the top eigenvalue; threshold: ``2/η``; ratio: ``λ_max·η/2`` (≥ 1: at or past
         the edge of stability); eigen: the :class:`~overparam.hessian.Eigen` it came from.
 
+    Reference: J. Cohen et al., "Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability"
+        (ICLR 2021)
+
     Example:
         >>> e = lambda_max(torch.diag(torch.tensor([3., 1.], dtype=torch.float64)), lr=0.5, generator=0)
         >>> round(e.lambda_max, 6), e.threshold, round(e.ratio, 6)
@@ -81,6 +84,9 @@ def lambda_max(A, *, lr: float | None = None, v0=None, tol: float = 1e-4, genera
 
     ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
     ``output`` and ``attention`` as for :class:`~overparam.hessian.HessianOperator`.
+
+    Reference: J. Cohen et al., "Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability"
+        (ICLR 2021)
 
     Example:
         >>> A = torch.diag(torch.tensor([1., 4., 2.], dtype=torch.float64))
@@ -205,6 +211,9 @@ def epsilon_sharpness(model: nn.Module, loss_fn: Callable, data, rho: float, *, 
 
     ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
     ``output`` and ``attention`` as for :class:`~overparam.hessian.HessianOperator`.
+
+    Reference: N. S. Keskar et al., "On Large-Batch Training for Deep Learning: Generalization Gap and Sharp Minima"
+        (ICLR 2017)
 
     Example:
         >>> net = torch.nn.Linear(3, 1).double().eval()

@@ -161,6 +161,9 @@ def cg(A, b, *, damping: float = 0.0, tol: float = 1e-8, max_iters: int | None =
         NotPositiveDefiniteError: a direction of non-positive curvature ``pᵀ(A + λI)p <= 0``
             was met (``A`` is indefinite, e.g. a Hessian away from a minimum): raise ``damping``.
 
+    Reference: M. R. Hestenes & E. Stiefel, "Methods of Conjugate Gradients for Solving Linear Systems" (J. Res. NBS
+        1952)
+
     Example (an influence function ``−∇ℓ_testᵀ (H + λI)⁻¹ ∇ℓ_train``, for several training points at once):
         >>> import torch
         >>> H = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
@@ -229,6 +232,9 @@ def neumann(A, b, *, damping: float = 0.0, scale: float | None = None, tol: floa
         max_iters: number of terms at most.
         generator: for the Lanczos start vector when ``scale`` is None (measurement rule:
             ``None`` never advances the global RNG).
+
+    Reference: N. Agarwal, B. Bullins & E. Hazan, "Second-Order Stochastic Optimization for Machine Learning in
+        Linear Time" (LiSSA, JMLR 2017)
 
     Example:
         >>> A = torch.diag(torch.tensor([1.0, 2.0], dtype=torch.float64))

@@ -182,6 +182,10 @@ def trace(A, probes: int = 100, *, method: str = "hutch++", generator: Generator
 
     ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
 
+    Reference: M. F. Hutchinson (1989); R. A. Meyer, C. Musco, C. Musco & D. P. Woodruff, "Hutch++: Optimal
+        Stochastic Trace Estimation" (SOSA 2021); E. N. Epperly, J. A. Tropp & R. J. Webber, "XTrace: Making the
+        Most of Every Sample in Stochastic Trace Estimation" (SIMAX 2024)
+
     Example:
         >>> A = torch.diag(torch.arange(1., 41., dtype=torch.float64))
         >>> est = trace(A, probes=30, method="hutch++", generator=0)

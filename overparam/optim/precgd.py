@@ -49,7 +49,7 @@ class PrecGD(PairOptimizer):
         >>> P = op.problems.sensing(n=8, r=2, m=200, generator=0)
         >>> X = P.init("small", rank=4, scale=1e-2, generator=1).requires_grad_()
         >>> opt = op.optim.PrecGD([X], lr=0.5, c=1.0, min_damping=1e-14)
-        >>> for _ in range(200):
+        >>> for _ in range(60):
         ...     opt.zero_grad(); f = P.loss(X); f.backward(); opt.step(loss=f)
         >>> float(P.relative_error(X.detach())) < 1e-6
         True

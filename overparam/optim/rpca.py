@@ -60,6 +60,9 @@ def sparsify(M: Tensor, alpha: float) -> Tensor:
 def hard_threshold(M: Tensor, zeta: float) -> Tensor:
     """Keep the entries with ``|M_ij| > ζ`` (``M`` any shape, without NaN; ``ζ >= 0``).
 
+    Reference: the sparse estimator of robust PCA by ScaledGD, T. Tong, C. Ma & Y. Chi, "Accelerating Ill-
+        Conditioned Low-Rank Matrix Estimation via Scaled Gradient Descent" (JMLR 2021)
+
     Example:
         >>> hard_threshold(torch.tensor([3., .5]), 1.)
         tensor([3., 0.])

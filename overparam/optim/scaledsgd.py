@@ -55,9 +55,11 @@ class ScaledSGD(PairOptimizer):
         >>> L, R = (t.requires_grad_() for t in P.init("spectral", rank=2))
         >>> opt = op.optim.ScaledSGD([(L, R)], lr=0.2)
         >>> g = torch.Generator().manual_seed(0)
-        >>> for _ in range(600):
+        >>> float(P.relative_error((L.detach(), R.detach()))) > 0.4   # the spectral start
+        True
+        >>> for _ in range(200):   # 40 random observed entries per step; linear convergence
         ...     opt.zero_grad(); P.loss((L, R), entries=P.minibatch(40, generator=g)).backward(); opt.step()
-        >>> float(P.relative_error((L.detach(), R.detach()))) < 1e-6
+        >>> float(P.relative_error((L.detach(), R.detach()))) < 1e-3
         True
     """
 

@@ -50,7 +50,7 @@ class ScaledSM(PairOptimizer):
         >>> P = op.problems.sensing(n=10, r=2, m=300, symmetric=False, loss="l1", generator=0)
         >>> L, R = (t.requires_grad_() for t in P.init("spectral", rank=2))
         >>> opt = op.optim.ScaledSM([(L, R)], step=op.optim.polyak(0.0))
-        >>> for _ in range(100):
+        >>> for _ in range(40):
         ...     opt.zero_grad(); f = P.loss((L, R)); f.backward(); opt.step(loss=f)
         >>> float(P.relative_error((L.detach(), R.detach()))) < 1e-6
         True

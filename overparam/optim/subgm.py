@@ -48,8 +48,8 @@ class SubGM(Optimizer):
         >>> import torch, overparam as op
         >>> P = op.problems.sensing(n=10, r=2, m=400, loss="l1", generator=0)
         >>> U = P.init("small", rank=4, scale=1e-3, generator=1).requires_grad_()
-        >>> opt = op.optim.SubGM([U], step=op.optim.geometric(lr0=0.5, decay=0.97))
-        >>> for _ in range(400):
+        >>> opt = op.optim.SubGM([U], step=op.optim.geometric(lr0=0.5, decay=0.95))
+        >>> for _ in range(150):
         ...     opt.zero_grad(); P.loss(U).backward(); opt.step()
         >>> float(P.relative_error(U.detach())) < 1e-3
         True

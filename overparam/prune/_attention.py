@@ -25,6 +25,15 @@ class PrunedMultiheadAttention(nn.Module):
     ``(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
     average_attn_weights=True)``; returns ``(output, weights or None)`` with the weights averaged
     over the *kept* heads. Built by :func:`remove_pruned`.
+
+    Reference: P. Michel, O. Levy & G. Neubig, "Are Sixteen Heads Really Better than One?" (NeurIPS 2019) (head
+        pruning)
+
+    Example:
+        >>> mha = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval(); x = torch.randn(2, 5, 8)
+        >>> pm = PrunedMultiheadAttention(mha, torch.tensor([True, True]))   # every head kept: the same module
+        >>> pm.heads, pm.in_proj_weight.shape, torch.allclose(pm(x, x, x)[0], mha(x, x, x)[0], atol=1e-6)
+        (2, torch.Size([24, 8]), True)
     """
 
     def __init__(self, mha: nn.MultiheadAttention, keep: Tensor) -> None:
@@ -57,6 +66,15 @@ class PrunedMultiheadAttention(nn.Module):
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
                 need_weights: bool = True, attn_mask: Tensor | None = None, average_attn_weights: bool = True):
+        """``(output (B, L, E), weights (B, L, S) or (B, heads, L, S) or None)``, as ``nn.MultiheadAttention``.
+
+        Example:
+            >>> mha = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval(); x = torch.randn(2, 5, 8)
+            >>> out, w = PrunedMultiheadAttention(mha, torch.tensor([True, False]))(x, x, x, average_attn_weights=False)
+            >>> with torch.no_grad(): _ = mha.out_proj.weight[:, 4:].zero_()   # head 1 silenced in the original
+            >>> out.shape, w.shape, torch.allclose(out, mha(x, x, x)[0], atol=1e-6)
+            (torch.Size([2, 5, 8]), torch.Size([2, 1, 5, 5]), True)
+        """
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         B, L, _ = query.shape

@@ -1,29 +1,18 @@
-"""Calibration driver: run a model on calibration data, collect each target layer's input
-statistics with bounded memory, and prune layer by layer (or block by block).
+"""Calibration driver: target layers' input statistics (bounded memory), then pruning layer by layer or by block.
 
-SparseGPT, Wanda and OWL need, per target layer, statistics of its inputs ``X``: the Gram matrix
-``XᵀX`` ``(d, d)`` and the squared norms ``Σ x_j²`` ``(d,)``, accumulated batch by batch by
-:class:`LayerStats` (memory ``O(d²)`` per layer). Each layer is a matrix ``W (out, d)`` on input
-rows ``x (d,)`` (:mod:`~overparam.prune.matrix_view`: Linear, transformers' Conv1D, Conv1d/2d/3d).
+SparseGPT, Wanda and OWL need, per target layer ``W (out, d)`` on input rows ``x (d,)`` (Linear, transformers'
+Conv1D, Conv1d/2d/3d: :mod:`~overparam.prune.matrix_view`), the Gram matrix ``XᵀX`` ``(d, d)`` and the squared norms
+``Σ x_j²`` ``(d,)`` of its inputs, accumulated batch by batch by :class:`LayerStats` (memory ``O(d²)`` per layer).
 
-:func:`calibrate` runs ``model(inputs)`` (``data``: one ``(inputs, targets)`` batch or an iterable
-of them, targets ignored; ``inputs`` a tensor, a tuple of tensors or a dict of keyword tensors)
-under ``torch.no_grad()`` with forward pre-hooks on the target layers, group by group in
-execution order. A *group* is a block with the targets inside it (``blocks=``, a selection spec:
-the outermost modules it selects; by default the model's repeated blocks, GPT-2 ``transformer.h``,
-LLaMA ``model.layers``, if it has some), or a target layer outside every block.
-``sequential=True`` (SparseGPT's scheme) takes a group's statistics with every earlier group
-already pruned (one forward of the model's prefix per group); ``sequential=False`` takes all of
-them from one dense pass. Blocks and layers must run once per forward; the model must be
-deterministic (``model.eval()``); hooks are removed, and when a layer fails (a singular Gram
-matrix, say) every weight written so far is restored. The global RNG is not touched.
-
-Example:
-    >>> import torch
-    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
-    >>> stats = collect_stats(net, (torch.randn(32, 4), None))
-    >>> stats["0.weight"].gram.shape, stats["2.weight"].rows
-    (torch.Size([4, 4]), 32)
+:func:`calibrate` runs ``model(inputs)`` (``data``: one ``(inputs, targets)`` batch or an iterable of them, targets
+ignored; ``inputs`` a tensor, a tuple of tensors or a dict of keyword tensors) under ``torch.no_grad()`` with
+forward pre-hooks on the target layers, group by group in execution order. A *group* is a block with the targets
+inside it (``blocks=``, a selection spec: the outermost modules it selects; by default the model's repeated blocks,
+GPT-2 ``transformer.h``, LLaMA ``model.layers``, if it has some), or a target layer outside every block.
+``sequential=True`` (SparseGPT's scheme) takes a group's statistics with every earlier group already pruned (one
+forward of the model's prefix per group); ``sequential=False`` takes all of them from one dense pass. Blocks and
+layers run once per forward; the model must be deterministic (``model.eval()``); hooks are removed; a layer that
+fails (a singular Gram matrix) restores every weight written so far. The global RNG is not touched.
 """
 
 from __future__ import annotations
@@ -69,9 +58,8 @@ def layer_sparsities(model: nn.Module, sparsity, n=None, m=None, *, targets: Spe
                      overrides: Mapping | None = None) -> dict[str, float] | None:
     """``{weight name: sparsity}`` of the target weights (None for an N:M pattern).
 
-    ``overrides={spec: sparsity}`` as :func:`overparam.prune.magnitude`, except that a key equal
-    to a target's full name selects exactly that target (and wins over the other keys);
-    ``sparsity`` may be None when the overrides cover every target.
+    ``overrides={spec: sparsity}`` as :func:`overparam.prune.magnitude`, except that a key equal to a target's full
+    name selects exactly that target (and wins over the others); ``sparsity`` may be None when overrides cover all.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
@@ -101,12 +89,13 @@ def layer_sparsities(model: nn.Module, sparsity, n=None, m=None, *, targets: Spe
 # ---------------------------------------------------------------- statistics
 @dataclass
 class LayerStats:
-    """Input statistics of one layer, accumulated over calibration rows.
+    """Input statistics of one layer over calibration rows: ``gram`` ``Σ x xᵀ`` ``(d, d)`` (None when not
+    collected), ``sq_norms`` ``Σ x_j²`` ``(d,)`` (its diagonal), ``rows`` (number of rows accumulated).
 
-    Attributes:
-        gram: ``Σ x xᵀ`` ``(d, d)`` over all rows, or None when not collected.
-        sq_norms: ``Σ x_j²`` ``(d,)`` (the diagonal of the Gram matrix).
-        rows: number of rows accumulated.
+    Example:
+        >>> s = LayerStats.empty(2, gram=True, dtype=torch.double, device="cpu"); s.update(torch.tensor([[1., 2], [3, 4]]))
+        >>> s.gram.tolist(), s.sq_norms.tolist(), s.rows
+        ([[10.0, 14.0], [14.0, 20.0]], [10.0, 20.0], 2)
     """
 
     gram: Tensor | None
@@ -115,11 +104,23 @@ class LayerStats:
 
     @classmethod
     def empty(cls, d: int, *, gram: bool, dtype: torch.dtype, device) -> LayerStats:
+        """Zero statistics of a layer with ``d`` inputs (``gram=False``: the squared norms only).
+
+        Example:
+            >>> LayerStats.empty(2, gram=False, dtype=torch.float64, device="cpu")
+            LayerStats(gram=None, sq_norms=tensor([0., 0.], dtype=torch.float64), rows=0)
+        """
         g = torch.zeros(d, d, dtype=dtype, device=device) if gram else None
         return cls(g, torch.zeros(d, dtype=dtype, device=device), 0)
 
     def update(self, rows: Tensor) -> None:
-        """Add the rows ``(r, d)`` (converted to the statistics' dtype)."""
+        """Add the rows ``(r, d)`` (converted to the statistics' dtype).
+
+        Example:
+            >>> s = LayerStats.empty(2, gram=True, dtype=torch.float64, device="cpu"); x = torch.randn(5, 2)
+            >>> s.update(x[:3]); s.update(x[3:]); torch.allclose(s.gram, x.double().T @ x.double()), s.rows
+            (True, 5)
+        """
         r = rows.detach().to(self.sq_norms.dtype)
         if self.gram is not None:
             self.gram.addmm_(r.T, r)
@@ -128,13 +129,24 @@ class LayerStats:
 
     @property
     def norms(self) -> Tensor:
-        """Per-input L2 norms ``‖X_j‖₂`` ``(d,)`` (Wanda's activation norms)."""
+        """Per-input L2 norms ``‖X_j‖₂`` ``(d,)`` (Wanda's activation norms).
+
+        Example:
+            >>> LayerStats(gram=None, sq_norms=torch.tensor([25., 1.]), rows=2).norms.tolist()
+            [5.0, 1.0]
+        """
         return self.sq_norms.sqrt()
 
 
 @dataclass
 class PrunedMatrix:
-    """What a layer-pruning rule returns: the new weight matrix ``(out, d)`` and its bool keep-mask."""
+    """What a layer-pruning rule returns: the new weight matrix ``(out, d)`` and its bool keep-mask.
+
+    Example:
+        >>> W = torch.tensor([[1., -3.], [2., .5]]); keep = W.abs() >= 1; p = PrunedMatrix(W * keep, keep)
+        >>> p.weight.tolist(), p.mask.tolist()
+        ([[1.0, -3.0], [2.0, 0.0]], [[True, True], [True, False]])
+    """
 
     weight: Tensor
     mask: Tensor
@@ -155,8 +167,7 @@ def _is_batch(b) -> bool:
 
 
 def calibration_batches(data) -> list:
-    """``data`` as a list of ``(inputs, targets)`` batches, with a ``ValueError`` / ``TypeError``
-    naming ``data`` otherwise."""
+    """``data`` as a list of ``(inputs, targets)`` batches (a ``ValueError`` / ``TypeError`` naming it otherwise)."""
     if _is_batch(data):
         return [data]
     if isinstance(data, Iterable) and not isinstance(data, (Tensor, str, Mapping)):
@@ -230,17 +241,15 @@ def _layers(model, targets, exclude) -> dict[str, nn.Module]:
 
 def collect_stats(model: nn.Module, data, *, targets: Spec = None, exclude: Spec = None, gram: bool = True,
                   dtype: torch.dtype = torch.float64) -> dict[str, LayerStats]:
-    """Input statistics of every target layer over ``data`` (one dense forward per batch).
+    """Each target layer's input statistics over ``data`` (one forward per batch): ``{weight name: LayerStats}``.
 
     Args:
         model: the model (deterministic: eval mode for dropout / BatchNorm).
         data: an ``(inputs, targets)`` batch or an iterable of them (targets ignored).
         targets, exclude: which layers (Linear / Conv weights, as :func:`overparam.prune.targets`).
-        gram: also accumulate the ``(d, d)`` Gram matrices (else only the squared norms).
-        dtype: accumulation dtype (float64 or float32).
+        gram, dtype: also accumulate the ``(d, d)`` Gram matrices (else squared norms only); float64 or float32.
 
-    Returns:
-        ``{weight name: LayerStats}`` in model order.
+    Reference: the statistics of SparseGPT (E. Frantar & D. Alistarh, ICML 2023) and Wanda (M. Sun et al., ICLR 2024).
 
     Example:
         >>> net = torch.nn.Linear(3, 2)
@@ -273,9 +282,8 @@ def _check_all_ran(layers, stats) -> None:
 def block_of(model: nn.Module, weights, blocks: Spec) -> dict[str, str]:
     """``{weight name: the outermost block (of the spec ``blocks``) containing its layer, or the layer}``.
 
-    ``blocks=None``: the model's repeated blocks (:func:`overparam.backend.layers.repeated_blocks`:
-    GPT-2 ``transformer.h``, LLaMA ``model.layers``, any ModuleList of same-class blocks) if it
-    has some, else every layer alone.
+    ``blocks=None``: the model's repeated blocks (:func:`overparam.backend.layers.repeated_blocks`: GPT-2
+    ``transformer.h``, LLaMA ``model.layers``, any ModuleList of same-class blocks) if it has some, else each layer.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2)), torch.nn.Linear(2, 2))
@@ -321,30 +329,24 @@ def _groups(model: nn.Module, layers: dict[str, nn.Module], blocks: Spec, batche
 def calibrate(model: nn.Module, data, rule: Callable[[str, Tensor, LayerStats], PrunedMatrix], *,
               targets: Spec = None, exclude: Spec = None, blocks: Spec = None, sequential: bool = True,
               gram: bool = True, dtype: torch.dtype = torch.float64, restore: bool = False) -> Masks:
-    """Prune the target layers in place with a layer rule fitted to calibration statistics.
+    """Prune the target layers in place with a layer rule fitted to calibration statistics; returns the
+    masks ``{"<layer>.weight": bool tensor of the weight's shape}`` in model order.
 
     Args:
         model: the model (deterministic: eval mode for dropout / BatchNorm).
         data: an ``(inputs, targets)`` batch or an iterable of them; ``model(inputs)`` is run.
-        rule: ``rule(weight name, W (out, d) float copy in dtype, stats) -> PrunedMatrix``: the
-            new weight matrix and its keep-mask, both ``(out, d)``.
+        rule: ``rule(weight name, W (out, d) float copy in dtype, stats) -> PrunedMatrix`` (new W, keep-mask).
         targets, exclude: which layers (as :func:`overparam.prune.targets`; Linear and Conv).
-        blocks: a spec of the blocks run as units (see the module docstring), or None: the
-            model's repeated blocks if it has some (:func:`block_of`), else each layer alone.
-        sequential: fit each group on the outputs of the already pruned groups (True) or of the
-            dense model (False).
-        gram: collect Gram matrices (False: only squared norms, enough for Wanda).
-        dtype: the statistics' dtype (float64 or float32); ``W`` is passed in it too.
+        blocks: a spec of the blocks run as units (module docstring), or None: the repeated blocks (:func:`block_of`).
+        sequential: fit each group on the outputs of the pruned earlier groups (True) or the dense model's (False).
+        gram, dtype: Gram matrices too (False: squared norms only, enough for Wanda); float64 or float32 (``W``'s too).
         restore: write the original weights back at the end (masks only, model unchanged).
 
-    Returns:
-        masks ``{"<layer>.weight": bool tensor of the weight's shape}`` in model order.
+    Reference: the sequential layer-wise scheme of SparseGPT (E. Frantar & D. Alistarh, ICML 2023).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
-        >>> def keep_big(name, W, stats):
-        ...     mask = W.abs() >= W.abs().median()
-        ...     return PrunedMatrix(W * mask, mask)
+        >>> keep_big = lambda name, W, stats: PrunedMatrix(W * (mask := W.abs() >= W.abs().median()), mask)
         >>> masks = calibrate(net, (torch.randn(16, 4), None), keep_big, gram=False)
         >>> sorted(masks), bool((net[0].weight[~masks["0.weight"]] == 0).all())
         (['0.weight', '2.weight'], True)

@@ -67,6 +67,12 @@ def global_magnitude(model: nn.Module, sparsity: float, *, targets: Spec = None,
 
     Raises:
         ValueError: ranks hold different targets, shapes or masks; a non-``Shard(0)`` layout.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))   # one process: magnitude()
+        >>> m = global_magnitude(net, 0.5); ref = magnitude(net, 0.5)
+        >>> all(torch.equal(m[k], ref[k]) for k in ref), sum(int((~v).sum()) for v in m.values())   # 9 of 18
+        (True, 9)
     """
     check_sparsity(sparsity)
     params, sharded = _params(model, targets, exclude)
@@ -112,6 +118,12 @@ def distributed_nm_masks(model: nn.Module, n: int, m: int, *, targets: Spec = No
 
     Raises:
         ValueError: some rank's shard splits a group of ``m`` (the message names the parameter).
+
+    Example:
+        >>> net = torch.nn.Linear(8, 2)   # one process (or DDP replicas): nm_masks()
+        >>> m = distributed_nm_masks(net, 2, 4)["weight"]
+        >>> m.shape, m.reshape(2, 2, 4).sum(-1).tolist(), torch.equal(m, nm_masks(net, 2, 4)["weight"])
+        (torch.Size([2, 8]), [[2, 2], [2, 2]], True)
     """
     params, sharded = _params(model, targets, exclude)
     if not sharded:

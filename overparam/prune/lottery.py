@@ -53,6 +53,9 @@ class Round:
     """One IMP round: its masks (before training), their density, the trained checkpoint and
     ``train_fn``'s return value.
 
+    Reference: J. Frankle & M. Carbin, "The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural Networks"
+        (ICLR 2019)
+
     Example:
         >>> net = torch.nn.Linear(10, 1)
         >>> def train(model, opt, steps):
@@ -74,6 +77,9 @@ class Round:
 class Ticket:
     """The outcome of :func:`lottery`: ``rounds[0]`` is the dense run; ``init`` = ``θ₀`` and
     ``rewind`` = ``θ_k`` (state_dicts), ``rewind_step`` = k.
+
+    Reference: J. Frankle & M. Carbin, "The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural Networks"
+        (ICLR 2019)
 
     Example (the survivors of the last round were rewound to ``θ₀`` and retrained):
         >>> net = torch.nn.Linear(10, 1)

@@ -120,6 +120,9 @@ def unstructured(
     Returns:
         name → bool mask of each score's shape.
 
+    Reference: S. Han, J. Pool, J. Tran & W. J. Dally, "Learning both Weights and Connections for Efficient Neural
+        Networks" (NeurIPS 2015)
+
     Example:
         >>> m = unstructured({"w": torch.arange(10.)}, 0.3, scope="layerwise")
         >>> int((~m["w"]).sum())
@@ -197,6 +200,9 @@ def magnitude(
             resolved by :func:`overparam.backend.select.matches`) are pruned on their own.
             Every key must select a target.
         previous: masks of an earlier round (monotone masks); group: as :func:`unstructured`.
+
+    Reference: S. Han, J. Pool, J. Tran & W. J. Dally, "Learning both Weights and Connections for Efficient Neural
+        Networks" (NeurIPS 2015)
 
     Example:
         >>> net = torch.nn.Linear(10, 10)

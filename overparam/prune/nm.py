@@ -69,6 +69,9 @@ def nm_masks(model: nn.Module, n: int, m: int, *, targets: Spec = None, exclude:
         ValueError: a selected weight's input dimension is not divisible by ``m`` (the message
             names the parameter: exclude it, e.g. a ViT's 3-channel patch convolution).
 
+    Reference: A. Mishra et al., "Accelerating Sparse Deep Neural Networks" (arXiv:2104.08378, 2021): the 2:4
+        pattern of sparse tensor cores
+
     Example:
         >>> net = torch.nn.Conv2d(8, 4, 3)
         >>> is_nm(nm_masks(net, 2, 4)["weight"], 2, 4)
@@ -220,6 +223,9 @@ def transposable_nm_mask(scores: Tensor, n: int, m: int, *, method: str = "auto"
 
     Returns:
         bool ``(rows, cols)``; ``mask`` and ``mask.T`` are both N:M along dim 1.
+
+    Reference: I. Hubara et al., "Accelerated Sparse Neural Training: A Provable and Efficient Method to Find N:M
+        Transposable Masks" (NeurIPS 2021)
 
     Example:
         >>> mk = transposable_nm_mask(torch.rand(8, 8, generator=torch.Generator().manual_seed(0)), 2, 4)

@@ -48,6 +48,9 @@ def owl_sparsities(ratios: Mapping[str, float], sizes: Mapping[str, int], sparsi
     Returns:
         ``{group: sparsity}`` with ``Σ N_g s_g / Σ N_g = sparsity``.
 
+    Reference: L. Yin et al., "Outlier Weighed Layerwise Sparsity (OWL): A Missing Secret Sauce for Pruning LLMs to
+        High Sparsity" (ICML 2024)
+
     Example:
         >>> owl_sparsities({"a": 0.2, "b": 0.2}, {"a": 10, "b": 30}, 0.7)
         {'a': 0.7, 'b': 0.7}
@@ -88,6 +91,9 @@ def owl(model: nn.Module, data, sparsity: float, *, threshold: float = 5.0, lam:
     Returns:
         ``{"<layer>.weight": sparsity}``, to pass as ``overrides=`` to :func:`~overparam.prune.wanda`
         or :func:`~overparam.prune.sparsegpt_`.
+
+    Reference: L. Yin et al., "Outlier Weighed Layerwise Sparsity (OWL): A Missing Secret Sauce for Pruning LLMs to
+        High Sparsity" (ICML 2024)
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))

@@ -58,7 +58,19 @@ def _local(t: Tensor) -> Tensor:
 
 
 class PackedOptimizer(Optimizer):
-    """Base class: named parameters, masks by name, packed state for the masked ones."""
+    """Base class: named parameters, masks by name, packed state for the masked ones.
+
+    Example:
+        >>> net = torch.nn.Linear(8, 8); masks = {"weight": torch.rand(8, 8) < 0.25}
+        >>> opt = PackedSGD(net.named_parameters(), masks, lr=0.1, momentum=0.9)
+        >>> net(torch.randn(2, 8)).sum().backward(); opt.step()
+        >>> st = opt.state   # the masked weight's state: its kept entries only; the bias's: dense
+        >>> st[net.weight]["momentum_buffer"].numel() == int(masks["weight"].sum()), st[net.bias]["momentum_buffer"].shape
+        (True, torch.Size([8]))
+        >>> PackedSGD(net.parameters(), masks)   # unnamed parameters cannot be matched to masks
+        Traceback (most recent call last):
+        TypeError: params must be named: ...
+    """
 
     _packed_keys: tuple[str, ...] = ()
 
@@ -78,7 +90,13 @@ class PackedOptimizer(Optimizer):
 
     @property
     def masks(self) -> dict[str, Tensor]:
-        """The current masks by parameter name (the tensors given, not copies)."""
+        """The current masks by parameter name (the tensors given, not copies).
+
+        Example:
+            >>> net = torch.nn.Linear(4, 4, bias=False); mask = torch.eye(4, dtype=torch.bool)
+            >>> opt = PackedSGD(net.named_parameters(), {"weight": mask}); list(opt.masks), opt.masks["weight"] is mask
+            (['weight'], True)
+        """
         out = {}
         for g in self.param_groups:
             for name, p in zip(g["param_names"], g["params"]):
@@ -94,6 +112,16 @@ class PackedOptimizer(Optimizer):
         Entries kept by the old and the new mask keep their state; regrown entries start at zero
         state (their weight is zero, as pruned weights are); a parameter that leaves ``masks``
         gets a dense state holding its packed values at the kept entries and zeros elsewhere.
+
+        Example:
+            >>> net = torch.nn.Linear(4, 4, bias=False); mask = torch.eye(4, dtype=torch.bool)
+            >>> opt = PackedSGD(net.named_parameters(), {"weight": mask}, lr=0.1, momentum=0.9)
+            >>> net(torch.ones(1, 4)).sum().backward(); opt.step()   # momentum buffer = grad = 1 at the 4 kept
+            >>> grown = mask.clone(); grown[0, 1] = True; opt.set_masks_({"weight": grown})
+            >>> opt.state[net.weight]["momentum_buffer"].tolist()   # row-major: (0,0), regrown (0,1), (1,1), ...
+            [1.0, 0.0, 1.0, 1.0, 1.0]
+            >>> bool(net.weight[0, 1] == 0)   # a regrown weight starts at zero
+            True
         """
         named = {n: p for g in self.param_groups for n, p in zip(g["param_names"], g["params"])}
         check_masks(masks, named)
@@ -124,12 +152,30 @@ class PackedOptimizer(Optimizer):
 
     def index_bytes(self) -> int:
         """Bytes of the cached flat indices of the kept entries (int64, one per kept entry): memory
-        beside the optimizer state (:func:`overparam.optim.optimizer_state_bytes`), derived from the masks and not saved."""
+        beside the optimizer state (:func:`overparam.optim.optimizer_state_bytes`), derived from the masks and not saved.
+
+        Example:
+            >>> net = torch.nn.Linear(4, 4, bias=False); mask = torch.eye(4, dtype=torch.bool)
+            >>> PackedSGD(net.named_parameters(), {"weight": mask}).index_bytes()   # 4 kept entries × 8 bytes
+            32
+        """
         return sum(i.numel() * i.element_size() for i in self._index.values())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As :meth:`torch.optim.Optimizer.load_state_dict`, then check every packed tensor's length
-        against the current mask (ValueError naming the parameter otherwise)."""
+        against the current mask (ValueError naming the parameter otherwise).
+
+        Example:
+            >>> net = torch.nn.Linear(4, 4, bias=False); mask = torch.eye(4, dtype=torch.bool)
+            >>> opt = PackedAdamW(net.named_parameters(), {"weight": mask}); net(torch.ones(1, 4)).sum().backward()
+            >>> opt.step(); saved = opt.state_dict()
+            >>> again = PackedAdamW(net.named_parameters(), {"weight": mask}); again.load_state_dict(saved)
+            >>> torch.equal(again.state[net.weight]["exp_avg"], opt.state[net.weight]["exp_avg"])
+            True
+            >>> PackedAdamW(net.named_parameters(), {"weight": ~mask}).load_state_dict(saved)
+            Traceback (most recent call last):
+            ValueError: state_dict: exp_avg of 'weight' has 4 entries but the current mask keeps 12: ...
+        """
         super().load_state_dict(state_dict)
         for g in self.param_groups:
             for name, p in zip(g["param_names"], g["params"]):
@@ -170,6 +216,15 @@ class PackedSGD(PackedOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """One SGD step on the kept entries (``closure``: re-evaluates and returns the loss).
+
+        Example:
+            >>> net = torch.nn.Linear(4, 4, bias=False); mask = torch.eye(4, dtype=torch.bool)
+            >>> w0 = net.weight.detach().clone(); opt = PackedSGD(net.named_parameters(), {"weight": mask}, lr=0.1)
+            >>> net(torch.ones(1, 4)).sum().backward(); opt.step()   # the gradient is all ones
+            >>> torch.equal(net.weight, (w0 - 0.1) * mask)
+            True
+        """
         loss = closure_loss(closure)
         for g in self.param_groups:
             for p in g["params"]:
@@ -218,6 +273,15 @@ class PackedAdamW(PackedOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """One Adam(W) step on the kept entries (``closure``: re-evaluates and returns the loss).
+
+        Example:
+            >>> net = torch.nn.Linear(4, 4, bias=False); mask = torch.eye(4, dtype=torch.bool)
+            >>> w0 = net.weight.detach().clone(); opt = PackedAdamW(net.named_parameters(), {"weight": mask}, lr=0.1)
+            >>> net(torch.ones(1, 4)).sum().backward(); opt.step()   # Adam's first step: lr · sign(grad), then decay
+            >>> torch.allclose(net.weight, (w0 * (1 - 0.1 * 0.01) - 0.1) * mask)
+            True
+        """
         loss = closure_loss(closure)
         for g in self.param_groups:
             b1, b2 = g["betas"]

@@ -91,6 +91,15 @@ def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs:
 
     Raises:
         ValueError: see the module docstring (each message names what is refused).
+
+    Reference: Fang et al., "DepGraph: Towards any structural pruning", CVPR 2023 (the dependency graph).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1)); x = torch.randn(6, 3)
+        >>> masks = {"0.weight": torch.tensor([1, 0, 1, 0]).bool()[:, None].expand(4, 3)}   # hidden units 1, 3 off
+        >>> small = remove_pruned(net, masks, (x,)); ref = copy.deepcopy(net); apply_masks_(ref, masks)
+        >>> small.get_submodule("0").weight.shape, torch.allclose(small(x), ref(x), atol=1e-6)
+        (torch.Size([2, 3]), True)
     """
     params = check_model(model)
     check_masks(masks, params)
@@ -129,6 +138,12 @@ class ChannelGroup:
     same rows in each (``"qkv.weight rows 16:32"`` for a part of a fused layer that is split); ``params``: every ``(parameter or buffer name, dim)`` indexed by them
     (BatchNorm statistics and affine, a depthwise Conv, the next layers' input columns);
     ``fixed``: why they cannot be removed (``None``: removable).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 2, 1))
+        >>> g = channel_groups(net, (torch.randn(1, 3, 5, 5),))[0]
+        >>> g.size, g.producers, g.params[:3], g.fixed
+        (4, ['0.weight'], [('0.weight', 0), ('0.bias', 0), ('1.weight', 0)], None)
     """
 
     size: int
@@ -143,6 +158,8 @@ def channel_groups(model: nn.Module, example_inputs: tuple) -> list[ChannelGroup
     Residual adds, gates and attention products join layers into one group; a structured mask
     that :func:`remove_pruned` accepts masks the same rows of every producer of a group (heads of
     ``nn.MultiheadAttention`` are not listed: they are removed by its own rows and columns).
+
+    Reference: G. Fang et al., "DepGraph: Towards Any Structural Pruning" (CVPR 2023)
 
     Example:
         >>> import torch

@@ -51,6 +51,9 @@ def _rounds(rounds: int) -> int:
 def iterative(rate: float, rounds: int) -> list[float]:
     """Sparsity after each of ``rounds`` rounds pruning ``rate`` of the survivors: ``1 − (1 − rate)^t``.
 
+    Reference: J. Frankle & M. Carbin, "The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural Networks"
+        (ICLR 2019)
+
     Example:
         >>> [round(s, 3) for s in iterative(0.2, 3)]
         [0.2, 0.36, 0.488]
@@ -113,6 +116,9 @@ class GradualPruner:
 
     Call :meth:`step` once per training step (after ``optimizer.step()``); it re-prunes when
     the scheduled sparsity grew. ``masks`` holds the current masks, ``history`` ``(step, sparsity)``.
+
+    Reference: M. Zhu & S. Gupta, "To prune, or not to prune: exploring the efficacy of pruning for model
+        compression" (2017)
 
     Example:
         >>> net = torch.nn.Linear(10, 10)

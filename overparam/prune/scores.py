@@ -49,6 +49,9 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 def magnitude_scores(model: nn.Module, *, targets: Spec = None, exclude: Spec = None) -> dict[str, Tensor]:
     """``|θ|`` for each selected parameter.
 
+    Reference: S. Han, J. Pool, J. Tran & W. J. Dally, "Learning both Weights and Connections for Efficient Neural
+        Networks" (NeurIPS 2015)
+
     Example:
         >>> magnitude_scores(torch.nn.Linear(2, 2))["weight"].min() >= 0
         tensor(True)
@@ -127,6 +130,9 @@ def grasp_scores(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec = Non
     product of :func:`overparam.hessian.hessian`, which refuses (``NonDeterministicModelError``)
     a model with train-mode dropout or BatchNorm: call ``model.eval()`` first.
 
+    Reference: C. Wang, G. Zhang & R. Grosse, "Picking Winning Tickets Before Training by Preserving Gradient Flow"
+        (GraSP, ICLR 2020)
+
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
         >>> S = grasp_scores(net, torch.nn.functional.mse_loss, (torch.randn(8, 3), torch.randn(8, 1)))
@@ -188,6 +194,8 @@ def hessian_diagonal(model: nn.Module, loss_fn: LossFn, data, *, targets: Spec =
     ``H`` is :func:`overparam.hessian.hessian`, which refuses (``NonDeterministicModelError``)
     a model with train-mode dropout or BatchNorm: call ``model.eval()`` first.
 
+    Reference: Y. LeCun, J. S. Denker & S. A. Solla, "Optimal Brain Damage" (NeurIPS 1989)
+
     Example (a linear model with MSE: ``diag H = 2 Σ_n x_n² / N``):
         >>> net = torch.nn.Linear(3, 1, bias=False).double()
         >>> x = torch.randn(8, 3, dtype=torch.float64)
@@ -245,6 +253,8 @@ def movement_scores(model: nn.Module, *, targets: Spec = None, exclude: Spec = N
 @dataclass
 class Movement:
     """Accumulated movement scores ``S = −Σ_t θ_t ⊙ g_t`` (call :meth:`update` after each backward).
+
+    Reference: V. Sanh, T. Wolf & A. M. Rush, "Movement Pruning: Adaptive Sparsity by Fine-Tuning" (NeurIPS 2020)
 
     Example:
         >>> net = torch.nn.Linear(2, 1)

@@ -138,6 +138,9 @@ def to_semi_structured(w: Tensor):
         ValueError: ``w`` is not semi-structured (nothing is converted).
         RuntimeError: ``w`` is not on a CUDA device.
 
+    Reference: A. Mishra et al., "Accelerating Sparse Deep Neural Networks" (arXiv:2104.08378, 2021): the 2:4
+        pattern of sparse tensor cores
+
     Example (on CPU the validation runs, the conversion is refused):
         >>> try:
         ...     to_semi_structured(torch.tensor([[1., 0., 2., 0.] * 4] * 32, dtype=torch.float16))

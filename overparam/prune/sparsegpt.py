@@ -173,6 +173,9 @@ def sparsegpt_matrix(W: Tensor, gram: Tensor, sparsity: float | None = None, *, 
         :class:`~overparam.prune.calibrate.PrunedMatrix`: ``weight (out, d)`` in ``gram``'s
         dtype with the pruned entries exactly zero, ``mask (out, d)`` bool (True = kept).
 
+    Reference: E. Frantar & D. Alistarh, "SparseGPT: Massive Language Models Can Be Accurately Pruned in One-Shot"
+        (ICML 2023)
+
     Example:
         >>> X = torch.randn(32, 8, dtype=torch.float64)
         >>> res = sparsegpt_matrix(torch.randn(3, 8, dtype=torch.float64), X.T @ X, n=2, m=4)
@@ -204,6 +207,9 @@ def sparsegpt_(model: nn.Module, data, sparsity: float | None = None, *, n: int 
 
     Returns:
         the masks ``{"<layer>.weight": bool}``; the model's weights are updated and pruned.
+
+    Reference: E. Frantar & D. Alistarh, "SparseGPT: Massive Language Models Can Be Accurately Pruned in One-Shot"
+        (ICML 2023)
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))

@@ -61,6 +61,9 @@ def srste_weight(w: Tensor, n: int, m: int, *, decay: float = 2e-4) -> Tensor:
         n, m: keep ``n`` of every ``m`` (``1 <= n < m``).
         decay: ``λ_W >= 0`` (the paper uses 2e-4).
 
+    Reference: A. Zhou et al., "Learning N:M Fine-grained Structured Sparse Neural Networks From Scratch" (ICLR
+        2021), eq. 5
+
     Example:
         >>> w = torch.tensor([[4., -1., 3., 0.5]], requires_grad=True)
         >>> out = srste_weight(w, 2, 4, decay=0.5)
@@ -88,6 +91,15 @@ class SRSTE(nn.Module):
         targets, exclude: which weights are N:M (see :func:`~overparam.prune.targets.targets`).
 
     The forward takes and returns what ``model`` does. :meth:`masks` gives the current masks.
+
+    Reference: Zhou et al., "Learning N:M fine-grained structured sparse neural networks from
+    scratch", ICLR 2021 (SR-STE, eq. 5).
+
+    Example:
+        >>> net = torch.nn.Linear(4, 1, bias=False); sr = SRSTE(net, 2, 4, decay=0.5)
+        >>> with torch.no_grad(): _ = net.weight.copy_(torch.tensor([[4., -1., 3., 0.5]]))
+        >>> x = torch.ones(1, 4); sr(x).item(), sr(x).sum().backward(), net.weight.grad.tolist()   # 4 + 3
+        (7.0, None, [[1.0, 0.5, 1.0, 1.25]])
     """
 
     def __init__(self, model: nn.Module, n: int, m: int, *, decay: float = 2e-4, targets: Spec = None,
@@ -104,11 +116,26 @@ class SRSTE(nn.Module):
                                  f"divisible by m={m}")
 
     def masks(self) -> Masks:
-        """The current N:M magnitude masks of the selected weights."""
+        """The current N:M magnitude masks of the selected weights (name → bool tensor of the weight's shape).
+
+        Example:
+            >>> net = torch.nn.Linear(4, 2); sr = SRSTE(net, 2, 4)
+            >>> with torch.no_grad(): _ = net.weight.copy_(torch.tensor([[4., -1., 3., .5], [0., 2., -5., 1.]]))
+            >>> sr.masks()["weight"].int().tolist()   # the bias is not a target (1-D)
+            [[1, 0, 1, 0], [0, 1, 1, 0]]
+        """
         params = dict(self.model.named_parameters())
         return {k: nm_mask(params[k].detach().abs(), self.n, self.m) for k in self._names}
 
     def forward(self, *args, **kwargs):
+        """``model(*args, **kwargs)`` with every selected ``W`` replaced by ``W ⊙ nm(|W|)`` (SR-STE backward).
+
+        Example:
+            >>> net = torch.nn.Linear(8, 3); sr = SRSTE(net, 2, 4); x = torch.randn(5, 8)
+            >>> W = net.weight * sr.masks()["weight"]
+            >>> torch.allclose(sr(x), x @ W.T + net.bias), int((W != 0).sum(1).max())   # 4 of 8 kept per row
+            (True, 4)
+        """
         params = dict(self.model.named_parameters())
         sub = {k: srste_weight(params[k], self.n, self.m, decay=self.decay) for k in self._names}
         return torch.func.functional_call(self.model, sub, args, kwargs, strict=False)

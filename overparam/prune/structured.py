@@ -76,6 +76,8 @@ def ln_structured(w: Tensor, sparsity: float, *, dim: int, p: float = 2.0, group
         p: the norm order (1, 2, ``float('inf')``, ...).
         groups: prune groups of ``size // groups`` consecutive indices together (heads).
 
+    Reference: H. Li et al., "Pruning Filters for Efficient ConvNets" (ICLR 2017)
+
     Example:
         >>> m = ln_structured(torch.arange(8.).reshape(4, 2), 0.5, dim=0, groups=2)
         >>> m[:, 0].tolist()

@@ -42,6 +42,9 @@ def wanda_scores(W: Tensor, norms: Tensor) -> Tensor:
     Args:
         W: ``(out, d)`` weights; norms: ``(d,)`` input norms ``‖X_j‖₂`` (``LayerStats.norms``).
 
+    Reference: M. Sun, Z. Liu, A. Bair & J. Z. Kolter, "A Simple and Effective Pruning Approach for Large Language
+        Models" (Wanda, ICLR 2024)
+
     Example:
         >>> wanda_scores(torch.tensor([[-1., 2.]]), torch.tensor([3., 0.5]))
         tensor([[3., 1.]])
@@ -64,6 +67,9 @@ def wanda_mask(W: Tensor, norms: Tensor, sparsity: float | None = None, *, n: in
         sparsity: fraction pruned in every row, in [0, 1) (exactly ``round(s·d)`` per row);
             or None with ``n``, ``m``.
         n, m: keep ``n`` of every ``m`` consecutive inputs (``m | d``).
+
+    Reference: M. Sun, Z. Liu, A. Bair & J. Z. Kolter, "A Simple and Effective Pruning Approach for Large Language
+        Models" (Wanda, ICLR 2024)
 
     Example:
         >>> wanda_mask(torch.tensor([[1., 2., 3., 4.]]), torch.ones(4), n=1, m=2).tolist()
@@ -95,6 +101,9 @@ def wanda(model: nn.Module, data, sparsity: float | None = None, *, n: int | Non
 
     Returns:
         masks ``{"<layer>.weight": bool tensor of the weight's shape}``.
+
+    Reference: M. Sun, Z. Liu, A. Bair & J. Z. Kolter, "A Simple and Effective Pruning Approach for Large Language
+        Models" (Wanda, ICLR 2024)
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))

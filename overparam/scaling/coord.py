@@ -272,19 +272,17 @@ def plot_coord_check(cc: CoordCheck, axes=None, *, which: str = "delta"):
     ``axes``: a sequence of at least ``T + 1`` matplotlib ``Axes`` (or anything with their
     ``loglog``/``set_title``/``set_xlabel``/``set_ylabel``/``legend`` methods), or None for a new figure.
 
+    Reference: G. Yang et al., "Tensor Programs V: Tuning Large Neural Networks via Zero-Shot Hyperparameter
+        Transfer" (2022), the coordinate check
+
     Example:
-        >>> class Ax:  # records the calls; pass real matplotlib axes in practice
-        ...     def __init__(self): self.lines = []
-        ...     def loglog(self, x, y, **kw): self.lines.append((x, y, kw["label"]))
-        ...     def set_title(self, t): self.title = t
-        ...     def set_xlabel(self, t): self.xlabel = t
-        ...     def set_ylabel(self, t): pass
-        ...     def legend(self, **kw): pass
-        >>> cc = CoordCheck([8, 16], ["fc"], torch.ones(2, 2, 1), torch.tensor([[[0.0], [1.0]], [[0.0], [2.0]]]),
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> cc = CoordCheck([8, 16], ["fc"], torch.ones(2, 2, 1), torch.tensor([[[0.5], [1.0]], [[0.5], [2.0]]]),
         ...                 torch.zeros(2, 2), "mup")
-        >>> axes = plot_coord_check(cc, [Ax(), Ax()])
-        >>> axes[1].title, axes[1].xlabel, axes[1].lines
-        ('step 1', 'width', [([8, 16], [1.0, 2.0], 'fc')])
+        >>> axes = plot_coord_check(cc)   # a new figure, one panel per step 0..T
+        >>> line = axes[1].get_lines()[0]
+        >>> len(axes), axes[1].get_title(), axes[1].get_xlabel(), line.get_label(), line.get_ydata().tolist()
+        (2, 'step 1', 'width', 'fc', [1.0, 2.0])
     """
     if which not in ("rms", "delta"):
         raise ValueError(f"which must be 'rms' or 'delta', got {which!r}")
