@@ -54,9 +54,9 @@ def run_experiment(exp: Experiment, *, out: Path, quick: bool = False, seed: int
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         measured = exp.run(ctx)
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     finally:
         torch.set_num_threads(before)
     if "claim_holds" not in measured or "summary" not in measured:
@@ -73,6 +73,7 @@ def run_experiment(exp: Experiment, *, out: Path, quick: bool = False, seed: int
         "seed": seed,
         "device": str(dev),
         "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu_seconds, 3),
         "figures": ctx.figures,
         "notes": ctx.notes,
         "versions": {"overparam": __version__, "torch": torch.__version__, "python": platform.python_version()},
