@@ -83,7 +83,10 @@ class Context:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A registered reproduction. ``run(ctx) -> dict`` with at least ``claim_holds`` and ``summary``."""
+    """A registered reproduction. ``run(ctx) -> dict`` with at least ``claim_holds`` (the verdict
+    against ``claim``, computed from the measurements with a margin) and ``summary`` (lines of
+    measured figures). ``setting`` says in words what is run (default: the first paragraph of the
+    module docstring); the report shows it with the parameters actually used."""
 
     name: str
     paper: str
@@ -91,6 +94,7 @@ class Experiment:
     run: Callable[[Context], dict[str, Any]]
     params: dict[str, Any] = field(default_factory=dict)
     quick: dict[str, Any] = field(default_factory=dict)
+    setting: str = ""
 
     def params_for(self, quick: bool) -> dict[str, Any]:
         unknown = set(self.quick) - set(self.params)

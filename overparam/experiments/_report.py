@@ -1,10 +1,27 @@
-"""Markdown report over one or several experiment results."""
+"""The reproduction report: one Markdown page over one or several experiment results.
+
+Per experiment the page gives the paper and its claim as stated, the setting used here (the
+experiment module's first docstring paragraph, the parameters, seed, device, quick or full size),
+the measured figures (the run's summary lines and its scalar results), the plots (links relative
+to the page), pass/fail against the claim and the wall and CPU time. :func:`run_all` runs a set of
+registered experiments into one folder each for ``overparam report --run``; an experiment that
+raises is recorded as failed with its error instead of stopping the others.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import platform
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 
 def load_results(root: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -12,23 +29,129 @@ def load_results(root: Path) -> list[tuple[Path, dict[str, Any]]]:
     return [(p.parent, json.loads(p.read_text())) for p in sorted(root.rglob("result.json"))]
 
 
-def write_report(results: list[dict[str, Any]], path: Path, *, root: Path, folders: list[Path] | None = None) -> Path:
-    """Write a markdown report of ``results`` to ``path`` (figure links relative to ``root``)."""
-    lines = ["# overparam reproduction report", ""]
-    lines += ["| experiment | paper | claim holds | seconds |", "| --- | --- | --- | --- |"]
+def setting_of(exp) -> str:
+    """What an :class:`~overparam.experiments.Experiment` runs, in words: its ``setting``, or else the
+    first paragraph of the docstring of the module that defines its ``run``."""
+    if exp.setting:
+        return exp.setting
+    doc = getattr(sys.modules.get(exp.run.__module__), "__doc__", None) or ""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+def _setting_by_name(name: str) -> str:
+    from . import registry
+
+    exp = registry().get(name)
+    return setting_of(exp) if exp is not None else ""
+
+
+def _fmt(v: Any) -> str | None:
+    """A short rendering of a scalar or a short flat list of scalars, else None (left out of the table)."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (int, str)) and len(str(v)) <= 60:
+        return str(v)
+    if isinstance(v, list) and 0 < len(v) <= 10 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return None
+
+
+def _figures_table(measured: dict[str, Any]) -> list[str]:
+    rows = [(k, s) for k, v in measured.items() if (s := _fmt(v)) is not None]
+    if not rows:
+        return []
+    return ["| measured | value |", "| --- | --- |"] + [f"| `{k}` | {s} |" for k, s in rows]
+
+
+def _seconds(r: dict[str, Any]) -> str:
+    cpu = r.get("cpu_seconds")
+    return f"{r['seconds']:.1f} s" + (f" (CPU {cpu:.1f} s)" if cpu is not None else "")
+
+
+def _short(paper: str) -> str:
+    """The authors and year of a paper reference ("Arora, Cohen & Hazan 2018, On the ..." -> up to 2018)."""
+    m = re.match(r".*?\b(?:19|20)\d\d\b", paper)
+    return m.group(0) if m else paper
+
+
+def write_report(results: list[dict[str, Any]], path: Path, *, folders: list[Path] | None = None,
+                 intro: Iterable[str] = ()) -> Path:
+    """Write the Markdown page of ``results`` to ``path``; ``folders[i]`` holds result i's plots
+    (default: ``path``'s folder), linked relative to the page. ``intro``: lines after the title."""
+    here = path.parent
+    status = {True: "PASS", False: "**FAIL**"}                     # in the table: failures stand out
+    lines = ["# overparam reproduction report", "", *intro]
+    lines += ["| experiment | paper | claim | time |", "| --- | --- | --- | --- |"]
     for r in results:
-        lines.append(f"| {r['experiment']} | {r['paper']} | {'yes' if r['claim_holds'] else '**no**'} | {r['seconds']} |")
+        anchor = r["experiment"].replace(" ", "-")
+        lines.append(f"| [{r['experiment']}](#{anchor}) | {_short(r['paper'])} | {status[bool(r['claim_holds'])]} "
+                     f"| {_seconds(r)} |")
     for i, r in enumerate(results):
-        folder = folders[i] if folders else root
-        rel = folder.relative_to(root) if folder != root else Path(".")
-        lines += ["", f"## {r['experiment']}{' (quick)' if r.get('quick') else ''}", "",
-                  f"*Paper:* {r['paper']}", "", f"*Claim:* {r['claim']}", "",
-                  f"*Reproduced:* {'yes' if r['claim_holds'] else 'no'} "
-                  f"(seed {r['seed']}, {r['device']}, {r['seconds']} s)", ""]
-        lines += [f"    {s}" for s in r["summary"]]
+        folder = folders[i] if folders else here
+        size = "quick" if r.get("quick") else "full size"
+        lines += ["", f"## {r['experiment']}", "",
+                  f"**{'PASS' if r['claim_holds'] else 'FAIL'}** — claim {'reproduced' if r['claim_holds'] else 'NOT reproduced'} "
+                  f"in {_seconds(r)} ({size}, seed {r['seed']}, {r['device']}"
+                  + (f", load average {r['load_average'][0]:.1f} → {r['load_average'][1]:.1f}" if r.get("load_average") else "")
+                  + ").", "",
+                  f"*Paper:* {r['paper']}", "", f"*Claim:* {r['claim']}", ""]
+        setting = r.get("setting") or _setting_by_name(r["experiment"])
+        params = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in r.get("params", {}).items())
+        lines += [f"*Setting:* {setting}" if setting else "*Setting:*", "", f"*Parameters ({size}):* {params}", ""]
+        if r.get("error"):
+            lines += ["*Error:*", "", "```", *r["error"].rstrip().splitlines()[-12:], "```", ""]
+        lines += ["*Measured:*", "", "```", *r["summary"], "```"]
+        table = _figures_table(r.get("measured", {}))
+        if table:
+            lines += ["", *table]
         for note in r.get("notes", []):
             lines += ["", f"> {note}"]
         for fig in r.get("figures", []):
-            lines += ["", f"![{fig}]({(rel / fig).as_posix()})"]
+            lines += ["", f"![{r['experiment']}: {fig}]({Path(os.path.relpath(folder / fig, here)).as_posix()})"]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def failed_result(exp, err: BaseException, *, quick: bool, seed: int, device: str, seconds: float) -> dict[str, Any]:
+    """The result of an experiment whose run raised ``err``: failed, with the traceback."""
+    return {"experiment": exp.name, "paper": exp.paper, "claim": exp.claim, "claim_holds": False,
+            "summary": [f"the run raised {type(err).__name__}: {err}"], "measured": {},
+            "params": exp.params_for(quick), "quick": quick, "seed": seed, "device": device,
+            "seconds": round(seconds, 3), "figures": [], "notes": [],
+            "error": "".join(traceback.format_exception(type(err), err, err.__traceback__))}
+
+
+def run_all(names: list[str], out: Path, *, quick: bool, seed: int = 0, device: str = "cpu", threads: int | None = 1,
+            log: Callable[[str], None] = print) -> list[tuple[Path, dict[str, Any]]]:
+    """Run the experiments ``names`` into ``out/NAME`` each; ``(folder, result)`` in order.
+
+    An experiment that raises is recorded as failed (:func:`failed_result`) and the others still run.
+    """
+    from . import get
+    from ._runner import run_experiment
+
+    found = []
+    for name in names:
+        exp = get(name)
+        folder = out / exp.name
+        t0 = time.perf_counter()
+        try:
+            res = run_experiment(exp, out=folder, quick=quick, seed=seed, device=device, progress=False, threads=threads)
+        except Exception as err:  # noqa: BLE001 - one broken experiment must not hide the others' results
+            res = failed_result(exp, err, quick=quick, seed=seed, device=device, seconds=time.perf_counter() - t0)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "result.json").write_text(json.dumps(res, indent=2) + "\n")
+        log(f"{exp.name:22s} {'PASS' if res['claim_holds'] else 'FAIL'}  {_seconds(res)}")
+        found.append((folder, res))
+    return found
+
+
+def machine() -> str:
+    """One line naming this machine and the software versions (for the report's header)."""
+    from .. import __version__
+
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU core(s); Python "
+            f"{platform.python_version()}, torch {torch.__version__}, overparam {__version__}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from .. import __version__
 from . import Context, Experiment
-from ._report import write_report
+from ._report import setting_of, write_report
 
 
 def _jsonable(x: Any) -> Any:
@@ -53,6 +54,7 @@ def run_experiment(exp: Experiment, *, out: Path, quick: bool = False, seed: int
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     try:
         t0, c0 = time.perf_counter(), time.process_time()
         measured = exp.run(ctx)
@@ -65,6 +67,7 @@ def run_experiment(exp: Experiment, *, out: Path, quick: bool = False, seed: int
         "experiment": exp.name,
         "paper": exp.paper,
         "claim": exp.claim,
+        "setting": setting_of(exp),
         "claim_holds": bool(measured.pop("claim_holds")),
         "summary": list(measured.pop("summary")),
         "measured": measured,
@@ -74,10 +77,11 @@ def run_experiment(exp: Experiment, *, out: Path, quick: bool = False, seed: int
         "device": str(dev),
         "seconds": round(seconds, 3),
         "cpu_seconds": round(cpu_seconds, 3),
+        "load_average": [load0, os.getloadavg()[0]] if load0 is not None else None,
         "figures": ctx.figures,
         "notes": ctx.notes,
         "versions": {"overparam": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     (out / "result.json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")
-    write_report([result], out / "report.md", root=out)
+    write_report([result], out / "report.md", folders=[out])
     return result
