@@ -1,6 +1,7 @@
 """The ``overparam`` command line: list, run, report (gathering or running), bench."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,7 +98,8 @@ def test_report_run_writes_one_page_with_claim_setting_figures_plot_verdict_and_
     assert "*Setting:* The ``overparam`` command line: list, run" in bad   # the module docstring's first paragraph
     assert "**FAIL**" in broken and "RuntimeError: boom in the experiment" in broken
     for sec in sections.values():
-        assert " s (CPU " in sec and "(quick, seed 0, cpu" in sec                           # the time it took
+        assert re.search(r"reproduced in \d+\.\d s .*\(quick, seed 0, cpu", sec)           # the time it took
+    assert "s (CPU " in good and "s (CPU " in bad
     res = json.loads((out / "good" / "result.json").read_text())
     assert res["cpu_seconds"] >= 0 and res["setting"] == "a toy setting, stated by the experiment"
     if res["figures"]:
