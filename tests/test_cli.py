@@ -127,12 +127,14 @@ def test_report_run_only_and_argument_errors(tmp_path, monkeypatch, capsys):
 
 
 def test_report_run_on_a_real_experiment(tmp_path, capsys):
-    assert cli.main(["report", "--run", "--quick", "--only", "depth-acceleration", "--out", str(tmp_path)]) == 0
+    assert cli.main(["report", "--run", "--quick", "--only", "incremental-learning", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "REPORT.md").read_text()
-    assert "Arora, Cohen & Hazan 2018" in text and "**PASS**" in text and "depth-acceleration/" in text
-    exp = registry()["depth-acceleration"]
+    assert "Jin, Li, Lyu, Du & Lee 2023" in text and "**PASS**" in text and "](incremental-learning/" in text
+    exp = registry()["incremental-learning"]
     setting = " ".join(sys.modules[exp.run.__module__].__doc__.split("\n\n")[0].split())
     assert exp.claim in text and f"*Setting:* {setting}" in text
+    detail = " ".join(sys.modules[exp.run.__module__].__doc__.split("\n\n")[1].split())
+    assert "<details>" in text and detail in text                        # the rest of the documentation, folded
 
 
 def test_quick_overrides_must_be_known_params():

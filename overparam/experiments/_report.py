@@ -29,20 +29,28 @@ def load_results(root: Path) -> list[tuple[Path, dict[str, Any]]]:
     return [(p.parent, json.loads(p.read_text())) for p in sorted(root.rglob("result.json"))]
 
 
-def setting_of(exp) -> str:
-    """What an :class:`~overparam.experiments.Experiment` runs, in words: its ``setting``, or else the
-    first paragraph of the docstring of the module that defines its ``run``."""
-    if exp.setting:
-        return exp.setting
+def _paragraphs(exp) -> list[str]:
     doc = getattr(sys.modules.get(exp.run.__module__), "__doc__", None) or ""
-    return " ".join(doc.strip().split("\n\n")[0].split())
+    return [" ".join(p.split()) for p in doc.strip().split("\n\n") if p.strip()]
 
 
-def _setting_by_name(name: str) -> str:
+def setting_of(exp) -> str:
+    """What an :class:`~overparam.experiments.Experiment` runs, in one line: its ``setting``, or else
+    the first paragraph of the docstring of the module that defines its ``run``."""
+    return exp.setting or next(iter(_paragraphs(exp)), "")
+
+
+def details_of(exp) -> list[str]:
+    """The paragraphs after the first of the experiment module's docstring (the paper's claim in
+    detail, what is run here, the verdict rule), for the report's fold-out."""
+    return _paragraphs(exp)[1:]
+
+
+def _documented(name: str) -> tuple[str, list[str]]:
     from . import registry
 
     exp = registry().get(name)
-    return setting_of(exp) if exp is not None else ""
+    return (setting_of(exp), details_of(exp)) if exp is not None else ("", [])
 
 
 def _fmt(v: Any) -> str | None:
@@ -97,9 +105,13 @@ def write_report(results: list[dict[str, Any]], path: Path, *, folders: list[Pat
                   + (f", load average {r['load_average'][0]:.1f} → {r['load_average'][1]:.1f}" if r.get("load_average") else "")
                   + ").", "",
                   f"*Paper:* {r['paper']}", "", f"*Claim:* {r['claim']}", ""]
-        setting = r.get("setting") or _setting_by_name(r["experiment"])
+        documented = _documented(r["experiment"]) if not (r.get("setting") and r.get("details")) else ("", [])
+        setting, details = r.get("setting") or documented[0], r.get("details") or documented[1]
         params = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in r.get("params", {}).items())
-        lines += [f"*Setting:* {setting}" if setting else "*Setting:*", "", f"*Parameters ({size}):* {params}", ""]
+        lines += [f"*Setting:* {setting}", "", f"*Parameters ({size}):* {params}", ""]
+        if details:
+            lines += ["<details><summary>The claim in detail, the setting and the verdict rule (from the "
+                      "experiment's documentation)</summary>", "", *[x for d in details for x in (d, "")], "</details>", ""]
         if r.get("error"):
             lines += ["*Error:*", "", "```", *r["error"].rstrip().splitlines()[-12:], "```", ""]
         lines += ["*Measured:*", "", "```", *r["summary"], "```"]

@@ -14,7 +14,7 @@ import torch
 
 from .. import __version__
 from . import Context, Experiment
-from ._report import setting_of, write_report
+from ._report import details_of, setting_of, write_report
 
 
 def _jsonable(x: Any) -> Any:
@@ -68,6 +68,7 @@ def run_experiment(exp: Experiment, *, out: Path, quick: bool = False, seed: int
         "paper": exp.paper,
         "claim": exp.claim,
         "setting": setting_of(exp),
+        "details": details_of(exp),
         "claim_holds": bool(measured.pop("claim_holds")),
         "summary": list(measured.pop("summary")),
         "measured": measured,
