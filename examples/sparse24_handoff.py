@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4, 3))
-    ax.imshow((model[0].weight.detach()[:16, :32] != 0).float(), cmap="Greys", interpolation="nearest")
+    ax.imshow(masks["0.weight"][:16, :32].float(), cmap="Greys", interpolation="nearest")
     ax.set(title="layer 0, rows 0-15 × cols 0-31: kept (2 of every 4)", xlabel="input", ylabel="output")
     fig.savefig(args.out / "weights.png", dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -97,6 +97,7 @@ def test_report_run_writes_one_page_with_claim_setting_figures_plot_verdict_and_
     assert "**FAIL**" in bad and "`n=3`" in bad and "n = 3" in bad and "quick" in bad
     assert "*Setting:* The ``overparam`` command line: list, run" in bad   # the module docstring's first paragraph
     assert "**FAIL**" in broken and "RuntimeError: boom in the experiment" in broken
+    assert "test_cli.py:" in broken and str(ROOT) not in text              # frames by file name, no machine paths
     for sec in sections.values():
         assert re.search(r"reproduced in \d+\.\d s .*\(quick, seed 0, cpu", sec)           # the time it took
     assert "s (CPU " in good and "s (CPU " in bad

@@ -133,7 +133,13 @@ def failed_result(exp, err: BaseException, *, quick: bool, seed: int, device: st
             "summary": [f"the run raised {type(err).__name__}: {err}"], "measured": {},
             "params": exp.params_for(quick), "quick": quick, "seed": seed, "device": device,
             "seconds": round(seconds, 3), "figures": [], "notes": [],
-            "error": "".join(traceback.format_exception(type(err), err, err.__traceback__))}
+            "error": _traceback(err)}
+
+
+def _traceback(err: BaseException) -> str:
+    """The last frames of ``err``'s traceback by file name (no machine paths: the page is checked in)."""
+    frames = traceback.extract_tb(err.__traceback__)[-6:]
+    return "".join(f"  {Path(f.filename).name}:{f.lineno} in {f.name}\n" for f in frames) + f"{type(err).__name__}: {err}\n"
 
 
 def run_all(names: list[str], out: Path, *, quick: bool, seed: int = 0, device: str = "cpu", threads: int | None = 1,
