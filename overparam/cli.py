@@ -121,8 +121,8 @@ def _report(args: argparse.Namespace) -> int:
     import time
 
     from . import experiments
-    from .experiments._report import load_results, machine, run_all, write_report
-    from .experiments._runner import check_run_args
+    from .experiments._report import load_results, machine, write_report
+    from .experiments._runner import check_run_args, run_all
 
     page = args.page if args.page is not None else args.out / "REPORT.md"
     if not args.run:

@@ -3,9 +3,8 @@
 Per experiment the page gives the paper and its claim as stated, the setting used here (the
 experiment module's first docstring paragraph, the parameters, seed, device, quick or full size),
 the measured figures (the run's summary lines and its scalar results), the plots (links relative
-to the page), pass/fail against the claim and the wall and CPU time. :func:`run_all` runs a set of
-registered experiments into one folder each for ``overparam report --run``; an experiment that
-raises is recorded as failed with its error instead of stopping the others.
+to the page), pass/fail against the claim and the wall and CPU time. Running a set of
+registered experiments is in ``_runner`` (``run_all``).
 """
 
 from __future__ import annotations
@@ -15,9 +14,7 @@ import os
 import platform
 import re
 import sys
-import time
-import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +70,7 @@ def _figures_table(measured: dict[str, Any]) -> list[str]:
     return ["| measured | value |", "| --- | --- |"] + [f"| `{k}` | {s} |" for k, s in rows]
 
 
-def _seconds(r: dict[str, Any]) -> str:
+def seconds_text(r: dict[str, Any]) -> str:
     cpu = r.get("cpu_seconds")
     return f"{r['seconds']:.1f} s" + (f" (CPU {cpu:.1f} s)" if cpu is not None else "")
 
@@ -95,13 +92,13 @@ def write_report(results: list[dict[str, Any]], path: Path, *, folders: list[Pat
     for r in results:
         anchor = r["experiment"].replace(" ", "-")
         lines.append(f"| [{r['experiment']}](#{anchor}) | {_short(r['paper'])} | {status[bool(r['claim_holds'])]} "
-                     f"| {_seconds(r)} |")
+                     f"| {seconds_text(r)} |")
     for i, r in enumerate(results):
         folder = folders[i] if folders else here
         size = "quick" if r.get("quick") else "full size"
         lines += ["", f"## {r['experiment']}", "",
                   f"**{'PASS' if r['claim_holds'] else 'FAIL'}** — claim {'reproduced' if r['claim_holds'] else 'NOT reproduced'} "
-                  f"in {_seconds(r)} ({size}, seed {r['seed']}, {r['device']}"
+                  f"in {seconds_text(r)} ({size}, seed {r['seed']}, {r['device']}"
                   + (f", load average {r['load_average'][0]:.1f} → {r['load_average'][1]:.1f}" if r.get("load_average") else "")
                   + ").", "",
                   f"*Paper:* {r['paper']}", "", f"*Claim:* {r['claim']}", ""]
@@ -125,46 +122,6 @@ def write_report(results: list[dict[str, Any]], path: Path, *, folders: list[Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def failed_result(exp, err: BaseException, *, quick: bool, seed: int, device: str, seconds: float) -> dict[str, Any]:
-    """The result of an experiment whose run raised ``err``: failed, with the traceback."""
-    return {"experiment": exp.name, "paper": exp.paper, "claim": exp.claim, "claim_holds": False,
-            "summary": [f"the run raised {type(err).__name__}: {err}"], "measured": {},
-            "params": exp.params_for(quick), "quick": quick, "seed": seed, "device": device,
-            "seconds": round(seconds, 3), "figures": [], "notes": [],
-            "error": _traceback(err)}
-
-
-def _traceback(err: BaseException) -> str:
-    """The last frames of ``err``'s traceback by file name (no machine paths: the page is checked in)."""
-    frames = traceback.extract_tb(err.__traceback__)[-6:]
-    return "".join(f"  {Path(f.filename).name}:{f.lineno} in {f.name}\n" for f in frames) + f"{type(err).__name__}: {err}\n"
-
-
-def run_all(names: list[str], out: Path, *, quick: bool, seed: int = 0, device: str = "cpu", threads: int | None = 1,
-            log: Callable[[str], None] = print) -> list[tuple[Path, dict[str, Any]]]:
-    """Run the experiments ``names`` into ``out/NAME`` each; ``(folder, result)`` in order.
-
-    An experiment that raises is recorded as failed (:func:`failed_result`) and the others still run.
-    """
-    from . import get
-    from ._runner import run_experiment
-
-    found = []
-    for name in names:
-        exp = get(name)
-        folder = out / exp.name
-        t0 = time.perf_counter()
-        try:
-            res = run_experiment(exp, out=folder, quick=quick, seed=seed, device=device, progress=False, threads=threads)
-        except Exception as err:  # noqa: BLE001 - one broken experiment must not hide the others' results
-            res = failed_result(exp, err, quick=quick, seed=seed, device=device, seconds=time.perf_counter() - t0)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "result.json").write_text(json.dumps(res, indent=2) + "\n")
-        log(f"{exp.name:22s} {'PASS' if res['claim_holds'] else 'FAIL'}  {_seconds(res)}")
-        found.append((folder, res))
-    return found
 
 
 def machine() -> str:

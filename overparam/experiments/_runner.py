@@ -1,4 +1,5 @@
-"""Run a registered experiment and write ``result.json``, its plots and ``report.md``."""
+"""Run a registered experiment and write ``result.json``, its plots and ``report.md``; run a set of
+them for ``overparam report --run`` (:func:`run_all`)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import math
 import os
 import platform
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import __version__
-from . import Context, Experiment
-from ._report import details_of, setting_of, write_report
+from . import Context, Experiment, get
+from ._report import details_of, seconds_text, setting_of, write_report
 
 
 def _jsonable(x: Any) -> Any:
@@ -86,3 +89,40 @@ def run_experiment(exp: Experiment, *, out: Path, quick: bool = False, seed: int
     (out / "result.json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")
     write_report([result], out / "report.md", folders=[out])
     return result
+
+
+def failed_result(exp, err: BaseException, *, quick: bool, seed: int, device: str, seconds: float) -> dict[str, Any]:
+    """The result of an experiment whose run raised ``err``: failed, with the traceback."""
+    return {"experiment": exp.name, "paper": exp.paper, "claim": exp.claim, "claim_holds": False,
+            "summary": [f"the run raised {type(err).__name__}: {err}"], "measured": {},
+            "params": exp.params_for(quick), "quick": quick, "seed": seed, "device": device,
+            "seconds": round(seconds, 3), "figures": [], "notes": [],
+            "error": _traceback(err)}
+
+
+def _traceback(err: BaseException) -> str:
+    """The last frames of ``err``'s traceback by file name (no machine paths: the page is checked in)."""
+    frames = traceback.extract_tb(err.__traceback__)[-6:]
+    return "".join(f"  {Path(f.filename).name}:{f.lineno} in {f.name}\n" for f in frames) + f"{type(err).__name__}: {err}\n"
+
+
+def run_all(names: list[str], out: Path, *, quick: bool, seed: int = 0, device: str = "cpu", threads: int | None = 1,
+            log: Callable[[str], None] = print) -> list[tuple[Path, dict[str, Any]]]:
+    """Run the experiments ``names`` into ``out/NAME`` each; ``(folder, result)`` in order.
+
+    An experiment that raises is recorded as failed (:func:`failed_result`) and the others still run.
+    """
+    found = []
+    for name in names:
+        exp = get(name)
+        folder = out / exp.name
+        t0 = time.perf_counter()
+        try:
+            res = run_experiment(exp, out=folder, quick=quick, seed=seed, device=device, progress=False, threads=threads)
+        except Exception as err:  # noqa: BLE001 - one broken experiment must not hide the others' results
+            res = failed_result(exp, err, quick=quick, seed=seed, device=device, seconds=time.perf_counter() - t0)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "result.json").write_text(json.dumps(res, indent=2) + "\n")
+        log(f"{exp.name:22s} {'PASS' if res['claim_holds'] else 'FAIL'}  {seconds_text(res)}")
+        found.append((folder, res))
+    return found
