@@ -125,6 +125,19 @@ def test_report_run_only_and_argument_errors(tmp_path, monkeypatch, capsys):
     assert cli.main(["report", "--quick", "--out", str(tmp_path)]) == 2
     assert "--quick only apply with --run" in capsys.readouterr().err
     assert cli.main(["report", "--run", "--threads", "0", "--out", str(tmp_path)]) == 2
+    assert cli.main(["report", "--run", "--jobs", "0", "--out", str(tmp_path)]) == 2
+    assert cli.main(["report", "--jobs", "2", "--out", str(tmp_path)]) == 2      # --jobs needs --run
+
+
+@pytest.mark.slow
+def test_report_run_jobs_runs_experiments_in_parallel_processes_and_keeps_their_order(tmp_path, capsys):
+    names = ["phase-diagram", "incremental-learning"]
+    assert cli.main(["report", "--run", "--quick", "--jobs", "2", "--only", *names, "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert text.index("## phase-diagram") < text.index("## incremental-learning") and "--jobs 2" in text
+    for name in names:
+        res = json.loads((tmp_path / name / "result.json").read_text())
+        assert res["claim_holds"] and res["quick"] and res["cpu_seconds"] > 0
 
 
 def test_report_run_on_a_real_experiment(tmp_path, capsys):
