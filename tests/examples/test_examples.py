@@ -27,6 +27,11 @@ PROMISES = {
 }
 
 
+# optional packages a script needs besides matplotlib (the `digits` extra); without them it is skipped
+NEEDS = {"hessian_spectrum_training.py": ["sklearn"], "lottery_ticket_digits.py": ["sklearn"],
+         "prune_calibration.py": ["sklearn"]}
+
+
 def run_example(script: str, out: Path, *launcher: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
@@ -58,6 +63,8 @@ def check(script: str, out: Path, proc: subprocess.CompletedProcess) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(set(PROMISES) - {"distributed_hessian.py"}))
 def test_example_runs_quick(script, tmp_path):
+    for module in ["matplotlib", *NEEDS.get(script, [])]:
+        pytest.importorskip(module)
     out = tmp_path / "out"
     res = check(script, out, run_example(script, out))
     if script == "hessian_spectrum_training.py":
@@ -78,6 +85,7 @@ def test_example_runs_quick(script, tmp_path):
 @pytest.mark.slow
 @pytest.mark.dist
 def test_distributed_hessian_example_under_torchrun_with_two_gloo_processes(tmp_path):
+    pytest.importorskip("matplotlib")
     out = tmp_path / "out"
     res = check("distributed_hessian.py", out,
                 run_example("distributed_hessian.py", out, "-m", "torch.distributed.run", "--nproc-per-node", "2"))
