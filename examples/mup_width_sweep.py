@@ -11,7 +11,7 @@ optimum drifts to smaller learning rates as the model widens.
 Writes ``lr_sweep.png`` (training loss against log2 lr, one curve per width, SP and μP side by
 side) and ``sweep.json`` into ``--out``.
 
-Run: ``python examples/mup_width_sweep.py --out mup`` (a few minutes on one CPU core), or
+Run: ``python examples/mup_width_sweep.py --out mup`` (under a minute on one CPU core), or
 ``--quick`` for a seconds-long smoke run. ``overparam run mu-transfer`` checks the claim.
 """
 

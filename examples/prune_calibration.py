@@ -12,7 +12,7 @@ model and the per-layer relative output error against the dense model
 The read-out layer stays dense (``exclude=``), as is usual. Writes ``reconstruction.png`` and
 ``pruning.json`` into ``--out``.
 
-Run: ``python examples/prune_calibration.py --out pruning`` (under a minute on one CPU core), or
+Run: ``python examples/prune_calibration.py --out pruning`` (about 10 s on one CPU core), or
 ``--quick`` for a seconds-long smoke run. Needs scikit-learn and matplotlib.
 """
 
