@@ -13,10 +13,18 @@ ScaledGD(λ) is plain (momentum-free) preconditioned GD: compare it first with p
 same adapters (the comparison of the Riemannian-preconditioned-LoRA paper); AdamW, which also
 rescales every coordinate and keeps momentum, is shown as the practical baseline.
 
-Run: ``python examples/optim_lora_scaledgd.py`` (a few minutes on one CPU core).
+Writes ``loss_curves.png`` (the training loss of each optimizer at its best learning rate) and
+``lora.json`` into ``--out``.
+
+Run: ``python examples/optim_lora_scaledgd.py --out lora`` (a few minutes on one CPU core), or
+``--quick`` for a seconds-long smoke run (fewer steps and learning rates).
 """
 
 from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -68,8 +76,9 @@ def make_task(d: int = 32, h: int = 64, n: int = 2048, seed: int = 0):
     return layers, X, y
 
 
-def train(opt_name: str, lr: float, steps: int = 400, r: int = 4, seed: int = 0) -> float:
-    layers, X, y = make_task(seed=seed)
+def train(opt_name: str, lr: float, steps: int = 400, r: int = 4, seed: int = 0, n: int = 2048) -> list[float]:
+    """The training loss before each of ``steps`` updates and after the last one."""
+    layers, X, y = make_task(n=n, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     lora = [LoRALinear(layers[0], r, generator=g), LoRALinear(layers[1], r, generator=g)]
     model = nn.Sequential(lora[0], nn.Tanh(), lora[1], nn.Tanh(), layers[2])
@@ -81,25 +90,57 @@ def train(opt_name: str, lr: float, steps: int = 400, r: int = 4, seed: int = 0)
         opt = torch.optim.SGD([p for m in lora for p in (m.A, m.B)], lr=lr)
     else:
         opt = torch.optim.AdamW([p for m in lora for p in (m.A, m.B)], lr=lr, weight_decay=0.0)
+    curve = []
     for _ in range(steps):
         opt.zero_grad()
         loss = (model(X) - y).square().mean()
+        curve.append(float(loss.detach()))
         loss.backward()
         opt.step()
     with torch.no_grad():
-        return float((model(X) - y).square().mean())
+        return curve + [float((model(X) - y).square().mean())]
 
 
-def main() -> None:
-    torch.set_num_threads(1)
-    results = {}
-    for name, lrs in (("scaledgd", [0.5, 1.0, 2.0]), ("sgd", [0.3, 1.0, 3.0]), ("adamw", [1e-3, 3e-3, 1e-2])):
-        losses = {lr: train(name, lr) for lr in lrs}
-        best = min(losses, key=losses.get)
-        results[name] = (best, losses[best])
-        print(f"{name:>9}: final MSE by lr {', '.join(f'{lr:g}: {v:.2e}' for lr, v in losses.items())}")
-    print("best: " + "; ".join(f"{k} (lr={lr:g}) {v:.2e}" for k, (lr, v) in results.items()))
+LRS = {"scaledgd": [0.5, 1.0, 2.0], "sgd": [0.3, 1.0, 3.0], "adamw": [1e-3, 3e-3, 1e-2]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--rank", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("lora_scaledgd"))
+    ap.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
+    args = ap.parse_args(argv)
+    lrs, n = ({k: v[1:2] for k, v in LRS.items()}, 512) if args.quick else (LRS, 2048)
+    steps = 60 if args.quick else args.steps
+    args.out.mkdir(parents=True, exist_ok=True)
+    results, curves = {}, {}
+    for name, grid in lrs.items():
+        runs = {lr: train(name, lr, steps, args.rank, args.seed, n) for lr in grid}
+        best = min(runs, key=lambda lr: runs[lr][-1])
+        results[name] = {"best_lr": best, "final": {str(lr): c[-1] for lr, c in runs.items()}}
+        curves[name] = runs[best]
+        print(f"{name:>9}: final MSE by lr {', '.join(f'{lr:g}: {c[-1]:.2e}' for lr, c in runs.items())}")
+    print("best: " + "; ".join(f"{k} (lr={v['best_lr']:g}) {v['final'][str(v['best_lr'])]:.2e}" for k, v in results.items()))
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    labels = {"scaledgd": "ScaledGD(λ) on (B, A)", "sgd": "GD on (B, A)", "adamw": "AdamW on (B, A)"}
+    for name, c in curves.items():
+        ax.semilogy(c, label=f"{labels[name]}, lr {results[name]['best_lr']:g}")
+    ax.set(xlabel="step", ylabel="training MSE", title="LoRA adapters, best lr each")
+    ax.legend(fontsize=8)
+    fig.savefig(args.out / "loss_curves.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    (args.out / "lora.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote loss_curves.png and lora.json to {args.out}")
+    return results
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)
     main()

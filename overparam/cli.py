@@ -2,8 +2,12 @@
 
     overparam list
     overparam run NAME [--quick] [--out DIR] [--seed S] [--device cpu|cuda] [--quiet] [--threads N]
-    overparam report [--out DIR]
+    overparam report [--out DIR] [--page FILE] [--run [--quick] [--only NAME ...] [--jobs J] [--seed S] [--device D] [--threads N]]
     overparam bench [--root DIR] [NAME [-- ARGS...]]
+
+``report`` gathers every ``result.json`` under ``--out`` into one Markdown page (``--page``,
+default ``OUT/REPORT.md``); with ``--run`` it first runs every registered experiment (or the
+``--only`` ones) into ``OUT/NAME``, and exits 1 unless every claim is reproduced.
 
 ``bench`` runs ``benchmarks/NAME.py`` (or ``NAME_bench.py``) of a source checkout (``--root``,
 default the current folder) in a fresh interpreter, with the checkout first on ``PYTHONPATH``
@@ -61,8 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--threads", type=int, default=1, help="torch intra-op CPU threads (default 1: small tensors)")
-    rep = sub.add_parser("report", help="collect every result.json under a folder into REPORT.md")
-    rep.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    rep = sub.add_parser("report", help="run the experiments (--run) and/or gather their results into one page")
+    rep.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the results folder (one sub-folder per experiment)")
+    rep.add_argument("--page", type=Path, default=None, help="the Markdown page to write (default OUT/REPORT.md)")
+    rep.add_argument("--run", action="store_true", help="run the experiments first (default: gather existing results)")
+    rep.add_argument("--quick", action="store_true", help="with --run: the reduced sizes")
+    rep.add_argument("--only", nargs="+", metavar="NAME", help="with --run: these experiments only")
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    rep.add_argument("--threads", type=int, default=1, help="torch intra-op CPU threads (default 1)")
+    rep.add_argument("--jobs", type=int, default=1, help="with --run: experiments run at once, one process each")
     b = sub.add_parser("bench", help="list the benchmark scripts of a source checkout, or run one")
     b.add_argument("--root", type=Path, default=Path("."), help="the checkout holding benchmarks/ (default: .)")
     b.add_argument("name", nargs="?", help="benchmark to run (omit to list them)")
@@ -102,16 +114,52 @@ def main(argv: list[str] | None = None) -> int:
               f"wrote {out / 'result.json'}, {out / 'report.md'}" + (f" and {len(res['figures'])} plot(s)" if res["figures"] else ""))
         return 0 if res["claim_holds"] else 1
     if args.command == "report":
-        from .experiments._report import load_results, write_report
+        return _report(args)
+    return 2  # pragma: no cover
 
+
+def _report(args: argparse.Namespace) -> int:
+    import time
+
+    from . import experiments
+    from .experiments._report import load_results, machine, run_intro, write_report
+    from .experiments._runner import check_run_args, run_all
+
+    page = args.page if args.page is not None else args.out / "REPORT.md"
+    if not args.run:
+        bad = [f"--{k}" for k in ("quick", "only") if getattr(args, k)] + (["--jobs"] if args.jobs != 1 else [])
+        if bad:
+            print(f"overparam: {' and '.join(bad)} only apply with --run", file=sys.stderr)
+            return 2
         found = load_results(args.out)
         if not found:
-            print(f"overparam: no result.json under {args.out}; run an experiment first", file=sys.stderr)
+            print(f"overparam: no result.json under {args.out}; run an experiment first (or pass --run)", file=sys.stderr)
             return 2
-        path = write_report([r for _, r in found], args.out / "REPORT.md", root=args.out, folders=[f for f, _ in found])
-        print(f"wrote {path} ({len(found)} experiment(s))")
-        return 0
-    return 2  # pragma: no cover
+        sizes = sorted({"quick" if r.get("quick") else "full" for _, r in found})
+        intro = [f"Gathered by `overparam report` from {len(found)} result folder(s) ({' and '.join(sizes)} size; "
+                 f"read on {machine()}).", ""]
+    else:
+        try:
+            names = list(experiments.registry()) if args.only is None else [experiments.get(n).name for n in args.only]
+            check_run_args(args.device, args.threads)
+            if args.jobs < 1:
+                raise ValueError(f"jobs must be >= 1, got {args.jobs}")
+        except ValueError as e:
+            print(f"overparam: {e}", file=sys.stderr)
+            return 2
+        size = "--quick" if args.quick else "full size"
+        print(f"overparam report --run ({size}): {len(names)} experiment(s) into {args.out}")
+        t0, load = time.perf_counter(), os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        found = run_all(names, args.out, quick=args.quick, seed=args.seed, device=args.device, threads=args.threads,
+                        jobs=args.jobs)
+        total = time.perf_counter() - t0
+        cmd = "overparam report --run" + (" --quick" if args.quick else "") + (f" --only {' '.join(args.only)}" if args.only else "") + (f" --jobs {args.jobs}" if args.jobs != 1 else "")
+        intro = run_intro(cmd, found, quick=args.quick, seed=args.seed, device=args.device, threads=args.threads,
+                          jobs=args.jobs, wall=total, load=load)
+    results = [r for _, r in found]
+    path = write_report(results, page, folders=[f for f, _ in found], intro=intro)
+    print(f"wrote {path} ({len(found)} experiment(s), {sum(bool(r['claim_holds']) for r in results)} reproduced)")
+    return 0 if not args.run or all(r["claim_holds"] for r in results) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

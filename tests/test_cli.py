@@ -1,4 +1,7 @@
+"""The ``overparam`` command line: list, run, report (gathering or running), bench."""
+
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,13 +43,112 @@ def test_run_and_report(tmp_path, monkeypatch, capsys):
     assert cli.main(["run", "toy", "--quiet", "--out", str(tmp_path / "toy-full")]) == 1  # claim fails at x = 1
     assert cli.main(["report", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "REPORT.md").read_text()
-    assert "toy" in report and "**no**" in report and "yes" in report
+    assert "toy" in report and "**FAIL**" in report and "PASS" in report
     if res["figures"]:
         assert "toy/line.png" in report and (tmp_path / "toy" / "line.png").exists()
 
 
 def test_report_on_empty_folder(tmp_path, capsys):
     assert cli.main(["report", "--out", str(tmp_path)]) == 2
+
+
+# --- overparam report --run --------------------------------------------------------------------
+
+def _toys():
+    def good(ctx):
+        plt = ctx.pyplot()
+        if plt is not None:
+            fig = plt.figure()
+            plt.plot([1, 2])
+            ctx.savefig(fig, "good.png")
+        return {"claim_holds": True, "summary": ["rate 0.884 per step"], "rate": 0.88412, "curve": list(range(50)),
+                "steps": [1, 2, 3]}
+
+    def bad(ctx):
+        return {"claim_holds": ctx.params["n"] > 5, "summary": [f"n = {ctx.params['n']}"]}
+
+    def broken(ctx):
+        raise RuntimeError("boom in the experiment")
+
+    return {"good": Experiment(name="good", paper="Good et al. 2020, A Good Paper", claim="good things happen",
+                               run=good, setting="a toy setting, stated by the experiment"),
+            "bad": Experiment(name="bad", paper="Bad 2021, Bad", claim="n exceeds five", run=bad, params={"n": 9},
+                              quick={"n": 3}),
+            "broken": Experiment(name="broken", paper="Broken 2022", claim="it runs", run=broken)}
+
+
+def test_report_run_writes_one_page_with_claim_setting_figures_plot_verdict_and_time(tmp_path, monkeypatch, capsys):
+    import overparam.experiments as ex
+
+    monkeypatch.setattr(ex, "registry", _toys)
+    page = tmp_path / "docs" / "report.md"
+    out = tmp_path / "docs" / "report"
+    assert cli.main(["report", "--run", "--quick", "--out", str(out), "--page", str(page)]) == 1  # bad and broken fail
+    printed = capsys.readouterr().out
+    assert "good" in printed and "FAIL" in printed
+    text = page.read_text()
+    sections = {s.split("\n", 1)[0]: s for s in text.split("\n## ")[1:]}
+    assert set(sections) == {"good", "bad", "broken"}
+    assert "--quick" in text and "1 of 3 claims reproduced" in text
+    good, bad, broken = sections["good"], sections["bad"], sections["broken"]
+    assert "**PASS**" in good and "Good et al. 2020, A Good Paper" in good and "good things happen" in good
+    assert "a toy setting, stated by the experiment" in good and "rate 0.884 per step" in good
+    assert "| `rate` | 0.8841 |" in good and "| `steps` | [1, 2, 3] |" in good and "`curve`" not in good  # long lists left out
+    assert "**FAIL**" in bad and "`n=3`" in bad and "n = 3" in bad and "quick" in bad
+    assert "*Setting:* The ``overparam`` command line: list, run" in bad   # the module docstring's first paragraph
+    assert "**FAIL**" in broken and "RuntimeError: boom in the experiment" in broken
+    assert "test_cli.py:" in broken and str(ROOT) not in text              # frames by file name, no machine paths
+    for sec in sections.values():
+        assert re.search(r"reproduced in \d+\.\d s .*\(quick, seed 0, cpu", sec)           # the time it took
+    assert "s (CPU " in good and "s (CPU " in bad
+    res = json.loads((out / "good" / "result.json").read_text())
+    assert res["cpu_seconds"] >= 0 and res["setting"] == "a toy setting, stated by the experiment"
+    if res["figures"]:
+        assert "](report/good/good.png)" in good and (page.parent / "report/good/good.png").exists()
+    # gathering the same folder again gives the same sections
+    assert cli.main(["report", "--out", str(out), "--page", str(tmp_path / "again.md")]) == 0
+    again = (tmp_path / "again.md").read_text()
+    assert "Gathered" in again and "RuntimeError: boom" in again
+    if res["figures"]:
+        assert "](docs/report/good/good.png)" in again
+
+
+def test_report_run_only_and_argument_errors(tmp_path, monkeypatch, capsys):
+    import overparam.experiments as ex
+
+    monkeypatch.setattr(ex, "registry", _toys)
+    assert cli.main(["report", "--run", "--only", "good", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "## good" in text and "## bad" not in text and "full sizes" in text
+    assert cli.main(["report", "--run", "--only", "nope", "--out", str(tmp_path)]) == 2
+    assert "available:" in capsys.readouterr().err
+    assert cli.main(["report", "--quick", "--out", str(tmp_path)]) == 2
+    assert "--quick only apply with --run" in capsys.readouterr().err
+    assert cli.main(["report", "--run", "--threads", "0", "--out", str(tmp_path)]) == 2
+    assert cli.main(["report", "--run", "--jobs", "0", "--out", str(tmp_path)]) == 2
+    assert cli.main(["report", "--jobs", "2", "--out", str(tmp_path)]) == 2      # --jobs needs --run
+
+
+@pytest.mark.slow
+def test_report_run_jobs_runs_experiments_in_parallel_processes_and_keeps_their_order(tmp_path, capsys):
+    names = ["phase-diagram", "incremental-learning"]
+    assert cli.main(["report", "--run", "--quick", "--jobs", "2", "--only", *names, "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert text.index("## phase-diagram") < text.index("## incremental-learning") and "--jobs 2" in text
+    for name in names:
+        res = json.loads((tmp_path / name / "result.json").read_text())
+        assert res["claim_holds"] and res["quick"] and res["cpu_seconds"] > 0
+
+
+def test_report_run_on_a_real_experiment(tmp_path, capsys):
+    assert cli.main(["report", "--run", "--quick", "--only", "incremental-learning", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "Jin, Li, Lyu, Du & Lee 2023" in text and "**PASS**" in text and "](incremental-learning/" in text
+    exp = registry()["incremental-learning"]
+    setting = " ".join(sys.modules[exp.run.__module__].__doc__.split("\n\n")[0].split())
+    assert exp.claim in text and f"*Setting:* {setting}" in text
+    detail = " ".join(sys.modules[exp.run.__module__].__doc__.split("\n\n")[1].split())
+    assert "<details>" in text and detail in text                        # the rest of the documentation, folded
 
 
 def test_quick_overrides_must_be_known_params():

@@ -123,13 +123,16 @@ class Context:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A registered reproduction. ``run(ctx) -> dict`` with at least ``claim_holds`` and ``summary``.
+    """A registered reproduction. ``run(ctx) -> dict`` with at least ``claim_holds`` (the verdict
+    against ``claim``, computed from the measurements with a margin) and ``summary`` (lines of
+    measured figures). ``setting`` says in words what is run (default: the first paragraph of the
+    module docstring); the report shows it with the parameters actually used.
 
     Example:
         >>> exp = Experiment("toy", paper="(none)", claim="1 + 1 = 2",
         ...                  run=lambda ctx: {"claim_holds": 1 + 1 == 2, "summary": ["1 + 1 = 2"]})
-        >>> exp.run(None)["claim_holds"], exp.params
-        (True, {})
+        >>> exp.run(None)["claim_holds"], exp.params, exp.setting
+        (True, {}, '')
     """
 
     name: str
@@ -138,6 +141,7 @@ class Experiment:
     run: Callable[[Context], dict[str, Any]]
     params: dict[str, Any] = field(default_factory=dict)
     quick: dict[str, Any] = field(default_factory=dict)
+    setting: str = ""
 
     def params_for(self, quick: bool) -> dict[str, Any]:
         """The parameters of a run: ``params``, overridden by ``quick`` when ``quick`` is true.
