@@ -85,7 +85,9 @@ def test_nav_pages_exist_and_every_page_is_in_the_nav():
     assert len(nav) == len(set(nav)), "a page is twice in the nav"
     missing = [p for p in nav if not (DOCS / p).exists() and p not in GENERATED]
     assert not missing, missing
-    pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
+    # each experiment folder under docs/report/ keeps the runner's own report.md (excluded in mkdocs.yml:
+    # docs/report.md holds the same content, its plots are served from those folders)
+    pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md") if p.parent.parent != DOCS / "report"}
     assert not pages - set(nav), f"pages missing from the nav in mkdocs.yml: {sorted(pages - set(nav))}"
 
 
