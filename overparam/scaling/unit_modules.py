@@ -110,6 +110,23 @@ class UnitResidual(nn.Module):
         return U.residual_apply(self.branch, x, self.tau)
 
 
+_ACTIVATION_NAMES = ("gelu", "silu", "swish")
+
+
+def _uncovered(model: nn.Module, skip: set[str]) -> list[str]:
+    """Layers of ``model`` outside ``skip`` that u-μP would need unit-scaled but has no wrapper for:
+    a module of another kind holding parameters itself (transformers' ``Conv1D``, a library's own
+    norm), or a GELU/SiLU of a model library's own class (``NewGELUActivation``, ``SiLUActivation``)."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, _KINDS) or any(name == k or name.startswith(k + ".") for k in skip if k):
+            continue
+        act = any(a in type(m).__name__.lower() for a in _ACTIVATION_NAMES)
+        if act or any(p.requires_grad for p in m.parameters(recurse=False)):
+            out.append(f"{name or '<model>'!r} ({type(m).__name__})")
+    return out
+
+
 def unit_scale_(model: nn.Module, targets: Spec = None, *, exclude: Spec = None, readout: Spec = None,
                 alphas: UmupAlphas | None = None) -> list[str]:
     """Replace every selected layer of ``model`` by a :class:`UnitModule` (in place; the
@@ -124,7 +141,12 @@ def unit_scale_(model: nn.Module, targets: Spec = None, *, exclude: Spec = None,
 
     Raises:
         ValueError: a spec that selects nothing (the message names the keyword), a read-out that
-            is not a selected Linear, an already wrapped model, the model itself as a target.
+            is not a selected Linear, an already wrapped model, the model itself as a target; with
+            ``targets=None``, a layer u-μP would need but cannot wrap, named with its class: a module
+            of another kind that holds trainable parameters itself (transformers' ``Conv1D``, a
+            model library's own norm such as ``LlamaRMSNorm``) or a library's own GELU/SiLU class
+            (``NewGELUActivation``, ``SiLUActivation``): replace it by the torch layer
+            (``nn.Linear``, ``nn.RMSNorm``, ``nn.GELU``, ``nn.SiLU``) or ``exclude=`` it knowingly.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 4), nn.SiLU(), nn.Linear(4, 2))
@@ -143,6 +165,12 @@ def unit_scale_(model: nn.Module, targets: Spec = None, *, exclude: Spec = None,
                     what="Linear/Embedding/LayerNorm/RMSNorm/GELU/SiLU layer")
     if "" in chosen:
         raise ValueError("targets: the model itself is a layer; wrap a model that contains it")
+    if targets is None:
+        missing = _uncovered(model, set() if exclude is None else set(select(model, exclude, argname="exclude")))
+        if missing:
+            raise ValueError(f"model: {', '.join(missing)} cannot be unit-scaled (no wrapper for its class): replace "
+                             "it by nn.Linear / nn.RMSNorm / nn.LayerNorm / nn.GELU / nn.SiLU, or exclude= it (it then "
+                             "stays as it is, not unit-scaled)")
     linears = [k for k, m in chosen.items() if isinstance(m, nn.Linear)]
     if readout is None:
         heads = set(linears[-1:])
