@@ -97,10 +97,16 @@ class _Act(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         (x,) = ctx.saved_tensors
-        aten = torch.ops.aten
-        gx = aten.gelu_backward(g, x, approximate=ctx.approximate) if ctx.kind == "gelu" else aten.silu_backward(g, x)
+        graph = torch.is_grad_enabled()           # create_graph=True: differentiable ops, nothing in place
+        if ctx.kind == "gelu":
+            gx = torch.ops.aten.gelu_backward(g, x, approximate=ctx.approximate)
+        elif graph:                               # aten.silu_backward has no derivative
+            sig = torch.sigmoid(x)
+            gx = g * sig * (1 + x * (1 - sig))
+        else:
+            gx = torch.ops.aten.silu_backward(g, x)
         if ctx.s_in != 1:
-            gx = gx * ctx.s_in if torch.is_grad_enabled() else gx.mul_(ctx.s_in)  # create_graph: no in-place
+            gx = gx * ctx.s_in if graph else gx.mul_(ctx.s_in)
         return gx, None, None, None, None
 
 
