@@ -127,13 +127,15 @@ def run(ctx: Context) -> dict:
                    f"{'drifts' if v['sp_drifts'] else 'does NOT drift'} (the control)")
     plt = ctx.pyplot()
     if plt is not None:
-        fig, axs = plt.subplots(len(PRECISIONS), len(PARAMS), figsize=(5 * len(PARAMS), 3.6 * len(PRECISIONS)))
+        fig, axs = plt.subplots(len(PRECISIONS), len(PARAMS), figsize=(5 * len(PARAMS), 4 * len(PRECISIONS)),
+                                layout="constrained")
         finite = [x for x in table.column("loss") if math.isfinite(x)]
-        vmax = min(max(finite), 3.0) if finite else 3.0
+        lo = min(finite) if finite else 0.0
+        hi = min(max(finite), 1.5 * lo) if finite else 1.0
         for i, prec in enumerate(PRECISIONS):
             for j, param in enumerate(PARAMS):
                 heatmap(table.where(param=param, precision=prec), "width", "log2_lr", "loss", ax=axs[i][j],
-                        title=f"{param} {prec}", vmin=0.0, vmax=vmax)
+                        title=f"{param} {prec} (best log2 lr {best[(param, prec)]})", vmin=lo, vmax=hi)
         ctx.savefig(fig, "umup_transfer.png")
     table.to_csv(ctx.out / "sweep.csv")
     key = lambda d: {f"{a}/{b}": x for (a, b), x in d.items()}  # noqa: E731
