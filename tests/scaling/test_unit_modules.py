@@ -111,3 +111,14 @@ def test_layers_without_a_wrapper_are_named_unless_excluded_or_targets_given():
     frozen = nn.Sequential(nn.Linear(4, 4), Scaled(), nn.Linear(4, 2))
     frozen[1].g.requires_grad_(False)
     assert unit_scale_(frozen) == ["0", "2"]             # a frozen constant needs no unit scale
+
+
+def test_a_plan_is_the_same_before_and_after_wrapping():
+    """The u-μP types and rules look through the wrappers: a wrapped LayerNorm/RMSNorm keeps its
+    'norm' type (gain kept, not zeroed), a wrapped Embedding its dimension-based LR."""
+    from overparam.scaling import umup_plan, umup_types
+    m = _model()
+    before, rules = umup_types(m), umup_plan(m).rules
+    unit_scale_(m)
+    assert umup_types(m) == before and before["1.weight"] == "norm" and before["5.weight"] == "norm"
+    assert umup_plan(m).rules == rules
