@@ -37,11 +37,28 @@ from .umup import UmupAlphas
 __all__ = ["UnitModule", "UnitResidual", "unit_scale_", "unwrap_units_"]
 
 _KINDS = (nn.Linear, nn.Embedding, nn.LayerNorm, nn.RMSNorm, nn.GELU, nn.SiLU)
+#: a model library's own layers with a unit-scaled form: exact classes, matched by dotted name (the
+#: library is never imported here), and the op each one computes
+_LIBRARY = {"transformers.pytorch_utils.Conv1D": "conv1d",                 # x @ W + b, W (in, out)
+            "transformers.activations.GELUActivation": "gelu",
+            "transformers.activations.NewGELUActivation": "gelu_tanh",     # GPT-2's tanh approximation
+            "transformers.activations.SiLUActivation": "silu",
+            "transformers.models.llama.modeling_llama.LlamaRMSNorm": "rms_norm"}
+
+
+def _library(module: nn.Module) -> str | None:
+    return _LIBRARY.get(f"{type(module).__module__}.{type(module).__qualname__}")
+
+
+def _wrappable(module: nn.Module) -> bool:
+    return isinstance(module, _KINDS) or _library(module) is not None
 
 
 class UnitModule(nn.Module):
     """A unit-scaled stand-in for one layer ``base`` (``nn.Linear``, ``nn.Embedding``,
-    ``nn.LayerNorm``, ``nn.RMSNorm``, ``nn.GELU``, ``nn.SiLU``), sharing its parameters.
+    ``nn.LayerNorm``, ``nn.RMSNorm``, ``nn.GELU``, ``nn.SiLU``, and transformers' ``Conv1D``,
+    ``GELUActivation``, ``NewGELUActivation``, ``SiLUActivation``, ``LlamaRMSNorm``), sharing its
+    parameters.
 
     Args:
         base: the layer; it is kept unchanged as ``.base`` (not a submodule).
@@ -57,8 +74,9 @@ class UnitModule(nn.Module):
 
     def __init__(self, base: nn.Module, *, readout: bool = False, mult: float = 1.0) -> None:
         super().__init__()
-        if not isinstance(base, _KINDS):
-            raise TypeError(f"base must be one of {[k.__name__ for k in _KINDS]}, got {type(base).__name__}")
+        if not _wrappable(base):
+            raise TypeError(f"base must be one of {[k.__name__ for k in _KINDS]} or {sorted(_LIBRARY)}, got "
+                            f"{type(base).__name__}")
         if not isinstance(readout, bool):
             raise TypeError(f"readout must be a bool, got {type(readout).__name__}")
         if readout and not isinstance(base, nn.Linear):
@@ -73,7 +91,14 @@ class UnitModule(nn.Module):
         self.train(base.training)
 
     def forward(self, x: Tensor) -> Tensor:
-        b = self.base
+        b, lib = self.base, _library(self.base)
+        if lib == "conv1d":
+            return U.linear(x, self.weight.t(), self.bias)
+        if lib == "rms_norm":
+            return U.rms_norm(x, tuple(self.weight.shape), self.weight, b.variance_epsilon)
+        if lib is not None:
+            return U.silu(x, self.mult) if lib == "silu" else U.gelu(
+                x, self.mult, approximate="tanh" if lib == "gelu_tanh" else "none")
         if isinstance(b, nn.Linear):
             return (U.linear_readout if self.readout else U.linear)(x, self.weight, self.bias)
         if isinstance(b, nn.Embedding):
@@ -119,7 +144,7 @@ def _uncovered(model: nn.Module, skip: set[str]) -> list[str]:
     norm), or a GELU/SiLU of a model library's own class (``NewGELUActivation``, ``SiLUActivation``)."""
     out = []
     for name, m in model.named_modules():
-        if isinstance(m, _KINDS) or any(name == k or name.startswith(k + ".") for k in skip if k):
+        if _wrappable(m) or any(name == k or name.startswith(k + ".") for k in skip if k):
             continue
         act = any(a in type(m).__name__.lower() for a in _ACTIVATION_NAMES)
         if act or any(p.requires_grad for p in m.parameters(recurse=False)):
@@ -134,7 +159,8 @@ def unit_scale_(model: nn.Module, targets: Spec = None, *, exclude: Spec = None,
 
     Args:
         targets: a spec of the layers to wrap (default: every Linear, Embedding, LayerNorm,
-            RMSNorm, GELU and SiLU); :mod:`overparam.backend.select` grammar.
+            RMSNorm, GELU and SiLU, and the transformers layers :class:`UnitModule` lists);
+            :mod:`overparam.backend.select` grammar.
         exclude: layers to leave alone.
         readout: a spec of the read-out Linear(s) (default: the last selected ``nn.Linear``).
         alphas: :class:`~overparam.scaling.UmupAlphas`; ``ffn_act`` becomes GELU/SiLU's ``mult``.
@@ -143,10 +169,9 @@ def unit_scale_(model: nn.Module, targets: Spec = None, *, exclude: Spec = None,
         ValueError: a spec that selects nothing (the message names the keyword), a read-out that
             is not a selected Linear, an already wrapped model, the model itself as a target; with
             ``targets=None``, a layer u-μP would need but cannot wrap, named with its class: a module
-            of another kind that holds trainable parameters itself (transformers' ``Conv1D``, a
-            model library's own norm such as ``LlamaRMSNorm``) or a library's own GELU/SiLU class
-            (``NewGELUActivation``, ``SiLUActivation``): replace it by the torch layer
-            (``nn.Linear``, ``nn.RMSNorm``, ``nn.GELU``, ``nn.SiLU``) or ``exclude=`` it knowingly.
+            of another kind that holds trainable parameters itself (``nn.Conv2d``, a model library's
+            own norm or embedding) or another library's GELU/SiLU class: replace it by the torch
+            layer (``nn.Linear``, ``nn.RMSNorm``, ``nn.GELU``, ``nn.SiLU``) or ``exclude=`` it knowingly.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 4), nn.SiLU(), nn.Linear(4, 2))
@@ -161,8 +186,9 @@ def unit_scale_(model: nn.Module, targets: Spec = None, *, exclude: Spec = None,
         raise TypeError(f"alphas must be UmupAlphas or None, got {type(alphas).__name__}")
     if any(isinstance(m, UnitModule) for m in model.modules()):
         raise ValueError("model is already unit-scaled (it holds UnitModule layers): unwrap_units_ it first")
-    chosen = select(model, targets, exclude=exclude, types=_KINDS, argname="targets",
-                    what="Linear/Embedding/LayerNorm/RMSNorm/GELU/SiLU layer")
+    kinds = _KINDS + tuple({type(m) for m in model.modules() if _library(m) is not None})
+    chosen = select(model, targets, exclude=exclude, types=kinds, argname="targets",
+                    what="Linear/Embedding/LayerNorm/RMSNorm/GELU/SiLU layer (or a transformers one UnitModule lists)")
     if "" in chosen:
         raise ValueError("targets: the model itself is a layer; wrap a model that contains it")
     if targets is None:
