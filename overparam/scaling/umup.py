@@ -118,10 +118,10 @@ def residual_taus(kinds, *, residual_mult: float = 1.0, residual_attn_ratio: flo
 def _owner(model: nn.Module, name: str) -> nn.Module:
     """The layer that owns parameter ``name``: through a unit-scaled wrapper, the layer it wraps
     (so a plan is the same before and after ``unit_scale_``)."""
-    from .unit_modules import UnitModule  # unit_modules imports this module
-
     owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-    return owner.base if isinstance(owner, UnitModule) else owner
+    # a UnitModule keeps its layer in __dict__ (not a submodule); nn.Module.__setattr__ never puts one there
+    base = vars(owner).get("base")
+    return base if isinstance(base, nn.Module) else owner
 
 
 def _is_norm(module: nn.Module) -> bool:
