@@ -179,6 +179,12 @@ class Plan:
         that has one, kept values times ``init_scale`` for the others (parameters in
         ``named_parameters`` order, one generator).
 
+        The draws are float32 ``N(0, 1)`` numbers from one CPU generator, times ``init_std`` in
+        float32, then stored in the parameter's dtype and device: a seed gives the same init on
+        every device, and in every dtype up to that dtype's rounding of the one float32 value
+        (a float64 model holds exactly the float32 model's numbers). A CPU float32 parameter is
+        drawn in place (no copy).
+
         Not idempotent where a rule keeps the model's values (``init_std`` None) with an
         ``init_scale`` other than 1 (depth-μP branch-output biases): call it once per model.
 
@@ -202,8 +208,11 @@ class Plan:
         for k, r in self.rules.items():
             p = params[k]
             if r.init_std is not None:
-                full = gaussian(tuple(p.shape), generator=g, dtype=torch.float64).mul_(r.init_std)
-                (p.to_local() if _dist.is_dtensor(p) else p).copy_(_dist.local_part(full, p))  # FSDP2: this rank's shard
+                if p.dtype == torch.float32 and p.device == g.device and p.is_contiguous() and not _dist.is_dtensor(p):
+                    p.normal_(generator=g).mul_(r.init_std)  # the same numbers as the draw below, in place
+                else:
+                    full = gaussian(tuple(p.shape), generator=g, dtype=torch.float32).mul_(r.init_std)
+                    (p.to_local() if _dist.is_dtensor(p) else p).copy_(_dist.local_part(full, p))  # FSDP2: this rank's shard
             elif r.init_scale != 1:
                 p.mul_(r.init_scale)
 

@@ -120,13 +120,42 @@ def residual_taus(kinds, *, residual_mult: float = 1.0, residual_attn_ratio: flo
 
 
 def _owner(model: nn.Module, name: str) -> nn.Module:
-    return model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    """The layer that owns parameter ``name``: through a unit-scaled wrapper, the layer it wraps
+    (so a plan is the same before and after ``unit_scale_``)."""
+    owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    # a UnitModule keeps its layer in __dict__ (not a submodule); nn.Module.__setattr__ never puts one there
+    base = vars(owner).get("base")
+    return base if isinstance(base, nn.Module) else owner
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """A torch normalization layer, or a model library's own one (``LlamaRMSNorm``, ``T5LayerNorm``:
+    a class whose name contains "Norm")."""
+    return isinstance(module, _NORMS) or "norm" in type(module).__name__.lower()
+
+
+def _check_tied(model: nn.Module, types: dict[str, str], given: set[str]) -> None:
+    """Refuse a matrix shared under several names (a tied embedding and read-out) unless ``roles``
+    gave its type: u-μP types the two uses differently (``weight`` vs ``output``)."""
+    aliases: dict[int, list[str]] = {}
+    for k, p in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(k)
+    params = dict(model.named_parameters())
+    for k in types:
+        names = aliases[id(params[k])]
+        if params[k].ndim >= 2 and len(names) > 1 and k not in given:
+            raise ValueError(f"model: the matrix {k!r} is tied to {names[1:]} (e.g. an embedding and its read-out), "
+                             "which u-μP types differently ('weight' vs 'output'); untie them (transformers: "
+                             f"tie_word_embeddings=False) or name its type in roles=, e.g. {{{names[-1].rsplit('.', 1)[0]!r}: "
+                             "'output'}")
 
 
 def umup_types(model: nn.Module, *, roles: dict[Spec, str] | None = None) -> dict[str, str]:
     """The u-μP type of each trainable tensor (``named_parameters`` order, a tied tensor once):
-    ``"norm"`` for vectors of normalization layers, ``"bias"`` for other vectors, ``"output"``
-    for the read-out and ``"weight"`` for other matrices.
+    ``"norm"`` for vectors of normalization layers (torch's, and a model library's own classes
+    whose name contains "Norm", e.g. ``LlamaRMSNorm``), ``"bias"`` for other vectors, ``"output"``
+    for the read-out and ``"weight"`` for other matrices. A matrix tied under two names (an
+    embedding shared with the read-out) is refused unless ``roles`` gives its type.
 
     Args:
         roles: ``{spec: "output"}`` names the read-out (any selection spec); by default it is the
@@ -147,7 +176,7 @@ def umup_types(model: nn.Module, *, roles: dict[Spec, str] | None = None) -> dic
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("model has no trainable parameters")
-    types = {k: ("norm" if isinstance(_owner(model, k), _NORMS) else "bias") if p.ndim < 2 else "weight"
+    types = {k: ("norm" if _is_norm(_owner(model, k)) else "bias") if p.ndim < 2 else "weight"
              for k, p in params.items()}
     if roles is not None and not isinstance(roles, dict):
         raise TypeError(f"roles must be a dict {{spec: type}}, got {type(roles).__name__}")
@@ -156,6 +185,7 @@ def umup_types(model: nn.Module, *, roles: dict[Spec, str] | None = None) -> dic
         matrices = [k for k, t in types.items() if t == "weight"]
         if matrices:
             types[matrices[-1]] = "output"
+    given: set[str] = set()
     for spec, t in roles.items():
         if t not in UMUP_TYPES:
             raise ValueError(f"roles: type must be one of {UMUP_TYPES}, got {t!r}")
@@ -165,6 +195,8 @@ def umup_types(model: nn.Module, *, roles: dict[Spec, str] | None = None) -> dic
             raise ValueError(f"roles: {spec!r} selects no {'matrix' if t in ('weight', 'output') else 'vector'} "
                              f"for the type {t!r} ('weight'/'output' are matrices, 'bias'/'norm' vectors)")
         types.update(dict.fromkeys(fit, t))
+        given.update(fit)
+    _check_tied(model, types, given)
     return types
 
 

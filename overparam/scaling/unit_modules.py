@@ -37,11 +37,28 @@ from .umup import UmupAlphas
 __all__ = ["UnitModule", "UnitResidual", "unit_scale_", "unwrap_units_"]
 
 _KINDS = (nn.Linear, nn.Embedding, nn.LayerNorm, nn.RMSNorm, nn.GELU, nn.SiLU)
+#: a model library's own layers with a unit-scaled form: exact classes, matched by dotted name (the
+#: library is never imported here), and the op each one computes
+_LIBRARY = {"transformers.pytorch_utils.Conv1D": "conv1d",                 # x @ W + b, W (in, out)
+            "transformers.activations.GELUActivation": "gelu",
+            "transformers.activations.NewGELUActivation": "gelu_tanh",     # GPT-2's tanh approximation
+            "transformers.activations.SiLUActivation": "silu",
+            "transformers.models.llama.modeling_llama.LlamaRMSNorm": "rms_norm"}
+
+
+def _library(module: nn.Module) -> str | None:
+    return _LIBRARY.get(f"{type(module).__module__}.{type(module).__qualname__}")
+
+
+def _wrappable(module: nn.Module) -> bool:
+    return isinstance(module, _KINDS) or _library(module) is not None
 
 
 class UnitModule(nn.Module):
     """A unit-scaled stand-in for one layer ``base`` (``nn.Linear``, ``nn.Embedding``,
-    ``nn.LayerNorm``, ``nn.RMSNorm``, ``nn.GELU``, ``nn.SiLU``), sharing its parameters.
+    ``nn.LayerNorm``, ``nn.RMSNorm``, ``nn.GELU``, ``nn.SiLU``, and transformers' ``Conv1D``,
+    ``GELUActivation``, ``NewGELUActivation``, ``SiLUActivation``, ``LlamaRMSNorm``), sharing its
+    parameters.
 
     Args:
         base: the layer; it is kept unchanged as ``.base`` (not a submodule).
@@ -59,8 +76,9 @@ class UnitModule(nn.Module):
 
     def __init__(self, base: nn.Module, *, readout: bool = False, mult: float = 1.0) -> None:
         super().__init__()
-        if not isinstance(base, _KINDS):
-            raise TypeError(f"base must be one of {[k.__name__ for k in _KINDS]}, got {type(base).__name__}")
+        if not _wrappable(base):
+            raise TypeError(f"base must be one of {[k.__name__ for k in _KINDS]} or {sorted(_LIBRARY)}, got "
+                            f"{type(base).__name__}")
         if not isinstance(readout, bool):
             raise TypeError(f"readout must be a bool, got {type(readout).__name__}")
         if readout and not isinstance(base, nn.Linear):
@@ -89,7 +107,14 @@ class UnitModule(nn.Module):
             >>> y.shape, 0.95 < float(y.std()) < 1.05
             (torch.Size([512, 64]), True)
         """
-        b = self.base
+        b, lib = self.base, _library(self.base)
+        if lib == "conv1d":
+            return U.linear(x, self.weight.t(), self.bias)
+        if lib == "rms_norm":
+            return U.rms_norm(x, tuple(self.weight.shape), self.weight, b.variance_epsilon)
+        if lib is not None:
+            return U.silu(x, self.mult) if lib == "silu" else U.gelu(
+                x, self.mult, approximate="tanh" if lib == "gelu_tanh" else "none")
         if isinstance(b, nn.Linear):
             return (U.linear_readout if self.readout else U.linear)(x, self.weight, self.bias)
         if isinstance(b, nn.Embedding):
@@ -138,6 +163,23 @@ class UnitResidual(nn.Module):
         return U.residual_apply(self.branch, x, self.tau)
 
 
+_ACTIVATION_NAMES = ("gelu", "silu", "swish")
+
+
+def _uncovered(model: nn.Module, skip: set[str]) -> list[str]:
+    """Layers of ``model`` outside ``skip`` that u-μP would need unit-scaled but has no wrapper for:
+    a module of another kind holding parameters itself (transformers' ``Conv1D``, a library's own
+    norm), or a GELU/SiLU of a model library's own class (``NewGELUActivation``, ``SiLUActivation``)."""
+    out = []
+    for name, m in model.named_modules():
+        if _wrappable(m) or any(name == k or name.startswith(k + ".") for k in skip if k):
+            continue
+        act = any(a in type(m).__name__.lower() for a in _ACTIVATION_NAMES)
+        if act or any(p.requires_grad for p in m.parameters(recurse=False)):
+            out.append(f"{name or '<model>'!r} ({type(m).__name__})")
+    return out
+
+
 def unit_scale_(model: nn.Module, targets: Spec = None, *, exclude: Spec = None, readout: Spec = None,
                 alphas: UmupAlphas | None = None) -> list[str]:
     """Replace every selected layer of ``model`` by a :class:`UnitModule` (in place; the
@@ -145,14 +187,19 @@ def unit_scale_(model: nn.Module, targets: Spec = None, *, exclude: Spec = None,
 
     Args:
         targets: a spec of the layers to wrap (default: every Linear, Embedding, LayerNorm,
-            RMSNorm, GELU and SiLU); :mod:`overparam.backend.select` grammar.
+            RMSNorm, GELU and SiLU, and the transformers layers :class:`UnitModule` lists);
+            :mod:`overparam.backend.select` grammar.
         exclude: layers to leave alone.
         readout: a spec of the read-out Linear(s) (default: the last selected ``nn.Linear``).
         alphas: :class:`~overparam.scaling.UmupAlphas`; ``ffn_act`` becomes GELU/SiLU's ``mult``.
 
     Raises:
         ValueError: a spec that selects nothing (the message names the keyword), a read-out that
-            is not a selected Linear, an already wrapped model, the model itself as a target.
+            is not a selected Linear, an already wrapped model, the model itself as a target; with
+            ``targets=None``, a layer u-μP would need but cannot wrap, named with its class: a module
+            of another kind that holds trainable parameters itself (``nn.Conv2d``, a model library's
+            own norm or embedding) or another library's GELU/SiLU class: replace it by the torch
+            layer (``nn.Linear``, ``nn.RMSNorm``, ``nn.GELU``, ``nn.SiLU``) or ``exclude=`` it knowingly.
 
     Reference: C. Blake et al., "u-μP: The Unit-Scaled Maximal Update Parametrization" (2024).
 
@@ -169,10 +216,17 @@ def unit_scale_(model: nn.Module, targets: Spec = None, *, exclude: Spec = None,
         raise TypeError(f"alphas must be UmupAlphas or None, got {type(alphas).__name__}")
     if any(isinstance(m, UnitModule) for m in model.modules()):
         raise ValueError("model is already unit-scaled (it holds UnitModule layers): unwrap_units_ it first")
-    chosen = select(model, targets, exclude=exclude, types=_KINDS, argname="targets",
-                    what="Linear/Embedding/LayerNorm/RMSNorm/GELU/SiLU layer")
+    kinds = _KINDS + tuple({type(m) for m in model.modules() if _library(m) is not None})
+    chosen = select(model, targets, exclude=exclude, types=kinds, argname="targets",
+                    what="Linear/Embedding/LayerNorm/RMSNorm/GELU/SiLU layer (or a transformers one UnitModule lists)")
     if "" in chosen:
         raise ValueError("targets: the model itself is a layer; wrap a model that contains it")
+    if targets is None:
+        missing = _uncovered(model, set() if exclude is None else set(select(model, exclude, argname="exclude")))
+        if missing:
+            raise ValueError(f"model: {', '.join(missing)} cannot be unit-scaled (no wrapper for its class): replace "
+                             "it by nn.Linear / nn.RMSNorm / nn.LayerNorm / nn.GELU / nn.SiLU, or exclude= it (it then "
+                             "stays as it is, not unit-scaled)")
     linears = [k for k, m in chosen.items() if isinstance(m, nn.Linear)]
     if readout is None:
         heads = set(linears[-1:])

@@ -51,16 +51,22 @@ __all__ = ["CONSTRAINTS", "scale_fwd", "scale_bwd", "linear", "linear_readout", 
            "residual_apply", "cross_entropy", "mse_loss"]
 
 
+def _mm(a: Tensor, b: Tensor, scale: float) -> Tensor:
+    """``scale · (a @ b)`` in one BLAS call (``alpha``), no separate pass over the product."""
+    return torch.mm(a, b) if scale == 1 else torch.addmm(a.new_zeros(()), a, b, beta=0, alpha=scale)
+
+
 class _Linear(torch.autograd.Function):
-    """``s_out·(x Wᵀ + b)``; input gradient ``s_in·g W``, weight/bias gradients ``s_w·gᵀx``, ``s_w·Σg``."""
+    """``s_out·(x Wᵀ + b)``; input gradient ``s_in·g W``, weight/bias gradients ``s_w·gᵀx``, ``s_w·Σg``.
+    Every scale is the ``alpha``/``beta`` of the matrix product that makes the tensor."""
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None, s_out: float, s_in: float, s_w: float) -> Tensor:
         x2 = x.reshape(-1, x.shape[-1])
-        y = torch.mm(x2, w.t()) if b is None else torch.addmm(b, x2, w.t())
+        y = _mm(x2, w.t(), s_out) if b is None else torch.addmm(b, x2, w.t(), beta=s_out, alpha=s_out)
         ctx.save_for_backward(x2, w)
         ctx.scales, ctx.has_bias, ctx.x_shape = (s_in, s_w), b is not None, x.shape
-        return y.mul_(s_out).reshape(*x.shape[:-1], w.shape[0])
+        return y.reshape(*x.shape[:-1], w.shape[0])
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -69,12 +75,39 @@ class _Linear(torch.autograd.Function):
         g2 = g.reshape(-1, g.shape[-1])
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = torch.mm(g2, w).mul_(s_in).reshape(ctx.x_shape)
+            gx = _mm(g2, w, s_in).reshape(ctx.x_shape)
         if ctx.needs_input_grad[1]:
-            gw = torch.mm(g2.t(), x2).mul_(s_w)
+            gw = _mm(g2.t(), x2, s_w)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = g2.sum(0).mul_(s_w)
+            gb = g2.sum(0) * s_w
         return gx, gw, gb, None, None, None
+
+
+class _Act(torch.autograd.Function):
+    """``s_out·act(x)`` with input gradient ``s_in·act'(x)·g`` (``act``: GELU or SiLU), one node,
+    the scales applied in place."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kind: str, approximate: str, s_out: float, s_in: float) -> Tensor:
+        y = F.gelu(x, approximate=approximate) if kind == "gelu" else F.silu(x)
+        ctx.save_for_backward(x)
+        ctx.kind, ctx.approximate, ctx.s_in = kind, approximate, s_in
+        return y.mul_(s_out) if s_out != 1 else y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (x,) = ctx.saved_tensors
+        graph = torch.is_grad_enabled()           # create_graph=True: differentiable ops, nothing in place
+        if ctx.kind == "gelu":
+            gx = torch.ops.aten.gelu_backward(g, x, approximate=ctx.approximate)
+        elif graph:                               # aten.silu_backward has no derivative
+            sig = torch.sigmoid(x)
+            gx = g * sig * (1 + x * (1 - sig))
+        else:
+            gx = torch.ops.aten.silu_backward(g, x)
+        if ctx.s_in != 1:
+            gx = gx * ctx.s_in if graph else gx.mul_(ctx.s_in)
+        return gx, None, None, None, None
 
 
 def _check_linear(input: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[int, int, int]:
@@ -172,9 +205,9 @@ def gelu(input: Tensor, mult: float = 1.0, *, constraint: str | None = "to_outpu
     a = 1 / (1 + 0.25 / m ** 2)
     s_out = _loginterp(a, 2.0, (2 / (1 - 1 / math.pi)) ** 0.5)
     s_in = _loginterp(a, 2.0, 2 ** 0.5)
-    f = (lambda v: F.gelu(v, approximate=approximate)) if m == 1 else (
-        lambda v: F.gelu(v * m, approximate=approximate) / m)
-    return _elementwise(f, input, s_out, s_in, constraint)
+    if m == 1:
+        return _Act.apply(input, "gelu", approximate, *_constrain(constraint, s_out, s_in))
+    return _elementwise(lambda v: F.gelu(v * m, approximate=approximate) / m, input, s_out, s_in, constraint)
 
 
 def silu(input: Tensor, mult: float = 1.0, *, constraint: str | None = "to_output_scale") -> Tensor:
@@ -188,8 +221,9 @@ def silu(input: Tensor, mult: float = 1.0, *, constraint: str | None = "to_outpu
     m = _mult(mult)
     s_out = _loginterp(1 / (1 + 0.25 / m ** 2), 2.0, (2 / (1 - 1 / math.pi)) ** 0.5)
     s_in = _loginterp(1 / (1 + 1 / m ** 2), 2.0, 2 ** 0.5)
-    f = F.silu if m == 1 else (lambda v: v * torch.sigmoid(v * m))
-    return _elementwise(f, input, s_out, s_in, constraint)
+    if m == 1:
+        return _Act.apply(input, "silu", "none", *_constrain(constraint, s_out, s_in))
+    return _elementwise(lambda v: v * torch.sigmoid(v * m), input, s_out, s_in, constraint)
 
 
 def softmax(input: Tensor, dim: int = -1, mult: float = 1.0, *, constraint: str | None = "to_output_scale") -> Tensor:

@@ -273,8 +273,9 @@ def test_depth_mup_closed_form(optimizer):
         assert r.init_scale == (1 / math.sqrt(d) if k == "blocks.3.2.bias" else 1.0), k
 
 
-def test_init_is_sequential_float64_draws_of_one_generator():
-    """init_ = N(0, 1) float64 draws in rule order from one generator, times init_std (any model dtype)."""
+def test_init_is_sequential_float32_draws_of_one_generator():
+    """init_ = N(0, 1) float32 draws in rule order from one generator, times init_std in float32,
+    then stored in the model's dtype: float64, float32 (drawn in place) and bfloat16 models agree."""
     from overparam.backend.random import gaussian
     m = mlp(16)
     p = plan(m, "mup", base=mlp(8))
@@ -282,11 +283,18 @@ def test_init_is_sequential_float64_draws_of_one_generator():
     g = torch.Generator().manual_seed(7)
     for k, r in p.rules.items():
         if r.init_std is not None:
-            want = gaussian(r.size, generator=g, dtype=torch.float64) * r.init_std
+            want = (gaussian(r.size, generator=g, dtype=torch.float32) * r.init_std).double()
             torch.testing.assert_close(dict(m.named_parameters())[k].detach(), want, rtol=0, atol=0)
-    m32 = mlp(16).float()
+    m32, m16 = mlp(16).float(), mlp(16).bfloat16()
     p.init_(m32, generator=7)
-    torch.testing.assert_close(m32[2].weight.double(), m[2].weight, rtol=1e-7, atol=0)
+    p.init_(m16, generator=7)
+    for k in [k for k, r in p.rules.items() if r.init_std is not None]:
+        a, b, c = (dict(x.named_parameters())[k].detach() for x in (m, m32, m16))
+        assert torch.equal(a, b.double()) and torch.equal(c, b.bfloat16()), k
+    t = mlp(16).float()
+    t[2].weight.data = t[2].weight.data.t().contiguous().t()   # a non-contiguous parameter takes the copy path
+    p.init_(t, generator=7)
+    assert torch.equal(t[2].weight, m32[2].weight)
 
 
 def test_library_calls_have_no_side_effects():

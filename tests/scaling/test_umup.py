@@ -194,3 +194,25 @@ def test_matches_unit_scaling_model_and_optimizer():
     rule = uu.core.functional.transformer_residual_scaling_rule(0.6, 1.7)
     assert residual_taus(["attn", "mlp"] * 3, residual_mult=0.6, residual_attn_ratio=1.7) == pytest.approx(
         [rule(i, 6) for i in range(6)], rel=1e-12)
+
+
+class LibRMSNorm(nn.Module):  # a model library's own norm (like transformers' LlamaRMSNorm)
+    def __init__(self, n):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+
+    def forward(self, x):
+        return self.weight * x * x.pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt()
+
+
+def test_library_norms_are_norms_and_tied_matrices_need_a_role():
+    m = nn.Sequential(nn.Embedding(10, 8), LibRMSNorm(8), nn.Linear(8, 10, bias=False))
+    assert umup_types(m)["1.weight"] == "norm"
+    p = umup_plan(m)
+    p.init_(m, generator=0)
+    assert p.rules["1.weight"].init_std is None and torch.equal(m[1].weight, torch.ones(8))  # kept, not zeroed
+    m[2].weight = m[0].weight                             # tie the read-out to the embedding
+    with pytest.raises(ValueError, match=r"'0.weight' is tied to \['2.weight'\].*roles=, e.g. \{'2': 'output'\}"):
+        umup_types(m)
+    assert umup_types(m, roles={"2": "output"}) == {"0.weight": "output", "1.weight": "norm"}
+    assert umup_types(m, roles={"0": "weight", "1": "norm"})["0.weight"] == "weight"

@@ -82,3 +82,43 @@ def test_bad_input():
         UnitResidual(nn.Identity(), tau=0.0)
     with pytest.raises(TypeError, match="alphas"):
         unit_scale_(_model(), alphas={"ffn_act": 2.0})
+
+
+class MyGELU(nn.Module):  # a model library's own activation class: no wrapper
+    def forward(self, x):
+        return nn.functional.gelu(x)
+
+
+class Scaled(nn.Module):  # a layer holding its own parameter: no wrapper
+    def __init__(self):
+        super().__init__()
+        self.g = nn.Parameter(torch.ones(4))
+
+    def forward(self, x):
+        return x * self.g
+
+
+def test_layers_without_a_wrapper_are_named_unless_excluded_or_targets_given():
+    m = nn.Sequential(nn.Linear(4, 4), MyGELU(), Scaled(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"'1' \(MyGELU\), '2' \(Scaled\) cannot be unit-scaled"):
+        unit_scale_(m)
+    assert type(m[0]) is nn.Linear                       # nothing was wrapped
+    with pytest.raises(ValueError, match=r"'2' \(Scaled\)"):
+        unit_scale_(m, exclude="1")
+    assert unit_scale_(m, exclude=[MyGELU, "2"]) == ["0", "3"]
+    unwrap_units_(m)
+    assert unit_scale_(m, targets=nn.Linear) == ["0", "3"]  # explicit targets: the user chose
+    frozen = nn.Sequential(nn.Linear(4, 4), Scaled(), nn.Linear(4, 2))
+    frozen[1].g.requires_grad_(False)
+    assert unit_scale_(frozen) == ["0", "2"]             # a frozen constant needs no unit scale
+
+
+def test_a_plan_is_the_same_before_and_after_wrapping():
+    """The u-μP types and rules look through the wrappers: a wrapped LayerNorm/RMSNorm keeps its
+    'norm' type (gain kept, not zeroed), a wrapped Embedding its dimension-based LR."""
+    from overparam.scaling import umup_plan, umup_types
+    m = _model()
+    before, rules = umup_types(m), umup_plan(m).rules
+    unit_scale_(m)
+    assert umup_types(m) == before and before["1.weight"] == "norm" and before["5.weight"] == "norm"
+    assert umup_plan(m).rules == rules

@@ -206,3 +206,28 @@ def test_matches_unit_scaling_functional():
     y1, (gw1,) = _run(lambda a: UF.embedding(idx, a), e)
     torch.testing.assert_close(y0, y1, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(gw0, gw1, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,approximate", [("gelu", "none"), ("gelu", "tanh"), ("silu", "none")])
+def test_fused_activation_separate_scales_against_autograd(name, approximate):
+    """GELU/SiLU at mult=1 run as one node scaling in place: output s_out·act(x), input gradient
+    s_in·act'(x)·g (constraint=None), checked against torch autograd of the plain activation in
+    float64; its backward is itself differentiable (gradgradcheck)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    plain = (lambda v: F.gelu(v, approximate=approximate)) if name == "gelu" else F.silu
+    kw = {"approximate": approximate} if name == "gelu" else {}
+    unit = getattr(U, name)
+    y = unit(x, constraint=None, **kw)
+    (gx,) = torch.autograd.grad(y, x, up)
+    ref = plain(x)
+    (gref,) = torch.autograd.grad(ref, x, up)
+    s_out, s_in = float((y / ref).detach()[0, 0]), float((gx / gref)[0, 0])
+    # the module table's log-interpolation at mult = 1: lower^(1-a) · upper^a
+    assert s_out == pytest.approx(2 ** 0.2 * (2 / (1 - 1 / math.pi)) ** 0.4, rel=1e-12)       # a = 0.8
+    assert s_in == pytest.approx(2 ** 0.2 * 2 ** 0.4 if name == "gelu" else 2 ** 0.5 * 2 ** 0.25, rel=1e-12)
+    torch.testing.assert_close(y, s_out * ref, rtol=1e-12, atol=0)
+    torch.testing.assert_close(gx, s_in * gref, rtol=1e-12, atol=0)
+    assert s_in != pytest.approx(s_out)  # separate scales really are separate
+    assert torch.autograd.gradgradcheck(lambda v: unit(v, constraint=None, **kw), (x,))
