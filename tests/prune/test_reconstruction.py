@@ -56,10 +56,12 @@ def test_gains_over_magnitude_need_correlated_or_uneven_inputs(pattern):
     high-norm outlier inputs (Wanda), the regime of LLM activations."""
     g = torch.Generator().manual_seed(0)
     net = nn.Linear(64, 32).double()
+    with torch.no_grad():
+        net.weight.copy_(torch.randn(32, 64, generator=g, dtype=D))
     z = torch.randn(1024, 64, generator=g, dtype=D)
     scale = torch.ones(64, dtype=D)
     scale[::16] = 20.0                                           # 4 outlier features
-    mix = torch.randn(64, 64, generator=g, dtype=D) * torch.logspace(0, -3, 64, dtype=D)   # low effective rank
+    mix = torch.randn(64, 64, generator=g, dtype=D) * torch.logspace(0, -4, 64, dtype=D)   # low effective rank
     inputs = {"isotropic": z, "outliers": z * scale, "correlated": z @ mix.T, "both": (z @ mix.T) * scale}
     ratio = {}
     for name, X in inputs.items():
