@@ -4,6 +4,7 @@ full size: ``python tests/prune/_digits.py``, numbers recorded in docs/prune.md)
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,10 @@ def _opt(params, opt: str, lr: float | None = None):
     return torch.optim.SGD(params, lr=lr or 0.05, momentum=0.9)
 
 
-def _fit(params, forward, steps: int, seed: int, opt: str = "adam", masks=None) -> None:
+def _fit(params, forward, steps: int, seed: int, opt: str = "adam", masks=None, cosine: bool = False) -> None:
     """``steps`` minibatch (64) steps of cross-entropy; the batches of seed ``seed`` (a fine-tune continues
-    with ``seed + 200``); with ``masks`` the parameters are kept masked (``params`` is then the model)."""
+    with ``seed + 200``); with ``masks`` the parameters are kept masked (``params`` is then the model);
+    ``cosine``: the learning rate decays from its value to 0 over the ``steps`` (half a cosine)."""
     (X, y), _ = data()
     it = batches(len(y), 64, generator=seed + (200 if masks else 100))
 
@@ -41,29 +43,34 @@ def _fit(params, forward, steps: int, seed: int, opt: str = "adam", masks=None) 
         return F.cross_entropy(forward(X[i]), y[i])
 
     o = _opt(params.parameters() if masks else params, opt)
+    after = None
+    if cosine:
+        sched = torch.optim.lr_scheduler.LambdaLR(o, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps)))
+        after = lambda t: sched.step()  # noqa: E731
     if masks:
         with masked(params, masks, optimizer=o):
-            train(o, loss, steps)
+            train(o, loss, steps, after_step=after)
     else:
-        train(o, loss, steps)
+        train(o, loss, steps, after_step=after)
 
 
-def srste_vs_dense(seed: int, steps: int, width: int = 256, opt: str = "adam", decay: float = 2e-4
-                   ) -> dict[str, float]:
+def srste_vs_dense(seed: int, steps: int, width: int = 256, opt: str = "adam", decay: float = 2e-4,
+                   cosine: bool = False) -> dict[str, float]:
     """Test accuracy of a 2:4 MLP 64-w-w-10 trained by SR-STE from scratch, of the dense MLP, and of
-    magnitude 2:4 of the dense MLP trained half the steps, then fine-tuned masked the other half."""
+    magnitude 2:4 of the dense MLP trained half the steps, then fine-tuned masked the other half
+    (``cosine``: every training phase with its own cosine learning-rate decay)."""
     out = {}
     net = mlp([64, width, width, 10], generator=seed)
-    _fit(net.parameters(), net, steps, seed, opt)
+    _fit(net.parameters(), net, steps, seed, opt, cosine=cosine)
     out["dense"] = accuracy(net)
     net = mlp([64, width, width, 10], generator=seed)
     sr = SRSTE(net, 2, 4, decay=decay)
-    _fit(net.parameters(), sr, steps, seed, opt)
+    _fit(net.parameters(), sr, steps, seed, opt, cosine=cosine)
     apply_masks_(net, sr.masks())
     out["srste"] = accuracy(net)
     net = mlp([64, width, width, 10], generator=seed)
-    _fit(net.parameters(), net, steps // 2, seed, opt)
-    _fit(net, net, steps - steps // 2, seed, opt, masks=nm_masks(net, 2, 4))
+    _fit(net.parameters(), net, steps // 2, seed, opt, cosine=cosine)
+    _fit(net, net, steps - steps // 2, seed, opt, masks=nm_masks(net, 2, 4), cosine=cosine)
     out["magnitude+ft"] = accuracy(net)
     return out
 

@@ -49,6 +49,30 @@ def test_plot_draws_one_bar_group_per_layer():
         op.prune.plot_reconstruction({})
 
 
+@pytest.mark.parametrize("pattern", [{"sparsity": 0.5}, {"n": 2, "m": 4}], ids=["50%", "2:4"])
+def test_gains_over_magnitude_need_correlated_or_uneven_inputs(pattern):
+    """One Linear(64, 32) on four input distributions: the error ratios to magnitude are ~1 on
+    isotropic inputs (nothing to exploit) and fall with correlation (SparseGPT) and with a few
+    high-norm outlier inputs (Wanda), the regime of LLM activations."""
+    g = torch.Generator().manual_seed(0)
+    net = nn.Linear(64, 32).double()
+    with torch.no_grad():
+        net.weight.copy_(torch.randn(32, 64, generator=g, dtype=D))
+    z = torch.randn(1024, 64, generator=g, dtype=D)
+    scale = torch.ones(64, dtype=D)
+    scale[::16] = 20.0                                           # 4 outlier features
+    mix = torch.randn(64, 64, generator=g, dtype=D) * torch.logspace(0, -4, 64, dtype=D)   # low effective rank
+    inputs = {"isotropic": z, "outliers": z * scale, "correlated": z @ mix.T, "both": (z @ mix.T) * scale}
+    ratio = {}
+    for name, X in inputs.items():
+        cal, held = (X[:512], None), (X[512:], None)
+        err = {k: _mean_error(net, k, held, cal, **pattern).mean_error for k in ("magnitude", "wanda", "sparsegpt")}
+        ratio[name] = (err["sparsegpt"] / err["magnitude"], err["wanda"] / err["magnitude"])
+    assert 0.9 < ratio["isotropic"][0] < 1.1 and 0.9 < ratio["isotropic"][1] < 1.1, ratio
+    assert ratio["correlated"][0] < 0.5 and ratio["both"][0] < 0.5, ratio
+    assert ratio["outliers"][1] < 0.5 and ratio["both"][1] < 0.8, ratio
+
+
 @pytest.fixture(scope="module")
 def digits_mlp():
     from overparam.experiments.harness import digits, mlp, split

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import overparam as op
 from overparam.backend.linalg import NotPositiveDefiniteError
+from overparam.backend.topk import topk_mask
 from overparam.prune.matrix_view import input_rows
 from overparam.prune.sparsegpt import sparsegpt_matrix
 
@@ -75,6 +76,22 @@ def test_updates_lie_between_masking_alone_and_the_least_squares_optimum_of_the_
         best[i, k] = torch.linalg.lstsq(X[:, k], X @ W[i], driver="gelsd").solution
     assert err(best) <= err(res.weight) * (1 + 1e-9)
     assert err(res.weight) < 0.9 * err(W * res.mask)
+
+
+def test_isotropic_inputs_reduce_sparsegpt_to_magnitude_pruning():
+    """With ``H = c·I`` (uncorrelated inputs of equal norm) the OBS update is zero and the score
+    ``w²/U_jj²`` is ``w²·c'``: SparseGPT (one block spanning the layer) is layer-wise magnitude
+    pruning, weights unchanged. Its gain over magnitude comes only from correlated or unequal
+    inputs (why it gains little on the LayerNorm'd inputs of a small transformer, docs/prune.md)."""
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(6, 16, generator=g, dtype=D)
+    Q = torch.linalg.qr(torch.randn(40, 16, generator=g, dtype=D)).Q * 3.0     # QᵀQ = 9·I
+    res = sparsegpt_matrix(W, Q.T @ Q, 0.5, blocksize=16)
+    want = ~topk_mask(W.abs().flatten(), 48, largest=False).reshape(6, 16)
+    assert torch.equal(res.mask, want)
+    torch.testing.assert_close(res.weight, W * want, rtol=1e-12, atol=1e-12)
+    Xc = Q @ torch.randn(16, 16, generator=g, dtype=D)                        # correlated: the update helps
+    assert not torch.allclose(sparsegpt_matrix(W, Xc.T @ Xc, 0.5, blocksize=16).weight, W * want)
 
 
 def test_dead_inputs_are_zeroed_and_singular_gram_needs_damping():
