@@ -37,8 +37,9 @@ def test_the_start_adapters_are_ill_conditioned_and_the_target_is_reachable():
 
 
 def test_adapter_finetune_reduced_reproduces_the_claim(tmp_path):
-    """At reduced size, on fresh evaluation seeds (lr tuned on another seed, λ fixed), ScaledGD(λ)
-    ends below half of LoRA + AdamW's loss on every seed; preconditioned AdamW does not beat AdamW."""
+    """At reduced size, on the evaluation seeds (lr tuned on another seed, λ fixed), ScaledGD(λ)
+    ends below LoRA + AdamW's loss on every seed — below half of it, in fact — and preconditioned
+    AdamW does not beat AdamW."""
     exp = get("adapter-finetune")
     res = run_experiment(replace(exp, quick={**exp.quick, **SMALL}), out=tmp_path, quick=True, progress=False)
     m = res["measured"]

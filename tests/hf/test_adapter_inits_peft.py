@@ -97,16 +97,19 @@ def test_lora_ga_equals_peft():
         assert torch.allclose(down, A.T, atol=1e-6) and torch.allclose(up, B, atol=1e-6)
 
 
-def test_eva_equals_peft():
+@pytest.mark.parametrize("whiten", [False, True])
+def test_eva_equals_peft(whiten):
     from peft.tuners.lora.eva import get_eva_state_dict
     base, x = _mlp(), _x()
     ours = copy.deepcopy(base)
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights="eva",
-                             eva_config=peft.EvaConfig(rho=2.0))
+                             eva_config=peft.EvaConfig(rho=2.0, whiten=whiten))
     # the same batch twice: peft's incremental PCA converges at the second batch, on the PCA of x
     sd = get_eva_state_dict(base, [x, x], peft_config=config, forward_fn=lambda m, inp: m(inp),
                             prepare_model_inputs_fn=None, prepare_layer_inputs_fn=None, show_progress_bar=False)
-    names = op.factor.lora_(ours, TARGETS, rank=4, alpha=8, init="eva", data=(x, None), rho=2.0)
+    # whitening divides by the singular values of the rows peft's PCA saw (x twice: √2·S(x)), so ours sees x twice too
+    data = [(x, None), (x, None)] if whiten else (x, None)
+    names = op.factor.lora_(ours, TARGETS, rank=4, alpha=8, init="eva", data=data, rho=2.0, eva_whiten=whiten)
     assert {n: ours.get_submodule(n).rank for n in names} == {n: v.shape[0] for n, v in sd.items() if v.shape[0]}
     for n in names:
         down = ours.get_submodule(n).lora_down.detach()
