@@ -33,6 +33,7 @@ def conv_rows(conv: nn.Module, x: Tensor, *, order: str = "channel_major") -> Te
     ``x (batch, C_in, *spatial)`` (or unbatched ``(C_in, *spatial)``); columns in ``order``.
 
     Example:
+        >>> import torch
         >>> conv = torch.nn.Conv1d(2, 3, 3, bias=False)
         >>> conv_rows(conv, torch.ones(4, 2, 5)).shape
         torch.Size([12, 6])

@@ -110,7 +110,7 @@ def lora_ga(G: Tensor, W: Tensor, rank: int, *, scaling: float, direction: str =
     Example:
         >>> G = torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0]))
         >>> i = lora_ga(G, torch.eye(4), 1, scaling=1.0, scale="unit")
-        >>> (i.up @ i.down.mT).abs().sum().item()
+        >>> round((i.up @ i.down.mT).abs().sum().item(), 4)
         3.0
     """
     check_rank(2 * rank, tuple(G.shape), name="2·rank", at_most_min=True)
