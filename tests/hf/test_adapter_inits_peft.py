@@ -115,3 +115,39 @@ def test_eva_equals_peft(whiten):
         down = ours.get_submodule(n).lora_down.detach()
         down = down * torch.sign((down * sd[n].T).sum(0))
         assert torch.allclose(down, sd[n].T, atol=1e-6), n
+
+
+class _TokenMLP(torch.nn.Module):
+    """A toy token model for peft's language-modelling EVA path: ``input_ids (B, T) -> (B, T, 6)``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(11, 8)
+        self.net = _mlp()
+
+    def forward(self, input_ids, labels=None, attention_mask=None):
+        return self.net(self.emb(input_ids))
+
+
+def test_eva_label_mask_equals_peft():
+    """peft's ``use_label_mask`` (labels == -100 left out) equals ``eva_label_mask=-100``."""
+    from peft.tuners.lora.eva import get_eva_state_dict
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 11, (8, 12), generator=g)
+    labels = torch.randint(0, 11, (8, 12), generator=g)
+    labels[:, :5] = -100
+    base = _TokenMLP()
+    ours = copy.deepcopy(base)
+    targets = ["net.0", "net.2"]
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights="eva",
+                             eva_config=peft.EvaConfig(rho=2.0, use_label_mask=True, label_mask_value=-100))
+    batch = {"input_ids": ids, "labels": labels}
+    sd = get_eva_state_dict(base, [batch, batch], peft_config=config, show_progress_bar=False)
+    names = op.factor.lora_(ours, targets, rank=4, alpha=8, init="eva", data=(ids, labels), rho=2.0,
+                            eva_label_mask=-100)
+    assert {n: ours.get_submodule(n).rank for n in names} == {n: v.shape[0] for n, v in sd.items() if v.shape[0]}
+    for n in names:
+        down = ours.get_submodule(n).lora_down.detach()
+        down = down * torch.sign((down * sd[n].T).sum(0))
+        assert torch.allclose(down, sd[n].T, atol=1e-5), n
