@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backend.linalg import NotPositiveDefiniteError
 from ..backend.random import construction_generator, gaussian, orthonormal
 from ..factor import lora_, merge_, pairs
 from ..optim import GaLore, Preconditioned, loraplus_groups, optimizer_state_bytes
@@ -103,12 +104,23 @@ def _train(name: str, start: nn.Module, loss: Callable[[nn.Module], torch.Tensor
     net = copy.deepcopy(start)
     opt = _optimizer(name, net, lr, p)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 - p["decay"] * t / p["steps"])   # linear decay
-    tr = train(opt, lambda t: loss(net), p["steps"], after_step=lambda t: sched.step(),
-               progress=partial(ctx.progress, desc=f"{desc} {name} lr={lr}"))
+    seen: list[float] = []
+
+    def step_loss(t: int) -> torch.Tensor:
+        ell = loss(net)
+        seen.append(float(ell.detach()))
+        return ell
+
+    try:
+        tr = train(opt, step_loss, p["steps"], after_step=lambda t: sched.step(),
+                   progress=partial(ctx.progress, desc=f"{desc} {name} lr={lr}"))
+        diverged = tr.diverged
+    except NotPositiveDefiniteError:         # the factors blew up (a diverging run): its Gram matrices are not PD
+        diverged = True
     with torch.no_grad():
-        final = float(loss(net))
-    curve = tr.losses + [final] * (p["steps"] + 1 - len(tr.losses))
-    if tr.diverged or not math.isfinite(final):
+        final = float(loss(net)) if not diverged else float("inf")
+    curve = seen[: p["steps"]] + [final] * (p["steps"] + 1 - len(seen[: p["steps"]]))
+    if diverged or not math.isfinite(final):
         final = float("inf")
     conds = [float(torch.linalg.cond(B.detach())) for B, _ in pairs(net)] if name.startswith("lora") else []
     return {"final": final, "lr": lr, "curve": curve, "state_bytes": optimizer_state_bytes(opt),
