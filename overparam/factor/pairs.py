@@ -54,7 +54,10 @@ class Chain:
     __slots__ = ("factors",)
 
     def __init__(self, factors: Sequence[Tensor]) -> None:
-        fs = tuple(factors) if not isinstance(factors, Tensor) else None
+        try:
+            fs = None if isinstance(factors, Tensor) else tuple(factors)
+        except TypeError:
+            fs = None
         if fs is None or len(fs) < 2 or not all(isinstance(t, Tensor) for t in fs):
             raise TypeError(f"factors must be a sequence of >= 2 tensors [W_1, ..., W_N], got {factors!r:.80}")
         for j, W in enumerate(fs):
