@@ -245,7 +245,7 @@ EXPERIMENT = Experiment(
             "steps": 300, "damping": 1e-4, "decay": 1.0, "margin": 1.0, "eval_seeds": 5, "tune_offset": 1000,
             "references": True, "loraplus_ratio": 16.0, "galore_every": 100, "galore_scale": 1.0,
             "lrs": {"lora_adamw": [1e-3, 3e-3, 1e-2], "lora_precond_adamw": [1e-4, 1e-3, 1e-2],
-                    "lora_scaledgd": [0.1, 0.2, 0.3], "loraplus": [1e-4, 3e-4, 1e-3],
+                    "lora_scaledgd": [0.05, 0.1], "loraplus": [1e-4, 3e-4, 1e-3],
                     "galore": [1e-3, 3e-3, 1e-2], "full": [1e-4, 3e-4, 1e-3]},
             "digits": True, "digits_n": 1797, "digits_hidden": 64, "digits_pretrain": 300, "digits_steps": 300},
     quick={"sizes": [16, 32, 32, 8], "n": 256, "steps": 150, "eval_seeds": 4, "digits": False,
