@@ -27,8 +27,8 @@ tuning seed ``ctx.seed + tune_offset``; the evaluation seeds are ``ctx.seed + i`
 and 10–13 of the quick run). Preconditioned AdamW is reported beside it and
 does *not* beat AdamW here: with ill-conditioned ``BᵀB`` the preconditioned gradient is dominated
 by the weak directions, and AdamW's per-entry normalisation turns it into steps of size ``lr``
-along the strong directions too (it diverged at every λ ≤ 1 and lr ≥ 1e-3 we tried; see
-docs/experiments.md). Optimizer state is measured (:func:`~overparam.optim.optimizer_state_bytes`).
+along the strong directions too (in exploration it ended above its starting loss at every λ and
+lr tried, λ from 1e-6 to 1; see docs/experiments.md). Optimizer state is measured (:func:`~overparam.optim.optimizer_state_bytes`).
 Digits (scikit-learn, full run only): an MLP pretrained on the digits, fine-tuned on the mirrored
 images from a plain LoRA init (reported, not part of the verdict).
 """
