@@ -28,7 +28,7 @@ and 10–13 of the quick run). Preconditioned AdamW is reported beside it and
 does *not* beat AdamW here: with ill-conditioned ``BᵀB`` the preconditioned gradient is dominated
 by the weak directions, and AdamW's per-entry normalisation turns it into steps of size ``lr``
 along the strong directions too (in exploration it ended above its starting loss at every λ and
-lr tried, λ from 1e-6 to 1; see docs/experiments.md). Optimizer state is measured (:func:`~overparam.optim.optimizer_state_bytes`).
+lr tried, λ from 1e-4 to 1; see docs/experiments.md). Optimizer state is measured (:func:`~overparam.optim.optimizer_state_bytes`).
 Digits (scikit-learn, full run only): an MLP pretrained on the digits, fine-tuned on the mirrored
 images from a plain LoRA init (reported, not part of the verdict).
 """
