@@ -130,7 +130,8 @@ def bench_pissa(n: int = 4096, r: int = 64, niter: int = 4, oversample: int = 8,
     return out
 
 
-def bench_inits(n: int = 1024, r: int = 16, batches: int = 8, rows: int = 256, only: list[str] | None = None) -> dict:
+def bench_inits(n: int = 1024, r: int = 16, batches: int = 8, rows: int = 256, only: list[str] | None = None,
+                accuracy_only: bool = False) -> dict:
     import importlib.util
     import sys
     import types
@@ -173,14 +174,17 @@ def bench_inits(n: int = 1024, r: int = 16, batches: int = 8, rows: int = 256, o
                         peft_corda),
         "lora_ga": (lambda m: op.factor.lora_(m, targets, rank=r, alpha=2 * r, init="lora_ga",
                                               loss_fn=F.mse_loss, data=data), peft_loraga),
-        "lora_ga (svd='randomized')": (lambda m: op.factor.lora_(m, targets, rank=r, alpha=2 * r, init="lora_ga",
-                                                                 loss_fn=F.mse_loss, data=data, svd="randomized"),
-                                       peft_loraga),
+        "lora_ga (ga_svd='svd', exact)": (lambda m: op.factor.lora_(m, targets, rank=r, alpha=2 * r, init="lora_ga",
+                                                                    loss_fn=F.mse_loss, data=data, ga_svd="svd"),
+                                          peft_loraga),
         "eva (rho=2)": (lambda m: op.factor.lora_(m, targets, rank=r, alpha=2 * r, init="eva", data=data),
                         lambda m: get_eva_state_dict(m, [x for x, _ in data], peft_config=cfg("eva"),
                                                      forward_fn=lambda mm, x: mm(x), prepare_model_inputs_fn=None,
                                                      prepare_layer_inputs_fn=None, show_progress_bar=False)),
     }
+    if accuracy_only:
+        loraga_accuracy(model, data, targets, r)
+        return {}
     print("\n| init, two 1024x1024 Linear, rank 16, 8 x 256 calibration rows | overparam s | peft s | ratio |")
     print("|---|---|---|---|", flush=True)
     out = {}
@@ -191,7 +195,35 @@ def bench_inits(n: int = 1024, r: int = 16, batches: int = 8, rows: int = 256, o
              for who, fn in (("overparam", ours), ("peft", theirs))}
         print(f"| {name} | {t['overparam']:.3f} | {t['peft']:.3f} | {t['overparam'] / t['peft']:.3f} |", flush=True)
         out[name] = t
+    if not only or "lora_ga" in only:
+        loraga_accuracy(model, data, targets, r)
     return out
+
+
+def loraga_accuracy(model: nn.Module, data: list, targets: list[str], r: int) -> None:
+    """The default randomized top-2r SVD of each layer's LoRA-GA gradient (niter=4, oversample=8)
+    and peft's (``torch.svd_lowrank``, q = 4r, niter=4) against the exact one: the largest relative
+    error of the top-2r singular values, and the rank-2r approximation error ``‖G − G̃_2r‖_F`` over
+    the optimal ``‖G − G_2r‖_F`` (1 = as good as the exact SVD)."""
+    import torch.nn.functional as F
+
+    from overparam.backend.linalg import top_svd
+    from overparam.hessian import gradient
+    g = gradient(model, F.mse_loss, data,
+                 params=lambda name, _p: name.rsplit(".", 1)[0] in targets and name.endswith("weight"))
+    print(f"\n| LoRA-GA gradient, top {2 * r} | overparam default: max rel. error of S | overparam: approx. error "
+          "/ optimal | peft svd_lowrank: max rel. error of S | peft: approx. error / optimal |")
+    print("|---|---|---|---|---|")
+    for name, G in g.items():
+        ex = top_svd(G, 2 * r, method="svd")
+        best = torch.linalg.matrix_norm(G - (ex.U * ex.S) @ ex.Vh)
+        rnd = top_svd(G, 2 * r, method="randomized")
+        U, S, V = torch.svd_lowrank(G, q=4 * r, niter=4)
+        cells = []
+        for u, s_, vh in ((rnd.U, rnd.S, rnd.Vh), (U[:, :2 * r], S[:2 * r], V[:, :2 * r].T)):
+            cells += [f"{float(((s_ - ex.S).abs() / ex.S).max()):.2e}",
+                      f"{float(torch.linalg.matrix_norm(G - (u * s_) @ vh) / best):.5f}"]
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
 def main() -> None:
@@ -202,6 +234,7 @@ def main() -> None:
     ap.add_argument("--skip-pissa", action="store_true")
     ap.add_argument("--skip-inits", action="store_true")
     ap.add_argument("--inits", nargs="*", help="only these init rows (olora corda lora_ga eva)")
+    ap.add_argument("--loraga-accuracy", action="store_true", help="only the LoRA-GA SVD accuracy table")
     ap.add_argument("--ab-hand", action="store_true", help="also a two-way A/B of our layer vs the hand-written one")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -240,7 +273,9 @@ def main() -> None:
                 print(f"| {name} | {kind} | {v['seconds']:.3f} | {v['seconds'] / p['seconds']:.3f} | "
                       f"{v['error']:.4f} | {v['error'] / p['error']:.5f} |")
 
-    if not args.skip_inits:
+    if args.loraga_accuracy:
+        bench_inits(only=["lora_ga"], accuracy_only=True)
+    elif not args.skip_inits:
         bench_inits(only=args.inits)             # prints its rows as they are measured
 
 if __name__ == "__main__":

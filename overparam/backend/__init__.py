@@ -10,6 +10,7 @@
 * :mod:`~overparam.backend.nm`: N:M grouping and masks (reference, batched, Triton);
 * :mod:`~overparam.backend.layers`: the registry of layer kinds (Linear, Conv, Embedding, attention,
   transformers' ``Conv1D``): how each stores its weight, fans, repeated blocks;
+* :mod:`~overparam.backend.patches`: a convolution's input patches (im2col) as matrix rows;
 * :mod:`~overparam.backend.checks`: the argument checks several packages share;
 * :mod:`~overparam.backend.dispatch`: the registry of routines with several implementations;
 * :mod:`~overparam.backend.dist`: ``torch.distributed`` helpers, no-ops in one process;

@@ -11,7 +11,7 @@ Wrappers (one hierarchy, :class:`LayerWrapper`): :class:`FactorizedLayer`,
 :class:`HiRALayer` (HiRA); :class:`SparseUpdate` (SHiRA's weight module).
 In place on a model: :func:`lowrank_`, :func:`hadamard_`, :func:`lora_`, :func:`merge_`,
 :func:`unmerge_`, :func:`parametrize_`, :func:`relora_restart_`, :func:`adapter_state_dict`.
-Optimizer protocol: :func:`pairs`. Diagnostics: :mod:`.diagnostics`. Guide: docs/factor.md.
+Optimizer protocol: :func:`pairs`, :class:`Chain`. Diagnostics: :mod:`.diagnostics`. Guide: docs/factor.md.
 """
 
 from . import diagnostics, functional
@@ -25,7 +25,7 @@ from .hira import HiRALayer
 from .shira import SparseUpdate
 from .hadamard import Hadamard, HadamardDifference, Kronecker, LowRankHadamard, kron_split
 from .lowrank import LowRank, LowRankLinear
-from .pairs import pairs
+from .pairs import Chain, pairs
 from .parametrize import LowRankParametrization, parametrize_
 from .sparse_lowrank import SparseLowRank, topk_mask
 from .layer import FactorizedLayer, LayerWrapper
@@ -41,7 +41,7 @@ __all__ = [
     "LoRALayer", "lora_scaling", "relora_restart_", "HiRALayer", "SparseUpdate",
     "LayerWrapper", "FactorizedLayer", "LowRankParametrization", "lowrank_", "hadamard_", "lora_", "merge_", "unmerge_",
     "parametrize_", "adapter_state_dict", "load_adapter_state_dict",
-    "pairs",
+    "pairs", "Chain",
     "FactorMonitor", "FactorStats", "singular_values", "effective_rank", "balancedness", "relative_distance",
     "describe",
 ]

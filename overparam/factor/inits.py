@@ -42,6 +42,7 @@ from torch import Tensor
 
 from ..backend.checks import check_rank, check_real
 from ..backend.linalg import top_svd
+from ..backend.random import GeneratorLike, construction_generator
 
 __all__ = ["AdapterInit", "olora", "milora", "lora_ga", "pca", "eva_ranks", "corda", "corda_damped_covariance"]
 
@@ -86,25 +87,30 @@ def milora(W: Tensor, rank: int, *, scaling: float) -> AdapterInit:
     return _split(U[:, -rank:], S[-rank:], Vh[-rank:].mT, scaling)
 
 
-GA_DIRECTIONS = ("ArBr", "A2rBr", "ArB2r")
+GA_DIRECTIONS = ("ArBr", "A2rBr", "ArB2r", "random")
 GA_SCALES = ("stable", "unit", "gd_scale", "weight_svd")
+GA_SVDS = ("randomized", "svd")
 
 
 def lora_ga(G: Tensor, W: Tensor, rank: int, *, scaling: float, direction: str = "ArB2r", scale: str = "stable",
-            gamma: float = 16.0, svd: str = "svd", niter: int = 4, oversample: int = 8) -> AdapterInit:
+            gamma: float = 16.0, svd: str = "randomized", niter: int = 4, oversample: int = 8,
+            generator: GeneratorLike = None) -> AdapterInit:
     """LoRA-GA from the gradient ``G (rows, cols)`` of the loss in ``W``; ``2·rank <= min(rows, cols)``.
 
     ``direction`` picks the singular indices of ``down`` / ``up``: ``"ArB2r"`` (``:r`` / ``r:2r``),
-    ``"A2rBr"`` (``r:2r`` / ``:r``), ``"ArBr"`` (odd / even of ``:2r``); ``up`` carries its singular
-    values. ``scale``: ``"stable"`` (``up · rows^{1/4}/√gamma``), ``"unit"``, ``"gd_scale"`` (both
+    ``"A2rBr"`` (``r:2r`` / ``:r``), ``"ArBr"`` (odd / even of ``:2r``), ``"random"`` (the same
+    ``r`` indices ``randperm(2r)[:r]`` for both, drawn from ``generator``: ``None`` is torch's
+    default generator, the construction rule); ``up`` carries its singular values. ``scale``: ``"stable"`` (``up · rows^{1/4}/√gamma``), ``"unit"``, ``"gd_scale"`` (both
     divided by ``s``), ``"weight_svd"`` (``up · σ₁(W)/S_up[0]``). The top ``2·rank`` singular
-    triplets of ``G`` come from :func:`~overparam.backend.linalg.top_svd` (``svd="svd"`` exact,
-    ``"randomized"`` with ``niter``, ``oversample``).
+    triplets of ``G`` come from :func:`~overparam.backend.linalg.top_svd`: ``svd="randomized"``
+    (default; ``niter`` power iterations, ``oversample`` extra columns, the global RNG read but not
+    advanced) or ``"svd"`` (exact, 8–29x slower on 1024x1024 gradients; docs/factor.md has the
+    measured accuracy of the default).
 
     Example:
         >>> G = torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0]))
         >>> i = lora_ga(G, torch.eye(4), 1, scaling=1.0, scale="unit")
-        >>> (i.up @ i.down.mT).abs().sum().item()
+        >>> round((i.up @ i.down.mT).abs().sum().item(), 4)
         3.0
     """
     check_rank(2 * rank, tuple(G.shape), name="2·rank", at_most_min=True)
@@ -115,8 +121,11 @@ def lora_ga(G: Tensor, W: Tensor, rank: int, *, scaling: float, direction: str =
     check_real(gamma, "ga_gamma", above=0.0)
     dec = top_svd(G, 2 * rank, method=svd, niter=niter, oversample=oversample)
     U, S, Vh = dec.U, dec.S, dec.Vh
-    a, b = {"ArB2r": (slice(0, rank), slice(rank, 2 * rank)), "A2rBr": (slice(rank, 2 * rank), slice(0, rank)),
-            "ArBr": (slice(1, 2 * rank, 2), slice(0, 2 * rank, 2))}[direction]
+    if direction == "random":
+        a = b = torch.randperm(2 * rank, generator=construction_generator(generator))[:rank].to(G.device)
+    else:
+        a, b = {"ArB2r": (slice(0, rank), slice(rank, 2 * rank)), "A2rBr": (slice(rank, 2 * rank), slice(0, rank)),
+                "ArBr": (slice(1, 2 * rank, 2), slice(0, 2 * rank, 2))}[direction]
     down, up = Vh[a].mT, U[:, b] * S[b]
     if scale == "stable":
         up = up * (G.shape[0] ** 0.25 / math.sqrt(gamma))
@@ -127,10 +136,11 @@ def lora_ga(G: Tensor, W: Tensor, rank: int, *, scaling: float, direction: str =
     return AdapterInit(up.contiguous(), down.contiguous(), True)
 
 
-def pca(X: Tensor, *, center: bool = True) -> tuple[Tensor, Tensor]:
+def pca(X: Tensor, *, center: bool = True, singular_values: bool = False) -> tuple[Tensor, ...]:
     """EVA's components: the right-singular vectors ``V (cols, k)`` of the stacked input rows
     ``X (N, cols)`` (centered by default: principal components), and their explained-variance
-    ratios ``S²/ΣS² (k,)``, descending; ``k = min(N, cols)``.
+    ratios ``S²/ΣS² (k,)``, descending; ``k = min(N, cols)``. ``singular_values=True`` also
+    returns ``S (k,)`` (EVA's ``eva_whiten`` divides the components by ``√S``).
 
     Example:
         >>> X = torch.tensor([[3.0, 0.0], [-3.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
@@ -141,7 +151,7 @@ def pca(X: Tensor, *, center: bool = True) -> tuple[Tensor, Tensor]:
     Xc = X - X.mean(0) if center else X
     _, S, Vh = torch.linalg.svd(Xc, full_matrices=False)
     var = S.square()
-    return Vh.mT, var / var.sum()
+    return (Vh.mT, var / var.sum(), S) if singular_values else (Vh.mT, var / var.sum())
 
 
 def eva_ranks(explained: dict[str, Tensor], budget: int, cap: dict[str, int]) -> dict[str, int]:

@@ -232,7 +232,7 @@ def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = 
     :mod:`~overparam.factor.inits` and :mod:`~overparam.factor.data_inits`:
 
     * ``"lora_ga"`` (needs ``loss_fn``, ``data``): ``ga_direction`` (``"ArB2r"``), ``ga_scale``
-      (``"stable"``), ``ga_gamma`` (16);
+      (``"stable"``), ``ga_gamma`` (16), ``ga_svd`` (``"randomized"``);
     * ``"eva"`` (needs ``data``): ``rho`` (2.0, the largest rank a layer may take is
       ``round(rho · rank)``); layers given rank 0 are not wrapped;
     * ``"corda"`` (needs ``data``): ``corda_mode`` ``"ipm"`` (instruction-previewed, the top
@@ -276,7 +276,7 @@ def lora_(model: nn.Module, targets: Spec = None, *, rank: int, exclude: Spec = 
             raise type(e)(f"layer {name!r}: {e}") from None
     if opts.init != "lora_ga" and loss_fn is not None:
         raise ValueError(f"loss_fn: init={opts.init!r} reads only the inputs of data; pass no loss_fn")
-    plan = data_inits.plan(model, chosen, opts, loss_fn, data, **data_kw)
+    plan = data_inits.plan(model, chosen, opts, loss_fn, data, generator=g, **data_kw)
     return _wrap_each(model, lambda n, m: n in plan, None, lambda name, base: plan[name],
                       lambda base, p: LoRALayer._build(base, p[0], g, p[1]))
 

@@ -143,7 +143,10 @@ class LoRAFA(Preconditioned):
     def __init__(self, optimizer: Optimizer, pairs: Iterable[Any], *, scaling: float | Sequence[float] = 1.0,
                  damping: float = 1e-8, check_finite: bool = False) -> None:
         super().__init__(optimizer, pairs, damping=damping, check_finite=check_finite)
-        for n, (L, R) in enumerate(self.pairs):
+        for n, item in enumerate(self.pairs):
+            if not isinstance(item, tuple):
+                raise TypeError(f"pairs[{n}]: LoRA-FA needs (B, A) pairs, got {item!r}")
+            L, R = item
             if L is R:
                 raise ValueError(f"pairs[{n}]: LoRA-FA needs (B, A) pairs, got a symmetric factor X (X Xᵀ)")
             if R.requires_grad:

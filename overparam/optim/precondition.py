@@ -13,7 +13,10 @@ preconditioner of Zhang & Pilanci 2024, peft's ``create_riemannian_optimizer``).
 are Cholesky solves (:func:`~overparam.backend.linalg.spd_solve`, the kernel of the damped Gram
 solve, batched over the pairs of one rank) in at least fp32, cast back to the gradient's dtype; ``pinv=True`` uses the pseudo-inverse instead. Every other parameter's
 gradient is left alone. Parameters, param groups, state, ``state_dict``, LR schedulers and
-``zero_grad`` are the wrapped optimizer's own.
+``zero_grad`` are the wrapped optimizer's own. A deep product ``W_N ⋯ W_1`` (a
+:class:`~overparam.factor.Chain`, from ``op.factor.pairs(model, deep=True)``) gets the depth-``N``
+generalisation ``∇_{W_j} f ← (A_jᵀA_j + λI)⁻¹ ∇_{W_j} f (B_jB_jᵀ + λI)⁻¹`` with ``A_j``, ``B_j`` the
+products of the factors after and before ``W_j`` (:mod:`overparam.optim.precondition_deep`).
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from torch.optim import Optimizer
 
 from ..backend.checks import check_real
 from ..backend.linalg import NotPositiveDefiniteError, spd_solve
+from ..factor import Chain
 from ._finite import check_finite_flag, check_finite_grads
 from ._pairs import as_pair
+from .precondition_deep import chain_directions
 from .steps import loss_value
 
 __all__ = ["Preconditioned", "precondition_grads_"]
@@ -78,9 +83,32 @@ def _solve_grads_(items: list[tuple[Tensor, Tensor, float, str]], damping: float
         g.copy_(d if scale == 1.0 else d.mul_(scale))
 
 
-def _pair_items(found: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor, float, str]]:
+def _parse(items: list[Any]) -> list[tuple[Tensor, Tensor] | Chain]:
+    """Each item as a validated pair ``(L, R)`` (a lone ``X`` -> ``(X, X)``) or a :class:`Chain`."""
+    return [p if isinstance(p, Chain) else as_pair(p, where=f"pairs[{n}]") for n, p in enumerate(items)]
+
+
+def _has_grad(item: tuple[Tensor, Tensor] | Chain) -> bool:
+    return any(t.grad is not None for t in item)
+
+
+@torch.no_grad()
+def _solve_chains_(found: list[tuple[Tensor, Tensor] | Chain], damping: float, pinv: bool) -> None:
+    """Every chain's gradients replaced, in place, by their depth-N ScaledGD(λ) directions."""
+    for n, c in enumerate(found):
+        if isinstance(c, Chain) and _has_grad(c):
+            new = chain_directions(list(c), [W.grad for W in c], damping=damping, pinv=pinv, name=f"pairs[{n}] ({c!r})")
+            for W, d in zip(c, new):
+                if d is not None:
+                    W.grad.copy_(d)
+
+
+def _pair_items(found: list[tuple[Tensor, Tensor] | Chain]) -> list[tuple[Tensor, Tensor, float, str]]:
     items = []
-    for n, (L, R) in enumerate(found):
+    for n, pair in enumerate(found):
+        if isinstance(pair, Chain):
+            continue
+        L, R = pair
         name = f"factor pair {n} (shapes {tuple(L.shape)}, {tuple(R.shape)})"
         if L.grad is not None:
             items.append((L.grad, R, 1.0, name))
@@ -94,11 +122,13 @@ def precondition_grads_(pairs: Iterable[Any], *, damping: float = 0.0, pinv: boo
     """Replace, in place, the ``.grad`` of every factor pair by its ScaledGD(λ) direction.
 
     ``L.grad ← L.grad (RᵀR + λI)⁻¹`` and ``R.grad ← R.grad (LᵀL + λI)⁻¹`` (both from the current
-    ``L``, ``R``); a symmetric ``X`` (or ``(X, X)``): ``X.grad ← X.grad (XᵀX + λI)⁻¹``. A factor
-    whose ``.grad`` is None is skipped. Solves in at least fp32.
+    ``L``, ``R``); a symmetric ``X`` (or ``(X, X)``): ``X.grad ← X.grad (XᵀX + λI)⁻¹``; a
+    :class:`~overparam.factor.Chain` ``W_N ⋯ W_1``: ``W_j.grad ← (A_jᵀA_j + λI)⁻¹ W_j.grad (B_jB_jᵀ + λI)⁻¹``
+    (``A_j``, ``B_j``: the products after and before ``W_j``). A factor whose ``.grad`` is None is
+    skipped. Solves in at least fp32.
 
     Args:
-        pairs: ``(L (n1, k), R (n2, k))`` tuples or 2-D tensors ``X (n, k)``.
+        pairs: ``(L (n1, k), R (n2, k))`` tuples, 2-D tensors ``X (n, k)`` or chains.
         damping: ``λ >= 0``.
         pinv: use ``pinv(RᵀR + λI)`` instead of a Cholesky solve (which raises
             :class:`~overparam.backend.linalg.NotPositiveDefiniteError` on a singular matrix).
@@ -106,12 +136,10 @@ def precondition_grads_(pairs: Iterable[Any], *, damping: float = 0.0, pinv: boo
     Returns:
         the number of pairs with at least one gradient.
 
-    Reference: T. Tong, C. Ma & Y. Chi, "Accelerating Ill-Conditioned Low-Rank Matrix Estimation via Scaled
-        Gradient Descent" (JMLR 2021); X. Xu et al. (ICML 2023) for the damping λ.
+    Reference: Tong, Ma & Chi, "Accelerating ill-conditioned low-rank matrix estimation via scaled GD" (JMLR 2021); Xu et al. (ICML 2023) for λ.
 
     Example:
-        >>> L = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True)
-        >>> R = torch.eye(2, requires_grad=True)
+        >>> L, R = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True), torch.eye(2, requires_grad=True)
         >>> (L @ R.T).sum().backward()
         >>> precondition_grads_([(L, R)]), R.grad
         (1, tensor([[0.5000, 1.0000],
@@ -120,9 +148,10 @@ def precondition_grads_(pairs: Iterable[Any], *, damping: float = 0.0, pinv: boo
     check_real(damping, "damping", at_least=0.0)
     if not isinstance(pinv, bool):
         raise TypeError(f"pinv must be a bool, got {type(pinv).__name__}")
-    found = [as_pair(p, where=f"pairs[{n}]") for n, p in enumerate(list(pairs))]
+    found = _parse(list(pairs))
     _solve_grads_(_pair_items(found), damping, pinv)
-    return sum(1 for L, R in found if L.grad is not None or R.grad is not None)
+    _solve_chains_(found, damping, pinv)
+    return sum(1 for p in found if _has_grad(p))
 
 
 def _needs_closure(opt: Optimizer) -> bool:
@@ -142,8 +171,9 @@ class Preconditioned(Optimizer):
             other parameters too: their gradients pass through unchanged. An
             optimizer whose ``step`` requires a closure (L-BFGS) is refused: it re-evaluates
             the gradient inside ``step``, past the preconditioner.
-        pairs: factor pairs ``(L (n1, k), R (n2, k))`` or symmetric factors ``X (n, k)``, e.g.
-            ``op.factor.pairs(model)`` (taken once, at construction).
+        pairs: factor pairs ``(L (n1, k), R (n2, k))``, symmetric factors ``X (n, k)`` or deep
+            products (:class:`~overparam.factor.Chain`), e.g. ``op.factor.pairs(model, deep=True)``
+            (taken once, at construction).
         damping: ``λ >= 0``: 0 gives ScaledGD, ``> 0`` ScaledGD(λ); with ``c``, the floor of PrecGD's ``λ_t``.
         c: ``None`` (a fixed ``λ``), or PrecGD's coefficient: ``λ_t = max(c·√f_t, damping)`` from
             the loss ``f_t`` given by ``step(closure)`` or ``step(loss=...)``.
@@ -167,8 +197,7 @@ loop written for :class:`PrecGD` runs unchanged).
 
     Example:
         >>> import torch, overparam as op
-        >>> net = torch.nn.Sequential(torch.nn.Linear(6, 6))
-        >>> _ = op.factor.lora_(net, rank=2, generator=0)
+        >>> net = torch.nn.Sequential(torch.nn.Linear(6, 6)); _ = op.factor.lora_(net, rank=2, generator=0)
         >>> inner = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
         >>> opt = op.optim.Preconditioned(inner, op.factor.pairs(net), damping=1e-2)
         >>> x = torch.randn(8, 6, generator=torch.Generator().manual_seed(0))
@@ -195,13 +224,16 @@ loop written for :class:`PrecGD` runs unchanged).
         self.check_finite = check_finite_flag(check_finite)
         if isinstance(pairs, tuple) and len(pairs) == 2 and all(isinstance(t, Tensor) for t in pairs):
             raise TypeError("pairs is a bare 2-tuple of tensors, which is ambiguous: pass [(L, R)]")
-        found = [as_pair(p, where=f"pairs[{n}]") for n, p in enumerate([pairs] if isinstance(pairs, Tensor) else pairs)]
+        found = _parse([pairs] if isinstance(pairs, (Tensor, Chain)) else list(pairs))
         if not found:
             raise ValueError("pairs is empty: there is nothing to precondition (op.factor.pairs(model) found no pair?)")
         owned = {id(p) for g in optimizer.param_groups for p in g["params"]}
         seen: set[int] = set()
-        for n, (L, R) in enumerate(found):
-            for name, t in (("L", L), ("R", R)) if L is not R else (("X", L),):
+        for n, item in enumerate(found):
+            L, R = (None, None) if isinstance(item, Chain) else item
+            named = ([(f"W_{j + 1}", W) for j, W in enumerate(item)] if isinstance(item, Chain)
+                     else (("L", L), ("R", R)) if L is not R else (("X", L),))
+            for name, t in named:
                 if id(t) not in owned and t.requires_grad:
                     raise ValueError(f"pairs[{n}]: factor {name} (shape {tuple(t.shape)}) is not optimized by the "
                                      f"wrapped {type(optimizer).__name__} (freeze it, requires_grad=False, if meant)")
@@ -283,9 +315,7 @@ loop written for :class:`PrecGD` runs unchanged).
         Example:
             >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
             >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
-            >>> sd = opt.state_dict()
-            >>> sd["param_groups"][0]["lr"] = 0.05
-            >>> opt.load_state_dict(sd)
+            >>> sd = opt.state_dict(); sd["param_groups"][0]["lr"] = 0.05; opt.load_state_dict(sd)
             >>> inner.param_groups[0]["lr"]
             0.05
         """
@@ -297,8 +327,7 @@ loop written for :class:`PrecGD` runs unchanged).
         Example:
             >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
             >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
-            >>> (L @ R.T).sum().backward()
-            >>> opt.zero_grad()
+            >>> (L @ R.T).sum().backward(); opt.zero_grad()
             >>> L.grad is None, R.grad is None
             (True, True)
         """
@@ -310,8 +339,7 @@ loop written for :class:`PrecGD` runs unchanged).
         Example:
             >>> L, R = torch.ones(3, 2, requires_grad=True), torch.eye(4, 2, requires_grad=True)
             >>> inner = torch.optim.SGD([L, R], lr=0.1); opt = Preconditioned(inner, [(L, R)], damping=1.0)
-            >>> bias = torch.zeros(3, requires_grad=True)
-            >>> opt.add_param_group({"params": [bias], "lr": 0.01})
+            >>> bias = torch.zeros(3, requires_grad=True); opt.add_param_group({"params": [bias], "lr": 0.01})
             >>> len(inner.param_groups), len(opt.pairs)
             (2, 1)
         """
@@ -369,3 +397,4 @@ loop written for :class:`PrecGD` runs unchanged).
     def _precondition(self, damping: float) -> None:
         """Replace the pairs' gradients by their directions (subclass hook: LoRA-FA)."""
         _solve_grads_(_pair_items(self.pairs), damping, self.pinv)
+        _solve_chains_(self.pairs, damping, self.pinv)

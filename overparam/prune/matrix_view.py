@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import einops
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backend.layers import Layout, kind_of, layout_of
+from ..backend.patches import conv_rows
 
 __all__ = ["weight_matrix", "input_rows"]
 
@@ -90,18 +90,6 @@ def input_rows(module: nn.Module, x: Tensor) -> Tensor:
         if x.ndim < 1 or x.shape[-1] != d:
             raise ValueError(f"x has shape {tuple(x.shape)}; the layer needs (..., {d})")
         return x.reshape(-1, d)
-    nd = module.weight.ndim - 2
-    if x.ndim == nd + 1:
-        x = x.unsqueeze(0)
-    if x.ndim != nd + 2 or x.shape[1] != module.in_channels:
-        raise ValueError(f"x has shape {tuple(x.shape)}; the layer needs (batch, {module.in_channels}, {nd} spatial dims)")
-    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
-    for i, (k, s, dil) in enumerate(zip(module.kernel_size, module.stride, module.dilation)):
-        x = x.unfold(2 + i, dil * (k - 1) + 1, s)[..., ::dil]
-    # (b, c, *L, *k) -> (b·L, k·c)
-    ls = " ".join(f"l{i}" for i in range(nd))
-    ks = " ".join(f"k{i}" for i in range(nd))
-    return einops.rearrange(x, f"b c {ls} {ks} -> (b {ls}) ({ks} c)")
+    return conv_rows(module, x, order="kernel_major")          # (b·L, k·c)
 
 

@@ -1,4 +1,5 @@
 import json
+import math
 from dataclasses import replace
 
 import torch
@@ -6,47 +7,53 @@ from torch import nn
 
 from overparam.experiments import get
 from overparam.experiments._runner import run_experiment
-from overparam.experiments.adapter_finetune import _shifted_target
+from overparam.experiments.adapter_finetune import ill_conditioned_start
 from overparam.experiments.harness import mlp
 
-SMALL = {"sizes": [16, 32, 32, 8], "rank": 2, "shift_rank": 2, "n": 256, "steps": 150, "digits": False, "extra_seeds": [1],
-         "lrs": {"lora_adamw": [3e-2, 1e-1], "lora_precond": [3e-2, 1e-1], "loraplus": [3e-3, 1e-2],
-                 "galore": [3e-2, 1e-1], "full": [3e-3, 1e-2]}}
+SMALL = {"sizes": [8, 16, 16, 4], "rank": 2, "n": 64, "steps": 80, "eval_seeds": 2, "references": False,
+         "digits": False, "lrs": {"lora_adamw": [3e-3, 1e-2], "lora_precond_adamw": [1e-4],
+                                  "lora_scaledgd": [0.1, 0.3]}}
 
 
-def test_the_shift_has_the_asked_rank_and_spectrum():
-    """Closed form: each weight moves by size·‖W‖₂·U diag(1 … 1/κ) Vᵀ with orthonormal U, V."""
+def test_the_start_adapters_are_ill_conditioned_and_the_target_is_reachable():
+    """Closed form: s·B₀A₀ᵀ = shift·‖W‖₂·U Vᵀ with cond(B₀) = cond(A₀) = cond; the target moves W
+    by a rank-r matrix in the same row and column spaces, so the adapter can reach it."""
     net = mlp([6, 10, 4], activation=nn.GELU, generator=0, dtype=torch.float64)
-    tgt = _shifted_target(net, 3, 100.0, 0.5, torch.Generator().manual_seed(1))
-    for a, b in ((net[0], tgt[0]), (net[2], tgt[2])):
-        s = torch.linalg.svdvals((b.weight - a.weight).detach())
-        want = 0.5 * torch.linalg.matrix_norm(a.weight.detach(), 2) * torch.tensor([1.0, 0.1, 0.01], dtype=torch.float64)
-        torch.testing.assert_close(s[:3], want, rtol=1e-12, atol=0)
-        assert float(s[3:].max()) < 1e-13
-        assert torch.equal(a.bias.detach(), b.bias.detach())
+    start, target = ill_conditioned_start(net, 3, 100.0, 0.5, 0.5, torch.Generator().manual_seed(1))
+    for base, lay, tl in ((net[0], start[0], target[0]), (net[2], start[2], target[2])):
+        B, A = lay.lora_up.detach(), lay.lora_down.detach()
+        for F_ in (B, A):
+            s = torch.linalg.svdvals(F_)
+            assert math.isclose(float(s[0] / s[-1]), 100.0, rel_tol=1e-9)
+        dW = lay.scaling * B @ A.T
+        nrm = torch.linalg.matrix_norm(base.weight.detach(), 2)
+        torch.testing.assert_close(torch.linalg.svdvals(dW)[:3], 0.5 * nrm * torch.ones(3, dtype=torch.float64),
+                                   rtol=1e-10, atol=0)
+        move = (tl.weight - base.weight).detach()
+        assert float(torch.linalg.svdvals(move)[3:].max()) < 1e-12                 # rank 3
+        P = dW @ torch.linalg.pinv(dW)                                             # projector on dW's columns
+        torch.testing.assert_close(P @ move, move, rtol=0, atol=1e-12)
+        assert torch.equal(base.bias.detach(), tl.bias.detach())
 
 
-def test_adapter_finetune_reduced(tmp_path):
-    """The machinery at reduced size: the verdict is the median per-seed ratio, state memory as expected.
-
-    The claim itself is NOT asserted here: the per-seed ratio is widely spread (at this size,
-    seed 0: plain LoRA + AdamW wins 19×), see the module docstring; the quick run is the reproduction."""
+def test_adapter_finetune_reduced_reproduces_the_claim(tmp_path):
+    """At reduced size, on the evaluation seeds (lr tuned on another seed, λ fixed), ScaledGD(λ)
+    ends below LoRA + AdamW's loss on every seed — below half of it, in fact — and preconditioned
+    AdamW does not beat AdamW."""
     exp = get("adapter-finetune")
-    small = replace(exp, quick=SMALL)
-    res = run_experiment(small, out=tmp_path, quick=True, progress=False)
+    res = run_experiment(replace(exp, quick={**exp.quick, **SMALL}), out=tmp_path, quick=True, progress=False)
     m = res["measured"]
-    syn = m["synthetic"]
-    by_seed = m["precond_over_plain_by_seed"]
-    assert set(by_seed) == {"0", "1"}
-    assert by_seed["0"] == syn["lora_precond"]["final"] / syn["lora_adamw"]["final"]
-    assert m["precond_over_plain"] == (by_seed["0"] + by_seed["1"]) / 2
-    assert res["claim_holds"] == (m["precond_over_plain"] < 0.5)
-    for v in syn.values():
-        assert len(v["curve"]) == 151 and abs(v["curve"][0] - 1.0) < 1e-12 and v["final"] < 0.1
-    # state memory: the LoRA runs share one size, far below full AdamW; GaLore below full AdamW
-    full = syn["full"]["state_bytes"]
-    assert syn["lora_adamw"]["state_bytes"] == syn["lora_precond"]["state_bytes"] < 0.5 * full
-    assert syn["galore"]["state_bytes"] < full
-    assert m["digits"] is None
+    sgd, adam = m["scaledgd_over_adamw_by_seed"], m["precond_adamw_over_adamw_by_seed"]
+    assert set(sgd) == set(adam) == {"0", "1"}
+    for s, r in m["by_seed"].items():
+        assert set(r) == {"lora_adamw", "lora_precond_adamw", "lora_scaledgd"}
+        assert sgd[s] == r["lora_scaledgd"]["final"] / r["lora_adamw"]["final"]
+        for v in r.values():
+            assert len(v["curve"]) == 81 and abs(v["curve"][0] - 1.0) < 1e-12
+        assert r["lora_adamw"]["state_bytes"] == r["lora_precond_adamw"]["state_bytes"] > 0
+        assert r["lora_scaledgd"]["state_bytes"] == 0                              # SGD without momentum
+    assert res["claim_holds"] and all(v < 0.5 for v in sgd.values()), sgd
+    assert all(v > 1 for v in adam.values()), adam
+    assert m["lrs"]["lora_scaledgd"] in SMALL["lrs"]["lora_scaledgd"]
     saved = json.loads((tmp_path / "result.json").read_text())
-    assert saved["experiment"] == "adapter-finetune" and saved["claim_holds"] == res["claim_holds"]
+    assert saved["experiment"] == "adapter-finetune" and saved["claim_holds"] is True

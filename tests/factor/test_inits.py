@@ -68,7 +68,7 @@ def test_lora_ga_refuses_bad_options():
     with pytest.raises(ValueError, match="2·rank"):
         inits.lora_ga(G, G, 4, scaling=1.0)
     with pytest.raises(ValueError, match="ga_direction"):
-        inits.lora_ga(G, G, 1, scaling=1.0, direction="random")
+        inits.lora_ga(G, G, 1, scaling=1.0, direction="nope")
     with pytest.raises(ValueError, match="ga_scale"):
         inits.lora_ga(G, G, 1, scaling=1.0, scale="x")
 
@@ -170,9 +170,41 @@ def test_lora_refuses_data_for_a_data_free_init_and_data_inits_without_data():
     assert not any(isinstance(m, op.factor.LoRALayer) for m in net.modules())
 
 
+def test_lora_ga_random_direction_takes_the_same_random_indices_for_both_factors():
+    U = torch.linalg.qr(_W(10, 10, 3))[0]
+    V = torch.linalg.qr(_W(9, 9, 4))[0]
+    S = torch.tensor([9.0, 7.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.2], dtype=D)
+    G = (U[:, :9] * S) @ V.mT
+    idx = torch.randperm(6, generator=torch.Generator().manual_seed(5))[:3]
+    i = inits.lora_ga(G, _W(10, 9), 3, scaling=1.0, direction="random", scale="unit", svd="svd", generator=5)
+    want = sum(S[k] * torch.outer(U[:, k], V[:, k]) for k in idx.tolist())     # sign-free: same index on both sides
+    torch.testing.assert_close(i.up @ i.down.mT, want, rtol=0, atol=1e-12)
+    for j, k in enumerate(idx.tolist()):
+        torch.testing.assert_close(i.down[:, j].abs(), V[:, k].abs(), rtol=0, atol=1e-12)
+    again = inits.lora_ga(G, _W(10, 9), 3, scaling=1.0, direction="random", scale="unit", svd="svd", generator=5)
+    assert torch.equal(again.up, i.up)
+    torch.manual_seed(0)
+    a = inits.lora_ga(G, _W(10, 9), 3, scaling=1.0, direction="random", svd="svd")
+    torch.manual_seed(0)
+    b = inits.lora_ga(G, _W(10, 9), 3, scaling=1.0, direction="random", svd="svd")
+    assert torch.equal(a.up, b.up)                                  # generator=None: the global stream
+
+
+def test_lora_ga_default_randomized_svd_equals_the_exact_one_on_a_decaying_spectrum():
+    """The default (randomized, niter=4, oversample=8) against svd="svd" on a 64 x 48 gradient whose
+    singular values halve at each index: the same factors up to signs to 1e-9 (rank 4, 2r = 8)."""
+    U = torch.linalg.qr(_W(64, 48, 5))[0]
+    V = torch.linalg.qr(_W(48, 48, 6))[0]
+    G = (U * 0.5 ** torch.arange(48, dtype=D)) @ V.mT
+    exact = inits.lora_ga(G, _W(64, 48), 4, scaling=1.0, svd="svd")
+    fast = inits.lora_ga(G, _W(64, 48), 4, scaling=1.0)
+    torch.testing.assert_close(fast.up.abs(), exact.up.abs(), rtol=0, atol=1e-9)
+    torch.testing.assert_close(fast.down.abs(), exact.down.abs(), rtol=0, atol=1e-9)
+
+
 def test_lora_ga_randomized_svd_matches_the_exact_one_on_a_low_rank_gradient():
     G = _W(12, 3, 1) @ _W(3, 10, 2)                                   # rank 3 < 2r + oversample
-    exact = inits.lora_ga(G, _W(12, 10), 1, scaling=1.0, scale="unit")
+    exact = inits.lora_ga(G, _W(12, 10), 1, scaling=1.0, scale="unit", svd="svd")
     fast = inits.lora_ga(G, _W(12, 10), 1, scaling=1.0, scale="unit", svd="randomized", oversample=2)
     assert torch.allclose(fast.up.abs(), exact.up.abs(), atol=1e-10)
     assert torch.allclose(fast.down.abs(), exact.down.abs(), atol=1e-10)

@@ -97,18 +97,57 @@ def test_lora_ga_equals_peft():
         assert torch.allclose(down, A.T, atol=1e-6) and torch.allclose(up, B, atol=1e-6)
 
 
-def test_eva_equals_peft():
+@pytest.mark.parametrize("whiten", [False, True])
+def test_eva_equals_peft(whiten):
     from peft.tuners.lora.eva import get_eva_state_dict
     base, x = _mlp(), _x()
     ours = copy.deepcopy(base)
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights="eva",
-                             eva_config=peft.EvaConfig(rho=2.0))
+                             eva_config=peft.EvaConfig(rho=2.0, whiten=whiten))
     # the same batch twice: peft's incremental PCA converges at the second batch, on the PCA of x
     sd = get_eva_state_dict(base, [x, x], peft_config=config, forward_fn=lambda m, inp: m(inp),
                             prepare_model_inputs_fn=None, prepare_layer_inputs_fn=None, show_progress_bar=False)
-    names = op.factor.lora_(ours, TARGETS, rank=4, alpha=8, init="eva", data=(x, None), rho=2.0)
+    # whitening divides by the singular values of the rows peft's PCA saw (x twice: √2·S(x)), so ours sees x twice too
+    data = [(x, None), (x, None)] if whiten else (x, None)
+    names = op.factor.lora_(ours, TARGETS, rank=4, alpha=8, init="eva", data=data, rho=2.0, eva_whiten=whiten)
     assert {n: ours.get_submodule(n).rank for n in names} == {n: v.shape[0] for n, v in sd.items() if v.shape[0]}
     for n in names:
         down = ours.get_submodule(n).lora_down.detach()
         down = down * torch.sign((down * sd[n].T).sum(0))
         assert torch.allclose(down, sd[n].T, atol=1e-6), n
+
+
+class _TokenMLP(torch.nn.Module):
+    """A toy token model for peft's language-modelling EVA path: ``input_ids (B, T) -> (B, T, 6)``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(11, 8)
+        self.net = _mlp()
+
+    def forward(self, input_ids, labels=None, attention_mask=None):
+        return self.net(self.emb(input_ids))
+
+
+def test_eva_label_mask_equals_peft():
+    """peft's ``use_label_mask`` (labels == -100 left out) equals ``eva_label_mask=-100``."""
+    from peft.tuners.lora.eva import get_eva_state_dict
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 11, (8, 12), generator=g)
+    labels = torch.randint(0, 11, (8, 12), generator=g)
+    labels[:, :5] = -100
+    base = _TokenMLP()
+    ours = copy.deepcopy(base)
+    targets = ["net.0", "net.2"]
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights="eva",
+                             eva_config=peft.EvaConfig(rho=2.0, use_label_mask=True, label_mask_value=-100))
+    batch = {"input_ids": ids, "labels": labels}
+    sd = get_eva_state_dict(base, [batch, batch], peft_config=config, show_progress_bar=False)
+    names = op.factor.lora_(ours, targets, rank=4, alpha=8, init="eva", data=(ids, labels), rho=2.0,
+                            eva_label_mask=-100)
+    assert {n: ours.get_submodule(n).rank for n in names} == {n: v.shape[0] for n, v in sd.items() if v.shape[0]}
+    for n in names:
+        down = ours.get_submodule(n).lora_down.detach()
+        down = down * torch.sign((down * sd[n].T).sum(0))
+        assert torch.allclose(down, sd[n].T, atol=1e-5), n
