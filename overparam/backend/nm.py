@@ -127,9 +127,7 @@ def _nm_pairwise(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
             b = torch.ge(cols[i], cols[j])  # i is ranked before j
             rank[i].add_(b, alpha=-1)
             rank[j] += b
-    keep = torch.empty(g.shape, dtype=torch.bool, device=g.device)
-    for i in range(m):
-        torch.lt(rank[i], n, out=keep[:, i])
+    keep = torch.stack([torch.lt(r, n) for r in rank], 1)  # no out= into a column: torch.compile traces it whole
     return nm_ungroup(keep, scores, dim)
 
 
