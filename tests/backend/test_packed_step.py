@@ -133,15 +133,14 @@ def _close(got, ref, tol):
         assert torch.allclose(a, b, rtol=tol, atol=tol, equal_nan=True), float((a - b).abs().nan_to_num().max())
 
 
-@pytest.mark.parametrize("dense", [False, True])
-@pytest.mark.parametrize("kw", [dict(), dict(amsgrad=False, decoupled=False), dict(weight_decay=0.0, amsgrad=False)])
+@pytest.mark.parametrize("dense, kw", [(False, dict()), (True, dict(amsgrad=False, decoupled=False)),
+                                       (False, dict(weight_decay=0.0, amsgrad=False))])
 def test_compiled_adamw_equals_the_reference(aot_eager, dense, kw):
     _close(_run_adamw("compiled", torch.float64, dense, **kw), _run_adamw("reference", torch.float64, dense, **kw), 1e-12)
 
 
-@pytest.mark.parametrize("dense", [False, True])
-@pytest.mark.parametrize("kw", [dict(momentum=0.9, dampening=0.2, weight_decay=0.05),
-                                dict(momentum=0.7, nesterov=True), dict(weight_decay=0.01)])
+@pytest.mark.parametrize("dense, kw", [(False, dict(momentum=0.9, dampening=0.2, weight_decay=0.05)),
+                                       (True, dict(momentum=0.7, nesterov=True)), (False, dict(weight_decay=0.01))])
 def test_compiled_sgd_equals_the_reference(aot_eager, dense, kw):
     _close(_run_sgd("compiled", torch.float64, dense, **kw), _run_sgd("reference", torch.float64, dense, **kw), 1e-12)
 
