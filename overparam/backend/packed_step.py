@@ -9,7 +9,9 @@ dense case), the state tensors hold ``K`` entries and the update of a kept entry
     SGD     g ← g + wd·w;  b ← μb + (1−τ)g (b ← g at the first step);  d = g + μb (Nesterov) or b;  w ← w − lr·d
 
 Routines ``"packed_adamw_step"`` and ``"packed_sgd_step"`` of :mod:`~overparam.backend.dispatch`:
-``"reference"`` (eager: gather by index, update, scatter) and ``"triton"`` (one kernel per
+``"reference"`` (eager: gather by index, update, scatter), ``"compiled"`` (the same as one
+``torch.compile``'d program, :mod:`~overparam.backend.compiled`; opt-in: the first call compiles,
+the step's numbers are tensor inputs so later steps never recompile) and ``"triton"`` (one kernel per
 parameter that gathers, updates the state in place and scatters, reading every kept entry once;
 ``"auto"`` on CUDA, on CPU only under ``TRITON_INTERPRET=1``). In place; nothing is returned.
 
@@ -256,7 +258,7 @@ def packed_adamw_step(param: Tensor, grad: Tensor, index: Tensor | None, exp_avg
         exp_avg, exp_avg_sq, max_exp_avg_sq: ``(K,)`` packed state (the last only for AMSGrad), updated in place.
         lr, beta1, beta2, eps, weight_decay, decoupled: as ``torch.optim.AdamW`` (``decoupled=False``: Adam's L2).
         step: the step number after this step (1 at the first), for the bias corrections.
-        impl: ``"reference"``, ``"triton"`` or None/``"auto"``.
+        impl: ``"reference"``, ``"compiled"``, ``"triton"`` or None/``"auto"``.
     """
     dispatch.call("packed_adamw_step", param, grad, index, exp_avg, exp_avg_sq, max_exp_avg_sq, lr=lr, beta1=beta1,
                   beta2=beta2, eps=eps, weight_decay=weight_decay, step=step, decoupled=decoupled, impl=impl)

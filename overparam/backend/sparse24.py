@@ -10,7 +10,8 @@ stored positions are the quad's non-zeros first, then its earliest zeros.
 :func:`nm_compress_24` selects the 2 largest-magnitude entries of every quad (ties: the earlier
 position, the rank rule of :func:`~overparam.backend.nm.nm_mask`) and compresses in one call:
 routine ``"nm_compress_24"`` with implementations ``"reference"`` (``nm_mask`` then
-:func:`compress_24` of the masked weight) and ``"triton"`` (one kernel that reads every quad
+:func:`compress_24` of the masked weight), ``"compiled"`` (one sort-free program under
+``torch.compile``, opt-in) and ``"triton"`` (one kernel that reads every quad
 once and writes the mask, values and metadata; ``"auto"`` on CUDA, on CPU only under
 ``TRITON_INTERPRET=1``). They agree exactly (tests).
 
@@ -150,7 +151,7 @@ def nm_compress_24(w: Tensor, *, impl: str | None = None) -> tuple[Tensor, Tenso
 
     Args:
         w: ``(rows, cols)`` float weight (the computation's ``(out, in)`` matrix), ``cols % 16 == 0``.
-        impl: ``"reference"``, ``"triton"`` or None/``"auto"``.
+        impl: ``"reference"``, ``"compiled"``, ``"triton"`` or None/``"auto"``.
 
     Returns:
         ``(mask (rows, cols) bool, values (rows, cols/2), meta (rows, cols/16) int16)``:
