@@ -32,7 +32,7 @@ from torch import Tensor
 from . import dispatch
 from .checks import check_float
 from .compiled import compile_unavailable, lazy_compile
-from .nm import _nm_pairwise, nm_mask
+from .nm import _pairwise_ranks, nm_mask
 
 __all__ = ["compress_24", "decompress_24", "nm_compress_24"]
 
@@ -123,16 +123,16 @@ def _check_weight(w: Tensor) -> None:
 
 def _select_compress(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The fused selection + compression as one tensor program (no sort, no data-dependent branch):
-    the pairwise ranks of :func:`~overparam.backend.nm.nm_mask`'s ``"batched"`` implementation give the
-    mask, whose two kept positions per quad are exactly the positions :func:`compress_24` stores
-    (the kept entries are the quad's non-zeros, completed by its earliest zeros)."""
+    the pairwise ranks of :func:`~overparam.backend.nm.nm_mask`'s ``"batched"`` implementation
+    (``nm._pairwise_ranks``) give the mask, whose two kept positions per quad are exactly the
+    positions :func:`compress_24` stores (the kept entries are the quad's non-zeros, completed by its
+    earliest zeros)."""
     rows, cols = w.shape
-    mask = _nm_pairwise(w.abs(), 2, 4, dim=1)
+    kept = (torch.stack(_pairwise_ranks(w.abs().reshape(-1, 4)), 1) < 2).reshape(rows, cols // 4, 4)
     pos = torch.arange(4, device=w.device)
-    kept = mask.reshape(rows, cols // 4, 4)
     idx = torch.stack([torch.where(kept, pos, 4).amin(-1), torch.where(kept, pos, -1).amax(-1)], -1)
     values = torch.gather(w.reshape(rows, cols // 4, 4), -1, idx).reshape(rows, cols // 2)
-    return mask, values, _pack_meta(idx)
+    return kept.reshape(rows, cols), values, _pack_meta(idx)
 
 
 _select_compress_compiled = lazy_compile(_select_compress)
