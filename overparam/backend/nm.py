@@ -119,6 +119,18 @@ def _nm_pairwise(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
     columns of the ``(groups, m)`` view: one compare and two integer updates per pair on vectors
     of length ``groups``, no sort. NaN-free scores (the caller checks)."""
     g = nm_groups(scores, m, dim)
+    rank = _pairwise_ranks(g)
+    keep = torch.empty(g.shape, dtype=torch.bool, device=g.device)
+    for i in range(m):
+        torch.lt(rank[i], n, out=keep[:, i])
+    return nm_ungroup(keep, scores, dim)
+
+
+def _pairwise_ranks(g: Tensor) -> list[Tensor]:
+    """The rank of every column of a NaN-free ``(groups, m)`` view under the N:M rule (larger first,
+    ties to the earlier position), as ``m`` int8 vectors of length ``groups``; ``rank < n`` is kept.
+    No in-place write into a view, so ``torch.compile`` traces it whole (the compiled 2:4 kernel)."""
+    m = g.shape[1]
     cols = g.unbind(1)
     # rank_i = #{j > i : not s_i >= s_j} + #{j < i : s_j >= s_i} = (m − 1 − i) − Σ_{j>i} b_ij + Σ_{j<i} b_ji
     rank = [torch.full((g.shape[0],), m - 1 - i, dtype=torch.int8, device=g.device) for i in range(m)]
@@ -127,10 +139,7 @@ def _nm_pairwise(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
             b = torch.ge(cols[i], cols[j])  # i is ranked before j
             rank[i].add_(b, alpha=-1)
             rank[j] += b
-    keep = torch.empty(g.shape, dtype=torch.bool, device=g.device)
-    for i in range(m):
-        torch.lt(rank[i], n, out=keep[:, i])
-    return nm_ungroup(keep, scores, dim)
+    return rank
 
 
 def _nm_topk(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:

@@ -9,7 +9,9 @@ dense case), the state tensors hold ``K`` entries and the update of a kept entry
     SGD     g ← g + wd·w;  b ← μb + (1−τ)g (b ← g at the first step);  d = g + μb (Nesterov) or b;  w ← w − lr·d
 
 Routines ``"packed_adamw_step"`` and ``"packed_sgd_step"`` of :mod:`~overparam.backend.dispatch`:
-``"reference"`` (eager: gather by index, update, scatter) and ``"triton"`` (one kernel per
+``"reference"`` (eager: gather by index, update, scatter), ``"compiled"`` (the same as one
+``torch.compile``'d program, :mod:`~overparam.backend.compiled`; opt-in: the first call compiles,
+the step's numbers are tensor inputs so later steps never recompile) and ``"triton"`` (one kernel per
 parameter that gathers, updates the state in place and scatters, reading every kept entry once;
 ``"auto"`` on CUDA, on CPU only under ``TRITON_INTERPRET=1``). In place; nothing is returned.
 
@@ -30,6 +32,7 @@ from torch import Tensor
 
 from . import dispatch
 from .checks import check_real
+from .compiled import compile_unavailable, lazy_compile
 
 __all__ = ["packed_adamw_step", "packed_sgd_step", "check_adamw_hyper", "check_sgd_hyper"]
 
@@ -143,6 +146,106 @@ def packed_sgd_reference(param: Tensor, grad: Tensor, index: Tensor | None, mome
     _scatter(param, index, w)
 
 
+def _writable(param: Tensor) -> Tensor:
+    """``param`` itself when contiguous, else a contiguous copy that :func:`_write_back` copies back.
+    The compiled cores take whole tensors, not flat views of them: a view's base would become part
+    of what the compiled code is specialised on."""
+    return param if param.is_contiguous() else param.contiguous()
+
+
+def _write_back(param: Tensor, work: Tensor) -> None:
+    if work is not param:
+        param.copy_(work)
+
+
+def _scalars(like: Tensor, *values: float) -> Tensor:
+    """The step's numbers as one tensor (fp64 for fp64 parameters, else fp32): a tensor input never
+    makes ``torch.compile`` specialise (and recompile) on a value."""
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return torch.tensor(values, dtype=dtype, device=like.device)
+
+
+def _gather(param: Tensor, grad: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    flat, g = param.view(-1), grad.reshape(-1)
+    return flat, (flat if index is None else flat.index_select(0, index)), (g if index is None else g.index_select(0, index))
+
+
+def _put(flat: Tensor, index: Tensor | None, w: Tensor) -> None:
+    if index is None:
+        flat.copy_(w)
+    else:
+        flat.index_copy_(0, index, w)
+
+
+def _adamw_core(param: Tensor, grad: Tensor, index: Tensor | None, exp_avg: Tensor, exp_avg_sq: Tensor,
+                max_exp_avg_sq: Tensor | None, h: Tensor, decay: bool, l2: bool) -> None:
+    """``h = (1 − β₁, β₂, 1 − β₂, ε, 1 − lr·wd, wd, lr / bc₁, √bc₂)``; the update of the module docstring."""
+    flat, w, d = _gather(param, grad, index)
+    if decay:
+        w = w * h[4]
+    elif l2:
+        d = d + h[5] * w
+    m = exp_avg + h[0] * (d - exp_avg)
+    v = exp_avg_sq * h[1] + h[2] * d * d
+    exp_avg.copy_(m)
+    exp_avg_sq.copy_(v)
+    if max_exp_avg_sq is not None:
+        v = torch.maximum(max_exp_avg_sq, v)
+        max_exp_avg_sq.copy_(v)
+    _put(flat, index, w - h[6] * (m / (v.sqrt() / h[7] + h[3])))
+
+
+_adamw_compiled = lazy_compile(_adamw_core)
+
+
+@dispatch.register("packed_adamw_step", "compiled", available=compile_unavailable)
+def packed_adamw_compiled(param: Tensor, grad: Tensor, index: Tensor | None, exp_avg: Tensor, exp_avg_sq: Tensor,
+                          max_exp_avg_sq: Tensor | None = None, *, lr: float, beta1: float, beta2: float, eps: float,
+                          weight_decay: float, step: float, decoupled: bool = True) -> None:
+    """:func:`packed_adamw_reference` as one ``torch.compile``'d gather-update-scatter (the first call
+    compiles, seconds; the numbers, ``step`` included, are tensor inputs: no recompilation per step)."""
+    check_adamw_hyper(lr, beta1, beta2, eps, weight_decay, step)
+    _check(param, grad, index, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq, "max_exp_avg_sq": max_exp_avg_sq})
+    bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
+    h = _scalars(param, 1 - beta1, beta2, 1 - beta2, eps, 1 - lr * weight_decay, weight_decay, lr / bc1,
+                 math.sqrt(bc2))
+    work, wd = _writable(param), bool(weight_decay)
+    _adamw_compiled(work, grad, index, exp_avg, exp_avg_sq, max_exp_avg_sq, h, wd and decoupled, wd and not decoupled)
+    _write_back(param, work)
+
+
+def _sgd_core(param: Tensor, grad: Tensor, index: Tensor | None, momentum_buffer: Tensor | None, h: Tensor,
+              l2: bool, nesterov: bool) -> None:
+    """``h = (lr, μ, 1 − τ, wd, first)``; the update of the module docstring."""
+    flat, w, d = _gather(param, grad, index)
+    if l2:
+        d = d + h[3] * w
+    if momentum_buffer is not None:
+        b = torch.where(h[4] != 0, d, momentum_buffer * h[1] + h[2] * d)
+        momentum_buffer.copy_(b)
+        d = d + h[1] * b if nesterov else b
+    _put(flat, index, w - h[0] * d)
+
+
+_sgd_compiled = lazy_compile(_sgd_core)
+
+
+@dispatch.register("packed_sgd_step", "compiled", available=compile_unavailable)
+def packed_sgd_compiled(param: Tensor, grad: Tensor, index: Tensor | None, momentum_buffer: Tensor | None, *,
+                        lr: float, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
+                        nesterov: bool = False, first: bool = False) -> None:
+    """:func:`packed_sgd_reference` as one ``torch.compile``'d gather-update-scatter (``first`` is a
+    tensor input too: the first step does not compile a variant of its own)."""
+    check_sgd_hyper(lr, momentum, dampening, weight_decay)
+    _check(param, grad, index, {"momentum_buffer": momentum_buffer})
+    if momentum and momentum_buffer is None:
+        raise ValueError("momentum > 0 needs a momentum_buffer")
+    h = _scalars(param, lr, momentum, 1 - dampening, weight_decay, float(bool(first)))
+    work = _writable(param)
+    _sgd_compiled(work, grad, index, momentum_buffer if momentum else None, h, bool(weight_decay), bool(nesterov))
+    _write_back(param, work)
+
+
 def packed_adamw_step(param: Tensor, grad: Tensor, index: Tensor | None, exp_avg: Tensor, exp_avg_sq: Tensor,
                       max_exp_avg_sq: Tensor | None = None, *, lr: float, beta1: float, beta2: float, eps: float,
                       weight_decay: float, step: float, decoupled: bool = True, impl: str | None = None) -> None:
@@ -155,7 +258,7 @@ def packed_adamw_step(param: Tensor, grad: Tensor, index: Tensor | None, exp_avg
         exp_avg, exp_avg_sq, max_exp_avg_sq: ``(K,)`` packed state (the last only for AMSGrad), updated in place.
         lr, beta1, beta2, eps, weight_decay, decoupled: as ``torch.optim.AdamW`` (``decoupled=False``: Adam's L2).
         step: the step number after this step (1 at the first), for the bias corrections.
-        impl: ``"reference"``, ``"triton"`` or None/``"auto"``.
+        impl: ``"reference"``, ``"compiled"``, ``"triton"`` or None/``"auto"``.
     """
     dispatch.call("packed_adamw_step", param, grad, index, exp_avg, exp_avg_sq, max_exp_avg_sq, lr=lr, beta1=beta1,
                   beta2=beta2, eps=eps, weight_decay=weight_decay, step=step, decoupled=decoupled, impl=impl)

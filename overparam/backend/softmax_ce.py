@@ -37,6 +37,7 @@ from torch import Tensor
 
 from . import dispatch
 from .checks import check_float
+from .compiled import compile_unavailable, lazy_compile
 
 __all__ = ["softmax_ce_hvp", "check_softmax_ce_args"]
 
@@ -112,30 +113,17 @@ def softmax_ce_reference(logits: Tensor, u: Tensor, target: Tensor | None = None
     return _expression(z.to(acc), v.to(acc), w).to(u.dtype).reshape(u.shape)
 
 
-_COMPILED = None
+_compiled_expression = lazy_compile(_expression)
 
 
-def _compiled_expression():
-    global _COMPILED
-    if _COMPILED is None:
-        _COMPILED = torch.compile(_expression, dynamic=True)
-    return _COMPILED
-
-
-def _compile_unavailable(device: torch.device) -> str | None:
-    if not hasattr(torch, "compile"):
-        return "this torch has no torch.compile"
-    return None
-
-
-@dispatch.register("softmax_ce_hvp", "compiled", available=_compile_unavailable)
+@dispatch.register("softmax_ce_hvp", "compiled", available=compile_unavailable)
 def softmax_ce_compiled(logits: Tensor, u: Tensor, target: Tensor | None = None, *, ignore_index: int = -100,
                         reduction: str = "mean") -> Tensor:
     """:func:`softmax_ce_reference` fused by ``torch.compile`` (the first call compiles, seconds)."""
     z, v, t = check_softmax_ce_args(logits, u, target, ignore_index, reduction)
     acc = torch.float64 if torch.float64 in (logits.dtype, u.dtype) else torch.float32
     w = _weights(t, ignore_index, reduction, z.shape[0], acc, z.device)
-    return _compiled_expression()(z.to(acc), v.to(acc), w).to(u.dtype).reshape(u.shape)
+    return _compiled_expression(z.to(acc), v.to(acc), w).to(u.dtype).reshape(u.shape)
 
 
 def softmax_ce_hvp(logits: Tensor, u: Tensor, target: Tensor | None = None, *, ignore_index: int = -100,

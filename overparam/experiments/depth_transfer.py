@@ -24,7 +24,8 @@ from torch import nn
 
 from .. import scaling
 from . import Context, Experiment
-from .mu_transfer import _task, planned_final_loss
+from .mu_transfer import _task, loss_grid, planned_final_loss
+from .sweep import sweep
 
 PARAMS = ("mup", "depth-mup", "completep")
 KW = dict(branches="blocks", branch_outputs="blocks.*.2")
@@ -60,11 +61,14 @@ def run(ctx: Context) -> dict:
     p = ctx.params
     X, y = _task(p, ctx.seed, ctx.device)
     depths, exps = p["depths"], list(range(p["log2_lr"][0], p["log2_lr"][1] + 1))
-    loss = {param: [[0.0] * len(exps) for _ in depths] for param in PARAMS}
-    jobs = [(param, i, j) for param in PARAMS for i in range(len(depths)) for j in range(len(exps))]
-    for param, i, j in ctx.progress(jobs, total=len(jobs), desc="depth x lr grid"):
-        vals = [_final_loss(param, depths[i], 2.0 ** exps[j], X, y, p, ctx.seed + 10 + s) for s in range(p["seeds"])]
-        loss[param][i][j] = sum(vals) / len(vals)
+
+    def losses(points: list[dict]) -> list[dict]:
+        return [{"loss": _final_loss(q["param"], q["depth"], 2.0 ** q["log2_lr"], X, y, p, ctx.seed + 10 + q["seed"])}
+                for q in ctx.progress(points, total=len(points), desc="depth x lr grid")]
+
+    table = sweep(losses, {"param": list(PARAMS), "depth": depths, "log2_lr": exps}, seeds=range(p["seeds"]), batch=True)
+    table.to_csv(ctx.out / "sweep.csv")
+    loss = {param: loss_grid(table.where(param=param), "depth", depths, exps) for param in PARAMS}
     best = {param: [exps[min(range(len(exps)), key=lambda j: loss[param][i][j])] for i in range(len(depths))]
             for param in PARAMS}
     shift = {param: max(best[param]) - min(best[param]) for param in PARAMS}

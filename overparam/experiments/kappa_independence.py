@@ -25,6 +25,7 @@ from ..optim import ScaledGD
 from ..problems import sensing
 from . import Context, Experiment
 from .harness import train
+from .sweep import Table, sweep
 
 
 def _iters_to(P, opt_name: str, lr: float, tol: float, max_iters: int) -> tuple[int | None, list[float]]:
@@ -61,17 +62,25 @@ def _verdict(kappas, s_counts, g_counts, p: dict) -> tuple[bool, list[str]]:
 
 def run(ctx: Context) -> dict:
     p = ctx.params
-    counts: dict[str, dict[str, int | None]] = {"scaledgd": {}, "gd": {}}
-    curves: dict[str, dict[str, list[float]]] = {"scaledgd": {}, "gd": {}}
-    for kappa in ctx.progress(p["kappas"], total=len(p["kappas"]), desc="kappa"):
-        P = sensing(n=p["n"], r=p["r"], m=p["m"], kappa=kappa, symmetric=False, generator=ctx.seed,
-                    dtype=torch.float64, device=ctx.device)
-        for name, lr in (("scaledgd", p["lr"]), ("gd", p["gd_lr"])):
-            cap = p["max_iters"] if name == "gd" else p["max_iters_scaledgd"]
-            n_it, errs = _iters_to(P, name, lr, p["tol"], cap)
-            counts[name][str(kappa)] = n_it
-            step = max(1, len(errs) // 400)
-            curves[name][str(kappa)] = errs[::step]
+
+    def iterations(points: list[dict]) -> list[dict]:
+        """One problem per κ (and seed), shared by both methods."""
+        out, key = [], None
+        for q in ctx.progress(points, total=len(points), desc="kappa x method"):
+            if (q["kappa"], q["seed"]) != key:
+                key = (q["kappa"], q["seed"])
+                P = sensing(n=p["n"], r=p["r"], m=p["m"], kappa=q["kappa"], symmetric=False,
+                            generator=ctx.seed + q["seed"], dtype=torch.float64, device=ctx.device)
+            gd = q["method"] == "gd"
+            n_it, errs = _iters_to(P, q["method"], p["gd_lr"] if gd else p["lr"], p["tol"],
+                                   p["max_iters"] if gd else p["max_iters_scaledgd"])
+            out.append({"iterations": n_it, "final_error": errs[-1], "curve": errs[::max(1, len(errs) // 400)]})
+        return out
+
+    table = sweep(iterations, {"kappa": p["kappas"], "method": ["scaledgd", "gd"]}, seeds=[0], batch=True)
+    Table([{k: v for k, v in r.items() if k != "curve"} for r in table.rows]).to_csv(ctx.out / "sweep.csv")
+    counts = {m: {str(r["kappa"]): r["iterations"] for r in table.where(method=m).rows} for m in ("scaledgd", "gd")}
+    curves = {m: {str(r["kappa"]): r["curve"] for r in table.where(method=m).rows} for m in ("scaledgd", "gd")}
     ks = [str(k) for k in p["kappas"]]
     s_counts = [counts["scaledgd"][k] for k in ks]
     g_counts = [counts["gd"][k] for k in ks]

@@ -29,6 +29,7 @@ from .. import scaling
 from ..backend.random import gaussian
 from . import Context, Experiment
 from .harness import mlp, train
+from .sweep import Table, sweep
 
 F = nn.functional
 
@@ -67,17 +68,26 @@ def planned_final_loss(model: nn.Module, plan, lr: float, X, y, p: dict, seed: i
     return loss if math.isfinite(loss) else math.inf
 
 
+def loss_grid(table: Table, axis: str, values: list, exps: list[int]) -> list[list[float]]:
+    """The mean final loss over seeds (:meth:`Table.pivot`) as rows in the order of ``values`` (of
+    column ``axis``) by columns in the order of ``exps`` (column ``log2_lr``)."""
+    xs, ys, grid = table.pivot(axis, "log2_lr", "loss")
+    return [[float(grid[xs.index(v), ys.index(e)]) for e in exps] for v in values]
+
+
 def run(ctx: Context) -> dict:
     p = ctx.params
     X, y = _task(p, ctx.seed, ctx.device)
     widths, exps = p["widths"], list(range(p["log2_lr"][0], p["log2_lr"][1] + 1))
     base, delta = (mlp([p["d"], w, w, p["classes"]], generator=0, device="meta") for w in widths[:2])  # shapes only
-    loss = {param: [[0.0] * len(exps) for _ in widths] for param in ("sp", "mup")}
-    jobs = [(param, i, j) for param in ("sp", "mup") for i in range(len(widths)) for j in range(len(exps))]
-    for param, i, j in ctx.progress(jobs, total=len(jobs), desc="width x lr grid"):
-        vals = [_final_loss(param, widths[i], 2.0 ** exps[j], X, y, p, ctx.seed + 10 + s, base, delta)
-                for s in range(p["seeds"])]
-        loss[param][i][j] = sum(vals) / len(vals)
+
+    def losses(points: list[dict]) -> list[dict]:
+        return [{"loss": _final_loss(q["param"], q["width"], 2.0 ** q["log2_lr"], X, y, p, ctx.seed + 10 + q["seed"],
+                                     base, delta)} for q in ctx.progress(points, total=len(points), desc="width x lr grid")]
+
+    table = sweep(losses, {"param": ["sp", "mup"], "width": widths, "log2_lr": exps}, seeds=range(p["seeds"]), batch=True)
+    table.to_csv(ctx.out / "sweep.csv")
+    loss = {param: loss_grid(table.where(param=param), "width", widths, exps) for param in ("sp", "mup")}
     best = {param: [exps[min(range(len(exps)), key=lambda j: loss[param][i][j])] for i in range(len(widths))]
             for param in loss}
     best_loss = {param: [min(row) for row in loss[param]] for param in loss}

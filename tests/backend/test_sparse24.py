@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch._dynamo
 
 from overparam.backend import dispatch
 from overparam.backend.sparse24 import compress_24, decompress_24, nm_compress_24
@@ -41,13 +42,17 @@ def test_compress_stores_nonzeros_first_then_earliest_zeros():
 
 
 def test_registered_and_bad_inputs():
-    assert [i.name for i in dispatch.implementations("nm_compress_24")] == ["reference", "triton"]
+    assert [i.name for i in dispatch.implementations("nm_compress_24")] == ["reference", "compiled", "triton"]
+    assert dispatch.choose("nm_compress_24", device="cpu").__name__ == "nm_compress_24_reference"  # compiling: opt-in
     with pytest.raises(ValueError, match="divisible by 16"):
         nm_compress_24(torch.zeros(2, 8))
     with pytest.raises(ValueError, match="2-D"):
         nm_compress_24(torch.zeros(16))
-    with pytest.raises(ValueError, match="NaN"):
-        nm_compress_24(torch.full((1, 16), float("nan")))
+    for impl in ("reference", "compiled"):             # the compiled variant checks eagerly, before compiling
+        with pytest.raises(ValueError, match="NaN"):
+            nm_compress_24(torch.full((1, 16), float("nan")), impl=impl)
+        with pytest.raises(ValueError, match="divisible by 16"):
+            nm_compress_24(torch.zeros(2, 8), impl=impl)
     with pytest.raises(ValueError, match="more than 2 non-zeros"):
         compress_24(torch.ones(1, 16))
     with pytest.raises(ValueError, match="invalid quad code"):
@@ -66,3 +71,32 @@ def test_triton_kernel_under_interpreter():
                        cwd=here.parents[1], timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1]
+
+
+def _bits(t):
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]) if t.is_floating_point() else t
+
+
+def _assert_bitwise(got, ref):
+    for a, b in zip(got, ref):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bits(a), _bits(b))
+
+
+def test_compiled_equals_the_reference_bitwise_on_every_quad(monkeypatch, dtype=torch.float32):
+    """Every quad over {−2, −1, −0, 0, 1, 2} (ties, signed zeros, all-zero quads): mask, values (to the bit) and meta.
+    Traced with aot_eager (the same graph as inductor's, no code generation); one inductor test below."""
+    monkeypatch.setenv("OVERPARAM_COMPILE_BACKEND", "aot_eager")
+    quads = torch.tensor(list(itertools.product([-2.0, -1.0, -0.0, 0.0, 1.0, 2.0], repeat=4)))   # 1296 = 324 rows
+    w = quads.reshape(-1, 16).to(dtype)
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        _assert_bitwise(nm_compress_24(w, impl="compiled"), nm_compress_24(w, impl="reference"))
+
+
+@pytest.mark.slow
+def test_compiled_with_inductor_equals_the_reference_bitwise():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(24, 48, generator=g)
+    w[:, ::5] = 0.0
+    w[3] = w[3].abs().round()                            # ties
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        _assert_bitwise(nm_compress_24(w, impl="compiled"), nm_compress_24(w, impl="reference"))

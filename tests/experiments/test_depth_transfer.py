@@ -1,3 +1,5 @@
+import csv
+
 import pytest
 import torch
 
@@ -16,3 +18,7 @@ def test_depth_transfer_quick_reproduces_claim(tmp_path):
     # at the base depth the three plans are the same model and optimizer
     assert m["loss"]["mup"][0] == m["loss"]["depth-mup"][0] == m["loss"]["completep"][0]
     assert (tmp_path / "result.json").exists() and (tmp_path / "report.md").exists()
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))          # the sweep's table: one row per run
+    assert len(rows) == 3 * len(m["depths"]) * len(m["log2_lr"])
+    r = next(r for r in rows if r["param"] == "completep" and int(r["depth"]) == m["depths"][-1])
+    assert float(r["loss"]) == m["loss"]["completep"][-1][m["log2_lr"].index(int(r["log2_lr"]))]   # one seed: the mean

@@ -1,5 +1,7 @@
-import pytest
+import csv
 from dataclasses import replace
+
+import pytest
 
 from overparam.experiments import get
 from overparam.experiments._runner import run_experiment
@@ -15,6 +17,9 @@ def test_kappa_independence_reduced(tmp_path):
     g = list(m["iterations"]["gd"].values())
     assert max(s) < 1.5 * min(s)  # ScaledGD flat over kappa
     assert g[-1] > 20 * g[0]  # GD grows with kappa (x50)
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))          # the sweep's table: kappa x method
+    assert [(r["kappa"], r["method"]) for r in rows] == [("1", "scaledgd"), ("1", "gd"), ("50", "scaledgd"), ("50", "gd")]
+    assert [int(r["iterations"]) for r in rows[1::2]] == g
 
 
 P = {"min_gd_growth_frac": 0.2, "max_gd_growth_frac": 5.0, "max_iters": 20000}

@@ -1,3 +1,5 @@
+import csv
+
 import torch
 
 from overparam.experiments import get
@@ -14,3 +16,7 @@ def test_mu_transfer_quick_reproduces_claim(tmp_path):
     # at the narrowest (base) width both parameterizations are the same model and optimizer
     assert m["loss"]["sp"][0] == m["loss"]["mup"][0]
     assert (tmp_path / "result.json").exists() and (tmp_path / "report.md").exists()
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))          # the sweep's table: one row per run
+    assert len(rows) == 2 * len(m["widths"]) * len(m["log2_lr"])
+    r = next(r for r in rows if r["param"] == "sp" and int(r["width"]) == m["widths"][-1])
+    assert float(r["loss"]) == m["loss"]["sp"][-1][m["log2_lr"].index(int(r["log2_lr"]))]   # one seed: the mean
