@@ -359,10 +359,12 @@ def test_issue20_same_width_base_empty_model_and_zero_output_are_refused():
 
 
 @pytest.mark.slow
-def test_plans_under_torch_compile_and_nothing_on_parameters():
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_plans_under_torch_compile_and_nothing_on_parameters(backend):
     """A compiled μP model trains to the eager losses (the plan is init + param groups: nothing for the
     compiler to see), and plan/init_/param_groups leave every Parameter object as it was (no
-    attributes like mup's ``infshape``, same class, same identity)."""
+    attributes like mup's ``infshape``, same class, same identity). ``aot_eager`` traces the graph;
+    ``inductor`` also generates and runs the code (slower to compile)."""
     def run(compiled):
         torch.manual_seed(0)
         m = mlp(64).float()
@@ -371,7 +373,7 @@ def test_plans_under_torch_compile_and_nothing_on_parameters():
         p.init_(m, generator=0)
         opt = torch.optim.Adam(p.param_groups(m, lr=1e-2, weight_decay=0.01, eps=1e-8))
         assert {k: (type(q), dict(vars(q))) for k, q in m.named_parameters()} == before
-        f = torch.compile(m, backend="aot_eager") if compiled else m
+        f = torch.compile(m, backend=backend) if compiled else m
         x, y = torch.randn(32, 6, generator=torch.Generator().manual_seed(1)), torch.arange(32) % 3
         out = []
         for _ in range(4):
