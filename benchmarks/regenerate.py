@@ -4,8 +4,8 @@ Run from the repository root: ``python benchmarks/regenerate.py`` (or ``overpara
 
 1. A fresh venv (``--venv DIR`` to choose or keep it; ``--no-venv`` to use this interpreter) gets
    ``torch==2.13.0`` first, then this checkout with its ``bench`` extra (the anchors: PyHessian,
-   curvlinops, scipy, mup, peft) and the few packages single scripts import on top
-   (``EXTRA``), with torch held at its pin by a constraints file, so no anchor can swap the build.
+   curvlinops, scipy, mup, peft, and transformers, unit-scaling, attrs that single scripts import),
+   with torch held at its pin by a constraints file, so no anchor can swap the build.
 2. Every ``benchmarks/*_bench.py`` runs once, one after the other, with that venv's Python and the
    checkout first on ``PYTHONPATH`` (as ``overparam bench NAME`` runs them); ``--only`` picks some.
 3. ``benchmarks/results/latest.md`` (``--out``) gets the machine (CPU model and cores, GPU or none),
@@ -31,7 +31,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH = "torch==2.13.0"
-EXTRA = ["transformers", "unit-scaling", "attrs"]   # sequence_ggn_bench, umup_bench, factor_bench (peft's CorDA)
 VERSIONS = ("torch", "pyhessian", "curvlinops", "scipy", "mup", "peft", "transformers", "unit_scaling", "triton")
 MACHINE = r"""
 import importlib.metadata as md, os, platform, torch
@@ -62,7 +61,7 @@ def scripts(only: list[str] | None) -> list[Path]:
 
 
 def make_venv(path: Path) -> Path:
-    """A venv at ``path`` with torch pinned first, then ``.[bench]`` and ``EXTRA``; its python."""
+    """A venv at ``path`` with torch pinned first, then ``.[bench]``; its python."""
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     python = path / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "--quiet"]
@@ -70,7 +69,7 @@ def make_venv(path: Path) -> Path:
     subprocess.run(pip + [TORCH], check=True)
     constraints = path / "constraints.txt"
     constraints.write_text(TORCH + "\n")
-    subprocess.run(pip + ["-c", str(constraints), f"{ROOT}[bench]", *EXTRA], check=True)
+    subprocess.run(pip + ["-c", str(constraints), f"{ROOT}[bench]"], check=True)
     return python
 
 
