@@ -9,7 +9,8 @@ in every layer that reads it (outside attention products):
 * output channels of a Linear or Conv (``mask[c] == False`` over the whole row / filter), with
   the BatchNorm, depthwise Conv and next-layer columns that index them;
 * hidden units of an MLP (the rows of the first Linear; gated MLPs: of both branches);
-* attention heads of a hand-written attention (the rows of q, k and v for the head, also of one
+* attention heads of a hand-written attention (the rows of q, k and v for the head, or all its
+  columns of the out-projection — the head then contributes nothing —, also of one
   fused q/k/v Linear that is ``split`` or ``chunk``-ed; views, masks and ``att @ v`` follow) and of ``nn.MultiheadAttention`` (its ``in_proj_weight`` rows of the head
   in q, k and v, or the head's columns of ``out_proj.weight``), replaced by :class:`PrunedMultiheadAttention`.
 
@@ -201,8 +202,10 @@ def _keep_per_space(g: DepGraph, masks: Mapping[str, Tensor]) -> dict[int, Tenso
             dead = torch.zeros(g.spaces[g.find(u.space)].size * u.repeat, dtype=torch.bool) if m is None else \
                 _row_masks(u.module, m, 1).cpu()
             readers.setdefault(g.find(u.space), []).append(dead.reshape(-1, u.repeat).all(1))
-    mixed = {g.find(lay.space) for n, lay in g.layout.items() if lay is not None and (   # q·kᵀ reads it too
-        lay.block > 1 or getattr(n.target, "__name__", "") == "scaled_dot_product_attention")}
+    mixed: dict[int, int] = {}       # an attention's space (q·kᵀ reads it too) → channels per head
+    for n, lay in g.layout.items():
+        if lay is not None and (lay.block > 1 or getattr(n.target, "__name__", "") == "scaled_dot_product_attention"):
+            mixed[g.find(lay.space)] = math.lcm(mixed.get(g.find(lay.space), 1), lay.block)
     roots = {g.find(i) for i in range(len(g.spaces))}
     for r in roots:
         sp = g.spaces[r]
@@ -216,8 +219,10 @@ def _keep_per_space(g: DepGraph, masks: Mapping[str, Tensor]) -> dict[int, Tenso
             gn = torch.zeros(sp.size, dtype=torch.bool, device=device) if gn is None else gn[a:a + sp.size].to(device)
             every &= gn
             some |= gn
-        unread = torch.zeros(sp.size, dtype=torch.bool, device=device) if sp.fixed or r not in readers or (
-            r in mixed) else torch.stack(readers[r]).all(0).to(device)   # every reader masks its columns: dead too
+        unread = torch.zeros(sp.size, dtype=torch.bool, device=device) if sp.fixed or r not in readers else \
+            torch.stack(readers[r]).all(0).to(device)   # every reader masks its columns: dead too
+        if r in mixed and sp.size % mixed[r] == 0:        # in an attention only whole heads whose outputs nobody reads (q, k, v rows go too)
+            unread = unread.reshape(-1, mixed[r]).all(1, keepdim=True).expand(-1, mixed[r]).reshape(-1)
         if bool((some & ~every).any()):
             ch = (some & ~every).nonzero().flatten().tolist()[:8]
             raise ValueError(f"masks: channels {ch} of {_who(sp)} are coupled (a residual add, a gate or an attention "

@@ -106,6 +106,46 @@ def test_fused_qkv_split_heads_removed(chunk):
     with pytest.raises(ValueError, match=r"qkv.weight rows 16:32, .* are coupled"):
         remove_pruned(net, {"qkv.weight": _rows((48, 16), _head_rows(16, 4, [0]))}, (x,))
     cols = torch.ones(16, 16, dtype=torch.bool)
-    cols[:, 4:8] = False                        # o's columns of head 1: q·kᵀ still reads q and k, not removed
+    cols[:, 4:7] = False                        # 3 of head 1's 4 o-columns: the head still counts, not removable
     with pytest.raises(ValueError, match="whole input channels"):
         remove_pruned(net, {"o.weight": cols}, (x,))
+
+
+def _o_columns(d, h, heads, rows=None):
+    m = torch.ones(d, d, dtype=torch.bool)
+    m[:, _head_rows(d, h, heads)] = False
+    if rows is not None:
+        m[rows] = False
+    return m
+
+
+@pytest.mark.parametrize("kind", ["explicit", "sdpa", "fused"])
+def test_heads_removed_by_out_projection_columns_alone(kind):
+    """A head whose o-columns are all masked contributes nothing: its q, k and v rows go too (exact)."""
+    net = _randomize(Fused() if kind == "fused" else Attention(sdpa=kind == "sdpa"), seed=3)
+    masks = {"o.weight": _o_columns(16, 4, [0, 2])}
+    x = torch.randn(2, 6, 16, generator=_gen(23))
+    small = remove_pruned(net, masks, (x,))
+    if kind == "fused":
+        assert (small.qkv.out_features, small.o.in_features) == (24, 8)
+        assert torch.equal(small.qkv.weight[:4], net.qkv.weight[4:8])          # q rows of head 1 first
+        assert torch.equal(small.qkv.weight[8:12], net.qkv.weight[20:24])      # then k rows of head 1
+    else:
+        assert (small.q.out_features, small.k.out_features, small.v.out_features, small.o.in_features) == (8, 8, 8, 8)
+        assert torch.equal(small.q.weight, net.q.weight[_head_rows(16, 4, [1, 3])])
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters())
+    _assert_same(small, net, masks, torch.randn(3, 6, 16, generator=_gen(24)))
+
+
+def test_heads_removed_by_columns_mixed_with_rows():
+    """Head 0 by its q/k/v rows, head 3 by its o-columns, in one call; a transformer block around it."""
+    net = _randomize(TransformerBlock(), seed=4)
+    masks = {f"attn.{p}.weight": _rows((16, 16), _head_rows(16, 4, [0])) for p in "qkv"}
+    masks["attn.o.weight"] = _o_columns(16, 4, [3])
+    x = torch.randn(2, 5, 16, generator=_gen(25))
+    small = remove_pruned(net, masks, (x,))
+    assert (small.attn.q.out_features, small.attn.o.in_features) == (8, 8)
+    _assert_same(small, net, masks, torch.randn(3, 7, 16, generator=_gen(26)))
+    masks["attn.o.weight"] = _o_columns(16, 4, [3], rows=[5])     # an o row masked too: the residual add couples it
+    with pytest.raises(ValueError, match=r"channels \[5\] of attn.o.weight, fc2.weight are coupled"):
+        remove_pruned(net, masks, (x,))
