@@ -11,7 +11,7 @@ in every layer that reads it (in attention products: whole heads):
 * hidden units of an MLP (the rows of the first Linear; gated MLPs: of both branches);
 * attention heads of a hand-written attention (the rows of q, k and v for the head, or all its columns of the
   out-projection — the head then contributes nothing —, also of one fused q/k/v Linear that is ``split`` or
-  ``chunk``-ed; views, masks and ``att @ v`` follow) and of ``nn.MultiheadAttention`` (its ``in_proj_weight`` rows of
+  ``chunk``-ed; views, masks and ``att @ v`` follow) and of ``nn.MultiheadAttention`` (its ``in_proj_weight`` or ``q/k/v_proj_weight`` rows of
   the head in q, k and v, or the head's columns of ``out_proj.weight``), replaced by :class:`PrunedMultiheadAttention`.
 
 A removed channel of the masked model is not zero but a constant (the producer's bias through
@@ -55,7 +55,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils._pytree import tree_leaves
 
-from ._attention import PrunedMultiheadAttention
+from ._attention import PrunedMultiheadAttention, heads_kept, projections
 from ._convt import CONV, TRANSPOSED, canonical, in_dim
 from ._depgraph import DepGraph, trace
 from ._layouts import fix_views
@@ -266,8 +266,8 @@ def _check_structured(g: DepGraph, masks, keep: dict[int, Tensor], mods) -> None
                              "masked (structural removal removes whole rows / filters and heads)" + (
                                  "; it masks whole input channels, which are removed where the rows of the layers "
                                  "producing them are masked (channel_groups names them)" if cols else ""))
-    seen = {f"{u.module}.{u.attr}" for u in g.uses} | {f"{t}.in_proj_weight" for _, t in g.mha} | {
-        f"{t}.out_proj.weight" for _, t in g.mha}
+    seen = {f"{u.module}.{u.attr}" for u in g.uses} | {
+        f"{t}.{n}" for _, t in g.mha for n in projections(mods[t]) + ("out_proj.weight",)}
     for k, m in masks.items():
         mod = k.rpartition(".")[0]
         if k not in seen and isinstance(mods.get(mod), (nn.Linear,) + CONV + TRANSPOSED) and not bool(m.all()):
@@ -277,36 +277,14 @@ def _check_structured(g: DepGraph, masks, keep: dict[int, Tensor], mods) -> None
 def _mha_heads(g: DepGraph, masks, mods) -> dict[str, Tensor]:
     out = {}
     for node, target in g.mha:
-        mha = mods[target]
-        if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
-            if f"{target}.in_proj_weight" in masks or f"{target}.out_proj.weight" in masks:
-                raise ValueError(f"masks: MultiheadAttention {target!r} with kdim/vdim, add_bias_kv or add_zero_attn is not supported")
+        keep = heads_kept(mods[target], target, masks)       # folds the removed heads' value bias
+        if keep is None:
             continue
-        E, H = mha.embed_dim, mha.num_heads
-        d = E // H
-        qkv = masks.get(f"{target}.in_proj_weight", torch.ones(3 * E, E, dtype=torch.bool))
-        o = masks.get(f"{target}.out_proj.weight", torch.ones(E, E, dtype=torch.bool))
-        rows = (~qkv.any(1)).reshape(3, H, d)
-        colz = (~o.any(0)).reshape(H, d)
-        gone = rows.all(2).all(0) | colz.all(1)
-        part = (~qkv.reshape(3, H, d, E)).any(3).any(2).any(0) | (~o.reshape(E, H, d)).any(2).any(0)
-        if bool((part & ~gone).any()):
-            h = int((part & ~gone).nonzero()[0])
-            raise ValueError(f"masks: head {h} of MultiheadAttention {target!r} is partly masked (remove a head "
-                             "by masking its q, k and v rows of in_proj_weight, or its out_proj.weight columns)")
-        if bool(gone.all()):
-            raise ValueError(f"masks: every head of MultiheadAttention {target!r} is masked (nothing would be left)")
-        if bool(gone.any()):
-            users = [u for u in node.users if u.args[1] == 1 and u.users]
-            if users:
-                raise ValueError(f"masks: the attention weights of {target!r} are used (node {users[0].name}); "
-                                 "with heads removed they average over fewer heads")
-            if mha.in_proj_bias is not None and mha.out_proj.bias is not None:
-                bv = mha.in_proj_bias.detach()[2 * E:].reshape(H, d)
-                cols = torch.arange(E).reshape(H, d)[gone].reshape(-1)
-                with torch.no_grad():   # a removed head's output is its value bias (attention rows sum to 1)
-                    mha.out_proj.bias.add_(mha.out_proj.weight.detach()[:, cols] @ bv[gone].reshape(-1))
-        out[target] = ~gone
+        users = [u for u in node.users if u.args[1] == 1 and u.users]
+        if not bool(keep.all()) and users:
+            raise ValueError(f"masks: the attention weights of {target!r} are used (node {users[0].name}); "
+                             "with heads removed they average over fewer heads")
+        out[target] = keep
     return out
 
 
