@@ -9,7 +9,8 @@
 2. Wanda's mask (``wanda_mask``: ``|W|·‖X‖`` + per-row selection) against one pass of
    ``abs()*norm`` + ``torch.topk`` over the same weights (the bare cost of the method).
 
-Run from the repository root: ``overparam bench calib_bench [-- --size 4096 --tokens 2048 --repeats 3]``.
+Run from the repository root: ``overparam bench calib_bench [-- --size 4096 --tokens 2048 --repeats 3]``;
+``-- --once blocked reference`` runs SparseGPT alone, one run per case and impl, each row printed when done.
 """
 
 from __future__ import annotations
