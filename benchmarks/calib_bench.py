@@ -9,13 +9,15 @@
 2. Wanda's mask (``wanda_mask``: ``|W|·‖X‖`` + per-row selection) against one pass of
    ``abs()*norm`` + ``torch.topk`` over the same weights (the bare cost of the method).
 
-Run from the repository root: ``overparam bench calib_bench [-- --size 4096 --tokens 2048 --repeats 3]``.
+Run from the repository root: ``overparam bench calib_bench [-- --size 4096 --tokens 2048 --repeats 3]``;
+``-- --once blocked reference`` runs SparseGPT alone, one run per case and impl, each row printed when done.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import torch
 from _timing import interleaved
@@ -47,6 +49,22 @@ def bench_sparsegpt(d: int, tokens: int, repeats: int) -> list[str]:
     return rows
 
 
+def bench_sparsegpt_once(d: int, tokens: int, impls: list[str]) -> None:
+    """One run per (case, impl), printed as soon as it finishes (the 4096² anchor takes minutes
+    per run: this is how the issue-size row was measured, one run each, not a median)."""
+    W, X = problem(d, tokens)
+    H = X.T @ X
+    ref = (X @ W.T).norm()
+    for label, kw in (("50%", {"sparsity": 0.5}), ("2:4", {"n": 2, "m": 4})):
+        for impl in impls:
+            t0 = time.perf_counter()
+            res = sparsegpt_matrix(W, H, impl=impl, **kw)
+            t = time.perf_counter() - t0
+            err = float((X @ (W - res.weight).T).norm() / ref)
+            print(f"| SparseGPT {label}, {d}x{d}, {tokens} tokens, fp32, impl={impl}, one run | {t:.2f} s | "
+                  f"error {err:.4f} |", flush=True)
+
+
 def bench_wanda(d: int, tokens: int, repeats: int) -> list[str]:
     W, X = problem(d, tokens)
     norms = X.norm(dim=0)
@@ -70,10 +88,15 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--once", nargs="+", default=None, metavar="IMPL",
+                    help="SparseGPT only, one run per case and impl (e.g. --once blocked reference)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    if a.once:
+        bench_sparsegpt_once(a.size, a.tokens, a.once)
+        return
     print("| case | overparam | anchor | ratio | error (ours) | error (anchor) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for line in bench_wanda(a.size, a.tokens, a.repeats) + bench_sparsegpt(a.size, a.tokens, a.repeats):

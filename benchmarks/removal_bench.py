@@ -6,7 +6,10 @@ smaller model against the masked model it equals (same run, interleaved rounds, 
    32×32) with half the hidden channels of every block and a quarter of the residual channels
    (stem and every block's second conv jointly) removed;
 3. a pre-norm transformer block (d = 512, 8 heads, MLP 2048; batch 8 × 256 tokens, hand-written
-   attention with ``F.scaled_dot_product_attention``) with half the heads and half the MLP units removed.
+   attention with ``F.scaled_dot_product_attention``) with half the heads and half the MLP units removed;
+4. the same block with half the heads removed by their out-projection columns alone (``o.weight``);
+5. a decoder of strided ``ConvTranspose2d`` (256 → 128 → 64 channels, BatchNorm, batch 16 at 16×16 → 64×64,
+   then a 1×1 Conv to 3) with half the channels of both transposed convs removed.
 
 Eval mode, ``torch.no_grad``. Also the time of the ``remove_pruned`` call itself.
 Run from the repository root: ``python benchmarks/removal_bench.py [--repeats 3 --threads N]``.
@@ -46,6 +49,17 @@ class _CNN(nn.Module):
     def forward(self, x):
         x = self.blocks(F.relu(self.norm(self.stem(x))))
         return self.fc(x.mean((2, 3)))
+
+
+class _Decoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up1, self.n1 = nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1), nn.BatchNorm2d(128)
+        self.up2, self.n2 = nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1), nn.BatchNorm2d(64)
+        self.head = nn.Conv2d(64, 3, 1)
+
+    def forward(self, x):
+        return self.head(F.relu(self.n2(self.up2(F.relu(self.n1(self.up1(x)))))))
 
 
 class _Block(nn.Module):
@@ -92,19 +106,32 @@ def cases():
     masks = {f"{p}.weight": _drop((512, 512), heads) for p in "qkv"}
     masks["up.weight"] = _drop((2048, 512), slice(0, 1024))
     yield "transformer block d=512, 50% heads + 50% MLP units", blk, masks, (torch.randn(8, 256, 512),)
+    cols = torch.ones(512, 512, dtype=torch.bool)
+    cols[:, heads] = False
+    yield "transformer block d=512, 50% heads by o-columns only", blk, {"o.weight": cols}, (torch.randn(8, 256, 512),)
+    dec = _Decoder().eval()
+    masks = {}
+    for conv, norm, c in (("up1", "n1", 128), ("up2", "n2", 64)):    # output channels: weight dim 1, bias, BatchNorm
+        w = dec.get_submodule(conv).weight
+        masks[f"{conv}.weight"] = _drop(w.shape, (slice(None), slice(0, c // 2)))
+        masks.update({k: _drop((c,), slice(0, c // 2)) for k in (f"{conv}.bias", f"{norm}.weight", f"{norm}.bias")})
+    yield "ConvTranspose2d decoder 256-128-64, 50% channels", dec, masks, (torch.randn(16, 256, 16, 16),)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--only", type=int, nargs="+", default=None, help="case numbers (1-based) to run")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
     print("| model | params masked → removed | forward masked | forward removed | time ratio | remove_pruned call |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for name, net, masks, x in cases():
+    for i, (name, net, masks, x) in enumerate(cases(), 1):
+        if args.only and i not in args.only:
+            continue
         t0 = time.perf_counter()
         small = op.prune.remove_pruned(net, masks, x)
         t_call = time.perf_counter() - t0

@@ -15,13 +15,50 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["PrunedMultiheadAttention"]
+__all__ = ["PrunedMultiheadAttention", "projections", "heads_kept"]
+
+
+def projections(mha: nn.MultiheadAttention) -> tuple[str, ...]:
+    """Names of ``mha``'s q/k/v weights: one fused ``in_proj_weight (3E, E)``, or (with ``kdim``/``vdim``)
+    ``q_proj_weight (E, E)``, ``k_proj_weight (E, kdim)``, ``v_proj_weight (E, vdim)``."""
+    return ("in_proj_weight",) if mha._qkv_same_embed_dim else ("q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+
+def heads_kept(mha: nn.MultiheadAttention, target: str, masks) -> Tensor | None:
+    """Bool ``(heads,)``: the heads of ``mha`` (module ``target``) that ``masks`` keeps (None: no mask
+    reaches it). A head is removed by its q, k and v rows or by its ``out_proj.weight`` columns;
+    removing one (masked model) leaves its value bias, which is folded into ``out_proj.bias`` here."""
+    names = projections(mha) + ("out_proj.weight",)
+    if mha.bias_k is not None or mha.add_zero_attn:
+        if any(f"{target}.{n}" in masks for n in names):
+            raise ValueError(f"masks: MultiheadAttention {target!r} with add_bias_kv or add_zero_attn is not supported")
+        return None
+    E, H = mha.embed_dim, mha.num_heads
+    d = E // H
+    ms = [masks.get(f"{target}.{n}", torch.ones(mha.get_parameter(n).shape, dtype=torch.bool)) for n in names]
+    qkv, o = [m for w in ms[:-1] for m in w.reshape(-1, E, w.shape[1]).unbind(0)], ms[-1]   # q, k, v: (E, in) each
+    dead = torch.stack([(~m.any(1)).reshape(H, d).all(1) for m in qkv]).all(0)
+    gone = dead | (~o.any(0)).reshape(H, d).all(1)
+    part = torch.stack([(~m).any(1).reshape(H, d).any(1) for m in qkv]).any(0) | (~o).any(0).reshape(H, d).any(1)
+    if bool((part & ~gone).any()):
+        h = int((part & ~gone).nonzero()[0])
+        raise ValueError(f"masks: head {h} of MultiheadAttention {target!r} is partly masked (remove a head by "
+                         f"masking its q, k and v rows of {' / '.join(names[:-1])}, or its out_proj.weight columns)")
+    if bool(gone.all()):
+        raise ValueError(f"masks: every head of MultiheadAttention {target!r} is masked (nothing would be left)")
+    if bool(gone.any()) and mha.in_proj_bias is not None and mha.out_proj.bias is not None:
+        bv = mha.in_proj_bias.detach()[2 * E:].reshape(H, d)
+        cols = torch.arange(E).reshape(H, d)[gone].reshape(-1)
+        with torch.no_grad():   # a removed head's output is its value bias (attention rows sum to 1)
+            mha.out_proj.bias.add_(mha.out_proj.weight.detach()[:, cols] @ bv[gone].reshape(-1).to(mha.out_proj.bias))
+    return ~gone
 
 
 class PrunedMultiheadAttention(nn.Module):
     """``nn.MultiheadAttention`` with fewer heads than ``embed_dim / head_dim`` (inner width ``heads·head_dim``).
 
-    Same parameter names (``in_proj_weight (3·h·d, E)``, ``in_proj_bias``, ``out_proj``) and call
+    Same parameter names (``in_proj_weight (3·h·d, E)`` — with ``kdim``/``vdim``: ``q_proj_weight (h·d, E)``,
+    ``k_proj_weight (h·d, kdim)``, ``v_proj_weight (h·d, vdim)`` —, ``in_proj_bias``, ``out_proj``) and call
     ``(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
     average_attn_weights=True)``; returns ``(output, weights or None)`` with the weights averaged
     over the *kept* heads. Built by :func:`remove_pruned`.
@@ -40,8 +77,8 @@ class PrunedMultiheadAttention(nn.Module):
         super().__init__()
         if not isinstance(mha, nn.MultiheadAttention):
             raise TypeError(f"mha must be an nn.MultiheadAttention, got {type(mha).__name__}")
-        if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
-            raise ValueError("mha: kdim/vdim, add_bias_kv and add_zero_attn are not supported")
+        if mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError("mha: add_bias_kv and add_zero_attn are not supported")
         if not isinstance(keep, Tensor) or keep.dtype != torch.bool or keep.shape != (mha.num_heads,) or not keep.any():
             raise ValueError(f"keep must be a bool tensor of shape ({mha.num_heads},) keeping at least one head, "
                              f"got {getattr(keep, 'dtype', type(keep).__name__)} {tuple(getattr(keep, 'shape', ()))}")
@@ -51,8 +88,11 @@ class PrunedMultiheadAttention(nn.Module):
         idx = torch.cat([rows, rows + E, rows + 2 * E])
         self.heads, self.head_dim, self.batch_first, self.dropout = int(keep.sum()), d, mha.batch_first, mha.dropout
         self.head_index = keep.nonzero().flatten().tolist()
-        self.in_proj_weight = nn.Parameter(mha.in_proj_weight.detach()[idx].clone(),
-                                           requires_grad=mha.in_proj_weight.requires_grad)
+        self.proj = projections(mha)
+        for name in self.proj:        # fused (3E, E): the head's rows in q, k and v; separate (E, in): its rows
+            w = getattr(mha, name)
+            setattr(self, name, nn.Parameter(w.detach()[idx if len(self.proj) == 1 else rows].clone(),
+                                             requires_grad=w.requires_grad))
         self.in_proj_bias = (None if mha.in_proj_bias is None else
                              nn.Parameter(mha.in_proj_bias.detach()[idx].clone(),
                                           requires_grad=mha.in_proj_bias.requires_grad))
@@ -79,7 +119,7 @@ class PrunedMultiheadAttention(nn.Module):
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         B, L, _ = query.shape
         S, h, d = key.shape[1], self.heads, self.head_dim
-        w = self.in_proj_weight.chunk(3)
+        w = self.in_proj_weight.chunk(3) if len(self.proj) == 1 else [getattr(self, n) for n in self.proj]
         b = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None,) * 3
         q, k, v = (F.linear(t, wi, bi).reshape(B, -1, h, d).transpose(1, 2) for t, wi, bi in zip((query, key, value), w, b))
         scores = (q * d ** -0.5) @ k.transpose(-2, -1)                              # (B, h, L, S)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, fx, nn
 
+from ._convt import CONV, TRANSPOSED, in_dim
 from ._layouts import Layout, indexed, reduced, reshaped
 
-CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 POOL = tuple(getattr(nn, f"{k}{d}d") for k in ("MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool") for d in (1, 2, 3))
 UNARY_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Hardswish,
@@ -182,21 +182,21 @@ class DepGraph:
             lay = self._fresh(node, -1, (node.target, mod, 0))
             self.uses += [Use(node.target, a, 0, lay.space) for a in ("weight", "bias")]
             return lay
-        if isinstance(mod, CONV):
+        if isinstance(mod, CONV + TRANSPOSED):      # weights (out, in, k...), transposed (in, out, k...)
             if mod.groups == 1:
                 if lx is not None:
                     if lx.dims != (1,) or lx.block != 1 or lx.repeat != 1:
                         self.fix(lx.space, f"Conv {node.target!r} reads it across several dims")
                     else:
-                        self.uses.append(Use(node.target, "weight", 1, lx.space))
+                        self.uses.append(Use(node.target, "weight", in_dim(mod), lx.space))
                         self.consumers.append((node, mod, lx))
                 lay = self._fresh(node, 1, (node.target, mod, 0))
-            elif mod.groups == mod.in_channels == mod.out_channels and lx is not None and lx.dims == (1,):
+            elif mod.groups == mod.in_channels == mod.out_channels and lx is not None and lx.dims == (1,) and in_dim(mod):
                 lay = lx                                                   # depthwise: channel by channel
             else:
                 self._block_inputs(node, f"grouped Conv {node.target!r} (groups={mod.groups})")
                 return None
-            self.uses += [Use(node.target, a, 0, lay.space) for a in ("weight", "bias")]
+            self.uses += [Use(node.target, a, 1 - in_dim(mod) if a == "weight" else 0, lay.space) for a in ("weight", "bias")]
             return lay
         if isinstance(mod, NORM):
             if lx is not None:

@@ -4,14 +4,15 @@
 dependency graph (:mod:`overparam.prune._depgraph`: which layers' channels are one *space*,
 joined through residual adds, gates and attention products) and removes every channel whose
 producing rows are masked in **every** producer of its space, or whose input columns are masked
-in every layer that reads it (outside attention products):
+in every layer that reads it (in attention products: whole heads):
 
-* output channels of a Linear or Conv (``mask[c] == False`` over the whole row / filter), with
-  the BatchNorm, depthwise Conv and next-layer columns that index them;
+* output channels of a Linear, Conv or ConvTranspose (``mask[c] == False`` over the whole row /
+  filter; dim 1 of a ConvTranspose weight), with the BatchNorm, depthwise Conv and next-layer columns that index them;
 * hidden units of an MLP (the rows of the first Linear; gated MLPs: of both branches);
-* attention heads of a hand-written attention (the rows of q, k and v for the head, also of one
-  fused q/k/v Linear that is ``split`` or ``chunk``-ed; views, masks and ``att @ v`` follow) and of ``nn.MultiheadAttention`` (its ``in_proj_weight`` rows of the head
-  in q, k and v, or the head's columns of ``out_proj.weight``), replaced by :class:`PrunedMultiheadAttention`.
+* attention heads of a hand-written attention (the rows of q, k and v for the head, or all its columns of the
+  out-projection — the head then contributes nothing —, also of one fused q/k/v Linear that is ``split`` or
+  ``chunk``-ed; views, masks and ``att @ v`` follow) and of ``nn.MultiheadAttention`` (its ``in_proj_weight`` or ``q/k/v_proj_weight`` rows of
+  the head in q, k and v, or the head's columns of ``out_proj.weight``), replaced by :class:`PrunedMultiheadAttention`.
 
 A removed channel of the masked model is not zero but a constant (the producer's bias through
 the BatchNorm and activation): its contribution is folded into the consuming layer's bias
@@ -54,8 +55,9 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils._pytree import tree_leaves
 
-from ._attention import PrunedMultiheadAttention
-from ._depgraph import CONV, DepGraph, trace
+from ._attention import PrunedMultiheadAttention, heads_kept, projections
+from ._convt import CONV, TRANSPOSED, canonical, in_dim
+from ._depgraph import DepGraph, trace
 from ._layouts import fix_views
 from .apply import apply_masks_
 from .targets import check_masks, check_model
@@ -77,7 +79,7 @@ def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs:
     Args:
         model: a module ``torch.fx.symbolic_trace`` can trace (not modified).
         masks: name → bool tensor of the parameter's shape (``True`` = kept), structured: every
-            masked entry of a Linear/Conv weight lies in a fully masked output row (or filter),
+            masked entry of a Linear/Conv/ConvTranspose weight lies in a fully masked output row (or filter),
             or in an input channel that is removed; ``nn.MultiheadAttention`` heads by their
             ``in_proj_weight`` rows (q, k and v) or ``out_proj.weight`` columns. Masks of biases
             and norms are applied as they are.
@@ -187,7 +189,7 @@ def _set(root: nn.Module, target: str, mod: nn.Module) -> None:
 
 
 def _who(sp) -> str:
-    return ", ".join(f"{n}.weight" + (f" rows {a}:{a + sp.size}" if a or m.weight.shape[0] != sp.size else "")
+    return ", ".join(f"{n}.weight" + (f" rows {a}:{a + sp.size}" if a or canonical(m, m.weight).shape[0] != sp.size else "")
                      for n, m, a in sp.producers)
 
 
@@ -195,14 +197,17 @@ def _keep_per_space(g: DepGraph, masks: Mapping[str, Tensor]) -> dict[int, Tenso
     """Root space → bool keep vector; raises for channels masked in some producers only, or in a fixed space."""
     keep: dict[int, Tensor] = {}
     readers: dict[int, list[Tensor]] = {}
+    mods = dict(g.gm.named_modules())
     for u in g.uses:
-        if u.attr == "weight" and u.dim == 1:
+        if u.attr == "weight" and u.dim == in_dim(mods[u.module]):
             m = masks.get(f"{u.module}.weight")
             dead = torch.zeros(g.spaces[g.find(u.space)].size * u.repeat, dtype=torch.bool) if m is None else \
-                _row_masks(u.module, m, 1).cpu()
+                _row_masks(u.module, m, u.dim).cpu()
             readers.setdefault(g.find(u.space), []).append(dead.reshape(-1, u.repeat).all(1))
-    mixed = {g.find(lay.space) for n, lay in g.layout.items() if lay is not None and (   # q·kᵀ reads it too
-        lay.block > 1 or getattr(n.target, "__name__", "") == "scaled_dot_product_attention")}
+    mixed: dict[int, int] = {}       # an attention's space (q·kᵀ reads it too) → channels per head
+    for n, lay in g.layout.items():
+        if lay is not None and (lay.block > 1 or getattr(n.target, "__name__", "") == "scaled_dot_product_attention"):
+            mixed[g.find(lay.space)] = math.lcm(mixed.get(g.find(lay.space), 1), lay.block)
     roots = {g.find(i) for i in range(len(g.spaces))}
     for r in roots:
         sp = g.spaces[r]
@@ -211,13 +216,15 @@ def _keep_per_space(g: DepGraph, masks: Mapping[str, Tensor]) -> dict[int, Tenso
         device = sp.producers[0][1].weight.device
         every = torch.ones(sp.size, dtype=torch.bool, device=device)
         some = torch.zeros(sp.size, dtype=torch.bool, device=device)
-        for name, _, a in sp.producers:
-            gn = _row_masks(name, masks.get(f"{name}.weight"))
+        for name, mod, a in sp.producers:
+            gn = _row_masks(name, masks.get(f"{name}.weight"), 1 - in_dim(mod))
             gn = torch.zeros(sp.size, dtype=torch.bool, device=device) if gn is None else gn[a:a + sp.size].to(device)
             every &= gn
             some |= gn
-        unread = torch.zeros(sp.size, dtype=torch.bool, device=device) if sp.fixed or r not in readers or (
-            r in mixed) else torch.stack(readers[r]).all(0).to(device)   # every reader masks its columns: dead too
+        unread = torch.zeros(sp.size, dtype=torch.bool, device=device) if sp.fixed or r not in readers else \
+            torch.stack(readers[r]).all(0).to(device)   # every reader masks its columns: dead too
+        if r in mixed and sp.size % mixed[r] == 0:        # in an attention only whole heads whose outputs nobody reads (q, k, v rows go too)
+            unread = unread.reshape(-1, mixed[r]).all(1, keepdim=True).expand(-1, mixed[r]).reshape(-1)
         if bool((some & ~every).any()):
             ch = (some & ~every).nonzero().flatten().tolist()[:8]
             raise ValueError(f"masks: channels {ch} of {_who(sp)} are coupled (a residual add, a gate or an attention "
@@ -241,12 +248,12 @@ def _check_structured(g: DepGraph, masks, keep: dict[int, Tensor], mods) -> None
     cols: dict[str, Tensor] = {}
     for u in g.uses:
         r = g.find(u.space)
-        if u.attr == "weight" and u.dim == 1 and r in keep:
+        if u.attr == "weight" and u.dim == in_dim(mods[u.module]) and r in keep:
             cols[u.module] = keep[r].repeat_interleave(u.repeat)
     for u in g.uses:
-        if u.attr != "weight" or u.dim != 0 or f"{u.module}.weight" not in masks:
+        if u.attr != "weight" or u.dim != 1 - in_dim(mods[u.module]) or f"{u.module}.weight" not in masks:
             continue
-        m = masks[f"{u.module}.weight"]
+        m = canonical(mods[u.module], masks[f"{u.module}.weight"])     # (out, in, ...)
         ok = _row_masks(u.module, m).to(m.device)
         bad = ~m & ~ok.reshape(-1, *([1] * (m.dim() - 1)))
         if u.module in cols:
@@ -259,48 +266,25 @@ def _check_structured(g: DepGraph, masks, keep: dict[int, Tensor], mods) -> None
                              "masked (structural removal removes whole rows / filters and heads)" + (
                                  "; it masks whole input channels, which are removed where the rows of the layers "
                                  "producing them are masked (channel_groups names them)" if cols else ""))
-    seen = {f"{u.module}.weight" for u in g.uses} | {f"{t}.in_proj_weight" for _, t in g.mha} | {
-        f"{t}.out_proj.weight" for _, t in g.mha}
+    seen = {f"{u.module}.{u.attr}" for u in g.uses} | {
+        f"{t}.{n}" for _, t in g.mha for n in projections(mods[t]) + ("out_proj.weight",)}
     for k, m in masks.items():
         mod = k.rpartition(".")[0]
-        if k not in seen and isinstance(mods.get(mod), (nn.Linear,) + CONV) and not bool(m.all()):
+        if k not in seen and isinstance(mods.get(mod), (nn.Linear,) + CONV + TRANSPOSED) and not bool(m.all()):
             raise ValueError(f"masks[{k!r}]: layer {mod!r} is not part of the traced graph's channel structure")
 
 
 def _mha_heads(g: DepGraph, masks, mods) -> dict[str, Tensor]:
     out = {}
     for node, target in g.mha:
-        mha = mods[target]
-        if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
-            if f"{target}.in_proj_weight" in masks or f"{target}.out_proj.weight" in masks:
-                raise ValueError(f"masks: MultiheadAttention {target!r} with kdim/vdim, add_bias_kv or "
-                                 "add_zero_attn is not supported")
+        keep = heads_kept(mods[target], target, masks)       # folds the removed heads' value bias
+        if keep is None:
             continue
-        E, H = mha.embed_dim, mha.num_heads
-        d = E // H
-        qkv = masks.get(f"{target}.in_proj_weight", torch.ones(3 * E, E, dtype=torch.bool))
-        o = masks.get(f"{target}.out_proj.weight", torch.ones(E, E, dtype=torch.bool))
-        rows = (~qkv.any(1)).reshape(3, H, d)
-        colz = (~o.any(0)).reshape(H, d)
-        gone = rows.all(2).all(0) | colz.all(1)
-        part = (~qkv.reshape(3, H, d, E)).any(3).any(2).any(0) | (~o.reshape(E, H, d)).any(2).any(0)
-        if bool((part & ~gone).any()):
-            h = int((part & ~gone).nonzero()[0])
-            raise ValueError(f"masks: head {h} of MultiheadAttention {target!r} is partly masked (remove a head "
-                             "by masking its q, k and v rows of in_proj_weight, or its out_proj.weight columns)")
-        if bool(gone.all()):
-            raise ValueError(f"masks: every head of MultiheadAttention {target!r} is masked (nothing would be left)")
-        if bool(gone.any()):
-            users = [u for u in node.users if u.args[1] == 1 and u.users]
-            if users:
-                raise ValueError(f"masks: the attention weights of {target!r} are used (node {users[0].name}); "
-                                 "with heads removed they average over fewer heads")
-            if mha.in_proj_bias is not None and mha.out_proj.bias is not None:
-                bv = mha.in_proj_bias.detach()[2 * E:].reshape(H, d)
-                cols = torch.arange(E).reshape(H, d)[gone].reshape(-1)
-                with torch.no_grad():   # a removed head's output is its value bias (attention rows sum to 1)
-                    mha.out_proj.bias.add_(mha.out_proj.weight.detach()[:, cols] @ bv[gone].reshape(-1))
-        out[target] = ~gone
+        users = [u for u in node.users if u.args[1] == 1 and u.users]
+        if not bool(keep.all()) and users:
+            raise ValueError(f"masks: the attention weights of {target!r} are used (node {users[0].name}); "
+                             "with heads removed they average over fewer heads")
+        out[target] = keep
     return out
 
 
@@ -312,7 +296,7 @@ def _fold(g: DepGraph, keep: dict[int, Tensor], mods, atol: float) -> None:
             continue
         x = g.values[node.args[0]]
         gone = ~keep[r].repeat_interleave(lay.repeat)
-        w = mod.weight.detach()[:, gone]
+        w = canonical(mod, mod.weight.detach())[:, gone]
         live = w.reshape(w.shape[0], w.shape[1], -1).ne(0).any(2).any(0)   # removed channels it still reads
         if not bool(live.any()):
             continue
@@ -328,6 +312,9 @@ def _fold(g: DepGraph, keep: dict[int, Tensor], mods, atol: float) -> None:
                              f"so it cannot be folded: unsupported graph between its producer and {node.target!r}")
         if not bool((c != 0).any()):
             continue
+        if isinstance(mod, TRANSPOSED):     # a constant input reaches the outputs through varying numbers of taps
+            raise ValueError(f"masks: the removed input channels of ConvTranspose {node.target!r} are the nonzero constants "
+                             f"{c[:4].tolist()}: mask the producer's bias (and BatchNorm weight and bias) for them too")
         if isinstance(mod, CONV):
             pads = mod.padding if isinstance(mod.padding, tuple) else (mod.padding,)
             if mod.padding_mode == "zeros" and (mod.padding == "same" or any(p != 0 for p in pads)):
@@ -370,11 +357,11 @@ def _shrink(g: DepGraph, keep: dict[int, Tensor], mods) -> None:
         mod, n = mods[u.module], int(keep[r].sum()) * u.repeat
         if isinstance(mod, nn.Linear):
             setattr(mod, "in_features" if u.dim == 1 else "out_features", n)
-        elif isinstance(mod, CONV):
+        elif isinstance(mod, CONV + TRANSPOSED):
             if mod.groups > 1:
                 mod.groups = mod.in_channels = mod.out_channels = n
             else:
-                setattr(mod, "in_channels" if u.dim == 1 else "out_channels", n)
+                setattr(mod, "in_channels" if u.attr == "weight" and u.dim == in_dim(mod) else "out_channels", n)
         elif hasattr(mod, "num_features"):
             mod.num_features = n
 

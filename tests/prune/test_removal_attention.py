@@ -8,7 +8,7 @@ from torch import nn
 
 from overparam.prune import ln_structured
 from overparam.prune.removal import PrunedMultiheadAttention, remove_pruned
-from test_removal import _assert_same, _gen, _randomize, _rows
+from test_removal import _assert_same, _gen, _masked, _randomize, _rows
 
 
 class Attention(nn.Module):
@@ -106,6 +106,92 @@ def test_fused_qkv_split_heads_removed(chunk):
     with pytest.raises(ValueError, match=r"qkv.weight rows 16:32, .* are coupled"):
         remove_pruned(net, {"qkv.weight": _rows((48, 16), _head_rows(16, 4, [0]))}, (x,))
     cols = torch.ones(16, 16, dtype=torch.bool)
-    cols[:, 4:8] = False                        # o's columns of head 1: q·kᵀ still reads q and k, not removed
+    cols[:, 4:7] = False                        # 3 of head 1's 4 o-columns: the head still counts, not removable
     with pytest.raises(ValueError, match="whole input channels"):
         remove_pruned(net, {"o.weight": cols}, (x,))
+
+
+def _o_columns(d, h, heads, rows=None):
+    m = torch.ones(d, d, dtype=torch.bool)
+    m[:, _head_rows(d, h, heads)] = False
+    if rows is not None:
+        m[rows] = False
+    return m
+
+
+@pytest.mark.parametrize("kind", ["explicit", "sdpa", "fused"])
+def test_heads_removed_by_out_projection_columns_alone(kind):
+    """A head whose o-columns are all masked contributes nothing: its q, k and v rows go too (exact)."""
+    net = _randomize(Fused() if kind == "fused" else Attention(sdpa=kind == "sdpa"), seed=3)
+    masks = {"o.weight": _o_columns(16, 4, [0, 2])}
+    x = torch.randn(2, 6, 16, generator=_gen(23))
+    small = remove_pruned(net, masks, (x,))
+    if kind == "fused":
+        assert (small.qkv.out_features, small.o.in_features) == (24, 8)
+        assert torch.equal(small.qkv.weight[:4], net.qkv.weight[4:8])          # q rows of head 1 first
+        assert torch.equal(small.qkv.weight[8:12], net.qkv.weight[20:24])      # then k rows of head 1
+    else:
+        assert (small.q.out_features, small.k.out_features, small.v.out_features, small.o.in_features) == (8, 8, 8, 8)
+        assert torch.equal(small.q.weight, net.q.weight[_head_rows(16, 4, [1, 3])])
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters())
+    _assert_same(small, net, masks, torch.randn(3, 6, 16, generator=_gen(24)))
+
+
+def test_heads_removed_by_columns_mixed_with_rows():
+    """Head 0 by its q/k/v rows, head 3 by its o-columns, in one call; a transformer block around it."""
+    net = _randomize(TransformerBlock(), seed=4)
+    masks = {f"attn.{p}.weight": _rows((16, 16), _head_rows(16, 4, [0])) for p in "qkv"}
+    masks["attn.o.weight"] = _o_columns(16, 4, [3])
+    x = torch.randn(2, 5, 16, generator=_gen(25))
+    small = remove_pruned(net, masks, (x,))
+    assert (small.attn.q.out_features, small.attn.o.in_features) == (8, 8)
+    _assert_same(small, net, masks, torch.randn(3, 7, 16, generator=_gen(26)))
+    masks["attn.o.weight"] = _o_columns(16, 4, [3], rows=[5])     # an o row masked too: the residual add couples it
+    with pytest.raises(ValueError, match=r"channels \[5\] of attn.o.weight, fc2.weight are coupled"):
+        remove_pruned(net, masks, (x,))
+
+
+class CrossKV(nn.Module):
+    """Cross-attention with ``kdim``/``vdim`` (separate q/k/v weights), on a residual stream."""
+
+    def __init__(self, batch_first=True, **kw):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 4, kdim=6, vdim=10, batch_first=batch_first, **kw)
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, x, k, v):
+        return self.fc(x + self.attn(x, k, v, need_weights=False)[0])
+
+
+def _cross_inputs(seed, batch_first=True, B=2, L=5, S=7):
+    g = _gen(seed)
+    x, k, v = torch.randn(B, L, 16, generator=g), torch.randn(B, S, 6, generator=g), torch.randn(B, S, 10, generator=g)
+    return (x, k, v) if batch_first else tuple(t.transpose(0, 1).contiguous() for t in (x, k, v))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_multihead_attention_with_kdim_vdim_heads_removed(batch_first):
+    net = _randomize(CrossKV(batch_first), seed=5)
+    masks = {f"attn.{p}_proj_weight": _rows(getattr(net.attn, f"{p}_proj_weight").shape, _head_rows(16, 4, [1]))
+             for p in "qkv"}
+    masks["attn.out_proj.weight"] = _o_columns(16, 4, [3])
+    small = remove_pruned(net, masks, _cross_inputs(27, batch_first))
+    a = small.attn
+    assert isinstance(a, PrunedMultiheadAttention) and a.heads == 2 and a.in_proj_bias.shape == (24,)
+    assert (a.q_proj_weight.shape, a.k_proj_weight.shape, a.v_proj_weight.shape) == ((8, 16), (8, 6), (8, 10))
+    assert torch.equal(a.k_proj_weight, net.attn.k_proj_weight[_head_rows(16, 4, [0, 2])])
+    assert a.out_proj.weight.shape == (16, 8)
+    ref, inputs = _masked(net, masks).eval(), _cross_inputs(28, batch_first, B=3, L=4, S=9)
+    with torch.no_grad():
+        got, want = small.eval()(*inputs), ref(*inputs)
+    assert float((got - want).abs().max()) <= 1e-6 * max(1.0, float(want.abs().max()))
+    partial = dict(masks)
+    partial["attn.k_proj_weight"] = _rows((16, 6), _head_rows(16, 4, [1])[1:])   # one k row of head 1 kept
+    with pytest.raises(ValueError, match="head 1 of MultiheadAttention 'attn' is partly masked .* k_proj_weight"):
+        remove_pruned(net, partial, _cross_inputs(27, batch_first))
+
+
+def test_multihead_attention_add_bias_kv_refused():
+    net = _randomize(CrossKV(add_bias_kv=True), seed=6)
+    with pytest.raises(ValueError, match="'attn' with add_bias_kv or add_zero_attn is not supported"):
+        remove_pruned(net, {"attn.out_proj.weight": _o_columns(16, 4, [0])}, _cross_inputs(29))
