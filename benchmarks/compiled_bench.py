@@ -4,7 +4,9 @@
   ``(2048, 4096)`` fp32 weight (8.4M) with 20% of the entries kept (the routine alone);
 * the whole training step of ``op.prune.PackedAdamW`` on the 8.4M-weight MLP of ``packed_bench.py``
   at 80% sparsity, with ``OVERPARAM_IMPL=packed_adamw_step=compiled`` against the default (eager);
-* ``nm_compress_24``: 2:4 selection and compression of a 4096 × 4096 fp32 weight.
+* ``nm_compress_24``: 2:4 selection and compression of a 4096 × 4096 fp32 weight;
+* ``nm_mask`` at 2:4 and 4:16 of a 4096 × 4096 fp32 score matrix, against ``"batched"`` (the eager
+  default on CPU; pairwise ranks for M <= 8, top-k beyond).
 
 Every pair runs in interleaved rounds (median of ``--repeats``); the first call of each compiled
 variant (the compilation) is timed separately. Run from the repository root:
@@ -24,6 +26,7 @@ from packed_bench import _mlp
 
 import overparam as op
 from overparam.backend.packed_step import packed_adamw_step, packed_sgd_step
+from overparam.backend.nm import nm_mask
 from overparam.backend.sparse24 import nm_compress_24
 
 
@@ -111,20 +114,35 @@ def _nm24_row(a):
     return _row(f"nm_compress_24, {a.nm_size} × {a.nm_size} fp32 (outputs equal bit for bit)", med, compile_s)
 
 
+def _nm_rows(a):
+    s = torch.randn(a.nm_size, a.nm_size, generator=torch.Generator().manual_seed(0)).abs()
+    rows = []
+    for n, m in ((2, 4), (4, 16)):
+        compile_s = _first_call(lambda: nm_mask(s, n, m, impl="compiled"))
+        assert torch.equal(nm_mask(s, n, m, impl="compiled"), nm_mask(s, n, m, impl="reference"))
+        med = _pair({k: (lambda i=i: nm_mask(s, n, m, impl=i)) for k, i in (("reference", "batched"), ("compiled", "compiled"))},
+                    a.repeats)
+        rows.append(_row(f'nm_mask {n}:{m}, {a.nm_size} × {a.nm_size} fp32 (eager: "batched"; masks equal)', med, compile_s))
+    return rows
+
+
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kept", type=float, default=0.2)
     ap.add_argument("--nm-size", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--inner", type=int, default=5)
+    ap.add_argument("--only-nm", action="store_true", help="the nm_mask rows only")
     a = ap.parse_args(argv)
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {a.repeats} interleaved rounds "
              f"({a.inner} calls per round for the optimizer rows):",
              "| routine | eager reference | compiled | compiled / eager | first call (compiles) |",
              "| --- | --- | --- | --- | --- |"]
-    lines += _optimizer_rows(a)
-    lines.append(_training_row(a))
-    lines.append(_nm24_row(a))
+    if not a.only_nm:
+        lines += _optimizer_rows(a)
+        lines.append(_training_row(a))
+        lines.append(_nm24_row(a))
+    lines += _nm_rows(a)
     text = "\n".join(lines)
     print(text)
     return text

@@ -169,7 +169,7 @@ class Registry:
 
         Example:
             >>> [i.name for i in implementations("nm_mask")]
-            ['reference', 'batched', 'triton']
+            ['reference', 'batched', 'compiled', 'triton']
         """
         dev = _device(device)
         routines = sorted(self._routines) if routine is None else [routine]

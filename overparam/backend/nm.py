@@ -7,11 +7,13 @@ position: among equal scores the earlier one in the group is kept, i.e. entry ``
     rank_i = #{j : s_j > s_i} + #{j < i : s_j = s_i} < N.
 
 :func:`nm_mask` is registered in :mod:`~overparam.backend.dispatch` as routine ``"nm_mask"``
-with three implementations of one signature ``(scores, n, m, dim)``:
+with four implementations of one signature ``(scores, n, m, dim)``:
 
 * ``"reference"``: a stable descending sort per group (the oracle);
 * ``"batched"``: sort-free pairwise ranks for M <= 8, top-k beyond with a stable sort only for
   the groups tied at the boundary (``"auto"`` off CUDA);
+* ``"compiled"``: the pairwise ranks for every M as one ``torch.compile``'d program (opt-in; the
+  first call compiles, see :mod:`~overparam.backend.compiled`);
 * ``"triton"``: the fused kernel of :mod:`overparam.backend.kernels.nm` (``"auto"`` on CUDA
   when Triton is installed; on CPU only under ``TRITON_INTERPRET=1``).
 
@@ -29,6 +31,7 @@ from torch import Tensor
 
 from . import dispatch
 from .checks import check_dim, check_float
+from .compiled import compile_unavailable, lazy_compile
 
 __all__ = ["check_nm", "nm_groups", "nm_ungroup", "grouped_dim", "nm_mask"]
 
@@ -140,6 +143,26 @@ def _pairwise_ranks(g: Tensor) -> list[Tensor]:
             rank[i].add_(b, alpha=-1)
             rank[j] += b
     return rank
+
+
+def _pairwise_keep(g: Tensor, n: int) -> Tensor:
+    """``(groups, m)`` bool ``rank < n`` of a NaN-free ``(groups, m)`` view: the core the ``"compiled"``
+    implementation hands to ``torch.compile`` (inductor fuses the ``m(m − 1)/2`` comparisons)."""
+    return torch.stack([r < n for r in _pairwise_ranks(g)], 1)
+
+
+_pairwise_keep_compiled = lazy_compile(_pairwise_keep)
+
+
+@dispatch.register("nm_mask", "compiled", available=compile_unavailable)
+def nm_compiled(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:
+    """The sort-free pairwise ranks of ``"batched"`` for every ``m`` as one ``torch.compile``'d program
+    (the first call compiles, seconds; each new ``(n, m)`` compiles once more, and past dynamo's
+    ``recompile_limit`` (8) it runs the same code eagerly); equal to the reference bit for bit. Opt-in
+    (``impl="compiled"``): ``"auto"`` keeps ``"batched"`` on CPU."""
+    if _has_nan(scores):
+        raise ValueError("scores contain NaN")
+    return nm_ungroup(_pairwise_keep_compiled(nm_groups(scores, m, dim).contiguous(), n), scores, dim)
 
 
 def _nm_topk(scores: Tensor, n: int, m: int, dim: int = 1) -> Tensor:

@@ -112,9 +112,36 @@ def test_triton_nm_kernel_under_interpreter():
     assert " passed" in r.stdout and "skipped" not in r.stdout
 
 
-def test_nm_mask_is_registered_with_three_implementations():
+def test_compiled_equals_the_reference_bitwise(monkeypatch):
+    """The compiled pairwise ranks (M = 3, 4, 8, 16; fp32 and fp16; ties and ±inf; both grouped dims) equal the stable sort.
+    Traced with aot_eager (the graph inductor compiles, without generating code: fast), with dynamo told to fail
+    rather than fall back to eager when it runs out of recompilations; one inductor test below."""
+    monkeypatch.setenv("OVERPARAM_COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    vals = torch.tensor([-float("inf"), -1.0, 0.0, 0.0, 2.0, float("inf")])
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, recompile_limit=32):   # one graph per (n, m)
+        for n, m, dtype in ((1, 3, torch.float32), (2, 4, torch.float16), (3, 8, torch.float32), (5, 16, torch.float32)):
+            w = vals[torch.randint(0, len(vals), (6, 4 * m), generator=g)].to(dtype)
+            assert torch.equal(N.nm_mask(w, n, m, impl="compiled"), N.nm_reference(w, n, m)), (n, m)
+            wt = w.T.contiguous()
+            assert torch.equal(N.nm_mask(wt, n, m, dim=0, impl="compiled"), N.nm_reference(wt, n, m, 0)), (n, m)
+
+
+@pytest.mark.slow
+def test_compiled_with_inductor_equals_the_reference():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 64, generator=g)
+    w[2] = w[2].round()                                   # ties
+    for n, m in ((2, 4), (4, 16)):
+        assert torch.equal(N.nm_mask(w.abs(), n, m, impl="compiled"), N.nm_reference(w.abs(), n, m))
+    with pytest.raises(ValueError, match="NaN"):
+        N.nm_mask(torch.tensor([[1.0, float("nan"), 0.0, 2.0]]), 2, 4, impl="compiled")
+
+
+def test_nm_mask_is_registered_with_four_implementations():
     from overparam.backend import dispatch
 
-    assert [i.name for i in dispatch.implementations("nm_mask")] == ["reference", "batched", "triton"]
+    assert [i.name for i in dispatch.implementations("nm_mask")] == ["reference", "batched", "compiled", "triton"]
     assert dispatch.choose("nm_mask", device="cpu") is N.nm_batched  # auto off CUDA
     assert dispatch.choose("nm_mask", "reference") is N.nm_reference
