@@ -8,7 +8,9 @@ Overparameterized Low-Rank Matrix Sensing" (ScaledGD(λ)). For a pair ``(L, R)``
 
 and for a symmetric factor ``X`` (``X Xᵀ``): ``X ← X − η ∇f (XᵀX + λI)⁻¹``. ``damping=0`` is
 ScaledGD; ``damping=λ > 0`` is ScaledGD(λ), meant for over-parameterized rank with a small
-random init. The r×r solves use :func:`overparam.backend.linalg.gram_solve` (Cholesky); with
+random init. Each r×r solve forms the Gram matrix ``RᵀR`` (all-reduced over ranks when the factor
+is sharded by FSDP2) and solves with :func:`overparam.backend.linalg.spd_solve` (Cholesky, the kernel
+of :func:`~overparam.backend.linalg.gram_solve`); with
 ``λ = 0`` and a rank-deficient factor a :class:`~overparam.backend.linalg.NotPositiveDefiniteError`
 (a ValueError) names the pair: use ``damping > 0``. There is no silent fallback.
 """
