@@ -191,8 +191,16 @@ def bench_inits(n: int = 1024, r: int = 16, batches: int = 8, rows: int = 256, o
     for name, (ours, theirs) in cases.items():
         if only and name.split(" ")[0] not in only:
             continue
+        threads = torch.get_num_threads()
+        if name.startswith("lora_ga"):
+            # one thread: on a loaded 2-core machine (load average 16), 2 threads made each small op of the
+            # randomized SVDs (a 40x1024 @ 1024x40 Gram, a 40-column triangular solve) ~500x slower than 1 thread,
+            # and ours runs more of them than peft's svd_lowrank (2.3-4.3x recorded at 2 threads, 1.1-1.4x at 1)
+            torch.set_num_threads(1)
+            name += ", 1 thread"
         t = {who: median_time(fn, repeats=3, setup=lambda: copy.deepcopy(model))
              for who, fn in (("overparam", ours), ("peft", theirs))}
+        torch.set_num_threads(threads)
         print(f"| {name} | {t['overparam']:.3f} | {t['peft']:.3f} | {t['overparam'] / t['peft']:.3f} |", flush=True)
         out[name] = t
     if not only or "lora_ga" in only:

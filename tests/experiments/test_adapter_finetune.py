@@ -11,7 +11,7 @@ from overparam.experiments.adapter_finetune import ill_conditioned_start
 from overparam.experiments.harness import mlp
 
 SMALL = {"sizes": [8, 16, 16, 4], "rank": 2, "n": 64, "steps": 80, "eval_seeds": 2, "references": False,
-         "digits": False, "lrs": {"lora_adamw": [3e-3, 1e-2], "lora_precond_adamw": [1e-4],
+         "digits": False, "lrs": {"lora_adamw": [1e-3, 2e-3, 3e-3], "lora_precond_adamw": [1e-3, 2e-3, 3e-3],
                                   "lora_scaledgd": [0.1, 0.3]}}
 
 
@@ -37,9 +37,10 @@ def test_the_start_adapters_are_ill_conditioned_and_the_target_is_reachable():
 
 
 def test_adapter_finetune_reduced_reproduces_the_claim(tmp_path):
-    """At reduced size, on the evaluation seeds (lr tuned on another seed, λ fixed), ScaledGD(λ)
-    ends below LoRA + AdamW's loss on every seed — below half of it, in fact — and preconditioned
-    AdamW does not beat AdamW."""
+    """At reduced size, on the evaluation seeds (lr tuned on another seed over the same grid for both
+    AdamW variants, λ fixed), both parts of the claim hold: ScaledGD(λ) ends below LoRA + AdamW's
+    loss on every seed — below half of it, in fact — and so does preconditioned AdamW (λ = 1000;
+    measured 0.86, 0.86: below 0.95, where a preconditioner that did nothing would give 1)."""
     exp = get("adapter-finetune")
     res = run_experiment(replace(exp, quick={**exp.quick, **SMALL}), out=tmp_path, quick=True, progress=False)
     m = res["measured"]
@@ -52,8 +53,22 @@ def test_adapter_finetune_reduced_reproduces_the_claim(tmp_path):
             assert len(v["curve"]) == 81 and abs(v["curve"][0] - 1.0) < 1e-12
         assert r["lora_adamw"]["state_bytes"] == r["lora_precond_adamw"]["state_bytes"] > 0
         assert r["lora_scaledgd"]["state_bytes"] == 0                              # SGD without momentum
-    assert res["claim_holds"] and all(v < 0.5 for v in sgd.values()), sgd
-    assert all(v > 1 for v in adam.values()), adam
+    assert res["claim_holds"] and m["claim_parts"] == {"scaledgd": True, "precond_adamw": True}
+    assert all(v < 0.5 for v in sgd.values()), sgd
+    assert all(v < 0.95 for v in adam.values()), adam
     assert m["lrs"]["lora_scaledgd"] in SMALL["lrs"]["lora_scaledgd"]
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["experiment"] == "adapter-finetune" and saved["claim_holds"] is True
+
+
+def test_adapter_finetune_the_preconditioned_adamw_part_can_fail(tmp_path):
+    """With a small damping in front of AdamW (λ = 1e-4: preconditioners of condition number up to
+    ~10⁴) preconditioned AdamW loses to AdamW, and then the claim fails although ScaledGD(λ)'s part
+    holds: each part is checked on its own."""
+    exp = get("adapter-finetune")
+    small = {**SMALL, "eval_seeds": 1, "adam_damping": 1e-4,
+             "lrs": {"lora_adamw": [2e-3], "lora_precond_adamw": [1e-4, 1e-3], "lora_scaledgd": [0.1]}}
+    res = run_experiment(replace(exp, quick={**exp.quick, **small}), out=tmp_path, quick=True, progress=False)
+    m = res["measured"]
+    assert m["claim_parts"] == {"scaledgd": True, "precond_adamw": False} and res["claim_holds"] is False
+    assert m["precond_adamw_over_adamw_by_seed"]["0"] > 1
