@@ -76,11 +76,12 @@ def _row_masks(name: str, mask: Tensor | None, dim: int = 0) -> Tensor | None:
 
 
 def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs: tuple, *,
-                  atol: float = 1e-5) -> fx.GraphModule:
+                  atol: float = 1e-5) -> nn.Module:
     """A physically smaller copy of ``model`` computing the function of ``model`` with ``masks`` applied.
 
     Args:
-        model: a module ``torch.fx.symbolic_trace`` can trace (not modified).
+        model: a module ``torch.fx.symbolic_trace`` can trace, or one holding Hugging Face GPT-2- /
+            LLaMA-style blocks (not modified).
         masks: name → bool tensor of the parameter's shape (``True`` = kept), structured: every
             masked entry of a Linear/Conv/ConvTranspose weight lies in a fully masked output row (or filter),
             or in an input channel that is removed; ``nn.MultiheadAttention`` heads by their
@@ -92,7 +93,9 @@ def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs:
             equality of the outputs, relative to their scale).
 
     Returns:
-        a ``torch.fx.GraphModule`` with the removed channels and heads gone.
+        a ``torch.fx.GraphModule`` with the removed channels and heads gone; for a model torch.fx
+        cannot trace that holds GPT-2 / LLaMA-style blocks, a copy of the model's own class whose
+        blocks lost their removed MLP units and heads (:mod:`overparam.prune._hf_removal`).
 
     Raises:
         ValueError: see the module docstring (each message names what is refused).

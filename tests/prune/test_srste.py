@@ -85,6 +85,29 @@ def test_sgd_update_rule_and_masks_recomputed_every_step():
     assert changed                             # the mask follows the dense weights
 
 
+def test_momentum_sgd_decay_enters_the_momentum_buffer():
+    """As in the paper's code (the decay is part of the gradient the optimizer gets): with momentum μ,
+    b_t = μ b_{t-1} + g(W̃_t) + λ_W Ē_t ⊙ W_t and W_{t+1} = W_t − γ b_t, masks recomputed each step (fp64)."""
+    net = _net(6)
+    x, y = _data(7)
+    lr, mu, lam = 0.3, 0.9, 0.2
+    sr = SRSTE(net, 2, 4, decay=lam)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=mu)
+    w = {k: p.detach().clone() for k, p in net.named_parameters()}
+    buf = {k: torch.zeros_like(v) for k, v in w.items()}
+    for _ in range(4):
+        masks = {k: _nm_oracle(w[k], 2, 4) for k in w if k.endswith("weight")}
+        g = _oracle_grads(net, masks, x, y)
+        for k in w:
+            buf[k] = mu * buf[k] + g[k] + (lam * (~masks[k]) * w[k] if k in masks else 0)
+            w[k] = w[k] - lr * buf[k]
+        opt.zero_grad()
+        ((sr(x) - y) ** 2).mean().backward()
+        opt.step()
+        for k, p in net.named_parameters():
+            torch.testing.assert_close(p.detach(), w[k], rtol=1e-12, atol=1e-13)
+
+
 def test_forward_uses_the_current_mask_and_the_model_is_not_rewritten():
     net = _net(5)
     keys = list(net.state_dict())
