@@ -89,18 +89,18 @@ def srste_vs_dense(seed: int, steps: int, width: int = 256, opt: str = "adam", d
     """Test accuracy of the three arms (:func:`arm`), each with its own ``settings[arm]`` (keyword
     arguments of :func:`arm`; default: the optimizer's default lr, ``decay``, half the steps dense)."""
     settings = settings or {}
-    return {a: arm(a, seed, steps, width, opt, cosine=cosine, **({"decay": decay} if a == "srste" else {}),
-                   **settings.get(a, {})) for a in ARMS}
+    return {a: arm(a, seed, steps, width, opt, cosine=cosine, **{**({"decay": decay} if a == "srste" else {}),
+                                                                 **settings.get(a, {})}) for a in ARMS}
 
 
-# The equal-effort grids (16 settings for each pruned arm; the dense reference gets the learning rates).
-LRS = (0.02, 0.05, 0.1, 0.2)
+# The equal-effort grids (20 settings for each pruned arm; the dense reference gets the learning rates).
+LRS = (0.02, 0.05, 0.1, 0.2, 0.4)
 GRIDS = {"dense": [{"lr": lr} for lr in LRS],
          "srste": [{"lr": lr, "decay": d} for lr, d in itertools.product(LRS, (0.0, 2e-4, 2e-3, 2e-2))],
          "magnitude+ft": [{"lr": lr, "frac": f, "ft_lr": r} for lr, f, r in itertools.product(LRS, (0.5, 0.75), (1.0, 0.1))]}
 
 
-def tune(steps: int = 1500, seeds=(10, 11), opt: str = "sgd", cosine: bool = True, log=print) -> dict[str, dict]:
+def tune(steps: int = 1500, seeds=(10, 11, 12), opt: str = "sgd", cosine: bool = True, log=print) -> dict[str, dict]:
     """For each arm the setting of :data:`GRIDS` with the best mean validation accuracy over the tuning
     ``seeds`` (disjoint from the evaluation seeds 0, 1, 2; ties: the earlier setting)."""
     best = {}
@@ -151,7 +151,9 @@ if __name__ == "__main__":
     import sys
     torch.set_num_threads(1)
     which, kw = sys.argv[1], eval(sys.argv[2]) if len(sys.argv) > 2 else {}
-    if which == "tune":       # tune on seeds 10, 11 (validation split), then evaluate on seeds 0, 1, 2 (test split)
+    if which == "eval":       # the settings chosen by a tune run: python _digits.py eval "{'settings': {...}}"
+        _table([srste_vs_dense(s, 1500, opt="sgd", cosine=True, **kw) for s in range(3)])
+    elif which == "tune":       # tune on seeds 10, 11, 12 (validation split), then evaluate on seeds 0, 1, 2 (test split)
         best = tune(**kw, log=lambda *a: print(*a, flush=True))
         print("chosen", best, flush=True)
         opt, cosine = kw.get("opt", "sgd"), kw.get("cosine", True)
