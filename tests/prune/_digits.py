@@ -100,7 +100,7 @@ GRIDS = {"dense": [{"lr": lr} for lr in LRS],
          "magnitude+ft": [{"lr": lr, "frac": f, "ft_lr": r} for lr, f, r in itertools.product(LRS, (0.5, 0.75), (1.0, 0.1))]}
 
 
-def tune(steps: int = 1500, seeds=(10, 11, 12), opt: str = "sgd", cosine: bool = True, log=print) -> dict[str, dict]:
+def tune(steps: int = 1500, seeds=(10, 11), opt: str = "sgd", cosine: bool = True, log=print) -> dict[str, dict]:
     """For each arm the setting of :data:`GRIDS` with the best mean validation accuracy over the tuning
     ``seeds`` (disjoint from the evaluation seeds 0, 1, 2; ties: the earlier setting)."""
     best = {}
@@ -153,7 +153,7 @@ if __name__ == "__main__":
     which, kw = sys.argv[1], eval(sys.argv[2]) if len(sys.argv) > 2 else {}
     if which == "eval":       # the settings chosen by a tune run: python _digits.py eval "{'settings': {...}}"
         _table([srste_vs_dense(s, 1500, opt="sgd", cosine=True, **kw) for s in range(3)])
-    elif which == "tune":       # tune on seeds 10, 11, 12 (validation split), then evaluate on seeds 0, 1, 2 (test split)
+    elif which == "tune":       # tune on seeds 10, 11 (validation split), then evaluate on seeds 0, 1, 2 (test split)
         best = tune(**kw, log=lambda *a: print(*a, flush=True))
         print("chosen", best, flush=True)
         opt, cosine = kw.get("opt", "sgd"), kw.get("cosine", True)
