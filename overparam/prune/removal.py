@@ -31,7 +31,7 @@ Refused with a ``ValueError`` naming the parameter, layer or node: a mask that i
 structured (a partially masked row), channels masked in some producers of a space but not all
 (a residual add couples them: removed jointly or not at all), channels of a space that a
 LayerNorm normalizes, an op this module does not know, or the model output reads, and models
-``torch.fx`` cannot trace.
+``torch.fx`` cannot trace (those holding Hugging Face GPT-2 / LLaMA-style blocks: :mod:`._hf_removal`).
 
 Example:
     >>> import torch
