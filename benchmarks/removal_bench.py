@@ -9,7 +9,17 @@ smaller model against the masked model it equals (same run, interleaved rounds, 
    attention with ``F.scaled_dot_product_attention``) with half the heads and half the MLP units removed;
 4. the same block with half the heads removed by their out-projection columns alone (``o.weight``);
 5. a decoder of strided ``ConvTranspose2d`` (256 → 128 → 64 channels, BatchNorm, batch 16 at 16×16 → 64×64,
-   then a 1×1 Conv to 3) with half the channels of both transposed convs removed.
+   then a 1×1 Conv to 3) with half the channels of both transposed convs removed;
+6. a decoder ``ConvTranspose2d`` 256 → 128, grouped ``ConvTranspose2d`` 128 → 128 (8 groups, stride 2),
+   depthwise ``ConvTranspose2d`` 128, 1×1 Conv to 3 (BatchNorm after the first two; batch 16 at 16×16 → 64×64),
+   half the channels of each group removed;
+7. ``nn.MultiheadAttention`` (d = 512, 8 heads, ``add_bias_kv`` and ``add_zero_attn``) on a residual stream,
+   batch 8 × 256 tokens, half the heads removed by their ``out_proj`` columns;
+8. Hugging Face GPT-2 (4 layers, d = 512, 8 heads, from its config; batch 8 × 256 tokens), half the heads
+   (by their ``c_proj`` rows) and half the MLP units (by their ``c_fc`` columns) of every layer removed;
+9. Hugging Face LLaMA (4 layers, d = 512, 8 query / 4 key-value heads, MLP 1408), one query head of each
+   key-value group (by its ``o_proj`` columns) and half the MLP units (``gate_proj`` and ``up_proj`` rows) removed.
+   (8 and 9 need transformers: ``PYTHONPATH=. python benchmarks/removal_bench.py`` in an environment with it.)
 
 Eval mode, ``torch.no_grad``. Also the time of the ``remove_pruned`` call itself.
 Run from the repository root: ``python benchmarks/removal_bench.py [--repeats 3 --threads N]``.
@@ -78,6 +88,53 @@ class _Block(nn.Module):
         return x + self.down(F.gelu(self.up(self.n2(x))))
 
 
+class _Grouped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up1, self.n1 = nn.ConvTranspose2d(256, 128, 4, stride=2, padding=1), nn.BatchNorm2d(128)
+        self.up2, self.n2 = nn.ConvTranspose2d(128, 128, 4, stride=2, padding=1, groups=8), nn.BatchNorm2d(128)
+        self.dw, self.head = nn.ConvTranspose2d(128, 128, 3, padding=1, groups=128), nn.Conv2d(128, 3, 1)
+
+    def forward(self, x):
+        return self.head(self.dw(F.relu(self.n2(self.up2(F.relu(self.n1(self.up1(x))))))))
+
+
+class _MHA(nn.Module):
+    def __init__(self, d: int = 512, h: int = 8) -> None:
+        super().__init__()
+        self.n = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, h, batch_first=True, add_bias_kv=True, add_zero_attn=True)
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x):
+        a = self.n(x)
+        return self.fc(x + self.attn(a, a, a, need_weights=False)[0])
+
+
+def _hf(kind: str):
+    import transformers as T
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        cfg = T.GPT2Config(n_layer=4, n_embd=512, n_head=8, vocab_size=1000, n_positions=256, bos_token_id=0, eos_token_id=0)
+        net = T.GPT2LMHeadModel(cfg).eval()
+        masks = {}
+        for i in range(4):
+            p = f"transformer.h.{i}."
+            masks[p + "attn.c_proj.weight"] = _drop((512, 512), slice(0, 256))      # heads 0..3 (rows: Conv1D)
+            masks[p + "mlp.c_fc.weight"] = _drop((512, 2048), (slice(None), slice(0, 1024)))
+        return net, masks
+    cfg = T.LlamaConfig(hidden_size=512, intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8,
+                        num_key_value_heads=4, vocab_size=1000, max_position_embeddings=256)
+    net = T.LlamaForCausalLM(cfg).eval()
+    odd = [c for h in (1, 3, 5, 7) for c in range(h * 64, (h + 1) * 64)]             # one query head per kv group
+    masks = {}
+    for i in range(4):
+        p = f"model.layers.{i}."
+        masks[p + "self_attn.o_proj.weight"] = _drop((512, 512), (slice(None), odd))
+        masks.update({p + f"mlp.{k}.weight": _drop((1408, 512), slice(0, 704)) for k in ("gate_proj", "up_proj")})
+    return net, masks
+
+
 def _drop(shape, idx) -> torch.Tensor:
     m = torch.ones(shape, dtype=torch.bool)
     m[idx] = False
@@ -116,6 +173,30 @@ def cases():
         masks[f"{conv}.weight"] = _drop(w.shape, (slice(None), slice(0, c // 2)))
         masks.update({k: _drop((c,), slice(0, c // 2)) for k in (f"{conv}.bias", f"{norm}.weight", f"{norm}.bias")})
     yield "ConvTranspose2d decoder 256-128-64, 50% channels", dec, masks, (torch.randn(16, 256, 16, 16),)
+    grp = _Grouped().eval()
+    half = [c for c in range(128) if c % 16 < 8]                     # half of every group of 16 (balanced)
+    masks = {"up1.weight": _drop(grp.up1.weight.shape, (slice(None), half)),
+             "up2.weight": _drop(grp.up2.weight.shape, (slice(None), slice(0, 8)))}   # (in, out/8): 8 of 16 per group
+    masks.update({k: _drop((128,), half) for k in ("up1.bias", "n1.weight", "n1.bias", "up2.bias", "n2.weight",
+                                                   "n2.bias", "dw.bias")})
+    yield "grouped + depthwise ConvTranspose2d decoder, 50% channels per group", grp, masks, (torch.randn(16, 256, 16, 16),)
+    mha = _MHA().eval()
+    cols = torch.ones(512, 512, dtype=torch.bool)
+    cols[:, 256:] = False
+    yield "MultiheadAttention d=512 add_bias_kv + add_zero_attn, 50% heads", mha, {"attn.out_proj.weight": cols}, \
+        (torch.randn(8, 256, 512),)
+    for kind in ("gpt2", "llama"):
+        try:
+            net, masks = _hf(kind)
+        except ImportError:
+            print(f"| HF {kind} | not measured (transformers not installed) | | | | |")
+            continue
+        yield f"HF {kind} 4 layers d=512, 50% heads + 50% MLP units", net, masks, \
+            (torch.randint(0, 1000, (8, 256), generator=torch.Generator().manual_seed(0)),)
+
+
+def _out(y):
+    return getattr(y, "logits", y)        # a Hugging Face output
 
 
 def main() -> None:
@@ -139,7 +220,7 @@ def main() -> None:
         op.prune.apply_masks_(ref, masks)
         small.eval()
         with torch.no_grad():
-            err = float((small(*x) - ref(*x)).abs().max())
+            err = float((_out(small(*x)) - _out(ref(*x))).abs().max())
             times = interleaved({"masked": lambda: ref(*x), "removed": lambda: small(*x)}, repeats=args.repeats)
         tm, tr = (sorted(times[k][0])[len(times[k][0]) // 2] for k in ("masked", "removed"))
         n0, n1 = (sum(p.numel() for p in m.parameters()) for m in (ref, small))

@@ -29,16 +29,13 @@ def heads_kept(mha: nn.MultiheadAttention, target: str, masks) -> Tensor | None:
     reaches it). A head is removed by its q, k and v rows or by its ``out_proj.weight`` columns;
     removing one (masked model) leaves its value bias, which is folded into ``out_proj.bias`` here."""
     names = projections(mha) + ("out_proj.weight",)
-    if mha.bias_k is not None or mha.add_zero_attn:
-        if any(f"{target}.{n}" in masks for n in names):
-            raise ValueError(f"masks: MultiheadAttention {target!r} with add_bias_kv or add_zero_attn is not supported")
-        return None
     E, H = mha.embed_dim, mha.num_heads
     d = E // H
     ms = [masks.get(f"{target}.{n}", torch.ones(mha.get_parameter(n).shape, dtype=torch.bool)) for n in names]
     qkv, o = [m for w in ms[:-1] for m in w.reshape(-1, E, w.shape[1]).unbind(0)], ms[-1]   # q, k, v: (E, in) each
     dead = torch.stack([(~m.any(1)).reshape(H, d).all(1) for m in qkv]).all(0)
-    gone = dead | (~o.any(0)).reshape(H, d).all(1)
+    cut = (~o.any(0)).reshape(H, d).all(1)
+    gone = dead | cut
     part = torch.stack([(~m).any(1).reshape(H, d).any(1) for m in qkv]).any(0) | (~o).any(0).reshape(H, d).any(1)
     if bool((part & ~gone).any()):
         h = int((part & ~gone).nonzero()[0])
@@ -46,12 +43,39 @@ def heads_kept(mha: nn.MultiheadAttention, target: str, masks) -> Tensor | None:
                          f"masking its q, k and v rows of {' / '.join(names[:-1])}, or its out_proj.weight columns)")
     if bool(gone.all()):
         raise ValueError(f"masks: every head of MultiheadAttention {target!r} is masked (nothing would be left)")
-    if bool(gone.any()) and mha.in_proj_bias is not None and mha.out_proj.bias is not None:
-        bv = mha.in_proj_bias.detach()[2 * E:].reshape(H, d)
-        cols = torch.arange(E).reshape(H, d)[gone].reshape(-1)
-        with torch.no_grad():   # a removed head's output is its value bias (attention rows sum to 1)
-            mha.out_proj.bias.add_(mha.out_proj.weight.detach()[:, cols] @ bv[gone].reshape(-1).to(mha.out_proj.bias))
+    values = _head_values(mha)                # (H, kinds, d): what a head with no q/k/v weights averages
+    mixed = (values != values[:, :1]).flatten(1).any(1) & dead & ~cut
+    if bool(mixed.any()):
+        raise ValueError(f"masks: head {int(mixed.nonzero()[0])} of MultiheadAttention {target!r}, removed by its q, k "
+                         "and v rows, still outputs an input-dependent mix of its value bias, bias_v and the zero "
+                         "attention (add_bias_kv / add_zero_attn): mask those to equal values (in_proj_bias's v rows, "
+                         "bias_v), or remove the head by its out_proj.weight columns")
+    cols = torch.arange(E).reshape(H, d)[gone].reshape(-1)
+    w = mha.out_proj.weight
+    fold = w.detach()[:, cols] @ values[gone][:, 0].reshape(-1).to(w)   # a removed head outputs its (common) value
+    if bool(fold.ne(0).any()):
+        with torch.no_grad():
+            if mha.out_proj.bias is None:
+                mha.out_proj.bias = nn.Parameter(fold.clone(), requires_grad=w.requires_grad)
+            else:
+                mha.out_proj.bias.add_(fold)
     return ~gone
+
+
+def _head_values(mha: nn.MultiheadAttention) -> Tensor:
+    """``(H, kinds, d)``: the value vectors a head attends to when its q, k and v weights are zero — its
+    value bias (0 without ``in_proj_bias``), its slice of ``bias_v`` (``add_bias_kv``), 0 (``add_zero_attn``)."""
+    E, H = mha.embed_dim, mha.num_heads
+    w = mha.out_proj.weight.detach()
+    bv = torch.zeros(E, dtype=w.dtype, device=w.device) if mha.in_proj_bias is None else mha.in_proj_bias.detach()[2 * E:]
+    kinds = [bv] + ([mha.bias_v.detach().reshape(E)] if mha.bias_v is not None else []) + (
+        [torch.zeros_like(bv)] if mha.add_zero_attn else [])
+    return torch.stack(kinds).reshape(len(kinds), H, E // H).transpose(0, 1)
+
+
+def _pad(m: Tensor | None) -> Tensor | None:
+    """One more (unmasked) key column, as ``nn.MultiheadAttention`` does for ``bias_k`` and the zero attention."""
+    return None if m is None else F.pad(m, (0, 1))
 
 
 class PrunedMultiheadAttention(nn.Module):
@@ -77,8 +101,6 @@ class PrunedMultiheadAttention(nn.Module):
         super().__init__()
         if not isinstance(mha, nn.MultiheadAttention):
             raise TypeError(f"mha must be an nn.MultiheadAttention, got {type(mha).__name__}")
-        if mha.bias_k is not None or mha.add_zero_attn:
-            raise ValueError("mha: add_bias_kv and add_zero_attn are not supported")
         if not isinstance(keep, Tensor) or keep.dtype != torch.bool or keep.shape != (mha.num_heads,) or not keep.any():
             raise ValueError(f"keep must be a bool tensor of shape ({mha.num_heads},) keeping at least one head, "
                              f"got {getattr(keep, 'dtype', type(keep).__name__)} {tuple(getattr(keep, 'shape', ()))}")
@@ -97,6 +119,10 @@ class PrunedMultiheadAttention(nn.Module):
                              nn.Parameter(mha.in_proj_bias.detach()[idx].clone(),
                                           requires_grad=mha.in_proj_bias.requires_grad))
         w = mha.out_proj.weight
+        self.bias_k, self.bias_v = ((None, None) if mha.bias_k is None else
+                                    (nn.Parameter(b.detach()[..., rows].clone(), requires_grad=b.requires_grad)
+                                     for b in (mha.bias_k, mha.bias_v)))
+        self.add_zero_attn = mha.add_zero_attn
         self.out_proj = nn.Linear(rows.numel(), E, bias=mha.out_proj.bias is not None, device=w.device, dtype=w.dtype)
         with torch.no_grad():
             self.out_proj.weight.copy_(w[:, rows])
@@ -121,7 +147,14 @@ class PrunedMultiheadAttention(nn.Module):
         S, h, d = key.shape[1], self.heads, self.head_dim
         w = self.in_proj_weight.chunk(3) if len(self.proj) == 1 else [getattr(self, n) for n in self.proj]
         b = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None,) * 3
-        q, k, v = (F.linear(t, wi, bi).reshape(B, -1, h, d).transpose(1, 2) for t, wi, bi in zip((query, key, value), w, b))
+        q, k, v = (F.linear(t, wi, bi) for t, wi, bi in zip((query, key, value), w, b))    # (B, L or S, h·d)
+        extra = [(self.bias_k.expand(B, 1, -1), self.bias_v.expand(B, 1, -1))] if self.bias_k is not None else []
+        extra += [(k.new_zeros(B, 1, h * d),) * 2] if self.add_zero_attn else []
+        for ek, ev in extra:                 # add_bias_kv, then add_zero_attn: one more key and value each
+            k, v = torch.cat([k, ek], 1), torch.cat([v, ev], 1)
+            attn_mask, key_padding_mask = _pad(attn_mask), _pad(key_padding_mask)
+        S = S + len(extra)
+        q, k, v = (t.reshape(B, -1, h, d).transpose(1, 2) for t in (q, k, v))
         scores = (q * d ** -0.5) @ k.transpose(-2, -1)                              # (B, h, L, S)
         if attn_mask is not None:
             m = attn_mask if attn_mask.dim() == 2 else attn_mask.reshape(B, -1, L, S)[:, self.head_index]

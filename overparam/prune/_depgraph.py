@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, fx, nn
 
-from ._convt import CONV, TRANSPOSED, in_dim
+from ._convt import CONV, TRANSPOSED, depthwise, in_dim
 from ._layouts import Layout, indexed, reduced, reshaped
 
 NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -183,7 +183,7 @@ class DepGraph:
             self.uses += [Use(node.target, a, 0, lay.space) for a in ("weight", "bias")]
             return lay
         if isinstance(mod, CONV + TRANSPOSED):      # weights (out, in, k...), transposed (in, out, k...)
-            if mod.groups == 1:
+            if not depthwise(mod):                                         # dense or grouped (regrouped)
                 if lx is not None:
                     if lx.dims != (1,) or lx.block != 1 or lx.repeat != 1:
                         self.fix(lx.space, f"Conv {node.target!r} reads it across several dims")
@@ -191,10 +191,10 @@ class DepGraph:
                         self.uses.append(Use(node.target, "weight", in_dim(mod), lx.space))
                         self.consumers.append((node, mod, lx))
                 lay = self._fresh(node, 1, (node.target, mod, 0))
-            elif mod.groups == mod.in_channels == mod.out_channels and lx is not None and lx.dims == (1,) and in_dim(mod):
+            elif lx is not None and lx.dims == (1,):
                 lay = lx                                                   # depthwise: channel by channel
             else:
-                self._block_inputs(node, f"grouped Conv {node.target!r} (groups={mod.groups})")
+                self._block_inputs(node, f"depthwise Conv {node.target!r} reads it across several dims")
                 return None
             self.uses += [Use(node.target, a, 1 - in_dim(mod) if a == "weight" else 0, lay.space) for a in ("weight", "bias")]
             return lay

@@ -8,6 +8,8 @@ in every layer that reads it (in attention products: whole heads):
 
 * output channels of a Linear, Conv or ConvTranspose (``mask[c] == False`` over the whole row /
   filter; dim 1 of a ConvTranspose weight), with the BatchNorm, depthwise Conv and next-layer columns that index them;
+  a grouped Conv / ConvTranspose is regrouped (the same number of channels kept in every group it keeps; a
+  group that loses all its channels goes);
 * hidden units of an MLP (the rows of the first Linear; gated MLPs: of both branches);
 * attention heads of a hand-written attention (the rows of q, k and v for the head, or all its columns of the
   out-projection — the head then contributes nothing —, also of one fused q/k/v Linear that is ``split`` or
@@ -29,7 +31,7 @@ Refused with a ``ValueError`` naming the parameter, layer or node: a mask that i
 structured (a partially masked row), channels masked in some producers of a space but not all
 (a residual add couples them: removed jointly or not at all), channels of a space that a
 LayerNorm normalizes, an op this module does not know, or the model output reads, and models
-``torch.fx`` cannot trace.
+``torch.fx`` cannot trace (those holding Hugging Face GPT-2 / LLaMA-style blocks: :mod:`._hf_removal`).
 
 Example:
     >>> import torch
@@ -56,8 +58,9 @@ from torch import Tensor, fx, nn
 from torch.utils._pytree import tree_leaves
 
 from ._attention import PrunedMultiheadAttention, heads_kept, projections
-from ._convt import CONV, TRANSPOSED, canonical, in_dim
+from ._convt import CONV, TRANSPOSED, canonical, depthwise, grouped, in_dim, regroup
 from ._depgraph import DepGraph, trace
+from ._hf_removal import blocks, remove_untraced
 from ._layouts import fix_views
 from .apply import apply_masks_
 from .targets import check_masks, check_model
@@ -73,11 +76,12 @@ def _row_masks(name: str, mask: Tensor | None, dim: int = 0) -> Tensor | None:
 
 
 def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs: tuple, *,
-                  atol: float = 1e-5) -> fx.GraphModule:
+                  atol: float = 1e-5) -> nn.Module:
     """A physically smaller copy of ``model`` computing the function of ``model`` with ``masks`` applied.
 
     Args:
-        model: a module ``torch.fx.symbolic_trace`` can trace (not modified).
+        model: a module ``torch.fx.symbolic_trace`` can trace, or one holding Hugging Face GPT-2- /
+            LLaMA-style blocks (not modified).
         masks: name → bool tensor of the parameter's shape (``True`` = kept), structured: every
             masked entry of a Linear/Conv/ConvTranspose weight lies in a fully masked output row (or filter),
             or in an input channel that is removed; ``nn.MultiheadAttention`` heads by their
@@ -89,7 +93,9 @@ def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs:
             equality of the outputs, relative to their scale).
 
     Returns:
-        a ``torch.fx.GraphModule`` with the removed channels and heads gone.
+        a ``torch.fx.GraphModule`` with the removed channels and heads gone; for a model torch.fx
+        cannot trace that holds GPT-2 / LLaMA-style blocks, a copy of the model's own class whose
+        blocks lost their removed MLP units and heads (:mod:`overparam.prune._hf_removal`).
 
     Raises:
         ValueError: see the module docstring (each message names what is refused).
@@ -110,7 +116,12 @@ def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs:
     net = copy.deepcopy(model)
     modes = {n: m.training for n, m in net.named_modules()}
     apply_masks_(net, masks)
-    g = trace(net, example_inputs)
+    try:
+        g = trace(net, example_inputs)
+    except ValueError:
+        if not blocks(net):
+            raise
+        return remove_untraced(net, masks, example_inputs, modes, lambda new, ref: _check_same(new, example_inputs, ref, atol))
     gm, values = g.gm, g.values
     reference = [v for n, v in values.items() if n.op == "output"][0]
     mods = dict(gm.named_modules())
@@ -202,7 +213,7 @@ def _keep_per_space(g: DepGraph, masks: Mapping[str, Tensor]) -> dict[int, Tenso
         if u.attr == "weight" and u.dim == in_dim(mods[u.module]):
             m = masks.get(f"{u.module}.weight")
             dead = torch.zeros(g.spaces[g.find(u.space)].size * u.repeat, dtype=torch.bool) if m is None else \
-                _row_masks(u.module, m, u.dim).cpu()
+                _row_masks(u.module, canonical(mods[u.module], m), 1).cpu()
             readers.setdefault(g.find(u.space), []).append(dead.reshape(-1, u.repeat).all(1))
     mixed: dict[int, int] = {}       # an attention's space (q·kᵀ reads it too) → channels per head
     for n, lay in g.layout.items():
@@ -217,7 +228,8 @@ def _keep_per_space(g: DepGraph, masks: Mapping[str, Tensor]) -> dict[int, Tenso
         every = torch.ones(sp.size, dtype=torch.bool, device=device)
         some = torch.zeros(sp.size, dtype=torch.bool, device=device)
         for name, mod, a in sp.producers:
-            gn = _row_masks(name, masks.get(f"{name}.weight"), 1 - in_dim(mod))
+            m = masks.get(f"{name}.weight")
+            gn = None if m is None else _row_masks(name, canonical(mod, m), 0)
             gn = torch.zeros(sp.size, dtype=torch.bool, device=device) if gn is None else gn[a:a + sp.size].to(device)
             every &= gn
             some |= gn
@@ -255,7 +267,8 @@ def _check_structured(g: DepGraph, masks, keep: dict[int, Tensor], mods) -> None
             continue
         m = canonical(mods[u.module], masks[f"{u.module}.weight"])     # (out, in, ...)
         ok = _row_masks(u.module, m).to(m.device)
-        bad = ~m & ~ok.reshape(-1, *([1] * (m.dim() - 1)))
+        bad = ~m & canonical(mods[u.module], torch.ones_like(masks[f"{u.module}.weight"])) & ~ok.reshape(
+            -1, *([1] * (m.dim() - 1)))
         if u.module in cols:
             c = cols[u.module].to(m.device)
             bad &= c.reshape(1, -1, *([1] * (m.dim() - 2)))
@@ -342,7 +355,7 @@ def _shrink(g: DepGraph, keep: dict[int, Tensor], mods) -> None:
                              "have to shrink along two sets of channels: not supported")
         mod = mods[u.module]
         t = getattr(mod, u.attr, None)
-        if t is None:
+        if t is None or u.attr == "weight" and grouped(mod):   # regrouped below
             continue
         idx = keep[r].repeat_interleave(u.repeat).nonzero().flatten().to(t.device)
         new = t.detach().index_select(u.dim, idx).clone()
@@ -350,15 +363,22 @@ def _shrink(g: DepGraph, keep: dict[int, Tensor], mods) -> None:
             setattr(mod, u.attr, nn.Parameter(new, requires_grad=t.requires_grad))
         else:
             setattr(mod, u.attr, new)
+    for name in dict.fromkeys(u.module for u in g.uses if grouped(mods[u.module])):
+        mod, ks = mods[name], {}
+        for u in g.uses:
+            if u.module == name and u.attr == "weight" and g.find(u.space) in keep:
+                ks[u.dim == in_dim(mod)] = keep[g.find(u.space)]
+        regroup(mod, name, ks.get(False, torch.ones(mod.out_channels, dtype=torch.bool)),
+                ks.get(True, torch.ones(mod.in_channels, dtype=torch.bool)))
     for u in g.uses:
         r = g.find(u.space)
-        if r not in keep:
+        if r not in keep or grouped(mods[u.module]):
             continue
         mod, n = mods[u.module], int(keep[r].sum()) * u.repeat
         if isinstance(mod, nn.Linear):
             setattr(mod, "in_features" if u.dim == 1 else "out_features", n)
         elif isinstance(mod, CONV + TRANSPOSED):
-            if mod.groups > 1:
+            if depthwise(mod):
                 mod.groups = mod.in_channels = mod.out_channels = n
             else:
                 setattr(mod, "in_channels" if u.attr == "weight" and u.dim == in_dim(mod) else "out_channels", n)
@@ -370,6 +390,8 @@ def _check_same(new: nn.Module, inputs: tuple, reference, atol: float) -> None:
     with torch.no_grad():
         got = new.eval()(*inputs)
     out, ref = tree_leaves(got), tree_leaves(reference)       # tensors, tuples, dicts of tensors
+    if not any(isinstance(a, Tensor) for a in ref):
+        raise ValueError(f"the model's output ({type(reference).__name__}) holds no tensor to check the result against")
     for a, b in zip(out, ref):
         if isinstance(a, Tensor) and isinstance(b, Tensor):
             err = float((a - b).abs().max()) if a.shape == b.shape else float("inf")

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from ..backend.checks import check_real
 from ..backend.nm import check_nm, nm_mask
 from ..backend.select import Spec
+from .nm import nm_dims
 from .targets import Masks
 from .targets import targets as _targets
 
@@ -53,11 +54,12 @@ class _SRSTEFn(torch.autograd.Function):
         return grad, None, None
 
 
-def srste_weight(w: Tensor, n: int, m: int, *, decay: float = 2e-4) -> Tensor:
+def srste_weight(w: Tensor, n: int, m: int, *, decay: float = 2e-4, dim: int | None = None) -> Tensor:
     """``w ⊙ nm(|w|)`` whose backward is SR-STE's ``g + decay · (¬mask) ⊙ w`` (``g`` the gradient of the output).
 
     Args:
-        w: a weight ``(out, in, ...)``, groups of ``m`` along dim 1 (``in % m == 0``).
+        w: a weight ``(out, in, ...)``, groups of ``m`` along dim 1 (``in % m == 0``), or along ``dim``
+            (its input dim: 0 for a ConvTranspose or transformers' ``Conv1D`` weight).
         n, m: keep ``n`` of every ``m`` (``1 <= n < m``).
         decay: ``λ_W >= 0`` (the paper uses 2e-4).
 
@@ -75,7 +77,7 @@ def srste_weight(w: Tensor, n: int, m: int, *, decay: float = 2e-4) -> Tensor:
     if not isinstance(w, Tensor) or not w.is_floating_point():
         raise TypeError(f"w must be a floating-point tensor, got {getattr(w, 'dtype', type(w).__name__)}")
     try:
-        mask = nm_mask(w.detach().abs(), n, m)
+        mask = nm_mask(w.detach().abs(), n, m, dim=dim)
     except ValueError as e:   # NaN weights, a dim not divisible by m
         raise ValueError(f"w: {e}") from None
     return _SRSTEFn.apply(w, mask, decay)
@@ -86,7 +88,9 @@ class SRSTE(nn.Module):
 
     Args:
         model: the network whose weights are trained (its parameters get the SR-STE gradients).
-        n, m: the pattern (``1 <= n < m``); groups along the input dim (``in % m == 0``).
+        n, m: the pattern (``1 <= n < m``); groups along each weight's input dim (``in % m == 0``):
+            dim 1 of a Linear / Conv weight, dim 0 of a ConvTranspose or transformers' ``Conv1D``
+            (as :func:`~overparam.prune.nm_masks`, :func:`~overparam.prune.nm_dims`).
         decay: ``λ_W >= 0``, the decay on pruned weights (paper: 2e-4; 0 gives the plain STE).
         targets, exclude: which weights are N:M (see :func:`~overparam.prune.targets.targets`).
 
@@ -109,11 +113,12 @@ class SRSTE(nn.Module):
         self.decay = check_real(decay, "decay", at_least=0.0, finite=True)
         self.model, self.n, self.m = model, n, m
         self._names = list(_targets(model, targets, exclude=exclude))
+        self._dims = nm_dims(model, self._names)
         params = dict(model.named_parameters())
         for k in self._names:
-            if params[k].dim() < 2 or params[k].shape[1] % m:
-                raise ValueError(f"targets: {k} has shape {tuple(params[k].shape)}; its input dim must be "
-                                 f"divisible by m={m}")
+            if params[k].dim() < 2 or params[k].shape[self._dims[k]] % m:
+                raise ValueError(f"targets: {k} has shape {tuple(params[k].shape)}; its input dim "
+                                 f"({self._dims[k]}) must be divisible by m={m}")
 
     def masks(self) -> Masks:
         """The current N:M magnitude masks of the selected weights (name → bool tensor of the weight's shape).
@@ -125,7 +130,7 @@ class SRSTE(nn.Module):
             [[1, 0, 1, 0], [0, 1, 1, 0]]
         """
         params = dict(self.model.named_parameters())
-        return {k: nm_mask(params[k].detach().abs(), self.n, self.m) for k in self._names}
+        return {k: nm_mask(params[k].detach().abs(), self.n, self.m, dim=self._dims[k]) for k in self._names}
 
     def forward(self, *args, **kwargs):
         """``model(*args, **kwargs)`` with every selected ``W`` replaced by ``W ⊙ nm(|W|)`` (SR-STE backward).
@@ -137,5 +142,5 @@ class SRSTE(nn.Module):
             (True, 4)
         """
         params = dict(self.model.named_parameters())
-        sub = {k: srste_weight(params[k], self.n, self.m, decay=self.decay) for k in self._names}
+        sub = {k: srste_weight(params[k], self.n, self.m, decay=self.decay, dim=self._dims[k]) for k in self._names}
         return torch.func.functional_call(self.model, sub, args, kwargs, strict=False)

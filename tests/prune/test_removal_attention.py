@@ -190,8 +190,70 @@ def test_multihead_attention_with_kdim_vdim_heads_removed(batch_first):
     with pytest.raises(ValueError, match="head 1 of MultiheadAttention 'attn' is partly masked .* k_proj_weight"):
         remove_pruned(net, partial, _cross_inputs(27, batch_first))
 
+def _mha_masks(net, by_rows, by_cols):
+    qkv = torch.ones(net.attn.in_proj_weight.shape, dtype=torch.bool)
+    for block in range(3):
+        qkv[[block * 16 + r for r in _head_rows(16, 4, by_rows)]] = False
+    return {"attn.in_proj_weight": qkv, "attn.out_proj.weight": _o_columns(16, 4, by_cols)}
 
-def test_multihead_attention_add_bias_kv_refused():
-    net = _randomize(CrossKV(add_bias_kv=True), seed=6)
-    with pytest.raises(ValueError, match="'attn' with add_bias_kv or add_zero_attn is not supported"):
-        remove_pruned(net, {"attn.out_proj.weight": _o_columns(16, 4, [0])}, _cross_inputs(29))
+
+class SelfKV(nn.Module):
+    def __init__(self, batch_first=True, **kw):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=batch_first, **kw)
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, x, pad):
+        return self.fc(x + self.attn(x, x, x, key_padding_mask=pad, need_weights=False)[0])
+
+
+def _self_inputs(seed, B=3, T=6, batch_first=True):
+    x = torch.randn(B, T, 16, generator=_gen(seed))
+    pad = torch.zeros(B, T, dtype=torch.bool)
+    pad[0, -2:] = True                                              # padded keys: the masks are padded too
+    return (x if batch_first else x.transpose(0, 1).contiguous(), pad)
+
+
+def _same_outputs(small, net, masks, inputs):
+    ref = _masked(net, masks).eval()
+    with torch.no_grad():
+        got, want = small.eval()(*inputs), ref(*inputs)
+    assert float((got - want).abs().max()) <= 1e-6 * max(1.0, float(want.abs().max()))
+
+
+@pytest.mark.parametrize("kw", [{"add_bias_kv": True}, {"add_zero_attn": True}, {"add_bias_kv": True, "add_zero_attn": True},
+                                {"add_bias_kv": True, "batch_first": False}, {"add_bias_kv": True, "bias": False}])
+def test_multihead_attention_add_bias_kv_and_zero_attn_heads_removed(kw):
+    """bias_k / bias_v lose the removed heads' slices; the extra (and zero) key column is kept, masks padded."""
+    bf = kw.pop("batch_first", True)
+    net = _randomize(SelfKV(bf, **kw), seed=7)
+    masks = _mha_masks(net, [], [0, 2])                   # heads 0 and 2 by their out_proj columns: exact
+    small = remove_pruned(net, masks, _self_inputs(30, batch_first=bf))
+    a = small.attn
+    assert isinstance(a, PrunedMultiheadAttention) and a.heads == 2 and a.add_zero_attn == kw.get("add_zero_attn", False)
+    if kw.get("add_bias_kv"):
+        assert a.bias_k.shape == a.bias_v.shape == (1, 1, 8)
+        assert torch.equal(a.bias_v.flatten(), net.attn.bias_v.flatten()[_head_rows(16, 4, [1, 3])])
+    _same_outputs(small, net, masks, _self_inputs(31, B=2, T=5, batch_first=bf))
+
+
+def test_multihead_attention_bias_kv_head_removed_by_rows_only_if_its_values_agree():
+    """A head without q/k/v weights averages its value bias, its bias_v slice and the zero attention with
+    input-dependent weights: removable by rows when those are equal (here: all masked to 0), else refused."""
+    net = _randomize(SelfKV(add_bias_kv=True, add_zero_attn=True), seed=8)
+    masks = _mha_masks(net, [1], [])
+    with pytest.raises(ValueError, match="head 1 of MultiheadAttention 'attn', removed by its q, k and v rows, still"):
+        remove_pruned(net, masks, _self_inputs(32))
+    vec = torch.ones(16, dtype=torch.bool)
+    vec[_head_rows(16, 4, [1])] = False
+    masks["attn.bias_v"] = vec.reshape(1, 1, 16)
+    masks["attn.in_proj_bias"] = torch.cat([torch.ones(32, dtype=torch.bool), vec])
+    small = remove_pruned(net, masks, _self_inputs(32))
+    assert small.attn.heads == 3 and small.attn.in_proj_weight.shape == (36, 16)
+    _same_outputs(small, net, masks, _self_inputs(33, B=4, T=3))
+    net2 = _randomize(SelfKV(add_bias_kv=True), seed=9)          # bias_v slice equal to the value bias: constant
+    with torch.no_grad():
+        net2.attn.bias_v.view(16)[4:8] = net2.attn.in_proj_bias[32 + 4:32 + 8]
+    masks = _mha_masks(net2, [1], [])
+    small = remove_pruned(net2, masks, _self_inputs(34))
+    _same_outputs(small, net2, masks, _self_inputs(35, B=2, T=7))
