@@ -37,11 +37,13 @@ import torch
 from torch import Tensor, nn
 
 from ..backend import dist, vec
+from ..backend.sharded import ShardedSpace
 from ..backend.select import Spec
 from ._model import _batch_size
 from .ggn import GGNOperator
 from .hvp import HessianOperator
 from .operators import Operator
+from ._sharded import sharded_call
 
 __all__ = ["DistributedOperator", "distributed_hessian", "distributed_ggn"]
 
@@ -83,8 +85,16 @@ class DistributedOperator(Operator):
             None: counted from ``local``'s data and gathered once.
         group: process group (default: the world).
         check_probes: verify before every product that all ranks multiply the same vector.
+        vectors: ``"replicated"`` (every rank holds the full vectors) or ``"sharded"``: vectors laid
+            out like ``layout`` (this rank holds its shard of each; ``space`` says which coordinates):
+            each product all-gathers ``v``, multiplies on this rank's data and reduce-scatters the
+            weighted result (two collectives); the solvers keep ``n_local/n`` of their vectors.
+        layout: with ``vectors="sharded"``: the DTensor parameters (FSDP2's), in ``local``'s order.
 
-    Shapes: as ``local`` (flat ``(n,)``, blocks ``(n, B)`` or parameter-shaped tuples).
+    Shapes: as ``local`` (flat ``(n,)``, blocks ``(n, B)`` or parameter-shaped tuples). Sharded:
+    tuples of DTensors in ``layout`` (entries ``shape_i`` or ``(B, *shape_i)``, returned as such),
+    or this rank's part, flat ``(n_local,)`` / ``(n_local, B)`` or shard-shaped; ``n``, ``shape``
+    and ``like`` then count this rank's coordinates, ``space.n`` the global dimension.
 
     Raises:
         ValueError: ranks disagree on the parameter shapes, the declared counts, or a probe.
@@ -99,7 +109,7 @@ class DistributedOperator(Operator):
     """
 
     def __init__(self, local: Operator, *, samples: Sequence[int] | None = None, group=None,
-                 check_probes: bool = True):
+                 check_probes: bool = True, vectors: str = "replicated", layout: Sequence[Tensor] | None = None):
         if not isinstance(local, Operator):
             raise TypeError(f"local must be an overparam Operator, got {type(local).__name__}")
         if samples is not None and (not isinstance(samples, Sequence) or isinstance(samples, str)):
@@ -113,6 +123,16 @@ class DistributedOperator(Operator):
             raise ValueError("samples= weights mean losses; the local operator's loss is a sum (weight 1 per rank)")
         dist.agree(count is None, "whether the loss is a mean (weighted by samples) or a sum", group=group)
         self.weight = 1.0 if count is None else dist.sample_weight(count, samples=samples, group=group)
+        if vectors not in ("replicated", "sharded"):
+            raise ValueError(f"vectors must be 'replicated' or 'sharded', got {vectors!r}")
+        if (layout is None) != (vectors == "replicated"):
+            raise ValueError("layout= (the DTensor parameters) goes with vectors='sharded', and only with it")
+        if vectors == "sharded":
+            self.space = ShardedSpace(layout, group=group)
+            if self.space.shapes != tuple(local.like):
+                raise ValueError(f"layout has shapes {self.space.shapes}, the operator acts on {tuple(local.like)}")
+            dist.agree([*self.space.shapes, *self.space.dims], "the sharded vectors' layout", group=group)
+            self.like = self.space.local_shapes
 
     @property
     def names(self) -> list[str]:
@@ -155,10 +175,46 @@ class DistributedOperator(Operator):
         return vec.copy_(out, vec.unflatten(buf[:-8], out))
 
     def _mv(self, v: vec.Vec) -> vec.Vec:
+        if self.space is not None:
+            return vec.unflatten(sharded_call(self, vec.flatten(v)[None], batched=False, trusted=True)[0], self.like)
         return self._product(v, self.local._mv)
 
     def _mm(self, V: vec.Vec) -> vec.Vec:
+        if self.space is not None:
+            return vec.unflatten(sharded_call(self, vec.flatten(V, batch=True), batched=True, trusted=True), self.like)
         return self._product(V, self.local._mm)
+
+    def matvec(self, v):
+        """``A v`` (see :meth:`Operator.matvec`); sharded: DTensor tuples in, DTensor tuples out.
+
+        Example:
+            >>> from overparam.hessian.operators import as_operator
+            >>> DistributedOperator(as_operator(torch.eye(2))).matvec(torch.ones(2)).tolist()
+            [1.0, 1.0]
+        """
+        return super().matvec(v) if self.space is None else sharded_call(self, v, batched=False)
+
+    def matmat(self, V):
+        """``A V`` (see :meth:`Operator.matmat`); sharded: batched DTensor tuples in and out.
+
+        Example:
+            >>> from overparam.hessian.operators import as_operator
+            >>> DistributedOperator(as_operator(torch.eye(2))).matmat(torch.ones(2, 1)).tolist()
+            [[1.0], [1.0]]
+        """
+        return super().matmat(V) if self.space is None else sharded_call(self, V, batched=True)
+
+    def to_dense(self, *, chunk: int = 64) -> Tensor:
+        """The ``(n, n)`` matrix (replicated vectors only; see :meth:`Operator.to_dense`).
+
+        Example:
+            >>> from overparam.hessian.operators import as_operator
+            >>> DistributedOperator(as_operator(torch.eye(2))).to_dense().tolist()
+            [[1.0, 0.0], [0.0, 1.0]]
+        """
+        if self.space is not None:
+            raise ValueError("to_dense of an operator on sharded vectors: build it with vectors='replicated'")
+        return super().to_dense(chunk=chunk)
 
     def gradient(self) -> Tensor:
         """The gradient of the loss on all the data, flat ``(n,)``, identical on every rank.
@@ -173,16 +229,28 @@ class DistributedOperator(Operator):
         """
         if not hasattr(self.local, "gradient"):
             raise TypeError(f"the local {type(self.local).__name__} has no gradient()")
+        if self.space is not None:  # this rank's coordinates (n_local,)
+            return self.space.scatter(self.local.gradient()[None], self.weight)[0]
         return self._reduce((self.local.gradient().clone(),))[0]
+
+
+def _wrap(local, model, samples, group, check_probes, vectors) -> DistributedOperator:
+    layout = None
+    if vectors == "sharded":
+        own = dict(dist.unwrap(model).named_parameters())
+        layout = [own[name] for name in local.names]
+    return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes, vectors=vectors,
+                               layout=layout)
 
 
 def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
                         samples: Sequence[int] | None = None, group=None, check_probes: bool = True,
-                        **kwargs) -> DistributedOperator:
+                        vectors: str = "replicated", **kwargs) -> DistributedOperator:
     """The Hessian of the loss on the data of all ranks: :class:`~overparam.hessian.HessianOperator`
     ``(model, loss_fn, data, params=, exclude=, **kwargs)`` on this rank's ``data`` (``model`` plain,
     DDP-wrapped or FSDP2: :func:`~overparam.backend.dist.unsharded_copy`), wrapped in
-    :class:`DistributedOperator` ``(samples=, group=, check_probes=)``.
+    :class:`DistributedOperator` ``(samples=, group=, check_probes=, vectors=)``; with
+    ``vectors="sharded"`` (FSDP2 models) the vectors are laid out like the model's DTensor parameters.
 
     Example:
         >>> from overparam.testing import tanh_mlp
@@ -192,12 +260,12 @@ def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Sp
         ('double_backward', ['0.weight', '0.bias', '2.weight', '2.bias'])
     """
     local = HessianOperator(dist.unsharded_copy(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
-    return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes)
+    return _wrap(local, model, samples, group, check_probes, vectors)
 
 
 def distributed_ggn(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
                     samples: Sequence[int] | None = None, group=None, check_probes: bool = True,
-                    **kwargs) -> DistributedOperator:
+                    vectors: str = "replicated", **kwargs) -> DistributedOperator:
     """The Gauss-Newton matrix on the data of all ranks: :class:`~overparam.hessian.GGNOperator` on
     this rank's ``data`` wrapped in :class:`DistributedOperator` (arguments as :func:`distributed_hessian`).
     With a token-mean cross-entropy the weights are the per-rank counts of non-ignored targets.
@@ -209,4 +277,4 @@ def distributed_ggn(model: nn.Module, loss_fn: Callable, data, *, params: Spec =
         13
     """
     local = GGNOperator(dist.unsharded_copy(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
-    return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes)
+    return _wrap(local, model, samples, group, check_probes, vectors)

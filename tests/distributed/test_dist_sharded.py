@@ -1,0 +1,113 @@
+"""hessian.DistributedOperator on sharded (DTensor) vectors of an FSDP2 model, 2 gloo ranks, vs one process."""
+
+import pytest
+import torch
+from _dist_launch import register, results
+
+from overparam import hessian as H
+from overparam.backend import dist as opdist
+from overparam.backend import vec
+from overparam.testing import tanh_mlp
+
+SPLIT = 7  # rank 0 holds samples [0, 7), rank 1 [7, 16)
+mse = torch.nn.functional.mse_loss
+
+
+def _problem():
+    net = tanh_mlp([3, 6, 1], generator=0)  # 31 parameters: shards of 3+2 rows, 3+3 entries, 1+0 rows, 1+0
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(16, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(16, 1, generator=g, dtype=torch.float64)
+    v = torch.randn(31, generator=g, dtype=torch.float64)
+    return net, x, y, v
+
+
+def _error(fn, *args, **kw) -> str:
+    try:
+        fn(*args, **kw)
+    except ValueError as err:
+        return str(err)
+    return "no error"
+
+
+def _full(vs, batch: int | None = None) -> list:
+    """A tuple of DTensors as the full flat vector (``batch=B``: ``(B, n)``), as a list."""
+    return torch.cat([t.full_tensor().reshape(-1 if batch is None else (batch, -1)) for t in vs], dim=-1).tolist()
+
+
+@register
+def _sharded_worker(rank, world):
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor, Replicate
+
+    net, x, y, v = _problem()
+    for layer in (net[0], net[2]):
+        fully_shard(layer)
+    fully_shard(net)
+    sl = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
+    A = H.distributed_hessian(net, mse, (x[sl], y[sl]), vectors="sharded")
+    sp, params = A.space, list(net.parameters())
+    shapes = [p.shape for p in params]
+    vfull = torch.split(v, [s.numel() for s in shapes])
+    vd = tuple(opdist.dtensor_like(opdist.local_part(t.view(s), p), p) for t, s, p in zip(vfull, shapes, params))
+    V = torch.stack([v, -2 * v])  # (2, 31): a batch of two
+    Vd = sp.wrap(vec.unflatten(sp.localize(V), sp.local_shapes), batch=2)
+    seed = opdist.broadcast_seed(None)
+    eig = H.lanczos(A, k=5, which="LM", tol=1e-12, generator=11)
+    out = {
+        "n_local": A.n, "index": sp.index.tolist(),
+        "hv": _full(A @ vd), "hv_flat": (A @ sp.localize(v)).tolist(), "block": _full(A.matmat(Vd), batch=2),
+        "grad": A.gradient().tolist(),
+        "eig": eig.values.tolist(), "eig_vectors": eig.matrix().tolist(),
+        "hutch": float(H.hutchinson(A, 20, generator=seed).mean), "seed": seed,
+        "hpp": float(H.hutchpp(A, 21, generator=3).mean), "xtrace": float(H.xtrace(A, 20, generator=3).mean),
+        "slq": H.slq(A, 2, 12, generator=3).nodes.tolist(),
+        "lmax": float(H.lambda_max(A, generator=3, tol=1e-10).values[0]),
+        "ggn": _full(H.distributed_ggn(net, mse, (x[sl], y[sl]), vectors="sharded") @ vd),
+        # mismatched layouts: the same ValueError on both ranks, never a hang
+        "bad_full": _error(A.matvec, vd if rank == 0 else v),
+        "bad_replicated": _error(A.matvec, vd if rank == 0 else tuple(  # no collective to build it
+            DTensor.from_local(t.view(p.shape), p.device_mesh, [Replicate()]) for t, p in zip(vfull, params))),
+        "bad_block": _error(A.matmat, Vd if rank == 0 else tuple(t[:1] for t in Vd)),
+        "bad_model": _error(H.distributed_hessian, tanh_mlp([3, 6, 1], generator=0), mse, (x, y), vectors="sharded"),
+    }
+    return out
+
+
+@pytest.mark.dist
+def test_sharded_vectors_equal_one_process(gloo):
+    net, x, y, v = _problem()
+    Hs = H.hessian(net, mse, (x, y))
+    hv = Hs @ v
+    eig = H.lanczos(Hs, k=5, which="LM", tol=1e-12, generator=11)
+    r0, r1 = results(gloo, _sharded_worker)
+    assert r0["n_local"] + r1["n_local"] == 31 and max(r0["n_local"], r1["n_local"]) < 31  # each holds its share
+    assert sorted(r0["index"] + r1["index"]) == list(range(31))
+
+    def f64(a):
+        return torch.tensor(a, dtype=torch.float64)
+
+    for r in (r0, r1):
+        torch.testing.assert_close(f64(r["hv"]), hv, rtol=0, atol=1e-10)
+        torch.testing.assert_close(f64(r["hv_flat"]), hv[r["index"]], rtol=0, atol=1e-10)
+        torch.testing.assert_close(f64(r["block"]), torch.stack([hv, -2 * hv]), rtol=0, atol=1e-10)
+        torch.testing.assert_close(f64(r["grad"]), Hs.gradient()[r["index"]], rtol=0, atol=1e-10)
+        torch.testing.assert_close(f64(r["ggn"]), H.ggn(net, mse, (x, y)) @ v, rtol=0, atol=1e-10)
+    for key in ("eig", "hutch", "hpp", "xtrace", "slq", "lmax", "seed"):
+        assert r0[key] == r1[key], key  # the solvers' scalars are bitwise identical on every rank
+    torch.testing.assert_close(f64(r0["eig"]), eig.values, rtol=0, atol=1e-10)
+    assert eig.values.abs().min() > 1e-3  # five genuine eigenvalues
+    X = torch.empty(31, 5, dtype=torch.float64)  # the ranks' rows of the eigenvectors, reassembled
+    X[r0["index"]], X[r1["index"]] = f64(r0["eig_vectors"]), f64(r1["eig_vectors"])
+    torch.testing.assert_close((X.T @ eig.matrix()).abs(), torch.eye(5, dtype=torch.float64), rtol=0, atol=1e-8)
+    for key, fn, kw in (("hutch", H.hutchinson, dict(probes=20, generator=r0["seed"])),
+                        ("hpp", H.hutchpp, dict(probes=21, generator=3)), ("xtrace", H.xtrace, dict(probes=20, generator=3))):
+        want = float(fn(Hs, **kw).mean)
+        assert abs(r0[key] - want) <= 1e-12 * abs(want), key  # same probes; only the summation order differs
+    torch.testing.assert_close(f64(r0["slq"]), H.slq(Hs, 2, 12, generator=3).nodes, rtol=0, atol=1e-8)
+    assert abs(r0["lmax"] - float(H.lambda_max(Hs, generator=3, tol=1e-10).values[0])) < 1e-10
+    for r in (r0, r1):
+        assert "ranks disagree on the vector layout" in r["bad_full"], r["bad_full"]
+        assert "ranks disagree on the vector layout" in r["bad_replicated"], r["bad_replicated"]
+        assert "ranks disagree on the sharded vectors' layout" in r["bad_block"], r["bad_block"]
+        assert "sharded vectors need Shard(d) DTensor parameters" in r["bad_model"], r["bad_model"]
