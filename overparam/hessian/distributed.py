@@ -189,8 +189,9 @@ class DistributedOperator(Operator):
 
         Example:
             >>> from overparam.hessian.operators import as_operator
-            >>> DistributedOperator(as_operator(torch.eye(2))).matvec(torch.ones(2)).tolist()
-            [1.0, 1.0]
+            >>> A = DistributedOperator(as_operator(2 * torch.eye(2)), samples=[1], vectors="sharded", layout=[torch.ones(2)])
+            >>> A.matvec(torch.ones(2)).tolist(), A.space.n   # one process: this rank holds every coordinate
+            ([2.0, 2.0], 2)
         """
         return super().matvec(v) if self.space is None else sharded_call(self, v, batched=False)
 
@@ -199,7 +200,7 @@ class DistributedOperator(Operator):
 
         Example:
             >>> from overparam.hessian.operators import as_operator
-            >>> DistributedOperator(as_operator(torch.eye(2))).matmat(torch.ones(2, 1)).tolist()
+            >>> DistributedOperator(as_operator(torch.eye(2)), samples=[1]).matmat(torch.ones(2, 1)).tolist()
             [[1.0], [1.0]]
         """
         return super().matmat(V) if self.space is None else sharded_call(self, V, batched=True)
@@ -209,7 +210,7 @@ class DistributedOperator(Operator):
 
         Example:
             >>> from overparam.hessian.operators import as_operator
-            >>> DistributedOperator(as_operator(torch.eye(2))).to_dense().tolist()
+            >>> DistributedOperator(as_operator(torch.eye(2)), samples=[1]).to_dense().tolist()
             [[1.0, 0.0], [0.0, 1.0]]
         """
         if self.space is not None:

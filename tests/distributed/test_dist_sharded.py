@@ -6,7 +6,7 @@ from _dist_launch import register, results
 
 from overparam import hessian as H
 from overparam.backend import dist as opdist
-from overparam.backend import vec
+from overparam.backend import sharded, vec
 from overparam.testing import tanh_mlp
 
 SPLIT = 7  # rank 0 holds samples [0, 7), rank 1 [7, 16)
@@ -20,6 +20,11 @@ def _problem():
     y = torch.randn(16, 1, generator=g, dtype=torch.float64)
     v = torch.randn(31, generator=g, dtype=torch.float64)
     return net, x, y, v
+
+
+def _low_rank():
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(31, 2, generator=g, dtype=torch.float64) @ torch.randn(2, 4, generator=g, dtype=torch.float64)
 
 
 def _error(fn, *args, **kw) -> str:
@@ -53,9 +58,10 @@ def _sharded_worker(rank, world):
     V = torch.stack([v, -2 * v])  # (2, 31): a batch of two
     Vd = sp.wrap(vec.unflatten(sp.localize(V), sp.local_shapes), batch=2)
     seed = opdist.broadcast_seed(None)
+    Q, R = sharded.qr(sp, sp.localize(_low_rank().T).T)  # tall-skinny QR of rows split over the ranks
     eig = H.lanczos(A, k=5, which="LM", tol=1e-12, generator=11)
     out = {
-        "n_local": A.n, "index": sp.index.tolist(),
+        "qr": (Q.tolist(), R.tolist()), "n_local": A.n, "index": sp.index.tolist(),
         "hv": _full(A @ vd), "hv_flat": (A @ sp.localize(v)).tolist(), "block": _full(A.matmat(Vd), batch=2),
         "grad": A.gradient().tolist(),
         "eig": eig.values.tolist(), "eig_vectors": eig.matrix().tolist(),
@@ -93,6 +99,11 @@ def test_sharded_vectors_equal_one_process(gloo):
         torch.testing.assert_close(f64(r["block"]), torch.stack([hv, -2 * hv]), rtol=0, atol=1e-10)
         torch.testing.assert_close(f64(r["grad"]), Hs.gradient()[r["index"]], rtol=0, atol=1e-10)
         torch.testing.assert_close(f64(r["ggn"]), H.ggn(net, mse, (x, y)) @ v, rtol=0, atol=1e-10)
+    Q = torch.empty(31, 4, dtype=torch.float64)  # the ranks' rows of Q, reassembled; R is the same on both
+    Q[r0["index"]], Q[r1["index"]] = f64(r0["qr"][0]), f64(r1["qr"][0])
+    torch.testing.assert_close(Q @ f64(r0["qr"][1]), _low_rank(), rtol=0, atol=1e-12)  # rank 2 of 4: still exact
+    torch.testing.assert_close(Q.T @ Q, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert r0["qr"][1] == r1["qr"][1]
     for key in ("eig", "hutch", "hpp", "xtrace", "slq", "lmax", "seed"):
         assert r0[key] == r1[key], key  # the solvers' scalars are bitwise identical on every rank
     torch.testing.assert_close(f64(r0["eig"]), eig.values, rtol=0, atol=1e-10)
