@@ -43,6 +43,7 @@ from ._model import _batch_size
 from .ggn import GGNOperator
 from .hvp import HessianOperator
 from .operators import Operator
+from ._fsdp_fd import FSDPFiniteDifference
 from ._sharded import sharded_call
 
 __all__ = ["DistributedOperator", "distributed_hessian", "distributed_ggn"]
@@ -260,6 +261,13 @@ def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Sp
         >>> H.local.backend, H.names
         ('double_backward', ['0.weight', '0.bias', '2.weight', '2.bias'])
     """
+    inner = dist.unwrap(model)
+    if vectors == "sharded" and kwargs.get("backend") == "finite_difference" and \
+            any(dist.is_dtensor(p) for p in inner.parameters()):  # the memory-true route: FSDP's own passes
+        if set(kwargs) - {"backend", "fd_step"}:
+            raise TypeError(f"the FSDP finite-difference route takes fd_step= only, got {sorted(set(kwargs) - {'backend'})}")
+        return FSDPFiniteDifference(inner, loss_fn, data, params=params, exclude=exclude, samples=samples, group=group,
+                                    fd_step=kwargs.get("fd_step"))
     local = HessianOperator(dist.unsharded_copy(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
     return _wrap(local, model, samples, group, check_probes, vectors)
 
