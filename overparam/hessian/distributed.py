@@ -16,7 +16,10 @@ all-reduce) and raises ``ValueError`` on every rank otherwise.
 or on :func:`overparam.backend.dist.unsharded_copy` (FSDP2: the full parameters gathered once, when
 the operator is built, into a plain copy without FSDP's hooks, whose forward FSDP would otherwise
 reroute through its own all-gathered tensors). Vectors are full-size and identical on every rank,
-as under DDP: FSDP's memory saving is traded for exact products; see docs/distributed.md.
+as under DDP, or with ``vectors="sharded"`` laid out like the DTensor parameters (each rank keeps
+its shard: a Lanczos basis costs ``n_local/n`` of the memory; each product all-gathers ``v`` and
+reduce-scatters the result); ``backend="finite_difference"`` with sharded vectors never gathers the
+parameters at all (central differences through FSDP's own forward/backward); see docs/distributed.md.
 
 In a single process the wrapper is the local operator (weight 1, no communication).
 
@@ -252,7 +255,11 @@ def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Sp
     ``(model, loss_fn, data, params=, exclude=, **kwargs)`` on this rank's ``data`` (``model`` plain,
     DDP-wrapped or FSDP2: :func:`~overparam.backend.dist.unsharded_copy`), wrapped in
     :class:`DistributedOperator` ``(samples=, group=, check_probes=, vectors=)``; with
-    ``vectors="sharded"`` (FSDP2 models) the vectors are laid out like the model's DTensor parameters.
+    ``vectors="sharded"`` (FSDP2 models) the vectors are laid out like the model's DTensor parameters
+    (DTensor tuples, or this rank's flat coordinates ``(n_local,)``); adding
+    ``backend="finite_difference"`` (and optionally ``fd_step=``) gives the memory-true route: central
+    differences of gradients from FSDP's own forward/backward on the local shards, never a gathered
+    parameter copy (an :class:`~overparam.hessian.Operator` with ``space``, not a DistributedOperator).
 
     Example:
         >>> from overparam.testing import tanh_mlp
@@ -260,6 +267,10 @@ def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Sp
         >>> H = distributed_hessian(tanh_mlp([2, 3, 1], generator=0), torch.nn.functional.mse_loss, (x, y))
         >>> H.local.backend, H.names
         ('double_backward', ['0.weight', '0.bias', '2.weight', '2.bias'])
+        >>> S = distributed_hessian(tanh_mlp([2, 3, 1], generator=0), torch.nn.functional.mse_loss, (x, y),
+        ...                         vectors="sharded")   # one process: this rank holds all 13 coordinates
+        >>> S.space.n, S.n, torch.allclose(S @ torch.ones(13, dtype=torch.float64), H @ torch.ones(13, dtype=torch.float64))
+        (13, 13, True)
     """
     inner = dist.unwrap(model)
     if vectors == "sharded" and kwargs.get("backend") == "finite_difference" and \

@@ -69,6 +69,7 @@ def _sharded_worker(rank, world):
         "hpp": float(H.hutchpp(A, 21, generator=3).mean), "xtrace": float(H.xtrace(A, 20, generator=3).mean),
         "slq": H.slq(A, 2, 12, generator=3).nodes.tolist(),
         "lmax": float(H.lambda_max(A, generator=3, tol=1e-10).values[0]),
+        "power": H.power_iteration(A, k=2, tol=1e-10, generator=3).values.tolist(),
         "ggn": _full(H.distributed_ggn(net, mse, (x[sl], y[sl]), vectors="sharded") @ vd),
         # mismatched layouts: the same ValueError on both ranks, never a hang
         "bad_full": _error(A.matvec, vd if rank == 0 else v),
@@ -104,7 +105,7 @@ def test_sharded_vectors_equal_one_process(gloo):
     torch.testing.assert_close(Q @ f64(r0["qr"][1]), _low_rank(), rtol=0, atol=1e-12)  # rank 2 of 4: still exact
     torch.testing.assert_close(Q.T @ Q, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-12)
     assert r0["qr"][1] == r1["qr"][1]
-    for key in ("eig", "hutch", "hpp", "xtrace", "slq", "lmax", "seed"):
+    for key in ("eig", "hutch", "hpp", "xtrace", "slq", "lmax", "power", "seed"):
         assert r0[key] == r1[key], key  # the solvers' scalars are bitwise identical on every rank
     torch.testing.assert_close(f64(r0["eig"]), eig.values, rtol=0, atol=1e-10)
     assert eig.values.abs().min() > 1e-3  # five genuine eigenvalues
@@ -117,6 +118,8 @@ def test_sharded_vectors_equal_one_process(gloo):
         assert abs(r0[key] - want) <= 1e-12 * abs(want), key  # same probes; only the summation order differs
     torch.testing.assert_close(f64(r0["slq"]), H.slq(Hs, 2, 12, generator=3).nodes, rtol=0, atol=1e-8)
     assert abs(r0["lmax"] - float(H.lambda_max(Hs, generator=3, tol=1e-10).values[0])) < 1e-10
+    torch.testing.assert_close(f64(r0["power"]), H.power_iteration(Hs, k=2, tol=1e-10, generator=3).values,
+                               rtol=0, atol=1e-8)
     for r in (r0, r1):
         assert "ranks disagree on the vector layout" in r["bad_full"], r["bad_full"]
         assert "ranks disagree on the vector layout" in r["bad_replicated"], r["bad_replicated"]
