@@ -25,8 +25,9 @@ import torch
 from torch import Tensor
 
 from . import dist
+from .checks import check_floats
 
-__all__ = ["ShardedSpace", "space_of", "localize", "reduce", "norm", "qr"]
+__all__ = ["ShardedSpace", "localize", "reduce", "norm", "qr"]
 
 
 def _chunk(t: Tensor, d: int | None, world: int, r: int) -> Tensor:
@@ -162,15 +163,9 @@ class ShardedSpace:
         return tuple(dist.dtensor_like(t, p, batch=batch) for t, p in zip(local, self.layout))
 
 
-def space_of(A) -> ShardedSpace | None:
-    """The :class:`ShardedSpace` an operator's flat vectors live in (its ``space`` attribute), or
-    None: plain vectors, every coordinate on every process.
-
-    Example:
-        >>> space_of(torch.eye(2)) is None
-        True
-    """
-    return getattr(A, "space", None)
+def _space(space) -> None:
+    if space is not None and not isinstance(space, ShardedSpace):
+        raise TypeError(f"space must be a ShardedSpace or None (plain vectors), got {type(space).__name__}")
 
 
 def localize(space: ShardedSpace | None, full: Tensor) -> Tensor:
@@ -180,6 +175,8 @@ def localize(space: ShardedSpace | None, full: Tensor) -> Tensor:
         >>> localize(None, torch.ones(3)).shape
         torch.Size([3])
     """
+    _space(space)
+    check_floats({"full": full}, nonempty=False)
     return full if space is None else space.localize(full)
 
 
@@ -190,6 +187,8 @@ def reduce(space: ShardedSpace | None, t: Tensor) -> Tensor:
         >>> reduce(None, torch.tensor(2.))
         tensor(2.)
     """
+    _space(space)
+    check_floats({"t": t}, nonempty=False)
     return t if space is None else space.reduce(t)
 
 
@@ -201,6 +200,12 @@ def norm(space: ShardedSpace | None, x: Tensor, dim: int | None = None, keepdim:
         >>> norm(None, torch.tensor([3., 4.]))
         tensor(5.)
     """
+    _space(space)
+    check_floats({"x": x}, nonempty=False)
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or not -x.ndim <= dim < max(x.ndim, 1)):
+        raise ValueError(f"dim must be None or an int in [-{x.ndim}, {x.ndim}), got {dim!r}")
+    if not isinstance(keepdim, bool):
+        raise TypeError(f"keepdim must be a bool, got {type(keepdim).__name__}")
     if space is None:
         return torch.linalg.vector_norm(x, dim=dim, keepdim=keepdim)
     return space.reduce((x * x).sum(dim=dim, keepdim=keepdim)).sqrt()
@@ -217,6 +222,10 @@ def qr(space: ShardedSpace | None, Y: Tensor) -> tuple[Tensor, Tensor]:
         >>> Q.shape, float(R.abs().squeeze())
         (torch.Size([2, 1]), 5.0)
     """
+    _space(space)
+    check_floats({"Y": Y})
+    if Y.ndim != 2:
+        raise ValueError(f"Y must be a 2-D tensor (rows, columns), got shape {tuple(Y.shape)}")
     if space is None:
         return torch.linalg.qr(Y)
     s = Y.shape[1]

@@ -79,7 +79,7 @@ def start_vector(op: Operator, v0, generator: GeneratorLike) -> Tensor:
     For an operator on sharded vectors (``op.space``) the vector is this rank's part (``(n_local,)``)
     of the single-process one (drawn in full from ``generator``, then cut).
     """
-    n, sp = op.n, sharded.space_of(op)
+    n, sp = op.n, op.space
     if isinstance(v0, str) and v0 != "gradient":
         raise ValueError(f"v0 must be a vector, previous vectors, an Eigen or 'gradient', got {v0!r}")
     if isinstance(v0, str) and not hasattr(op, "gradient"):
@@ -185,7 +185,7 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
         [30.0, 29.0, 28.0]
     """
     op = as_operator(A)
-    sp = sharded.space_of(op)  # sharded vectors: each rank holds op.n of the sp.n coordinates
+    sp = op.space  # sharded vectors: each rank holds op.n of the sp.n coordinates
     n, red = (op.n, None) if sp is None else (sp.n, sp.reduce)
     if which not in ("LA", "SA", "LM"):
         raise ValueError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")

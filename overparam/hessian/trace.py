@@ -53,7 +53,7 @@ class Estimate:
 def probe_block(op: Operator, m: int, kind: str, g: torch.Generator) -> Tensor:
     """``(n, m)`` i.i.d. probes of ``kind`` (see :func:`~overparam.backend.random.probe`) drawn from ``g``
     (sharded vectors, ``op.space``: this rank's rows of the single-process block)."""
-    sp = sharded.space_of(op)
+    sp = op.space
     P = probe(kind, (m, op.n if sp is None else sp.n), generator=g, dtype=op.dtype, device=op.device)
     return sharded.localize(sp, P).mT
 

@@ -35,7 +35,6 @@ def test_helpers_without_a_space_are_torch_itself():
     assert torch.equal(sharded.norm(None, Y, dim=0), torch.linalg.vector_norm(Y, dim=0))
     t = torch.tensor([1.5])
     assert sharded.reduce(None, t) is t and sharded.localize(None, Y) is Y
-    assert sharded.space_of(torch.eye(2)) is None
 
 
 def test_a_space_of_one_rank_gives_the_same_numbers():
