@@ -3,23 +3,12 @@
 import pytest
 import torch
 from _dist_launch import register, results
+from _dist_problem import SPLIT, expect_error as _error, mse, problem as _problem
 
 from overparam import hessian as H
 from overparam.backend import dist as opdist
 from overparam.backend import sharded, vec
 from overparam.testing import tanh_mlp
-
-SPLIT = 7  # rank 0 holds samples [0, 7), rank 1 [7, 16)
-mse = torch.nn.functional.mse_loss
-
-
-def _problem():
-    net = tanh_mlp([3, 6, 1], generator=0)  # 31 parameters: shards of 3+2 rows, 3+3 entries, 1+0 rows, 1+0
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(16, 3, generator=g, dtype=torch.float64)
-    y = torch.randn(16, 1, generator=g, dtype=torch.float64)
-    v = torch.randn(31, generator=g, dtype=torch.float64)
-    return net, x, y, v
 
 
 def _low_rank():
@@ -27,34 +16,39 @@ def _low_rank():
     return torch.randn(31, 2, generator=g, dtype=torch.float64) @ torch.randn(2, 4, generator=g, dtype=torch.float64)
 
 
-def _error(fn, *args, **kw) -> str:
-    try:
-        fn(*args, **kw)
-    except ValueError as err:
-        return str(err)
-    return "no error"
-
-
 def _full(vs, batch: int | None = None) -> list:
     """A tuple of DTensors as the full flat vector (``batch=B``: ``(B, n)``), as a list."""
     return torch.cat([t.full_tensor().reshape(-1 if batch is None else (batch, -1)) for t in vs], dim=-1).tolist()
 
 
-@register
-def _sharded_worker(rank, world):
+def _fsdp_setup(rank):
+    """The FSDP2 model (Shard(0) parameters), this rank's samples, and v as DTensors in the layout."""
     from torch.distributed.fsdp import fully_shard
-    from torch.distributed.tensor import DTensor, Replicate
 
     net, x, y, v = _problem()
     for layer in (net[0], net[2]):
         fully_shard(layer)
     fully_shard(net)
-    sl = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
+    params = list(net.parameters())
+    vfull = torch.split(v, [p.numel() for p in params])
+    vd = tuple(opdist.dtensor_like(opdist.local_part(t.view(p.shape), p), p) for t, p in zip(vfull, params))
+    return net, x, y, v, vfull, vd, slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
+
+
+def _oracle():
+    """One process on all the data: the model, data, v, the Hessian operator and H v."""
+    net, x, y, v = _problem()
+    Hs = H.hessian(net, mse, (x, y))
+    return net, x, y, v, Hs, Hs @ v
+
+
+@register
+def _sharded_worker(rank, world):
+    from torch.distributed.tensor import DTensor, Replicate
+
+    net, x, y, v, vfull, vd, sl = _fsdp_setup(rank)
     A = H.distributed_hessian(net, mse, (x[sl], y[sl]), vectors="sharded")
     sp, params = A.space, list(net.parameters())
-    shapes = [p.shape for p in params]
-    vfull = torch.split(v, [s.numel() for s in shapes])
-    vd = tuple(opdist.dtensor_like(opdist.local_part(t.view(s), p), p) for t, s, p in zip(vfull, shapes, params))
     V = torch.stack([v, -2 * v])  # (2, 31): a batch of two
     Vd = sp.wrap(vec.unflatten(sp.localize(V), sp.local_shapes), batch=2)
     seed = opdist.broadcast_seed(None)
@@ -83,9 +77,7 @@ def _sharded_worker(rank, world):
 
 @pytest.mark.dist
 def test_sharded_vectors_equal_one_process(gloo):
-    net, x, y, v = _problem()
-    Hs = H.hessian(net, mse, (x, y))
-    hv = Hs @ v
+    net, x, y, v, Hs, hv = _oracle()
     eig = H.lanczos(Hs, k=5, which="LM", tol=1e-12, generator=11)
     r0, r1 = results(gloo, _sharded_worker)
     assert r0["n_local"] + r1["n_local"] == 31 and max(r0["n_local"], r1["n_local"]) < 31  # each holds its share
@@ -130,21 +122,12 @@ def test_sharded_vectors_equal_one_process(gloo):
 @register
 def _fd_worker(rank, world):
     """The memory-true route: central differences through FSDP's own forward/backward."""
-    from torch.distributed.fsdp import fully_shard
-
-    net, x, y, v = _problem()
-    for layer in (net[0], net[2]):
-        fully_shard(layer)
-    fully_shard(net)
-    sl = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
+    net, x, y, v, _, vd, sl = _fsdp_setup(rank)
     batches = [(x[sl][:4], y[sl][:4]), (x[sl][4:], y[sl][4:])]
     shards = [p.to_local().clone() for p in net.parameters()]
     mse(net(x[sl]), y[sl]).backward()  # a user's gradient, which the products must leave alone
     grads = [p.grad.to_local().clone() for p in net.parameters()]
     A = H.distributed_hessian(net, mse, batches, vectors="sharded", backend="finite_difference")
-    params = list(net.parameters())
-    vfull = torch.split(v, [p.numel() for p in params])
-    vd = tuple(opdist.dtensor_like(opdist.local_part(t.view(p.shape), p), p) for t, p in zip(vfull, params))
     out = {"hv": _full(A @ vd), "index": A.space.index.tolist(), "grad": A.gradient().tolist(),
            "eig": H.lanczos(A, k=5, which="LM", tol=1e-8, generator=11).values.tolist(),
            "hutch": float(H.hutchinson(A, 8, generator=5).mean),
@@ -156,10 +139,8 @@ def _fd_worker(rank, world):
 
 @pytest.mark.dist
 def test_fsdp_finite_difference_route(gloo):
-    net, x, y, v = _problem()
-    Hs = H.hessian(net, mse, (x, y))
+    net, x, y, v, Hs, hv = _oracle()
     r0, r1 = results(gloo, _fd_worker)
-    hv = Hs @ v
     err = max((torch.tensor(r["hv"], dtype=torch.float64) - hv).abs().max() for r in (r0, r1))
     print(f"FSDP finite-difference HVP: max abs error {float(err):.2e} (|Hv|max {float(hv.abs().max()):.2e})")
     assert err < 1e-9  # measured 2.0e-10 (|Hv| ~ 2.3): the central difference's h² and eps/h terms
