@@ -17,6 +17,7 @@ from torch import nn
 
 import overparam as op
 from _fuzz_skip import PACKAGES, SKIP, public_callables  # noqa: F401  (re-exported)
+from _fuzz_dist import DIST_CALLS
 from _fuzz_umup import UMUP_CALLS
 
 D = torch.float64
@@ -108,7 +109,7 @@ BY_NAME = {
 LIN = lambda: nn.Linear(4, 3).to(D)  # noqa: E731
 
 # qualname -> {param: factory}: what BY_NAME gets wrong for this callable
-CALLS = {**UMUP_CALLS,
+CALLS = {**UMUP_CALLS, **DIST_CALLS,
     "backend.vec.dot": {"y": BY_NAME["y"]}, "backend.vec.unflatten": {"flat": lambda: t(7)},
     "backend.vec.stack": {"vectors": lambda: [(t(3), t(2)), (t(3, seed=1), t(2, seed=1))]},
     "backend.vec.unstack": {"batch": lambda: (t(2, 3), t(2, 2))},
@@ -139,11 +140,6 @@ CALLS = {**UMUP_CALLS,
     "backend.dispatch.call": {"*": lambda: ("nm_mask", t(4, 8), 2, 4)},
     "backend.linalg.gram_solve": {"R": lambda: t(3, 3) + 3 * torch.eye(3, dtype=D), "B": lambda: t(2, 3)},
     "backend.linalg.spd_solve": {"B": lambda: t(2, 3)}, "backend.linalg.spd_solve_ex": {"B": lambda: t(2, 3)},
-    "backend.dist.all_reduce_vec": {"x": lambda: (t(3),)}, "backend.dist.all_gather": {"t": lambda: t(3)},
-    "backend.dist.global_kth_value": {"values": lambda: t(10), "k": lambda: 3}, "backend.dist.local_part": {"full": lambda: t(3), "like": lambda: t(3)},
-    "backend.dist.agree": {"value": lambda: [(2, 3)], "what": lambda: "shapes"}, "backend.dist.sample_weight": {"count": lambda: 3},
-    "backend.dist.is_dtensor": {"t": lambda: t(3)}, "backend.dist.shard_dim": {"t": lambda: t(3)},
-    "backend.dist.dtensor_like": {"local": lambda: t(3), "like": lambda: t(3)},
     "hessian.DistributedOperator": {"local": lambda: op.hessian.hessian(mlp(), F.mse_loss, data())},
     "factor.functional.product": {"factors": lambda: [t(3, 2), t(4, 3)]},
     "factor.LowRankLinear": {"in_features": lambda: 4, "out_features": lambda: 3},

@@ -14,6 +14,8 @@
 * :mod:`~overparam.backend.checks`: the argument checks several packages share;
 * :mod:`~overparam.backend.dispatch`: the registry of routines with several implementations;
 * :mod:`~overparam.backend.dist`: ``torch.distributed`` helpers, no-ops in one process;
+* :mod:`~overparam.backend.sharded`: flat vectors sharded like FSDP2's parameters (this rank's
+  coordinates) and the global reductions the solvers need on them;
 * :mod:`~overparam.backend.kernels`: optional Triton kernels, each beside its torch reference.
 
 It imports no other overparam package.
@@ -24,9 +26,11 @@ Example:
     [('svd', True), ('randomized', True)]
 """
 
-from . import checks, dispatch, dist, kernels, layers, linalg, nm, packed_step, random, select, softmax_ce, sparse24, topk, vec
+from . import (checks, dispatch, dist, kernels, layers, linalg, nm, packed_step, random, select, sharded, softmax_ce,
+               sparse24, topk, vec)
 from .dispatch import implementations
 from .random import construction_generator, measurement_generator
 
-__all__ = ["vec", "linalg", "random", "select", "topk", "nm", "layers", "softmax_ce", "sparse24", "packed_step", "checks", "dispatch", "dist", "implementations",
+__all__ = ["vec", "linalg", "random", "select", "topk", "nm", "layers", "softmax_ce", "sparse24", "packed_step", "checks", "dispatch", "dist", "sharded",
+           "implementations",
            "construction_generator", "measurement_generator"]

@@ -29,9 +29,9 @@ from . import vec as _vec
 from ._kth import INT_VIEW, kth_by_bisection
 from .random import GeneratorLike, measurement_generator
 
-__all__ = ["LOCAL", "is_distributed", "rank", "world_size", "all_reduce_vec", "all_gather", "global_kth_value", "agree",
-           "sample_weight", "broadcast_seed", "unwrap", "unsharded_copy", "is_dtensor", "shard_dim", "dtensor_like",
-           "local_part"]
+__all__ = ["LOCAL", "is_distributed", "rank", "world_size", "all_reduce_vec", "all_gather", "reduce_scatter",
+           "global_kth_value", "agree", "sample_weight", "broadcast_seed", "unwrap", "unsharded_copy", "is_dtensor",
+           "shard_dim", "dtensor_like", "local_part"]
 
 
 class _Local:
@@ -76,6 +76,23 @@ def all_gather(t: Tensor, *, group=None) -> Tensor:
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
     dist.all_gather(parts, t.contiguous(), group=group)
     return torch.stack(parts)
+
+
+def reduce_scatter(parts: Tensor, *, group=None) -> Tensor:
+    """``Σ_r parts_r[rank]``: row ``rank`` of ``parts (world, *shape)`` summed over the ranks (one
+    reduce-scatter; every rank passes the same shape); ``parts[0]`` in a single process.
+
+    Example:
+        >>> reduce_scatter(torch.ones(1, 2)).tolist()
+        [1.0, 1.0]
+    """
+    if not isinstance(parts, Tensor) or parts.ndim == 0 or parts.shape[0] != world_size(group):
+        raise ValueError(f"parts must be a tensor (world={world_size(group)}, ...), got {getattr(parts, 'shape', parts)}")
+    if not is_distributed(group):
+        return parts[0]
+    out = torch.empty(parts[0].numel(), dtype=parts.dtype, device=parts.device)
+    dist.reduce_scatter_single(out, parts.contiguous().view(-1), group=group)
+    return out.view(parts.shape[1:])
 
 
 def all_reduce_vec(x: Iterable[Tensor], *, op: str = "sum", weight: float | None = None, check: bool = False,
@@ -261,8 +278,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The module a ``DistributedDataParallel`` wraps (``model.module``), else ``model`` itself.
 
     Example:
-        >>> net = torch.nn.Linear(2, 2)
-        >>> unwrap(net) is net
+        >>> unwrap(net := torch.nn.Linear(2, 2)) is net
         True
     """
     if not isinstance(model, nn.Module):
@@ -279,8 +295,7 @@ def unsharded_copy(model: nn.Module) -> nn.Module:
     FSDP's mixed-precision casts are not applied. Without DTensor parameters: ``unwrap(model)``.
 
     Example:
-        >>> net = torch.nn.Linear(2, 2)
-        >>> unsharded_copy(net) is net
+        >>> unsharded_copy(net := torch.nn.Linear(2, 2)) is net
         True
     """
     inner = unwrap(model)
@@ -312,10 +327,15 @@ def unsharded_copy(model: nn.Module) -> nn.Module:
     return module(inner)
 
 
+def _tensors(**xs) -> None:
+    for name, x in xs.items():
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+
+
 def is_dtensor(t) -> bool:
     """Whether the tensor ``t`` is a ``torch.distributed.tensor.DTensor`` (FSDP2's sharded parameters)."""
-    if not isinstance(t, Tensor):
-        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
+    _tensors(t=t)
     if not dist.is_available():
         return False
     from torch.distributed.tensor import DTensor
@@ -344,18 +364,19 @@ def shard_dim(t, name: str = "t") -> int | None:
     raise ValueError(f"{name}: placement {pl} is not supported (Shard or Replicate)")
 
 
-def dtensor_like(local: Tensor, like) -> Tensor:
+def dtensor_like(local: Tensor, like, *, batch: int | None = None) -> Tensor:
     """``local`` (this rank's shard) as a DTensor with ``like``'s mesh, placements and global
-    shape; ``local`` itself when ``like`` is not a DTensor."""
-    for name, x in (("local", local), ("like", like)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    shape (``batch=B``: a batch of them, global shape ``(B, *like.shape)``, sharded one dimension
+    later); ``local`` itself when ``like`` is not a DTensor."""
+    _tensors(local=local, like=like)
     if not is_dtensor(like):
         return local
-    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor import DTensor, Shard
 
-    return DTensor.from_local(local, like.device_mesh, like.placements, run_check=False, shape=like.shape,
-                              stride=like.stride())
+    pl, shape = like.placements, like.shape if batch is None else torch.Size((batch, *like.shape))
+    pl = pl if batch is None else [Shard(shard_dim(like, "like") + 1)]
+    return DTensor.from_local(local, like.device_mesh, pl, run_check=False, shape=shape,
+                              stride=torch.empty(shape, device="meta").stride())
 
 
 def local_part(full: Tensor, like) -> Tensor:
@@ -367,9 +388,7 @@ def local_part(full: Tensor, like) -> Tensor:
         >>> local_part(torch.ones(3, 2), torch.zeros(3, 2)).shape
         torch.Size([3, 2])
     """
-    for name, x in (("full", full), ("like", like)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    _tensors(full=full, like=like)
     if full.shape != like.shape:
         raise ValueError(f"full has shape {tuple(full.shape)} but like has the global shape {tuple(like.shape)}")
     d = shard_dim(like, "like")

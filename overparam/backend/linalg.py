@@ -33,7 +33,7 @@ class NotPositiveDefiniteError(ValueError):
     """A matrix that must be symmetric positive definite is not (numerically)."""
 
 
-def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Tensor]:
+def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2, reduce=None) -> tuple[Tensor, Tensor]:
     """Remove from ``v`` its components along the orthonormal columns of ``Q``.
 
     Classical Gram-Schmidt repeated ``passes`` times (2 = CGS2, which keeps orthogonality to
@@ -43,6 +43,8 @@ def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Ten
         v: ``(..., n)`` one vector or ``(..., n, j)`` several columns.
         Q: ``(..., n, k)`` with orthonormal columns (``k`` may be 0).
         passes: number of projection passes, >= 1.
+        reduce: for rows sharded over ranks, the function that sums partial inner products ``Qᵀv``
+            over the ranks (:meth:`overparam.backend.sharded.ShardedSpace.reduce`); None: local rows.
 
     Returns:
         ``(w, c)``: ``w`` like ``v`` and orthogonal to ``Q``; ``c`` the accumulated coefficients
@@ -61,7 +63,7 @@ def orthogonalize(v: Tensor, Q: Tensor, *, passes: int = 2) -> tuple[Tensor, Ten
         raise ValueError(f"v has length {w.shape[-2]} but Q has {Q.shape[-2]} rows")
     coef = torch.zeros(*Q.shape[:-2], Q.shape[-1], w.shape[-1], dtype=Q.dtype, device=Q.device)
     for _ in range(passes):
-        c = Q.mT @ w
+        c = Q.mT @ w if reduce is None else reduce(Q.mT @ w)
         w = w - Q @ c
         coef = coef + c
     if vector:

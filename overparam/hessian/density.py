@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend import linalg
+from ..backend import linalg, sharded
 from ..backend.random import GeneratorLike, gaussian, measurement_generator, probe
 from ..backend.checks import check_real
 from .operators import Operator, as_operator
@@ -77,6 +77,7 @@ class Density:
 def _lanczos_block(op: Operator, V0: Tensor, steps: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
     """Independent Lanczos runs from the unit rows of ``V0 (B, n)``; returns ``alpha (B, m)``, ``beta (B, m-1)``."""
     B, n = V0.shape
+    sp = op.space  # sharded vectors: n is this rank's share of sp.n
     basis = torch.zeros(B, steps, n, dtype=op.dtype, device=op.device)
     alpha = torch.zeros(B, steps, dtype=op.dtype, device=op.device)
     beta = torch.zeros(B, max(steps - 1, 0), dtype=op.dtype, device=op.device)
@@ -85,17 +86,19 @@ def _lanczos_block(op: Operator, V0: Tensor, steps: int, g: torch.Generator) -> 
     for j in range(steps):
         basis[:, j] = v
         w = op.matmat(v.mT).mT
-        alpha[:, j] = (w * v).sum(dim=1)
+        alpha[:, j] = sharded.reduce(sp, (w * v).sum(dim=1))
         if j == steps - 1:
             break
-        scale = torch.linalg.vector_norm(w, dim=1)
-        w, _ = linalg.orthogonalize(w, basis[:, : j + 1].mT)  # full re-orthogonalization (CGS2)
-        b = torch.linalg.vector_norm(w, dim=1)
+        scale = sharded.norm(sp, w, dim=1)
+        red = None if sp is None else sp.reduce  # full re-orthogonalization (CGS2)
+        w, _ = linalg.orthogonalize(w, basis[:, : j + 1].mT, reduce=red)
+        b = sharded.norm(sp, w, dim=1)
         dead = b <= 100 * eps * scale.clamp(min=1e-300)
         if bool(dead.any()):  # invariant subspace: continue with a fresh orthogonal vector, coupling 0
-            r = gaussian((B, n), generator=g, dtype=op.dtype, device=op.device)
-            r, _ = linalg.orthogonalize(r, basis[:, : j + 1].mT)
-            r = r / torch.linalg.vector_norm(r, dim=1, keepdim=True)
+            r = sharded.localize(sp, gaussian((B, n if sp is None else sp.n), generator=g, dtype=op.dtype,
+                                              device=op.device))
+            r, _ = linalg.orthogonalize(r, basis[:, : j + 1].mT, reduce=red)
+            r = r / sharded.norm(sp, r, dim=1, keepdim=True)
             b = torch.where(dead, torch.zeros_like(b), b)
             v = torch.where(dead.unsqueeze(1), r, w / b.clamp(min=1e-300).unsqueeze(1))
         else:
@@ -132,25 +135,26 @@ def slq(A, probes: int | Tensor = 10, steps: int = 80, *, kind: str = "rademache
         ([-1.0, 0.0, 2.0], [1.0, 1.0])
     """
     op = as_operator(A)
-    n = op.n
+    sp = op.space  # sharded vectors: explicit probes are this rank's coordinates, (P, op.n)
+    n = op.n if sp is None else sp.n
     if not isinstance(steps, int) or not 1 <= steps <= n:
         raise ValueError(f"steps must be an int in [1, n={n}], got {steps!r}")
     g = measurement_generator(generator)
     if isinstance(probes, Tensor):
-        if probes.ndim != 2 or probes.shape[1] != n:
-            raise ValueError(f"explicit probes must have shape (P, {n}), got {tuple(probes.shape)}")
+        if probes.ndim != 2 or probes.shape[1] != op.n:
+            raise ValueError(f"explicit probes must have shape (P, {op.n}), got {tuple(probes.shape)}")
         V = probes.to(dtype=op.dtype, device=op.device)
     elif isinstance(probes, int) and probes >= 1:
-        V = probe(kind, (probes, n), generator=g, dtype=op.dtype, device=op.device)
+        V = sharded.localize(sp, probe(kind, (probes, n), generator=g, dtype=op.dtype, device=op.device))
     else:
         raise ValueError(f"probes must be a positive int or a (P, n) tensor, got {probes!r}")
-    norms = torch.linalg.vector_norm(V, dim=1, keepdim=True)
+    norms = sharded.norm(sp, V, dim=1, keepdim=True)
     if bool((norms == 0).any()):
         raise ValueError("a probe is zero")
     V = V / norms
     P = V.shape[0]
     if block is None:
-        block = P if P * steps * n * V.element_size() <= 256 * 2**20 else 1
+        block = P if P * steps * n * V.element_size() <= 256 * 2**20 else 1  # n global: same on every rank
     _check_block(block)
     alphas, betas = [], []
     for s in range(0, P, block):

@@ -16,7 +16,10 @@ all-reduce) and raises ``ValueError`` on every rank otherwise.
 or on :func:`overparam.backend.dist.unsharded_copy` (FSDP2: the full parameters gathered once, when
 the operator is built, into a plain copy without FSDP's hooks, whose forward FSDP would otherwise
 reroute through its own all-gathered tensors). Vectors are full-size and identical on every rank,
-as under DDP: FSDP's memory saving is traded for exact products; see docs/distributed.md.
+as under DDP, or with ``vectors="sharded"`` laid out like the DTensor parameters (each rank keeps
+its shard: a Lanczos basis costs ``n_local/n`` of the memory; each product all-gathers ``v`` and
+reduce-scatters the result); ``backend="finite_difference"`` with sharded vectors never gathers the
+parameters at all (central differences through FSDP's own forward/backward); see docs/distributed.md.
 
 In a single process the wrapper is the local operator (weight 1, no communication).
 
@@ -37,11 +40,14 @@ import torch
 from torch import Tensor, nn
 
 from ..backend import dist, vec
+from ..backend.sharded import ShardedSpace
 from ..backend.select import Spec
 from ._model import _batch_size
 from .ggn import GGNOperator
 from .hvp import HessianOperator
 from .operators import Operator
+from ._fsdp_fd import FSDPFiniteDifference
+from ._sharded import sharded_call
 
 __all__ = ["DistributedOperator", "distributed_hessian", "distributed_ggn"]
 
@@ -83,8 +89,16 @@ class DistributedOperator(Operator):
             None: counted from ``local``'s data and gathered once.
         group: process group (default: the world).
         check_probes: verify before every product that all ranks multiply the same vector.
+        vectors: ``"replicated"`` (every rank holds the full vectors) or ``"sharded"``: vectors laid
+            out like ``layout`` (this rank holds its shard of each; ``space`` says which coordinates):
+            each product all-gathers ``v``, multiplies on this rank's data and reduce-scatters the
+            weighted result (two collectives); the solvers keep ``n_local/n`` of their vectors.
+        layout: with ``vectors="sharded"``: the DTensor parameters (FSDP2's), in ``local``'s order.
 
-    Shapes: as ``local`` (flat ``(n,)``, blocks ``(n, B)`` or parameter-shaped tuples).
+    Shapes: as ``local`` (flat ``(n,)``, blocks ``(n, B)`` or parameter-shaped tuples). Sharded:
+    tuples of DTensors in ``layout`` (entries ``shape_i`` or ``(B, *shape_i)``, returned as such),
+    or this rank's part, flat ``(n_local,)`` / ``(n_local, B)`` or shard-shaped; ``n``, ``shape``
+    and ``like`` then count this rank's coordinates, ``space.n`` the global dimension.
 
     Raises:
         ValueError: ranks disagree on the parameter shapes, the declared counts, or a probe.
@@ -99,7 +113,7 @@ class DistributedOperator(Operator):
     """
 
     def __init__(self, local: Operator, *, samples: Sequence[int] | None = None, group=None,
-                 check_probes: bool = True):
+                 check_probes: bool = True, vectors: str = "replicated", layout: Sequence[Tensor] | None = None):
         if not isinstance(local, Operator):
             raise TypeError(f"local must be an overparam Operator, got {type(local).__name__}")
         if samples is not None and (not isinstance(samples, Sequence) or isinstance(samples, str)):
@@ -113,6 +127,16 @@ class DistributedOperator(Operator):
             raise ValueError("samples= weights mean losses; the local operator's loss is a sum (weight 1 per rank)")
         dist.agree(count is None, "whether the loss is a mean (weighted by samples) or a sum", group=group)
         self.weight = 1.0 if count is None else dist.sample_weight(count, samples=samples, group=group)
+        if vectors not in ("replicated", "sharded"):
+            raise ValueError(f"vectors must be 'replicated' or 'sharded', got {vectors!r}")
+        if (layout is None) != (vectors == "replicated"):
+            raise ValueError("layout= (the DTensor parameters) goes with vectors='sharded', and only with it")
+        if vectors == "sharded":
+            self.space = ShardedSpace(layout, group=group)
+            if self.space.shapes != tuple(local.like):
+                raise ValueError(f"layout has shapes {self.space.shapes}, the operator acts on {tuple(local.like)}")
+            dist.agree([*self.space.shapes, *self.space.dims], "the sharded vectors' layout", group=group)
+            self.like = self.space.local_shapes
 
     @property
     def names(self) -> list[str]:
@@ -155,10 +179,47 @@ class DistributedOperator(Operator):
         return vec.copy_(out, vec.unflatten(buf[:-8], out))
 
     def _mv(self, v: vec.Vec) -> vec.Vec:
+        if self.space is not None:
+            return vec.unflatten(sharded_call(self, vec.flatten(v)[None], batched=False, trusted=True)[0], self.like)
         return self._product(v, self.local._mv)
 
     def _mm(self, V: vec.Vec) -> vec.Vec:
+        if self.space is not None:
+            return vec.unflatten(sharded_call(self, vec.flatten(V, batch=True), batched=True, trusted=True), self.like)
         return self._product(V, self.local._mm)
+
+    def matvec(self, v):
+        """``A v`` (see :meth:`Operator.matvec`); sharded: DTensor tuples in, DTensor tuples out.
+
+        Example:
+            >>> from overparam.hessian.operators import as_operator
+            >>> A = DistributedOperator(as_operator(2 * torch.eye(2)), samples=[1], vectors="sharded", layout=[torch.ones(2)])
+            >>> A.matvec(torch.ones(2)).tolist(), A.space.n   # one process: this rank holds every coordinate
+            ([2.0, 2.0], 2)
+        """
+        return super().matvec(v) if self.space is None else sharded_call(self, v, batched=False)
+
+    def matmat(self, V):
+        """``A V`` (see :meth:`Operator.matmat`); sharded: batched DTensor tuples in and out.
+
+        Example:
+            >>> from overparam.hessian.operators import as_operator
+            >>> DistributedOperator(as_operator(torch.eye(2)), samples=[1]).matmat(torch.ones(2, 1)).tolist()
+            [[1.0], [1.0]]
+        """
+        return super().matmat(V) if self.space is None else sharded_call(self, V, batched=True)
+
+    def to_dense(self, *, chunk: int = 64) -> Tensor:
+        """The ``(n, n)`` matrix (replicated vectors only; see :meth:`Operator.to_dense`).
+
+        Example:
+            >>> from overparam.hessian.operators import as_operator
+            >>> DistributedOperator(as_operator(torch.eye(2)), samples=[1]).to_dense().tolist()
+            [[1.0, 0.0], [0.0, 1.0]]
+        """
+        if self.space is not None:
+            raise ValueError("to_dense of an operator on sharded vectors: build it with vectors='replicated'")
+        return super().to_dense(chunk=chunk)
 
     def gradient(self) -> Tensor:
         """The gradient of the loss on all the data, flat ``(n,)``, identical on every rank.
@@ -173,16 +234,32 @@ class DistributedOperator(Operator):
         """
         if not hasattr(self.local, "gradient"):
             raise TypeError(f"the local {type(self.local).__name__} has no gradient()")
+        if self.space is not None:  # this rank's coordinates (n_local,)
+            return self.space.scatter(self.local.gradient()[None], self.weight)[0]
         return self._reduce((self.local.gradient().clone(),))[0]
+
+
+def _wrap(local, model, samples, group, check_probes, vectors) -> DistributedOperator:
+    layout = None
+    if vectors == "sharded":
+        own = dict(dist.unwrap(model).named_parameters())
+        layout = [own[name] for name in local.names]
+    return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes, vectors=vectors,
+                               layout=layout)
 
 
 def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
                         samples: Sequence[int] | None = None, group=None, check_probes: bool = True,
-                        **kwargs) -> DistributedOperator:
+                        vectors: str = "replicated", **kwargs) -> DistributedOperator:
     """The Hessian of the loss on the data of all ranks: :class:`~overparam.hessian.HessianOperator`
     ``(model, loss_fn, data, params=, exclude=, **kwargs)`` on this rank's ``data`` (``model`` plain,
     DDP-wrapped or FSDP2: :func:`~overparam.backend.dist.unsharded_copy`), wrapped in
-    :class:`DistributedOperator` ``(samples=, group=, check_probes=)``.
+    :class:`DistributedOperator` ``(samples=, group=, check_probes=, vectors=)``; with
+    ``vectors="sharded"`` (FSDP2 models) the vectors are laid out like the model's DTensor parameters
+    (DTensor tuples, or this rank's flat coordinates ``(n_local,)``); adding
+    ``backend="finite_difference"`` (and optionally ``fd_step=``) gives the memory-true route: central
+    differences of gradients from FSDP's own forward/backward on the local shards, never a gathered
+    parameter copy (an :class:`~overparam.hessian.Operator` with ``space``, not a DistributedOperator).
 
     Example:
         >>> from overparam.testing import tanh_mlp
@@ -190,14 +267,25 @@ def distributed_hessian(model: nn.Module, loss_fn: Callable, data, *, params: Sp
         >>> H = distributed_hessian(tanh_mlp([2, 3, 1], generator=0), torch.nn.functional.mse_loss, (x, y))
         >>> H.local.backend, H.names
         ('double_backward', ['0.weight', '0.bias', '2.weight', '2.bias'])
+        >>> S = distributed_hessian(tanh_mlp([2, 3, 1], generator=0), torch.nn.functional.mse_loss, (x, y),
+        ...                         vectors="sharded")   # one process: this rank holds all 13 coordinates
+        >>> S.space.n, S.n, torch.allclose(S @ torch.ones(13, dtype=torch.float64), H @ torch.ones(13, dtype=torch.float64))
+        (13, 13, True)
     """
+    inner = dist.unwrap(model)
+    if vectors == "sharded" and kwargs.get("backend") == "finite_difference" and \
+            any(dist.is_dtensor(p) for p in inner.parameters()):  # the memory-true route: FSDP's own passes
+        if set(kwargs) - {"backend", "fd_step"}:
+            raise TypeError(f"the FSDP finite-difference route takes fd_step= only, got {sorted(set(kwargs) - {'backend'})}")
+        return FSDPFiniteDifference(inner, loss_fn, data, params=params, exclude=exclude, samples=samples, group=group,
+                                    fd_step=kwargs.get("fd_step"))
     local = HessianOperator(dist.unsharded_copy(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
-    return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes)
+    return _wrap(local, model, samples, group, check_probes, vectors)
 
 
 def distributed_ggn(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
                     samples: Sequence[int] | None = None, group=None, check_probes: bool = True,
-                    **kwargs) -> DistributedOperator:
+                    vectors: str = "replicated", **kwargs) -> DistributedOperator:
     """The Gauss-Newton matrix on the data of all ranks: :class:`~overparam.hessian.GGNOperator` on
     this rank's ``data`` wrapped in :class:`DistributedOperator` (arguments as :func:`distributed_hessian`).
     With a token-mean cross-entropy the weights are the per-rank counts of non-ignored targets.
@@ -209,4 +297,4 @@ def distributed_ggn(model: nn.Module, loss_fn: Callable, data, *, params: Spec =
         13
     """
     local = GGNOperator(dist.unsharded_copy(model), loss_fn, data, params=params, exclude=exclude, **kwargs)
-    return DistributedOperator(local, samples=samples, group=group, check_probes=check_probes)
+    return _wrap(local, model, samples, group, check_probes, vectors)

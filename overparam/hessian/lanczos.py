@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..backend import linalg, vec
+from ..backend import linalg, sharded, vec
 from ..backend.random import GeneratorLike, gaussian, measurement_generator
 from ..backend.checks import check_real
 from .operators import Operator, as_operator
@@ -76,18 +76,22 @@ def start_vector(op: Operator, v0, generator: GeneratorLike) -> Tensor:
     loss gradient plus a unit Gaussian draw), or a Gaussian draw.
 
     ``generator=None`` never advances the global RNG (the measurement rule, docs/index.md).
+    For an operator on sharded vectors (``op.space``) the vector is this rank's part (``(n_local,)``)
+    of the single-process one (drawn in full from ``generator``, then cut).
     """
-    n = op.n
+    n, sp = op.n, op.space
     if isinstance(v0, str) and v0 != "gradient":
         raise ValueError(f"v0 must be a vector, previous vectors, an Eigen or 'gradient', got {v0!r}")
     if isinstance(v0, str) and not hasattr(op, "gradient"):
         raise TypeError(f"v0='gradient' needs an operator with a gradient() method, got {type(op).__name__}")
     if v0 is None or isinstance(v0, str):
-        v = gaussian((n,), generator=measurement_generator(generator), dtype=op.dtype, device=op.device)
+        v = gaussian((n if sp is None else sp.n,), generator=measurement_generator(generator), dtype=op.dtype,
+                     device=op.device)
+        v = sharded.localize(sp, v)
         if v0 == "gradient":
-            v = v / torch.linalg.vector_norm(v)
+            v = v / sharded.norm(sp, v)
             gr = op.gradient().to(dtype=op.dtype, device=op.device)
-            gn = torch.linalg.vector_norm(gr)
+            gn = sharded.norm(sp, gr)
             if bool(torch.isfinite(gn)) and float(gn) > 0:  # at a stationary point: the random part alone
                 v = v + gr / gn
     elif isinstance(v0, Eigen):
@@ -108,7 +112,7 @@ def start_vector(op: Operator, v0, generator: GeneratorLike) -> Tensor:
         else:
             raise ValueError(f"v0 entries {vec.shapes(vs)} match neither the operator's shapes {op.like} nor a batch of them")
     v = v.to(dtype=op.dtype, device=op.device)
-    nrm = torch.linalg.vector_norm(v)
+    nrm = sharded.norm(sp, v)
     if not bool(torch.isfinite(nrm)) or float(nrm) == 0:
         raise ValueError("v0 is zero or not finite")
     return v / nrm
@@ -122,12 +126,12 @@ def _order(theta: Tensor, which: str) -> Tensor:
     return torch.argsort(theta.abs(), descending=True)
 
 
-def _random_orth(Q: Tensor, g: torch.Generator) -> Tensor:
+def _random_orth(Q: Tensor, g: torch.Generator, sp=None) -> Tensor:
     """A unit vector orthogonal to the columns of ``Q (n, j)`` (after an invariant subspace was found)."""
     for _ in range(5):
-        r = gaussian((Q.shape[0],), generator=g, dtype=Q.dtype, device=Q.device)
-        r, _ = linalg.orthogonalize(r, Q)
-        nr = torch.linalg.vector_norm(r)
+        r = gaussian((Q.shape[0] if sp is None else sp.n,), generator=g, dtype=Q.dtype, device=Q.device)
+        r, _ = linalg.orthogonalize(sharded.localize(sp, r), Q, reduce=None if sp is None else sp.reduce)
+        nr = sharded.norm(sp, r)
         if float(nr) > 1e-3:
             return r / nr
     raise RuntimeError("could not draw a vector orthogonal to the Krylov basis")
@@ -181,7 +185,8 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
         [30.0, 29.0, 28.0]
     """
     op = as_operator(A)
-    n = op.n
+    sp = op.space  # sharded vectors: each rank holds op.n of the sp.n coordinates
+    n, red = (op.n, None) if sp is None else (sp.n, sp.reduce)
     if which not in ("LA", "SA", "LM"):
         raise ValueError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")
     if not isinstance(k, int) or not 1 <= k <= n:
@@ -199,7 +204,7 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
     budget = max(50 * m, 1000) if max_matvecs is None else max_matvecs
     g = measurement_generator(generator)
     v = start_vector(op, v0, g)
-    Vr = torch.zeros(m, n, dtype=op.dtype, device=op.device)  # basis as rows
+    Vr = torch.zeros(m, op.n, dtype=op.dtype, device=op.device)  # basis as rows (this rank's coordinates)
     H = torch.zeros(m, m, dtype=op.dtype, device=op.device)
     start, count, anorm, beta = 0, 0, 0.0, torch.zeros((), dtype=op.dtype, device=op.device)
 
@@ -223,18 +228,18 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
             Vr[i] = v
             w = op.matvec(v)
             count += 1
-            wn = float(torch.linalg.vector_norm(w))
+            wn = float(sharded.norm(sp, w))
             if not math.isfinite(wn):
                 raise ValueError(f"A @ v is not finite (product {count}): A holds NaN/inf, or overflows in {op.dtype}")
             anorm = max(anorm, wn)
-            w, c = linalg.orthogonalize(w, Vr[: i + 1].mT)
+            w, c = linalg.orthogonalize(w, Vr[: i + 1].mT, reduce=red)
             H[: i + 1, i] = c
             H[i, : i + 1] = c
-            beta = torch.linalg.vector_norm(w)
+            beta = sharded.norm(sp, w)
             if float(beta) <= 100 * eps * max(anorm, 1e-300):  # invariant subspace
                 beta = torch.zeros_like(beta)
                 if i + 1 < m:
-                    v = _random_orth(Vr[: i + 1].mT, g)
+                    v = _random_orth(Vr[: i + 1].mT, g, sp)
             else:
                 v = w / beta
             if k <= i + 1 < m and (count >= budget or (i + 1 > k and ritz(i + 1)[-1])):

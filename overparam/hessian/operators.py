@@ -52,6 +52,7 @@ class Operator:
     like: tuple[torch.Size, ...]
     dtype: torch.dtype
     device: torch.device
+    space = None  # a backend.sharded.ShardedSpace when flat vectors hold this rank's coordinates only
 
     # -- to implement -------------------------------------------------------------------------
     def _mv(self, v: vec.Vec) -> vec.Vec:
@@ -201,6 +202,7 @@ class SumOperator(Operator):
             raise TypeError("ops must be a non-empty list of Operators")
         _check_compatible(ops)
         self.ops, self.like, self.dtype, self.device = ops, ops[0].like, ops[0].dtype, ops[0].device
+        self.space = next((o.space for o in ops if o.space is not None), None)
 
     def _mv(self, v):
         out = self.ops[0]._mv(v)
@@ -230,6 +232,7 @@ class ScaledOperator(Operator):
             raise ValueError(f"a must be a finite real number, got {a!r}")
         check_real(a, "a", finite=True)
         self.op, self.a, self.like, self.dtype, self.device = op, float(a), op.like, op.dtype, op.device
+        self.space = op.space
 
     def _mv(self, v):
         return vec.scale(self.a, self.op._mv(v))
@@ -259,7 +262,9 @@ class IdentityOperator(Operator):
             >>> IdentityOperator.like_op(as_operator(torch.eye(3))).shape
             (3, 3)
         """
-        return cls(op.like, dtype=op.dtype, device=op.device)
+        out = cls(op.like, dtype=op.dtype, device=op.device)
+        out.space = op.space
+        return out
 
     def _mv(self, v):
         return tuple(t.clone() for t in v)

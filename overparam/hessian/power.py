@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-from ..backend import linalg, vec
+from ..backend import linalg, sharded, vec
 from ..backend.checks import check_rank
 from ..backend.random import GeneratorLike, measurement_generator
 from .lanczos import Eigen, start_vector
@@ -56,8 +56,10 @@ def power_iteration(A, k: int = 1, *, tol: float = 1e-6, max_iters: int = 1000, 
         (tensor([ 4., -2.], dtype=torch.float64), torch.Size([3, 2]))
     """
     op = as_operator(A)
-    if not isinstance(k, int) or not 1 <= k <= op.n:
-        raise ValueError(f"k must be an int in [1, n={op.n}], got {k!r}")
+    sp = op.space  # sharded vectors: each rank holds op.n of the sp.n coordinates
+    n, red = (op.n, None) if sp is None else (sp.n, sp.reduce)
+    if not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"k must be an int in [1, n={n}], got {k!r}")
     check_real(tol, "tol", above=0, finite=True)
     check_rank(max_iters, name="max_iters")  # an int >= 1
     g = measurement_generator(generator)
@@ -65,15 +67,15 @@ def power_iteration(A, k: int = 1, *, tol: float = 1e-6, max_iters: int = 1000, 
     values, residuals, count, converged = [], [], 0, True
     for i in range(k):
         v = start_vector(op, v0 if i == 0 else None, g)
-        v = linalg.orthogonalize(v, Q)[0]
-        v = v / torch.linalg.vector_norm(v)
+        v = linalg.orthogonalize(v, Q, reduce=red)[0]
+        v = v / sharded.norm(sp, v)
         ok = False
         for _ in range(max_iters):
-            w = linalg.orthogonalize(op.matvec(v), Q)[0]
+            w = linalg.orthogonalize(op.matvec(v), Q, reduce=red)[0]
             count += 1
-            theta = torch.dot(v, w)
-            r = torch.linalg.vector_norm(w - theta * v)
-            nw = torch.linalg.vector_norm(w)
+            theta = sharded.reduce(sp, torch.dot(v, w))
+            r = sharded.norm(sp, w - theta * v)
+            nw = sharded.norm(sp, w)
             if float(r) <= tol * abs(float(theta)) or float(nw) == 0:
                 ok = True
                 break

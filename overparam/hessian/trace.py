@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..backend import sharded
 from ..backend.random import GeneratorLike, measurement_generator, probe
 from .operators import Operator, as_operator
 
@@ -50,8 +51,11 @@ class Estimate:
 
 
 def probe_block(op: Operator, m: int, kind: str, g: torch.Generator) -> Tensor:
-    """``(n, m)`` i.i.d. probes of ``kind`` (see :func:`~overparam.backend.random.probe`) drawn from ``g``."""
-    return probe(kind, (m, op.n), generator=g, dtype=op.dtype, device=op.device).mT
+    """``(n, m)`` i.i.d. probes of ``kind`` (see :func:`~overparam.backend.random.probe`) drawn from ``g``
+    (sharded vectors, ``op.space``: this rank's rows of the single-process block)."""
+    sp = op.space
+    P = probe(kind, (m, op.n if sp is None else sp.n), generator=g, dtype=op.dtype, device=op.device)
+    return sharded.localize(sp, P).mT
 
 
 def _check_probes(probes: int, least: int, name: str) -> None:
@@ -95,7 +99,7 @@ def hutchinson(A, probes: int = 100, *, kind: str = "rademacher", block: int = 1
     _check_block(block)
     V = probe_block(op, probes, kind, measurement_generator(generator))
     AV = _matmat_chunks(op, V, block)
-    s = (V * AV).sum(dim=0)
+    s = sharded.reduce(op.space, (V * AV).sum(dim=0))
     return Estimate(s.mean(), _stderr(s), probes, s)
 
 
@@ -122,12 +126,13 @@ def hutchpp(A, probes: int = 99, *, kind: str = "rademacher", block: int = 16,
     _check_block(block)
     g = measurement_generator(generator)
     s = probes // 3
+    sp = op.space
     S = probe_block(op, s, kind, g)
-    Q, _ = torch.linalg.qr(_matmat_chunks(op, S, block))
-    top = (Q * _matmat_chunks(op, Q, block)).sum()
+    Q, _ = sharded.qr(sp, _matmat_chunks(op, S, block))
+    top = sharded.reduce(sp, (Q * _matmat_chunks(op, Q, block)).sum())
     G = probe_block(op, probes - 2 * s, kind, g)
-    G = G - Q @ (Q.mT @ G)
-    rest = (G * _matmat_chunks(op, G, block)).sum(dim=0)
+    G = G - Q @ sharded.reduce(sp, Q.mT @ G)
+    rest = sharded.reduce(sp, (G * _matmat_chunks(op, G, block)).sum(dim=0))
     return Estimate(top + rest.mean(), _stderr(rest), probes, top + rest)
 
 
@@ -157,19 +162,19 @@ def xtrace(A, probes: int = 100, *, block: int = 16, generator: GeneratorLike = 
     op = as_operator(A)
     _check_probes(probes, 4, "xtrace")
     _check_block(block)
-    m = probes // 2
-    if m >= op.n:
-        raise ValueError(f"probes//2 = {m} must be < n = {op.n} for xtrace")
+    m, sp = probes // 2, op.space
+    if m >= (op.n if sp is None else sp.n):
+        raise ValueError(f"probes//2 = {m} must be < n = {op.n if sp is None else sp.n} for xtrace")
     Om = probe_block(op, m, "gaussian", measurement_generator(generator))
     Y = _matmat_chunks(op, Om, block)
-    Q, R = torch.linalg.qr(Y)
-    W = Q.mT @ Om
+    Q, R = sharded.qr(sp, Y)
+    W = sharded.reduce(sp, Q.mT @ Om)
     S = torch.linalg.inv(R).mT
     S = S / torch.linalg.vector_norm(S, dim=0, keepdim=True)
     Z = _matmat_chunks(op, Q, block)
-    H = Q.mT @ Z
+    H = sharded.reduce(sp, Q.mT @ Z)
     HW = H @ W
-    T = Z.mT @ Om
+    T = sharded.reduce(sp, Z.mT @ Om)
     dSW, dSHS = _colsum(S, W), _colsum(S, H @ S)
     dTW, dWHW = _colsum(T, W), _colsum(W, HW)
     dSRmHW, dTmHRS = _colsum(S, R - HW), _colsum(T - H.mT @ W, S)

@@ -3,30 +3,11 @@
 import pytest
 import torch
 from _dist_launch import register, results
+from _dist_problem import SPLIT, expect_error as _expect_error, mse, problem as _problem
 
 from overparam import hessian as H
 from overparam.backend import dist as opdist
 from overparam.testing import tanh_mlp
-
-SPLIT = 7  # rank 0 holds samples [0, 7), rank 1 [7, 16): unequal shares exercise the weighting
-mse = torch.nn.functional.mse_loss
-
-
-def _problem():
-    net = tanh_mlp([3, 6, 1], generator=0)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(16, 3, generator=g, dtype=torch.float64)
-    y = torch.randn(16, 1, generator=g, dtype=torch.float64)
-    v = torch.randn(31, generator=g, dtype=torch.float64)
-    return net, x, y, v
-
-
-def _expect_error(fn, *args, **kw) -> str:
-    try:
-        fn(*args, **kw)
-    except ValueError as err:
-        return str(err)
-    return "no error"
 
 
 @register
