@@ -261,17 +261,17 @@ def report(args, rounds: list[dict], info, loads) -> list[str]:
              f"round / end: {loads[0]:.1f} / {per_round} / {loads[1]:.1f}", ""]
     unit = {"hvp": ("ms", 1e3), "lanczos": ("s", 1.0)}
     head = "| round | load | " + " | ".join(
-        f"{c} 1 process ({unit[c][0]})" + ("" if two[c] is None else f" | {c} 2 ranks ({unit[c][0]}) | ratio")
-        for c in CASES) + " |"
+        f"{c} 1 process, wall / cpu ({unit[c][0]})" + ("" if two[c] is None else f" | {c} 2 ranks, wall / cpu "
+                                                        f"({unit[c][0]}) | ratio") for c in CASES) + " |"
     lines += [head, "|" + " --- |" * (head.count("|") - 1)]
     for i, r in enumerate(rounds):
         cells = []
         for c in CASES:
-            s = unit[c][1]
-            cells.append(f"{r[c]['one']['wall'] * s:.4g}")
+            s, o = unit[c][1], r[c]["one"]
+            cells.append(f"{o['wall'] * s:.4g} / {o['cpu'] * s:.4g}")
             if two[c] is not None:
-                w2 = max(t["wall"] for t in r[c]["two"])
-                cells += [f"{w2 * s:.4g}", f"{w2 / r[c]['one']['wall']:.2f}x"]
+                w2, c2 = (max(t[k] for t in r[c]["two"]) for k in ("wall", "cpu"))
+                cells += [f"{w2 * s:.4g} / {c2 * s:.4g}", f"{w2 / o['wall']:.2f}x"]
         lines.append(f"| {i + 1} | {r['load']:.1f} | " + " | ".join(cells) + " |")
     if two["hvp"] is None:
         return lines
@@ -317,7 +317,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=5, help="alternating rounds (medians over them)")
     ap.add_argument("--inner", type=int, default=5, help="HVPs per round (their median is the round's HVP time)")
-    ap.add_argument("--steps", type=int, default=5, help="FSDP2 steps per round and kind")
+    ap.add_argument("--steps", type=int, default=20, help="FSDP2 steps per round and kind")
     ap.add_argument("--anchor-only", action="store_true", help="time the one-process side alone")
     ap.add_argument("--no-fsdp", action="store_true", help="skip the FSDP2 training step")
     ap.add_argument("--no-write", action="store_true")
