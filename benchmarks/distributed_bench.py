@@ -24,6 +24,8 @@ one all-reduce that carries the probe check) timed alone with both ranks ready, 
 over the 2-rank total; ``outside`` — the share of the 2-rank wall time outside the local products
 (communication plus waiting for the slower rank plus, for Lanczos, its orthogonalisation, which
 every rank repeats); ``serial`` — that orthogonalisation's share of the anchor's Lanczos.
+On cores shared with other jobs every collective waits until both ranks are scheduled at once,
+so the wall ratio drifts towards 1× as the load average rises; read it with the load beside it.
 
 The FSDP2 part: a training step (forward, backward, AdamW) on 2 ranks, unmasked, masked
 (``prune.masked``, 80% global magnitude masks) and packed (``prune.PackedAdamW``), interleaved
