@@ -70,12 +70,20 @@ def _local_count(op: Operator, samples: Sequence[int] | None, group) -> int | No
 _PROBE_MSG = "the probe vector (use the same generator seed on every rank: overparam.backend.dist.broadcast_seed)"
 
 
-def _fingerprint(flat: Tensor) -> Tensor:
-    """Two int64 numbers that differ (almost surely) when two vectors differ in any bit."""
+def _fingerprint(flat: Tensor, positions: Tensor | None = None) -> Tensor:
+    """Two int64 numbers that differ (almost surely) when two vectors differ in any bit: the sum of
+    the entries' bit patterns and their position-weighted sum (integer arithmetic, wrapping, so the
+    same on every rank), read in place (no int64 copy). ``positions``: :func:`_positions` of the
+    size, when the caller keeps it (one product after another); else made here."""
     bits = flat.detach().contiguous().view(-1).view({8: torch.int64, 4: torch.int32, 2: torch.int16}[flat.element_size()])
-    bits = bits.to(torch.int64)
-    idx = torch.arange(1, bits.numel() + 1, dtype=torch.int64, device=bits.device)
-    return torch.stack([bits.sum(), (bits * idx).sum()]).cpu()
+    idx = _positions(bits) if positions is None else positions
+    return torch.stack([bits.sum(dtype=torch.int64), (bits * idx).sum(dtype=torch.int64)]).cpu()
+
+
+def _positions(bits: Tensor) -> Tensor:
+    """``1, 2, ..., n`` for the bit patterns ``bits`` (int64 for 8-byte entries, else int32)."""
+    return torch.arange(1, bits.numel() + 1, dtype=torch.int64 if bits.dtype == torch.int64 else torch.int32,
+                        device=bits.device)
 
 
 class DistributedOperator(Operator):
@@ -127,6 +135,9 @@ class DistributedOperator(Operator):
             raise ValueError("samples= weights mean losses; the local operator's loss is a sum (weight 1 per rank)")
         dist.agree(count is None, "whether the loss is a mean (weighted by samples) or a sum", group=group)
         self.weight = 1.0 if count is None else dist.sample_weight(count, samples=samples, group=group)
+        self._world, self._idx = dist.world_size(group), None  # _idx: the probe positions, made at the first product
+        self._fused = self.check_probes and dist.is_distributed(group) and self.dtype in (torch.float32, torch.float64) \
+            and self._world <= 256  # the probe check rides on the product's all-reduce (see _product)
         if vectors not in ("replicated", "sharded"):
             raise ValueError(f"vectors must be 'replicated' or 'sharded', got {vectors!r}")
         if (layout is None) != (vectors == "replicated"):
@@ -162,21 +173,23 @@ class DistributedOperator(Operator):
         four 8-bit pieces ``f`` of its probe's fingerprint and their squares to the reduced buffer;
         the ranks agree iff ``W·Σf² = (Σf)²`` for every piece (exact in fp32/fp64 for W ≤ 256), so
         one collective per product instead of two; other dtypes: a separate check first."""
-        fused = self.check_probes and dist.is_distributed(self.group) and self.dtype in (torch.float32, torch.float64) \
-            and dist.world_size(self.group) <= 256
-        if not fused:
+        if not self._fused:
             self._check(V)
             return self._reduce(local(V))
-        key = hashlib.blake2b(repr(_fingerprint(vec.flatten(V)).tolist()).encode(), digest_size=4).digest()
+        flat = vec.flatten(V)
+        if self._idx is None or self._idx.numel() != flat.numel():
+            self._idx = _positions(flat.view({8: torch.int64, 4: torch.int32}[flat.element_size()]))
+        key = hashlib.blake2b(repr(_fingerprint(flat, self._idx).tolist()).encode(), digest_size=4).digest()
         f = torch.tensor(list(key), dtype=self.dtype, device=self.device)
         out = local(V)
-        flat = vec.flatten(out)
-        buf = torch.cat([flat * self.weight if self.weight != 1 else flat, f, f * f])
+        buf = vec.flatten((*out, f, f * f))  # one copy; weighted in place, returned as views of buf
+        if self.weight != 1:
+            buf[:-8].mul_(self.weight)
         dist.all_reduce_vec((buf,), group=self.group)
         s, s2 = buf[-8:-4], buf[-4:]
-        if bool((s2 * dist.world_size(self.group) != s * s).any()):
+        if bool((s2 * self._world != s * s).any()):
             raise ValueError(f"ranks disagree on {_PROBE_MSG}")
-        return vec.copy_(out, vec.unflatten(buf[:-8], out))
+        return vec.unflatten(buf[:-8], out)
 
     def _mv(self, v: vec.Vec) -> vec.Vec:
         if self.space is not None:
