@@ -106,7 +106,7 @@ def page(records: dict[str, dict], expected: list[str], *, scripts: dict[str, st
         for row in rec["rows"]:
             if row.get("target") is not None:
                 out.append(f"| {row['package']} | {_cell(row['measurement'])} | {_cell(row['anchor'])} | "
-                           f"{fmt(row['ratio'], '×')} | {_target(row)} | {_cell(status(row))} | [{name}](#{name}) |")
+                           f"{fmt(row['ratio'], '×')} | {_target(row)} | {_cell(status(row))} | [{name}](#run-{name}) |")
     out += ["", "## Runs", "", "| run | command | date | exit | wall time | threads | load (1 min) start → end | rows |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in names:
@@ -118,7 +118,7 @@ def page(records: dict[str, dict], expected: list[str], *, scripts: dict[str, st
                    f"{run.get('exit', '—')} | {wall} | {(known.get('environment') or {}).get('threads', '—')} | "
                    f"{_load(known)} | {_cell(failure(rec) or len(rec['rows']))} |")
     for name in names:
-        out += ["", f"## {name}", ""] + _section(records.get(name), scripts.get(name, name), machines)
+        out += ["", f"## Run: {name}", ""] + _section(records.get(name), scripts.get(name, name), machines)
     return "\n".join(out) + "\n"
 
 
