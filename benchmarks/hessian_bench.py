@@ -93,7 +93,7 @@ def main() -> None:
         print(hvp_ab(model, x, y))
         return
     n = sum(p.numel() for p in model.parameters())
-    rec, cnn_case = Rows(anchors=("pyhessian", "curvlinops", "scipy")), "282k-parameter CNN, batch 256, fp32"
+    rec, cnn_case = Rows(anchors=("pyhessian", "curvlinops", "scipy")), f"{n / 1e3:.0f}k-parameter CNN, batch 256, fp32"
     rows: list[tuple[str, str, str]] = []
     notes: list[str] = []
     print(f"CNN with {n} parameters, batch 256, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)

@@ -122,7 +122,8 @@ def main() -> None:
         rec.add("hessian", f"Jacobian {case}, batch {args.batch}, fp32", anchor if "build" not in case else
                 "curvlinops `JacobianLinearOperator` + `TransposedJacobianLinearOperator`", ours=a, theirs=b,
                 notes=f"rel. difference {e:.1e}")
-    rec.write()
+    if not args.no_write:
+        rec.write()
     text = "\n".join(out)
     print(text)
     if not args.no_write:

@@ -101,7 +101,8 @@ def main() -> None:
             "| case | overparam | curvlinops | ratio | rel. diff. of the solutions |", "| --- | --- | --- | --- | --- |"]
     table = "\n".join(head + rows)
     print(table)
-    rec.write()
+    if not args.no_write:
+        rec.write()
     if not args.no_write:
         out = Path(__file__).resolve().parent / "results" / "kfac.md"
         out.write_text("# K-FAC / EK-FAC vs curvlinops (`kfac_bench.py`)\n\n" + table + "\n")
