@@ -65,12 +65,12 @@ def main(argv=None) -> str:
              f"max relative difference of the iterates: {err:.1e}"]
     text = "\n".join(lines)
     print(text)
-    case = (f"{B} instances of rank-5 sensing (n = {a.n}, m = {a.m}), {a.steps} ScaledGD(λ) steps, batched "
-            "(`run_batched`)")
+    case = f"{B} instances of rank-5 sensing (n = {a.n}, m = {a.m}), {a.steps} ScaledGD(λ) steps, batched (`run_batched`)"
     rows.add("problems / optim", case, "the per-instance loop", ours=tb, theirs=tl, target=1 / 8,
              notes=f"{tl / tb:.1f}× faster on this CPU (target ≥ 8×); iterates equal to {err:.1e}; "
                    f"{torch.get_num_threads()} thread(s)")
-    rows.gpu("problems / optim", case.replace("batched", "batched, on the GPU"), "the per-instance loop", target=1 / 50,
+    rows.gpu("problems / optim", case.replace("(`run_batched`)", "(`run_batched`) on the GPU"), "the per-instance loop",
+             target=1 / 50,
              notes="target ≥ 50× faster on a GPU")
     rows.write()
     return text
