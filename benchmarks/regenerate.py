@@ -95,6 +95,12 @@ def make_venv(path: Path) -> Path:
     constraints = path / "constraints.txt"
     constraints.write_text(TORCH + "\n")
     subprocess.run(pip + ["-c", str(constraints), f"{ROOT}[bench]"], check=True)
+    # mup and backpack (curvlinops) pull in torchvision, whose registry wheel may be built for another
+    # build of torch (CUDA vs this CPU build): its ops then fail to load, and transformers, which
+    # imports it when present, fails with them. No anchor needs it at run time.
+    if subprocess.run([str(python), "-c", "import torchvision"], capture_output=True).returncode != 0:
+        print("regenerate: torchvision does not load with the pinned torch; uninstalling it", flush=True)
+        subprocess.run([str(python), "-m", "pip", "uninstall", "--yes", "--quiet", "torchvision"], check=True)
     return python
 
 
