@@ -98,6 +98,8 @@ def test_page_summarises_targets_and_marks_missing_and_failed_runs():
     lines = [ln for ln in summary.splitlines() if ln.startswith("| prune")]
     assert [ln.split(" | ")[5] for ln in lines] == ["met", "missed", "not measured (no GPU)"]   # no target: not here
     assert "| 0.2× | ≤ 0.25× | met |" in summary and "| 0.5× | ≤ 0.25× | missed |" in summary
+    absolute = page_mod.page({"s": _record("s", [_row(ours=0.2, theirs=0.1, target=0.1, judged="ours")])}, ["s"])
+    assert "| 200 ms | ≤ 100 ms | missed |" in absolute                    # the judged figure is ours, not the ratio
     assert "failed: exit 1" in summary and "no JSON" in summary.split("kfac_bench.py")[1].splitlines()[0]
     assert "## Run: kfac" in text and "## Run: hessian" in text and "boom" in text.split("## Run: hessian")[1]
     assert "(results/history.md)" in text and "cpu (2 cores), no GPU" in text and "9.0 → 3.0" in text
