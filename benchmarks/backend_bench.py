@@ -10,6 +10,7 @@ import argparse
 import platform
 
 import torch
+from _rows import Rows
 from _timing import median_time, table
 
 from overparam.backend import vec
@@ -51,10 +52,16 @@ def bench(x) -> list[tuple[str, float, float]]:
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(1)
+    rows = Rows()
     for x in (resnet_like_params(), many_small_params()):
         print(f"\n{len(x)} tensors, {vec.numel(x) / 1e6:.1f}M parameters, fp32, 1 thread, torch {torch.__version__}, "
               f"{platform.machine()}")
-        print(table(bench(x), ours="overparam.backend.vec", anchor="per-tensor loop"))
+        measured = bench(x)
+        print(table(measured, ours="overparam.backend.vec", anchor="per-tensor loop"))
+        for case, ours, theirs in measured:
+            rows.add("backend", f"vec {case}, {len(x)} tensors ({vec.numel(x) / 1e6:.1f}M parameters), fp32, 1 thread",
+                     "the per-tensor Python loop", ours=ours, theirs=theirs)
+    rows.write()
 
 
 if __name__ == "__main__":

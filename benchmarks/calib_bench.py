@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from _rows import Rows
 from _timing import interleaved
 
 from overparam.prune import sparsegpt_matrix, wanda_mask
@@ -33,7 +34,7 @@ def problem(d: int, tokens: int, seed: int = 0):
     return W, X
 
 
-def bench_sparsegpt(d: int, tokens: int, repeats: int) -> list[str]:
+def bench_sparsegpt(d: int, tokens: int, repeats: int, rec: Rows) -> list[str]:
     W, X = problem(d, tokens)
     H = X.T @ X
     ref = (X @ W.T).norm()
@@ -46,6 +47,10 @@ def bench_sparsegpt(d: int, tokens: int, repeats: int) -> list[str]:
         rows.append(f"| SparseGPT {label}, {d}x{d}, {tokens} tokens, fp32 | {t['blocked']:.2f} s | "
                     f"{t['reference']:.2f} s | {t['blocked'] / t['reference']:.2f}x | {e['blocked']:.4f} | "
                     f"{e['reference']:.4f} |")
+        rec.add("prune", f"SparseGPT {label}, {d}×{d}, {tokens} tokens, fp32 (`impl=\"blocked\"`)",
+                "the unblocked OBS loop (`impl=\"reference\"`)", ours=t["blocked"], theirs=t["reference"],
+                target=1.0, notes=f"output error {e['blocked']:.4f} vs the loop's {e['reference']:.4f} "
+                                  "(the target holds at ≤ its error)")
     return rows
 
 
@@ -65,7 +70,7 @@ def bench_sparsegpt_once(d: int, tokens: int, impls: list[str]) -> None:
                   f"error {err:.4f} |", flush=True)
 
 
-def bench_wanda(d: int, tokens: int, repeats: int) -> list[str]:
+def bench_wanda(d: int, tokens: int, repeats: int, rec: Rows) -> list[str]:
     W, X = problem(d, tokens)
     norms = X.norm(dim=0)
     k = d // 2
@@ -78,6 +83,8 @@ def bench_wanda(d: int, tokens: int, repeats: int) -> list[str]:
     res = interleaved({"ours": lambda: wanda_mask(W, norms, 0.5), "anchor": anchor}, repeats=repeats)
     t = {k: statistics.median(v[0]) for k, v in res.items()}
     same = torch.equal(res["ours"][1][-1].sum(1), res["anchor"][1][-1].sum(1))
+    rec.add("prune", f"Wanda 50% mask (`wanda_mask`), {d}×{d}", "`abs()*norm` + `torch.topk`", ours=t["ours"],
+            theirs=t["anchor"], target=1.1, notes=f"same per-row counts: {same}")
     return [f"| Wanda 50% mask, {d}x{d} | {t['ours'] * 1e3:.1f} ms | {t['anchor'] * 1e3:.1f} ms | "
             f"{t['ours'] / t['anchor']:.2f}x | same counts: {same} | |"]
 
@@ -97,10 +104,12 @@ def main() -> None:
     if a.once:
         bench_sparsegpt_once(a.size, a.tokens, a.once)
         return
+    rec = Rows()
     print("| case | overparam | anchor | ratio | error (ours) | error (anchor) |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for line in bench_wanda(a.size, a.tokens, a.repeats) + bench_sparsegpt(a.size, a.tokens, a.repeats):
+    for line in bench_wanda(a.size, a.tokens, a.repeats, rec) + bench_sparsegpt(a.size, a.tokens, a.repeats, rec):
         print(line, flush=True)
+    rec.write()
 
 
 if __name__ == "__main__":

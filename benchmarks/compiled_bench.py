@@ -21,6 +21,7 @@ import statistics
 import time
 
 import torch
+from _rows import Rows
 from _timing import interleaved
 from packed_bench import _mlp
 
@@ -41,12 +42,15 @@ def _pair(fns, repeats, inner=1):
     return {k: statistics.median(v[0]) / inner for k, v in res.items()}
 
 
-def _row(name, med, compile_s):
+def _row(name, med, compile_s, rec: Rows):
     ref, comp = med["reference"], med["compiled"]
+    anchor = 'eager "batched"' if name.startswith("nm_mask") else "eager reference"
+    rec.add("backend", f'`impl="compiled"` {name}', anchor, ours=comp, theirs=ref,
+            notes=f"first call (compiles) {compile_s:.1f} s")
     return f"| {name} | {ref * 1e3:.1f} ms | {comp * 1e3:.1f} ms | **{comp / ref:.2f}×** | {compile_s:.1f} s |"
 
 
-def _optimizer_rows(a):
+def _optimizer_rows(a, rec):
     g = torch.Generator().manual_seed(0)
     p = {k: torch.randn(2048, 4096, generator=g) for k in ("reference", "compiled")}
     grad = torch.randn(2048, 4096, generator=g)
@@ -75,11 +79,11 @@ def _optimizer_rows(a):
         compile_s = _first_call(make("compiled"))
         make("reference")()
         rows.append(_row(f"{name}, (2048, 4096) fp32, {a.kept:.0%} kept (K = {k / 1e6:.2f}M)",
-                         _pair({n: make(n) for n in ("reference", "compiled")}, a.repeats, a.inner), compile_s))
+                         _pair({n: make(n) for n in ("reference", "compiled")}, a.repeats, a.inner), compile_s, rec))
     return rows
 
 
-def _training_row(a):
+def _training_row(a, rec):
     base = _mlp([1024, 2048, 2048, 1024])
     masks = op.prune.magnitude(base, 0.8)
     x, y = torch.randn(64, 1024), torch.randn(64, 1024)
@@ -102,19 +106,19 @@ def _training_row(a):
     compile_s = _first_call(train("compiled"))
     train("reference")()
     return _row("whole `PackedAdamW` training step, 8.4M-weight MLP, 80% sparsity, batch 64",
-                _pair({n: train(n) for n in nets}, a.repeats, a.inner), compile_s)
+                _pair({n: train(n) for n in nets}, a.repeats, a.inner), compile_s, rec)
 
 
-def _nm24_row(a):
+def _nm24_row(a, rec):
     w = torch.randn(a.nm_size, a.nm_size, generator=torch.Generator().manual_seed(0))
     compile_s = _first_call(lambda: nm_compress_24(w, impl="compiled"))
     ref, comp = nm_compress_24(w, impl="reference"), nm_compress_24(w, impl="compiled")
     assert all(torch.equal(r, c) for r, c in zip(ref, comp))
     med = _pair({n: (lambda n=n: nm_compress_24(w, impl=n)) for n in ("reference", "compiled")}, a.repeats)
-    return _row(f"nm_compress_24, {a.nm_size} × {a.nm_size} fp32 (outputs equal bit for bit)", med, compile_s)
+    return _row(f"nm_compress_24, {a.nm_size} × {a.nm_size} fp32 (outputs equal bit for bit)", med, compile_s, rec)
 
 
-def _nm_rows(a):
+def _nm_rows(a, rec):
     s = torch.randn(a.nm_size, a.nm_size, generator=torch.Generator().manual_seed(0)).abs()
     rows = []
     for n, m in ((2, 4), (4, 16)):
@@ -122,7 +126,7 @@ def _nm_rows(a):
         assert torch.equal(nm_mask(s, n, m, impl="compiled"), nm_mask(s, n, m, impl="reference"))
         med = _pair({k: (lambda i=i: nm_mask(s, n, m, impl=i)) for k, i in (("reference", "batched"), ("compiled", "compiled"))},
                     a.repeats)
-        rows.append(_row(f'nm_mask {n}:{m}, {a.nm_size} × {a.nm_size} fp32 (eager: "batched"; masks equal)', med, compile_s))
+        rows.append(_row(f'nm_mask {n}:{m}, {a.nm_size} × {a.nm_size} fp32 (eager: "batched"; masks equal)', med, compile_s, rec))
     return rows
 
 
@@ -134,17 +138,20 @@ def main(argv=None) -> str:
     ap.add_argument("--inner", type=int, default=5)
     ap.add_argument("--only-nm", action="store_true", help="the nm_mask rows only")
     a = ap.parse_args(argv)
+    rec = Rows()
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {a.repeats} interleaved rounds "
              f"({a.inner} calls per round for the optimizer rows):",
              "| routine | eager reference | compiled | compiled / eager | first call (compiles) |",
              "| --- | --- | --- | --- | --- |"]
     if not a.only_nm:
-        lines += _optimizer_rows(a)
-        lines.append(_training_row(a))
-        lines.append(_nm24_row(a))
-    lines += _nm_rows(a)
+        lines += _optimizer_rows(a, rec)
+        lines.append(_training_row(a, rec))
+        lines.append(_nm24_row(a, rec))
+    lines += _nm_rows(a, rec)
     text = "\n".join(lines)
     print(text)
+    rec.gpu("backend", '`impl="compiled"` / `"triton"` packed optimizer steps and N:M kernels', "eager reference")
+    rec.write()
     return text
 
 

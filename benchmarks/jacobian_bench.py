@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _rows import Rows
 from _timing import interleaved
 from hessian_bench import cnn  # the ~282k-parameter CNN
 from torch import nn
@@ -108,6 +109,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(0)
+    rec = Rows(anchors=("curvlinops",))
     g = construction_generator(1)
     rows = bench("CNN 282k", cnn(), gaussian((args.batch, 3, 32, 32), generator=g), args.repeats)
     rows += bench("LN+attention block", transformer(), gaussian((args.batch, 16, 64), generator=g), args.repeats)
@@ -116,6 +118,12 @@ def main() -> None:
            "| case | overparam | curvlinops | ratio | rel. difference |", "| --- | --- | --- | --- | --- |"]
     for case, a, b, e in rows:
         out.append(f"| {case} | {a * 1e3:.1f} ms | {b * 1e3:.1f} ms | {a / b:.2f}× | {e:.1e} |")
+        anchor = "curvlinops `TransposedJacobianLinearOperator`" if "ᵀ" in case else "curvlinops `JacobianLinearOperator`"
+        rec.add("hessian", f"Jacobian {case}, batch {args.batch}, fp32", anchor if "build" not in case else
+                "curvlinops `JacobianLinearOperator` + `TransposedJacobianLinearOperator`", ours=a, theirs=b,
+                notes=f"rel. difference {e:.1e}")
+    if not args.no_write:
+        rec.write()
     text = "\n".join(out)
     print(text)
     if not args.no_write:

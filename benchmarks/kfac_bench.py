@@ -24,6 +24,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from _rows import Rows
 from _timing import interleaved
 from hessian_bench import cnn
 from torch import nn
@@ -75,7 +76,7 @@ def main() -> None:
             print(f"type-2 float32 solution of {name}: relative error {float((r.double() - ref).norm() / ref.norm()):.1e} "
                   "against overparam's float64 solution", flush=True)
         return
-    rows = []
+    rows, rec = [], Rows(anchors=("curvlinops",))
     cases = {"type-2": ("K-FAC type-2", "type-2", False, True), "mc": ("K-FAC mc (1 sample)", "mc", False, True),
              "empirical": ("K-FAC empirical", "empirical", False, True), "ekfac": ("EK-FAC type-2", "type-2", True, True),
              "type-2-factor-damping": ("K-FAC type-2; curvlinops' default inverse (λ added to each factor, "
@@ -88,6 +89,11 @@ def main() -> None:
         a, b = statistics.median(t_o), statistics.median(t_t)
         diff = "—" if fisher == "mc" or not exact else f"{float((r_o[-1] - r_t[-1]).norm() / r_t[-1].norm()):.1e}"
         rows.append(f"| {case} | {a:.3f} s | {b:.3f} s | **{a / b:.2f}×** | {diff} |")
+        anchor = (f"curvlinops `{'EKFAC' if ek else 'KFAC'}LinearOperator` + `KFACInverseLinearOperator"
+                  f"({'use_exact_damping=True' if exact else 'damping=1e-3'})`")
+        rec.add("hessian", f"{case}: construction + one `(K + {DAMPING:g} I)⁻¹ v`, {n / 1e3:.0f}k-parameter CNN, "
+                f"batch 256", anchor, ours=a, theirs=b, target=0.7 if (fisher, ek, exact) == ("type-2", False, True)
+                else None, notes=f"rel. diff. of the solutions {diff}")
         print(rows[-1], f"(rounds ours {[round(t, 3) for t in t_o]}, theirs {[round(t, 3) for t in t_t]})", flush=True)
     head = [f"CNN ({n} parameters), batch 256, float32, cross-entropy; construction + one `(K + {DAMPING:g} I)⁻¹ v`; "
             f"median of {args.repeats} interleaved rounds; torch {torch.__version__}, {platform.machine()}, "
@@ -95,6 +101,8 @@ def main() -> None:
             "| case | overparam | curvlinops | ratio | rel. diff. of the solutions |", "| --- | --- | --- | --- | --- |"]
     table = "\n".join(head + rows)
     print(table)
+    if not args.no_write:
+        rec.write()
     if not args.no_write:
         out = Path(__file__).resolve().parent / "results" / "kfac.md"
         out.write_text("# K-FAC / EK-FAC vs curvlinops (`kfac_bench.py`)\n\n" + table + "\n")

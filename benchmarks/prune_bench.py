@@ -18,6 +18,7 @@ import argparse
 import statistics
 
 import torch
+from _rows import Rows
 from _timing import interleaved, median_time
 from torch import nn
 from torch.nn.utils import prune as tprune
@@ -120,6 +121,7 @@ def main() -> None:
     if args.sqrt_probe:
         sqrt_probe()
         return
+    rec = Rows()
     n = sum(p.numel() for m in mlp() for p in [m.weight])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n / 1e6:.2f}M weights, median of {args.repeats}")
     rows = []
@@ -134,6 +136,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for task, anchor, o, a, target in rows:
         print(f"| {task} | {anchor} | {o:.4f} | {a:.4f} | {o / a:.3f} | <= {target} {'ok' if o / a <= target else 'MISSED'} |")
+        rec.add("prune", f"{task}, {n / 1e6:.1f}M weights", anchor, ours=o, theirs=a, target=target,
+                notes=f"{torch.get_num_threads()} thread(s)")
+    rec.write()
 
 
 if __name__ == "__main__":

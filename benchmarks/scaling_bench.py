@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 import torch
+from _rows import Rows
 from _timing import interleaved
 from torch import nn
 
@@ -79,7 +80,7 @@ def agreement(kind: str, steps: int = 20) -> float:
     return worst
 
 
-def big_model_rows() -> list[tuple[str, str]]:
+def big_model_rows(rec: Rows) -> list[tuple[str, str]]:
     from mup import MuAdam, MuReadout, set_base_shapes
 
     d, c, w, depth = 256, 10, 2048, 9
@@ -103,6 +104,8 @@ def big_model_rows() -> list[tuple[str, str]]:
     rows = [(f"{n:.1f}M-parameter MLP ({depth} layers, width {w}): plan + param_groups + Adam vs set_base_shapes + "
              "MuAdam", f"{a * 1e3:.1f} ms vs {b * 1e3:.1f} ms: **{a / b:.2f}×** (target ≤ 0.1 s: "
              f"{'met' if a <= 0.1 else 'NOT met'})")]
+    big = f"{n:.1f}M-parameter MLP ({depth} layers, width {w})"
+    rec.add("scaling", f"{big}: plan + param_groups + Adam", "`set_base_shapes` + `MuAdam`", ours=a, theirs=b)
     print(rows[-1], flush=True)
 
     def reset():
@@ -114,6 +117,8 @@ def big_model_rows() -> list[tuple[str, str]]:
     a, b = (statistics.median(t[k][0]) for k in ("init_", "reset"))
     rows.append((f"{n:.1f}M-parameter MLP: plan.init_ (float32 N(0,1) draws from one CPU generator, in place) vs "
                  "torch's reset_parameters", f"{a:.2f} s vs {b:.2f} s: **{a / b:.2f}×**"))
+    rec.add("scaling", f"{big}: plan.init_ (float32 N(0,1) draws from one CPU generator, in place)",
+            "torch's `reset_parameters` of every layer", ours=a, theirs=b)
     print(rows[-1], flush=True)
 
     def total():
@@ -126,6 +131,11 @@ def big_model_rows() -> list[tuple[str, str]]:
     rows.append((f"{n:.1f}M-parameter MLP: plan + init_ + param_groups + Adam vs torch's reset_parameters",
                  f"{a:.2f} s vs {b:.2f} s: **{a / b:.2f}×** (target ≤ 0.1 s: {'met' if a <= 0.1 else 'NOT met'}; "
                  f"{a / (n * 1e6) * 1e9:.0f} ns per parameter)"))
+    rec.add("scaling", f"{big}: plan + init_ + param_groups + Adam (target on our seconds)",
+            "torch's `reset_parameters` of every layer", ours=a, theirs=b, judged="ours", target=0.1,
+            notes=f"{a / (n * 1e6) * 1e9:.0f} ns per parameter")
+    rec.gpu("scaling", f"{big} on the GPU: plan + init_ + param_groups + Adam", "torch's `reset_parameters`",
+            notes="target ≤ 0.1 s")
     print(rows[-1], flush=True)
     return rows
 
@@ -136,16 +146,22 @@ def main() -> None:
     args = ap.parse_args()
     from mup import MuAdam, MuReadout, set_base_shapes
 
+    rec = Rows(anchors=("mup",))
     if args.big:
-        for a, b in big_model_rows():
+        for a, b in big_model_rows(rec):
             print(f"| {a} | {b} |")
+        rec.write()
         return
 
     load0 = os.getloadavg()[0]
     rows = []
     for kind in ("adam", "sgd", "adamw"):
+        worst = agreement(kind)
         rows.append((f"agreement, 20 steps of {kind} (width 480, base 64, float64)",
-                     f"max relative output difference {agreement(kind):.1e}"))
+                     f"max relative output difference {worst:.1e}"))
+        rec.add("scaling", f"μP training agreement: 20 steps of {kind}, MLP width 480 vs base 64, float64",
+                "Microsoft mup (`MuReadout` + `set_base_shapes` + its optimizer)", ours=worst,
+                unit="max rel. output difference", judged="ours", target=1e-12)
         print(rows[-1], flush=True)
 
     d, c, w, depth = 256, 10, 2048, 8
@@ -166,6 +182,8 @@ def main() -> None:
     t_o, t_t = (statistics.median(setup[k][0]) for k in ("ours", "mup"))
     rows.append((f"set-up: plan + param_groups + Adam vs set_base_shapes + MuAdam ({depth}-layer MLP, width {w})",
                  f"{t_o * 1e3:.1f} ms vs {t_t * 1e3:.1f} ms: **{t_o / t_t:.2f}×**"))
+    rec.add("scaling", f"set-up: plan + param_groups + Adam, {depth}-layer MLP, width {w}", "`set_base_shapes` + `MuAdam`",
+            ours=t_o, theirs=t_t)
     print(rows[-1], flush=True)
     opt_o, opt_t = setup["ours"][1][-1], setup["mup"][1][-1]
     x = torch.randn(128, d)
@@ -182,8 +200,10 @@ def main() -> None:
     rows.append((f"one Adam step, {len(opt_o.param_groups)} vs {len(opt_t.param_groups)} param groups "
                  f"({sum(q.numel() for q in ours.parameters()) / 1e6:.1f}M parameters)",
                  f"{s_o * 1e3:.1f} ms vs {s_t * 1e3:.1f} ms: **{s_o / s_t:.2f}×**"))
+    rec.add("scaling", f"one Adam step with each side's param groups, {depth}-layer MLP, width {w}", "`MuAdam` step",
+            ours=s_o, theirs=s_t)
     print(rows[-1], flush=True)
-    rows += big_model_rows()
+    rows += big_model_rows(rec)
     import mup
 
     text = "\n".join([
@@ -198,6 +218,7 @@ def main() -> None:
     out = Path(__file__).parent / "results" / "scaling.md"
     out.write_text(text)
     print(f"wrote {out}", file=sys.stderr)
+    rec.write()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import json
 import subprocess
 import sys
 
+from _rows import Rows
+
 _CHILD = r"""
 import json, statistics, sys, time, torch
 from overparam.backend.softmax_ce import softmax_ce_hvp
@@ -53,6 +55,7 @@ def main(argv=None) -> str:
     ap.add_argument("--rows", type=int, default=2048)
     ap.add_argument("--vocab", type=int, nargs="+", default=[1024, 32768])
     a = ap.parse_args(argv)
+    rows = Rows()
     lines = [f"softmax-CE Hessian-vector product, {a.rows} rows (1/4 ignored), fp32, CPU:",
              "| V | eager | compiled | compiled / eager | peak allocated: eager | compiled | ratio | max rel. error (compiled vs fp64) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -62,9 +65,16 @@ def main(argv=None) -> str:
         lines.append(f"| {v} | {e['t'] * 1e3:.1f} ms | {c['t'] * 1e3:.1f} ms | {c['t'] / e['t']:.2f}x | "
                      f"{e['peak'] / buf:.1f} x (N,V) | {c['peak'] / buf:.1f} x (N,V) | "
                      f"{c['peak'] / max(e['peak'], 1):.2f}x | {c['err']:.1e} |")
+        case = f"softmax-CE Hessian-vector product, {a.rows} rows (¼ ignored), V = {v}, fp32, `impl=\"compiled\"`"
+        rows.add("backend", f"{case}: time", 'eager `impl="reference"`', ours=c["t"], theirs=e["t"],
+                 notes=f"max rel. error vs fp64 {c['err']:.1e}")
+        rows.add("backend", f"{case}: peak allocated", 'eager `impl="reference"`', ours=c["peak"] / 2**20,
+                 theirs=e["peak"] / 2**20, unit="MiB")
+    rows.gpu("backend", f'softmax-CE Hessian-vector product, `impl="triton"`, {a.rows} rows', 'eager `impl="reference"`')
     lines.append("triton: not measured (no GPU)")
     text = "\n".join(lines)
     print(text)
+    rows.write()
     return text
 
 

@@ -21,6 +21,7 @@ import platform
 import statistics
 
 import torch
+from _rows import Rows
 from _timing import interleaved
 from torch import nn
 
@@ -69,6 +70,7 @@ def main(argv=None) -> str:
     ap.add_argument("--inner", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
+    rows = Rows(anchors=("unit_scaling",))
     g = torch.Generator().manual_seed(1)
     x = torch.randn(args.batch, args.width, generator=g)
     y = torch.randint(0, 10, (args.batch,), generator=g)
@@ -89,6 +91,15 @@ def main(argv=None) -> str:
         lines.append("| unit-scaling | not installed | — |")
     text = "\n".join(lines)
     print(text)
+    case = f"u-μP fwd+bwd, {args.depth}-layer width-{args.width} MLP, batch {args.batch}, fp32"
+    rows.add("scaling", case, "plain `nn.Linear` + `nn.GELU` + `F.cross_entropy`", ours=med["overparam"],
+             theirs=med["plain"], target=1.15)
+    if "unit-scaling" in med:
+        rows.add("scaling", case, "Graphcore unit-scaling (`uu.Linear`, `uu.GELU`, `uu.LinearReadout`)",
+                 ours=med["overparam"], theirs=med["unit-scaling"], target=1.0)
+    else:
+        rows.not_measured("scaling", case, "Graphcore unit-scaling", reason="unit-scaling not installed", target=1.0)
+    rows.write()
     return text
 
 

@@ -1,8 +1,10 @@
 """mkdocs hooks of the documentation site (``hooks:`` in mkdocs.yml; not a page of the site).
 
-* The benchmark results live beside the scripts that measure them (``benchmarks/RESULTS.md``,
-  ``benchmarks/results/*.md``); they are added to the site as they are, under ``benchmarks/``,
-  rather than copied into ``docs/``.
+* The benchmark results live beside the scripts that measure them: ``benchmarks/RESULTS.md``
+  (machine-written by ``benchmarks/regenerate.py`` from ``benchmarks/results/*.json``) and
+  ``benchmarks/results/*.md`` (the hand-written ``history.md``, the printed output ``latest.md``, the
+  scripts' own tables); they are added to the site as they are, under ``benchmarks/``, rather than
+  copied into ``docs/``.
 * A guide that links to one of them from ``docs/`` (``../benchmarks/results/scaling.md``) has the
   link pointed at the page in the site. Any other link out of ``docs/`` is left as written, so
   mkdocs' own link validation reports it.

@@ -8,7 +8,7 @@
   torch.ao.pruning) the anchor's blocks and the ``title="check"`` blocks comparing both run too;
 * the getting-started tour runs and shows the README's two set-up commands verbatim;
 * every test file docs/guarantees.md cites exists;
-* benchmarks/regenerate.py runs every ``*_bench.py`` and fences their output on its page.
+* (benchmarks/RESULTS.md and its builder are tested in tests/test_benchmarks.py.)
 
 ``mkdocs build --strict`` itself runs in CI (.ci/run), with the ``docs`` extra.
 """
@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import re
 import types
 from pathlib import Path
@@ -33,7 +32,7 @@ FENCE = re.compile(r'^```python title="([^"]+)"\n(.*?)^```', re.S | re.M)
 DIRECTIVE = re.compile(r"^::: ([\w.]+)\n((?:    .*\n?)*)", re.M)
 # pages the site gets from outside docs/ (docs/_hooks.py): the benchmark results, and the report
 # when no checked-in copy exists yet
-GENERATED = {"benchmarks/RESULTS.md", "report.md"}
+GENERATED = {"benchmarks/RESULTS.md", "benchmarks/results/history.md", "report.md"}
 # anchors that are torch itself, so their snippets run in the test suite too
 TORCH_ANCHORS = {"torch-prune.md": "torch.nn.utils.prune", "torch-ao-pruning.md": "torch.ao.pruning"}
 
@@ -123,18 +122,3 @@ def test_guarantees_cite_existing_tests():
     cited = set(re.findall(r"tests/[\w/]+\.py", (DOCS / "guarantees.md").read_text()))
     assert cited, "docs/guarantees.md cites no test file"
     assert not [c for c in sorted(cited) if not (ROOT / c).exists()], "docs/guarantees.md cites missing test files"
-
-
-def test_benchmark_regeneration_covers_every_script_and_fences_their_output():
-    spec = importlib.util.spec_from_file_location("regenerate", ROOT / "benchmarks" / "regenerate.py")
-    regen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(regen)
-    assert regen.scripts(None) == sorted((ROOT / "benchmarks").glob("*_bench.py"))
-    assert [p.name for p in regen.scripts(["hessian", "prune_bench"])] == ["hessian_bench.py", "prune_bench.py"]
-    with pytest.raises(SystemExit, match="no-such"):
-        regen.scripts(["no-such"])
-    script = ROOT / "benchmarks" / "prune_bench.py"
-    text = regen.page("cpu (2 cores), no GPU", "torch 2.13.0", [(script, 0, 12.0, "| a | b |\n```x```\n")], "1", "2")
-    assert "| `prune_bench.py` | 0 | 12 s |" in text and "- machine: cpu (2 cores), no GPU" in text
-    assert text.count("```") == 2 and "```text\n| a | b |\n'''x'''\n```" in text   # the output cannot close the fence
-    assert "[RESULTS.md](../RESULTS.md)" in text   # the page lives in benchmarks/results/
