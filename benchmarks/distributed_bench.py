@@ -57,6 +57,7 @@ import torch.multiprocessing as mp
 import overparam.hessian as oh
 from overparam import prune
 from overparam.backend.random import fan_in_normal_
+from _rows import Rows  # noqa: E402
 
 mse = torch.nn.functional.mse_loss
 CASES = ("hvp", "lanczos")
@@ -250,7 +251,7 @@ def med(xs) -> float:
     return statistics.median(xs)
 
 
-def report(args, rounds: list[dict], info, loads) -> list[str]:
+def report(args, rounds: list[dict], info, loads, rec=None) -> list[str]:
     """Markdown: the setup line, per-round and summary tables."""
     one = {c: [r[c]["one"] for r in rounds] for c in CASES}
     two = {c: [r[c]["two"] for r in rounds] if "two" in rounds[0][c] else None for c in CASES}
@@ -292,6 +293,13 @@ def report(args, rounds: list[dict], info, loads) -> list[str]:
         serial = med(t["serial"] / t["wall"] for t in one[c])
         lines.append(f"| {c} | {prods} | {w1:.4f} | {w2:.4f} | {w2 / w1:.2f}x | {c2 / c1:.2f}x | {loc / w1:.2f}x | "
                      f"{100 * comm * prods / w2:.1f}% | {100 * outside:.1f}% | {100 * serial:.1f}% |")
+        if rec is not None:
+            what = {"hvp": "one HVP", "lanczos": "top-5 Lanczos"}.get(c, c)
+            rec.add("hessian", f"{what} on 2 gloo ranks (1 thread each, N/2 samples each), {args.samples} samples, "
+                    f"width {args.width}, fp32 (wall, the slower rank)", "one process, 1 thread, all N samples",
+                    ours=w2, theirs=w1, target=0.6,
+                    notes=f"CPU-time ratio {c2 / c1:.2f}; communication {100 * comm * prods / w2:.1f}% of the 2-rank "
+                          f"time; outside the local products {100 * outside:.1f}%; medians of {len(rounds)} rounds")
     gap = max(abs(a - b) / abs(b) for a, b in zip(two["lanczos"][0][0]["values"], one["lanczos"][0]["values"]))
     lines += ["", f"top-5 eigenvalues, 2 ranks vs 1 process: largest relative difference {gap:.1e}"]
     if "fsdp" in rounds[0]:
@@ -308,6 +316,11 @@ def report(args, rounds: list[dict], info, loads) -> list[str]:
         for k in ("unmasked", "masked", "packed"):
             lines.append(f"| {k} | {wall[k]:.4f} | {wall[k] / wall['unmasked']:.2f}x | {per.get(k, '')} | "
                          f"{cpu[k]:.4f} | {cpu[k] / cpu['unmasked']:.2f}x |")
+            if rec is not None and k != "unmasked":
+                rec.add("prune", f"FSDP2 training step on 2 gloo ranks with 80% masks: {k} "
+                        f"({'`prune.masked` AdamW' if k == 'masked' else '`PackedAdamW`'}), wall, the slower rank",
+                        "the unmasked FSDP2 AdamW step", ours=wall[k], theirs=wall["unmasked"], target=1.15,
+                        notes=f"CPU-time ratio {cpu[k] / cpu['unmasked']:.2f}; medians of {len(rounds)} rounds")
         lines += ["", f"The masking hook (`Masked.mask_grads_`, one `_foreach_mul_` on the DTensor gradients) alone: "
                   f"{hook * 1e3:.3f} ms per step = {100 * hook / wall['unmasked']:.2f}% of the unmasked step."]
     return lines
@@ -327,6 +340,7 @@ def main() -> None:
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # inherited by the spawned ranks
     torch.set_num_threads(1)
     loads = [load()]
+    rec = None if args.no_write or args.anchor_only else Rows()
     ranks = None if args.anchor_only else Ranks(args)
     net, x, y = problem(args.width, args.samples)
     H = oh.hessian(net, mse, (x, y))
@@ -343,11 +357,12 @@ def main() -> None:
     if ranks is not None:
         ranks.close()
     loads.append(load())
-    text = "\n".join(report(args, rounds, ranks.info if ranks else [], loads))
+    text = "\n".join(report(args, rounds, ranks.info if ranks else [], loads, rec))
     print(text)
     if not args.no_write and ranks is not None:
         out = Path(__file__).parent / "results" / "distributed.md"
         out.write_text(text + "\n")
+        rec.write()
         print(f"written to {out}", file=sys.stderr)
 
 

@@ -33,6 +33,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _rows import Rows
 from _timing import interleaved
 from torch import nn
 
@@ -207,6 +208,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    rec = Rows(anchors=("transformers",))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
     print("| model | params masked → removed | forward masked | forward removed | time ratio | remove_pruned call |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -226,6 +228,10 @@ def main() -> None:
         n0, n1 = (sum(p.numel() for p in m.parameters()) for m in (ref, small))
         print(f"| {name} | {n0 / 1e6:.2f}M → {n1 / 1e6:.2f}M ({n1 / n0:.2f}×) | {tm * 1e3:.1f} ms | {tr * 1e3:.1f} ms "
               f"| {tr / tm:.2f}× | {t_call:.2f} s (max error {err:.1e}) |")
+        rec.add("prune", f"forward of the removed model: {name}", "the masked model's forward", ours=tr, theirs=tm,
+                notes=f"parameters {n0 / 1e6:.2f}M → {n1 / 1e6:.2f}M; remove_pruned call {t_call:.2f} s; "
+                      f"max |removed − masked| {err:.1e}; median of {args.repeats}")
+    rec.write()
 
 
 if __name__ == "__main__":
