@@ -10,7 +10,7 @@ text's characters (:class:`CharTransformer`, blocks ``blocks.0 …``), LLaMA-sty
 no biases, GELU MLP. It is trained with the ordinary small-LM recipe: AdamW with β = (0.9, 0.95),
 weight decay 0.1 on the matrices and embeddings (none on the norm gains), 20 warm-up steps and a
 cosine decay, learning rate 2e-2 at ``--quick`` (of 1e-2 / 2e-2 / 3e-2 the best dense held-out
-bits/char). The prunable weights are the Linear layers inside the blocks (embedding and output
+bits/char) and 1.5e-2 at full size (width 128, 3 blocks, context 128, 1500 steps; not tuned). The prunable weights are the Linear layers inside the blocks (embedding and output
 head stay dense, as in the papers).
 
 Why this recipe: SparseGPT and Wanda gain over magnitude pruning only on inputs with a few
@@ -32,6 +32,8 @@ Measured at ``--quick`` (one-shot bits/char magnitude / Wanda / SparseGPT; seeds
 time and Wanda beats magnitude every time, but at seed 0 and 50% only by 0.003 bits/char, inside
 the 0.005 margin: the claim holds for seeds 1 and 2 and fails there. Which method wins by how
 much varies between seeds by several hundredths of a bit/char at this size.
+At full size (seed 0, dense 2.186) the gaps are large and the claim holds: 50% 2.613 / 2.390 /
+2.314, 2:4 2.853 / 2.792 / 2.428.
 """
 
 from __future__ import annotations
@@ -223,9 +225,9 @@ EXPERIMENT = Experiment(
     paper="Frantar & Alistarh 2023, SparseGPT; Sun et al. 2023, A Simple and Effective Pruning Approach for LLMs (Wanda)",
     claim="one-shot pruning at 50% and 2:4: held-out bits/char of SparseGPT <= Wanda < magnitude",
     run=run,
-    params={"train_chars": 2_000_000, "test_chars": 100_000, "split_seed": 0, "width": 128, "depth": 4, "heads": 4,
-            "context": 128, "batch": 32, "steps": 3000, "lr": 6e-3, "beta2": 0.95, "weight_decay": 0.1,
-            "calibration": 128, "finetune_steps": 300, "finetune_lr": 5e-4, "margin": 0.005, "tolerance": 0.005},
+    params={"train_chars": 1_000_000, "test_chars": 60_000, "split_seed": 0, "width": 128, "depth": 3, "heads": 4,
+            "context": 128, "batch": 32, "steps": 1500, "lr": 1.5e-2, "beta2": 0.95, "weight_decay": 0.1,
+            "calibration": 64, "finetune_steps": 60, "finetune_lr": 5e-4, "margin": 0.005, "tolerance": 0.005},
     quick={"train_chars": 300_000, "test_chars": 30_000, "width": 64, "depth": 2, "context": 64, "steps": 600,
            "lr": 2e-2, "calibration": 32, "finetune_steps": 30},
 )
