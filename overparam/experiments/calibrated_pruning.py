@@ -5,16 +5,35 @@ in one shot from a small calibration set; both papers report that SparseGPT ≤ 
 in held-out perplexity at 50% unstructured and at 2:4 sparsity. The text here is on every
 machine: the ``.py`` files at the top of the running interpreter's standard library
 (``sysconfig.get_paths()["stdlib"]``), split *by file* with a fixed seed (``split_seed``) into
-training and held-out text. The model is a small pre-LayerNorm causal transformer over the
-training text's characters (:class:`CharTransformer`, blocks ``blocks.0 …``); the prunable
-weights are the Linear layers inside the blocks (embedding and output head stay dense, as in
-the papers).
+training and held-out text. The model is a small pre-norm causal transformer over the training
+text's characters (:class:`CharTransformer`, blocks ``blocks.0 …``), LLaMA-style: RMSNorm and
+no biases, GELU MLP. It is trained with the ordinary small-LM recipe: AdamW with β = (0.9, 0.95),
+weight decay 0.1 on the matrices and embeddings (none on the norm gains), 20 warm-up steps and a
+cosine decay, learning rate 2e-2 at ``--quick`` (of 1e-2 / 2e-2 / 3e-2 the best dense held-out
+bits/char) and 1.5e-2 at full size (width 128, 3 blocks, context 128, 1500 steps; not tuned). The prunable weights are the Linear layers inside the blocks (embedding and output
+head stay dense, as in the papers).
+
+Why this recipe: SparseGPT and Wanda gain over magnitude pruning only on inputs with a few
+high-norm channels or correlated features (LLMs' outlier features). With LayerNorm + biases, no
+weight decay, β₂ = 0.999 and learning rate 1e-2 the block inputs stayed nearly isotropic
+(largest channel norm 1.5–1.8× the median on ``qkv``/``fc1``) and Wanda lost to magnitude at
+50%; with this recipe (the larger learning rate is the strongest lever) channels of 2.5–4.5× the
+median appear (``blocks.1.fc1``, ``fc2``), and there Wanda's and SparseGPT's layer errors fall to
+about 0.82× and 0.5–0.6× magnitude's (docs/prune.md has the per-layer table).
 
 After training, each method prunes a copy of the model at 50% (per layer) and at 2:4, with
 ``calibration`` training sequences (SparseGPT and Wanda run block by block, sequentially);
 held-out bits per character are measured before and after a short masked fine-tune
 (:func:`overparam.prune.masked`, AdamW). The claim holds when, at both sparsities, before the
 fine-tune: SparseGPT ≤ Wanda ``+ tolerance`` and Wanda < magnitude ``− margin`` (bits/char).
+Measured at ``--quick`` (one-shot bits/char magnitude / Wanda / SparseGPT; seeds 0 / 1 / 2, dense
+2.789 / 2.804 / 2.789): 50% 3.039 / 3.036 / 2.927, 3.026 / 3.001 / 2.944, 3.081 / 3.030 / 2.946;
+2:4 3.407 / 3.322 / 3.049, 3.509 / 3.320 / 3.083, 3.400 / 3.324 / 3.115. SparseGPT is best every
+time and Wanda beats magnitude every time, but at seed 0 and 50% only by 0.003 bits/char, inside
+the 0.005 margin: the claim holds for seeds 1 and 2 and fails there. Which method wins by how
+much varies between seeds by several hundredths of a bit/char at this size.
+At full size (seed 0, dense 2.186) the gaps are large and the claim holds: 50% 2.613 / 2.390 /
+2.314, 2:4 2.853 / 2.792 / 2.428.
 """
 
 from __future__ import annotations
@@ -61,14 +80,15 @@ def encode(text: str, vocab: str) -> Tensor:
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: causal self-attention and a GELU MLP, both residual."""
+    """Pre-norm transformer block (LLaMA-style: RMSNorm, no biases): causal self-attention and a GELU
+    MLP, both residual."""
 
     def __init__(self, width: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
-        self.fc1, self.fc2 = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+        self.ln1, self.ln2 = nn.RMSNorm(width), nn.RMSNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width, bias=False), nn.Linear(width, width, bias=False)
+        self.fc1, self.fc2 = nn.Linear(width, 4 * width, bias=False), nn.Linear(4 * width, width, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, w = x.shape
@@ -79,13 +99,13 @@ class Block(nn.Module):
 
 
 class CharTransformer(nn.Module):
-    """Token + position embeddings, ``depth`` :class:`Block` s in ``blocks``, LayerNorm, output head."""
+    """Token + position embeddings, ``depth`` :class:`Block` s in ``blocks``, RMSNorm, output head (no bias)."""
 
     def __init__(self, vocab: int, width: int, depth: int, heads: int, context: int):
         super().__init__()
         self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(context, width)
         self.blocks = nn.ModuleList(Block(width, heads) for _ in range(depth))
-        self.ln, self.head = nn.LayerNorm(width), nn.Linear(width, vocab)
+        self.ln, self.head = nn.RMSNorm(width), nn.Linear(width, vocab, bias=False)
 
     def forward(self, ids: Tensor) -> Tensor:
         x = self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))
@@ -116,8 +136,13 @@ def bits_per_char(model: nn.Module, ids: Tensor, context: int, *, batch: int = 6
 
 
 def _fit(model: nn.Module, data: Tensor, p: dict, steps: int, lr: float, seed: int, masks=None) -> None:
+    """AdamW (β = (0.9, ``p["beta2"]``), weight decay ``p["weight_decay"]`` on the matrices and
+    embeddings, none on the norm gains), 20 warm-up steps, cosine decay; random training windows."""
     g = construction_generator(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    decay = [q for q in model.parameters() if q.ndim >= 2]
+    rest = [q for q in model.parameters() if q.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": p["weight_decay"]}, {"params": rest, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, p["beta2"]))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / 20) * 0.5 * (1 + math.cos(math.pi * t / steps)))
 
     def loss(t):
@@ -200,9 +225,9 @@ EXPERIMENT = Experiment(
     paper="Frantar & Alistarh 2023, SparseGPT; Sun et al. 2023, A Simple and Effective Pruning Approach for LLMs (Wanda)",
     claim="one-shot pruning at 50% and 2:4: held-out bits/char of SparseGPT <= Wanda < magnitude",
     run=run,
-    params={"train_chars": 2_000_000, "test_chars": 100_000, "split_seed": 0, "width": 128, "depth": 4, "heads": 4,
-            "context": 128, "batch": 32, "steps": 3000, "lr": 6e-3, "calibration": 128, "finetune_steps": 300,
-            "finetune_lr": 5e-4, "margin": 0.005, "tolerance": 0.005},
+    params={"train_chars": 1_000_000, "test_chars": 60_000, "split_seed": 0, "width": 128, "depth": 3, "heads": 4,
+            "context": 128, "batch": 32, "steps": 1500, "lr": 1.5e-2, "beta2": 0.95, "weight_decay": 0.1,
+            "calibration": 64, "finetune_steps": 60, "finetune_lr": 5e-4, "margin": 0.005, "tolerance": 0.005},
     quick={"train_chars": 300_000, "test_chars": 30_000, "width": 64, "depth": 2, "context": 64, "steps": 600,
-           "lr": 1e-2, "calibration": 32, "finetune_steps": 30},
+           "lr": 2e-2, "calibration": 32, "finetune_steps": 30},
 )
