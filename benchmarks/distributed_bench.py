@@ -336,11 +336,12 @@ def main() -> None:
     ap.add_argument("--anchor-only", action="store_true", help="time the one-process side alone")
     ap.add_argument("--no-fsdp", action="store_true", help="skip the FSDP2 training step")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--name", default="distributed", help="the results' file stem (results/NAME.md and NAME.json)")
     args = ap.parse_args()
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # inherited by the spawned ranks
     torch.set_num_threads(1)
     loads = [load()]
-    rec = None if args.no_write or args.anchor_only else Rows()
+    rec = None if args.no_write or args.anchor_only else Rows(args.name)
     ranks = None if args.anchor_only else Ranks(args)
     net, x, y = problem(args.width, args.samples)
     H = oh.hessian(net, mse, (x, y))
@@ -360,7 +361,7 @@ def main() -> None:
     text = "\n".join(report(args, rounds, ranks.info if ranks else [], loads, rec))
     print(text)
     if not args.no_write and ranks is not None:
-        out = Path(__file__).parent / "results" / "distributed.md"
+        out = Path(__file__).parent / "results" / f"{args.name}.md"
         out.write_text(text + "\n")
         rec.write()
         print(f"written to {out}", file=sys.stderr)

@@ -45,6 +45,8 @@ RUNS: dict[str, tuple[str, tuple[str, ...]]] = {
     "calib": ("calib_bench.py", ()),
     "compiled": ("compiled_bench.py", ()),
     "distributed": ("distributed_bench.py", ()),
+    "distributed_16k": ("distributed_bench.py", ("--samples", "16384", "--repeats", "3", "--no-fsdp", "--name",
+                                                 "distributed_16k")),
     "factor": ("factor_bench.py", ()),
     "fisher": ("fisher_bench.py", ()),
     "hessian": ("hessian_bench.py", ()),
