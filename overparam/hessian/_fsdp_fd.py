@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..backend import dist, sharded, vec
 from ..backend.sharded import ShardedSpace
 from ._model import _batch_size, parameter_names
-from ._sharded import _parse
+from ._sharded import agreed_input, in_form
 from .operators import Operator
 
 
@@ -88,16 +88,9 @@ class FSDPFiniteDifference(Operator):
         return vec.unflatten(out, self.like)
 
     def _call(self, x, batched: bool):
-        flat, form, reason = _parse(self, x, batched)
-        dist.agree(None if flat is None else flat.shape[0], "the sharded vectors' layout (block size, or a bad "
-                   "input on some rank)", group=self.group)
-        if flat is None:
-            raise ValueError(f"ranks disagree on the vector layout: {reason}")
+        flat, form = agreed_input(self, x, batched=batched)
         out = torch.stack([vec.flatten(self._mv(vec.unflatten(f, self.like))) for f in flat])
-        if form == "flat":
-            return out.mT if batched else out[0]
-        parts = vec.unflatten(out if batched else out[0], self.like)
-        return tuple(parts) if form == "local" else self.space.wrap(parts, batch=out.shape[0] if batched else None)
+        return in_form(self, out, form, batched=batched)
 
     def matvec(self, v):
         return self._call(v, False)

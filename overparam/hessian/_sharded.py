@@ -59,25 +59,39 @@ def _product(op, full: Tensor, batched: bool) -> Tensor:
     return vec.flatten(op.local._mv(vec.unflatten(full[0], like)))[None]
 
 
+def agreed_input(op, x, *, batched: bool) -> tuple[Tensor, str]:
+    """``(flat (B, n_local), form)`` of ``x`` once every rank has agreed on the block size and on
+    every rank's input being valid (one small gather); the same ``ValueError`` on every rank otherwise."""
+    flat, form, reason = _parse(op, x, batched)
+    dist.agree(None if flat is None else flat.shape[0], "the sharded vectors' layout (block size, or a bad "
+               "input on some rank)", group=op.space.group)
+    if flat is None:
+        raise ValueError(f"ranks disagree on the vector layout: {reason}")
+    return flat, form
+
+
+def in_form(op, out: Tensor, form: str, *, batched: bool):
+    """The flat local result ``out (B, n_local)`` in the input's ``form`` (flat, local shards or DTensors)."""
+    if form == "flat":
+        return out.mT if batched else out[0]
+    parts = vec.unflatten(out if batched else out[0], op.space.local_shapes)
+    return tuple(parts) if form == "local" else op.space.wrap(parts, batch=out.shape[0] if batched else None)
+
+
 def sharded_call(op, x, *, batched: bool, trusted: bool = False):
     """``A x`` for ``op`` (a DistributedOperator with ``space``); ``trusted``: ``x`` is already flat
     ``(B, n_local)`` (internal calls) and the result is too; otherwise the result has ``x``'s form."""
     sp = op.space
     if trusted:
         return sp.scatter(_product(op, sp.gather(x), batched), op.weight)
-    flat, form, reason = _parse(op, x, batched)
-    if batched:  # the block size fixes the collective's size: agree on it first (one small gather)
-        dist.agree(None if flat is None else flat.shape[0], "the sharded vectors' layout (block size, or a bad "
-                   "input on some rank)", group=sp.group)
-        if flat is None:
-            raise ValueError(f"ranks disagree on the vector layout: {reason}")
-    try:
-        full = sp.gather(flat if flat is not None else torch.zeros(1, op.n, dtype=op.dtype, device=op.device),
-                         ok=flat is not None)
-    except ValueError as err:
-        raise ValueError(f"{err}{'; on this rank: ' + reason if reason else ''}") from None
-    out = sp.scatter(_product(op, full, batched), op.weight)
-    if form == "flat":
-        return out.mT if batched else out[0]
-    parts = vec.unflatten(out if batched else out[0], sp.local_shapes)
-    return tuple(parts) if form == "local" else sp.wrap(parts, batch=out.shape[0] if batched else None)
+    if batched:  # the block size fixes the collective's size: agree on it first
+        flat, form = agreed_input(op, x, batched=True)
+        full = sp.gather(flat)
+    else:  # a bad input on one rank is reported through the gather's status entry
+        flat, form, reason = _parse(op, x, batched)
+        try:
+            full = sp.gather(flat if flat is not None else torch.zeros(1, op.n, dtype=op.dtype, device=op.device),
+                             ok=flat is not None)
+        except ValueError as err:
+            raise ValueError(f"{err}{'; on this rank: ' + reason if reason else ''}") from None
+    return in_form(op, sp.scatter(_product(op, full, batched), op.weight), form, batched=batched)
