@@ -130,7 +130,8 @@ def settle(name: str, rc: int | str, wall: float, text: str, env: dict, results:
     path = results / f"{name}.json"
     rec = read(results).get(name) if path.exists() else None
     if rc != 0 or rec is None or rec.get("failed"):
-        why = f"exit {rc}" if rc != 0 else "exit 0 but no rows written (the script does not emit rows)"
+        why = (f"timed out after {wall:.0f} s" if rc == "timeout" else f"exit {rc}" if rc != 0
+               else "exit 0 but no rows written (the script does not emit rows)")
         rec = {"name": name, "script": RUNS[name][0], "argv": list(RUNS[name][1]), "date": now(), "environment": env,
                "failed": why, "output_tail": "\n".join(text.splitlines()[-30:]), "rows": []}
     rec["run"] = {"exit": rc, "wall_s": round(wall, 1), "output": text[-20000:]}
@@ -148,7 +149,7 @@ def outputs(records: dict[str, dict]) -> str:
         if not run:
             continue
         out += [f"## {name}", "", f"`python benchmarks/{command(name) if name in RUNS else name}` — {rec.get('date')}, "
-                f"exit {run['exit']}, {run['wall_s']:.0f} s", "",
+                + ("timed out" if run["exit"] == "timeout" else f"exit {run['exit']}") + f", {run['wall_s']:.0f} s", "",
                 FENCE + "text", run["output"].rstrip().replace(FENCE, "'''"), FENCE, ""]
     return "\n".join(out)
 

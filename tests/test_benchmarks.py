@@ -114,6 +114,8 @@ def test_settle_replaces_the_json_of_a_failed_run(tmp_path):
     assert json.loads((tmp_path / "prune.json").read_text())["rows"] == []    # the old figure is gone
     rec = regen.settle("kfac", 0, 1.0, "printed", env, tmp_path)             # exit 0, no JSON written
     assert rec["failed"].startswith("exit 0 but no rows")
+    rec = regen.settle("calib", "timeout", 1200.0, "partial", env, tmp_path)
+    assert rec["failed"] == "timed out after 1200 s" and rec["run"]["exit"] == "timeout"
     (tmp_path / "umup.json").write_text(json.dumps(_record("umup", [_row(ours=1.0, theirs=2.0)])))
     printed = "| a | b |\n```x```"
     rec = regen.settle("umup", 0, 5.0, printed, env, tmp_path)

@@ -95,7 +95,7 @@ def _lanczos_block(op: Operator, V0: Tensor, steps: int, g: torch.Generator) -> 
         b = sharded.norm(sp, w, dim=1)
         dead = b <= 100 * eps * scale.clamp(min=1e-300)
         if bool(dead.any()):  # invariant subspace: continue with a fresh orthogonal vector, coupling 0
-            r = sharded.localize(sp, gaussian((B, n if sp is None else sp.n), generator=g, dtype=op.dtype,
+            r = sharded.localize(sp, gaussian((B, op.global_n), generator=g, dtype=op.dtype,
                                               device=op.device))
             r, _ = linalg.orthogonalize(r, basis[:, : j + 1].mT, reduce=red)
             r = r / sharded.norm(sp, r, dim=1, keepdim=True)
@@ -136,7 +136,7 @@ def slq(A, probes: int | Tensor = 10, steps: int = 80, *, kind: str = "rademache
     """
     op = as_operator(A)
     sp = op.space  # sharded vectors: explicit probes are this rank's coordinates, (P, op.n)
-    n = op.n if sp is None else sp.n
+    n = op.global_n
     if not isinstance(steps, int) or not 1 <= steps <= n:
         raise ValueError(f"steps must be an int in [1, n={n}], got {steps!r}")
     g = measurement_generator(generator)

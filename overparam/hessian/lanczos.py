@@ -85,7 +85,7 @@ def start_vector(op: Operator, v0, generator: GeneratorLike) -> Tensor:
     if isinstance(v0, str) and not hasattr(op, "gradient"):
         raise TypeError(f"v0='gradient' needs an operator with a gradient() method, got {type(op).__name__}")
     if v0 is None or isinstance(v0, str):
-        v = gaussian((n if sp is None else sp.n,), generator=measurement_generator(generator), dtype=op.dtype,
+        v = gaussian((op.global_n,), generator=measurement_generator(generator), dtype=op.dtype,
                      device=op.device)
         v = sharded.localize(sp, v)
         if v0 == "gradient":
@@ -186,7 +186,7 @@ def lanczos(A, k: int = 10, *, which: str = "LA", tol: float | None = None, crit
     """
     op = as_operator(A)
     sp = op.space  # sharded vectors: each rank holds op.n of the sp.n coordinates
-    n, red = (op.n, None) if sp is None else (sp.n, sp.reduce)
+    n, red = op.global_n, (None if sp is None else sp.reduce)
     if which not in ("LA", "SA", "LM"):
         raise ValueError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")
     if not isinstance(k, int) or not 1 <= k <= n:

@@ -73,6 +73,17 @@ class Operator:
         return sum(s.numel() for s in self.like)
 
     @property
+    def global_n(self) -> int:
+        """The dimension over all ranks: ``n`` for plain vectors, ``space.n`` when the operator acts on
+        sharded vectors (each rank then holds ``n`` of the ``space.n`` coordinates).
+
+        Example:
+            >>> IdentityOperator([(2, 3), (4,)]).global_n
+            10
+        """
+        return self.n if self.space is None else self.space.n
+
+    @property
     def shape(self) -> tuple[int, int]:
         """``(n, n)``, as for a matrix.
 

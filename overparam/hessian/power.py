@@ -57,7 +57,7 @@ def power_iteration(A, k: int = 1, *, tol: float = 1e-6, max_iters: int = 1000, 
     """
     op = as_operator(A)
     sp = op.space  # sharded vectors: each rank holds op.n of the sp.n coordinates
-    n, red = (op.n, None) if sp is None else (sp.n, sp.reduce)
+    n, red = op.global_n, (None if sp is None else sp.reduce)
     if not isinstance(k, int) or not 1 <= k <= n:
         raise ValueError(f"k must be an int in [1, n={n}], got {k!r}")
     check_real(tol, "tol", above=0, finite=True)

@@ -54,7 +54,7 @@ def probe_block(op: Operator, m: int, kind: str, g: torch.Generator) -> Tensor:
     """``(n, m)`` i.i.d. probes of ``kind`` (see :func:`~overparam.backend.random.probe`) drawn from ``g``
     (sharded vectors, ``op.space``: this rank's rows of the single-process block)."""
     sp = op.space
-    P = probe(kind, (m, op.n if sp is None else sp.n), generator=g, dtype=op.dtype, device=op.device)
+    P = probe(kind, (m, op.global_n), generator=g, dtype=op.dtype, device=op.device)
     return sharded.localize(sp, P).mT
 
 
@@ -163,8 +163,8 @@ def xtrace(A, probes: int = 100, *, block: int = 16, generator: GeneratorLike = 
     _check_probes(probes, 4, "xtrace")
     _check_block(block)
     m, sp = probes // 2, op.space
-    if m >= (op.n if sp is None else sp.n):
-        raise ValueError(f"probes//2 = {m} must be < n = {op.n if sp is None else sp.n} for xtrace")
+    if m >= op.global_n:
+        raise ValueError(f"probes//2 = {m} must be < n = {op.global_n} for xtrace")
     Om = probe_block(op, m, "gaussian", measurement_generator(generator))
     Y = _matmat_chunks(op, Om, block)
     Q, R = sharded.qr(sp, Y)
