@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..backend.layers import kind_of
 
-__all__ = ["blocks", "remove_by_structure", "remove_untraced"]
+__all__ = ["blocks", "remove_by_structure", "remove_untraced", "structure_groups"]
 
 
 def _conv1d(m) -> bool:
@@ -245,6 +245,33 @@ _WEIGHTS = {"gpt2_mlp": ("c_fc", "c_proj"), "gated_mlp": ("gate_proj", "up_proj"
             "llama_attn": ("q_proj", "k_proj", "v_proj", "o_proj"),
             "bert_attn": ("self.query", "self.key", "self.value", "output.dense"), "fc_mlp": ("fc1", "fc2"),
             "bert_mlp": ("intermediate.dense", "output.dense")}
+
+
+def _group(b: str, kind: str, m: nn.Module):
+    """``(size, producers, params)`` of the channels of block ``b`` removed together (None: GQA heads, not listed)."""
+    if getattr(m, "num_key_value_groups", 1) > 1:
+        return None
+    *src, dst = _WEIGHTS[kind]
+    if kind == "gpt2_mlp":
+        n, producers = m.c_fc.nf, [f"{b}.c_fc.weight"]
+    elif kind.startswith("gpt2"):
+        n, cross = m.split_size, kind == "gpt2_cross"
+        producers = [f"{b}.q_attn.weight"] * cross + [f"{b}.c_attn.weight rows {i * n}:{(i + 1) * n}" for i in range(3 - cross)]
+    else:
+        n, producers = _sub(m, src[0]).out_features, [f"{b}.{p}.weight" for p in src]
+    d_in, d_out = (1, 0) if kind.startswith("gpt2") else (0, 1)     # Conv1D (in, out): producers' columns, c_proj's rows
+    params = [x for p in src for x in [(f"{b}.{p}.weight", d_in)] + [(f"{b}.{p}.bias", 0)] * (_sub(m, p).bias is not None)]
+    return n, producers, params + [(f"{b}.{dst}.weight", d_out)]
+
+
+def structure_groups(net: nn.Module, error: Exception) -> list[tuple[int, list[str], list[tuple[str, int]]]]:
+    """``(size, producers, params)`` for :func:`overparam.prune.channel_groups` without a trace (``error``, the
+    trace's, is raised where ``net`` holds no known block): the hidden units of every MLP block, the q/k/v channels
+    of every attention block (removed by whole heads; grouped-query attention with ``num_key_value_groups > 1`` is
+    not listed: its k/v channels are fewer than its q channels)."""
+    if not blocks(net):
+        raise error
+    return [g for b, k in blocks(net).items() if (g := _group(b, k, net.get_submodule(b))) is not None]
 
 
 def remove_by_structure(net: nn.Module, masks: Mapping[str, Tensor]) -> None:

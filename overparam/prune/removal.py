@@ -1,37 +1,32 @@
 """Structural removal: turn structured masks into a physically smaller model computing the same function.
 
-:func:`remove_pruned` traces a copy of the model with ``torch.fx``, builds the channel
-dependency graph (:mod:`overparam.prune._depgraph`: which layers' channels are one *space*,
-joined through residual adds, gates and attention products) and removes every channel whose
-producing rows are masked in **every** producer of its space, or whose input columns are masked
-in every layer that reads it (in attention products: whole heads):
+:func:`remove_pruned` traces a copy of the model with ``torch.fx``, builds the channel dependency graph
+(:mod:`overparam.prune._depgraph`: which layers' channels are one *space*, joined through residual adds, gates and
+attention products) and removes every channel whose producing rows are masked in **every** producer of its space,
+or whose input columns are masked in every layer that reads it (in attention products: whole heads):
 
-* output channels of a Linear, Conv or ConvTranspose (``mask[c] == False`` over the whole row /
-  filter; dim 1 of a ConvTranspose weight), with the BatchNorm, depthwise Conv and next-layer columns that index them;
-  a grouped Conv / ConvTranspose is regrouped (the same number of channels kept in every group it keeps; a
-  group that loses all its channels goes);
+* output channels of a Linear, Conv or ConvTranspose (``mask[c] == False`` over the whole row / filter; dim 1 of a
+  ConvTranspose weight), with the BatchNorm, depthwise Conv and next-layer columns that index them; a grouped Conv /
+  ConvTranspose is regrouped (the same number of channels kept in every group it keeps; a group that loses all goes);
 * hidden units of an MLP (the rows of the first Linear; gated MLPs: of both branches);
 * attention heads of a hand-written attention (the rows of q, k and v for the head, or all its columns of the
   out-projection — the head then contributes nothing —, also of one fused q/k/v Linear that is ``split`` or
   ``chunk``-ed; views, masks and ``att @ v`` follow) and of ``nn.MultiheadAttention`` (its ``in_proj_weight`` or ``q/k/v_proj_weight`` rows of
   the head in q, k and v, or the head's columns of ``out_proj.weight``), replaced by :class:`PrunedMultiheadAttention`.
 
-A removed channel of the masked model is not zero but a constant (the producer's bias through
-the BatchNorm and activation): its contribution is folded into the consuming layer's bias
-(``b ← b + W[:, removed] c``; a bias is added if the layer had none). A constant cannot be
-folded into a zero-padded Conv (borders see zeros): then it must be zero — mask the producer's
-bias and the BatchNorm's weight and bias for those channels too — or the call raises.
+A removed channel of the masked model is not zero but a constant (the producer's bias through the BatchNorm and
+activation): its contribution is folded into the consuming layer's bias (``b ← b + W[:, removed] c``; a bias is added
+if the layer had none). A constant cannot be folded into a zero-padded Conv (borders see zeros): then it must be
+zero — mask the producer's bias and the BatchNorm's weight and bias for those channels too — or the call raises.
 
-The result is a new ``torch.fx.GraphModule`` (the user's model is never modified) with the same
-submodule names and the user's train/eval flags; in eval mode it computes the masked model's
-function (checked on ``example_inputs``). BatchNorm in train mode normalizes with batch
-statistics, under which a constant channel is not the same constant: compare in eval mode.
+The result is a new ``torch.fx.GraphModule`` (the user's model is never modified) with the same submodule names and
+the user's train/eval flags; in eval mode it computes the masked model's function (checked on ``example_inputs``;
+BatchNorm in train mode normalizes with batch statistics, under which a constant channel is another: use eval mode).
 
-Refused with a ``ValueError`` naming the parameter, layer or node: a mask that is not
-structured (a partially masked row), channels masked in some producers of a space but not all
-(a residual add couples them: removed jointly or not at all), channels of a space that a
-LayerNorm normalizes, an op this module does not know, or the model output reads, and models
-``torch.fx`` cannot trace (those holding Hugging Face GPT-2 / LLaMA-style blocks: :mod:`._hf_removal`).
+Refused with a ``ValueError`` naming the parameter, layer or node: a mask that is not structured (a partially masked
+row), channels masked in some producers of a space but not all (a residual add couples them: removed jointly or not
+at all), channels of a space that a LayerNorm normalizes, an op this module does not know, or the model output reads,
+and models ``torch.fx`` cannot trace (unless they hold Hugging Face GPT-2, LLaMA, BERT or ViT blocks: :mod:`._hf_removal`).
 
 Example:
     >>> import torch
@@ -60,7 +55,7 @@ from torch.utils._pytree import tree_leaves
 from ._attention import PrunedMultiheadAttention, heads_kept, projections
 from ._convt import CONV, TRANSPOSED, canonical, depthwise, grouped, in_dim, regroup
 from ._depgraph import DepGraph, trace
-from ._hf_removal import blocks, remove_untraced
+from ._hf_removal import blocks, remove_untraced, structure_groups
 from ._layouts import fix_views
 from .apply import apply_masks_
 from .targets import check_masks, check_model
@@ -80,8 +75,8 @@ def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs:
     """A physically smaller copy of ``model`` computing the function of ``model`` with ``masks`` applied.
 
     Args:
-        model: a module ``torch.fx.symbolic_trace`` can trace, or one holding Hugging Face GPT-2- /
-            LLaMA-style blocks (not modified).
+        model: a module ``torch.fx.symbolic_trace`` can trace, or one holding Hugging Face GPT-2, LLaMA, BERT or
+            ViT-style blocks (not modified).
         masks: name → bool tensor of the parameter's shape (``True`` = kept), structured: every
             masked entry of a Linear/Conv/ConvTranspose weight lies in a fully masked output row (or filter),
             or in an input channel that is removed; ``nn.MultiheadAttention`` heads by their
@@ -93,9 +88,9 @@ def remove_pruned(model: nn.Module, masks: Mapping[str, Tensor], example_inputs:
             equality of the outputs, relative to their scale).
 
     Returns:
-        a ``torch.fx.GraphModule`` with the removed channels and heads gone; for a model torch.fx
-        cannot trace that holds GPT-2 / LLaMA-style blocks, a copy of the model's own class whose
-        blocks lost their removed MLP units and heads (:mod:`overparam.prune._hf_removal`).
+        a ``torch.fx.GraphModule`` with the removed channels and heads gone; for a model torch.fx cannot trace that
+        holds GPT-2 / LLaMA / BERT / ViT-style blocks, a copy of the model's own class whose blocks lost their removed
+        MLP units and heads (:mod:`overparam.prune._hf_removal`).
 
     Raises:
         ValueError: see the module docstring (each message names what is refused).
@@ -168,9 +163,11 @@ class ChannelGroup:
 def channel_groups(model: nn.Module, example_inputs: tuple) -> list[ChannelGroup]:
     """The channel groups of ``model`` as :func:`remove_pruned` sees them, in graph order.
 
-    Residual adds, gates and attention products join layers into one group; a structured mask
-    that :func:`remove_pruned` accepts masks the same rows of every producer of a group (heads of
-    ``nn.MultiheadAttention`` are not listed: they are removed by its own rows and columns).
+    Residual adds, gates and attention products join layers into one group; a structured mask that
+    :func:`remove_pruned` accepts masks the same rows of every producer of a group (``nn.MultiheadAttention`` heads are
+    not listed: they are removed by its own rows and columns). A model torch.fx cannot trace that holds Hugging Face
+    GPT-2 / LLaMA / BERT / ViT blocks: one group per block, from its module structure — the MLP's hidden units, the
+    attention's q/k/v channels (removed by whole heads; grouped-query attention is not listed).
 
     Reference: G. Fang et al., "DepGraph: Towards Any Structural Pruning" (CVPR 2023)
 
@@ -184,7 +181,10 @@ def channel_groups(model: nn.Module, example_inputs: tuple) -> list[ChannelGroup
         "it reaches the model's output"
     """
     check_model(model)
-    g = trace(copy.deepcopy(model), example_inputs)
+    try:
+        g = trace(copy.deepcopy(model), example_inputs)
+    except ValueError as e:   # Hugging Face blocks: their MLP units and attention channels, from the module structure
+        return [ChannelGroup(*grp, None) for grp in structure_groups(model, e)]
     mods = dict(g.gm.named_modules())
     params: dict[int, list[tuple[str, int]]] = {g.find(i): [] for i in range(len(g.spaces))}
     for u in g.uses:

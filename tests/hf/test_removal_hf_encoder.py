@@ -1,6 +1,7 @@
 """Structural removal of Hugging Face encoder blocks (BERT, RoBERTa, ViT) and of GPT-2 cross-attention, from
 the module structure: heads and MLP units removed, the smaller model equals the masked one (fp32, 1e-6, eager and
-sdpa attention), the parameter count drops by exactly the removed rows and columns, the input model is untouched."""
+sdpa attention), the parameter count drops by exactly the removed rows and columns, the input model is untouched;
+``channel_groups`` lists the blocks' MLP units and attention channels without a trace."""
 
 import copy
 
@@ -8,9 +9,9 @@ import pytest
 import torch
 import transformers as T
 
-from overparam.prune import apply_masks_, ln_structured, remove_pruned
+from overparam.prune import apply_masks_, channel_groups, ln_structured, remove_pruned
 from _models import VOCAB
-from test_removal_hf import _nparams, _ones, _random
+from test_removal_hf import _gpt2, _ids, _llama, _nparams, _ones, _random
 
 E, H, D, FF = 32, 4, 8, 64            # width, heads, head size, MLP units of every tiny model here
 HEAD = 3 * (D * E + D) + E * D         # parameters of one removed head: q, k, v rows with their biases, o columns
@@ -182,3 +183,39 @@ def test_gpt2_cross_attention_heads_removed(attn):
     bad[p0 + "q_attn.weight"][:, 0] = False                              # one query column of cross head 0
     with pytest.raises(ValueError, match="head 0 of 'lm.transformer.h.0.crossattention' is partly masked"):
         remove_pruned(net, bad, (ids, enc))
+
+
+def test_channel_groups_without_a_trace_build_masks_remove_pruned_accepts():
+    net = _bert("bert", "eager")
+    groups = channel_groups(net, _text(0))
+    by = {g.producers[0]: g for g in groups}
+    assert len(groups) == 4 and all(g.fixed is None for g in groups)      # per layer: MLP units, attention channels
+    mlp, att = by["encoder.layer.1.intermediate.dense.weight"], by["encoder.layer.1.attention.self.query.weight"]
+    assert mlp.size == FF and ("encoder.layer.1.output.dense.weight", 1) in mlp.params
+    assert att.size == E and att.producers[1:] == ["encoder.layer.1.attention.self.key.weight",
+                                                   "encoder.layer.1.attention.self.value.weight"]
+    masks = {p: _ones(net.get_parameter(p)) for g in (mlp, att) for p in g.producers}
+    for p in att.producers:
+        masks[p][D:3 * D] = False                                          # heads 1 and 2: same rows in each producer
+    masks[mlp.producers[0]][[7, 8]] = False
+    small = remove_pruned(net, masks, _text(0))
+    assert small.encoder.layer[1].attention.self.num_attention_heads == 2
+    assert _nparams(net) - _nparams(small) == 2 * HEAD + 2 * UNIT
+    _same(small, net, masks, *_text(2))
+    gpt2 = channel_groups(_gpt2(), (_ids(0),))
+    assert gpt2[0].producers == [f"transformer.h.0.attn.c_attn.weight rows {a}:{a + 32}" for a in (0, 32, 64)]
+    assert gpt2[0].params[0] == ("transformer.h.0.attn.c_attn.weight", 1)   # Conv1D (in, out): its columns
+    assert [g.producers for g in channel_groups(_llama(), (_ids(0),))] == \
+        [["model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight"],
+         ["model.layers.1.mlp.gate_proj.weight", "model.layers.1.mlp.up_proj.weight"]]   # GQA heads: not listed
+
+    class Untraceable(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.lin(x) if bool(x.sum() > 0) else x
+
+    with pytest.raises(ValueError, match="cannot be traced by torch.fx"):
+        channel_groups(Untraceable(), (torch.ones(2, 3),))
