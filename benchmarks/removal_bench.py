@@ -19,7 +19,11 @@ smaller model against the masked model it equals (same run, interleaved rounds, 
    (by their ``c_proj`` rows) and half the MLP units (by their ``c_fc`` columns) of every layer removed;
 9. Hugging Face LLaMA (4 layers, d = 512, 8 query / 4 key-value heads, MLP 1408), one query head of each
    key-value group (by its ``o_proj`` columns) and half the MLP units (``gate_proj`` and ``up_proj`` rows) removed.
-   (8 and 9 need transformers: ``PYTHONPATH=. python benchmarks/removal_bench.py`` in an environment with it.)
+10. Hugging Face BERT (masked LM, 4 layers, d = 512, 8 heads, MLP 2048; batch 8 × 256 tokens), half the heads (by
+   their query, key and value rows) and half the MLP units (``intermediate.dense`` rows) of every layer removed;
+11. Hugging Face ViT (classifier, 4 layers, d = 512, 8 heads, MLP 2048; batch 8 images 128×128, patches 8×8: 257
+   tokens), half the heads (by their ``o_proj`` columns) and half the MLP units (``fc1`` rows) of every layer removed.
+   (8 to 11 need transformers: ``PYTHONPATH=. python benchmarks/removal_bench.py`` in an environment with it.)
 
 Eval mode, ``torch.no_grad``. Also the time of the ``remove_pruned`` call itself.
 Run from the repository root: ``python benchmarks/removal_bench.py [--repeats 3 --threads N]``.
@@ -124,6 +128,18 @@ def _hf(kind: str):
             masks[p + "attn.c_proj.weight"] = _drop((512, 512), slice(0, 256))      # heads 0..3 (rows: Conv1D)
             masks[p + "mlp.c_fc.weight"] = _drop((512, 2048), (slice(None), slice(0, 1024)))
         return net, masks
+    if kind in ("bert", "vit"):
+        shape = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=4, num_attention_heads=8)
+        if kind == "bert":
+            net = T.BertForMaskedLM(T.BertConfig(vocab_size=1000, max_position_embeddings=256, **shape)).eval()
+            p, att = "bert.encoder.layer.{}.", {f"attention.self.{k}.weight": _drop((512, 512), slice(0, 256))
+                                                for k in ("query", "key", "value")}
+            mlp = {"intermediate.dense.weight": _drop((2048, 512), slice(0, 1024))}
+        else:
+            net = T.ViTForImageClassification(T.ViTConfig(image_size=128, patch_size=8, num_labels=10, **shape)).eval()
+            p, att = "vit.layers.{}.", {"attention.o_proj.weight": _drop((512, 512), (slice(None), slice(0, 256)))}
+            mlp = {"mlp.fc1.weight": _drop((2048, 512), slice(0, 1024))}
+        return net, {p.format(i) + k: m for i in range(4) for k, m in {**att, **mlp}.items()}
     cfg = T.LlamaConfig(hidden_size=512, intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8,
                         num_key_value_heads=4, vocab_size=1000, max_position_embeddings=256)
     net = T.LlamaForCausalLM(cfg).eval()
@@ -186,14 +202,15 @@ def cases():
     cols[:, 256:] = False
     yield "MultiheadAttention d=512 add_bias_kv + add_zero_attn, 50% heads", mha, {"attn.out_proj.weight": cols}, \
         (torch.randn(8, 256, 512),)
-    for kind in ("gpt2", "llama"):
+    for kind in ("gpt2", "llama", "bert", "vit"):
         try:
             net, masks = _hf(kind)
         except ImportError:
             print(f"| HF {kind} | not measured (transformers not installed) | | | | |")
             continue
-        yield f"HF {kind} 4 layers d=512, 50% heads + 50% MLP units", net, masks, \
-            (torch.randint(0, 1000, (8, 256), generator=torch.Generator().manual_seed(0)),)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(8, 3, 128, 128, generator=gen) if kind == "vit" else torch.randint(0, 1000, (8, 256), generator=gen)
+        yield f"HF {kind} 4 layers d=512, 50% heads + 50% MLP units", net, masks, (x,)
 
 
 def _out(y):
