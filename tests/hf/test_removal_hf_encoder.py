@@ -122,6 +122,34 @@ def test_bert_refusals():
         remove_pruned(net, _bert_masks(net, units=(range(FF), [])), _text(0))
 
 
+class _Decoder(torch.nn.Module):
+    """A language model with cross-attention as a module of positional inputs (token ids, encoder states) → logits."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, ids, enc):
+        return self.lm(input_ids=ids, encoder_hidden_states=enc).logits
+
+
+def test_bert_decoder_cross_attention_heads_removed():
+    cfg = T.BertConfig(hidden_size=E, intermediate_size=FF, num_hidden_layers=2, num_attention_heads=H, vocab_size=VOCAB,
+                       max_position_embeddings=20, is_decoder=True, add_cross_attention=True)
+    net = _Decoder(_random(T.BertLMHeadModel(cfg)))
+    masks = {n: _ones(p) for n, p in net.named_parameters() if ".crossattention." in n and n.endswith("weight")
+             and p.dim() == 2}
+    _heads_of(masks, "lm.bert.encoder.layer.0.crossattention.self.", ("query", "key", "value"), [0, 2])
+    _heads_of(masks, "lm.bert.encoder.layer.1.crossattention.", ("output.dense",), [1, 2, 3], rows=False)
+    gen = torch.Generator().manual_seed(0)
+    ids, enc = torch.randint(2, VOCAB, (2, 7), generator=gen), torch.randn(2, 5, E, generator=gen)
+    small = _remove_checked(net, masks, (ids, enc))
+    c0, c1 = (small.lm.bert.encoder.layer[i].crossattention.self for i in range(2))
+    assert (c0.num_attention_heads, c0.key.out_features, c1.num_attention_heads, c1.value.out_features) == (2, 16, 1, 8)
+    assert _nparams(net) - _nparams(small) == 5 * HEAD
+    _same(small, net, masks, torch.randint(2, VOCAB, (3, 6), generator=gen), torch.randn(3, 4, E, generator=gen))
+
+
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_vit_heads_and_units_removed(attn):
     cfg = T.ViTConfig(hidden_size=E, intermediate_size=FF, num_hidden_layers=2, num_attention_heads=H, image_size=16,
@@ -142,17 +170,6 @@ def test_vit_heads_and_units_removed(attn):
     assert small.layers[0].mlp.fc1.out_features == small.layers[0].mlp.fc2.in_features == 62
     assert _nparams(net) - _nparams(small) == 5 * HEAD + 5 * UNIT
     _same(small, net, masks, torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)))
-
-
-class _Decoder(torch.nn.Module):
-    """GPT-2 with cross-attention as a module of positional inputs (token ids, encoder states) → logits."""
-
-    def __init__(self, lm):
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, ids, enc):
-        return self.lm(input_ids=ids, encoder_hidden_states=enc).logits
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
