@@ -71,3 +71,9 @@ def test_reduced_run(tmp_path):
         assert all(res["dense"] - 0.05 < v < 10 for v in row.values())
         assert set(res["finetuned"][pat]) == set(row)
     assert res["claim_holds"] == all(res["claim_by_pattern"].values())
+    for pat, err in res["layer_error"].items():   # mean per-layer error on held-out windows, and its ratios
+        assert set(err) == set(res["one_shot"][pat]) and all(0 < e < 1.5 for e in err.values())
+        assert res["layer_error_factors"][pat]["sparsegpt"] == pytest.approx(err["sparsegpt"] / err["magnitude"])
+        per_layer = res["layers"][pat]["wanda"]
+        assert [n for n, _ in per_layer][:2] == ["blocks.0.qkv", "blocks.0.proj"]
+        assert err["wanda"] == pytest.approx(sum(e for _, e in per_layer) / len(per_layer))
