@@ -41,7 +41,7 @@ JUDGED = ("ratio", "ours")
 # import name -> distribution name, for the versions every run records
 DISTRIBUTIONS = {"torch": "torch", "pyhessian": "PyHessian", "curvlinops": "curvlinops-for-pytorch", "scipy": "scipy",
                  "mup": "mup", "peft": "peft", "transformers": "transformers", "unit_scaling": "unit-scaling",
-                 "triton": "triton"}
+                 "triton": "triton", "llmcompressor": "llmcompressor"}
 
 
 def now() -> str:

@@ -4,8 +4,9 @@ Run from the repository root: ``python benchmarks/regenerate.py`` (or ``overpara
 
 1. A fresh venv (``--venv DIR`` to choose or keep it; ``--no-venv`` to use this interpreter) gets
    ``torch==2.13.0`` first, then this checkout with its ``bench`` extra (the anchors: PyHessian,
-   curvlinops, scipy, mup, peft, and transformers, unit-scaling, attrs that single scripts import),
-   with torch held at its pin by a constraints file, so no anchor can swap the build.
+   curvlinops, scipy, mup, peft, llmcompressor, and transformers, unit-scaling, attrs that single
+   scripts import), with torch held at its pin by a constraints file, so no anchor can swap the build
+   (llmcompressor 0.14 admits torch 2.10–2.14.0 and caps transformers at 5.17).
 2. Every run of :data:`RUNS` (each ``benchmarks/*_bench.py``, some twice with other arguments) runs
    once, one after the other, with that venv's Python and the checkout first on ``PYTHONPATH``;
    ``--only NAME ...`` picks some (a script's name runs all its runs). Each script writes its rows to
