@@ -23,7 +23,8 @@ Two implementations of one signature are registered in :mod:`~overparam.backend.
 routine ``"sparsegpt"``: ``"reference"`` (an unblocked loop that updates all later columns after
 every column: the oracle) and ``"blocked"`` (the paper's lazy batch updates: the column loop
 runs inside a block of ``blocksize`` columns, and the later columns get one matrix product per
-block; ``"auto"``). They give the same mask and weights up to rounding.
+block — and, inside a block, the same again for sub-blocks of ~16 columns, with the block held
+transposed so that a column is contiguous; ``"auto"``). They give the same mask and weights up to rounding.
 
 Example:
     >>> import torch
@@ -93,14 +94,13 @@ def _inverse_factor(W: Tensor, gram: Tensor, damping: float) -> tuple[Tensor, Te
     return W, U
 
 
-def _select(W1: Tensor, dU: Tensor, j: int, col: int, sparsity, n, m, counts: tuple[int, int], prune: Tensor) -> None:
-    """Fill ``prune[:, j:...]`` for the mask block / N:M group starting at local column ``j``."""
+def _select(W1: Tensor, dU: Tensor, sparsity, n, m, counts: tuple[int, int]) -> Tensor:
+    """The entries to prune (True) of the mask block (unstructured: ``counts[1] − counts[0]`` of them) or
+    the N:M group (``W1 (out, m)``: ``m − n`` per row) ``W1``, by the score ``w² / U_jj²``."""
+    scores = W1.square() / dU.square()
     if n is None:
-        scores = W1.square() / dU.square()
-        prune.copy_(topk_mask(scores, counts[1] - counts[0], largest=False))
-    elif col % m == 0:
-        scores = W1[:, j:j + m].square() / dU[j:j + m].square()
-        prune[:, j:j + m] = ~nm_mask(scores, n, m, dim=1)
+        return topk_mask(scores, counts[1] - counts[0], largest=False)
+    return ~nm_mask(scores, n, m, dim=1)
 
 
 def _count(sparsity, rows: int, cols: int) -> int:
@@ -115,13 +115,11 @@ def sparsegpt_reference(W: Tensor, gram: Tensor, sparsity, n, m, blocksize: int,
     prune = torch.zeros_like(W, dtype=torch.bool)
     dU = U.diagonal()
     for j in range(d):
-        if j % blocksize == 0:
+        if j % blocksize == 0 and n is None:
             i2 = min(j + blocksize, d)
-            c = (_count(sparsity, r, j), _count(sparsity, r, i2))
-            if n is None:
-                _select(W[:, j:i2], dU[j:i2], 0, j, sparsity, n, m, c, prune[:, j:i2])
-        if n is not None:
-            _select(W, dU, j, j, sparsity, n, m, (0, 0), prune)
+            prune[:, j:i2] = _select(W[:, j:i2], dU[j:i2], sparsity, n, m, (_count(sparsity, r, j), _count(sparsity, r, i2)))
+        if n is not None and j % m == 0:
+            prune[:, j:j + m] = _select(W[:, j:j + m], dU[j:j + m], sparsity, n, m, (0, 0))
         err = torch.where(prune[:, j], W[:, j], 0.0) / U[j, j]
         W[:, j:].sub_(err[:, None] * U[j, j:][None, :])
         W[:, j].masked_fill_(prune[:, j], 0.0)
@@ -130,28 +128,37 @@ def sparsegpt_reference(W: Tensor, gram: Tensor, sparsity, n, m, blocksize: int,
 
 @dispatch.register("sparsegpt", "blocked", priority=1)
 def sparsegpt_blocked(W: Tensor, gram: Tensor, sparsity, n, m, blocksize: int, damping: float) -> PrunedMatrix:
-    """Lazy batch updates: column loop inside each block, one ``(out, B) @ (B, d − j₂)`` product per block."""
+    """Lazy batch updates on two levels: the column loop runs inside sub-blocks of ~16 columns (a multiple
+    of ``m``, so an N:M group never straddles two), each sub-block updates the rest of its block with one
+    product, each block the later columns with one ``(out, B) @ (B, d − j₂)`` product. A block is held
+    transposed, ``(B, out)``, so that a column is a contiguous row."""
     W, U = _inverse_factor(W, gram, damping)
     r, d = W.shape
-    prune = torch.zeros_like(W, dtype=torch.bool)
+    keep = torch.ones_like(W, dtype=torch.bool)
+    sub = min(blocksize, 16 if n is None else m * -(-16 // m))
     for i1 in range(0, d, blocksize):
         i2 = min(i1 + blocksize, d)
-        W1, U1, P1 = W[:, i1:i2].clone(), U[i1:i2, i1:i2], prune[:, i1:i2]
-        dU = U1.diagonal()
-        Err = torch.zeros_like(W1)
+        Wt, U1 = W[:, i1:i2].T.contiguous(), U[i1:i2, i1:i2]
+        dU, B = U1.diagonal(), i2 - i1
+        Pt, Et = torch.zeros(B, r, dtype=torch.bool, device=W.device), torch.empty_like(Wt)   # pruned, errors
         if n is None:
-            _select(W1, dU, 0, i1, sparsity, n, m, (_count(sparsity, r, i1), _count(sparsity, r, i2)), P1)
-        for j in range(i2 - i1):
-            if n is not None:
-                _select(W1, dU, j, i1 + j, sparsity, n, m, (0, 0), P1)
-            err = torch.where(P1[:, j], W1[:, j], 0.0) / U1[j, j]
-            W1[:, j:].sub_(err[:, None] * U1[j, j:][None, :])
-            W1[:, j].masked_fill_(P1[:, j], 0.0)
-            Err[:, j] = err
-        W[:, i1:i2] = W1
+            Pt.copy_(_select(Wt.T, dU, sparsity, n, m, (_count(sparsity, r, i1), _count(sparsity, r, i2))).T)
+        for s1 in range(0, B, sub):
+            s2 = min(s1 + sub, B)
+            for j in range(s1, s2):
+                if n is not None and j % m == 0:
+                    Pt[j:j + m] = _select(Wt[j:j + m].T, dU[j:j + m], sparsity, n, m, (0, 0)).T
+                err = Wt[j].masked_fill(~Pt[j], 0.0).div_(U1[j, j])
+                Wt[j:s2].addr_(U1[j, j:s2], err, alpha=-1)
+                Wt[j].masked_fill_(Pt[j], 0.0)
+                Et[j] = err
+            if s2 < B:
+                Wt[s2:].addmm_(U1[s1:s2, s2:].T, Et[s1:s2], alpha=-1)
+        W[:, i1:i2] = Wt.T
+        keep[:, i1:i2] = ~Pt.T
         if i2 < d:
-            W[:, i2:].sub_(Err @ U[i1:i2, i2:])
-    return PrunedMatrix(W, ~prune)
+            W[:, i2:].addmm_(Et.T, U[i1:i2, i2:], alpha=-1)
+    return PrunedMatrix(W, keep)
 
 
 def sparsegpt_matrix(W: Tensor, gram: Tensor, sparsity: float | None = None, *, n: int | None = None,

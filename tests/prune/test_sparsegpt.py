@@ -39,11 +39,11 @@ def test_first_column_update_is_the_closed_form_obs_solution(damping):
     torch.testing.assert_close(0.5 * torch.einsum("ri,ij,rj->r", delta, Hd, delta), W[:, 0] ** 2 / (2 * Hinv[0, 0]))
 
 
-@settings(max_examples=8, deadline=None)
-@given(r=st.integers(1, 5), groups=st.integers(1, 4), blocksize=st.sampled_from([4, 8, 12]),
+@settings(max_examples=12, deadline=None)
+@given(r=st.integers(1, 5), groups=st.integers(1, 12), blocksize=st.sampled_from([4, 8, 12, 20, 40]),
        sparsity=st.sampled_from([0.0, 0.3, 0.5, 0.75]), seed=st.integers(0, 100))
 def test_blocked_equals_the_unblocked_obs_loop_unstructured(r, groups, blocksize, sparsity, seed):
-    d = 4 * groups + 2                            # the last block is partial
+    d = 4 * groups + 2                            # the last block is partial; blocks > 16: sub-blocks of 16
     W, H, _ = _problem(r, d, 3 * d, seed)
     ref = sparsegpt_matrix(W, H, sparsity, blocksize=blocksize, impl="reference")
     blk = sparsegpt_matrix(W, H, sparsity, blocksize=blocksize, impl="blocked")
@@ -53,9 +53,11 @@ def test_blocked_equals_the_unblocked_obs_loop_unstructured(r, groups, blocksize
     assert bool((blk.weight[~blk.mask] == 0).all())
 
 
-@pytest.mark.parametrize("n,m,blocksize", [(2, 4, 8), (1, 3, 6), (3, 4, 4), (1, 2, 16)])
+@pytest.mark.parametrize("n,m,blocksize", [(2, 4, 8), (1, 3, 6), (3, 4, 4), (1, 2, 16),
+                                           (2, 4, 40), (1, 3, 45), (3, 8, 48), (5, 24, 48)])
 def test_blocked_equals_the_unblocked_obs_loop_nm(n, m, blocksize):
-    d = 4 * m * 3
+    """Blocks above 16 columns run in sub-blocks of a multiple of m (16, 18, 16, 24): groups never straddle them."""
+    d = 4 * m * 3 if blocksize < 40 else 2 * blocksize + 2 * m
     W, H, _ = _problem(5, d, 2 * d, seed=n + m)
     ref = sparsegpt_matrix(W, H, n=n, m=m, blocksize=blocksize, impl="reference")
     blk = sparsegpt_matrix(W, H, n=n, m=m, blocksize=blocksize, impl="blocked")
