@@ -85,10 +85,11 @@ def reconstruct_admm(W: Tensor, gram: Tensor, mask: Tensor, damping: float, iter
     At = A / s[:, None] / s[None, :]                              # unit diagonal
     lam, Q = torch.linalg.eigh(At)
     keep = mask.to(W0.dtype)
-    B = (W0 * s) @ At
-    Z, U = (W0 * s) * keep, torch.zeros_like(W0)
+    W0s = W0 * s
+    B = W0s @ At
+    Z, U = W0s * keep, torch.zeros_like(W0)
     rho, inv = 1.0, None
-    scale = max(float(B.norm()), torch.finfo(W0.dtype).tiny)
+    primal, dual = tol * float(W0s.norm()), tol * float(B.norm())
     for _ in range(iterations):
         if inv is None:
             inv = (Q / (lam + rho)) @ Q.T                         # (Ã + ρI)⁻¹
@@ -96,9 +97,9 @@ def reconstruct_admm(W: Tensor, gram: Tensor, mask: Tensor, damping: float, iter
         Zp, Z = Z, (Wk + U) * keep
         U.add_(Wk - Z)
         r, d = float((Wk - Z).norm()), rho * float((Z - Zp).norm())
-        if r <= tol * max(float(Z.norm()), scale * 1e-12) and d <= tol * scale:
+        if r <= primal and d <= dual:
             break
-        if r > 10 * d:
+        if r > 10 * d:                                            # residual balancing (U is scaled by 1/ρ)
             rho, inv = 2 * rho, None
             U.div_(2)
         elif d > 10 * r:
