@@ -12,6 +12,8 @@
    the sorted score at ``int(s·n)``): one more per block of 128 columns than ours (``--agree``).
 2. Wanda's mask (``wanda_mask``: ``|W|·‖X‖`` + per-row selection) against one pass of
    ``abs()*norm`` + ``torch.topk`` over the same weights (the bare cost of the method).
+3. Only with ``--reconstruct`` (minutes at 4096²): ``reconstruct_matrix`` (ADMM at its defaults) on SparseGPT's
+   50% mask against ``sparsegpt_matrix`` itself (no target: what the optimal weights of a mask cost).
 
 Run from the repository root: ``overparam bench calib_bench [-- --size 4096 --tokens 2048 --repeats 3]``;
 ``-- --once blocked llmcompressor reference`` runs SparseGPT alone, one run per case and impl, each row
@@ -29,7 +31,7 @@ import torch
 from _rows import Rows
 from _timing import interleaved
 
-from overparam.prune import sparsegpt_matrix, wanda_mask
+from overparam.prune import reconstruct_matrix, sparsegpt_matrix, wanda_mask
 
 
 def problem(d: int, tokens: int, seed: int = 0):
@@ -162,6 +164,22 @@ def bench_wanda(d: int, tokens: int, repeats: int, rec: Rows) -> list[str]:
             f"{t['ours'] / t['anchor']:.2f}x | same counts: {same} | |"]
 
 
+def bench_reconstruct(d: int, tokens: int, repeats: int, rec: Rows) -> list[str]:
+    W, X = problem(d, tokens)
+    H = X.T @ X
+    ref = (X @ W.T).norm()
+    mask = sparsegpt_matrix(W, H, 0.5).mask
+    res = interleaved({"admm": lambda: reconstruct_matrix(W, H, mask).weight,
+                       "sparsegpt": lambda: sparsegpt_matrix(W, H, 0.5).weight}, repeats=repeats)
+    t = {k: statistics.median(v[0]) for k, v in res.items()}
+    e = {k: float((X @ (W - v[1][-1]).T).norm() / ref) for k, v in res.items()}
+    rec.add("prune", f"reconstruct_matrix (ADMM) on SparseGPT's 50% mask, {d}×{d}, {tokens} tokens, fp32",
+            "`sparsegpt_matrix` (blocked) on the same layer", ours=t["admm"], theirs=t["sparsegpt"],
+            notes=f"output error {e['admm']:.4f} vs SparseGPT's {e['sparsegpt']:.4f}; no target (a cost, not a claim)")
+    return [f"| reconstruct (ADMM) on SparseGPT's 50% mask, {d}x{d} | {t['admm']:.2f} s | {t['sparsegpt']:.2f} s | "
+            f"{t['admm'] / t['sparsegpt']:.2f}x | {e['admm']:.4f} | {e['sparsegpt']:.4f} |"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=4096)
@@ -174,6 +192,8 @@ def main() -> None:
     ap.add_argument("--once", nargs="+", default=None, metavar="IMPL",
                     choices=("blocked", "reference", "llmcompressor"),
                     help="SparseGPT only, one run per case and impl (e.g. --once blocked llmcompressor reference)")
+    ap.add_argument("--reconstruct", action="store_true",
+                    help="also time reconstruct_matrix (ADMM) against sparsegpt_matrix (minutes at 4096)")
     ap.add_argument("--agree", action="store_true", help="only compare masks and weights with llmcompressor's (fp64)")
     a = ap.parse_args()
     if a.threads:
@@ -192,6 +212,9 @@ def main() -> None:
     for line in bench_wanda(a.size, a.tokens, a.repeats, rec) + bench_sparsegpt(a.size, a.tokens, a.repeats, rec,
                                                                                   anchor):
         print(line, flush=True)
+    if a.reconstruct:
+        for line in bench_reconstruct(a.size, a.tokens, a.repeats, rec):
+            print(line, flush=True)
     rec.write()
 
 

@@ -44,7 +44,7 @@ hessian.distributed_hessian hessian.distributed_ggn prune.global_magnitude prune
 backend.dist.unwrap backend.dist.unsharded_copy scaling.umup_types scaling.umup_plan"""
 VALUES = """scaling.attention_scale_ backend.random.fan_in_normal_ factor.relora_restart_ factor.load_adapter_state_dict
 factor.unmerge_ prune.apply.apply_masks_ prune.apply.Masked prune.apply.masked prune.lottery prune.calibrate
-prune.sparsegpt_"""
+prune.sparsegpt_ prune.reconstruct_"""
 WRAP = "factor.lowrank_ factor.hadamard_ factor.lora_ prune.apply.parametrize_masks_ scaling.unit_scale_"
 HALF = "factor.merge_ prune.apply.unparametrize_masks_ scaling.unwrap_units_"     # the unwrap halves: checked with their wrap
 KIND = {**{q: "measure" for q in MEASURE.split()}, **{q: "values" for q in VALUES.split()},

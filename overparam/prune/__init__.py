@@ -35,6 +35,7 @@ from .structured import block_mask, ln_structured
 from .owl import owl, owl_sparsities  # the function shadows the module name
 from .reconstruction import LayerError, Reconstruction, plot_reconstruction, reconstruction  # likewise
 from .sparsegpt import sparsegpt_, sparsegpt_matrix
+from .reconstruct import reconstruct_, reconstruct_matrix
 from .wanda import wanda, wanda_mask, wanda_scores  # likewise
 
 __all__ = [
@@ -51,5 +52,5 @@ __all__ = [
     "PackedOptimizer", "PackedSGD", "PackedAdamW", "remove_pruned", "SRSTE", "srste_weight",
     "LayerStats", "PrunedMatrix", "calibrate", "collect_stats", "sparsegpt_", "sparsegpt_matrix",
     "wanda", "wanda_mask", "wanda_scores", "owl", "owl_sparsities",
-    "LayerError", "Reconstruction", "reconstruction", "plot_reconstruction",
+    "LayerError", "Reconstruction", "reconstruction", "plot_reconstruction", "reconstruct_", "reconstruct_matrix",
 ]

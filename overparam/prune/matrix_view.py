@@ -54,8 +54,13 @@ def weight_matrix(module: nn.Module) -> Tensor:
         >>> weight_matrix(torch.nn.Conv2d(3, 5, 2)).shape
         torch.Size([5, 12])
     """
+    return _weight_to_matrix(module, module.weight.detach())
+
+
+def _weight_to_matrix(module: nn.Module, T: Tensor) -> Tensor:
+    """A tensor of the weight's stored shape (weights or a mask) as the matrix ``(out, d)`` of :func:`weight_matrix`."""
     lay = _layout(module, type(module).__name__)
-    M = lay.as_matrix(module.weight.detach())
+    M = lay.as_matrix(T)
     return M if lay.linear_like else einops.rearrange(M, "o (c k) -> o (k c)", c=module.weight.shape[1])
 
 

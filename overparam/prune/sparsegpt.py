@@ -54,25 +54,32 @@ from .targets import Masks
 __all__ = ["sparsegpt_matrix", "sparsegpt_"]
 
 
-def _check(W: Tensor, gram: Tensor, sparsity, n, m, blocksize: int, damping: float) -> None:
+def check_layer(W: Tensor, gram: Tensor, damping: float) -> None:
+    """``W (out, d)`` and ``gram (d, d)`` finite floats, ``damping >= 0`` (a ValueError / TypeError naming them)."""
     check_float(W, "W")
     check_float(gram, "gram")
     if W.ndim != 2 or gram.shape != (W.shape[1], W.shape[1]):
         raise ValueError(f"W must be (out, d) and gram (d, d), got {tuple(W.shape)} and {tuple(gram.shape)}")
-    check_int(blocksize, "blocksize")
     check_real(damping, "damping", at_least=0.0, finite=True)
+    if not bool(W.isfinite().all()) or not bool(gram.isfinite().all()):
+        raise ValueError("W and gram must be finite (NaN or inf found)")
+
+
+def _check(W: Tensor, gram: Tensor, sparsity, n, m, blocksize: int, damping: float) -> None:
+    check_layer(W, gram, damping)
+    check_int(blocksize, "blocksize")
     check_pattern(sparsity, n, m)
     if n is not None:
         if W.shape[1] % m:
             raise ValueError(f"m: the input dimension {W.shape[1]} is not divisible by M={m}")
         if blocksize % m:
             raise ValueError(f"blocksize: {blocksize} must be a multiple of m={m} (N:M groups may not straddle blocks)")
-    if not bool(W.isfinite().all()) or not bool(gram.isfinite().all()):
-        raise ValueError("W and gram must be finite (NaN or inf found)")
 
 
-def _inverse_factor(W: Tensor, gram: Tensor, damping: float) -> tuple[Tensor, Tensor]:
-    """``(W with dead inputs zeroed, U)`` with ``UᵀU = (H + λI)⁻¹``, ``U`` upper triangular."""
+def damped_cholesky(W: Tensor, gram: Tensor, damping: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(W with dead inputs zeroed, A = H + λI, L = chol(A) lower)`` in ``gram``'s dtype; ``λ = damping ·
+    mean(diag H)`` (dead inputs ``H_jj = 0`` counted as 1). A dead input gets ``A_jj = 1 + λ`` and zero weights;
+    a singular ``A`` (or, with ``damping=0``, a pivot ``L_jj² <= d·eps·A_jj``) raises NotPositiveDefiniteError."""
     H = gram.clone()
     W = W.to(H.dtype).clone()
     diag = H.diagonal()
@@ -90,8 +97,13 @@ def _inverse_factor(W: Tensor, gram: Tensor, damping: float) -> tuple[Tensor, Te
         raise NotPositiveDefiniteError(
             f"gram: the Gram matrix XᵀX (d = {d}) is singular or numerically singular (damping = {damping}); "
             "use damping > 0 or more calibration rows")
-    U = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
-    return W, U
+    return W, H, L
+
+
+def _inverse_factor(W: Tensor, gram: Tensor, damping: float) -> tuple[Tensor, Tensor]:
+    """``(W with dead inputs zeroed, U)`` with ``UᵀU = (H + λI)⁻¹``, ``U`` upper triangular."""
+    W, _, L = damped_cholesky(W, gram, damping)
+    return W, torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
 
 
 def _select(W1: Tensor, dU: Tensor, sparsity, n, m, counts: tuple[int, int]) -> Tensor:

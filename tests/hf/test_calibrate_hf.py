@@ -54,3 +54,19 @@ def test_wanda_nm_on_hf_models_leaves_the_model_unchanged(kind):
     weights = op.backend.layers.weights_of(model)
     for name, m in masks.items():
         assert op.prune.is_nm(m, 2, 4, dim=weights[name].layout.in_dim)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_reconstruct_lowers_wanda_error_on_hf_models(kind):
+    """Least-squares weights on Wanda's 2:4 masks, through Conv1D (GPT-2) and Linear (LLaMA) layers."""
+    model = _model(kind)
+    calib = [data(kind, seed=s) for s in range(24)]
+    held = [data(kind, seed=100 + s) for s in range(4)]
+    masks = op.prune.wanda(model, calib, n=2, m=4)
+    alone = copy.deepcopy(model)
+    op.prune.apply_masks_(alone, masks)
+    rec = copy.deepcopy(model)
+    assert list(op.prune.reconstruct_(rec, calib, masks)) == list(masks)
+    params = dict(rec.named_parameters())
+    assert all(bool((params[k][~m] == 0).all()) for k, m in masks.items())
+    assert op.prune.reconstruction(model, rec, held).mean_error < op.prune.reconstruction(model, alone, held).mean_error

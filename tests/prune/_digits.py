@@ -25,6 +25,24 @@ def data(val: bool = False):
     return split(*tr, test=0.2, generator=10) if val else (tr, te)
 
 
+@functools.lru_cache(maxsize=1)
+def calibration_mlp():
+    """``(net, calibration batch, held-out batch)``: a 64-64-10 GELU MLP after 80 full-batch Adam steps on a
+    70/30 split (seed 0), 256 training digits to calibrate on, the test digits held out (the calibration-pruning
+    tests: test_reconstruction.py, test_reconstruct.py). Callers deep-copy ``net`` before changing it."""
+    from torch import nn
+
+    X, y = digits()
+    (Xtr, ytr), (Xte, _) = split(X, y, test=0.3, generator=0)
+    net = mlp([64, 64, 10], activation=nn.GELU, generator=0)
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    for _ in range(80):
+        opt.zero_grad()
+        F.cross_entropy(net(Xtr), ytr).backward()
+        opt.step()
+    return net, (Xtr[:256], None), (Xte, None)
+
+
 def accuracy(f, val: bool = False) -> float:
     _, (X, y) = data(val)
     with torch.no_grad():

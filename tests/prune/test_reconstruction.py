@@ -75,16 +75,8 @@ def test_gains_over_magnitude_need_correlated_or_uneven_inputs(pattern):
 
 @pytest.fixture(scope="module")
 def digits_mlp():
-    from overparam.experiments.harness import digits, mlp, split
-    X, y = digits()
-    (Xtr, ytr), (Xte, _) = split(X, y, test=0.3, generator=0)
-    net = mlp([64, 64, 10], activation=nn.GELU, generator=0)
-    opt = torch.optim.Adam(net.parameters(), 3e-3)
-    for _ in range(80):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(Xtr), ytr).backward()
-        opt.step()
-    return net, (Xtr[:256], None), (Xte, None)
+    from _digits import calibration_mlp
+    return calibration_mlp()
 
 
 def _mean_error(net, method, held, cal, **kw):
