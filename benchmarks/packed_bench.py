@@ -8,7 +8,7 @@ training step (forward, backward, optimizer step) on a batch of 64:
 * ``packed``: ``op.prune.PackedAdamW`` (state holds only the kept entries).
 
 Also the optimizer-state bytes of each after one step, and the same for SGD with momentum.
-Run from the repository root: ``OMP_NUM_THREADS=1 overparam bench packed``.
+Run from the repository root: ``overparam bench packed [-- --threads N]``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ def main(argv=None) -> str:
     ap.add_argument("--sparsity", type=float, default=0.8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--inner", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     rows = Rows()
     base = _mlp(a.widths)
     n_w = sum(m.weight.numel() for m in base if isinstance(m, nn.Linear))

@@ -149,7 +149,7 @@ def outputs(records: dict[str, dict]) -> str:
         run = rec.get("run")
         if not run:
             continue
-        out += [f"## {name}", "", f"`python benchmarks/{command(name) if name in RUNS else name}` — {rec.get('date')}, "
+        out += [f"## Output of {name}", "", f"`python benchmarks/{command(name) if name in RUNS else name}` — {rec.get('date')}, "
                 + ("timed out" if run["exit"] == "timeout" else f"exit {run['exit']}") + f", {run['wall_s']:.0f} s", "",
                 FENCE + "text", run["output"].rstrip().replace(FENCE, "'''"), FENCE, ""]
     return "\n".join(out)

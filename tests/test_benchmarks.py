@@ -123,7 +123,7 @@ def test_settle_replaces_the_json_of_a_failed_run(tmp_path):
     out = tmp_path / "RESULTS.md"
     regen.gather(tmp_path, out)
     assert "failed: exit 1" in out.read_text()
-    latest = (tmp_path / "latest.md").read_text().split("## umup")[1]
+    latest = (tmp_path / "latest.md").read_text().split("## Output of umup")[1]
     assert latest.count("```") == 2 and "```text\n| a | b |\n'''x'''\n```" in latest   # output cannot close its fence
 
 

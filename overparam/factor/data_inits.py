@@ -7,7 +7,7 @@ the :class:`~overparam.factor.inits.AdapterInit` and the (EVA: redistributed) ra
 
 * LoRA-GA: the loss gradient in each selected weight, from
   :func:`overparam.hessian.gradient` (per-sample mean over the batches; the model must be
-  deterministic — ``eval()`` for dropout / BatchNorm);
+  deterministic — ``eval()`` for dropout / BatchNorm —, checked on the first batch: ``check="first"``);
 * EVA: every selected layer's input rows ``(N, cols)`` (all leading dims flattened), stacked
   over the batches; the rank budget ``rank × layers`` is redistributed by explained variance with
   at most ``round(rho · rank)`` per layer (``rho=1``: no redistribution); a layer given rank 0 is
@@ -141,7 +141,7 @@ def plan(model: nn.Module, chosen: dict[str, nn.Module], opts, loss_fn, data, *,
             raise ValueError(f"svd: init='lora_ga' takes its gradient SVD from ga_svd= ('randomized' by default, "
                              f"or 'svd' exact), not svd={opts.svd!r} (PiSSA's)")
         wanted = {f"{n}.weight" if n else "weight": n for n in chosen}
-        g = gradient(model, loss_fn, data, params=lambda name, _p: name in wanted)
+        g = gradient(model, loss_fn, data, params=lambda name, _p: name in wanted, check="first")
         out = {}
         for key, n in wanted.items():
             G = _layers.as_matrix(chosen[n], g[key])

@@ -39,7 +39,7 @@ def _tensors(out) -> tuple[Tensor, ...]:
 
 
 def gradient(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, exclude: Spec = None,
-             reduction: str = "mean", check: bool = True, output="auto",
+             reduction: str = "mean", check: bool | str = True, output="auto",
              attention: str | None = "math") -> dict[str, Tensor]:
     """``∇L(θ)`` of ``L = Σ_b (n_b/N) loss_fn(model(x_b), y_b)`` w.r.t. the selected parameters.
 
@@ -52,8 +52,9 @@ def gradient(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, 
         exclude: parameters to leave out, same grammar.
         reduction: ``"mean"`` (``loss_fn`` averages over its batch) or ``"sum"`` (losses are added).
         check: compare the outputs of the forward pass the gradient came from with those of a
-            fresh forward pass (one extra forward without backward): a stochastic or stateful
-            forward raises.
+            fresh forward pass (one extra forward without backward per batch): a stochastic or
+            stateful forward raises. ``"first"``: the first batch only (one extra forward in all,
+            after every batch has run, so state left by the later batches still shows); False: none.
         output: what ``loss_fn`` sees of the model's output (``"auto"``: a ``ModelOutput``'s
             ``logits``, ...; None; a callable), as for :class:`~overparam.hessian.HessianOperator`.
         attention: ``"math"`` (the math SDPA kernel in every forward) or None (torch's choice).
@@ -71,6 +72,8 @@ def gradient(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, 
         >>> torch.allclose(g["weight"], 2 * (net(x) - y).T @ x / 8), net.weight.grad is None
         (True, True)
     """
+    if check not in (True, False, "first"):
+        raise ValueError(f"check must be True, False or 'first', got {check!r}")
     obj = Objective.build(model, loss_fn, data, params, exclude=exclude, reduction=reduction, output=output,
                           attention=attention)
     total, kept = None, []
@@ -81,11 +84,13 @@ def gradient(model: nn.Module, loss_fn: Callable, data, *, params: Spec = None, 
             loss = obj.loss_fn(out, batch[1]) * w
             g = grad(loss, leaves)
             total = g if total is None else vec.add(total, g)
-            kept += [loss.detach(), *_tensors(out)]
+            if check is True or i == 0:
+                kept += [loss.detach(), *_tensors(out)]
         if check:  # losses and output tensors (a raw output=None may hold none) of a fresh forward pass
+            n_check = 1 if check == "first" else len(obj.batches)
             with torch.no_grad():
                 fresh = []
-                for b, w in zip(obj.batches, obj.weights):
+                for b, w in zip(obj.batches[:n_check], obj.weights[:n_check]):
                     out = obj.outputs(obj.theta, b)
                     fresh += [obj.loss_fn(out, b[1]) * w, *_tensors(out)]
             check_agree(tuple(kept), tuple(fresh), obj, what="network outputs of fresh forward passes")

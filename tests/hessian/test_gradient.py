@@ -81,6 +81,23 @@ def test_gradient_refuses_models_that_are_not_deterministic():
     oh.gradient(drop, F.mse_loss, (x, y))
 
 
+def test_gradient_check_first_batch_only():
+    """check='first': one extra forward in all (not one per batch), and it still catches both flaky models."""
+    x, y = _batch()
+    data = [(x[:3], y[:3]), (x[3:6], y[3:6]), (x[6:], y[6:])]
+    for check, forwards in ((True, 6), ("first", 4), (False, 3)):
+        net = _Flaky(False)
+        net.calls = 1                                 # past its warm-up: deterministic from here on
+        g = oh.gradient(net, F.mse_loss, data, check=check)
+        assert net.calls - 1 == forwards, check
+        torch.testing.assert_close(g["lin.0.weight"], oh.gradient(net, F.mse_loss, data, check=False)["lin.0.weight"])
+    for flaky in (_Flaky(True), _Flaky(False)):
+        with pytest.raises(oh.NonDeterministicModelError, match="differ"):
+            oh.gradient(flaky, F.mse_loss, data, check="first")
+    with pytest.raises(ValueError, match="check"):
+        oh.gradient(_Flaky(False), F.mse_loss, data, check="all")
+
+
 def test_gradient_bad_input():
     net = tanh_mlp([3, 2], generator=0)
     x, y = _batch()
