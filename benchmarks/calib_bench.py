@@ -42,6 +42,12 @@ def problem(d: int, tokens: int, seed: int = 0):
     return W, X
 
 
+def layer(d: int, tokens: int, dtype=torch.float32):
+    """``(W, X, H = XᵀX, ‖XWᵀ‖)`` of :func:`problem` in ``dtype``: what the SparseGPT cases share."""
+    W, X = (t.to(dtype) for t in problem(d, tokens))
+    return W, X, X.T @ X, (X @ W.T).norm()
+
+
 def llmcompressor_sparsegpt():
     """llmcompressor's per-layer SparseGPT module (``sgpt_sparsify``), or None where it does not import."""
     try:
@@ -86,9 +92,7 @@ CASES = (("50%", {"sparsity": 0.5}), ("2:4", {"n": 2, "m": 4}))
 
 
 def bench_sparsegpt(d: int, tokens: int, repeats: int, rec: Rows, anchor: str) -> list[str]:
-    W, X = problem(d, tokens)
-    H = X.T @ X
-    ref = (X @ W.T).norm()
+    W, X, H, ref = layer(d, tokens)
     rows = []
     for label, kw in CASES:
         res = interleaved({impl: sparsegpt_call(impl, W, H, kw) for impl in ("blocked", anchor)}, repeats=repeats)
@@ -107,9 +111,7 @@ def bench_sparsegpt(d: int, tokens: int, repeats: int, rec: Rows, anchor: str) -
 def bench_sparsegpt_once(d: int, tokens: int, impls: list[str]) -> None:
     """One run per (case, impl), printed as soon as it finishes (the 4096² unblocked loop takes minutes
     per run: this is how the issue-size row was first measured, one run each, not a median)."""
-    W, X = problem(d, tokens)
-    H = X.T @ X
-    ref = (X @ W.T).norm()
+    W, X, H, ref = layer(d, tokens)
     if "llmcompressor" in impls:
         pick_anchor("llmcompressor")  # a clear exit where it does not import
     for label, kw in CASES:
@@ -129,9 +131,7 @@ def agreement(d: int, tokens: int) -> None:
     sgpt = llmcompressor_sparsegpt()
     if sgpt is None:
         raise SystemExit("calib_bench: --agree needs llmcompressor")
-    W, X = (t.double() for t in problem(d, tokens))
-    H = X.T @ X
-    ref = (X @ W.T).norm()
+    W, X, H, ref = layer(d, tokens, torch.float64)
     precision, sgpt.SGPT_PRECISION = sgpt.SGPT_PRECISION, torch.float64
     try:
         for label, kw in CASES:
@@ -165,9 +165,7 @@ def bench_wanda(d: int, tokens: int, repeats: int, rec: Rows) -> list[str]:
 
 
 def bench_reconstruct(d: int, tokens: int, repeats: int, rec: Rows) -> list[str]:
-    W, X = problem(d, tokens)
-    H = X.T @ X
-    ref = (X @ W.T).norm()
+    W, X, H, ref = layer(d, tokens)
     mask = sparsegpt_matrix(W, H, 0.5).mask
     res = interleaved({"admm": lambda: reconstruct_matrix(W, H, mask).weight,
                        "sparsegpt": lambda: sparsegpt_matrix(W, H, 0.5).weight}, repeats=repeats)

@@ -269,9 +269,10 @@ def structure_groups(net: nn.Module, error: Exception) -> list[tuple[int, list[s
     trace's, is raised where ``net`` holds no known block): the hidden units of every MLP block, the q/k/v channels
     of every attention block (removed by whole heads; grouped-query attention with ``num_key_value_groups > 1`` is
     not listed: its k/v channels are fewer than its q channels)."""
-    if not blocks(net):
+    found = blocks(net)
+    if not found:
         raise error
-    return [g for b, k in blocks(net).items() if (g := _group(b, k, net.get_submodule(b))) is not None]
+    return [g for b, k in found.items() if (g := _group(b, k, net.get_submodule(b))) is not None]
 
 
 def remove_by_structure(net: nn.Module, masks: Mapping[str, Tensor]) -> None:

@@ -48,7 +48,7 @@ from ..backend.select import Spec
 from .calibrate import LayerStats, PrunedMatrix, calibrate, module_name
 from .matrix_view import _weight_to_matrix
 from .sparsegpt import check_layer, damped_cholesky
-from .targets import Masks, check_model
+from .targets import Masks, check_masks, check_model
 from .targets import targets as _targets
 
 __all__ = ["reconstruct_matrix", "reconstruct_"]
@@ -140,8 +140,6 @@ def reconstruct_matrix(W: Tensor, gram: Tensor, mask: Tensor, *, damping: float 
     if mask.shape != W.shape:
         raise ValueError(f"mask has shape {tuple(mask.shape)}; W is {tuple(W.shape)}")
     check_int(iterations, "iterations")
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
     check_real(tol, "tol", at_least=0.0, finite=True)
     mask = mask.to(W.device)
     return dispatch.choose("reconstruct", impl, device=W.device)(W, gram, mask, damping, iterations, tol)
@@ -179,14 +177,7 @@ def reconstruct_(model: nn.Module, data, masks: Masks, *, targets: Spec = None, 
     """
     check_model(model)
     check_real(damping, "damping", at_least=0.0, finite=True)
-    if not isinstance(masks, dict):
-        raise TypeError(f"masks must be a dict {{weight name: bool tensor}}, got {type(masks).__name__}")
-    params = dict(model.named_parameters())
-    for k, v in masks.items():
-        if k not in params:
-            raise ValueError(f"masks: {k!r} is not a parameter of the model")
-        if not isinstance(v, Tensor) or v.dtype != torch.bool or v.shape != params[k].shape:
-            raise ValueError(f"masks[{k!r}] must be a bool tensor of shape {tuple(params[k].shape)}")
+    check_masks(masks, dict(model.named_parameters()))
     prunable = set(_targets(model))
     other = [k for k in masks if k not in prunable]
     if other:

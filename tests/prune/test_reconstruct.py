@@ -122,9 +122,11 @@ def test_bad_input_is_refused_with_the_argument_named():
         reconstruct_matrix(W, H, mask, damping=-0.1)
     net = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
     data, ones = (torch.randn(8, 4), None), torch.ones(3, 4, dtype=torch.bool)
-    for bad in ({"2.weight": ones}, {"0.weight": ones.double()}, {"0.weight": ones[:2]}, {"0.bias": ones[0, :3]}):
+    for bad in ({"2.weight": ones}, {"0.weight": ones[:2]}, {"0.bias": ones[0, :3]}):
         with pytest.raises(ValueError, match="masks"):
             op.prune.reconstruct_(net, data, bad)
+    with pytest.raises(TypeError, match="masks"):            # a float mask: the type, as everywhere in prune
+        op.prune.reconstruct_(net, data, {"0.weight": ones.double()})
     with pytest.raises(ValueError, match="masks: no target layer"):
         op.prune.reconstruct_(net, data, {"0.weight": ones}, exclude="0")
     with pytest.raises(TypeError, match="masks"):
